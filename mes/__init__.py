@@ -1,0 +1,1 @@
+"""mes: a print-farm manufacturing execution server on Raft-replicated state."""

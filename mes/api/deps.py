@@ -1,0 +1,59 @@
+"""Dependencies of the routers: the node, reads, and committing a command."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import Connection
+
+from mes.api.errors import ApiError, from_domain
+from mes.node import FarmNode
+from mes.raft.writer import NoLeader
+
+T = TypeVar("T")
+
+
+def get_node(request: Request) -> FarmNode:
+    """The node this app serves."""
+    node: FarmNode = request.app.state.node
+    return node
+
+
+NodeDep = Annotated[FarmNode, Depends(get_node)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=100, pattern=r"^[\x21-\x7e]+$",
+           description="retrying a write with the same key applies it at most once"),
+]
+
+
+def new_id() -> str:
+    """An id for an entity whose creator did not choose one."""
+    return uuid.uuid4().hex[:16]
+
+
+def read(node: FarmNode, query: Callable[[Connection], T]) -> T:
+    """Read this node's applied state."""
+    return node.machine.read(query)
+
+
+def found(value: T | None, what: str, ident: str) -> T:
+    """`value`, or a 404 naming the missing entity."""
+    if value is None:
+        label = what.replace("_", " ")
+        raise ApiError(404, f"{what}_not_found", f"{label} {ident!r} does not exist")
+    return value
+
+
+async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None) -> Any:
+    """Replicate a command and return its value once applied here, or raise an ApiError."""
+    try:
+        outcome = await node.writer.submit(op, args, f"{op}:{key}" if key else None)
+    except NoLeader as exc:
+        raise ApiError(503, "no_leader", str(exc), headers={"Retry-After": "1"}) from None
+    if outcome.error is not None:
+        raise from_domain(outcome.error)
+    return outcome.value

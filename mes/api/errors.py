@@ -1,0 +1,80 @@
+"""One error shape for every answer that is not a success."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "rule": 409}
+
+
+class ApiError(Exception):
+    """An answer with `status`, a stable `code`, a message and the field it concerns."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON body of every error answer."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def from_domain(error: dict[str, Any]) -> ApiError:
+    """Map a state-machine error to its HTTP answer."""
+    return ApiError(STATUS_OF_KIND.get(error["kind"], 409), error["code"], error["message"],
+                    error.get("field"))
+
+
+def _field_of(loc: Any) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error, including FastAPI's own, answer in the one shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), exc.status,
+                            headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"type": "invalid", "msg": "invalid request", "loc": ()}
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body("malformed_json", "the body is not valid JSON"), 400)
+        field = _field_of(first.get("loc", ()))
+        message = str(first.get("msg", "invalid value"))
+        if first.get("type") == "extra_forbidden":
+            message = f"unknown field {field!r}"
+            if field == "status":
+                message = "status cannot be set here; a new print job is always Queued"
+        elif field:
+            message = f"{field}: {message}"
+        return JSONResponse(error_body("invalid_input", message, field), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return JSONResponse(error_body("internal_error", "internal error"), 500)

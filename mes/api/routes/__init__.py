@@ -1,0 +1,1 @@
+"""Thin routers: validate, submit a command or read, shape the answer."""

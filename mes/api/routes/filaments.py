@@ -1,0 +1,51 @@
+"""`/api/v1/filaments`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
+from mes.api.schemas import ERROR_RESPONSES, FilamentCreate, FilamentOut, FilamentUpdate
+from mes.state import queries
+
+router = APIRouter(prefix="/filaments", tags=["filaments"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=list[FilamentOut])
+async def list_filaments(node: NodeDep) -> Any:
+    """All filament spools."""
+    return read(node, queries.list_filaments)
+
+
+@router.post("", status_code=201, response_model=FilamentOut)
+async def create_filament(body: FilamentCreate, node: NodeDep,
+                          idempotency_key: IdempotencyKey = None) -> Any:
+    """Register a spool."""
+    args = body.model_dump(exclude_none=True)
+    args.setdefault("id", new_id())
+    return await commit(node, "filament.create", args, idempotency_key)
+
+
+@router.get("/{filament_id}", response_model=FilamentOut)
+async def get_filament(filament_id: str, node: NodeDep) -> Any:
+    """One spool."""
+    return found(read(node, lambda c: queries.get_filament(c, filament_id)), "filament",
+                 filament_id)
+
+
+@router.patch("/{filament_id}", response_model=FilamentOut)
+async def update_filament(filament_id: str, body: FilamentUpdate, node: NodeDep,
+                          idempotency_key: IdempotencyKey = None) -> Any:
+    """Change fields of a spool."""
+    args = {"id": filament_id, **body.model_dump(exclude_none=True)}
+    return await commit(node, "filament.update", args, idempotency_key)
+
+
+@router.delete("/{filament_id}", status_code=204)
+async def delete_filament(filament_id: str, node: NodeDep,
+                          idempotency_key: IdempotencyKey = None) -> Response:
+    """Remove a spool that no queued or running job needs."""
+    await commit(node, "filament.delete", {"id": filament_id}, idempotency_key)
+    return Response(status_code=204)

@@ -1,0 +1,53 @@
+"""`/api/v1/printers`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
+from mes.api.schemas import ERROR_RESPONSES, PrinterCreate, PrinterOut, PrinterUpdate
+from mes.state import queries
+
+router = APIRouter(prefix="/printers", tags=["printers"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=list[PrinterOut])
+async def list_printers(node: NodeDep) -> Any:
+    """All printers."""
+    return read(node, queries.list_printers)
+
+
+@router.post("", status_code=201, response_model=PrinterOut)
+async def create_printer(body: PrinterCreate, node: NodeDep,
+                         idempotency_key: IdempotencyKey = None) -> Any:
+    """Register a printer."""
+    args = body.model_dump(exclude_none=True)
+    args.setdefault("id", new_id())
+    return await commit(node, "printer.create", args, idempotency_key)
+
+
+@router.get("/{printer_id}", response_model=PrinterOut)
+async def get_printer(printer_id: str, node: NodeDep) -> Any:
+    """One printer."""
+    return found(read(node, lambda c: queries.get_printer(c, printer_id)), "printer", printer_id)
+
+
+@router.patch("/{printer_id}", response_model=PrinterOut)
+async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep,
+                         idempotency_key: IdempotencyKey = None) -> Any:
+    """Change some fields of a printer (null clears an optional field)."""
+    args = {"id": printer_id, **body.model_dump(exclude_unset=True)}
+    for name in ("company", "model", "worker"):
+        if args.get(name, "") is None:
+            args.pop(name)
+    return await commit(node, "printer.update", args, idempotency_key)
+
+
+@router.delete("/{printer_id}", status_code=204)
+async def delete_printer(printer_id: str, node: NodeDep,
+                         idempotency_key: IdempotencyKey = None) -> Response:
+    """Remove a printer that no queued or running job needs."""
+    await commit(node, "printer.delete", {"id": printer_id}, idempotency_key)
+    return Response(status_code=204)

@@ -1,0 +1,185 @@
+"""Request and response bodies of the REST API (apart from the tables)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+
+from mes.state.args import ID_PATTERN, MAX_GRAMS, OPCUA_NAME_PATTERN
+from mes.state.filaments import FILAMENT_TYPES
+from mes.state.jobs import JOB_STATUSES
+from mes.state.printers import PRINTER_APIS, URL_PATTERN
+
+
+def _canonical(options: tuple[str, ...]) -> BeforeValidator:
+    """Accept an option in any letter case (and in quotes, as the Raft3D brief writes them)."""
+
+    def pick(value: Any) -> Any:
+        if isinstance(value, str):
+            bare = value.strip().strip("\"'")
+            for option in options:
+                if option.lower() == bare.lower():
+                    return option
+        return value
+
+    return BeforeValidator(pick)
+
+
+def _id_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _from_epoch(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
+EntityId = Annotated[str, BeforeValidator(_id_text), Field(pattern=ID_PATTERN.pattern,
+                                                           examples=["printer-1"])]
+PrinterApi = Annotated[Literal["OctoPrint", "PrusaLink", "Mock"], _canonical(PRINTER_APIS)]
+FilamentType = Annotated[Literal["PLA", "PETG", "ABS", "TPU"], _canonical(FILAMENT_TYPES)]
+JobStatus = Annotated[Literal["Queued", "Running", "Done", "Canceled"], _canonical(JOB_STATUSES)]
+TargetStatus = Annotated[Literal["Running", "Done", "Canceled"],
+                         _canonical(("Running", "Done", "Canceled"))]
+Url = Annotated[str, Field(max_length=2048, pattern=URL_PATTERN.pattern)]
+Text200 = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
+Grams = Annotated[StrictInt, Field(ge=1, le=MAX_GRAMS)]
+Timestamp = Annotated[datetime, BeforeValidator(_from_epoch)]
+OpcuaName = Annotated[str, Field(pattern=OPCUA_NAME_PATTERN.pattern)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrinterFields(_Input):
+    """Printer fields that can be set and changed."""
+
+    company: Text200 | None = None
+    model: Text200 | None = None
+    url: Url | None = None
+    api: PrinterApi | None = None
+    api_key: Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = None
+    opcua_name: OpcuaName | None = None
+    worker: StrictBool | None = None
+    group: Text200 | None = None
+    camera_url: Url | None = None
+    filament_id: EntityId | None = Field(None, description="the spool loaded in the printer")
+
+
+class PrinterCreate(PrinterFields):
+    """A new printer; `id` is chosen by the server when omitted."""
+
+    id: EntityId | None = None
+
+
+class PrinterUpdate(PrinterFields):
+    """Fields to change; absent fields stay as they are."""
+
+
+class PrinterOut(BaseModel):
+    """A printer as the API shows it: never its API key."""
+
+    id: str
+    company: str
+    model: str
+    url: str | None
+    api: str | None
+    has_api_key: bool
+    opcua_name: str | None
+    worker: bool
+    group: str | None
+    camera_url: str | None
+    filament_id: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class FilamentCreate(_Input):
+    """A new spool; remaining weight defaults to the total."""
+
+    id: EntityId | None = None
+    type: FilamentType
+    color: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]*$")]
+    total_weight_in_grams: Grams
+    remaining_weight_in_grams: Annotated[StrictInt, Field(ge=0, le=MAX_GRAMS)] | None = None
+
+
+class FilamentUpdate(_Input):
+    """Spool fields to change."""
+
+    type: FilamentType | None = None
+    color: Annotated[str, Field(min_length=1, max_length=64,
+                                pattern=r"^[^\x00-\x1f]*$")] | None = None
+    total_weight_in_grams: Grams | None = None
+    remaining_weight_in_grams: Annotated[StrictInt, Field(ge=0, le=MAX_GRAMS)] | None = None
+
+
+class FilamentOut(BaseModel):
+    """A spool with the weight its queued and running jobs reserve."""
+
+    id: str
+    type: str
+    color: str
+    total_weight_in_grams: int
+    remaining_weight_in_grams: int
+    reserved_weight_in_grams: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class PrintJobCreate(_Input):
+    """A new print job; it starts Queued and its status cannot be given."""
+
+    id: EntityId | None = None
+    printer_id: EntityId
+    filament_id: EntityId
+    filepath: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f]*$")]
+    print_weight_in_grams: Grams
+
+
+class PrintJobOut(BaseModel):
+    """A print job."""
+
+    id: str
+    printer_id: str
+    filament_id: str
+    filepath: str
+    print_weight_in_grams: int
+    status: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class JobHistoryOut(BaseModel):
+    """One status change of a job."""
+
+    job_id: str
+    from_status: str | None
+    to_status: str
+    at: Timestamp
+    cause: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, and where."""
+
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorOut(BaseModel):
+    """Every error answer has this shape."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (400, 404, 409, 422, 503)
+}

@@ -1,0 +1,159 @@
+"""Node configuration from the environment or `.env` (names from DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+def parse_host_port(value: str, name: str) -> str:
+    """Return `value` if it is `host:port` with a valid port, else raise ValueError."""
+    match = _HOST_PORT.match(value.strip())
+    if not match or not 0 < int(match.group("port")) < 65536:
+        raise ValueError(f"{name}: {value!r} is not host:port")
+    return value.strip()
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one node."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite+aiosqlite://"
+    opcua_server_url: str = "opc.tcp://mock-server:4840"
+    opcua_endpoint: str = "opc.tcp://0.0.0.0:4840/mes/"
+    upload_path: Path = Path("./upload")
+    max_upload_mb: int = Field(200, gt=0, le=10_000)
+    auto_schedule: bool = True
+    printer_worker_interval: float = Field(1.0, gt=0, le=3600)
+    mock_printer_interval: float = Field(0.1, gt=0, le=60)
+    mock_printer_job_time: int = Field(30, gt=0, le=1_000_000)
+    mock_printer_target_bed_temperature: float = Field(60.0, ge=0, le=150)
+    mock_printer_target_bed_nozzle: float = Field(210.0, ge=0, le=350)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=0, lt=65536)
+    raft_self: str = "127.0.0.1:7000"
+    raft_peers: str = ""
+    data_dir: Path = Path("./data")
+    raft_write_timeout: float = Field(5.0, gt=0, le=120)
+    raft_snapshot_entries: int = Field(5000, ge=2)
+    raft_snapshot_interval: float = Field(300.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_only(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if "://" not in value or scheme.split("+", 1)[0] != "sqlite":
+            raise ValueError(f"DATABASE_URL: {value!r} is not an sqlite URL (sqlite+aiosqlite://...)")
+        return value
+
+    @field_validator("opcua_server_url", "opcua_endpoint")
+    @classmethod
+    def _opc_tcp(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "opc.tcp" or not parts.hostname:
+            raise ValueError(f"{value!r} is not an opc.tcp://host:port URL")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"{value!r} has an invalid port") from exc
+        return value
+
+    @field_validator("raft_self")
+    @classmethod
+    def _self_address(cls, value: str) -> str:
+        return parse_host_port(value, "RAFT_SELF")
+
+    @field_validator("raft_peers")
+    @classmethod
+    def _peer_addresses(cls, value: str) -> str:
+        peers = [p.strip() for p in value.split(",") if p.strip()]
+        for peer in peers:
+            parse_host_port(peer, "RAFT_PEERS")
+        return ",".join(peers)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"LOG_LEVEL: {value!r} is not a logging level")
+        return value.upper()
+
+    @property
+    def peers(self) -> list[str]:
+        """The other nodes' Raft addresses, without this node's own."""
+        return [p for p in self.raft_peers.split(",") if p and p != self.raft_self]
+
+    @property
+    def opcua_embedded(self) -> bool:
+        """True when OPCUA_SERVER_URL selects the embedded server."""
+        return "mock" in self.opcua_server_url
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: Path, name: str) -> None:
+    """Raise ConfigError unless `path` is (or can be created as) a writable directory."""
+    existing = _nearest_existing(path)
+    if existing == path.absolute() and not existing.is_dir():
+        raise ConfigError(f"{name}: {path} is not a directory")
+    try:  # os.access says yes to root everywhere; try for real
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{name}: {path} is not writable ({exc.strerror})") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the configuration, raising ConfigError with one clear line."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]).upper()
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{field}: {message}" if field not in message else message) from None
+    check_writable(settings.data_dir, "DATA_DIR")
+    return settings
+
+
+def _mask_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+SECRET_NAMES = ("password", "secret", "key", "token")
+
+
+def masked_items(settings: Settings) -> list[tuple[str, str]]:
+    """The configuration as (NAME, value) pairs with passwords and keys masked."""
+    items = []
+    for name, value in settings.model_dump().items():
+        text = str(value)
+        if any(s in name for s in SECRET_NAMES) and text:
+            text = "***"
+        elif "://" in text:
+            text = _mask_url(text)
+        items.append((name.upper(), text))
+    return items

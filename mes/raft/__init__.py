@@ -1,0 +1,1 @@
+"""Raft replication of state-machine commands, with pysyncobj as the engine only."""

@@ -1,0 +1,65 @@
+"""The Raft node: pysyncobj's engine with one replicated entry point into the state machine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+
+from mes.raft.snapshot import SnapshotFiles
+from mes.state.machine import Outcome, StateMachine
+
+
+@dataclass(frozen=True)
+class RaftTuning:
+    """Timing of elections and heartbeats (seconds)."""
+
+    heartbeat: float = 0.05
+    election_min: float = 0.3
+    election_max: float = 0.6
+    # Idle follower-to-follower links must never time out: a dropped link loses the first
+    # RequestVote after a leader dies (DESIGN.md), so the first election round would fail.
+    connection_timeout: float = 10 * 24 * 3600.0
+    connection_retry: float = 0.5
+
+
+def build_conf(data_dir: Path, snapshots: SnapshotFiles, snapshot_entries: int,
+               snapshot_interval: float, tuning: RaftTuning) -> SyncObjConf:
+    """pysyncobj configuration: journal and full dump in DATA_DIR, no batching, fast elections."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SyncObjConf(
+        journalFile=str(data_dir / "raft.journal"),
+        fullDumpFile=str(data_dir / "raft.snapshot"),
+        serializer=snapshots.serialize,
+        deserializer=snapshots.deserialize,
+        appendEntriesUseBatch=False,
+        commandsWaitLeader=False,
+        appendEntriesPeriod=tuning.heartbeat,
+        raftMinTimeout=tuning.election_min,
+        raftMaxTimeout=tuning.election_max,
+        connectionTimeout=tuning.connection_timeout,
+        connectionRetryTime=tuning.connection_retry,
+        leaderFallbackTimeout=max(tuning.election_max * 2, 1.0),
+        logCompactionMinEntries=snapshot_entries,
+        logCompactionMinTime=snapshot_interval,
+        logCompactionSplit=True,
+        dynamicMembershipChange=False,
+        autoTick=True,
+    )
+
+
+class RaftNode(SyncObj):  # type: ignore[misc]
+    """A pysyncobj node whose only replicated method applies a command to the state machine."""
+
+    def __init__(self, self_address: str, peers: list[str], machine: StateMachine,
+                 conf: SyncObjConf) -> None:
+        self._machine = machine
+        super().__init__(self_address, peers, conf)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply_command(self, command: Mapping[str, Any]) -> Outcome:
+        """Committed on a majority and applied on every node in log order."""
+        return self._machine.apply(command)

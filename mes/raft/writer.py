@@ -1,0 +1,81 @@
+"""Submitting commands from asyncio: answer only once committed and applied on this node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pysyncobj import FAIL_REASON
+
+from mes.state.machine import Outcome
+
+log = logging.getLogger(__name__)
+
+Pending = asyncio.Future[tuple[Any, int]]
+
+# How long one attempt may wait before it is retried with the same request id.
+ATTEMPT_TIMEOUT = 1.0
+
+
+class NoLeader(Exception):
+    """No leader committed the command within the write timeout; it may still commit later."""
+
+
+class CommandApplier(Protocol):
+    """Anything with pysyncobj's asynchronous replicated-call signature."""
+
+    def apply_command(self, command: Mapping[str, Any], callback: Any) -> None: ...
+
+
+def new_request_id() -> str:
+    """A fresh request id for a command that a client did not give one."""
+    return uuid.uuid4().hex
+
+
+class Writer:
+    """Turns commands into committed outcomes, retrying idempotently until a deadline."""
+
+    def __init__(self, node: CommandApplier, timeout: float) -> None:
+        self._node = node
+        self._timeout = timeout
+
+    async def submit(self, op: str, args: Mapping[str, Any],
+                     request_id: str | None = None) -> Outcome:
+        """Replicate one command; raise NoLeader if nothing committed it within the timeout."""
+        command = {"op": op, "args": dict(args), "rid": request_id or new_request_id(),
+                   "ts": time.time()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise NoLeader(f"no leader committed {op} within {self._timeout:g} s")
+            future: Pending = loop.create_future()
+
+            def done(result: Any, error: int, fut: Pending = future) -> None:
+                loop.call_soon_threadsafe(_resolve, fut, result, error)
+
+            self._node.apply_command(command, callback=done)
+            try:
+                result, error = await asyncio.wait_for(future, min(remaining, ATTEMPT_TIMEOUT))
+            except TimeoutError:
+                log.info("write %s attempt %d timed out; retrying", command["rid"], attempt)
+                attempt += 1
+                continue
+            if error == FAIL_REASON.SUCCESS:
+                assert isinstance(result, Outcome)
+                return result
+            attempt += 1
+            pause = min(0.02 * 2**attempt, 0.25, max(deadline - loop.time(), 0))
+            log.debug("write %s failed (reason %s); retry in %.2f s", command["rid"], error, pause)
+            await asyncio.sleep(pause)
+
+
+def _resolve(future: Pending, result: Any, error: int) -> None:
+    if not future.done():
+        future.set_result((result, error))

@@ -1,0 +1,1 @@
+"""The replicated state machine: commands in, SQLite state and results out."""

@@ -1,0 +1,29 @@
+"""What a command handler gets: the connection, the command's time, and an event list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One entity that a command changed, for the mirrors (OPC UA, streams, workers)."""
+
+    entity: str
+    entity_id: str
+    change: str  # created | updated | deleted
+
+
+@dataclass
+class ApplyContext:
+    """The state a handler may touch: one transaction, the command's timestamp, its events."""
+
+    conn: Connection
+    ts: float
+    events: list[ChangeEvent] = field(default_factory=list)
+
+    def changed(self, entity: str, entity_id: str, change: str) -> None:
+        """Record that `entity_id` of kind `entity` was created, updated or deleted."""
+        self.events.append(ChangeEvent(entity, entity_id, change))

@@ -1,0 +1,104 @@
+"""Print job commands: create and change status, with the Raft3D brief's rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, update
+
+from mes.state import queries
+from mes.state.args import Args
+from mes.state.context import ApplyContext
+from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.tables import filaments, job_history, print_jobs
+
+JOB_STATUSES = ("Queued", "Running", "Done", "Canceled")
+# Allowed transitions: target status -> statuses it may come from.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "Running": ("Queued",),
+    "Done": ("Running",),
+    "Canceled": ("Queued", "Running"),
+}
+
+
+def record_history(ctx: ApplyContext, job_id: str, before: str | None, after: str,
+                   cause: str) -> None:
+    """Append one status change of a job to its history."""
+    ctx.conn.execute(insert(job_history).values(job_id=job_id, from_status=before,
+                                                to_status=after, at=ctx.ts, cause=cause))
+
+
+def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Queue a job if its printer and spool exist and the spool has the weight free."""
+    if args.has("status"):
+        raise InvalidCommand("status_not_allowed", "status cannot be set when creating a job",
+                             "status")
+    args.reject_unknown(("id", "printer_id", "filament_id", "filepath", "print_weight_in_grams"))
+    job_id = args.ident("id")
+    printer_id = args.ident("printer_id")
+    filament_id = args.ident("filament_id")
+    filepath = args.text("filepath", 1024)
+    weight = args.grams("print_weight_in_grams", 1)
+    assert job_id and printer_id and filament_id
+    if not filepath.strip():
+        raise InvalidCommand("empty_field", "filepath must not be empty", "filepath")
+    if queries.get_job(ctx.conn, job_id) is not None:
+        raise RuleViolation("already_exists", f"print job {job_id!r} already exists", "id")
+    if queries.get_printer(ctx.conn, printer_id) is None:
+        raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "printer_id")
+    spool = queries.get_filament(ctx.conn, filament_id)
+    if spool is None:
+        raise NotFound("filament_not_found", f"filament {filament_id!r} does not exist",
+                       "filament_id")
+    available = spool["remaining_weight_in_grams"] - spool["reserved_weight_in_grams"]
+    if weight > available:
+        raise RuleViolation(
+            "insufficient_filament",
+            f"print weight {weight} g exceeds the {available} g available on filament "
+            f"{filament_id!r} ({spool['remaining_weight_in_grams']} g remaining, "
+            f"{spool['reserved_weight_in_grams']} g reserved by queued and running jobs)",
+            "print_weight_in_grams",
+        )
+    ctx.conn.execute(insert(print_jobs).values(
+        id=job_id, printer_id=printer_id, filament_id=filament_id, filepath=filepath,
+        print_weight_in_grams=weight, status="Queued", created_at=ctx.ts, updated_at=ctx.ts))
+    record_history(ctx, job_id, None, "Queued", "created")
+    ctx.changed("print_job", job_id, "created")
+    ctx.changed("filament", filament_id, "updated")
+    return _read(ctx, job_id)
+
+
+def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Move a job along Queued -> Running -> Done, or to Canceled; Done charges the spool."""
+    args.reject_unknown(("id", "status", "cause"))
+    job_id = args.ident("id")
+    target = args.choice("status", JOB_STATUSES)
+    cause = args.text("cause", 500, required=False)
+    assert job_id is not None
+    job = queries.get_job(ctx.conn, job_id)
+    if job is None:
+        raise NotFound("job_not_found", f"print job {job_id!r} does not exist", "id")
+    current = job["status"]
+    if current not in TRANSITIONS.get(target, ()):
+        raise RuleViolation("invalid_transition",
+                            f"a {current} job cannot become {target}", "status")
+    ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job_id)
+                     .values(status=target, updated_at=ctx.ts))
+    if target == "Done":
+        ctx.conn.execute(
+            update(filaments).where(filaments.c.id == job["filament_id"]).values(
+                remaining_weight_in_grams=filaments.c.remaining_weight_in_grams
+                - job["print_weight_in_grams"],
+                updated_at=ctx.ts,
+            )
+        )
+    record_history(ctx, job_id, current, target, cause if isinstance(cause, str) else "api")
+    ctx.changed("print_job", job_id, "updated")
+    ctx.changed("filament", job["filament_id"], "updated")
+    return _read(ctx, job_id)
+
+
+def _read(ctx: ApplyContext, job_id: str) -> dict[str, Any]:
+    row = queries.get_job(ctx.conn, job_id)
+    assert row is not None
+    return row

@@ -1,0 +1,109 @@
+"""Printer commands: create, update, delete."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from mes.state import queries
+from mes.state.args import ID_PATTERN, OPCUA_NAME_PATTERN, Args, present
+from mes.state.context import ApplyContext
+from mes.state.errors import NotFound, RuleViolation
+from mes.state.tables import filaments, printers
+
+PRINTER_APIS = ("OctoPrint", "PrusaLink", "Mock")
+URL_PATTERN = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+_FIELDS = ("company", "model", "url", "api", "api_key", "opcua_name", "worker", "group",
+           "camera_url", "filament_id")
+
+
+def _fields(args: Args) -> dict[str, Any]:
+    return present(
+        company=args.text("company", 200, required=False),
+        model=args.text("model", 200, required=False),
+        url=args.pattern("url", URL_PATTERN, "an http(s) URL"),
+        api=args.choice("api", PRINTER_APIS, required=False, nullable=True),
+        api_key=args.text("api_key", 256, required=False, nullable=True),
+        opcua_name=args.pattern("opcua_name", OPCUA_NAME_PATTERN,
+                                "a letter then up to 63 letters, digits, '_' or '-'"),
+        worker=args.flag("worker", required=False),
+        group=args.text("group", 200, required=False, nullable=True),
+        camera_url=args.pattern("camera_url", URL_PATTERN, "an http(s) URL"),
+        filament_id=args.pattern("filament_id", ID_PATTERN, "a filament id"),
+    )
+
+
+def _check_references(ctx: ApplyContext, printer_id: str, values: dict[str, Any]) -> None:
+    name = values.get("opcua_name")
+    if name is not None:
+        owner = ctx.conn.execute(
+            select(printers.c.id).where(printers.c.opcua_name == name, printers.c.id != printer_id)
+        ).first()
+        if owner is not None:
+            raise RuleViolation("opcua_name_taken",
+                                f"opcua_name {name!r} is used by printer {owner[0]!r}",
+                                "opcua_name")
+    spool = values.get("filament_id")
+    if spool is not None and ctx.conn.execute(
+        select(filaments.c.id).where(filaments.c.id == spool)
+    ).first() is None:
+        raise NotFound("filament_not_found", f"filament {spool!r} does not exist", "filament_id")
+
+
+def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Register a printer; its id must be new."""
+    args.reject_unknown(("id", *_FIELDS))
+    printer_id = args.ident("id")
+    assert printer_id is not None
+    values = _fields(args)
+    if queries.get_printer(ctx.conn, printer_id) is not None:
+        raise RuleViolation("already_exists", f"printer {printer_id!r} already exists", "id")
+    if values.get("worker") and not values.get("url") and values.get("api") != "Mock":
+        raise RuleViolation("worker_needs_url", "a printer with a worker needs a url", "url")
+    _check_references(ctx, printer_id, values)
+    row = {"company": "", "model": "", "worker": False, **values}
+    ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
+                                             **row))
+    ctx.changed("printer", printer_id, "created")
+    return _read(ctx, printer_id)
+
+
+def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Change some fields of a printer."""
+    args.reject_unknown(("id", *_FIELDS))
+    printer_id = args.ident("id")
+    assert printer_id is not None
+    current = queries.get_printer(ctx.conn, printer_id)
+    if current is None:
+        raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "id")
+    values = _fields(args)
+    _check_references(ctx, printer_id, values)
+    if values:
+        ctx.conn.execute(update(printers).where(printers.c.id == printer_id)
+                         .values(updated_at=ctx.ts, **values))
+        ctx.changed("printer", printer_id, "updated")
+    return _read(ctx, printer_id)
+
+
+def delete_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Remove a printer that no Queued or Running job needs."""
+    args.reject_unknown(("id",))
+    printer_id = args.ident("id")
+    assert printer_id is not None
+    if queries.get_printer(ctx.conn, printer_id) is None:
+        raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "id")
+    active = queries.count_active_jobs(ctx.conn, "printer_id", printer_id)
+    if active:
+        raise RuleViolation("printer_in_use",
+                            f"printer {printer_id!r} has {active} queued or running jobs", "id")
+    ctx.conn.execute(delete(printers).where(printers.c.id == printer_id))
+    ctx.changed("printer", printer_id, "deleted")
+    return {"id": printer_id, "deleted": True}
+
+
+def _read(ctx: ApplyContext, printer_id: str) -> dict[str, Any]:
+    row = queries.get_printer(ctx.conn, printer_id)
+    assert row is not None
+    return row

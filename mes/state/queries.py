@@ -1,0 +1,96 @@
+"""Read functions over the applied state; used by apply and by the API (under the state lock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from mes.state.tables import filaments, job_history, print_jobs, printers
+
+ACTIVE_STATUSES = ("Queued", "Running")
+
+
+def _printer(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data["has_api_key"] = bool(data.pop("api_key"))
+    return data
+
+
+def get_printer(conn: Connection, printer_id: str) -> dict[str, Any] | None:
+    """One printer without its API key, or None."""
+    row = conn.execute(select(printers).where(printers.c.id == printer_id)).first()
+    return _printer(row) if row else None
+
+
+def list_printers(conn: Connection) -> list[dict[str, Any]]:
+    """All printers without their API keys, by id."""
+    return [_printer(r) for r in conn.execute(select(printers).order_by(printers.c.id))]
+
+
+def get_filament(conn: Connection, filament_id: str) -> dict[str, Any] | None:
+    """One filament spool with its reserved weight, or None."""
+    row = conn.execute(select(filaments).where(filaments.c.id == filament_id)).first()
+    if row is None:
+        return None
+    data = dict(row._mapping)
+    data["reserved_weight_in_grams"] = reserved_grams(conn, filament_id)
+    return data
+
+
+def list_filaments(conn: Connection) -> list[dict[str, Any]]:
+    """All filament spools with their reserved weights, by id."""
+    reserved = dict(
+        conn.execute(
+            select(print_jobs.c.filament_id, func.sum(print_jobs.c.print_weight_in_grams))
+            .where(print_jobs.c.status.in_(ACTIVE_STATUSES))
+            .group_by(print_jobs.c.filament_id)
+        ).all()
+    )
+    out = []
+    for row in conn.execute(select(filaments).order_by(filaments.c.id)):
+        data = dict(row._mapping)
+        data["reserved_weight_in_grams"] = int(reserved.get(data["id"], 0))
+        out.append(data)
+    return out
+
+
+def reserved_grams(conn: Connection, filament_id: str) -> int:
+    """Weight held by the Queued and Running jobs of a spool."""
+    total = conn.execute(
+        select(func.coalesce(func.sum(print_jobs.c.print_weight_in_grams), 0)).where(
+            print_jobs.c.filament_id == filament_id, print_jobs.c.status.in_(ACTIVE_STATUSES)
+        )
+    ).scalar_one()
+    return int(total)
+
+
+def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
+    """One print job, or None."""
+    row = conn.execute(select(print_jobs).where(print_jobs.c.id == job_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def list_jobs(conn: Connection, status: str | None = None) -> list[dict[str, Any]]:
+    """Print jobs in creation order, optionally only those with `status`."""
+    query = select(print_jobs).order_by(print_jobs.c.created_at, print_jobs.c.id)
+    if status is not None:
+        query = query.where(print_jobs.c.status == status)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def job_history_of(conn: Connection, job_id: str) -> list[dict[str, Any]]:
+    """Every status change of a job, oldest first."""
+    query = select(job_history).where(job_history.c.job_id == job_id).order_by(job_history.c.seq)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def count_active_jobs(conn: Connection, column: str, value: str) -> int:
+    """How many Queued or Running jobs have `column` == `value`."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                print_jobs.c[column] == value, print_jobs.c.status.in_(ACTIVE_STATUSES)
+            )
+        ).scalar_one()
+    )
