@@ -1,0 +1,136 @@
+"""Real server processes on loopback for cluster tests; every process is stopped by its test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.conftest import free_port
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str,
+             interval: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_error=})")
+
+
+class ServerProcess:
+    """One `server` process with its own ports and DATA_DIR."""
+
+    def __init__(self, index: int, base: Path, extra_env: dict[str, str]) -> None:
+        self.index = index
+        self.http_port = free_port()
+        self.raft_address = f"127.0.0.1:{free_port()}"
+        self.data_dir = base / f"node{index}"
+        self.log_path = base / f"node{index}.log"
+        self.extra_env = extra_env
+        self.peers: list[str] = []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}/api/v1",
+                                   timeout=15.0)
+
+    def start(self) -> None:
+        env = {**os.environ, **self.extra_env,
+               "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.http_port),
+               "RAFT_SELF": self.raft_address, "RAFT_PEERS": ",".join(self.peers),
+               "DATA_DIR": str(self.data_dir), "LOG_LEVEL": "WARNING"}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "mes"], env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=self.data_dir.parent)
+        log.close()
+        wait_for(self.healthy, 30, f"node {self.index} to answer")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def healthy(self) -> bool:
+        if not self.alive:
+            raise AssertionError(f"node {self.index} exited: {self.log_tail()}")
+        return self.client.get("/health", timeout=1.0).status_code == 200
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def cluster(self) -> dict[str, Any]:
+        response = self.client.get("/cluster", timeout=2.0)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+
+class Cluster:
+    """N server processes that know each other."""
+
+    def __init__(self, size: int, base: Path, **env: str) -> None:
+        base.mkdir(parents=True, exist_ok=True)
+        self.nodes = [ServerProcess(i, base, env) for i in range(size)]
+        for node in self.nodes:
+            node.peers = [n.raft_address for n in self.nodes if n is not node]
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start()
+        self.wait_leader()
+        return self
+
+    def live(self) -> list[ServerProcess]:
+        return [n for n in self.nodes if n.alive]
+
+    def leader(self) -> ServerProcess | None:
+        """The live node that all live nodes agree is leader, if any."""
+        views = [n.cluster() for n in self.live()]
+        leaders = {v["leader"] for v in views}
+        if len(leaders) != 1 or None in leaders:
+            return None
+        address = leaders.pop()
+        return next((n for n in self.live() if n.raft_address == address), None)
+
+    def wait_leader(self, timeout: float = 15.0) -> ServerProcess:
+        return wait_for(self.leader, timeout, "an agreed leader")
+
+    def followers(self) -> list[ServerProcess]:
+        leader = self.wait_leader()
+        return [n for n in self.live() if n is not leader]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+            node.client.close()

@@ -1,0 +1,161 @@
+"""Clusters of real `server` processes on loopback, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster import Cluster, ServerProcess, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[type[Cluster]]:
+    started: list[Cluster] = []
+
+    def build(size: int, **env: str) -> Cluster:
+        cluster = Cluster(size, tmp_path / f"cluster{len(started)}", **env)
+        started.append(cluster)
+        return cluster.start()
+
+    yield build  # type: ignore[misc]
+    for cluster in started:
+        cluster.stop()
+
+
+def seed(node: ServerProcess) -> None:
+    assert node.client.post("/printers", json={"id": "p"}).status_code == 201
+    spool = {"id": "f", "type": "PLA", "color": "red", "total_weight_in_grams": 100_000}
+    assert node.client.post("/filaments", json=spool).status_code == 201
+
+
+def write_job(node: ServerProcess, job_id: str) -> bool:
+    """Submit one job; True only if the node acknowledged it (201)."""
+    body = {"id": job_id, "printer_id": "p", "filament_id": "f", "filepath": f"{job_id}.gcode",
+            "print_weight_in_grams": 1}
+    try:
+        response = node.client.post("/print_jobs", json=body,
+                                    headers={"Idempotency-Key": job_id})
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 201
+
+
+def job_ids(node: ServerProcess) -> set[str]:
+    return {j["id"] for j in node.client.get("/print_jobs", timeout=2.0).json()}
+
+
+def assert_everywhere(nodes: list[ServerProcess], acknowledged: set[str],
+                      timeout: float = 10.0) -> None:
+    for node in nodes:
+        wait_for(lambda n=node: acknowledged <= job_ids(n), timeout,  # type: ignore[misc]
+                 f"node {node.index} to hold all {len(acknowledged)} acknowledged jobs")
+
+
+def test_three_nodes_fail_over_and_catch_up(make_cluster: type[Cluster]) -> None:
+    cluster = make_cluster(3)  # type: ignore[call-arg]
+    leader = cluster.wait_leader()
+    follower = cluster.followers()[0]
+    seed(follower)  # writes through a follower
+    acknowledged = {f"a{i}" for i in range(20) if write_job(cluster.nodes[i % 3], f"a{i}")}
+    assert len(acknowledged) == 20
+    # read-your-writes on the node that answered
+    assert "a1" in job_ids(cluster.nodes[1])
+
+    leader.kill()
+    killed_at = time.monotonic()
+    survivor = next(n for n in cluster.live())
+    wait_for(lambda: write_job(survivor, "after-kill"), 10, "a write after the leader died")
+    failover = time.monotonic() - killed_at
+    acknowledged.add("after-kill")
+    assert failover < 3.0, f"new leader took {failover:.2f} s to accept a write"
+    new_leader = cluster.wait_leader()
+    assert new_leader is not leader
+    for i in range(20):
+        if write_job(cluster.live()[i % 2], f"b{i}"):
+            acknowledged.add(f"b{i}")
+    assert_everywhere(cluster.live(), acknowledged)
+
+    leader.start()  # same DATA_DIR: replays its journal, then catches up
+    assert_everywhere(cluster.nodes, acknowledged)
+    def connected() -> dict[str, Any] | None:
+        view = leader.cluster()
+        return view if all(n["reachable"] for n in view["nodes"]) else None
+
+    view = wait_for(connected, 5, "the restarted node to reach both peers")
+    assert view["leader"] == new_leader.raft_address
+    assert view["role"] == "follower"
+
+
+def test_whole_cluster_restart_loses_nothing(make_cluster: type[Cluster]) -> None:
+    # A small snapshot threshold makes the restart go through snapshot files and journals.
+    cluster = make_cluster(3, RAFT_SNAPSHOT_ENTRIES="15",  # type: ignore[call-arg]
+                           RAFT_SNAPSHOT_INTERVAL="3")
+    seed(cluster.nodes[0])
+    acknowledged = {f"j{i}" for i in range(60) if write_job(cluster.nodes[i % 3], f"j{i}")}
+    assert len(acknowledged) == 60
+    assert cluster.nodes[1].client.post("/print_jobs/j5/status?status=running").status_code == 200
+    assert cluster.nodes[2].client.post("/print_jobs/j5/status?status=done").status_code == 200
+    wait_for(lambda: all((n.data_dir / "raft.snapshot").exists() for n in cluster.nodes), 15,
+             "every node to write a snapshot")
+    for i in range(60, 70):  # entries after the snapshot, only in the journals
+        assert write_job(cluster.nodes[i % 3], f"j{i}")
+        acknowledged.add(f"j{i}")
+    for node in cluster.nodes:
+        node.kill()
+    for node in cluster.nodes:
+        node.start()
+    cluster.wait_leader()
+    assert_everywhere(cluster.nodes, acknowledged)
+    for node in cluster.nodes:
+        spool = wait_for(lambda n=node: n.client.get("/filaments/f").json(), 5,  # type: ignore[misc]
+                         "the spool")
+        assert spool["remaining_weight_in_grams"] == 100_000 - 1
+        assert node.client.get("/print_jobs/j5").json()["status"] == "Done"
+    assert write_job(cluster.nodes[0], "after-restart")
+
+
+def test_five_nodes_survive_two_kills(make_cluster: type[Cluster]) -> None:
+    cluster = make_cluster(5)  # type: ignore[call-arg]
+    seed(cluster.nodes[0])
+    acknowledged = {f"a{i}" for i in range(10) if write_job(cluster.nodes[i % 5], f"a{i}")}
+    first = cluster.wait_leader()
+    first.kill()
+    second = cluster.wait_leader()
+    victim = next(n for n in cluster.live() if n is not second)
+    victim.kill()
+    third = cluster.wait_leader()
+    assert len(cluster.live()) == 3
+    for i in range(10):
+        if write_job(cluster.live()[i % 3], f"b{i}"):
+            acknowledged.add(f"b{i}")
+    assert len(acknowledged) == 20
+    assert_everywhere(cluster.live(), acknowledged)
+    assert third.cluster()["role"] == "leader"
+
+
+def test_node_cut_off_alone_answers_503(make_cluster: type[Cluster]) -> None:
+    cluster = make_cluster(3, RAFT_WRITE_TIMEOUT="2")  # type: ignore[call-arg]
+    seed(cluster.nodes[0])
+    lone = cluster.nodes[0]
+    for node in cluster.nodes[1:]:
+        node.kill()
+    before = job_ids(lone)
+    started = time.monotonic()
+    response = lone.client.post("/print_jobs", json={
+        "id": "lost", "printer_id": "p", "filament_id": "f", "filepath": "x.gcode",
+        "print_weight_in_grams": 1})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "no_leader"
+    assert elapsed < 6.0
+    assert job_ids(lone) == before
+    view = lone.cluster()
+    assert view["role"] in ("follower", "candidate")
+    assert not any(n["reachable"] for n in view["nodes"] if not n["self"])
