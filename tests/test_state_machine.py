@@ -244,7 +244,8 @@ def check_invariants(machine: StateMachine, applied_changes: int) -> None:
     for spool in spools:
         assert spool.remaining_weight_in_grams >= 0
         assert spool.remaining_weight_in_grams <= spool.total_weight_in_grams
-        assert reserved.get(spool.id, 0) <= spool.remaining_weight_in_grams
+        assert spool.reserved_weight_in_grams == reserved.get(spool.id, 0)
+        assert spool.reserved_weight_in_grams <= spool.remaining_weight_in_grams
     assert history == applied_changes
 
 

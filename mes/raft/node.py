@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.pipe_notifier import PipeNotifier
 
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
@@ -58,6 +59,18 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                  conf: SyncObjConf) -> None:
         self._machine = machine
         super().__init__(self_address, peers, conf)
+        if not peers:
+            # pysyncobj computes the commit index before it appends new commands and then
+            # sleeps in poll(); in a cluster the followers' replies wake it, alone nothing
+            # does, so every write would wait a whole tick. Wake it while writes are pending.
+            self._wakeup = PipeNotifier(self._poller)
+            self.addOnTickCallback(self._wake_if_uncommitted)
+
+    def _wake_if_uncommitted(self) -> None:
+        # pysyncobj is pinned (0.3.17): its last log index is only reachable by this name.
+        last_index: int = self._SyncObj__getCurrentLogIndex()
+        if last_index > self.raftCommitIndex and self._isLeader():
+            self._wakeup.notify()
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: Mapping[str, Any]) -> Outcome:

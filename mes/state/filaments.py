@@ -46,8 +46,8 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if queries.get_filament(ctx.conn, filament_id) is not None:
         raise RuleViolation("already_exists", f"filament {filament_id!r} already exists", "id")
     _check_weights(values["total_weight_in_grams"], values["remaining_weight_in_grams"], 0)
-    ctx.conn.execute(insert(filaments).values(id=filament_id, created_at=ctx.ts,
-                                              updated_at=ctx.ts, **values))
+    ctx.conn.execute(insert(filaments).values(id=filament_id, reserved_weight_in_grams=0,
+                                              created_at=ctx.ts, updated_at=ctx.ts, **values))
     ctx.changed("filament", filament_id, "created")
     return _read(ctx, filament_id)
 

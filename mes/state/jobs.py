@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
 
 from mes.state import queries
 from mes.state.args import Args
@@ -21,11 +21,23 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+_INSERT_HISTORY = insert(job_history)
+_INSERT_JOB = insert(print_jobs)
+_SET_STATUS = (update(print_jobs).where(print_jobs.c.id == bindparam("job_id"))
+               .values(status=bindparam("status"), updated_at=bindparam("ts")))
+_RESERVE = (update(filaments).where(filaments.c.id == bindparam("filament_id"))
+            .values(reserved_weight_in_grams=filaments.c.reserved_weight_in_grams
+                    + bindparam("grams")))
+_CHARGE = (update(filaments).where(filaments.c.id == bindparam("filament_id"))
+           .values(remaining_weight_in_grams=filaments.c.remaining_weight_in_grams
+                   - bindparam("grams"), updated_at=bindparam("ts")))
+
+
 def record_history(ctx: ApplyContext, job_id: str, before: str | None, after: str,
                    cause: str) -> None:
     """Append one status change of a job to its history."""
-    ctx.conn.execute(insert(job_history).values(job_id=job_id, from_status=before,
-                                                to_status=after, at=ctx.ts, cause=cause))
+    ctx.conn.execute(_INSERT_HISTORY, {"job_id": job_id, "from_status": before,
+                                       "to_status": after, "at": ctx.ts, "cause": cause})
 
 
 def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
@@ -59,13 +71,15 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
             f"{spool['reserved_weight_in_grams']} g reserved by queued and running jobs)",
             "print_weight_in_grams",
         )
-    ctx.conn.execute(insert(print_jobs).values(
-        id=job_id, printer_id=printer_id, filament_id=filament_id, filepath=filepath,
-        print_weight_in_grams=weight, status="Queued", created_at=ctx.ts, updated_at=ctx.ts))
+    row = {"id": job_id, "printer_id": printer_id, "filament_id": filament_id,
+           "filepath": filepath, "print_weight_in_grams": weight, "status": "Queued",
+           "created_at": ctx.ts, "updated_at": ctx.ts}
+    ctx.conn.execute(_INSERT_JOB, row)
+    _reserve(ctx, filament_id, weight)
     record_history(ctx, job_id, None, "Queued", "created")
     ctx.changed("print_job", job_id, "created")
     ctx.changed("filament", filament_id, "updated")
-    return _read(ctx, job_id)
+    return row
 
 
 def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
@@ -82,23 +96,17 @@ def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if current not in TRANSITIONS.get(target, ()):
         raise RuleViolation("invalid_transition",
                             f"a {current} job cannot become {target}", "status")
-    ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job_id)
-                     .values(status=target, updated_at=ctx.ts))
+    ctx.conn.execute(_SET_STATUS, {"job_id": job_id, "status": target, "ts": ctx.ts})
+    if target in ("Done", "Canceled"):
+        _reserve(ctx, job["filament_id"], -job["print_weight_in_grams"])
     if target == "Done":
-        ctx.conn.execute(
-            update(filaments).where(filaments.c.id == job["filament_id"]).values(
-                remaining_weight_in_grams=filaments.c.remaining_weight_in_grams
-                - job["print_weight_in_grams"],
-                updated_at=ctx.ts,
-            )
-        )
+        ctx.conn.execute(_CHARGE, {"filament_id": job["filament_id"],
+                                   "grams": job["print_weight_in_grams"], "ts": ctx.ts})
     record_history(ctx, job_id, current, target, cause if isinstance(cause, str) else "api")
     ctx.changed("print_job", job_id, "updated")
     ctx.changed("filament", job["filament_id"], "updated")
-    return _read(ctx, job_id)
+    return {**job, "status": target, "updated_at": ctx.ts}
 
 
-def _read(ctx: ApplyContext, job_id: str) -> dict[str, Any]:
-    row = queries.get_job(ctx.conn, job_id)
-    assert row is not None
-    return row
+def _reserve(ctx: ApplyContext, filament_id: str, grams: int) -> None:
+    ctx.conn.execute(_RESERVE, {"filament_id": filament_id, "grams": grams})

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, delete, event, insert, select
+from sqlalchemy import Connection, bindparam, create_engine, delete, event, insert, select
 from sqlalchemy.pool import StaticPool
 
 from mes.state import filaments, jobs, printers
@@ -36,6 +36,10 @@ HANDLERS: dict[str, Handler] = {
     "job.set_status": jobs.set_status,
     "noop": lambda ctx, args: None,
 }
+
+_STORED_OUTCOME = select(applied_requests.c.outcome).where(
+    applied_requests.c.request_id == bindparam("rid"))
+_REMEMBER = insert(applied_requests)
 
 # How many request ids are remembered for deduplicating retried commands.
 REQUEST_MEMORY = 100_000
@@ -110,10 +114,7 @@ class StateMachine:
         if request_id is not None and not isinstance(request_id, str):
             request_id = None
         if request_id:
-            stored = self._conn.execute(
-                select(applied_requests.c.outcome).where(
-                    applied_requests.c.request_id == request_id)
-            ).scalar()
+            stored = self._conn.execute(_STORED_OUTCOME, {"rid": request_id}).scalar()
             self._conn.rollback()
             if stored is not None:
                 data = json.loads(stored)
@@ -148,7 +149,7 @@ class StateMachine:
 
     def _remember(self, request_id: str, outcome: Outcome) -> None:
         seq = self._conn.execute(
-            insert(applied_requests).values(request_id=request_id[:128], outcome=outcome.to_json())
+            _REMEMBER, {"request_id": request_id[:128], "outcome": outcome.to_json()}
         ).inserted_primary_key
         if seq is not None and seq[0] % 1000 == 0:
             self._conn.execute(

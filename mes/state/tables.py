@@ -43,6 +43,8 @@ filaments = Table(
     Column("color", String(64), nullable=False),
     Column("total_weight_in_grams", Integer, nullable=False),
     Column("remaining_weight_in_grams", Integer, nullable=False),
+    # Sum of print_weight_in_grams over this spool's Queued and Running jobs, kept by apply.
+    Column("reserved_weight_in_grams", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

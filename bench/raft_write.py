@@ -1,0 +1,217 @@
+"""Committed writes through the REST API of a 3-node loopback cluster, against raw pysyncobj.
+
+Prints, in one run: REST writes/s and p50/p99 latency with 1 and 32 concurrent clients
+(at the leader and at a follower), raw pysyncobj writes/s in the same Raft configuration,
+and failover times (SIGKILL of the leader to the first committed write) over 10 kills.
+
+    .venv/bin/python bench/raft_write.py [--duration 5] [--kills 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.raw_node import RawStore, raw_conf  # noqa: E402
+from mes.raft.node import RaftTuning  # noqa: E402
+from tests.cluster import Cluster, ServerProcess, wait_for  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+SPOOLS = 50
+
+
+@dataclass
+class Run:
+    """Latencies (seconds) of the writes that succeeded in `elapsed` seconds, and failures."""
+
+    name: str
+    latencies: list[float]
+    elapsed: float
+    failures: int
+
+    def line(self) -> str:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return f"{self.name:<44} no successful writes ({self.failures} failed)"
+        p50 = ordered[len(ordered) // 2] * 1000
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+        rate = len(ordered) / self.elapsed
+        return (f"{self.name:<44} {rate:8.0f} writes/s   p50 {p50:6.2f} ms   p99 {p99:7.2f} ms"
+                f"   ({len(ordered)} ok, {self.failures} failed)")
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+
+async def rest_load(node: ServerProcess, clients: int, duration: float, tag: str) -> Run:
+    """`clients` concurrent clients each POSTing print jobs for `duration` seconds."""
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
+                                 limits=limits, timeout=10.0) as client:
+        stop_at = time.perf_counter() + duration
+
+        async def one_client(c: int) -> None:
+            nonlocal failures
+            n = 0
+            while time.perf_counter() < stop_at:
+                body = {"id": f"{tag}-{c}-{n}", "printer_id": "p", "filament_id": f"f{n % SPOOLS}",
+                        "filepath": "bench.gcode", "print_weight_in_grams": 1}
+                started = time.perf_counter()
+                response = await client.post("/print_jobs", json=body)
+                if response.status_code == 201:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+                n += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one_client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - began
+    where = "leader" if node.cluster()["role"] == "leader" else "follower"
+    return Run(f"REST  {clients:2d} client(s) at the {where}", latencies, elapsed, failures)
+
+
+def raw_load(store: RawStore, threads: int, duration: float) -> Run:
+    """`threads` threads each making synchronous replicated calls for `duration` seconds."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def worker(t: int) -> None:
+        mine = []
+        n = 0
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            try:
+                store.put(f"{t}-{n}", n, sync=True, timeout=5)
+                mine.append(time.perf_counter() - started)
+            except Exception:
+                failures[0] += 1
+            n += 1
+        with lock:
+            latencies.extend(mine)
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return Run(f"raw pysyncobj {threads:2d} thread(s) on the leader", latencies,
+               time.perf_counter() - began, failures[0])
+
+
+def raw_baseline(duration: float) -> list[Run]:
+    """A 3-node plain pysyncobj cluster: this process leads, two follower processes."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    followers = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "raw_node.py"), address,
+                                   *[a for a in addresses if a != address]],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for address in addresses[1:]]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RawStore(addresses[0], addresses[1:], raw_conf(Path(tmp), RaftTuning()))
+            wait_for(lambda: store._isLeader(), 20, "the raw node to lead")
+            runs = [raw_load(store, 1, duration), raw_load(store, 32, duration)]
+            store.destroy_synchronous()
+        return runs
+    finally:
+        for process in followers:
+            process.kill()
+            process.wait()
+
+
+def seed(node: ServerProcess) -> None:
+    assert node.client.post("/printers", json={"id": "p"}).status_code == 201
+    for i in range(SPOOLS):
+        spool = {"id": f"f{i}", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}
+        assert node.client.post("/filaments", json=spool).status_code == 201
+
+
+def failovers(cluster: Cluster, kills: int) -> list[float]:
+    """Seconds from SIGKILL of the leader to the first write committed by a survivor."""
+    times = []
+    for k in range(kills):
+        leader = cluster.wait_leader()
+        survivor = next(n for n in cluster.live() if n is not leader)
+        body = {"id": f"fo-{k}", "printer_id": "p", "filament_id": "f0",
+                "filepath": "x.gcode", "print_weight_in_grams": 1}
+        leader.kill()
+        killed = time.perf_counter()
+        while True:
+            try:
+                response = survivor.client.post("/print_jobs", json=body, timeout=10,
+                                                headers={"Idempotency-Key": f"fo-{k}"})
+                if response.status_code == 201:
+                    break
+            except httpx.HTTPError:
+                pass
+        times.append(time.perf_counter() - killed)
+        leader.start()
+        wait_for(lambda n=leader: _caught_up(cluster, n), 30, "the restarted node to catch up")
+    return times
+
+
+def _caught_up(cluster: Cluster, node: ServerProcess) -> bool:
+    view = node.cluster()
+    leader = cluster.leader()
+    return (leader is not None and all(n["reachable"] for n in view["nodes"])
+            and view["applied_index"] >= leader.cluster()["commit_index"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
+    parser.add_argument("--kills", type=int, default=10, help="leader kills for failover")
+    args = parser.parse_args()
+
+    print("3-node loopback cluster, pysyncobj appendEntriesUseBatch=False, 2-core machine\n")
+    raw = raw_baseline(args.duration)
+    for run in raw:
+        print(run.line())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(3, Path(tmp))
+        try:
+            cluster.start()
+            leader = cluster.wait_leader()
+            follower = next(n for n in cluster.live() if n is not leader)
+            seed(leader)
+            rest = []
+            for node, clients in ((leader, 1), (leader, 32), (follower, 32)):
+                run = asyncio.run(rest_load(node, clients, args.duration,
+                                            f"{node.index}-{clients}"))
+                rest.append(run)
+                print(run.line())
+            times = failovers(cluster, args.kills)
+        finally:
+            cluster.stop()
+
+    print(f"\nREST 32 clients at the leader / raw 32 threads: {rest[1].rate / raw[1].rate:.2f}"
+          f"   (goal >= 0.5)")
+    p50_one = sorted(rest[0].latencies)[len(rest[0].latencies) // 2] * 1000
+    print(f"REST one-client p50: {p50_one:.2f} ms   (goal < 3 ms)")
+    print(f"failover over {len(times)} leader kills: min {min(times):.2f} s, "
+          f"median {statistics.median(times):.2f} s, max {max(times):.2f} s"
+          f"   (goals: median < 1 s, max < 2 s)")
+
+
+if __name__ == "__main__":
+    main()
