@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -57,32 +58,67 @@ class Run:
         return len(self.latencies) / self.elapsed
 
 
+class KeepAliveClient:
+    """A minimal HTTP/1.1 keep-alive client: the load generator must cost less than the server.
+
+    (httpx's async pool used a whole core for about 200 requests/s here.)
+    """
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, path: str, body: dict[str, object]) -> int:
+        """POST and return the status code, reading and discarding the body."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
+        assert self._reader is not None
+        payload = json.dumps(body).encode()
+        self._writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await self._reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
 async def rest_load(node: ServerProcess, clients: int, duration: float, tag: str) -> Run:
-    """`clients` concurrent clients each POSTing print jobs for `duration` seconds."""
+    """`clients` concurrent keep-alive clients each POSTing print jobs for `duration` s."""
     latencies: list[float] = []
     failures = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
-                                 limits=limits, timeout=10.0) as client:
-        stop_at = time.perf_counter() + duration
+    stop_at = time.perf_counter() + duration
 
-        async def one_client(c: int) -> None:
-            nonlocal failures
-            n = 0
+    async def one_client(c: int) -> None:
+        nonlocal failures
+        client = KeepAliveClient(node.http_port)
+        n = 0
+        try:
             while time.perf_counter() < stop_at:
                 body = {"id": f"{tag}-{c}-{n}", "printer_id": "p", "filament_id": f"f{n % SPOOLS}",
                         "filepath": "bench.gcode", "print_weight_in_grams": 1}
                 started = time.perf_counter()
-                response = await client.post("/print_jobs", json=body)
-                if response.status_code == 201:
+                status = await client.post_json("/api/v1/print_jobs", body)
+                if status == 201:
                     latencies.append(time.perf_counter() - started)
                 else:
                     failures += 1
                 n += 1
+        finally:
+            await client.close()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(one_client(c) for c in range(clients)))
-        elapsed = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(c) for c in range(clients)))
+    elapsed = time.perf_counter() - began
     where = "leader" if node.cluster()["role"] == "leader" else "follower"
     return Run(f"REST  {clients:2d} client(s) at the {where}", latencies, elapsed, failures)
 
@@ -138,6 +174,23 @@ def raw_baseline(duration: float) -> list[Run]:
             process.wait()
 
 
+def apply_alone(count: int = 3000) -> float:
+    """Commands/s of the state machine by itself (job.create), no Raft, no HTTP."""
+    from mes.state.machine import StateMachine
+
+    machine = StateMachine()
+    machine.apply({"op": "printer.create", "args": {"id": "p"}, "ts": 1.0, "rid": "p"})
+    for i in range(SPOOLS):
+        machine.apply({"op": "filament.create", "ts": 1.0, "rid": f"s{i}", "args": {
+            "id": f"f{i}", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}})
+    began = time.perf_counter()
+    for n in range(count):
+        machine.apply({"op": "job.create", "ts": 2.0, "rid": f"r{n}", "args": {
+            "id": f"j{n}", "printer_id": "p", "filament_id": f"f{n % SPOOLS}",
+            "filepath": "bench.gcode", "print_weight_in_grams": 1}})
+    return count / (time.perf_counter() - began)
+
+
 def seed(node: ServerProcess) -> None:
     assert node.client.post("/printers", json={"id": "p"}).status_code == 201
     for i in range(SPOOLS):
@@ -186,6 +239,9 @@ def main() -> None:
     raw = raw_baseline(args.duration)
     for run in raw:
         print(run.line())
+    alone = apply_alone()
+    print(f"{'state machine apply alone (job.create)':<44} {alone:8.0f} commands/s"
+          f"   ({1e6 / alone:.0f} us each; every node applies every command)")
 
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(3, Path(tmp))

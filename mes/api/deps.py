@@ -16,7 +16,7 @@ from mes.raft.writer import NoLeader
 T = TypeVar("T")
 
 
-def get_node(request: Request) -> FarmNode:
+async def get_node(request: Request) -> FarmNode:
     """The node this app serves."""
     node: FarmNode = request.app.state.node
     return node
