@@ -15,25 +15,12 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mes.raft.node import RaftTuning
+from mes.raft.node import RaftTuning, build_conf
 
 
 def raw_conf(data_dir: Path, tuning: RaftTuning) -> SyncObjConf:
-    """The same pysyncobj settings as mes.raft.node.build_conf, without our snapshot files."""
-    return SyncObjConf(
-        journalFile=str(data_dir / "raft.journal"),
-        fullDumpFile=str(data_dir / "raft.snapshot"),
-        appendEntriesUseBatch=False,
-        commandsWaitLeader=False,
-        appendEntriesPeriod=tuning.heartbeat,
-        raftMinTimeout=tuning.election_min,
-        raftMaxTimeout=tuning.election_max,
-        connectionTimeout=tuning.connection_timeout,
-        connectionRetryTime=tuning.connection_retry,
-        logCompactionMinEntries=5000,
-        logCompactionSplit=True,
-        useFork=False,
-    )
+    """Exactly mes's pysyncobj settings (mes.raft.node.build_conf), without our snapshot files."""
+    return build_conf(data_dir, None, 5000, 300.0, tuning)
 
 
 class RawStore(SyncObj):  # type: ignore[misc]

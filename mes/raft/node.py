@@ -27,15 +27,19 @@ class RaftTuning:
     connection_retry: float = 0.5
 
 
-def build_conf(data_dir: Path, snapshots: SnapshotFiles, snapshot_entries: int,
+def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries: int,
                snapshot_interval: float, tuning: RaftTuning) -> SyncObjConf:
-    """pysyncobj configuration: journal and full dump in DATA_DIR, no batching, fast elections."""
+    """pysyncobj configuration: journal and full dump in DATA_DIR, no batching, fast elections.
+
+    Without `snapshots` pysyncobj pickles its own object (the benchmark's raw baseline).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     return SyncObjConf(
         journalFile=str(data_dir / "raft.journal"),
         fullDumpFile=str(data_dir / "raft.snapshot"),
-        serializer=snapshots.serialize,
-        deserializer=snapshots.deserialize,
+        serializer=snapshots.serialize if snapshots else None,
+        deserializer=snapshots.deserialize if snapshots else None,
+        useFork=False,
         appendEntriesUseBatch=False,
         commandsWaitLeader=False,
         appendEntriesPeriod=tuning.heartbeat,
