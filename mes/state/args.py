@@ -12,7 +12,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 OPCUA_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 MAX_GRAMS = 100_000
 
-_MISSING = object()
+MISSING = object()
 
 
 class Args:
@@ -22,6 +22,10 @@ class Args:
         if not isinstance(raw, Mapping):
             raise InvalidCommand("invalid_arguments", "command arguments must be a mapping")
         self._raw = raw
+
+    def raw(self, name: str) -> Any:
+        """The argument as given (None when absent), for a handler that checks it itself."""
+        return self._raw.get(name)
 
     def has(self, name: str) -> bool:
         """Whether the argument is present (even if null)."""
@@ -34,15 +38,15 @@ class Args:
             raise InvalidCommand("unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
 
     def _get(self, name: str, required: bool) -> Any:
-        value = self._raw.get(name, _MISSING)
-        if value is _MISSING and required:
+        value = self._raw.get(name, MISSING)
+        if value is MISSING and required:
             raise InvalidCommand("missing_field", f"{name} is required", name)
         return value
 
     def ident(self, name: str, required: bool = True) -> str | None:
         """An id: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit."""
         value = self._get(name, required)
-        if value is _MISSING or (value is None and not required):
+        if value is MISSING or (value is None and not required):
             return None
         if not isinstance(value, str) or not ID_PATTERN.match(value):
             raise InvalidCommand("invalid_id", f"{name} must be 1-64 of A-Z a-z 0-9 _ . -", name)
@@ -51,8 +55,8 @@ class Args:
     def text(self, name: str, max_len: int, required: bool = True, nullable: bool = False) -> Any:
         """A string of at most `max_len` characters (None allowed when `nullable`)."""
         value = self._get(name, required)
-        if value is _MISSING:
-            return _MISSING
+        if value is MISSING:
+            return MISSING
         if value is None and nullable:
             return None
         if not isinstance(value, str):
@@ -65,23 +69,39 @@ class Args:
 
     def grams(self, name: str, minimum: int, required: bool = True) -> Any:
         """An integer weight in grams between `minimum` and MAX_GRAMS."""
+        return self.integer(name, minimum, MAX_GRAMS, required)
+
+    def integer(self, name: str, minimum: int, maximum: int, required: bool = True) -> Any:
+        """An integer between `minimum` and `maximum` (booleans are not integers)."""
         value = self._get(name, required)
-        if value is _MISSING:
-            return _MISSING
+        if value is MISSING:
+            return MISSING
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidCommand("invalid_type", f"{name} must be an integer", name)
-        if not minimum <= value <= MAX_GRAMS:
+        if not minimum <= value <= maximum:
             raise InvalidCommand(
-                "out_of_range", f"{name} must be between {minimum} and {MAX_GRAMS}", name
+                "out_of_range", f"{name} must be between {minimum} and {maximum}", name
             )
         return value
+
+    def number(self, name: str, minimum: float, maximum: float, required: bool = True,
+               nullable: bool = False) -> Any:
+        """A finite int or float between `minimum` and `maximum`."""
+        value = self._get(name, required)
+        if value is MISSING or (value is None and nullable):
+            return value
+        if not isinstance(value, int | float) or isinstance(value, bool) or \
+                not minimum <= value <= maximum:
+            raise InvalidCommand("out_of_range",
+                                 f"{name} must be a number between {minimum} and {maximum}", name)
+        return float(value)
 
     def choice(self, name: str, options: Iterable[str], required: bool = True,
                nullable: bool = False) -> Any:
         """One of `options`, matched case-insensitively, returned in canonical spelling."""
         value = self._get(name, required)
-        if value is _MISSING:
-            return _MISSING
+        if value is MISSING:
+            return MISSING
         if value is None and nullable:
             return None
         if isinstance(value, str):
@@ -95,8 +115,8 @@ class Args:
     def flag(self, name: str, required: bool = True) -> Any:
         """A boolean."""
         value = self._get(name, required)
-        if value is _MISSING:
-            return _MISSING
+        if value is MISSING:
+            return MISSING
         if not isinstance(value, bool):
             raise InvalidCommand("invalid_type", f"{name} must be true or false", name)
         return value
@@ -104,8 +124,8 @@ class Args:
     def pattern(self, name: str, regex: re.Pattern[str], hint: str, nullable: bool = True) -> Any:
         """A string matching `regex` (or None when `nullable`)."""
         value = self._get(name, False)
-        if value is _MISSING:
-            return _MISSING
+        if value is MISSING:
+            return MISSING
         if value is None and nullable:
             return None
         if not isinstance(value, str) or not regex.match(value):
@@ -115,4 +135,4 @@ class Args:
 
 def present(**values: Any) -> dict[str, Any]:
     """Drop the arguments that were not given."""
-    return {k: v for k, v in values.items() if v is not _MISSING}
+    return {k: v for k, v in values.items() if v is not MISSING}

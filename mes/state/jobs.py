@@ -6,11 +6,12 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, update
 
+from mes.files.store import SHA256_PATTERN
 from mes.state import queries
-from mes.state.args import Args
+from mes.state.args import MISSING, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
-from mes.state.tables import filaments, job_history, print_jobs
+from mes.state.tables import filaments, job_history, print_jobs, printers
 
 JOB_STATUSES = ("Queued", "Running", "Done", "Canceled")
 # Allowed transitions: target status -> statuses it may come from.
@@ -45,19 +46,29 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if args.has("status"):
         raise InvalidCommand("status_not_allowed", "status cannot be set when creating a job",
                              "status")
-    args.reject_unknown(("id", "printer_id", "filament_id", "filepath", "print_weight_in_grams"))
+    args.reject_unknown(("id", "printer_id", "filament_id", "filepath", "file_id",
+                         "print_weight_in_grams"))
     job_id = args.ident("id")
-    printer_id = args.ident("printer_id")
+    printer_id = args.ident("printer_id", required=False)
     filament_id = args.ident("filament_id")
-    filepath = args.text("filepath", 1024)
+    file_id = args.pattern("file_id", SHA256_PATTERN, "the SHA-256 of a stored file")
+    filepath = args.text("filepath", 1024, required=file_id in (None, MISSING))
     weight = args.grams("print_weight_in_grams", 1)
-    assert job_id and printer_id and filament_id
-    if not filepath.strip():
-        raise InvalidCommand("empty_field", "filepath must not be empty", "filepath")
+    assert job_id and filament_id
     if queries.get_job(ctx.conn, job_id) is not None:
         raise RuleViolation("already_exists", f"print job {job_id!r} already exists", "id")
-    if queries.get_printer(ctx.conn, printer_id) is None:
+    if printer_id is not None and queries.get_printer(ctx.conn, printer_id) is None:
         raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "printer_id")
+    if file_id not in (None, MISSING):
+        stored = queries.get_file(ctx.conn, file_id)
+        if stored is None:
+            raise NotFound("file_not_found", f"file {file_id!r} is not stored", "file_id")
+        if filepath is MISSING:
+            filepath = stored["name"]
+    else:
+        file_id = None
+    if not filepath.strip():
+        raise InvalidCommand("empty_field", "filepath must not be empty", "filepath")
     spool = queries.get_filament(ctx.conn, filament_id)
     if spool is None:
         raise NotFound("filament_not_found", f"filament {filament_id!r} does not exist",
@@ -72,7 +83,9 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
             "print_weight_in_grams",
         )
     row = {"id": job_id, "printer_id": printer_id, "filament_id": filament_id,
-           "filepath": filepath, "print_weight_in_grams": weight, "status": "Queued",
+           "filepath": filepath, "file_id": file_id, "print_weight_in_grams": weight,
+           "status": "Queued", "assigned_printer_id": None, "printer_filename": None,
+           "phase": None, "requested_action": None, "from_server": True, "last_error": None,
            "created_at": ctx.ts, "updated_at": ctx.ts}
     ctx.conn.execute(_INSERT_JOB, row)
     _reserve(ctx, filament_id, weight)
@@ -96,16 +109,36 @@ def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if current not in TRANSITIONS.get(target, ()):
         raise RuleViolation("invalid_transition",
                             f"a {current} job cannot become {target}", "status")
-    ctx.conn.execute(_SET_STATUS, {"job_id": job_id, "status": target, "ts": ctx.ts})
-    if target in ("Done", "Canceled"):
+    cause = cause if isinstance(cause, str) else "api"
+    if target == "Running":
+        ctx.conn.execute(_SET_STATUS, {"job_id": job_id, "status": target, "ts": ctx.ts})
+        record_history(ctx, job_id, current, target, cause)
+        ctx.changed("print_job", job_id, "updated")
+    else:
+        end_job(ctx, job, target, cause)
+    changed = queries.get_job(ctx.conn, job_id)
+    assert changed is not None
+    return changed
+
+
+def end_job(ctx: ApplyContext, job: dict[str, Any], status: str, cause: str) -> None:
+    """Make a job Done or Canceled: release its reservation, charge the spool when Done,
+    and hold its printer until the bed is cleared if it was printing there."""
+    ctx.conn.execute(_SET_STATUS, {"job_id": job["id"], "status": status, "ts": ctx.ts})
+    ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job["id"])
+                     .values(phase=None, requested_action=None))
+    if job["filament_id"] is not None:
         _reserve(ctx, job["filament_id"], -job["print_weight_in_grams"])
-    if target == "Done":
-        ctx.conn.execute(_CHARGE, {"filament_id": job["filament_id"],
-                                   "grams": job["print_weight_in_grams"], "ts": ctx.ts})
-    record_history(ctx, job_id, current, target, cause if isinstance(cause, str) else "api")
-    ctx.changed("print_job", job_id, "updated")
-    ctx.changed("filament", job["filament_id"], "updated")
-    return {**job, "status": target, "updated_at": ctx.ts}
+        if status == "Done":
+            ctx.conn.execute(_CHARGE, {"filament_id": job["filament_id"],
+                                       "grams": job["print_weight_in_grams"], "ts": ctx.ts})
+        ctx.changed("filament", job["filament_id"], "updated")
+    if job["assigned_printer_id"] is not None and job["status"] == "Running":
+        ctx.conn.execute(update(printers).where(printers.c.id == job["assigned_printer_id"])
+                         .values(bed_clear=False, updated_at=ctx.ts))
+        ctx.changed("printer", job["assigned_printer_id"], "updated")
+    record_history(ctx, job["id"], job["status"], status, cause)
+    ctx.changed("print_job", job["id"], "updated")
 
 
 def _reserve(ctx: ApplyContext, filament_id: str, grams: int) -> None:

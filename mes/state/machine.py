@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, bindparam, create_engine, delete, event, insert, select
 from sqlalchemy.pool import StaticPool
 
-from mes.state import filaments, jobs, printers
+from mes.state import farm, filaments, jobs, printers, stored_files
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.errors import DomainError, InvalidCommand
@@ -34,6 +34,21 @@ HANDLERS: dict[str, Handler] = {
     "filament.delete": filaments.delete_,
     "job.create": jobs.create,
     "job.set_status": jobs.set_status,
+    "file.register": stored_files.register,
+    "node.announce": stored_files.announce_node,
+    "leader.begin": farm.begin_epoch,
+    "job.claim": farm.claim,
+    "job.started": farm.started,
+    "job.start_failed": farm.start_failed,
+    "job.finished": farm.finished,
+    "job.lost": farm.lost,
+    "job.phase": farm.set_phase,
+    "job.external": farm.external,
+    "job.request": farm.request_action,
+    "printer.bed_cleared": farm.bed_cleared,
+    "printer.reserve": farm.reserve,
+    "printer.release": farm.release,
+    "printer.telemetry": farm.telemetry,
     "noop": lambda ctx, args: None,
 }
 

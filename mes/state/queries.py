@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
-from mes.state.tables import filaments, job_history, print_jobs, printers
+from mes.state.tables import filaments, files, job_history, nodes, print_jobs, printers
 
 ACTIVE_STATUSES = ("Queued", "Running")
 
@@ -44,6 +44,23 @@ def list_filaments(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(select(filaments).order_by(filaments.c.id))]
 
 
+def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
+    """A stored G-code file's record, or None."""
+    row = conn.execute(select(files).where(files.c.id == file_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def list_files(conn: Connection) -> list[dict[str, Any]]:
+    """All stored G-code files, newest first."""
+    query = select(files).order_by(files.c.created_at.desc())
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def list_nodes(conn: Connection) -> list[dict[str, Any]]:
+    """Every node that announced its HTTP address."""
+    return [dict(r._mapping) for r in conn.execute(select(nodes).order_by(nodes.c.raft_address))]
+
+
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     """One print job, or None."""
     row = conn.execute(_JOB_BY_ID, {"id": job_id}).first()
@@ -65,11 +82,12 @@ def job_history_of(conn: Connection, job_id: str) -> list[dict[str, Any]]:
 
 
 def count_active_jobs(conn: Connection, column: str, value: str) -> int:
-    """How many Queued or Running jobs have `column` == `value`."""
+    """How many Queued or Running jobs have `column` == `value` (for printers: asked or given)."""
+    match = print_jobs.c[column] == value
+    if column == "printer_id":
+        match = match | (print_jobs.c.assigned_printer_id == value)
     return int(
         conn.execute(
-            select(func.count()).where(
-                print_jobs.c[column] == value, print_jobs.c.status.in_(ACTIVE_STATUSES)
-            )
+            select(func.count()).where(match, print_jobs.c.status.in_(ACTIVE_STATUSES))
         ).scalar_one()
     )

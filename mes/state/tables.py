@@ -31,8 +31,58 @@ printers = Table(
     Column("group", String(200)),
     Column("camera_url", String(2048)),
     Column("filament_id", String(64)),
+    # False after a print finished or was lost, until someone clears the bed.
+    Column("bed_clear", Boolean, nullable=False, default=True),
+    Column("reserved_by", String(200)),
+    Column("reserved_until", Float),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# What each printer reported last (overwritten, not appended), written by the leader's workers.
+printer_status = Table(
+    "printer_status",
+    metadata,
+    Column("printer_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("nozzle_actual", Float),
+    Column("nozzle_target", Float),
+    Column("bed_actual", Float),
+    Column("bed_target", Float),
+    Column("file_name", String(255)),
+    Column("progress", Float),
+    Column("time_printed", Float),
+    Column("time_left", Float),
+    Column("error", Text),
+    Column("observed_at", Float, nullable=False),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the content
+    Column("name", String(255), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Each node's HTTP address, announced by the node itself, for copying blobs between nodes.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("raft_address", String(300), primary_key=True),
+    Column("http_url", String(300), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row: the epoch of the current leader's workers; older epochs are fenced off.
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("leader", String(300), nullable=False),
+    Column("since", Float, nullable=False),
 )
 
 filaments = Table(
@@ -53,16 +103,28 @@ print_jobs = Table(
     "print_jobs",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("printer_id", String(64), nullable=False),
-    Column("filament_id", String(64), nullable=False),
+    # The printer the submitter asked for (None: any printer with the job's spool loaded).
+    Column("printer_id", String(64)),
+    Column("filament_id", String(64)),
     Column("filepath", String(1024), nullable=False),
+    Column("file_id", String(64)),
     Column("print_weight_in_grams", Integer, nullable=False),
     Column("status", String(16), nullable=False),
+    # Set by the scheduler's claim: the printer the job went to and its name there.
+    Column("assigned_printer_id", String(64)),
+    Column("printer_filename", String(255)),
+    # None, "starting" (claimed, not yet seen printing), "printing" or "paused".
+    Column("phase", String(16)),
+    # "pause" or "resume" asked through the API, carried out by the worker.
+    Column("requested_action", String(16)),
+    Column("from_server", Boolean, nullable=False, default=True),
+    Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_print_jobs_status", "status"),
     Index("ix_print_jobs_filament_status", "filament_id", "status"),
     Index("ix_print_jobs_printer_status", "printer_id", "status"),
+    Index("ix_print_jobs_assigned_status", "assigned_printer_id", "status"),
 )
 
 job_history = Table(

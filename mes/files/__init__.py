@@ -1,0 +1,1 @@
+"""G-code files: validation, content-addressed storage and copies between nodes."""

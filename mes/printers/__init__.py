@@ -1,0 +1,1 @@
+"""Printer clients behind one async interface, and the normalised printer status."""

@@ -1,0 +1,64 @@
+"""The interface every printer client offers, its status and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+PrinterState = Literal["offline", "idle", "printing", "paused", "finished", "error"]
+
+
+@dataclass(frozen=True)
+class PrinterStatus:
+    """What a printer says now, the same for OctoPrint, PrusaLink and mock printers.
+
+    `finished` means the printer reports a completed print that is still on the bed.
+    """
+
+    state: PrinterState
+    nozzle_actual: float | None = None
+    nozzle_target: float | None = None
+    bed_actual: float | None = None
+    bed_target: float | None = None
+    file_name: str | None = None
+    progress: float | None = None  # 0-100
+    time_printed: float | None = None  # seconds
+    time_left: float | None = None  # seconds
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, as it goes into a telemetry command."""
+        return asdict(self)
+
+
+class PrinterError(Exception):
+    """A printer call failed: offline, timed out, refused or answered nonsense."""
+
+
+class PrinterBusy(PrinterError):
+    """The printer refused because it is printing or otherwise busy (409)."""
+
+
+class PrinterClient(Protocol):
+    """One printer, whatever its API."""
+
+    async def status(self) -> PrinterStatus:
+        """The printer's state now; offline if it cannot be reached."""
+
+    async def upload_and_start(self, name: str, data: bytes) -> None:
+        """Upload a G-code file under `name` and start printing it; PrinterBusy if it won't."""
+
+    async def pause(self) -> None:
+        """Pause the current print."""
+
+    async def resume(self) -> None:
+        """Resume a paused print."""
+
+    async def cancel(self) -> None:
+        """Stop the current print."""
+
+    async def delete_file(self, name: str) -> None:
+        """Remove an uploaded file from the printer (missing files are fine)."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

@@ -1,0 +1,32 @@
+"""Pick the client for a printer from its `api` and URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mes.config import Settings
+from mes.printers.base import PrinterClient
+from mes.printers.mock import MockPrinter
+from mes.printers.octoprint import OctoPrintClient
+from mes.printers.prusalink import PrusaLinkClient
+
+
+def is_mock(printer: dict[str, Any]) -> bool:
+    """A printer whose api is Mock or whose URL contains `mock` is simulated in-process."""
+    return printer.get("api") == "Mock" or "mock" in (printer.get("url") or "").lower()
+
+
+def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings) -> PrinterClient:
+    """A new client for `printer` (a row with url and api); raises ValueError if none fits."""
+    if is_mock(printer):
+        return MockPrinter(settings.mock_printer_interval, settings.mock_printer_job_time,
+                           settings.mock_printer_target_bed_temperature,
+                           settings.mock_printer_target_bed_nozzle)
+    url = printer.get("url")
+    if not url:
+        raise ValueError(f"printer {printer['id']!r} has no url")
+    if printer.get("api") == "OctoPrint":
+        return OctoPrintClient(url, api_key or "")
+    if printer.get("api") == "PrusaLink":
+        return PrusaLinkClient(url, api_key=api_key)
+    raise ValueError(f"printer {printer['id']!r} has no api (OctoPrint, PrusaLink or Mock)")

@@ -1,0 +1,77 @@
+"""Shared HTTP handling of the networked printer clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from mes.printers.base import PrinterBusy, PrinterError
+
+DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+class HttpPrinter:
+    """An httpx client with timeouts that turns transport failures into PrinterError."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], auth: httpx.Auth | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, auth=auth,
+                                       transport=transport, timeout=timeout)
+
+    async def request(self, method: str, path: str, ok: tuple[int, ...] = (200, 204),
+                      **kwargs: Any) -> httpx.Response:
+        """Send a request; raise PrinterBusy on 409 and PrinterError on anything else not ok."""
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise PrinterError(f"{method} {path}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise PrinterError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code in ok:
+            return response
+        detail = _detail(response)
+        if response.status_code == 409:
+            raise PrinterBusy(f"{method} {path}: 409 {detail}")
+        raise PrinterError(f"{method} {path}: {response.status_code} {detail}")
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A request whose 200 answer must be a JSON object."""
+        response = await self.request(method, path, ok=(200,), **kwargs)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise PrinterError(f"{method} {path}: the answer is not JSON") from exc
+        if not isinstance(data, dict):
+            raise PrinterError(f"{method} {path}: the answer is not a JSON object")
+        return data
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(data, dict):
+        for key in ("text", "error", "title", "message"):
+            if isinstance(data.get(key), str):
+                return str(data[key])[:200]
+    return str(data)[:200]
+
+
+def section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested JSON object, or an empty one when it is missing or not an object."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def number(value: Any) -> float | None:
+    """A float from a JSON value, or None for anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

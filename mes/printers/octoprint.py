@@ -1,0 +1,114 @@
+"""OctoPrint's REST API (checked against OctoPrint 1.11 with its Virtual Printer)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+
+from mes.printers.base import PrinterBusy, PrinterError, PrinterState, PrinterStatus
+from mes.printers.http import HttpPrinter, number, section
+
+# No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
+CONNECT = {"command": "connect"}
+
+
+class OctoPrintClient:
+    """Drives one OctoPrint instance with its API key."""
+
+    def __init__(self, url: str, api_key: str,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = HttpPrinter(url, {"X-Api-Key": api_key}, transport=transport)
+
+    async def status(self) -> PrinterStatus:
+        """GET /api/printer and /api/job; connects the printer when OctoPrint is disconnected."""
+        response = await self._http.request("GET", "/api/printer", ok=(200, 409))
+        if response.status_code == 409:  # "Printer is not operational": not connected
+            await self._connect()
+            return PrinterStatus(state="offline", error="printer not connected to OctoPrint")
+        printer = _object(response)
+        job = await self._http.json("GET", "/api/job")
+        return _status(printer, job)
+
+    async def _connect(self) -> None:
+        with contextlib.suppress(PrinterError):  # reported offline; the next tick tries again
+            await self._http.request("POST", "/api/connection", json=CONNECT)
+
+    async def upload_and_start(self, name: str, data: bytes) -> None:
+        """POST /api/files/local with select and print; OctoPrint says if it really started."""
+        response = await self._http.request(
+            "POST", "/api/files/local", ok=(200, 201),
+            files={"file": (name, data, "application/octet-stream")},
+            data={"select": "true", "print": "true"})
+        try:
+            started = response.json().get("effectivePrint")
+        except (ValueError, AttributeError):
+            started = None
+        if started is not True:
+            raise PrinterBusy(f"OctoPrint stored {name} but did not start it (busy or offline)")
+
+    async def pause(self) -> None:
+        """POST /api/job pause."""
+        await self._http.request("POST", "/api/job",
+                                 json={"command": "pause", "action": "pause"})
+
+    async def resume(self) -> None:
+        """POST /api/job resume."""
+        await self._http.request("POST", "/api/job",
+                                 json={"command": "pause", "action": "resume"})
+
+    async def cancel(self) -> None:
+        """POST /api/job cancel."""
+        await self._http.request("POST", "/api/job", json={"command": "cancel"})
+
+    async def delete_file(self, name: str) -> None:
+        """DELETE /api/files/local/NAME; a missing file is fine, one still printing is busy."""
+        await self._http.request("DELETE", f"/api/files/local/{name}", ok=(200, 204, 404))
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise PrinterError("OctoPrint answered something that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise PrinterError("OctoPrint answered something that is not a JSON object")
+    return data
+
+
+def _status(printer: dict[str, Any], job: dict[str, Any]) -> PrinterStatus:
+    state = section(printer, "state")
+    flags = section(state, "flags")
+    temps = section(printer, "temperature")
+    tool, bed = section(temps, "tool0"), section(temps, "bed")
+    progress = section(job, "progress")
+    file_info = section(section(job, "job"), "file")
+    completion = number(progress.get("completion"))
+    name = file_info.get("name") if isinstance(file_info.get("name"), str) else None
+    text = state.get("text") if isinstance(state.get("text"), str) else None
+
+    normalised: PrinterState
+    if flags.get("error") or flags.get("closedOrError"):
+        normalised = "error"
+    elif flags.get("paused") or flags.get("pausing"):
+        normalised = "paused"
+    elif flags.get("printing") or flags.get("cancelling") or flags.get("finishing"):
+        normalised = "printing"
+    elif flags.get("operational"):
+        normalised = "finished" if completion is not None and completion >= 100 else "idle"
+    else:
+        normalised = "offline"
+    return PrinterStatus(
+        state=normalised,
+        nozzle_actual=number(tool.get("actual")), nozzle_target=number(tool.get("target")),
+        bed_actual=number(bed.get("actual")), bed_target=number(bed.get("target")),
+        file_name=name, progress=completion,
+        time_printed=number(progress.get("printTime")),
+        time_left=number(progress.get("printTimeLeft")),
+        error=text if normalised == "error" else None,
+    )

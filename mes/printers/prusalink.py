@@ -1,0 +1,104 @@
+"""PrusaLink's v1 API (reference/prusalink-openapi.yaml): X-Api-Key or HTTP Digest."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mes.printers.base import PrinterError, PrinterState, PrinterStatus
+from mes.printers.http import HttpPrinter, number, section
+
+STATES: dict[str, PrinterState] = {
+    "IDLE": "idle", "READY": "idle", "BUSY": "printing", "PRINTING": "printing",
+    "PAUSED": "paused", "FINISHED": "finished", "STOPPED": "idle", "ERROR": "error",
+    "ATTENTION": "error",
+}
+
+
+class PrusaLinkClient:
+    """Drives one PrusaLink (or Buddy firmware) printer."""
+
+    def __init__(self, url: str, api_key: str | None = None, user: str | None = None,
+                 password: str | None = None, storage: str = "local",
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        headers = {"X-Api-Key": api_key} if api_key else {}
+        auth = httpx.DigestAuth(user, password) if user and password and not api_key else None
+        self._http = HttpPrinter(url, headers, auth=auth, transport=transport)
+        self._storage = storage
+
+    async def status(self) -> PrinterStatus:
+        """GET /api/v1/status, and /api/v1/job for the file name when a job exists."""
+        data = await self._http.json("GET", "/api/v1/status")
+        printer = data.get("printer")
+        if not isinstance(printer, dict) or not isinstance(printer.get("state"), str):
+            raise PrinterError("PrusaLink status has no printer.state")
+        raw_state = printer["state"].upper()
+        state = STATES.get(raw_state, "error")
+        job = await self._job()
+        file_name = None
+        if job is not None:
+            name = section(job, "file").get("name")
+            file_name = name if isinstance(name, str) else None
+        if state == "printing" and job is None:
+            state = "idle" if raw_state == "BUSY" else state
+        status_job = section(data, "job") or job or {}
+        return PrinterStatus(
+            state=state,
+            nozzle_actual=number(printer.get("temp_nozzle")),
+            nozzle_target=number(printer.get("target_nozzle")),
+            bed_actual=number(printer.get("temp_bed")),
+            bed_target=number(printer.get("target_bed")),
+            file_name=file_name,
+            progress=number(status_job.get("progress")),
+            time_printed=number(status_job.get("time_printing")),
+            time_left=number(status_job.get("time_remaining")),
+            error=raw_state.lower() if state == "error" else None,
+        )
+
+    async def _job(self) -> dict[str, Any] | None:
+        response = await self._http.request("GET", "/api/v1/job", ok=(200, 204))
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise PrinterError("PrusaLink job is not JSON") from exc
+        return data if isinstance(data, dict) else None
+
+    async def _job_id(self) -> int:
+        job = await self._job()
+        if job is None or not isinstance(job.get("id"), int):
+            raise PrinterError("the printer has no current job")
+        return int(job["id"])
+
+    def _file_path(self, name: str) -> str:
+        return f"/api/v1/files/{quote(self._storage)}/{quote(name)}"
+
+    async def upload_and_start(self, name: str, data: bytes) -> None:
+        """PUT the raw file with Print-After-Upload; 409 means busy."""
+        await self._http.request(
+            "PUT", self._file_path(name), ok=(200, 201, 204), content=data,
+            headers={"Content-Type": "application/octet-stream", "Print-After-Upload": "?1",
+                     "Overwrite": "?1"})
+
+    async def pause(self) -> None:
+        """PUT /api/v1/job/{id}/pause."""
+        await self._http.request("PUT", f"/api/v1/job/{await self._job_id()}/pause")
+
+    async def resume(self) -> None:
+        """PUT /api/v1/job/{id}/resume."""
+        await self._http.request("PUT", f"/api/v1/job/{await self._job_id()}/resume")
+
+    async def cancel(self) -> None:
+        """DELETE /api/v1/job/{id} (stop)."""
+        await self._http.request("DELETE", f"/api/v1/job/{await self._job_id()}")
+
+    async def delete_file(self, name: str) -> None:
+        """DELETE the file from the printer's storage; missing is fine."""
+        await self._http.request("DELETE", self._file_path(name), ok=(200, 204, 404))
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()

@@ -1,0 +1,50 @@
+"""File records: a G-code blob that a majority of nodes holds, by SHA-256."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, update
+
+from mes.files.store import SHA256_PATTERN
+from mes.state import queries
+from mes.state.args import MISSING, Args
+from mes.state.context import ApplyContext
+from mes.state.errors import InvalidCommand
+from mes.state.tables import files, nodes
+
+MAX_FILE_BYTES = 10 * 2**30
+
+
+def register(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Record a stored file; registering the same content again returns the first record."""
+    args.reject_unknown(("id", "name", "size"))
+    file_id = args.pattern("id", SHA256_PATTERN, "a SHA-256", nullable=False)
+    name = args.text("name", 255)
+    size = args.integer("size", 1, MAX_FILE_BYTES)
+    if file_id is MISSING:
+        raise InvalidCommand("missing_field", "id is required", "id")
+    existing = queries.get_file(ctx.conn, file_id)
+    if existing is not None:
+        return existing
+    row = {"id": file_id, "name": name, "size": size, "created_at": ctx.ts}
+    ctx.conn.execute(insert(files).values(**row))
+    ctx.changed("file", file_id, "created")
+    return row
+
+
+def announce_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Record (or update) a node's HTTP address."""
+    args.reject_unknown(("raft_address", "http_url"))
+    raft_address = args.text("raft_address", 300)
+    http_url = args.text("http_url", 300)
+    if not http_url.startswith(("http://", "https://")):
+        raise InvalidCommand("invalid_url", "http_url must be an http(s) URL", "http_url")
+    known = {n["raft_address"]: n for n in queries.list_nodes(ctx.conn)}
+    if raft_address in known:
+        ctx.conn.execute(update(nodes).where(nodes.c.raft_address == raft_address)
+                         .values(http_url=http_url, updated_at=ctx.ts))
+    else:
+        ctx.conn.execute(insert(nodes).values(raft_address=raft_address, http_url=http_url,
+                                              updated_at=ctx.ts))
+    return {"raft_address": raft_address, "http_url": http_url}
