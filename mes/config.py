@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     upload_path: Path = Path("./upload")
     max_upload_mb: int = Field(200, gt=0, le=10_000)
     auto_schedule: bool = True
+    auto_clear_bed: bool = False
     printer_worker_interval: float = Field(1.0, gt=0, le=3600)
     mock_printer_interval: float = Field(0.1, gt=0, le=60)
     mock_printer_job_time: int = Field(30, gt=0, le=1_000_000)
@@ -44,6 +45,7 @@ class Settings(BaseSettings):
     mock_printer_target_bed_nozzle: float = Field(210.0, ge=0, le=350)
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, lt=65536)
+    http_advertise_url: str = ""
     raft_self: str = "127.0.0.1:7000"
     raft_peers: str = ""
     data_dir: Path = Path("./data")
@@ -72,6 +74,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} has an invalid port") from exc
         return value
 
+    @field_validator("http_advertise_url")
+    @classmethod
+    def _advertise(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"HTTP_ADVERTISE_URL: {value!r} is not an http(s) URL")
+        return value
+
     @field_validator("raft_self")
     @classmethod
     def _self_address(cls, value: str) -> str:
@@ -96,6 +105,14 @@ class Settings(BaseSettings):
     def peers(self) -> list[str]:
         """The other nodes' Raft addresses, without this node's own."""
         return [p for p in self.raft_peers.split(",") if p and p != self.raft_self]
+
+    @property
+    def advertise_url(self) -> str:
+        """The URL other nodes reach this node's REST API at."""
+        if self.http_advertise_url:
+            return self.http_advertise_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
 
     @property
     def opcua_embedded(self) -> bool:

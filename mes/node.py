@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from mes.config import Settings
+from mes.files.peers import BlobPeers
+from mes.files.store import BlobStore
 from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
+from mes.state import queries
 from mes.state.machine import StateMachine
 
 log = logging.getLogger(__name__)
@@ -26,11 +31,57 @@ class FarmNode:
                           tuning or RaftTuning())
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf)
         self.writer = Writer(self.raft, settings.raft_write_timeout)
+        self.blobs = BlobStore(settings.upload_path)
+        self.peers = BlobPeers(self.blobs)
+        self._background: list[asyncio.Task[None]] = []
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     def cluster(self) -> dict[str, Any]:
         """This node's view of the cluster."""
         return cluster_view(self.raft.getStatus(), self.machine.applied_count)
+
+    @property
+    def cluster_size(self) -> int:
+        """How many nodes the cluster has, this one included."""
+        return len(self.settings.peers) + 1
+
+    def peer_urls(self) -> list[str]:
+        """The REST URLs the other nodes announced."""
+        me = self.settings.raft_self
+        return [n["http_url"] for n in self.machine.read(queries.list_nodes)
+                if n["raft_address"] != me]
+
+    async def blob(self, sha: str) -> bytes | None:
+        """A stored file's content, fetched from a peer if this node lacks it."""
+        if self.blobs.has(sha):
+            return self.blobs.read(sha)
+        return await self.peers.fetch(sha, self.peer_urls())
+
+    async def start_background(self) -> None:
+        """Announce this node's URL and run the printer workers whenever this node leads."""
+        from mes.workers.leadership import LeaderLoop
+
+        self.leader_loop = LeaderLoop(self)
+        self._background = [asyncio.create_task(self._announce(), name="announce"),
+                            asyncio.create_task(self.leader_loop.run(), name="leader-loop")]
+
+    async def _announce(self) -> None:
+        args = {"raft_address": self.settings.raft_self, "http_url": self.settings.advertise_url}
+        while True:
+            with contextlib.suppress(Exception):
+                outcome = await self.writer.submit("node.announce", args)
+                if outcome.ok:
+                    return
+            await asyncio.sleep(1.0)
+
+    async def stop_background(self) -> None:
+        """Stop the workers and the announcement."""
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background = []
 
     def close(self) -> None:
         """Stop Raft and release the database."""

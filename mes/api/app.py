@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, FastAPI
 
 from mes.api.errors import install_error_handlers
-from mes.api.routes import cluster, filaments, print_jobs, printers
+from mes.api.routes import cluster, filaments, files, print_jobs, printers
 from mes.node import FarmNode
 
 API_PREFIX = "/api/v1"
@@ -13,7 +16,16 @@ API_PREFIX = "/api/v1"
 
 def create_app(node: FarmNode) -> FastAPI:
     """The REST API at /api/v1 with OpenAPI docs at /api/v1/docs."""
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await node.start_background()
+        try:
+            yield
+        finally:
+            await node.stop_background()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="mes",
         summary="Print-farm manufacturing execution server on Raft-replicated state",
         version="0.1.0",
@@ -23,8 +35,9 @@ def create_app(node: FarmNode) -> FastAPI:
     )
     app.state.node = node
     api = APIRouter(prefix=API_PREFIX)
-    for module in (printers, filaments, print_jobs, cluster):
+    for module in (printers, filaments, print_jobs, files, cluster):
         api.include_router(module.router)
+    api.include_router(files.internal)
     app.include_router(api)
     install_error_handlers(app)
     return app

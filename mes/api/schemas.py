@@ -96,8 +96,48 @@ class PrinterOut(BaseModel):
     group: str | None
     camera_url: str | None
     filament_id: str | None
+    bed_clear: bool
+    reserved_by: str | None
+    reserved_until: Timestamp | None
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class PrinterStatusOut(BaseModel):
+    """The printer's latest normalised status as the leader's worker last committed it."""
+
+    printer_id: str
+    state: str
+    nozzle_actual: float | None = None
+    nozzle_target: float | None = None
+    bed_actual: float | None = None
+    bed_target: float | None = None
+    file_name: str | None = None
+    progress: float | None = None
+    time_printed: float | None = None
+    time_left: float | None = None
+    error: str | None = None
+    observed_at: Timestamp | None = None
+    age_seconds: float | None = None
+    bed_clear: bool
+    reserved_by: str | None
+    reserved_until: Timestamp | None
+
+
+class ReservationIn(_Input):
+    """Who reserves the printer, and for how long."""
+
+    holder: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")]
+    duration_seconds: Annotated[StrictInt, Field(ge=1, le=30 * 24 * 3600)]
+
+
+class FileOut(BaseModel):
+    """A stored G-code file."""
+
+    id: str = Field(description="SHA-256 of the content")
+    name: str
+    size: int
+    created_at: Timestamp
 
 
 class FilamentCreate(_Input):
@@ -137,9 +177,14 @@ class PrintJobCreate(_Input):
     """A new print job; it starts Queued and its status cannot be given."""
 
     id: EntityId | None = None
-    printer_id: EntityId
+    printer_id: EntityId | None = Field(None, description="omit to print on any printer with "
+                                        "the job's spool loaded")
     filament_id: EntityId
-    filepath: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f]*$")]
+    filepath: Annotated[str, Field(min_length=1, max_length=1024,
+                                   pattern=r"^[^\x00-\x1f]*$")] | None = None
+    file_id: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None, description="a file stored with POST /api/v1/files; without one the job is a "
+        "record only and is never sent to a printer")
     print_weight_in_grams: Grams
 
 
@@ -147,11 +192,19 @@ class PrintJobOut(BaseModel):
     """A print job."""
 
     id: str
-    printer_id: str
-    filament_id: str
+    printer_id: str | None
+    filament_id: str | None
     filepath: str
+    file_id: str | None
     print_weight_in_grams: int
     status: str
+    assigned_printer_id: str | None
+    printer_filename: str | None
+    phase: str | None
+    requested_action: str | None
+    from_server: bool
+    last_error: str | None
+    hold_reason: str | None = None
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -76,6 +76,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         if last_index > self.raftCommitIndex and self._isLeader():
             self._wakeup.notify()
 
+    def is_leader(self) -> bool:
+        """Whether this node is the Raft leader now."""
+        return bool(self._isLeader())
+
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: Mapping[str, Any]) -> Outcome:
         """Committed on a majority and applied on every node in log order."""

@@ -6,7 +6,15 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
-from mes.state.tables import filaments, files, job_history, nodes, print_jobs, printers
+from mes.state.tables import (
+    filaments,
+    files,
+    job_history,
+    nodes,
+    print_jobs,
+    printer_status,
+    printers,
+)
 
 ACTIVE_STATUSES = ("Queued", "Running")
 
@@ -59,6 +67,45 @@ def list_files(conn: Connection) -> list[dict[str, Any]]:
 def list_nodes(conn: Connection) -> list[dict[str, Any]]:
     """Every node that announced its HTTP address."""
     return [dict(r._mapping) for r in conn.execute(select(nodes).order_by(nodes.c.raft_address))]
+
+
+def worker_printers(conn: Connection) -> list[dict[str, Any]]:
+    """Printers with a worker, including their API keys (for the workers only, never the API)."""
+    query = select(printers).where(printers.c.worker.is_(True)).order_by(printers.c.id)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def active_jobs_by_printer(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per printer, the job claimed for it (starting) or running on it."""
+    query = select(print_jobs).where(
+        print_jobs.c.assigned_printer_id.is_not(None),
+        (print_jobs.c.status == "Running")
+        | ((print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting")))
+    return {r.assigned_printer_id: dict(r._mapping) for r in conn.execute(query)}
+
+
+def job_by_printer_file(conn: Connection, printer_id: str, name: str) -> dict[str, Any] | None:
+    """The newest job sent to `printer_id` under the file name `name`."""
+    row = conn.execute(
+        select(print_jobs).where(print_jobs.c.assigned_printer_id == printer_id,
+                                 print_jobs.c.printer_filename == name)
+        .order_by(print_jobs.c.updated_at.desc())).first()
+    return dict(row._mapping) if row else None
+
+
+def dispatchable_jobs(conn: Connection) -> list[dict[str, Any]]:
+    """Queued, unclaimed jobs with a stored file, oldest first (the scheduler's FIFO)."""
+    query = select(print_jobs).where(
+        print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
+        print_jobs.c.file_id.is_not(None)).order_by(print_jobs.c.created_at, print_jobs.c.id)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def printer_status_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:
+    """The last status the leader's worker committed for a printer."""
+    row = conn.execute(select(printer_status).where(
+        printer_status.c.printer_id == printer_id)).first()
+    return dict(row._mapping) if row else None
 
 
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
+from mes.api.errors import ApiError
 from mes.api.schemas import (
     ERROR_RESPONSES,
     JobHistoryOut,
@@ -15,38 +19,116 @@ from mes.api.schemas import (
     PrintJobOut,
     TargetStatus,
 )
+from mes.api.uploads import store_upload
 from mes.state import queries
 
 router = APIRouter(prefix="/print_jobs", tags=["print jobs"], responses=ERROR_RESPONSES)
 
 
+HOLD_NO_FILE = "no stored G-code file: filepath is a record only; it is never sent to a printer"
+
+
+def with_hold_reason(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A job with the reason, if any, why the scheduler will not send it to a printer."""
+    if job is None:
+        return None
+    reason = None
+    if job["status"] == "Queued" and job["file_id"] is None:
+        reason = HOLD_NO_FILE
+    elif job["status"] == "Queued" and job["last_error"]:
+        reason = f"last start failed: {job['last_error']}"
+    return {**job, "hold_reason": reason}
+
+
 @router.get("", response_model=list[PrintJobOut])
 async def list_jobs(node: NodeDep, status: Annotated[JobStatus | None, Query()] = None) -> Any:
     """All print jobs, optionally only those with a status (any letter case)."""
-    return read(node, lambda c: queries.list_jobs(c, status))
+    return [with_hold_reason(j) for j in read(node, lambda c: queries.list_jobs(c, status))]
 
 
-@router.post("", status_code=201, response_model=PrintJobOut)
-async def create_job(body: PrintJobCreate, node: NodeDep,
+JOB_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PrintJobCreate.model_json_schema()},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file", "filament_id", "print_weight_in_grams"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "id": {"type": "string"}, "printer_id": {"type": "string"},
+                    "filament_id": {"type": "string"},
+                    "print_weight_in_grams": {"type": "integer"},
+                }}},
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=PrintJobOut, openapi_extra=JOB_BODY_DOC)
+async def create_job(request: Request, node: NodeDep,
                      idempotency_key: IdempotencyKey = None) -> Any:
-    """Queue a print job on a printer with a spool; status is always Queued at first."""
-    args = body.model_dump(exclude_none=True)
+    """Queue a print job; status is always Queued at first.
+
+    JSON names a stored `file_id` (or only a `filepath`, kept as a record); a multipart
+    request carries the G-code `file` and the job's fields at once.
+    """
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
+        if "print_weight_in_grams" in fields:
+            with contextlib.suppress(ValueError):
+                fields["print_weight_in_grams"] = int(str(fields["print_weight_in_grams"]))
+        body = _validated(fields)
+        stored = await store_upload(node, form.get("file"))
+        args = body.model_dump(exclude_none=True)
+        args["file_id"] = stored["id"]
+        args.setdefault("filepath", stored["name"])
+    else:
+        try:
+            data = await request.json()
+        except ValueError:
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        args = _validated(data).model_dump(exclude_none=True)
     args.setdefault("id", new_id())
-    return await commit(node, "job.create", args, idempotency_key)
+    return with_hold_reason(await commit(node, "job.create", args, idempotency_key))
+
+
+def _validated(data: Any) -> PrintJobCreate:
+    try:
+        return PrintJobCreate.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
 @router.get("/{job_id}", response_model=PrintJobOut)
 async def get_job(job_id: str, node: NodeDep) -> Any:
     """One print job."""
-    return found(read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
+    return with_hold_reason(found(read(node, lambda c: queries.get_job(c, job_id)), "print_job",
+                                  job_id))
 
 
 @router.post("/{job_id}/status", response_model=PrintJobOut)
 async def set_status(job_id: str, node: NodeDep, status: Annotated[TargetStatus, Query()],
                      idempotency_key: IdempotencyKey = None) -> Any:
     """Move a job to running (from queued), done (from running) or canceled."""
-    return await commit(node, "job.set_status", {"id": job_id, "status": status},
-                        idempotency_key)
+    return with_hold_reason(await commit(node, "job.set_status", {"id": job_id, "status": status},
+                                         idempotency_key))
+
+
+@router.post("/{job_id}/pause", response_model=PrintJobOut)
+async def pause(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
+    """Ask the printer to pause this running job (carried out within one worker tick)."""
+    return with_hold_reason(await commit(node, "job.request", {"id": job_id, "action": "pause"},
+                                         idempotency_key))
+
+
+@router.post("/{job_id}/resume", response_model=PrintJobOut)
+async def resume(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
+    """Ask the printer to resume this paused job (carried out within one worker tick)."""
+    return with_hold_reason(await commit(node, "job.request", {"id": job_id, "action": "resume"},
+                                         idempotency_key))
 
 
 @router.get("/{job_id}/history", response_model=list[JobHistoryOut])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Response
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
-from mes.api.schemas import ERROR_RESPONSES, PrinterCreate, PrinterOut, PrinterUpdate
+from mes.api.schemas import (
+    ERROR_RESPONSES,
+    PrinterCreate,
+    PrinterOut,
+    PrinterStatusOut,
+    PrinterUpdate,
+    ReservationIn,
+)
 from mes.state import queries
 
 router = APIRouter(prefix="/printers", tags=["printers"], responses=ERROR_RESPONSES)
@@ -51,3 +59,40 @@ async def delete_printer(printer_id: str, node: NodeDep,
     """Remove a printer that no queued or running job needs."""
     await commit(node, "printer.delete", {"id": printer_id}, idempotency_key)
     return Response(status_code=204)
+
+
+@router.get("/{printer_id}/status", response_model=PrinterStatusOut)
+async def printer_status(printer_id: str, node: NodeDep) -> Any:
+    """The latest normalised status of the printer and its age in seconds."""
+    printer = found(read(node, lambda c: queries.get_printer(c, printer_id)), "printer",
+                    printer_id)
+    status = read(node, lambda c: queries.printer_status_of(c, printer_id)) or {
+        "printer_id": printer_id, "state": "unknown"}
+    observed = status.get("observed_at")
+    return {**status, "age_seconds": None if observed is None else max(0.0, time.time() - observed),
+            "bed_clear": printer["bed_clear"], "reserved_by": printer["reserved_by"],
+            "reserved_until": printer["reserved_until"]}
+
+
+@router.post("/{printer_id}/bed_cleared", response_model=PrinterOut)
+async def bed_cleared(printer_id: str, node: NodeDep,
+                      idempotency_key: IdempotencyKey = None) -> Any:
+    """The finished print was taken off the bed: the printer may receive jobs again."""
+    return await commit(node, "printer.bed_cleared", {"id": printer_id}, idempotency_key)
+
+
+@router.post("/{printer_id}/reservation", response_model=PrinterOut)
+async def reserve(printer_id: str, body: ReservationIn, node: NodeDep,
+                  idempotency_key: IdempotencyKey = None) -> Any:
+    """Reserve the printer for a holder; the scheduler skips it until it expires or is released."""
+    until = time.time() + body.duration_seconds
+    return await commit(node, "printer.reserve",
+                        {"id": printer_id, "holder": body.holder, "until": until},
+                        idempotency_key)
+
+
+@router.delete("/{printer_id}/reservation", response_model=PrinterOut)
+async def release(printer_id: str, node: NodeDep,
+                  idempotency_key: IdempotencyKey = None) -> Any:
+    """End the printer's reservation."""
+    return await commit(node, "printer.release", {"id": printer_id}, idempotency_key)

@@ -1,0 +1,65 @@
+"""`/api/v1/files`: G-code uploads and downloads; `/api/v1/internal/blobs` between nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, UploadFile
+
+from mes.api.deps import NodeDep, found, read
+from mes.api.errors import ApiError
+from mes.api.schemas import ERROR_RESPONSES, FileOut
+from mes.api.uploads import store_upload
+from mes.files.store import SHA256_PATTERN
+from mes.state import queries
+
+router = APIRouter(prefix="/files", tags=["files"], responses=ERROR_RESPONSES)
+internal = APIRouter(prefix="/internal/blobs", include_in_schema=False)
+
+
+@router.post("", status_code=201, response_model=FileOut)
+async def upload_file(file: UploadFile, node: NodeDep) -> Any:
+    """Store a .gcode or .bgcode file; answers its SHA-256 id, name and size."""
+    return await store_upload(node, file)
+
+
+@router.get("", response_model=list[FileOut])
+async def list_files(node: NodeDep) -> Any:
+    """Every stored file."""
+    return read(node, queries.list_files)
+
+
+@router.get("/{file_id}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def download_file(file_id: str, node: NodeDep) -> Response:
+    """The file's content under its original name."""
+    record = found(read(node, lambda c: queries.get_file(c, file_id)), "file", file_id)
+    data = await node.blob(file_id)
+    if data is None:
+        raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="{record["name"]}"'})
+
+
+@internal.put("/{sha}", status_code=204)
+async def receive_blob(sha: str, request: Request, node: NodeDep) -> Response:
+    """A peer's copy of a blob; kept only if the content hashes to `sha`."""
+    if not SHA256_PATTERN.match(sha):
+        raise ApiError(422, "invalid_id", "not a SHA-256", "sha")
+    limit = node.settings.max_upload_mb * 2**20
+    data = await request.body()
+    if len(data) > limit:
+        raise ApiError(413, "file_too_large", "the blob is larger than MAX_UPLOAD_MB")
+    try:
+        node.blobs.put(data, expected_sha=sha)
+    except ValueError as exc:
+        raise ApiError(422, "hash_mismatch", str(exc), "sha") from None
+    return Response(status_code=204)
+
+
+@internal.get("/{sha}")
+async def send_blob(sha: str, node: NodeDep) -> Response:
+    """This node's copy of a blob, if it has one."""
+    if not node.blobs.has(sha):
+        raise ApiError(404, "blob_not_found", "this node does not hold that blob")
+    return Response(node.blobs.read(sha), media_type="application/octet-stream")

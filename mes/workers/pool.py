@@ -1,0 +1,90 @@
+"""The leader's workers: one per printer with a worker flag, plus scheduler and telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from mes.printers.factory import client_for
+from mes.state import queries
+from mes.workers.context import Fenced, WorkerContext
+from mes.workers.printer_worker import PrinterWorker
+from mes.workers.scheduler import schedule
+from mes.workers.telemetry import TelemetryFlusher
+
+log = logging.getLogger(__name__)
+
+
+def _signature(printer: dict[str, Any]) -> tuple[Any, ...]:
+    return (printer.get("url"), printer.get("api"), printer.get("api_key"))
+
+
+class WorkerPool:
+    """Runs while this node leads, under one epoch."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
+        self.telemetry = TelemetryFlusher()
+        self.claims = 0
+
+    async def run(self) -> None:
+        """Every interval: match workers to printers, schedule, commit telemetry."""
+        interval = self.ctx.node.settings.printer_worker_interval
+        try:
+            while not self.ctx.fenced:
+                started = time.monotonic()
+                try:
+                    await self._sync_workers()
+                    if self.ctx.node.settings.auto_schedule:
+                        self.claims += await schedule(self.ctx)
+                    await self.telemetry.flush(self.ctx)
+                except Fenced:
+                    break
+                except Exception:
+                    log.exception("worker pool tick failed")
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            await self.stop()
+
+    async def _sync_workers(self) -> None:
+        wanted = {p["id"]: p for p in self.ctx.node.machine.read(queries.worker_printers)}
+        for printer_id in list(self.workers):
+            printer = wanted.get(printer_id)
+            if printer is None or _signature(printer) != self.workers[printer_id][2]:
+                await self._drop(printer_id)
+        for printer_id, printer in wanted.items():
+            if printer_id in self.workers:
+                continue
+            try:
+                client = client_for(printer, printer.get("api_key"), self.ctx.node.settings)
+            except ValueError as exc:
+                log.warning("no worker for printer %s: %s", printer_id, exc)
+                continue
+            worker = PrinterWorker(printer_id, client, self.ctx)
+            task = asyncio.create_task(worker.run(), name=f"printer-{printer_id}")
+            self.workers[printer_id] = (worker, task, _signature(printer))
+
+    async def _drop(self, printer_id: str) -> None:
+        worker, task, _ = self.workers.pop(printer_id)
+        task.cancel()
+        self.ctx.seen.pop(printer_id, None)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        with contextlib.suppress(Exception):
+            await worker.client.aclose()
+
+    async def stop(self) -> None:
+        """Cancel every printer worker and close its client."""
+        entries = list(self.workers.values())
+        self.workers.clear()
+        for _, task, _ in entries:
+            task.cancel()
+        for worker, task, _ in entries:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            with contextlib.suppress(Exception):
+                await worker.client.aclose()

@@ -1,0 +1,51 @@
+"""FIFO scheduling: queued jobs go to idle printers by claim, before anything is sent."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mes.state import queries
+from mes.state.farm import is_reserved
+from mes.workers.context import WorkerContext
+from mes.workers.printer_worker import printer_filename
+
+READY_STATES = ("idle", "finished")
+
+
+def ready_printers(printers: list[dict[str, Any]], busy: dict[str, Any],
+                   ctx: WorkerContext, now: float) -> dict[str, dict[str, Any]]:
+    """Printers that may take a job: bed clear, not reserved, not busy, and seen ready."""
+    ready = {}
+    for printer in printers:
+        seen = ctx.seen.get(printer["id"])
+        if (printer["bed_clear"] and not is_reserved(printer, now) and printer["id"] not in busy
+                and seen is not None and seen.status.state in READY_STATES):
+            ready[printer["id"]] = printer
+    return ready
+
+
+async def schedule(ctx: WorkerContext) -> int:
+    """Claim queued jobs, oldest first, for ready printers; return how many were claimed."""
+    read = ctx.node.machine.read
+    jobs = read(queries.dispatchable_jobs)
+    if not jobs:
+        return 0
+    ready = ready_printers(read(queries.worker_printers), read(queries.active_jobs_by_printer),
+                           ctx, time.time())
+    claimed = 0
+    for job in jobs:
+        if not ready:
+            break
+        if job["printer_id"] is not None:
+            choice = ready.get(job["printer_id"])
+        else:
+            choice = next((p for p in ready.values()
+                           if p["filament_id"] == job["filament_id"]), None)
+        if choice is None:
+            continue
+        del ready[choice["id"]]
+        if await ctx.command("job.claim", job_id=job["id"], printer_id=choice["id"],
+                             printer_filename=printer_filename(job)) is not None:
+            claimed += 1
+    return claimed

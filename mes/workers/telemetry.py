@@ -1,0 +1,49 @@
+"""Telemetry through Raft: one command per tick for the printers whose status changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mes.workers.context import WorkerContext
+
+DEADBAND = {"nozzle_actual": 1.0, "bed_actual": 1.0, "progress": 1.0, "time_printed": 30.0,
+            "time_left": 30.0, "nozzle_target": 0.1, "bed_target": 0.1}
+
+
+def changed(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether `after` differs from `before` beyond the deadband (any text change counts)."""
+    if before is None:
+        return True
+    for key, value in after.items():
+        old = before.get(key)
+        band = DEADBAND.get(key)
+        if band is None or old is None or value is None:
+            if old != value:
+                return True
+        elif abs(float(value) - float(old)) >= band:
+            return True
+    return False
+
+
+class TelemetryFlusher:
+    """Remembers what was last committed per printer and commits only the differences."""
+
+    def __init__(self) -> None:
+        self._committed: dict[str, dict[str, Any]] = {}
+        self.commands = 0
+
+    async def flush(self, ctx: WorkerContext) -> int:
+        """Commit the changed statuses in one command; return how many printers it carried."""
+        batch = []
+        for printer_id, seen in ctx.seen.items():
+            status = seen.status.as_dict()
+            if changed(self._committed.get(printer_id), status):
+                batch.append((printer_id, status, seen.at))
+        if not batch:
+            return 0
+        rows = [{"printer_id": pid, "observed_at": at, **status} for pid, status, at in batch]
+        if await ctx.command("printer.telemetry", statuses=rows) is not None:
+            for printer_id, status, _ in batch:
+                self._committed[printer_id] = status
+            self.commands += 1
+        return len(batch)
