@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 T = TypeVar("T")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,13 +11,9 @@ import pytest
 from mes.api.app import create_app
 from mes.config import Settings
 from mes.node import FarmNode
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.emulators import start_emulator  # noqa: F401  (fixtures for every test module)
+from tests.ports import free_port
+from tests.real_octoprint import octoprint  # noqa: F401
 
 
 @pytest.fixture

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from mes.api.app import create_app
+from mes.config import Settings
+from mes.node import FarmNode
+from tests.ports import free_port
 
 T = TypeVar("T")
 
@@ -33,3 +40,30 @@ async def upload(api: httpx.AsyncClient, name: str = "part.gcode",
     assert response.status_code == 201, response.text
     data: dict[str, Any] = response.json()
     return data
+
+
+def farm_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """A single node with fast workers and fast mock printers, its files under tmp_path."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data", "upload_path": tmp_path / "upload",
+        "raft_self": f"127.0.0.1:{free_port()}", "printer_worker_interval": 0.1,
+        "mock_printer_interval": 0.05, "mock_printer_job_time": 6, "auto_clear_bed": True,
+        **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def running_farm(tmp_path: Path, **overrides: Any
+                       ) -> AsyncIterator[tuple[FarmNode, httpx.AsyncClient]]:
+    """A node with its workers running, and a client of its REST API."""
+    node = FarmNode(farm_settings(tmp_path, **overrides))
+    try:
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mes") as client:
+            await node.start_background()
+            try:
+                yield node, client
+            finally:
+                await node.stop_background()
+    finally:
+        node.close()

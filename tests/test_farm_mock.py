@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from mes.api.app import create_app
-from mes.config import Settings
 from mes.node import FarmNode
 from mes.printers.mock import MockPrinter
-from tests.conftest import free_port
-from tests.farm_helpers import eventually, upload
-
-
-def farm_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": tmp_path / "data", "upload_path": tmp_path / "upload",
-        "raft_self": f"127.0.0.1:{free_port()}", "printer_worker_interval": 0.1,
-        "mock_printer_interval": 0.05, "mock_printer_job_time": 6, "auto_clear_bed": True,
-        **overrides}
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+from tests.farm_helpers import eventually, running_farm, upload
 
 
 @pytest.fixture
-def farm_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[FarmNode]:
-    overrides = getattr(request, "param", {})
-    node = FarmNode(farm_settings(tmp_path, **overrides))
-    yield node
-    node.close()
+async def farm_pair(tmp_path: Path, request: pytest.FixtureRequest
+                    ) -> AsyncIterator[tuple[FarmNode, httpx.AsyncClient]]:
+    async with running_farm(tmp_path, **getattr(request, "param", {})) as pair:
+        yield pair
 
 
 @pytest.fixture
-async def farm(farm_node: FarmNode) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(farm_node))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mes") as client:
-        await farm_node.start_background()
-        try:
-            yield client
-        finally:
-            await farm_node.stop_background()
+def farm_node(farm_pair: tuple[FarmNode, httpx.AsyncClient]) -> FarmNode:
+    return farm_pair[0]
+
+
+@pytest.fixture
+def farm(farm_pair: tuple[FarmNode, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return farm_pair[1]
 
 
 async def add_printers(api: httpx.AsyncClient, count: int, spool: str = "pla") -> None:
@@ -111,7 +97,7 @@ async def test_five_mock_printers_print_twenty_jobs(farm: httpx.AsyncClient,
     assert status["age_seconds"] is not None and status["age_seconds"] < 5
 
 
-@pytest.mark.parametrize("farm_node", [{"mock_printer_job_time": 400}], indirect=True)
+@pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 400}], indirect=["farm_pair"])
 async def test_leader_change_marks_mock_prints_lost_not_done(farm: httpx.AsyncClient,
                                                              farm_node: FarmNode) -> None:
     await add_printers(farm, 2)
@@ -144,8 +130,8 @@ async def test_leader_change_marks_mock_prints_lost_not_done(farm: httpx.AsyncCl
     assert spool["reserved_weight_in_grams"] == 0
 
 
-@pytest.mark.parametrize("farm_node", [{"mock_printer_job_time": 60, "auto_clear_bed": False}],
-                         indirect=True)
+@pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 60, "auto_clear_bed": False}],
+                         indirect=["farm_pair"])
 async def test_pause_resume_cancel_and_bed_clearing(farm: httpx.AsyncClient,
                                                     farm_node: FarmNode) -> None:
     await add_printers(farm, 1)
@@ -195,7 +181,7 @@ async def _phase(fetch: Any, phase: str) -> bool:
     return bool(job["phase"] == phase)
 
 
-@pytest.mark.parametrize("farm_node", [{"mock_printer_job_time": 4}], indirect=True)
+@pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 4}], indirect=["farm_pair"])
 async def test_reserved_printer_is_skipped_until_released(farm: httpx.AsyncClient,
                                                          farm_node: FarmNode) -> None:
     await add_printers(farm, 1)

@@ -15,7 +15,7 @@ from mes.api.app import create_app
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.state import queries
-from tests.conftest import free_port
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

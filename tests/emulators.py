@@ -1,0 +1,122 @@
+"""`mock-printer` emulator processes for tests: started on free loopback ports, stopped by PID."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_ports(count: int) -> int:
+    """First of ``count`` consecutive free loopback ports."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first: int = probe.getsockname()[1]
+        if first + count - 1 > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Emulator:
+    """A running ``mock-printer`` process."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    count: int
+    log: Path
+
+    def url(self, index: int = 0) -> str:
+        """Base URL of printer ``index``."""
+        return f"http://127.0.0.1:{self.port + index}"
+
+    def client(self, index: int = 0, headers: dict[str, str] | None = None) -> httpx.Client:
+        """An httpx client for printer ``index``."""
+        return httpx.Client(base_url=self.url(index), headers=headers, timeout=5.0)
+
+    def status(self, index: int = 0) -> dict[str, Any]:
+        """``GET /emulator/status`` of printer ``index``."""
+        body: dict[str, Any] = httpx.get(f"{self.url(index)}/emulator/status", timeout=5).json()
+        return body
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal the process and wait for it; kill it after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+StartEmulator = Callable[..., Emulator]
+
+
+@pytest.fixture
+def start_emulator(tmp_path: Path) -> Iterator[StartEmulator]:
+    """Factory starting emulator subprocesses; all are stopped at teardown."""
+    started: list[Emulator] = []
+
+    def start(api: str, count: int = 1, job_time: float = 1.5) -> Emulator:
+        port = free_ports(count)
+        log = tmp_path / f"emulator-{port}.log"
+        cmd = [sys.executable, "-m", "mes.emulator.cli", "--api", api, "--port", str(port)]
+        cmd += ["--count", str(count), "--job-time", str(job_time), "--host", "127.0.0.1"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        emulator = Emulator(proc, port, count, log)
+        started.append(emulator)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"emulator exited early: {log.read_text()}")
+            try:
+                for index in range(count):
+                    emulator.status(index)
+            except httpx.TransportError:
+                return False
+            return True
+
+        wait_for(ready, timeout=30, what="the emulator to listen")
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()
+
+
