@@ -50,10 +50,11 @@ class ServerProcess:
                                    timeout=15.0)
 
     def start(self) -> None:
-        env = {**os.environ, **self.extra_env,
+        env = {**os.environ,
                "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.http_port),
                "RAFT_SELF": self.raft_address, "RAFT_PEERS": ",".join(self.peers),
-               "DATA_DIR": str(self.data_dir), "LOG_LEVEL": "WARNING"}
+               "DATA_DIR": str(self.data_dir), "UPLOAD_PATH": str(self.data_dir / "upload"),
+               "LOG_LEVEL": "WARNING", **self.extra_env}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "mes"], env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
