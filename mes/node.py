@@ -37,8 +37,12 @@ class FarmNode:
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     def cluster(self) -> dict[str, Any]:
-        """This node's view of the cluster."""
-        return cluster_view(self.raft.getStatus(), self.machine.applied_count)
+        """This node's view of the cluster, with the REST URL each node announced."""
+        view = cluster_view(self.raft.getStatus(), self.machine.applied_count)
+        urls = {n["raft_address"]: n["http_url"] for n in self.machine.read(queries.list_nodes)}
+        for entry in view["nodes"]:
+            entry["http_url"] = urls.get(entry["address"])
+        return view
 
     @property
     def cluster_size(self) -> int:

@@ -19,6 +19,7 @@ from tests.real_octoprint import octoprint  # noqa: F401
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[FarmNode]:
     settings = Settings(_env_file=None, data_dir=tmp_path / "data",  # type: ignore[call-arg]
+                        upload_path=tmp_path / "upload",
                         raft_self=f"127.0.0.1:{free_port()}", raft_write_timeout=3.0)
     farm = FarmNode(settings)
     yield farm

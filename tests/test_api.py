@@ -187,7 +187,7 @@ async def test_cluster_and_health(api: httpx.AsyncClient) -> None:
     assert view["leader"] == view["id"]
     assert view["applied_index"] == view["commit_index"] >= 2
     assert view["nodes"] == [{"id": view["id"], "address": view["id"], "self": True,
-                              "reachable": True, "role": "leader"}]
+                              "reachable": True, "role": "leader", "http_url": None}]
     health = await api.get("/api/v1/health")
     assert health.json()["status"] == "ok"
 

@@ -159,3 +159,36 @@ def test_node_cut_off_alone_answers_503(make_cluster: type[Cluster]) -> None:
     view = lone.cluster()
     assert view["role"] in ("follower", "candidate")
     assert not any(n["reachable"] for n in view["nodes"] if not n["self"])
+
+
+def test_files_reach_a_majority_and_missing_copies_are_fetched(
+        make_cluster: type[Cluster]) -> None:
+    cluster = make_cluster(3)  # type: ignore[call-arg]
+    wait_for(lambda: all(n["http_url"] for n in cluster.nodes[0].cluster()["nodes"]), 10,
+             "every node to announce its URL")
+    receiver, partner, absent = cluster.nodes
+    absent.kill()
+    content = b"G28\nG1 X5 Y5\n" * 100
+    response = receiver.client.post("/files", files={"file": ("part.gcode", content)})
+    assert response.status_code == 201, response.text
+    sha = response.json()["id"]
+
+    def blob(node: ServerProcess) -> Path:
+        return node.data_dir / "upload" / sha[:2] / sha
+
+    # acknowledged only once a majority (receiver and partner) holds the file
+    assert blob(receiver).read_bytes() == content
+    assert blob(partner).read_bytes() == content
+    assert not blob(absent).exists()
+    absent.start()
+    wait_for(lambda: sha in {f["id"] for f in absent.client.get("/files").json()}, 10,
+             "the restarted node to learn of the file")
+    download = absent.client.get(f"/files/{sha}")
+    assert download.status_code == 200 and download.content == content
+    assert blob(absent).read_bytes() == content  # fetched from a peer and kept
+
+    partner.kill()
+    absent.kill()
+    lonely = receiver.client.post("/files", files={"file": ("other.gcode", b"G28\nM84\n")})
+    assert lonely.status_code == 503
+    assert lonely.json()["error"]["code"] in ("not_enough_copies", "no_leader")

@@ -22,6 +22,7 @@ from tests.ports import free_port
 def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmNode]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
     node = FarmNode(Settings(_env_file=None, data_dir=data_dir,  # type: ignore[call-arg]
+                             upload_path=data_dir.parent / "upload",
                              raft_self=f"127.0.0.1:{free_port()}", raft_write_timeout=3.0))
     yield node
     node.close()
