@@ -92,8 +92,11 @@ async def test_five_mock_printers_print_twenty_jobs(farm: httpx.AsyncClient,
         for name, count in worker.client.starts.items():
             starts[name] = starts.get(name, 0) + count
     assert starts == {f"mes-j{n:02d}.gcode": 1 for n in range(20)}
-    status = (await farm.get("/api/v1/printers/m0/status")).json()
-    assert status["state"] in ("idle", "finished")
+    async def settled() -> dict[str, Any] | None:
+        status: dict[str, Any] = (await farm.get("/api/v1/printers/m0/status")).json()
+        return status if status["state"] in ("idle", "finished") else None
+
+    status = await eventually(settled, 10, "printer m0's status to show it stopped")
     assert status["age_seconds"] is not None and status["age_seconds"] < 5
 
 

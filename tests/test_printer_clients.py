@@ -300,3 +300,17 @@ async def test_mock_printer_heats_prints_finishes_and_refuses_a_second_start() -
     await mock.cancel()
     assert (await mock.status()).state == "idle"
     assert mock.starts == {"a.gcode": 1, "b.gcode": 1}
+
+
+async def test_octoprint_idle_poll_without_expected_job_skips_the_job_request() -> None:
+    idle = {"state": {"text": "Operational", "flags": {"operational": True, "ready": True}},
+            "temperature": {"tool0": {"actual": 25.0, "target": 0.0}}}
+    client, rec = octo({("GET", "/api/printer"): httpx.Response(200, json=idle),
+                        ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
+    status = await client.status(expect_job=False)
+    assert status.state == "idle" and status.nozzle_actual == 25.0
+    assert [r.url.path for r in rec.requests] == ["/api/printer"]
+    printing, rec2 = octo({("GET", "/api/printer"): httpx.Response(200, json=OCTO_PRINTING),
+                           ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
+    assert (await printing.status(expect_job=False)).file_name == "benchy.gcode"
+    assert [r.url.path for r in rec2.requests] == ["/api/printer", "/api/job"]

@@ -42,8 +42,12 @@ class PrinterBusy(PrinterError):
 class PrinterClient(Protocol):
     """One printer, whatever its API."""
 
-    async def status(self) -> PrinterStatus:
-        """The printer's state now; offline if it cannot be reached."""
+    async def status(self, expect_job: bool = True) -> PrinterStatus:
+        """The printer's state now; offline if it cannot be reached.
+
+        With `expect_job` false a client may skip reading job details while the printer is
+        plainly idle (a worker with no job on that printer polls cheaper that way).
+        """
 
     async def upload_and_start(self, name: str, data: bytes) -> None:
         """Upload a G-code file under `name` and start printing it; PrinterBusy if it won't."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from mes.config import Settings
 from mes.printers.base import PrinterClient
 from mes.printers.mock import MockPrinter
@@ -16,8 +18,12 @@ def is_mock(printer: dict[str, Any]) -> bool:
     return printer.get("api") == "Mock" or "mock" in (printer.get("url") or "").lower()
 
 
-def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings) -> PrinterClient:
-    """A new client for `printer` (a row with url and api); raises ValueError if none fits."""
+def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
+               http: httpx.AsyncClient | None = None) -> PrinterClient:
+    """A new client for `printer` (a row with url and api); raises ValueError if none fits.
+
+    Networked printers use `http`, a client shared by many printers, when given.
+    """
     if is_mock(printer):
         return MockPrinter(settings.mock_printer_interval, settings.mock_printer_job_time,
                            settings.mock_printer_target_bed_temperature,
@@ -26,7 +32,7 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings)
     if not url:
         raise ValueError(f"printer {printer['id']!r} has no url")
     if printer.get("api") == "OctoPrint":
-        return OctoPrintClient(url, api_key or "")
+        return OctoPrintClient(url, api_key or "", client=http)
     if printer.get("api") == "PrusaLink":
-        return PrusaLinkClient(url, api_key=api_key)
+        return PrusaLinkClient(url, api_key=api_key, client=http)
     raise ValueError(f"printer {printer['id']!r} has no api (OctoPrint, PrusaLink or Mock)")

@@ -11,20 +11,56 @@ from mes.printers.base import PrinterBusy, PrinterError
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
+class ClientGroups:
+    """httpx clients shared by groups of printers.
+
+    A client per printer costs about 1 MB; one client for all printers costs O(N) per
+    request, because httpcore scans its whole pool each time. Groups of PER_CLIENT sit
+    between the two.
+    """
+
+    PER_CLIENT = 5
+
+    def __init__(self) -> None:
+        self._clients: list[httpx.AsyncClient] = []
+        self._handed_out = 0
+
+    def next(self) -> httpx.AsyncClient:
+        """The client for the next printer."""
+        if self._handed_out % self.PER_CLIENT == 0:
+            limits = httpx.Limits(max_connections=self.PER_CLIENT * 2,
+                                  max_keepalive_connections=self.PER_CLIENT * 2)
+            self._clients.append(httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, limits=limits))
+        self._handed_out += 1
+        return self._clients[-1]
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()
+
+
 class HttpPrinter:
-    """An httpx client with timeouts that turns transport failures into PrinterError."""
+    """Requests to one printer with timeouts; transport failures become PrinterError."""
 
     def __init__(self, base_url: str, headers: dict[str, str], auth: httpx.Auth | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, auth=auth,
-                                       transport=transport, timeout=timeout)
+                 client: httpx.AsyncClient | None = None) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = headers
+        self._auth = auth
+        self._owns_client = client is None
+        self._http = client or httpx.AsyncClient(transport=transport, timeout=DEFAULT_TIMEOUT)
 
     async def request(self, method: str, path: str, ok: tuple[int, ...] = (200, 204),
                       **kwargs: Any) -> httpx.Response:
         """Send a request; raise PrinterBusy on 409 and PrinterError on anything else not ok."""
+        headers = {**self._headers, **kwargs.pop("headers", {})}
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, self._base + path, headers=headers,
+                                                auth=self._auth or httpx.USE_CLIENT_DEFAULT,
+                                                **kwargs)
         except httpx.TimeoutException as exc:
             raise PrinterError(f"{method} {path}: timed out") from exc
         except httpx.HTTPError as exc:
@@ -48,8 +84,9 @@ class HttpPrinter:
         return data
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close the connection pool if it is this printer's own."""
+        if self._owns_client:
+            await self._http.aclose()
 
 
 def _detail(response: httpx.Response) -> str:

@@ -43,7 +43,7 @@ class MockPrinter:
         now = self._paused_at if self._paused_at is not None else self._clock()
         return max(0.0, now - self._started - self._paused_total)
 
-    async def status(self) -> PrinterStatus:
+    async def status(self, expect_job: bool = True) -> PrinterStatus:
         """The simulated state at this moment."""
         if self._file is None:
             return PrinterStatus(state="idle", nozzle_actual=ROOM, nozzle_target=0.0,

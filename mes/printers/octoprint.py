@@ -18,16 +18,23 @@ class OctoPrintClient:
     """Drives one OctoPrint instance with its API key."""
 
     def __init__(self, url: str, api_key: str,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = HttpPrinter(url, {"X-Api-Key": api_key}, transport=transport)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self._http = HttpPrinter(url, {"X-Api-Key": api_key}, transport=transport,
+                                 client=client)
 
-    async def status(self) -> PrinterStatus:
+    async def status(self, expect_job: bool = True) -> PrinterStatus:
         """GET /api/printer and /api/job; connects the printer when OctoPrint is disconnected."""
         response = await self._http.request("GET", "/api/printer", ok=(200, 409))
         if response.status_code == 409:  # "Printer is not operational": not connected
             await self._connect()
             return PrinterStatus(state="offline", error="printer not connected to OctoPrint")
         printer = _object(response)
+        flags = section(section(printer, "state"), "flags")
+        if not expect_job and flags.get("operational") and not any(
+                flags.get(f) for f in ("printing", "paused", "pausing", "cancelling",
+                                       "finishing", "error")):
+            return _status(printer, {})
         job = await self._http.json("GET", "/api/job")
         return _status(printer, job)
 

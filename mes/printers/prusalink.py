@@ -22,13 +22,14 @@ class PrusaLinkClient:
 
     def __init__(self, url: str, api_key: str | None = None, user: str | None = None,
                  password: str | None = None, storage: str = "local",
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 client: httpx.AsyncClient | None = None) -> None:
         headers = {"X-Api-Key": api_key} if api_key else {}
         auth = httpx.DigestAuth(user, password) if user and password and not api_key else None
-        self._http = HttpPrinter(url, headers, auth=auth, transport=transport)
+        self._http = HttpPrinter(url, headers, auth=auth, transport=transport, client=client)
         self._storage = storage
 
-    async def status(self) -> PrinterStatus:
+    async def status(self, expect_job: bool = True) -> PrinterStatus:
         """GET /api/v1/status, and /api/v1/job for the file name when a job exists."""
         data = await self._http.json("GET", "/api/v1/status")
         printer = data.get("printer")
@@ -36,7 +37,7 @@ class PrusaLinkClient:
             raise PrinterError("PrusaLink status has no printer.state")
         raw_state = printer["state"].upper()
         state = STATES.get(raw_state, "error")
-        job = await self._job()
+        job = None if not expect_job and raw_state in ("IDLE", "READY") else await self._job()
         file_name = None
         if job is not None:
             name = section(job, "file").get("name")

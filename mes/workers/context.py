@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mes.printers.base import PrinterStatus
+from mes.state import queries
 
 if TYPE_CHECKING:
     from mes.node import FarmNode
@@ -28,6 +29,15 @@ class Seen:
 
 
 @dataclass
+class FarmView:
+    """The replicated printers and their active jobs, read once for all workers."""
+
+    printers: dict[str, dict[str, Any]]
+    active_jobs: dict[str, dict[str, Any]]
+    read_at: float
+
+
+@dataclass
 class WorkerContext:
     """Shared by the pool, the printer workers, the scheduler and the telemetry flusher."""
 
@@ -35,10 +45,27 @@ class WorkerContext:
     epoch: int
     seen: dict[str, Seen] = field(default_factory=dict)
     fenced: bool = False
+    _view: FarmView | None = None
+
+    def view(self) -> FarmView:
+        """The farm as last read, re-read when older than half a worker interval."""
+        max_age = self.node.settings.printer_worker_interval / 2
+        now = time.monotonic()
+        if self._view is None or now - self._view.read_at > max_age:
+            read = self.node.machine.read
+            printers = {p["id"]: p for p in read(queries.worker_printers)}
+            self._view = FarmView(printers, read(queries.active_jobs_by_printer), now)
+        return self._view
+
+    def invalidate(self) -> None:
+        """Forget the view after a command changed the farm."""
+        self._view = None
 
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
         """Submit a worker command with this epoch; None if a rule refused it."""
         outcome = await self.node.writer.submit(op, {"epoch": self.epoch, **args})
+        if op != "printer.telemetry":
+            self.invalidate()
         if outcome.error is None:
             value: dict[str, Any] | None = outcome.value
             return value

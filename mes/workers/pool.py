@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from mes.printers.factory import client_for
+from mes.printers.http import ClientGroups
 from mes.state import queries
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import PrinterWorker
@@ -16,6 +17,12 @@ from mes.workers.scheduler import schedule
 from mes.workers.telemetry import TelemetryFlusher
 
 log = logging.getLogger(__name__)
+
+
+def _percentile(ordered: list[float], fraction: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def _signature(printer: dict[str, Any]) -> tuple[Any, ...]:
@@ -30,6 +37,7 @@ class WorkerPool:
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
         self.claims = 0
+        self.http = ClientGroups()
 
     async def run(self) -> None:
         """Every interval: match workers to printers, schedule, commit telemetry."""
@@ -60,7 +68,8 @@ class WorkerPool:
             if printer_id in self.workers:
                 continue
             try:
-                client = client_for(printer, printer.get("api_key"), self.ctx.node.settings)
+                client = client_for(printer, printer.get("api_key"), self.ctx.node.settings,
+                                    self.http.next())
             except ValueError as exc:
                 log.warning("no worker for printer %s: %s", printer_id, exc)
                 continue
@@ -77,6 +86,20 @@ class WorkerPool:
         with contextlib.suppress(Exception):
             await worker.client.aclose()
 
+    def stats(self) -> dict[str, Any]:
+        """Ticks, tick lag percentiles (recent ticks of every worker) and commands sent."""
+        lags = sorted(lag for worker, _, _ in self.workers.values() for lag in worker.lags)
+        p50, p99 = _percentile(lags, 0.5), _percentile(lags, 0.99)
+        return {
+            "epoch": self.ctx.epoch,
+            "printers": len(self.workers),
+            "ticks": sum(worker.ticks for worker, _, _ in self.workers.values()),
+            "lag_p50_ms": None if p50 is None else round(p50 * 1000, 2),
+            "lag_p99_ms": None if p99 is None else round(p99 * 1000, 2),
+            "telemetry_commands": self.telemetry.commands,
+            "claims": self.claims,
+        }
+
     async def stop(self) -> None:
         """Cancel every printer worker and close its client."""
         entries = list(self.workers.values())
@@ -88,3 +111,5 @@ class WorkerPool:
                 await task
             with contextlib.suppress(Exception):
                 await worker.client.aclose()
+        with contextlib.suppress(Exception):
+            await self.http.aclose()

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from mes.printers.base import PrinterBusy, PrinterClient, PrinterError, PrinterStatus
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 # How long a printer may take to show a print this leader just started.
 START_GRACE = 15.0
 MAX_BACKOFF = 30.0
+# How many recent tick lags each worker keeps for its statistics.
+LAG_HISTORY = 300
 
 
 def printer_filename(job: dict[str, Any]) -> str:
@@ -38,7 +41,7 @@ class PrinterWorker:
         self._sent_at: dict[str, float] = {}
         self._failures = 0
         self.ticks = 0
-        self.lags: list[float] = []
+        self.lags: deque[float] = deque(maxlen=LAG_HISTORY)
 
     async def run(self) -> None:
         """Tick until cancelled or fenced."""
@@ -63,11 +66,11 @@ class PrinterWorker:
             next_tick = max(next_tick + pause, time.monotonic())
             await asyncio.sleep(next_tick - time.monotonic())
 
-    async def poll(self) -> PrinterStatus:
+    async def poll(self, expect_job: bool = True) -> PrinterStatus:
         """The printer's status, or offline with the reason; never raises."""
         timeout = max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
         try:
-            status = await asyncio.wait_for(self.client.status(), timeout)
+            status = await asyncio.wait_for(self.client.status(expect_job), timeout)
         except (PrinterError, TimeoutError) as exc:
             status = PrinterStatus(state="offline", error=str(exc) or "timed out")
         except Exception as exc:  # a printer answering nonsense must not stop the worker
@@ -78,12 +81,13 @@ class PrinterWorker:
 
     async def tick(self) -> None:
         """One reconciliation."""
-        status = await self.poll()
-        node = self.ctx.node
-        printer = node.machine.read(lambda c: queries.get_printer(c, self.printer_id))
+        view = self.ctx.view()
+        status = await self.poll(expect_job=self.printer_id in view.active_jobs)
+        view = self.ctx.view()
+        printer = view.printers.get(self.printer_id)
         if printer is None:
             return
-        job = node.machine.read(queries.active_jobs_by_printer).get(self.printer_id)
+        job = view.active_jobs.get(self.printer_id)
         if job is None:
             await self._without_job(printer, status)
         elif job["phase"] == "starting":

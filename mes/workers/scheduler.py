@@ -31,8 +31,8 @@ async def schedule(ctx: WorkerContext) -> int:
     jobs = read(queries.dispatchable_jobs)
     if not jobs:
         return 0
-    ready = ready_printers(read(queries.worker_printers), read(queries.active_jobs_by_printer),
-                           ctx, time.time())
+    view = ctx.view()
+    ready = ready_printers(list(view.printers.values()), view.active_jobs, ctx, time.time())
     claimed = 0
     for job in jobs:
         if not ready:

@@ -17,6 +17,16 @@ async def cluster(node: NodeDep) -> dict[str, Any]:
     return node.cluster()
 
 
+@router.get("/workers")
+async def workers(node: NodeDep) -> dict[str, Any]:
+    """The printer workers of this node (they run on the leader only)."""
+    loop = getattr(node, "leader_loop", None)
+    pool = loop.pool if loop is not None else None
+    if pool is None:
+        return {"running": False}
+    return {"running": True, **pool.stats()}
+
+
 @router.get("/health")
 async def health(node: NodeDep) -> dict[str, Any]:
     """Liveness: the process answers and its Raft thread runs."""
