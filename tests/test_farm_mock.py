@@ -208,6 +208,39 @@ async def test_reserved_printer_is_skipped_until_released(farm: httpx.AsyncClien
     await eventually(done, 20, "the job to print once the reservation ended")
 
 
+async def test_unreachable_printers_do_not_block_the_others(
+        farm: httpx.AsyncClient, farm_node: FarmNode) -> None:
+    import socket
+
+    await add_printers(farm, 2)
+    with socket.socket() as closed:  # a port that refuses connections
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+    await farm.post("/api/v1/printers", json={
+        "id": "dead", "api": "OctoPrint", "url": f"http://127.0.0.1:{dead_port}",
+        "api_key": "x", "worker": True, "filament_id": "pla"})
+    await farm.post("/api/v1/printers", json={  # nothing listens on the discard port
+        "id": "nothing", "api": "PrusaLink", "url": "http://127.0.0.1:9/not-a-printer",
+        "worker": True, "filament_id": "pla"})
+    stored = await upload(farm)
+    for n in range(4):
+        await farm.post("/api/v1/print_jobs", json={"id": f"g{n}", "filament_id": "pla",
+                                                    "file_id": stored["id"],
+                                                    "print_weight_in_grams": 1})
+
+    async def all_done() -> bool:
+        return all(j["status"] == "Done" for j in await jobs(farm))
+
+    await eventually(all_done, 30, "every job Done on the working printers")
+    assert {j["assigned_printer_id"] for j in await jobs(farm)} <= {"m0", "m1"}
+
+    async def dead_offline() -> bool:
+        status = (await farm.get("/api/v1/printers/dead/status")).json()
+        return bool(status["state"] == "offline" and status["error"])
+
+    await eventually(dead_offline, 10, "the dead printer shown offline with its error")
+
+
 async def test_job_without_stored_file_is_held_with_a_reason(farm: httpx.AsyncClient,
                                                              farm_node: FarmNode) -> None:
     await add_printers(farm, 1)

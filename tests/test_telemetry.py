@@ -1,0 +1,55 @@
+"""Telemetry: one command per tick, only for printers whose status moved beyond the deadband."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mes.printers.base import PrinterStatus
+from mes.workers.context import WorkerContext
+from mes.workers.telemetry import TelemetryFlusher, changed
+
+
+def test_deadband() -> None:
+    base = PrinterStatus(state="printing", nozzle_actual=210.0, bed_actual=60.0,
+                         progress=10.0, file_name="a.gcode").as_dict()
+    assert changed(None, base)
+    assert not changed(base, {**base, "nozzle_actual": 210.4, "progress": 10.5})
+    assert changed(base, {**base, "nozzle_actual": 211.2})
+    assert changed(base, {**base, "progress": 11.0})
+    assert changed(base, {**base, "state": "paused"})
+    assert changed(base, {**base, "error": "thermal runaway"})
+    assert changed(base, {**base, "progress": None})
+
+
+class FakeContext:
+    """Stands in for WorkerContext.command: records the commands a flush submits."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def command(self, op: str, **args: Any) -> dict[str, Any]:
+        self.sent.append((op, args))
+        return {"written": len(args["statuses"])}
+
+    def saw(self, printer_id: str, status: PrinterStatus) -> None:
+        from mes.workers.context import Seen
+
+        self.seen[printer_id] = Seen(status, 1000.0)
+
+
+async def test_one_batched_command_per_flush_and_nothing_when_unchanged() -> None:
+    ctx = FakeContext()
+    flusher = TelemetryFlusher()
+    for i in range(3):
+        ctx.saw(f"p{i}", PrinterStatus(state="idle", nozzle_actual=22.0))
+    assert await flusher.flush(ctx) == 3  # type: ignore[arg-type]
+    assert len(ctx.sent) == 1 and ctx.sent[0][0] == "printer.telemetry"
+    assert [s["printer_id"] for s in ctx.sent[0][1]["statuses"]] == ["p0", "p1", "p2"]
+    ctx.saw("p1", PrinterStatus(state="idle", nozzle_actual=22.3))  # inside the deadband
+    assert await flusher.flush(ctx) == 0  # type: ignore[arg-type]
+    assert len(ctx.sent) == 1
+    ctx.saw("p2", PrinterStatus(state="printing", nozzle_actual=22.0, file_name="x.gcode"))
+    assert await flusher.flush(ctx) == 1  # type: ignore[arg-type]
+    assert [s["printer_id"] for s in ctx.sent[1][1]["statuses"]] == ["p2"]
+    assert WorkerContext  # the real context offers the same two calls
