@@ -252,3 +252,35 @@ async def test_job_without_stored_file_is_held_with_a_reason(farm: httpx.AsyncCl
     await ticks_pass(farm_node, "m0")
     job = await _get(farm, "rec")
     assert job["status"] == "Queued" and job["assigned_printer_id"] is None
+
+
+@pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 400}], indirect=True)
+async def test_printer_error_marks_the_lost_print_with_its_cause(
+        farm: httpx.AsyncClient, farm_node: FarmNode) -> None:
+    await add_printers(farm, 1)
+    stored = await upload(farm)
+    await farm.post("/api/v1/print_jobs", json={"id": "hot", "filament_id": "pla",
+                                                "file_id": stored["id"],
+                                                "print_weight_in_grams": 9})
+    await eventually(lambda: _phase(lambda: _get(farm, "hot"), "printing"), 20, "printing")
+    pool = farm_node.leader_loop.pool
+    assert pool is not None
+    mock = pool.workers["m0"][0].client
+    assert isinstance(mock, MockPrinter)
+    mock.fail("thermal runaway on the hotend")
+
+    async def lost() -> dict[str, Any] | None:
+        job = await _get(farm, "hot")
+        return job if job["status"] == "Canceled" else None
+
+    await eventually(lost, 10, "the job marked lost")
+    history = (await farm.get("/api/v1/print_jobs/hot/history")).json()
+    assert history[-1]["cause"] == "print lost: printer error: thermal runaway on the hotend"
+
+    async def shows_error() -> bool:
+        status = (await farm.get("/api/v1/printers/m0/status")).json()
+        return bool(status["state"] == "error" and "thermal runaway" in status["error"])
+
+    await eventually(shows_error, 10, "the printer's status to show the error")
+    spool = (await farm.get("/api/v1/filaments/pla")).json()
+    assert (spool["remaining_weight_in_grams"], spool["reserved_weight_in_grams"]) == (5000, 0)

@@ -96,3 +96,38 @@ async def test_prusalink_busy_printer_refuses_and_job_waits(tmp_path: Path,
         await eventually(recorded, 15, "the printer's own print to be recorded")
         assert (await job_of(api, "w"))["status"] == "Queued"
         assert emulator.status(0)["starts"] == {"theirs.gcode": 1}
+
+
+async def test_print_stopped_at_the_printer_is_reflected(tmp_path: Path,
+                                                         start_emulator: StartEmulator) -> None:
+    emulator = start_emulator("PrusaLink", count=1, job_time=60)
+    async with running_farm(tmp_path, printer_worker_interval=0.2) as (_, api):
+        await api.post("/api/v1/filaments", json={"id": "abs", "type": "ABS", "color": "w",
+                                                  "total_weight_in_grams": 800})
+        await api.post("/api/v1/printers", json={
+            "id": "mk4", "api": "PrusaLink", "url": emulator.url(0), "api_key": "mockkey",
+            "worker": True, "filament_id": "abs"})
+        stored = await upload(api)
+        await api.post("/api/v1/print_jobs", json={"id": "s", "filament_id": "abs",
+                                                   "file_id": stored["id"],
+                                                   "print_weight_in_grams": 10})
+
+        async def running() -> bool:
+            return (await job_of(api, "s"))["status"] == "Running"
+
+        await eventually(running, 20, "the job Running")
+        printer_job = httpx.get(f"{emulator.url(0)}/api/v1/job",
+                                headers={"X-Api-Key": "mockkey"}).json()
+        stop = httpx.delete(f"{emulator.url(0)}/api/v1/job/{printer_job['id']}",
+                            headers={"X-Api-Key": "mockkey"})
+        assert stop.status_code == 204
+
+        async def canceled() -> dict[str, Any] | None:
+            job = await job_of(api, "s")
+            return job if job["status"] == "Canceled" else None
+
+        await eventually(canceled, 10, "the job Canceled after the stop at the printer")
+        history = (await api.get("/api/v1/print_jobs/s/history")).json()
+        assert "canceled at the printer" in history[-1]["cause"]
+        spool = (await api.get("/api/v1/filaments/abs")).json()
+        assert spool["remaining_weight_in_grams"] == 800

@@ -29,6 +29,7 @@ class MockPrinter:
         self._paused_at: float | None = None
         self._paused_total = 0.0
         self._finished = False
+        self._error: str | None = None
         self.starts: dict[str, int] = {}
 
     @property
@@ -45,6 +46,9 @@ class MockPrinter:
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
         """The simulated state at this moment."""
+        if self._error is not None:
+            return PrinterStatus(state="error", nozzle_actual=ROOM, bed_actual=ROOM,
+                                 error=self._error)
         if self._file is None:
             return PrinterStatus(state="idle", nozzle_actual=ROOM, nozzle_target=0.0,
                                  bed_actual=ROOM, bed_target=0.0)
@@ -69,8 +73,14 @@ class MockPrinter:
     def _busy(self) -> bool:
         return self._file is not None and not self._finished
 
+    def fail(self, message: str) -> None:
+        """Simulate a printer fault (thermal runaway, ...): the print is lost."""
+        self._error, self._file, self._finished, self._paused_at = message, None, False, None
+
     async def upload_and_start(self, name: str, data: bytes) -> None:
-        """Start printing `name` unless a print is under way."""
+        """Start printing `name` unless a print is under way or the printer has a fault."""
+        if self._error is not None:
+            raise PrinterError(f"mock printer fault: {self._error}")
         if self._busy():
             raise PrinterBusy(f"mock printer is printing {self._file}")
         self._file, self._started, self._finished = name, self._clock(), False
