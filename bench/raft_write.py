@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.raw_node import RawStore, raw_conf  # noqa: E402
 from mes.raft.node import RaftTuning  # noqa: E402
-from tests.cluster import Cluster, ServerProcess, wait_for  # noqa: E402
+from tests.cluster import Cluster, ServerProcess  # noqa: E402
+from tests.polling import wait_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
 SPOOLS = 50

@@ -24,8 +24,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster import ServerProcess, wait_for  # noqa: E402
+from tests.cluster import ServerProcess  # noqa: E402
 from tests.emulators import free_ports  # noqa: E402
+from tests.polling import wait_for  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GCODE = b"G28\nG1 X10 Y10 Z0.2\nG1 X20 E1\nM84\n"

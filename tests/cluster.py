@@ -6,32 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from tests.polling import wait_for
 from tests.ports import free_port
 
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.05) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (httpx.HTTPError, OSError) as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_error=})")
 
 
 class ServerProcess:

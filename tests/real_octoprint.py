@@ -13,13 +13,14 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from tests.polling import wait_for
 from tests.ports import free_port
 
 T = TypeVar("T")
@@ -60,24 +61,6 @@ def octoprint_binary() -> Path | None:
     configured = os.environ.get("OCTOPRINT_BIN")
     candidate = Path(configured) if configured else DEFAULT_BINARY
     return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
-
-
-def poll_until(condition: Callable[[], T | None], timeout: float, what: str,
-               interval: float = 0.05) -> T:
-    """Call `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (httpx.HTTPError, OSError) as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} "
-                                 f"(last error: {last_error!r})")
-        time.sleep(interval)
 
 
 def write_gcode(path: Path, seconds: float) -> Path:
@@ -152,7 +135,7 @@ class OctoPrintServer:
                  "--host", "127.0.0.1", "--port", str(self.port), "--iknowwhatimdoing"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.base_dir, start_new_session=True)
-        poll_until(self._api_up, timeout, f"OctoPrint on port {self.port} to answer")
+        wait_for(self._api_up, timeout, f"OctoPrint on port {self.port} to answer")
         self.startup_seconds = time.monotonic() - started
         last_connect = [0.0]
 
@@ -166,7 +149,7 @@ class OctoPrintServer:
             return False
 
         remaining = max(5.0, timeout - (time.monotonic() - started))
-        poll_until(operational, remaining, "the virtual printer to be Operational")
+        wait_for(operational, remaining, "the virtual printer to be Operational")
         self.ready_seconds = time.monotonic() - started
 
     def _api_up(self) -> bool:

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import Cluster, ServerProcess, wait_for
+from tests.cluster import Cluster, ServerProcess
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, ServerProcess, wait_for
+from tests.cluster import Cluster, ServerProcess
 from tests.emulators import StartEmulator
 from tests.farm_helpers import GCODE
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 

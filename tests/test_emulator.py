@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from mes.emulator.printer import AMBIENT, Phase, Printer, PrinterError
-from tests.emulators import ROOT, StartEmulator, wait_for
+from tests.emulators import ROOT, StartEmulator
+from tests.polling import wait_for
 
 KEY = "mockkey"
 OCTO = {"X-Api-Key": KEY}

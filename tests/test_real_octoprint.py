@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
+from tests.polling import wait_for
 from tests.real_octoprint import (
     OctoPrintServer,
-    poll_until,
     write_gcode,
 )
 
@@ -34,9 +34,9 @@ def test_short_print_completes(octoprint: OctoPrintServer, tmp_path: Path) -> No
     gcode = write_gcode(tmp_path / "short.gcode", 2)
     assert upload(octoprint.client, gcode)["effectivePrint"] is True
 
-    job = poll_until(lambda: job_in(octoprint, "Printing"), 10, "the print to start")
+    job = wait_for(lambda: job_in(octoprint, "Printing"), 10, "the print to start")
     assert job["job"]["file"]["name"] == "short.gcode"
-    done = poll_until(
+    done = wait_for(
         lambda: (j := job_in(octoprint, "Operational")) and j["progress"]["completion"] == 100,
         30, "the print to finish")
     assert done
@@ -46,14 +46,14 @@ def test_short_print_completes(octoprint: OctoPrintServer, tmp_path: Path) -> No
         last: dict[str, Any] | None = info.get("prints", {}).get("last")
         return last
 
-    assert poll_until(last_print, 10, "the print to be recorded")["success"] is True
+    assert wait_for(last_print, 10, "the print to be recorded")["success"] is True
     assert octoprint.client.delete("/api/files/local/short.gcode").status_code == 204
 
 
 def test_cancel_and_busy_upload(octoprint: OctoPrintServer, tmp_path: Path) -> None:
     long = write_gcode(tmp_path / "long.gcode", 20)
     assert upload(octoprint.client, long)["effectivePrint"] is True
-    poll_until(lambda: job_in(octoprint, "Printing"), 10, "the print to start")
+    wait_for(lambda: job_in(octoprint, "Printing"), 10, "the print to start")
 
     other = write_gcode(tmp_path / "other.gcode", 2)
     assert upload(octoprint.client, other)["effectivePrint"] is False
@@ -61,6 +61,6 @@ def test_cancel_and_busy_upload(octoprint: OctoPrintServer, tmp_path: Path) -> N
 
     response = octoprint.client.post("/api/job", json={"command": "cancel"})
     assert response.status_code == 204, response.text
-    poll_until(
+    wait_for(
         lambda: (j := job_in(octoprint, "Operational")) and j["progress"]["completion"] is None,
         15, "the print to be cancelled")

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mes.emulator.lookup import printer_for
 from mes.emulator.printer import Phase, Printer, PrinterError, StoredFile, clean_path
 
 SERVER_VERSION = "1.11.8"
@@ -57,15 +58,6 @@ def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PrinterError(400, f"Not a number: {value!r}")
     return float(value)
-
-
-def _lookup(request: Request) -> Printer:
-    printers: Mapping[int, Printer] = request.app.state.printers
-    server = request.scope.get("server")
-    printer = printers.get(server[1]) if server else None
-    if printer is None:
-        raise HTTPException(404, "No emulated printer on this port")
-    return printer
 
 
 # -- files --------------------------------------------------------------------------------
@@ -382,7 +374,7 @@ async def server_info(request: Request, printer: Printer) -> Response:
 
 async def emulator_status(request: Request) -> Response:
     """GET /emulator/status (no auth): state, start counters and current file."""
-    printer = _lookup(request)
+    printer = printer_for(request)
     return JSONResponse({"api": "OctoPrint", "state": state_text(printer), **printer.summary()})
 
 
@@ -403,7 +395,7 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
             key = _presented_key(request)
             if key is None or not secrets.compare_digest(key.encode(), api_key.encode()):
                 return _error(403, "Forbidden: missing or invalid API key")
-            printer = _lookup(request)
+            printer = printer_for(request)
             try:
                 return await handler(request, printer)
             except PrinterError as exc:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mes.emulator.lookup import printer_for
 from mes.emulator.printer import (
     Job,
     Printer,
@@ -54,15 +55,6 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _no_content() -> Response:
     return Response(status_code=204)
-
-
-def _lookup(request: Request) -> Printer:
-    printers: Mapping[int, Printer] = request.app.state.printers
-    server = request.scope.get("server")
-    printer = printers.get(server[1]) if server else None
-    if printer is None:
-        raise HTTPException(404, "No emulated printer on this port")
-    return printer
 
 
 def _flag(request: Request, header: str) -> bool:
@@ -383,7 +375,7 @@ async def delete_file(request: Request, printer: Printer) -> Response:
 
 async def emulator_status(request: Request) -> Response:
     """GET /emulator/status (no auth): state, start counters and current file."""
-    printer = _lookup(request)
+    printer = printer_for(request)
     return JSONResponse({"api": "PrusaLink", "state": str(printer.phase), **printer.summary()})
 
 
@@ -398,7 +390,7 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
                     return _error(403, "Invalid API key")
             elif not _digest_ok(request, api_key):
                 return _challenge()
-            printer = _lookup(request)
+            printer = printer_for(request)
             try:
                 return await handler(request, printer)
             except PrinterError as exc:
