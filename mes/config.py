@@ -111,7 +111,8 @@ class Settings(BaseSettings):
         """The URL other nodes reach this node's REST API at."""
         if self.http_advertise_url:
             return self.http_advertise_url.rstrip("/")
-        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        wildcard = self.http_host in ("0.0.0.0", "::", "")
+        host = self.raft_self.rsplit(":", 1)[0] if wildcard else self.http_host
         return f"http://{host}:{self.http_port}"
 
     @property

@@ -32,7 +32,7 @@ class FarmNode:
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf)
         self.writer = Writer(self.raft, settings.raft_write_timeout)
         self.blobs = BlobStore(settings.upload_path)
-        self.peers = BlobPeers(self.blobs)
+        self.peers = BlobPeers(self.blobs, settings.advertise_url)
         self._background: list[asyncio.Task[None]] = []
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
@@ -86,6 +86,7 @@ class FarmNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._background = []
+        await self.peers.aclose()
 
     def close(self) -> None:
         """Stop Raft and release the database."""

@@ -201,3 +201,16 @@ async def test_openapi_docs_are_served(api: httpx.AsyncClient) -> None:
 async def test_unknown_route_uses_error_shape(api: httpx.AsyncClient) -> None:
     assert_error(await api.get("/api/v1/nothing-here"), 404, "not_found")
     assert_error(await api.put("/api/v1/printers"), 405)
+
+
+async def test_idempotency_key_is_bound_to_its_target(api: httpx.AsyncClient) -> None:
+    await seed(api)
+    for job_id in ("a", "b"):
+        assert (await api.post("/api/v1/print_jobs", json=job(job_id, 1))).status_code == 201
+    key = {"Idempotency-Key": "cancel-1"}
+    first = await api.post("/api/v1/print_jobs/a/status?status=canceled", headers=key)
+    again = await api.post("/api/v1/print_jobs/a/status?status=canceled", headers=key)
+    other = await api.post("/api/v1/print_jobs/b/status?status=canceled", headers=key)
+    assert first.json() == again.json() and first.json()["id"] == "a"
+    assert other.status_code == 200 and other.json()["id"] == "b"
+    assert other.json()["status"] == "Canceled"

@@ -284,3 +284,51 @@ async def test_printer_error_marks_the_lost_print_with_its_cause(
     await eventually(shows_error, 10, "the printer's status to show the error")
     spool = (await farm.get("/api/v1/filaments/pla")).json()
     assert (spool["remaining_weight_in_grams"], spool["reserved_weight_in_grams"]) == (5000, 0)
+
+
+class LostAnswer:
+    """A mock printer whose start works but whose answer never arrives (a read timeout)."""
+
+    def __init__(self, inner: MockPrinter) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def upload_and_start(self, name: str, data: bytes) -> None:
+        from mes.printers.base import PrinterNoAnswer
+
+        await self.inner.upload_and_start(name, data)
+        raise PrinterNoAnswer("no answer in time")
+
+
+@pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 10, "auto_schedule": False}],
+                         indirect=True)
+async def test_a_start_whose_answer_is_lost_is_not_sent_twice(
+        farm: httpx.AsyncClient, farm_node: FarmNode) -> None:
+    await add_printers(farm, 1)
+
+    async def worker_ready() -> bool:
+        pool = farm_node.leader_loop.pool
+        return pool is not None and "m0" in pool.workers
+
+    await eventually(worker_ready, 10, "the worker of m0")
+    pool = farm_node.leader_loop.pool
+    assert pool is not None
+    worker = pool.workers["m0"][0]
+    mock = worker.client
+    assert isinstance(mock, MockPrinter)
+    worker.client = LostAnswer(mock)  # type: ignore[assignment]
+    stored = await upload(farm)
+    await farm.post("/api/v1/print_jobs", json={"id": "t", "filament_id": "pla",
+                                                "file_id": stored["id"],
+                                                "print_weight_in_grams": 3})
+    pool.ctx.node.settings.auto_schedule = True
+
+    async def done() -> bool:
+        return (await _get(farm, "t"))["status"] == "Done"
+
+    await eventually(done, 30, "the job Done")
+    assert mock.starts == {"mes-t.gcode": 1}
+    history = (await farm.get("/api/v1/print_jobs/t/history")).json()
+    assert [h["to_status"] for h in history] == ["Queued", "Running", "Done"]

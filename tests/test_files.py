@@ -113,3 +113,11 @@ async def test_job_with_unknown_file_is_404_and_multipart_job_is_validated(
 async def test_unknown_file_download_is_404(api: httpx.AsyncClient) -> None:
     response = await api.get(f"/api/v1/files/{'b' * 64}")
     assert response.status_code == 404
+
+
+async def test_unicode_names_download_with_rfc5987_filename(api: httpx.AsyncClient) -> None:
+    record = (await api.post("/api/v1/files", files={"file": ("测试 ü.gcode", GCODE)})).json()
+    download = await api.get(f"/api/v1/files/{record['id']}")
+    assert download.status_code == 200 and download.content == GCODE
+    assert "filename*=UTF-8''%E6%B5%8B%E8%AF%95%20%C3%BC.gcode" in \
+        download.headers["content-disposition"]

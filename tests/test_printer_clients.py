@@ -196,7 +196,7 @@ async def test_prusalink_status_and_job() -> None:
 @pytest.mark.parametrize(
     ("state", "expected"),
     [("IDLE", "idle"), ("READY", "idle"), ("FINISHED", "finished"), ("PAUSED", "paused"),
-     ("STOPPED", "idle"), ("ERROR", "error"), ("ATTENTION", "error"), ("BUSY", "idle")],
+     ("STOPPED", "idle"), ("ERROR", "error"), ("ATTENTION", "paused"), ("BUSY", "idle")],
 )
 async def test_prusalink_state_names_and_204_without_job(state: str, expected: str) -> None:
     client, _ = prusa({("GET", "/api/v1/status"): httpx.Response(

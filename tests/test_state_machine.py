@@ -270,3 +270,65 @@ def test_random_commands_keep_invariants(commands: list[tuple[str, dict[str, Any
 def _entities(machine: StateMachine) -> tuple[Any, ...]:
     return (machine.read(queries.list_printers), machine.read(queries.list_filaments),
             machine.read(queries.list_jobs))
+
+
+def test_unexpected_errors_reject_the_command_and_the_log_goes_on(farm: Farm) -> None:
+    before = farm.dump()
+    # a lone surrogate cannot be stored in SQLite: rejected by the argument check
+    outcome = farm.do("printer.create", id="p9", model="\ud800")
+    assert outcome.error is not None and outcome.error["code"] == "invalid_text"
+    # whatever else goes wrong inside a handler rejects that command only
+    from mes.state import machine
+
+    def broken(ctx: Any, args: Any) -> None:
+        raise UnicodeEncodeError("utf-8", "x", 0, 1, "surprise")
+
+    machine.HANDLERS["test.broken"] = broken
+    try:
+        failed = farm.do("test.broken")
+        assert failed.error is not None and failed.error["code"] == "apply_failed"
+    finally:
+        del machine.HANDLERS["test.broken"]
+    assert farm.dump() == before
+    assert farm.do("printer.create", id="p9", model="fine").ok
+
+
+def _claimed(farm: Farm) -> int:
+    epoch = farm.do("leader.begin", leader="n1").value["epoch"]
+    sha = "c" * 64
+    assert farm.do("file.register", id=sha, name="a.gcode", size=10).ok
+    assert farm.do("printer.update", id="p1", api="Mock", worker=True, filament_id="f1").ok
+    assert farm.do("job.create", id="j1", filament_id="f1", file_id=sha,
+                   print_weight_in_grams=5).ok
+    claim = farm.do("job.claim", epoch=epoch, job_id="j1", printer_id="p1",
+                    printer_filename="mes-j1.gcode")
+    assert claim.ok and claim.value["phase"] == "starting"
+    return int(epoch)
+
+
+def test_a_job_being_started_by_its_worker_cannot_be_set_running_by_hand(farm: Farm) -> None:
+    _claimed(farm)
+    refused = farm.do("job.set_status", id="j1", status="running")
+    assert refused.error is not None and refused.error["code"] == "worker_starting"
+
+
+def test_commands_of_an_older_epoch_are_fenced_off(farm: Farm) -> None:
+    old = _claimed(farm)
+    farm.do("leader.begin", leader="n2")
+    stale = farm.do("job.started", epoch=old, job_id="j1")
+    assert stale.error is not None and stale.error["code"] == "stale_epoch"
+    job = farm.machine.read(lambda c: queries.get_job(c, "j1"))
+    assert job is not None and job["status"] == "Queued"
+
+
+def test_one_bad_telemetry_item_does_not_block_the_others(farm: Farm) -> None:
+    epoch = farm.do("leader.begin", leader="n1").value["epoch"]
+    farm.do("printer.create", id="p2")
+    outcome = farm.do("printer.telemetry", epoch=epoch, statuses=[
+        {"printer_id": "p1", "state": "printing", "observed_at": 5.0,
+         "nozzle_actual": float("nan")},
+        {"printer_id": "p2", "state": "idle", "observed_at": 5.0, "nozzle_actual": 21.5},
+        {"printer_id": "ghost", "state": "idle", "observed_at": 5.0}])
+    assert outcome.ok and outcome.value == {"written": 1}
+    status = farm.machine.read(lambda c: queries.printer_status_of(c, "p2"))
+    assert status is not None and status["nozzle_actual"] == 21.5

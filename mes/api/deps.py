@@ -50,8 +50,10 @@ def found(value: T | None, what: str, ident: str) -> T:
 
 async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None) -> Any:
     """Replicate a command and return its value once applied here, or raise an ApiError."""
+    # A key names one request: the same key on another target is another request.
+    target = "" if op.endswith(".create") else f":{args.get('id', '')}"
     try:
-        outcome = await node.writer.submit(op, args, f"{op}:{key}" if key else None)
+        outcome = await node.writer.submit(op, args, f"{op}{target}:{key}" if key else None)
     except NoLeader as exc:
         raise ApiError(503, "no_leader", str(exc), headers={"Retry-After": "1"}) from None
     if outcome.error is not None:

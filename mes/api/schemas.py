@@ -201,6 +201,7 @@ class PrintJobOut(BaseModel):
     assigned_printer_id: str | None
     printer_filename: str | None
     phase: str | None
+    claimed_at: Timestamp | None = None
     requested_action: str | None
     from_server: bool
     last_error: str | None

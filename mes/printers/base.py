@@ -35,6 +35,11 @@ class PrinterError(Exception):
     """A printer call failed: offline, timed out, refused or answered nonsense."""
 
 
+class PrinterNoAnswer(PrinterError):
+    """The request may have reached the printer but no answer came back (a read timeout):
+    whatever it asked for may or may not have happened."""
+
+
 class PrinterBusy(PrinterError):
     """The printer refused because it is printing or otherwise busy (409)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,10 +20,10 @@ def is_mock(printer: dict[str, Any]) -> bool:
 
 
 def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
-               http: httpx.AsyncClient | None = None) -> PrinterClient:
+               http: Callable[[], httpx.AsyncClient] | None = None) -> PrinterClient:
     """A new client for `printer` (a row with url and api); raises ValueError if none fits.
 
-    Networked printers use `http`, a client shared by many printers, when given.
+    Networked printers take their HTTP client from `http` (shared by groups) when given.
     """
     if is_mock(printer):
         return MockPrinter(settings.mock_printer_interval, settings.mock_printer_job_time,
@@ -32,7 +33,7 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
     if not url:
         raise ValueError(f"printer {printer['id']!r} has no url")
     if printer.get("api") == "OctoPrint":
-        return OctoPrintClient(url, api_key or "", client=http)
+        return OctoPrintClient(url, api_key or "", client=http() if http else None)
     if printer.get("api") == "PrusaLink":
-        return PrusaLinkClient(url, api_key=api_key, client=http)
+        return PrusaLinkClient(url, api_key=api_key, client=http() if http else None)
     raise ValueError(f"printer {printer['id']!r} has no api (OctoPrint, PrusaLink or Mock)")

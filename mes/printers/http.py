@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
 
-from mes.printers.base import PrinterBusy, PrinterError
+from mes.printers.base import PrinterBusy, PrinterError, PrinterNoAnswer
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
@@ -61,8 +62,10 @@ class HttpPrinter:
             response = await self._http.request(method, self._base + path, headers=headers,
                                                 auth=self._auth or httpx.USE_CLIENT_DEFAULT,
                                                 **kwargs)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise PrinterError(f"{method} {path}: could not connect in time") from exc
         except httpx.TimeoutException as exc:
-            raise PrinterError(f"{method} {path}: timed out") from exc
+            raise PrinterNoAnswer(f"{method} {path}: no answer in time") from exc
         except httpx.HTTPError as exc:
             raise PrinterError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in ok:
@@ -111,4 +114,5 @@ def number(value: Any) -> float | None:
     """A float from a JSON value, or None for anything that is not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -13,7 +13,8 @@ from mes.printers.http import HttpPrinter, number, section
 STATES: dict[str, PrinterState] = {
     "IDLE": "idle", "READY": "idle", "BUSY": "printing", "PRINTING": "printing",
     "PAUSED": "paused", "FINISHED": "finished", "STOPPED": "idle", "ERROR": "error",
-    "ATTENTION": "error",
+    # waiting for the operator (filament runout, colour change): the print goes on after
+    "ATTENTION": "paused",
 }
 
 
@@ -40,7 +41,9 @@ class PrusaLinkClient:
         job = None if not expect_job and raw_state in ("IDLE", "READY") else await self._job()
         file_name = None
         if job is not None:
-            name = section(job, "file").get("name")
+            file = section(job, "file")
+            # Buddy firmware may give an 8.3 `name`; `display_name` is the name we uploaded
+            name = file.get("display_name") or file.get("name")
             file_name = name if isinstance(name, str) else None
         if state == "printing" and job is None:
             state = "idle" if raw_state == "BUSY" else state

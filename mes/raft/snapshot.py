@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import os
 import pickle
 from typing import Any
 
 from mes.state.machine import StateMachine
 
 FORMAT = "mes-snapshot-1"
+EXIT_BAD_SNAPSHOT = 70
+log = logging.getLogger(__name__)
 
 
 class SnapshotFiles:
@@ -24,10 +28,19 @@ class SnapshotFiles:
             pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
 
     def deserialize(self, file_name: str) -> Any:
-        """Load the database from a snapshot file and hand pysyncobj its data back."""
-        with gzip.open(file_name, "rb") as src:
-            payload = pickle.load(src)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{file_name} is not a mes snapshot")
-        self._machine.restore(payload["db"])
-        return payload["raft"]
+        """Load the database from a snapshot file and hand pysyncobj its data back.
+
+        pysyncobj swallows a failure here and would replay the compacted journal onto an
+        empty database, silently diverging from the other nodes: stop the process instead.
+        """
+        try:
+            with gzip.open(file_name, "rb") as src:
+                payload = pickle.load(src)
+            if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+                raise ValueError(f"{file_name} is not a mes snapshot")
+            self._machine.restore(payload["db"])
+            return payload["raft"]
+        except Exception:
+            log.critical("cannot load the snapshot %s; stopping rather than diverging",
+                         file_name, exc_info=True)
+            os._exit(EXIT_BAD_SNAPSHOT)

@@ -43,11 +43,15 @@ class Writer:
         self._node = node
         self._timeout = timeout
 
-    async def submit(self, op: str, args: Mapping[str, Any],
-                     request_id: str | None = None) -> Outcome:
-        """Replicate one command; raise NoLeader if nothing committed it within the timeout."""
-        command = {"op": op, "args": dict(args), "rid": request_id or new_request_id(),
-                   "ts": time.time()}
+    async def submit(self, op: str, args: Mapping[str, Any], request_id: str | None = None,
+                     remember: bool = True) -> Outcome:
+        """Replicate one command; raise NoLeader if nothing committed it within the timeout.
+
+        With `remember` false (commands whose repetition is harmless, such as telemetry)
+        no request id is stored, so retries may apply it twice.
+        """
+        rid = (request_id or new_request_id()) if remember else None
+        command = {"op": op, "args": dict(args), "rid": rid, "ts": time.time()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         attempt = 0
@@ -64,7 +68,7 @@ class Writer:
             try:
                 result, error = await asyncio.wait_for(future, min(remaining, ATTEMPT_TIMEOUT))
             except TimeoutError:
-                log.info("write %s attempt %d timed out; retrying", command["rid"], attempt)
+                log.info("write %s attempt %d timed out; retrying", op, attempt)
                 attempt += 1
                 continue
             if error == FAIL_REASON.SUCCESS:
@@ -72,7 +76,7 @@ class Writer:
                 return result
             attempt += 1
             pause = min(0.02 * 2**attempt, 0.25, max(deadline - loop.time(), 0))
-            log.debug("write %s failed (reason %s); retry in %.2f s", command["rid"], error, pause)
+            log.debug("write %s failed (reason %s); retry in %.2f s", op, error, pause)
             await asyncio.sleep(pause)
 
 

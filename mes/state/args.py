@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,6 +66,11 @@ class Args:
             raise InvalidCommand("too_long", f"{name} is longer than {max_len} characters", name)
         if any(ord(c) < 32 for c in value):
             raise InvalidCommand("invalid_text", f"{name} contains control characters", name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidCommand("invalid_text", f"{name} is not valid Unicode text",
+                                 name) from None
         return value
 
     def grams(self, name: str, minimum: int, required: bool = True) -> Any:
@@ -91,7 +97,7 @@ class Args:
         if value is MISSING or (value is None and nullable):
             return value
         if not isinstance(value, int | float) or isinstance(value, bool) or \
-                not minimum <= value <= maximum:
+                not math.isfinite(value) or not minimum <= value <= maximum:
             raise InvalidCommand("out_of_range",
                                  f"{name} must be a number between {minimum} and {maximum}", name)
         return float(value)

@@ -113,7 +113,8 @@ def claim(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} has job {busy['id']!r}",
                             "printer_id")
     _set_job(ctx, job["id"], assigned_printer_id=printer["id"], printer_filename=filename,
-             phase="starting", last_error=None)
+             phase="starting", last_error=None, claim_epoch=current_epoch(ctx),
+             claimed_at=ctx.ts)
     return _read_job(ctx, job["id"])
 
 
@@ -145,7 +146,7 @@ def start_failed(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if job["status"] != "Queued" or job["phase"] != "starting":
         raise RuleViolation("not_starting", f"job {job['id']!r} is not starting", "job_id")
     _set_job(ctx, job["id"], assigned_printer_id=None, printer_filename=None, phase=None,
-             last_error=reason)
+             last_error=reason, claim_epoch=None, claimed_at=None)
     return _read_job(ctx, job["id"])
 
 
@@ -279,28 +280,34 @@ def telemetry(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     statuses = args.raw("statuses")
     if not isinstance(statuses, list) or len(statuses) > 10_000:
         raise InvalidCommand("invalid_statuses", "statuses must be a list", "statuses")
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}
     for raw in statuses:
-        item = Args(raw)
-        printer_id = item.ident("printer_id")
-        row: dict[str, Any] = {"printer_id": printer_id,
-                               "state": item.choice("state", PRINTER_STATES),
-                               "file_name": item.text("file_name", 255, required=False,
-                                                      nullable=True),
-                               "error": item.text("error", 2000, required=False, nullable=True),
-                               "observed_at": item.number("observed_at", 0, 1e12)}
-        for name in STATUS_FIELDS:
-            row[name] = item.number(name, -1000, 1e9, required=False, nullable=True)
-        rows.append({k: (None if v is MISSING else v) for k, v in row.items()})
+        try:  # one unreadable status must not keep every other printer's from being written
+            row = _status_row(Args(raw))
+        except InvalidCommand:
+            continue
+        rows[row["printer_id"]] = row
     known = set(ctx.conn.execute(select(printers.c.id)).scalars())
-    rows = [r for r in rows if r["printer_id"] in known]
+    rows = {pid: r for pid, r in rows.items() if pid in known}
     if rows:
-        ids = [str(r["printer_id"]) for r in rows]
+        ids = sorted(rows)
         ctx.conn.execute(delete(printer_status).where(printer_status.c.printer_id.in_(ids)))
-        ctx.conn.execute(insert(printer_status), rows)
+        ctx.conn.execute(insert(printer_status), [rows[pid] for pid in ids])
         for printer_id in ids:
             ctx.changed("printer_status", printer_id, "updated")
     return {"written": len(rows)}
+
+
+def _status_row(item: Args) -> dict[str, Any]:
+    row: dict[str, Any] = {"printer_id": item.ident("printer_id"),
+                           "state": item.choice("state", PRINTER_STATES),
+                           "file_name": item.text("file_name", 255, required=False,
+                                                  nullable=True),
+                           "error": item.text("error", 2000, required=False, nullable=True),
+                           "observed_at": item.number("observed_at", 0, 1e12)}
+    for name in STATUS_FIELDS:
+        row[name] = item.number(name, -1000, 1e9, required=False, nullable=True)
+    return {k: (None if v is MISSING else v) for k, v in row.items()}
 
 
 def _read_job(ctx: ApplyContext, job_id: str) -> dict[str, Any]:

@@ -85,7 +85,8 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     row = {"id": job_id, "printer_id": printer_id, "filament_id": filament_id,
            "filepath": filepath, "file_id": file_id, "print_weight_in_grams": weight,
            "status": "Queued", "assigned_printer_id": None, "printer_filename": None,
-           "phase": None, "requested_action": None, "from_server": True, "last_error": None,
+           "phase": None, "claim_epoch": None, "claimed_at": None, "requested_action": None,
+           "from_server": True, "last_error": None,
            "created_at": ctx.ts, "updated_at": ctx.ts}
     ctx.conn.execute(_INSERT_JOB, row)
     _reserve(ctx, filament_id, weight)
@@ -110,6 +111,9 @@ def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("invalid_transition",
                             f"a {current} job cannot become {target}", "status")
     cause = cause if isinstance(cause, str) else "api"
+    if target == "Running" and job["phase"] == "starting":
+        raise RuleViolation("worker_starting", f"job {job_id!r} is being started on printer "
+                            f"{job['assigned_printer_id']!r} by its worker", "status")
     if target == "Running":
         ctx.conn.execute(_SET_STATUS, {"job_id": job_id, "status": target, "ts": ctx.ts})
         record_history(ctx, job_id, current, target, cause)

@@ -7,6 +7,7 @@ there is no clock, randomness or I/O other than the node's own SQLite database.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.errors import DomainError, InvalidCommand
 from mes.state.tables import applied_requests, metadata
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Handler = Callable[[ApplyContext, Args], Any]
 
@@ -57,7 +59,7 @@ _STORED_OUTCOME = select(applied_requests.c.outcome).where(
 _REMEMBER = insert(applied_requests)
 
 # How many request ids are remembered for deduplicating retried commands.
-REQUEST_MEMORY = 100_000
+REQUEST_MEMORY = 50_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,14 @@ class StateMachine:
             return outcome
         except DomainError as exc:
             outcome = Outcome(error=exc.as_dict())
+        except Exception as exc:
+            # Never let a command stop the log: an exception escaping apply would be retried
+            # forever on every node. The same command fails the same way everywhere, so
+            # rejecting it keeps the nodes identical.
+            log.error("command %r rejected by an unexpected error: %r", command.get("op"), exc)
+            outcome = Outcome(error=InvalidCommand(
+                "apply_failed", f"the command could not be applied: {type(exc).__name__}"
+            ).as_dict())
         if request_id:
             with self._conn.begin():
                 self._remember(request_id, outcome)

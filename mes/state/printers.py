@@ -35,6 +35,20 @@ def _fields(args: Args) -> dict[str, Any]:
     )
 
 
+def _check_worker(printer: dict[str, Any]) -> None:
+    """A printer with a worker must be reachable: mock, or a url with its api."""
+    if not printer.get("worker"):
+        return
+    url = printer.get("url") or ""
+    if printer.get("api") == "Mock" or "mock" in url.lower():
+        return
+    if not url:
+        raise RuleViolation("worker_needs_url", "a printer with a worker needs a url", "url")
+    if printer.get("api") is None:
+        raise RuleViolation("worker_needs_api", "a printer with a worker needs its api "
+                            "(OctoPrint, PrusaLink or Mock)", "api")
+
+
 def _check_references(ctx: ApplyContext, printer_id: str, values: dict[str, Any]) -> None:
     name = values.get("opcua_name")
     if name is not None:
@@ -60,8 +74,7 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     values = _fields(args)
     if queries.get_printer(ctx.conn, printer_id) is not None:
         raise RuleViolation("already_exists", f"printer {printer_id!r} already exists", "id")
-    if values.get("worker") and not values.get("url") and values.get("api") != "Mock":
-        raise RuleViolation("worker_needs_url", "a printer with a worker needs a url", "url")
+    _check_worker(values)
     _check_references(ctx, printer_id, values)
     row = {"company": "", "model": "", "worker": False, **values}
     ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
@@ -79,6 +92,7 @@ def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if current is None:
         raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "id")
     values = _fields(args)
+    _check_worker({**current, **values})
     _check_references(ctx, printer_id, values)
     if values:
         ctx.conn.execute(update(printers).where(printers.c.id == printer_id)

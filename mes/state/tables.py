@@ -115,6 +115,9 @@ print_jobs = Table(
     Column("printer_filename", String(255)),
     # None, "starting" (claimed, not yet seen printing), "printing" or "paused".
     Column("phase", String(16)),
+    # The epoch and time of the claim: a later leader waits before sending it again.
+    Column("claim_epoch", Integer),
+    Column("claimed_at", Float),
     # "pause" or "resume" asked through the API, carried out by the worker.
     Column("requested_action", String(16)),
     Column("from_server", Boolean, nullable=False, default=True),

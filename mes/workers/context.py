@@ -63,7 +63,8 @@ class WorkerContext:
 
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
         """Submit a worker command with this epoch; None if a rule refused it."""
-        outcome = await self.node.writer.submit(op, {"epoch": self.epoch, **args})
+        outcome = await self.node.writer.submit(op, {"epoch": self.epoch, **args},
+                                                remember=op != "printer.telemetry")
         if op != "printer.telemetry":
             self.invalidate()
         if outcome.error is None:

@@ -69,7 +69,7 @@ class WorkerPool:
                 continue
             try:
                 client = client_for(printer, printer.get("api_key"), self.ctx.node.settings,
-                                    self.http.next())
+                                    self.http.next)
             except ValueError as exc:
                 log.warning("no worker for printer %s: %s", printer_id, exc)
                 continue

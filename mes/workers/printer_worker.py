@@ -6,20 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import deque
 from typing import Any
 
-from mes.printers.base import PrinterBusy, PrinterClient, PrinterError, PrinterStatus
+from mes.printers.base import (
+    PrinterBusy,
+    PrinterClient,
+    PrinterError,
+    PrinterNoAnswer,
+    PrinterStatus,
+)
 from mes.printers.mock import MockPrinter
 from mes.state import queries
 from mes.workers.context import Fenced, WorkerContext
 
 log = logging.getLogger(__name__)
 
-# How long a printer may take to show a print this leader just started.
+# How long a printer may take to show a print that was just started.
 START_GRACE = 15.0
+# How long a claimed job waits for an offline printer before it goes back to the queue.
+CLAIM_TIMEOUT = 60.0
+OWN_FILE = re.compile(r"^mes-([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\.b?gcode$")
 MAX_BACKOFF = 30.0
 # How many recent tick lags each worker keeps for its statistics.
 LAG_HISTORY = 300
@@ -99,11 +109,20 @@ class PrinterWorker:
         if status.state in ("printing", "paused") and status.file_name:
             known = self.ctx.node.machine.read(
                 lambda c: queries.job_by_printer_file(c, self.printer_id, str(status.file_name)))
-            if known is not None and known["status"] == "Canceled":
+            own = OWN_FILE.match(str(status.file_name))
+            queued = self.ctx.node.machine.read(
+                lambda c: queries.get_job(c, own.group(1))) if own and known is None else None
+            if queued is not None and queued["status"] == "Queued" and queued["phase"] is None:
+                # One of our jobs runs here unclaimed (a start whose answer was lost): take it
+                # back rather than let the scheduler send it to a second printer.
+                await self.ctx.command("job.claim", job_id=queued["id"],
+                                       printer_id=self.printer_id,
+                                       printer_filename=str(status.file_name))
+            elif known is not None and known["status"] == "Canceled":
                 log.info("printer %s still prints canceled job %s: cancelling", self.printer_id,
                          known["id"])
                 await self._try(self.client.cancel())
-            elif known is None:
+            elif known is None and queued is None:
                 await self.ctx.command("job.external", job_id=f"ext-{uuid.uuid4().hex[:12]}",
                                        printer_id=self.printer_id, file_name=status.file_name)
         elif not printer["bed_clear"] and self.ctx.node.settings.auto_clear_bed:
@@ -115,21 +134,25 @@ class PrinterWorker:
             self._sent_at.pop(job["id"], None)
             await self.ctx.command("job.started", job_id=job["id"])
             return
-        if status.state in ("offline", "error"):
-            await self.ctx.command("job.start_failed", job_id=job["id"],
-                                   reason=f"printer {status.state}: {status.error or ''}".strip())
-            return
         if status.state in ("printing", "paused"):
             await self.ctx.command("job.start_failed", job_id=job["id"],
                                    reason=f"printer is busy printing {status.file_name}")
             return
+        claim_age = time.time() - (job["claimed_at"] or 0.0)
+        if status.state in ("offline", "error"):
+            if claim_age > CLAIM_TIMEOUT:  # give the job back; it may go to another printer
+                await self.ctx.command("job.start_failed", job_id=job["id"], reason=(
+                    f"printer {status.state} for {claim_age:.0f} s: {status.error or ''}"))
+            return
         sent = self._sent_at.get(job["id"])
+        if sent is None and job["claim_epoch"] != self.ctx.epoch and claim_age < START_GRACE:
+            return  # an earlier leader may have sent it: let the printer show it first
         if sent is not None:
             if time.monotonic() - sent < START_GRACE:
-                return  # started by this leader a moment ago; wait for the printer to show it
+                return  # sent a moment ago; wait for the printer to show it
             self._sent_at.pop(job["id"], None)
             await self.ctx.command("job.start_failed", job_id=job["id"],
-                                   reason="the printer accepted the file but did not start it")
+                                   reason="the printer did not start the print")
             return
         data = await self.ctx.node.blob(job["file_id"])
         if data is None:
@@ -138,6 +161,10 @@ class PrinterWorker:
             return
         try:
             await self.client.upload_and_start(name, data)
+        except PrinterNoAnswer as exc:
+            # It may have arrived: treat it as sent and let the printer show it (or not).
+            log.warning("printer %s: start of job %s unanswered: %s", self.printer_id,
+                        job["id"], exc)
         except PrinterError as exc:
             await self.ctx.command("job.start_failed", job_id=job["id"], reason=str(exc))
             return

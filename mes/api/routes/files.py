@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response, UploadFile
 
@@ -37,8 +38,11 @@ async def download_file(file_id: str, node: NodeDep) -> Response:
     data = await node.blob(file_id)
     if data is None:
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
-    return Response(data, media_type="application/octet-stream", headers={
-        "Content-Disposition": f'attachment; filename="{record["name"]}"'})
+    ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")
+    disposition = (f'attachment; filename="{ascii_name}"; '
+                   f"filename*=UTF-8''{quote(record['name'], safe='')}")
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": disposition})
 
 
 @internal.put("/{sha}", status_code=204)
