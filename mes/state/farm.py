@@ -73,18 +73,6 @@ def _set_printer(ctx: ApplyContext, printer_id: str, **values: Any) -> None:
     ctx.changed("printer", printer_id, "updated")
 
 
-def printer_busy_with(ctx: ApplyContext, printer_id: str) -> dict[str, Any] | None:
-    """The job a printer is claimed for or printing, if any."""
-    row = ctx.conn.execute(
-        select(print_jobs).where(
-            print_jobs.c.assigned_printer_id == printer_id,
-            (print_jobs.c.status == "Running")
-            | ((print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting")),
-        )
-    ).first()
-    return dict(row._mapping) if row else None
-
-
 def claim(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """Assign a queued job to an idle printer before anything is sent to the printer."""
     args.reject_unknown(("epoch", "job_id", "printer_id", "printer_filename"))
@@ -108,7 +96,7 @@ def claim(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if is_reserved(printer, ctx.ts):
         raise RuleViolation("reserved", f"printer {printer['id']!r} is reserved by "
                             f"{printer['reserved_by']!r}", "printer_id")
-    busy = printer_busy_with(ctx, printer["id"])
+    busy = queries.active_job_on(ctx.conn, printer["id"])
     if busy is not None:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} has job {busy['id']!r}",
                             "printer_id")
@@ -198,7 +186,7 @@ def external(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     assert job_id is not None
     if queries.get_job(ctx.conn, job_id) is not None:
         raise RuleViolation("already_exists", f"print job {job_id!r} already exists", "job_id")
-    busy = printer_busy_with(ctx, printer["id"])
+    busy = queries.active_job_on(ctx.conn, printer["id"])
     if busy is not None:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} has job {busy['id']!r}",
                             "printer_id")
@@ -234,7 +222,7 @@ def bed_cleared(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if args.has("epoch"):
         _fenced(ctx, args)
     printer = _printer(ctx, args.ident("id"))
-    busy = printer_busy_with(ctx, printer["id"])
+    busy = queries.active_job_on(ctx.conn, printer["id"])
     if busy is not None:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} is printing job "
                             f"{busy['id']!r}", "id")

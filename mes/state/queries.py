@@ -75,13 +75,22 @@ def worker_printers(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
+# A printer is busy with a job claimed for it (Queued, starting) or running on it.
+_BUSY_WITH = (print_jobs.c.status == "Running") | (
+    (print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting"))
+
+
 def active_jobs_by_printer(conn: Connection) -> dict[str, dict[str, Any]]:
     """Per printer, the job claimed for it (starting) or running on it."""
-    query = select(print_jobs).where(
-        print_jobs.c.assigned_printer_id.is_not(None),
-        (print_jobs.c.status == "Running")
-        | ((print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting")))
+    query = select(print_jobs).where(print_jobs.c.assigned_printer_id.is_not(None), _BUSY_WITH)
     return {r.assigned_printer_id: dict(r._mapping) for r in conn.execute(query)}
+
+
+def active_job_on(conn: Connection, printer_id: str) -> dict[str, Any] | None:
+    """The job a printer is claimed for or printing, if any."""
+    row = conn.execute(select(print_jobs).where(
+        print_jobs.c.assigned_printer_id == printer_id, _BUSY_WITH)).first()
+    return dict(row._mapping) if row else None
 
 
 def job_by_printer_file(conn: Connection, printer_id: str, name: str) -> dict[str, Any] | None:
