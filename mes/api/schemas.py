@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    computed_field,
+)
 
 from mes.state.args import ID_PATTERN, MAX_GRAMS, OPCUA_NAME_PATTERN
 from mes.state.filaments import FILAMENT_TYPES
@@ -51,6 +59,9 @@ Text200 = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
 Grams = Annotated[StrictInt, Field(ge=1, le=MAX_GRAMS)]
 Timestamp = Annotated[datetime, BeforeValidator(_from_epoch)]
 OpcuaName = Annotated[str, Field(pattern=OPCUA_NAME_PATTERN.pattern)]
+
+
+HOLD_NO_FILE = "no stored G-code file: filepath is a record only; it is never sent to a printer"
 
 
 class _Input(BaseModel):
@@ -205,9 +216,18 @@ class PrintJobOut(BaseModel):
     requested_action: str | None
     from_server: bool
     last_error: str | None
-    hold_reason: str | None = None
     created_at: Timestamp
     updated_at: Timestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hold_reason(self) -> str | None:
+        """Why the scheduler will not send this queued job to a printer, if it won't."""
+        if self.status != "Queued":
+            return None
+        if self.file_id is None:
+            return HOLD_NO_FILE
+        return f"last start failed: {self.last_error}" if self.last_error else None
 
 
 class JobHistoryOut(BaseModel):

@@ -25,25 +25,10 @@ from mes.state import queries
 router = APIRouter(prefix="/print_jobs", tags=["print jobs"], responses=ERROR_RESPONSES)
 
 
-HOLD_NO_FILE = "no stored G-code file: filepath is a record only; it is never sent to a printer"
-
-
-def with_hold_reason(job: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A job with the reason, if any, why the scheduler will not send it to a printer."""
-    if job is None:
-        return None
-    reason = None
-    if job["status"] == "Queued" and job["file_id"] is None:
-        reason = HOLD_NO_FILE
-    elif job["status"] == "Queued" and job["last_error"]:
-        reason = f"last start failed: {job['last_error']}"
-    return {**job, "hold_reason": reason}
-
-
 @router.get("", response_model=list[PrintJobOut])
 async def list_jobs(node: NodeDep, status: Annotated[JobStatus | None, Query()] = None) -> Any:
     """All print jobs, optionally only those with a status (any letter case)."""
-    return [with_hold_reason(j) for j in read(node, lambda c: queries.list_jobs(c, status))]
+    return read(node, lambda c: queries.list_jobs(c, status))
 
 
 JOB_BODY_DOC = {
@@ -91,7 +76,7 @@ async def create_job(request: Request, node: NodeDep,
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         args = _validated(data).model_dump(exclude_none=True)
     args.setdefault("id", new_id())
-    return with_hold_reason(await commit(node, "job.create", args, idempotency_key))
+    return await commit(node, "job.create", args, idempotency_key)
 
 
 def _validated(data: Any) -> PrintJobCreate:
@@ -105,30 +90,28 @@ def _validated(data: Any) -> PrintJobCreate:
 @router.get("/{job_id}", response_model=PrintJobOut)
 async def get_job(job_id: str, node: NodeDep) -> Any:
     """One print job."""
-    return with_hold_reason(found(read(node, lambda c: queries.get_job(c, job_id)), "print_job",
-                                  job_id))
+    return found(read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
 
 
 @router.post("/{job_id}/status", response_model=PrintJobOut)
 async def set_status(job_id: str, node: NodeDep, status: Annotated[TargetStatus, Query()],
                      idempotency_key: IdempotencyKey = None) -> Any:
     """Move a job to running (from queued), done (from running) or canceled."""
-    return with_hold_reason(await commit(node, "job.set_status", {"id": job_id, "status": status},
-                                         idempotency_key))
+    return await commit(node, "job.set_status", {"id": job_id, "status": status},
+                        idempotency_key)
 
 
 @router.post("/{job_id}/pause", response_model=PrintJobOut)
 async def pause(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to pause this running job (carried out within one worker tick)."""
-    return with_hold_reason(await commit(node, "job.request", {"id": job_id, "action": "pause"},
-                                         idempotency_key))
+    return await commit(node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key)
 
 
 @router.post("/{job_id}/resume", response_model=PrintJobOut)
 async def resume(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to resume this paused job (carried out within one worker tick)."""
-    return with_hold_reason(await commit(node, "job.request", {"id": job_id, "action": "resume"},
-                                         idempotency_key))
+    return await commit(node, "job.request", {"id": job_id, "action": "resume"},
+                        idempotency_key)
 
 
 @router.get("/{job_id}/history", response_model=list[JobHistoryOut])
