@@ -77,19 +77,24 @@ class HttpPrinter:
 
     async def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """A request whose 200 answer must be a JSON object."""
-        response = await self.request(method, path, ok=(200,), **kwargs)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise PrinterError(f"{method} {path}: the answer is not JSON") from exc
-        if not isinstance(data, dict):
-            raise PrinterError(f"{method} {path}: the answer is not a JSON object")
-        return data
+        return json_object(await self.request(method, path, ok=(200,), **kwargs))
 
     async def aclose(self) -> None:
         """Close the connection pool if it is this printer's own."""
         if self._owns_client:
             await self._http.aclose()
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or PrinterError for anything else."""
+    label = f"{response.request.method} {response.request.url.path}"
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise PrinterError(f"{label}: the answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise PrinterError(f"{label}: the answer is not a JSON object")
+    return data
 
 
 def _detail(response: httpx.Response) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from mes.printers.base import PrinterBusy, PrinterError, PrinterState, PrinterStatus
-from mes.printers.http import HttpPrinter, number, section
+from mes.printers.http import HttpPrinter, json_object, number, section
 
 # No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
 CONNECT = {"command": "connect"}
@@ -29,7 +29,7 @@ class OctoPrintClient:
         if response.status_code == 409:  # "Printer is not operational": not connected
             await self._connect()
             return PrinterStatus(state="offline", error="printer not connected to OctoPrint")
-        printer = _object(response)
+        printer = json_object(response)
         flags = section(section(printer, "state"), "flags")
         if not expect_job and flags.get("operational") and not any(
                 flags.get(f) for f in ("printing", "paused", "pausing", "cancelling",
@@ -76,16 +76,6 @@ class OctoPrintClient:
     async def aclose(self) -> None:
         """Close connections."""
         await self._http.aclose()
-
-
-def _object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise PrinterError("OctoPrint answered something that is not JSON") from exc
-    if not isinstance(data, dict):
-        raise PrinterError("OctoPrint answered something that is not a JSON object")
-    return data
 
 
 def _status(printer: dict[str, Any], job: dict[str, Any]) -> PrinterStatus:
