@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mes.config import Settings
 from mes.files.peers import BlobPeers
@@ -16,6 +16,9 @@ from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
 from mes.state import queries
 from mes.state.machine import StateMachine
+
+if TYPE_CHECKING:
+    from mes.workers.leadership import LeaderLoop
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class FarmNode:
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url)
         self._background: list[asyncio.Task[None]] = []
+        self.leader_loop: LeaderLoop | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     def cluster(self) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import UploadFile
-
 from mes.api.deps import commit
 from mes.api.errors import ApiError
 from mes.files.peers import NotEnoughCopies
@@ -15,7 +13,7 @@ from mes.node import FarmNode
 
 async def store_upload(node: FarmNode, upload: Any) -> dict[str, Any]:
     """Store one uploaded file and return its committed record; nothing is kept if refused."""
-    if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
+    if not hasattr(upload, "read"):  # an UploadFile, not a plain form field
         raise ApiError(422, "missing_file", "a multipart field 'file' is required", "file")
     max_bytes = node.settings.max_upload_mb * 2**20
     try:

@@ -20,8 +20,7 @@ async def cluster(node: NodeDep) -> dict[str, Any]:
 @router.get("/workers")
 async def workers(node: NodeDep) -> dict[str, Any]:
     """The printer workers of this node (they run on the leader only)."""
-    loop = getattr(node, "leader_loop", None)
-    pool = loop.pool if loop is not None else None
+    pool = node.leader_loop.pool if node.leader_loop is not None else None
     if pool is None:
         return {"running": False}
     return {"running": True, **pool.stats()}
