@@ -6,6 +6,7 @@ epoch, so a deposed leader's workers can never change state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -141,23 +142,24 @@ def start_failed(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 def finished(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer finished the job: Done, spool charged, bed to be cleared."""
     args.reject_unknown(("epoch", "job_id"))
-    _fenced(ctx, args)
-    job = _job(ctx, args.ident("job_id"))
-    if job["status"] != "Running":
-        raise RuleViolation("not_running", f"job {job['id']!r} is not running", "job_id")
-    end_job(ctx, job, "Done", f"printer {job['assigned_printer_id']} finished the print")
-    return _read_job(ctx, job["id"])
+    return _end_running(ctx, args, "Done", lambda job: (
+        f"printer {job['assigned_printer_id']} finished the print"))
 
 
 def lost(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer no longer prints a running job it never finished: Canceled, with the cause."""
     args.reject_unknown(("epoch", "job_id", "cause"))
+    return _end_running(ctx, args, "Canceled",
+                        lambda job: f"print lost: {args.text('cause', 1000)}")
+
+
+def _end_running(ctx: ApplyContext, args: Args, status: str,
+                 cause: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
     _fenced(ctx, args)
     job = _job(ctx, args.ident("job_id"))
-    cause = args.text("cause", 1000)
     if job["status"] != "Running":
         raise RuleViolation("not_running", f"job {job['id']!r} is not running", "job_id")
-    end_job(ctx, job, "Canceled", f"print lost: {cause}")
+    end_job(ctx, job, status, cause(job))
     return _read_job(ctx, job["id"])
 
 
