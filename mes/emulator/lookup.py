@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
-from mes.emulator.printer import Printer
+from mes.emulator.printer import Printer, PrinterError
+
+Handler = Callable[[Request, Printer], Awaitable[Response]]
 
 
 def printer_for(request: Request) -> Printer:
@@ -18,3 +21,13 @@ def printer_for(request: Request) -> Printer:
     if printer is None:
         raise HTTPException(404, "No emulated printer on this port")
     return printer
+
+
+async def serve(request: Request, handler: Handler,
+                error: Callable[[int, str], Response]) -> Response:
+    """Run `handler` for this request's printer; a PrinterError becomes `error(status, text)`."""
+    printer = printer_for(request)
+    try:
+        return await handler(request, printer)
+    except PrinterError as exc:
+        return error(exc.status, exc.message)

@@ -19,13 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mes.emulator.lookup import printer_for
+from mes.emulator.lookup import Handler, printer_for, serve
 from mes.emulator.printer import Phase, Printer, PrinterError, StoredFile, clean_path
 
 SERVER_VERSION = "1.11.8"
 TRUE_VALUES = ("true", "yes", "y", "1")
 
-Handler = Callable[[Request, Printer], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -395,11 +394,7 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
             key = _presented_key(request)
             if key is None or not secrets.compare_digest(key.encode(), api_key.encode()):
                 return _error(403, "Forbidden: missing or invalid API key")
-            printer = printer_for(request)
-            try:
-                return await handler(request, printer)
-            except PrinterError as exc:
-                return _error(exc.status, exc.message)
+            return await serve(request, handler, _error)
 
         return endpoint
 

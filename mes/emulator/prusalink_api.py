@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mes.emulator.lookup import printer_for
+from mes.emulator.lookup import Handler, printer_for, serve
 from mes.emulator.printer import (
     Job,
     Printer,
@@ -37,7 +37,6 @@ DIGEST_USER = "maker"
 STORAGE = "local"
 FREE_SPACE = 10**10
 
-Handler = Callable[[Request, Printer], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _DIGEST_FIELD = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]*))')
@@ -390,11 +389,7 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
                     return _error(403, "Invalid API key")
             elif not _digest_ok(request, api_key):
                 return _challenge()
-            printer = printer_for(request)
-            try:
-                return await handler(request, printer)
-            except PrinterError as exc:
-                return _error(exc.status, exc.message)
+            return await serve(request, handler, _error)
 
         return endpoint
 
