@@ -160,6 +160,18 @@ def test_node_cut_off_alone_answers_503(make_cluster: type[Cluster]) -> None:
     view = lone.cluster()
     assert view["role"] in ("follower", "candidate")
     assert not any(n["reachable"] for n in view["nodes"] if not n["self"])
+    # A 503 means "outcome unknown": it names the key that makes a retry safe.
+    key = response.headers["Idempotency-Key"]
+    assert "outcome unknown" in response.json()["error"]["message"] and key in response.text
+    for node in cluster.nodes[1:]:
+        node.start()
+    cluster.wait_leader()
+    body = {"id": "lost", "printer_id": "p", "filament_id": "f", "filepath": "x.gcode",
+            "print_weight_in_grams": 1}
+    retries = [lone.client.post("/print_jobs", json=body, headers={"Idempotency-Key": key})
+               for _ in range(2)]
+    assert [r.status_code for r in retries] == [201, 201]
+    assert retries[0].json() == retries[1].json()
 
 
 def test_files_reach_a_majority_and_missing_copies_are_fetched(
@@ -193,3 +205,20 @@ def test_files_reach_a_majority_and_missing_copies_are_fetched(
     lonely = receiver.client.post("/files", files={"file": ("other.gcode", b"G28\nM84\n")})
     assert lonely.status_code == 503
     assert lonely.json()["error"]["code"] in ("not_enough_copies", "no_leader")
+
+
+def test_a_repeated_long_key_never_stops_the_log(make_cluster: type[Cluster]) -> None:
+    # The review's reproduction: the same status change on a 130-character id, twice, with a
+    # 100-character key, through a follower; it used to stop the log on every node.
+    cluster = make_cluster(3)  # type: ignore[call-arg]
+    follower = cluster.followers()[0]
+    seed(follower)
+    for _ in range(2):
+        response = follower.client.post(f"/print_jobs/{'j' * 130}/status",
+                                         params={"status": "running"},
+                                         headers={"Idempotency-Key": "k" * 100})
+        assert response.status_code == 422, response.text
+    assert write_job(follower, "after-1")
+    assert write_job(cluster.wait_leader(), "after-2")
+    assert_everywhere(cluster.live(), {"after-1", "after-2"})
+    assert all(n.client.get("/health").status_code == 200 for n in cluster.live())

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 
+from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
 from mes.api.routes import cluster, filaments, files, print_jobs, printers
 from mes.node import FarmNode
@@ -34,6 +35,8 @@ def create_app(node: FarmNode) -> FastAPI:
         redoc_url=None,
     )
     app.state.node = node
+    app.add_middleware(BodyLimit, limit_for=upload_limits(
+        API_PREFIX, node.settings.max_upload_mb * 2**20))
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, files, cluster):
         api.include_router(module.router)

@@ -49,13 +49,21 @@ def found(value: T | None, what: str, ident: str) -> T:
 
 
 async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None) -> Any:
-    """Replicate a command and return its value once applied here, or raise an ApiError."""
+    """Replicate a command and return its value once applied here, or raise an ApiError.
+
+    A write without an `Idempotency-Key` gets one here, so that a 503 (outcome unknown) can
+    tell the client which key makes its retry safe.
+    """
+    key = key or uuid.uuid4().hex
     # A key names one request: the same key on another target is another request.
     target = "" if op.endswith(".create") else f":{args.get('id', '')}"
     try:
-        outcome = await node.writer.submit(op, args, f"{op}{target}:{key}" if key else None)
+        outcome = await node.writer.submit(op, args, f"{op}{target}:{key}")
     except NoLeader as exc:
-        raise ApiError(503, "no_leader", str(exc), headers={"Retry-After": "1"}) from None
+        message = (f"outcome unknown: {exc}; the write may still be applied. Retry with the "
+                   f"header 'Idempotency-Key: {key}' so that it applies at most once")
+        raise ApiError(503, "no_leader", message,
+                       headers={"Retry-After": "1", "Idempotency-Key": key}) from None
     if outcome.error is not None:
         raise from_domain(outcome.error)
     return outcome.value

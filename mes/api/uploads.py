@@ -1,14 +1,22 @@
-"""Receiving a G-code upload: validate, store, copy to a majority, then commit its record."""
+"""Receiving a G-code upload: validate, store, copy to a majority, then commit its record.
+
+The file is streamed in pieces into the blob store (hashed as it is written), so a large
+upload is never whole in memory and never blocks the event loop for long.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mes.api.deps import commit
 from mes.api.errors import ApiError
 from mes.files.peers import NotEnoughCopies
-from mes.files.validate import BadUpload, check_content, check_name
+from mes.files.validate import BadUpload, check_head, check_name, check_size
 from mes.node import FarmNode
+
+# Size of the pieces an upload is copied in.
+PIECE = 1 << 20
 
 
 async def store_upload(node: FarmNode, upload: Any) -> dict[str, Any]:
@@ -18,15 +26,20 @@ async def store_upload(node: FarmNode, upload: Any) -> dict[str, Any]:
     max_bytes = node.settings.max_upload_mb * 2**20
     try:
         name = check_name(upload.filename or "")
-        data = await upload.read(max_bytes + 1)
-        check_content(name, data, max_bytes)
+        with node.blobs.incoming() as blob:
+            while piece := await upload.read(PIECE):
+                check_size(blob.size + len(piece), max_bytes)
+                await asyncio.to_thread(blob.write, piece)
+            check_size(blob.size, max_bytes)
+            check_head(name, blob.head)
+            sha = await asyncio.to_thread(blob.commit)
+        size = blob.size
     except BadUpload as exc:
         raise ApiError(exc.status, exc.code, exc.message, exc.field) from None
-    sha = node.blobs.put(data)
     try:
-        await node.peers.replicate(sha, data, node.peer_urls(), node.cluster_size)
+        await node.peers.replicate(sha, node.peer_urls(), node.cluster_size)
     except NotEnoughCopies as exc:
         raise ApiError(503, "not_enough_copies", str(exc), headers={"Retry-After": "2"}) from None
     value: dict[str, Any] = await commit(node, "file.register",
-                                         {"id": sha, "name": name, "size": len(data)}, None)
+                                         {"id": sha, "name": name, "size": size}, None)
     return value

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
@@ -12,6 +14,17 @@ from mes.files.store import BlobStore
 log = logging.getLogger(__name__)
 
 BLOB_PATH = "/api/v1/internal/blobs/"
+
+
+# Size of the pieces a blob is sent and received in.
+PIECE = 1 << 20
+
+
+async def _pieces(path: Path) -> AsyncIterator[bytes]:
+    """A file's content in pieces, read off the event loop."""
+    with path.open("rb") as source:
+        while piece := await asyncio.to_thread(source.read, PIECE):
+            yield piece
 
 
 class NotEnoughCopies(Exception):
@@ -36,8 +49,7 @@ class BlobPeers:
     def _others(self, peer_urls: list[str]) -> list[str]:
         return sorted({u.rstrip("/") for u in peer_urls} - {self._own_url})
 
-    async def replicate(self, sha: str, data: bytes, peer_urls: list[str],
-                        cluster_size: int) -> int:
+    async def replicate(self, sha: str, peer_urls: list[str], cluster_size: int) -> int:
         """Copy to peers until a majority (this node included) holds the blob; return copies.
 
         Copies to the remaining peers go on in the background.
@@ -46,7 +58,7 @@ class BlobPeers:
         if needed <= 1:
             return 1
         copies = 1
-        pushes = [asyncio.create_task(self._push(url, sha, data))
+        pushes = [asyncio.create_task(self._push(url, sha))
                   for url in self._others(peer_urls)]
         for task in pushes:
             self._background.add(task)
@@ -59,10 +71,14 @@ class BlobPeers:
         raise NotEnoughCopies(f"{copies} of {cluster_size} nodes hold the file; "
                               f"{needed} are needed")
 
-    async def _push(self, url: str, sha: str, data: bytes) -> bool:
+    async def _push(self, url: str, sha: str) -> bool:
+        path = self._store.path(sha)
         try:
-            response = await self._http().put(f"{url}{BLOB_PATH}{sha}", content=data)
-        except httpx.HTTPError as exc:
+            size = path.stat().st_size
+            response = await self._http().put(
+                f"{url}{BLOB_PATH}{sha}", content=_pieces(path),
+                headers={"Content-Length": str(size)})
+        except (httpx.HTTPError, OSError) as exc:
             log.info("copying blob %s to %s failed: %s", sha[:12], url, exc)
             return False
         return response.status_code in (200, 201, 204)
@@ -73,17 +89,23 @@ class BlobPeers:
             return self._store.read(sha)
         for url in self._others(peer_urls):
             try:
-                response = await self._http().get(f"{url}{BLOB_PATH}{sha}")
+                if await self._download(url, sha):
+                    return self._store.read(sha)
             except httpx.HTTPError:
                 continue
-            if response.status_code == 200:
-                try:
-                    self._store.put(response.content, expected_sha=sha)
-                except ValueError:
-                    log.warning("peer %s sent a corrupt copy of %s", url, sha[:12])
-                    continue
-                return response.content
+            except ValueError:
+                log.warning("peer %s sent a corrupt copy of %s", url, sha[:12])
         return None
+
+    async def _download(self, url: str, sha: str) -> bool:
+        async with self._http().stream("GET", f"{url}{BLOB_PATH}{sha}") as response:
+            if response.status_code != 200:
+                return False
+            with self._store.incoming(expected_sha=sha) as blob:
+                async for piece in response.aiter_bytes(PIECE):
+                    await asyncio.to_thread(blob.write, piece)
+                await asyncio.to_thread(blob.commit)
+        return True
 
     async def aclose(self) -> None:
         """Finish background copies and close connections."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 BGCODE_MAGIC = b"GCDE"
 ALLOWED_SUFFIXES = (".gcode", ".bgcode")
 MAX_NAME = 255
+# How much of a file's start decides whether it is text.
+HEAD_SAMPLE = 64 * 1024
 
 
 class BadUpload(ValueError):
@@ -32,16 +34,26 @@ def check_name(name: str) -> str:
 
 def check_content(name: str, data: bytes, max_bytes: int) -> None:
     """Refuse empty, oversized, binary-as-text and malformed binary G-code files."""
-    if not data:
+    check_size(len(data), max_bytes)
+    check_head(name, data[:HEAD_SAMPLE])
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Refuse an empty file or one larger than `max_bytes`."""
+    if size == 0:
         raise BadUpload("empty_file", "the file is empty")
-    if len(data) > max_bytes:
+    if size > max_bytes:
         raise BadUpload("file_too_large", f"the file is larger than {max_bytes // 2**20} MB",
                         status=413)
+
+
+def check_head(name: str, head: bytes) -> None:
+    """Refuse binary-as-text and malformed binary G-code, judged by the file's first bytes."""
     if name.lower().endswith(".bgcode"):
-        if not data.startswith(BGCODE_MAGIC):
+        if not head.startswith(BGCODE_MAGIC):
             raise BadUpload("invalid_bgcode", "a .bgcode file must start with the GCDE header")
         return
-    sample = data[: 64 * 1024]
+    sample = head[:HEAD_SAMPLE]
     if b"\x00" in sample:
         raise BadUpload("not_text", "a .gcode file must be text; this one contains binary data")
     try:

@@ -6,13 +6,17 @@ there is no clock, randomness or I/O other than the node's own SQLite database.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, bindparam, create_engine, delete, event, insert, select
 from sqlalchemy.pool import StaticPool
@@ -56,7 +60,19 @@ HANDLERS: dict[str, Handler] = {
 
 _STORED_OUTCOME = select(applied_requests.c.outcome).where(
     applied_requests.c.request_id == bindparam("rid"))
-_REMEMBER = insert(applied_requests)
+# A key already stored is kept (its first outcome stands); never a constraint error.
+_REMEMBER = insert(applied_requests).prefix_with("OR IGNORE")
+
+# Request ids up to this length in plain ASCII are stored as they are; others hashed.
+MAX_PLAIN_KEY = 120
+_PLAIN_KEY = re.compile(r"^[\x21-\x7e]+$")
+# Exit status of a node whose own database fails (sysexits' EX_IOERR).
+EXIT_DATABASE_FAILED = 74
+# SQLite primary result codes that mean the node's database failed, whatever the command.
+_NODE_FAULTS = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
+})
 
 # How many request ids are remembered for deduplicating retried commands.
 REQUEST_MEMORY = 50_000
@@ -79,6 +95,40 @@ class Outcome:
     def to_json(self) -> str:
         """The value and error (not events) as JSON, for the request memory."""
         return json.dumps({"value": self.value, "error": self.error})
+
+
+def request_key(rid: Any) -> str | None:
+    """How a request id is stored and looked up: as given when it is short plain ASCII,
+    else as its SHA-256, so ids of any length or alphabet are remembered exactly."""
+    if not isinstance(rid, str) or not rid:
+        return None
+    if len(rid) <= MAX_PLAIN_KEY and _PLAIN_KEY.match(rid):
+        return rid
+    digest = hashlib.sha256(rid.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"
+
+
+def _op_of(command: Any) -> Any:
+    return command.get("op") if isinstance(command, Mapping) else None
+
+
+def _unexpected(exc: Exception) -> dict[str, Any]:
+    return InvalidCommand(
+        "apply_failed", f"the command could not be applied: {type(exc).__name__}").as_dict()
+
+
+def _node_fault(exc: BaseException) -> bool:
+    """Whether `exc` is this node's database failing (busy, I/O, full), not the command."""
+    original = getattr(exc, "orig", exc)
+    code = getattr(original, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _NODE_FAULTS
+
+
+def _stop_node(exc: Exception) -> NoReturn:
+    log.critical("this node's database failed while applying a command (%r); stopping "
+                 "rather than diverging from the other nodes", exc)
+    logging.shutdown()
+    os._exit(EXIT_DATABASE_FAILED)
 
 
 def sync_sqlite_url(database_url: str) -> str:
@@ -118,20 +168,36 @@ class StateMachine:
         self._listeners.append(listener)
 
     def apply(self, command: Mapping[str, Any]) -> Outcome:
-        """Apply one command atomically; a rejected command changes nothing."""
+        """Apply one command atomically; a rejected command changes nothing.
+
+        Never raises: an exception escaping apply would make pysyncobj retry the same log
+        entry forever on every node. Every failure becomes a deterministic rejection.
+        """
         with self._lock:
             outcome = self._apply_locked(command)
             self.applied_count += 1
         for listener in self._listeners:
-            listener(command, outcome)
+            try:
+                listener(command, outcome)
+            except Exception:
+                log.exception("a change listener failed on %r", _op_of(command))
         return outcome
 
     def _apply_locked(self, command: Mapping[str, Any]) -> Outcome:
-        request_id = command.get("rid") if isinstance(command, Mapping) else None
-        if request_id is not None and not isinstance(request_id, str):
-            request_id = None
-        if request_id:
-            stored = self._conn.execute(_STORED_OUTCOME, {"rid": request_id}).scalar()
+        try:
+            return self._apply_remembered(command)
+        except Exception as exc:
+            # Last resort: the request memory itself failed. Undo whatever was begun.
+            with contextlib.suppress(Exception):
+                self._conn.rollback()
+            log.error("command %r rejected while remembering its request: %r",
+                      _op_of(command), exc)
+            return Outcome(error=_unexpected(exc))
+
+    def _apply_remembered(self, command: Mapping[str, Any]) -> Outcome:
+        key = request_key(command.get("rid") if isinstance(command, Mapping) else None)
+        if key is not None:
+            stored = self._conn.execute(_STORED_OUTCOME, {"rid": key}).scalar()
             self._conn.rollback()
             if stored is not None:
                 data = json.loads(stored)
@@ -140,22 +206,23 @@ class StateMachine:
             with self._conn.begin():
                 ctx, value = self._dispatch(command)
                 outcome = Outcome(value=value, events=tuple(ctx.events))
-                if request_id:
-                    self._remember(request_id, outcome)
+                if key is not None:
+                    self._remember(key, outcome)
             return outcome
         except DomainError as exc:
             outcome = Outcome(error=exc.as_dict())
         except Exception as exc:
-            # Never let a command stop the log: an exception escaping apply would be retried
-            # forever on every node. The same command fails the same way everywhere, so
-            # rejecting it keeps the nodes identical.
-            log.error("command %r rejected by an unexpected error: %r", command.get("op"), exc)
-            outcome = Outcome(error=InvalidCommand(
-                "apply_failed", f"the command could not be applied: {type(exc).__name__}"
-            ).as_dict())
-        if request_id:
+            if _node_fault(exc):
+                # Not the command's fault but this node's (disk, lock): rejecting it here
+                # while other nodes apply it would diverge. Stop; it rebuilds at restart.
+                _stop_node(exc)
+            # The same command fails the same way on every node, so rejecting it keeps the
+            # nodes identical.
+            log.error("command %r rejected by an unexpected error: %r", _op_of(command), exc)
+            outcome = Outcome(error=_unexpected(exc))
+        if key is not None:
             with self._conn.begin():
-                self._remember(request_id, outcome)
+                self._remember(key, outcome)
         return outcome
 
     def _dispatch(self, command: Mapping[str, Any]) -> tuple[ApplyContext, Any]:
@@ -172,9 +239,9 @@ class StateMachine:
         value = handler(ctx, Args(command.get("args", {})))
         return ctx, value
 
-    def _remember(self, request_id: str, outcome: Outcome) -> None:
+    def _remember(self, key: str, outcome: Outcome) -> None:
         seq = self._conn.execute(
-            _REMEMBER, {"request_id": request_id[:128], "outcome": outcome.to_json()}
+            _REMEMBER, {"request_id": key, "outcome": outcome.to_json()}
         ).inserted_primary_key
         if seq is not None and seq[0] % 1000 == 0:
             self._conn.execute(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response, UploadFile
+from fastapi.responses import FileResponse
 
 from mes.api.deps import NodeDep, found, read
 from mes.api.errors import ApiError
@@ -35,14 +37,13 @@ async def list_files(node: NodeDep) -> Any:
 async def download_file(file_id: str, node: NodeDep) -> Response:
     """The file's content under its original name."""
     record = found(read(node, lambda c: queries.get_file(c, file_id)), "file", file_id)
-    data = await node.blob(file_id)
-    if data is None:
+    if not node.blobs.has(file_id) and await node.blob(file_id) is None:
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
     ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")
     disposition = (f'attachment; filename="{ascii_name}"; '
                    f"filename*=UTF-8''{quote(record['name'], safe='')}")
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": disposition})
+    return FileResponse(node.blobs.path(file_id), media_type="application/octet-stream",
+                        headers={"Content-Disposition": disposition})
 
 
 @internal.put("/{sha}", status_code=204)
@@ -50,12 +51,12 @@ async def receive_blob(sha: str, request: Request, node: NodeDep) -> Response:
     """A peer's copy of a blob; kept only if the content hashes to `sha`."""
     if not SHA256_PATTERN.match(sha):
         raise ApiError(422, "invalid_id", "not a SHA-256", "sha")
-    limit = node.settings.max_upload_mb * 2**20
-    data = await request.body()
-    if len(data) > limit:
-        raise ApiError(413, "file_too_large", "the blob is larger than MAX_UPLOAD_MB")
+    # The body limit middleware refuses more than MAX_UPLOAD_MB while it streams in.
     try:
-        node.blobs.put(data, expected_sha=sha)
+        with node.blobs.incoming(expected_sha=sha) as blob:
+            async for piece in request.stream():
+                await asyncio.to_thread(blob.write, piece)
+            await asyncio.to_thread(blob.commit)
     except ValueError as exc:
         raise ApiError(422, "hash_mismatch", str(exc), "sha") from None
     return Response(status_code=204)
@@ -66,4 +67,4 @@ async def send_blob(sha: str, node: NodeDep) -> Response:
     """This node's copy of a blob, if it has one."""
     if not node.blobs.has(sha):
         raise ApiError(404, "blob_not_found", "this node does not hold that blob")
-    return Response(node.blobs.read(sha), media_type="application/octet-stream")
+    return FileResponse(node.blobs.path(sha), media_type="application/octet-stream")
