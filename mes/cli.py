@@ -1,31 +1,79 @@
-"""Console scripts: `server` starts a node, `setting` prints the effective configuration."""
+"""Console scripts: `server` starts a node, `setting` prints the effective configuration.
+
+Both answer `--help` and `--version` without starting anything. A node that cannot bind one
+of its ports stops at once with one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import socket
 import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from mes.config import ConfigError, Settings, load_settings, masked_items
 
 EXIT_BAD_CONFIG = 2
+EXIT_CANNOT_START = 1
+CONFIGURATION_HELP = ("Configuration comes from the environment or a .env file in the working "
+                      "directory (see .env.example); `setting` prints the effective values.")
+
+
+def package_version() -> str:
+    """The installed version of mes."""
+    try:
+        return version("mes")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def parse_command_line(prog: str, description: str, argv: Sequence[str] | None) -> None:
+    """Answer --help and --version (and refuse unknown arguments) before anything starts."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog=CONFIGURATION_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.parse_args(argv)
+
+
+def _fail(message: str, status: int = EXIT_BAD_CONFIG) -> SystemExit:
+    print(f"mes: {message}", file=sys.stderr)
+    return SystemExit(status)
 
 
 def _settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        print(f"mes: invalid configuration: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_CONFIG) from None
+        raise _fail(f"invalid configuration: {exc}") from None
 
 
-def setting() -> None:
+def setting(argv: Sequence[str] | None = None) -> None:
     """Print NAME=value for every setting, secrets masked."""
+    parse_command_line("setting", "Print the effective configuration, secrets masked.", argv)
     for name, value in masked_items(_settings_or_exit()):
         print(f"{name}={value}")
 
 
-def server() -> None:
+def bind_http(host: str, port: int) -> socket.socket:
+    """The REST listener's socket, bound before anything else starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _fail(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def server(argv: Sequence[str] | None = None) -> None:
     """Run one node: Raft, state machine and REST API until SIGINT or SIGTERM."""
+    parse_command_line("server", "Run one mes node: Raft-replicated farm state, printer "
+                       "workers and the REST API at /api/v1.", argv)
     settings = _settings_or_exit()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -33,14 +81,18 @@ def server() -> None:
 
     from mes.api.app import create_app
     from mes.node import FarmNode
+    from mes.raft.node import RaftBindError
 
+    http_socket = bind_http(settings.http_host, settings.http_port)
     try:
         node = FarmNode(settings)
-    except Exception as exc:  # the Raft port is taken, the data dir is unusable, ...
-        print(f"mes: cannot start node: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    except RaftBindError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # the data dir is unusable, ...
+        raise _fail(f"cannot start node: {exc}", EXIT_CANNOT_START) from None
     try:
-        uvicorn.run(create_app(node), host=settings.http_host, port=settings.http_port,
-                    log_level=settings.log_level.lower(), access_log=False)
+        config = uvicorn.Config(create_app(node), log_level=settings.log_level.lower(),
+                                access_log=False)
+        uvicorn.Server(config).run(sockets=[http_socket])
     finally:
         node.close()

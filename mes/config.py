@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     http_advertise_url: str = ""
     raft_self: str = "127.0.0.1:7000"
     raft_peers: str = ""
+    raft_bind: str = ""
     data_dir: Path = Path("./data")
     raft_write_timeout: float = Field(5.0, gt=0, le=120)
     raft_snapshot_entries: int = Field(5000, ge=2)
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
     def _self_address(cls, value: str) -> str:
         return parse_host_port(value, "RAFT_SELF")
 
+    @field_validator("raft_bind")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        return parse_host_port(value, "RAFT_BIND") if value.strip() else ""
+
     @field_validator("raft_peers")
     @classmethod
     def _peer_addresses(cls, value: str) -> str:
@@ -105,6 +111,11 @@ class Settings(BaseSettings):
     def peers(self) -> list[str]:
         """The other nodes' Raft addresses, without this node's own."""
         return [p for p in self.raft_peers.split(",") if p and p != self.raft_self]
+
+    @property
+    def raft_bind_address(self) -> str:
+        """Where the Raft port listens: RAFT_BIND if set, else RAFT_SELF."""
+        return self.raft_bind or self.raft_self
 
     @property
     def advertise_url(self) -> str:

@@ -31,7 +31,7 @@ class FarmNode:
         self.machine = StateMachine(settings.database_url)
         conf = build_conf(settings.data_dir, SnapshotFiles(self.machine),
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
-                          tuning or RaftTuning())
+                          tuning or RaftTuning(), settings.raft_bind_address)
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf)
         self.writer = Writer(self.raft, settings.raft_write_timeout)
         self.blobs = BlobStore(settings.upload_path)

@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from mes.cli import package_version
 from mes.emulator import octoprint_api, prusalink_api
 from mes.emulator.printer import Printer
 
@@ -53,6 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="mock-printer",
         description="Serve emulated OctoPrint or PrusaLink printers on ports P..P+N-1.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--api", type=_api_name, required=True, help="OctoPrint or PrusaLink")
     parser.add_argument("--port", type=int, required=True, help="first port")
     parser.add_argument("--count", type=_positive(int), default=1, help="number of printers")

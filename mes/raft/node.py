@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
+
+# How often the Raft port is tried before the node gives up on it.
+BIND_ATTEMPTS = 3
+
+
+class RaftBindError(Exception):
+    """The Raft port could not be bound (taken, or not an address of this machine)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,8 @@ class RaftTuning:
 
 
 def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries: int,
-               snapshot_interval: float, tuning: RaftTuning) -> SyncObjConf:
+               snapshot_interval: float, tuning: RaftTuning,
+               bind_address: str | None = None) -> SyncObjConf:
     """pysyncobj configuration: journal and full dump in DATA_DIR, no batching, fast elections.
 
     Without `snapshots` pysyncobj pickles its own object (the benchmark's raw baseline).
@@ -52,6 +60,11 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
         logCompactionMinTime=snapshot_interval,
         logCompactionSplit=True,
         dynamicMembershipChange=False,
+        # Listen where the node's address says (pysyncobj would take 0.0.0.0), and give up
+        # after a few tries so that a taken port stops the node instead of a silent retry.
+        bindAddress=bind_address,
+        maxBindRetries=BIND_ATTEMPTS,
+        bindRetryTime=0.2,
         autoTick=True,
     )
 
@@ -63,6 +76,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                  conf: SyncObjConf) -> None:
         self._machine = machine
         super().__init__(self_address, peers, conf)
+        try:
+            self.waitBinded()
+        except SyncObjException:
+            self.destroy()
+            where = conf.bindAddress or self_address
+            raise RaftBindError(f"cannot listen for Raft on {where} (port taken, or not an "
+                                "address of this machine)") from None
         if not peers:
             # pysyncobj computes the commit index before it appends new commands and then
             # sleeps in poll(); in a cluster the followers' replies wake it, alone nothing

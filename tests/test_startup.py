@@ -1,0 +1,90 @@
+"""Starting a node: --help and --version start nothing; a taken port stops the node at once;
+the Raft port listens where RAFT_SELF says."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster
+from tests.ports import free_port
+
+SCRIPTS = ["server", "setting", "mock-printer"]
+
+
+def _script(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_", "HTTP_"))}
+    return {**clean, "DATA_DIR": str(tmp_path / "data"), "UPLOAD_PATH": str(tmp_path / "up"),
+            "HTTP_HOST": "127.0.0.1", **extra}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_every_script_answers_help_and_version_without_starting(
+        tmp_path: Path, script: str, flag: str) -> None:
+    http_port = free_port()
+    result = subprocess.run([_script(script), flag], capture_output=True, text=True, timeout=30,
+                            env=_env(tmp_path, HTTP_PORT=str(http_port)), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    if flag == "--help":
+        assert result.stdout.startswith(f"usage: {script}")
+        assert "=" not in result.stdout.split("\n", 1)[0]  # not the settings listing
+    else:
+        assert result.stdout.strip() == f"{script} 0.1.0"
+    assert not (tmp_path / "data").exists()  # nothing started, nothing written
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("which", ["raft", "http"])
+def test_a_taken_port_stops_the_node_with_one_line(tmp_path: Path, taken_port: int,
+                                                   which: str) -> None:
+    ports = {"raft": free_port(), "http": free_port()}
+    ports[which] = taken_port
+    env = _env(tmp_path, RAFT_SELF=f"127.0.0.1:{ports['raft']}", HTTP_PORT=str(ports["http"]))
+    started = time.monotonic()
+    result = subprocess.run([_script("server")], capture_output=True, text=True, timeout=30,
+                            env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(taken_port) in lines[0] and which.upper() in lines[0].upper()
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses listening on `port` (IPv4), from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_the_raft_port_listens_where_raft_self_says(tmp_path: Path) -> None:
+    cluster = Cluster(1, tmp_path / "one").start()
+    try:
+        port = int(cluster.nodes[0].raft_address.rsplit(":", 1)[1])
+        assert _listening(port) == {"127.0.0.1"}
+    finally:
+        cluster.stop()
