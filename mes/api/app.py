@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
@@ -25,7 +26,10 @@ def create_app(node: FarmNode) -> FastAPI:
         finally:
             await node.stop_background()
 
-    app = FastAPI(
+    # The docs page's scripts and styles come from the package (fastapi-offline ships
+    # Swagger UI's files): farms often have no internet, where a CDN page stays blank.
+    app = FastAPIOffline(
+        static_url=f"{API_PREFIX}/docs/static",
         lifespan=lifespan,
         title="mes",
         summary="Print-farm manufacturing execution server on Raft-replicated state",

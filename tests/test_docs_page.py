@@ -1,0 +1,22 @@
+"""The API docs page works without internet: every asset it loads is served by the node."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+
+async def test_docs_page_loads_only_local_assets(api: httpx.AsyncClient) -> None:
+    page = await api.get("/api/v1/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)["\']', page.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    assert any(a.endswith("swagger-ui.css") for a in assets), assets
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} is not served by the node"
+        answer = await api.get(asset)
+        assert answer.status_code == 200, asset
+        assert len(answer.content) > 100
+    assert "/api/v1/openapi.json" in page.text
+    assert (await api.get("/api/v1/openapi.json")).json()["info"]["title"] == "mes"
