@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -30,8 +31,14 @@ IdempotencyKey = Annotated[
 ]
 
 
-def new_id() -> str:
-    """An id for an entity whose creator did not choose one."""
+def new_id(idempotency_key: str | None = None) -> str:
+    """An id for an entity whose creator did not choose one.
+
+    With an Idempotency-Key the id is derived from it, so a retried create names the same
+    entity (and is recognised as the same request).
+    """
+    if idempotency_key:
+        return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
     return uuid.uuid4().hex[:16]
 
 
@@ -65,5 +72,9 @@ async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None)
         raise ApiError(503, "no_leader", message,
                        headers={"Retry-After": "1", "Idempotency-Key": key}) from None
     if outcome.error is not None:
+        if outcome.error.get("code") == "idempotency_key_reused":
+            raise ApiError(422, "idempotency_key_reused", f"Idempotency-Key {key!r} was already "
+                           "used for a different request; use a new key for a new request",
+                           "idempotency-key")
         raise from_domain(outcome.error)
     return outcome.value

@@ -58,7 +58,7 @@ HANDLERS: dict[str, Handler] = {
     "noop": lambda ctx, args: None,
 }
 
-_STORED_OUTCOME = select(applied_requests.c.outcome).where(
+_STORED_OUTCOME = select(applied_requests.c.outcome, applied_requests.c.fingerprint).where(
     applied_requests.c.request_id == bindparam("rid"))
 # A key already stored is kept (its first outcome stands); never a constraint error.
 _REMEMBER = insert(applied_requests).prefix_with("OR IGNORE")
@@ -106,6 +106,16 @@ def request_key(rid: Any) -> str | None:
         return rid
     digest = hashlib.sha256(rid.encode("utf-8", "surrogatepass")).hexdigest()
     return f"sha256:{digest}"
+
+
+def command_fingerprint(command: Mapping[str, Any]) -> str | None:
+    """SHA-256 of a command's op and arguments (None if they are not plain data)."""
+    try:
+        text = json.dumps([command.get("op"), command.get("args")], sort_keys=True,
+                          separators=(",", ":"), allow_nan=True)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _op_of(command: Any) -> Any:
@@ -196,18 +206,23 @@ class StateMachine:
 
     def _apply_remembered(self, command: Mapping[str, Any]) -> Outcome:
         key = request_key(command.get("rid") if isinstance(command, Mapping) else None)
+        fingerprint = command_fingerprint(command) if key is not None else None
         if key is not None:
-            stored = self._conn.execute(_STORED_OUTCOME, {"rid": key}).scalar()
+            stored = self._conn.execute(_STORED_OUTCOME, {"rid": key}).first()
             self._conn.rollback()
             if stored is not None:
-                data = json.loads(stored)
+                if stored.fingerprint not in (None, fingerprint):
+                    return Outcome(error=InvalidCommand(
+                        "idempotency_key_reused", "this Idempotency-Key was already used for "
+                        "a different request", "idempotency-key").as_dict())
+                data = json.loads(stored.outcome)
                 return Outcome(value=data["value"], error=data["error"], replayed=True)
         try:
             with self._conn.begin():
                 ctx, value = self._dispatch(command)
                 outcome = Outcome(value=value, events=tuple(ctx.events))
                 if key is not None:
-                    self._remember(key, outcome)
+                    self._remember(key, fingerprint, outcome)
             return outcome
         except DomainError as exc:
             outcome = Outcome(error=exc.as_dict())
@@ -222,7 +237,7 @@ class StateMachine:
             outcome = Outcome(error=_unexpected(exc))
         if key is not None:
             with self._conn.begin():
-                self._remember(key, outcome)
+                self._remember(key, fingerprint, outcome)
         return outcome
 
     def _dispatch(self, command: Mapping[str, Any]) -> tuple[ApplyContext, Any]:
@@ -239,9 +254,10 @@ class StateMachine:
         value = handler(ctx, Args(command.get("args", {})))
         return ctx, value
 
-    def _remember(self, key: str, outcome: Outcome) -> None:
+    def _remember(self, key: str, fingerprint: str | None, outcome: Outcome) -> None:
         seq = self._conn.execute(
-            _REMEMBER, {"request_id": key, "outcome": outcome.to_json()}
+            _REMEMBER, {"request_id": key, "fingerprint": fingerprint,
+                        "outcome": outcome.to_json()}
         ).inserted_primary_key
         if seq is not None and seq[0] % 1000 == 0:
             self._conn.execute(

@@ -148,5 +148,7 @@ applied_requests = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("request_id", String(128), nullable=False, unique=True),
+    # SHA-256 of the command's op and arguments: a key reused for another request is refused.
+    Column("fingerprint", String(64), nullable=True),
     Column("outcome", Text, nullable=False),
 )

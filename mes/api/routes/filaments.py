@@ -24,7 +24,7 @@ async def create_filament(body: FilamentCreate, node: NodeDep,
                           idempotency_key: IdempotencyKey = None) -> Any:
     """Register a spool."""
     args = body.model_dump(exclude_none=True)
-    args.setdefault("id", new_id())
+    args.setdefault("id", new_id(idempotency_key))
     return await commit(node, "filament.create", args, idempotency_key)
 
 

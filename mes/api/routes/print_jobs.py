@@ -75,7 +75,7 @@ async def create_job(request: Request, node: NodeDep,
         except ValueError:
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         args = _validated(data).model_dump(exclude_none=True)
-    args.setdefault("id", new_id())
+    args.setdefault("id", new_id(idempotency_key))
     return await commit(node, "job.create", args, idempotency_key)
 
 

@@ -32,7 +32,7 @@ async def create_printer(body: PrinterCreate, node: NodeDep,
                          idempotency_key: IdempotencyKey = None) -> Any:
     """Register a printer."""
     args = body.model_dump(exclude_none=True)
-    args.setdefault("id", new_id())
+    args.setdefault("id", new_id(idempotency_key))
     return await commit(node, "printer.create", args, idempotency_key)
 
 
