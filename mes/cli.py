@@ -7,13 +7,13 @@ of its ports stops at once with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from mes.config import ConfigError, Settings, load_settings, masked_items
+from mes.logs import configure_logging
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_START = 1
@@ -75,8 +75,7 @@ def server(argv: Sequence[str] | None = None) -> None:
     parse_command_line("server", "Run one mes node: Raft-replicated farm state, printer "
                        "workers and the REST API at /api/v1.", argv)
     settings = _settings_or_exit()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, settings.http_access_log)
     import uvicorn
 
     from mes.api.app import create_app
@@ -91,8 +90,9 @@ def server(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # the data dir is unusable, ...
         raise _fail(f"cannot start node: {exc}", EXIT_CANNOT_START) from None
     try:
-        config = uvicorn.Config(create_app(node), log_level=settings.log_level.lower(),
-                                access_log=False)
+        config = uvicorn.Config(create_app(node), log_config=None,
+                                log_level=settings.log_level.lower(),
+                                access_log=settings.http_access_log)
         uvicorn.Server(config).run(sockets=[http_socket])
     finally:
         node.close()

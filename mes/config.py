@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     raft_snapshot_entries: int = Field(5000, ge=2)
     raft_snapshot_interval: float = Field(300.0, gt=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    http_access_log: bool = False
 
     @field_validator("database_url")
     @classmethod

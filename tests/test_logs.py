@@ -1,0 +1,51 @@
+"""Log output: one format, JSON lines on request, no line per HTTP poll at INFO."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from mes.logs import configure_logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger(name).disabled = False
+
+
+def test_json_lines_and_no_poll_lines_at_info(restore_logging: None,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    logging.getLogger("mes.workers").info("job %s done on %s", "j1", "p1",
+                                          extra={"job_id": "j1"})
+    logging.getLogger("httpx").info('HTTP Request: GET http://printer/api/job "200 OK"')
+    logging.getLogger("uvicorn.access").info("GET /api/v1/health 200")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    entry = json.loads(lines[0])
+    assert entry["message"] == "job j1 done on p1" and entry["level"] == "INFO"
+    assert entry["logger"] == "mes.workers" and entry["job_id"] == "j1"
+    assert entry["time"].endswith("Z")
+
+
+def test_access_log_and_debug_when_asked(restore_logging: None,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("DEBUG", "text", access_log=True)
+    logging.getLogger("httpx").debug("HTTP Request: GET http://printer/api/job")
+    logging.getLogger("uvicorn.access").info("GET /api/v1/health 200")
+    err = capsys.readouterr().err
+    assert "HTTP Request" in err and "GET /api/v1/health 200" in err
+    assert " INFO uvicorn.access: " in err
