@@ -11,6 +11,8 @@ from mes.workers.context import WorkerContext
 from mes.workers.printer_worker import printer_filename
 
 READY_STATES = ("idle", "finished")
+# Printers given a job in one tick at most; the rest get theirs in the next ticks.
+MAX_CLAIMS_PER_TICK = 32
 
 
 def ready_printers(printers: list[dict[str, Any]], busy: dict[str, Any],
@@ -26,16 +28,21 @@ def ready_printers(printers: list[dict[str, Any]], busy: dict[str, Any],
 
 
 async def schedule(ctx: WorkerContext) -> int:
-    """Claim queued jobs, oldest first, for ready printers; return how many were claimed."""
-    read = ctx.node.machine.read
-    jobs = read(queries.dispatchable_jobs)
-    if not jobs:
-        return 0
+    """Claim queued jobs, oldest first, for ready printers; return how many were claimed.
+
+    At most MAX_CLAIMS_PER_TICK printers are given a job per tick, and only the jobs those
+    printers could take are read: the same choice as walking the whole queue in FIFO order.
+    """
     view = ctx.view()
     ready = ready_printers(list(view.printers.values()), view.active_jobs, ctx, time.time())
-    claimed = 0
+    if not ready:
+        return 0
+    bound = min(len(ready), MAX_CLAIMS_PER_TICK)
+    jobs = ctx.node.machine.read(
+        lambda c: queries.startable_jobs(c, list(ready.values()), bound))
+    claimed = attempts = 0
     for job in jobs:
-        if not ready:
+        if not ready or attempts == bound:
             break
         if job["printer_id"] is not None:
             choice = ready.get(job["printer_id"])
@@ -45,6 +52,7 @@ async def schedule(ctx: WorkerContext) -> int:
         if choice is None:
             continue
         del ready[choice["id"]]
+        attempts += 1
         if await ctx.command("job.claim", job_id=job["id"], printer_id=choice["id"],
                              printer_filename=printer_filename(job)) is not None:
             claimed += 1
