@@ -54,9 +54,15 @@ async def list_jobs(
 
 
 def _epoch(moment: datetime | None) -> float | None:
+    """A time bound in stored seconds (naive means UTC).
+
+    Answers show times to the microsecond, rounded: moving both bounds one microsecond
+    earlier makes `created_after` a job's shown `created_at` include that job, and
+    `created_before` it exclude it, while adjacent windows still neither overlap nor gap.
+    """
     if moment is None:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() - 1e-6
 
 
 JOB_BODY_DOC = {
