@@ -28,7 +28,7 @@ class FarmNode:
 
     def __init__(self, settings: Settings, tuning: RaftTuning | None = None) -> None:
         self.settings = settings
-        self.machine = StateMachine(settings.database_url)
+        self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         conf = build_conf(settings.data_dir, SnapshotFiles(self.machine),
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
                           tuning or RaftTuning(), settings.raft_bind_address)

@@ -78,11 +78,9 @@ def test_a_failing_request_memory_rejects_without_raising() -> None:
     # rejection, changes nothing, and the next command applies.
     machine = _seeded()
 
-    def sabotage(conn: Any) -> None:
-        conn.execute(text("DROP TABLE applied_requests"))
-        conn.commit()
-
-    machine.read(sabotage)
+    writer = machine._conn  # white box: break the applying connection's request memory
+    writer.execute(text("DROP TABLE applied_requests"))
+    writer.commit()
     outcome = machine.apply({"op": "printer.create", "args": {"id": "p2"}, "ts": 3.0,
                              "rid": "r-9"})
     assert outcome.error is not None and outcome.error["code"] == "apply_failed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -42,9 +43,13 @@ def new_id(idempotency_key: str | None = None) -> str:
     return uuid.uuid4().hex[:16]
 
 
-def read(node: FarmNode, query: Callable[[Connection], T]) -> T:
-    """Read this node's applied state."""
-    return node.machine.read(query)
+async def read(node: FarmNode, query: Callable[[Connection], T]) -> T:
+    """Read this node's applied state on a worker thread, off the event loop.
+
+    Reads have their own database connections: they never wait for apply (the Raft
+    thread) nor make it wait, and a long one does not hold up other requests.
+    """
+    return await asyncio.to_thread(node.machine.read, query)
 
 
 def found(value: T | None, what: str, ident: str) -> T:

@@ -16,19 +16,21 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy import Connection, bindparam, create_engine, delete, event, insert, select
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
 from mes.state import farm, filaments, jobs, printers, stored_files
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
+from mes.state.database import Database, sync_sqlite_url
 from mes.state.errors import DomainError, InvalidCommand
 from mes.state.tables import applied_requests, metadata
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+__all__ = ["Outcome", "StateMachine", "sync_sqlite_url"]
 Handler = Callable[[ApplyContext, Args], Any]
 
 HANDLERS: dict[str, Handler] = {
@@ -141,28 +143,18 @@ def _stop_node(exc: Exception) -> NoReturn:
     os._exit(EXIT_DATABASE_FAILED)
 
 
-def sync_sqlite_url(database_url: str) -> str:
-    """The synchronous SQLAlchemy URL for a DATABASE_URL such as `sqlite+aiosqlite://`."""
-    scheme, rest = database_url.split("://", 1)
-    return f"sqlite://{rest}" if scheme.startswith("sqlite") else database_url
-
-
 class StateMachine:
     """The replicated state of the farm in one SQLite database owned by this object.
 
-    One connection serves apply and reads alike, guarded by a lock, so an in-memory
-    database works and every read sees a state between two applied commands.
+    Apply writes through one connection guarded by a lock. Reads use their own connections
+    on the same WAL-mode file, each in one read transaction: they see the state between two
+    applied commands and never wait for apply, nor make apply wait.
     """
 
-    def __init__(self, database_url: str = "sqlite://") -> None:
-        self._engine = create_engine(
-            sync_sqlite_url(database_url),
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False},
-        )
-        event.listen(self._engine, "connect", _configure_connection)
+    def __init__(self, database_url: str = "sqlite://", scratch_dir: Path | None = None) -> None:
+        self._db = Database(database_url, scratch_dir)
         self._lock = threading.RLock()
-        self._conn = self._engine.connect()
+        self._conn = self._db.writer.connect()
         self._listeners: list[Callable[[Mapping[str, Any], Outcome], None]] = []
         self.applied_count = 0
         self.reset()
@@ -170,6 +162,8 @@ class StateMachine:
     def reset(self) -> None:
         """Empty the database: the Raft journal and snapshot rebuild it."""
         with self._lock, self._conn.begin():
+            # pysqlite commits each DDL statement alone: one transaction makes this one write.
+            self._conn.exec_driver_sql("BEGIN")
             metadata.drop_all(self._conn)
             metadata.create_all(self._conn)
 
@@ -264,22 +258,25 @@ class StateMachine:
                 delete(applied_requests).where(applied_requests.c.seq <= seq[0] - REQUEST_MEMORY))
 
     def read(self, query: Callable[[Connection], T]) -> T:
-        """Run a read-only query against a consistent applied state."""
-        with self._lock:
-            try:
-                return query(self._conn)
-            finally:
-                self._conn.rollback()
+        """Run a read-only query in one read transaction on a reader connection.
+
+        It sees one applied state throughout, takes no lock that apply needs, and may run
+        on any thread (the API runs it off the event loop).
+        """
+        with self._db.readers.connect() as conn, conn.begin():
+            return query(conn)
 
     def snapshot(self) -> bytes:
-        """The whole database as bytes (SQLite's serialization)."""
+        """The whole database as bytes (SQLite's serialization, as a rollback-mode image)."""
         with self._lock:
             self._conn.rollback()
-            raw = self._sqlite()
-            return bytes(raw.serialize())
+            return self._db.image(self._sqlite())
 
     def restore(self, image: bytes) -> None:
-        """Replace the whole database with a snapshot image, through SQLite's backup API."""
+        """Replace the whole database with a snapshot image, through SQLite's backup API.
+
+        Readers see the restored state from their next read transaction on.
+        """
         source = sqlite3.connect(":memory:")
         try:
             source.deserialize(image)
@@ -295,14 +292,7 @@ class StateMachine:
         return raw
 
     def close(self) -> None:
-        """Release the database."""
+        """Release the database and remove its scratch file."""
         with self._lock:
             self._conn.close()
-            self._engine.dispose()
-
-
-def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=OFF")
-    cursor.close()
+            self._db.close()

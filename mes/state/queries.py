@@ -102,12 +102,31 @@ def job_by_printer_file(conn: Connection, printer_id: str, name: str) -> dict[st
     return dict(row._mapping) if row else None
 
 
-def dispatchable_jobs(conn: Connection) -> list[dict[str, Any]]:
-    """Queued, unclaimed jobs with a stored file, oldest first (the scheduler's FIFO)."""
-    query = select(print_jobs).where(
-        print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
-        print_jobs.c.file_id.is_not(None)).order_by(print_jobs.c.created_at, print_jobs.c.id)
-    return [dict(r._mapping) for r in conn.execute(query)]
+_STARTABLE = select(print_jobs).where(
+    print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
+    print_jobs.c.file_id.is_not(None)).order_by(print_jobs.c.created_at, print_jobs.c.id)
+
+
+def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
+                   per_printer: int) -> list[dict[str, Any]]:
+    """The oldest `per_printer` dispatchable jobs each ready printer could take, oldest first.
+
+    A job can go to a printer that it names, or (naming none) to one with its spool loaded.
+    Every lookup is one indexed range of at most `per_printer` rows, so the cost depends on
+    the ready printers, never on the length of the queue.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    spools: set[str | None] = set()
+    for printer in ready:
+        query = _STARTABLE.where(print_jobs.c.printer_id == printer["id"]).limit(per_printer)
+        found.update((r.id, dict(r._mapping)) for r in conn.execute(query))
+        spools.add(printer["filament_id"])
+    for spool in spools:
+        match = (print_jobs.c.filament_id.is_(None) if spool is None
+                 else print_jobs.c.filament_id == spool)
+        query = _STARTABLE.where(print_jobs.c.printer_id.is_(None), match).limit(per_printer)
+        found.update((r.id, dict(r._mapping)) for r in conn.execute(query))
+    return sorted(found.values(), key=lambda job: (job["created_at"], job["id"]))
 
 
 def printer_status_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -64,6 +65,7 @@ files = Table(
     Column("name", String(255), nullable=False),
     Column("size", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
+    Index("ix_files_created", "created_at", "id"),
 )
 
 # Each node's HTTP address, announced by the node itself, for copying blobs between nodes.
@@ -124,7 +126,15 @@ print_jobs = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
-    Index("ix_print_jobs_status", "status"),
+    # Lists in creation order, all jobs or one status; active jobs by status and phase.
+    Index("ix_print_jobs_created", "created_at", "id"),
+    Index("ix_print_jobs_status", "status", "created_at", "id"),
+    Index("ix_print_jobs_status_phase", "status", "phase"),
+    # The scheduler's queues: what can start, oldest first, for one printer or one spool.
+    Index("ix_print_jobs_queue_printer", "printer_id", "status", "phase", "created_at", "id",
+          sqlite_where=text("file_id IS NOT NULL")),
+    Index("ix_print_jobs_queue_filament", "filament_id", "status", "phase", "printer_id",
+          "created_at", "id", sqlite_where=text("file_id IS NOT NULL")),
     Index("ix_print_jobs_filament_status", "filament_id", "status"),
     Index("ix_print_jobs_printer_status", "printer_id", "status"),
     Index("ix_print_jobs_assigned_status", "assigned_printer_id", "status"),

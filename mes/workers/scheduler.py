@@ -11,6 +11,8 @@ from mes.workers.context import WorkerContext
 from mes.workers.printer_worker import printer_filename
 
 READY_STATES = ("idle", "finished")
+# Printers given a job in one tick at most; the rest get theirs in the next ticks.
+MAX_CLAIMS_PER_TICK = 32
 
 
 def ready_printers(printers: list[dict[str, Any]], busy: dict[str, Any],
@@ -25,27 +27,45 @@ def ready_printers(printers: list[dict[str, Any]], busy: dict[str, Any],
     return ready
 
 
-async def schedule(ctx: WorkerContext) -> int:
-    """Claim queued jobs, oldest first, for ready printers; return how many were claimed."""
-    read = ctx.node.machine.read
-    jobs = read(queries.dispatchable_jobs)
-    if not jobs:
-        return 0
-    view = ctx.view()
-    ready = ready_printers(list(view.printers.values()), view.active_jobs, ctx, time.time())
-    claimed = 0
+def assign(jobs: list[dict[str, Any]], ready: dict[str, dict[str, Any]],
+           bound: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pair jobs (oldest first) with ready printers, giving at most `bound` printers a job.
+
+    A job goes to the printer it names, or to the first ready printer with its spool loaded.
+    """
+    free = dict(ready)
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for job in jobs:
-        if not ready:
+        if not free or len(pairs) == bound:
             break
         if job["printer_id"] is not None:
-            choice = ready.get(job["printer_id"])
+            choice = free.get(job["printer_id"])
         else:
-            choice = next((p for p in ready.values()
+            choice = next((p for p in free.values()
                            if p["filament_id"] == job["filament_id"]), None)
-        if choice is None:
-            continue
-        del ready[choice["id"]]
-        if await ctx.command("job.claim", job_id=job["id"], printer_id=choice["id"],
+        if choice is not None:
+            del free[choice["id"]]
+            pairs.append((job, choice))
+    return pairs
+
+
+async def schedule(ctx: WorkerContext) -> int:
+    """Claim queued jobs, oldest first, for ready printers; return how many were claimed.
+
+    At most MAX_CLAIMS_PER_TICK printers are given a job per tick, and only the jobs those
+    printers could take are read (bounded, indexed): the same pairs as walking the whole
+    queue in FIFO order.
+    """
+    view = ctx.view()
+    ready = ready_printers(list(view.printers.values()), view.active_jobs, ctx, time.time())
+    if not ready:
+        return 0
+    bound = min(len(ready), MAX_CLAIMS_PER_TICK)
+    jobs = ctx.node.machine.read(
+        lambda c: queries.startable_jobs(c, list(ready.values()), bound))
+    claimed = 0
+    for job, printer in assign(jobs, ready, bound):
+        if await ctx.command("job.claim", job_id=job["id"], printer_id=printer["id"],
                              printer_filename=printer_filename(job)) is not None:
             claimed += 1
     return claimed

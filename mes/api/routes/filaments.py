@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
+from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import ERROR_RESPONSES, FilamentCreate, FilamentOut, FilamentUpdate
-from mes.state import queries
+from mes.state import listing, queries
 
 router = APIRouter(prefix="/filaments", tags=["filaments"], responses=ERROR_RESPONSES)
 
 
 @router.get("", response_model=list[FilamentOut])
-async def list_filaments(node: NodeDep) -> Any:
-    """All filament spools."""
-    return read(node, queries.list_filaments)
+async def list_filaments(request: Request, response: Response, node: NodeDep,
+                         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
+    """Spools by id, one page at a time (the next page: `Link` rel=next, `X-Next-Cursor`)."""
+    after = decode_cursor(cursor, str)
+    rows = await read(node, lambda c: listing.filaments_page(
+        c, after[0] if after else None, limit + 1))
+    return paged(request, response, rows, limit, lambda r: [r["id"]])
 
 
 @router.post("", status_code=201, response_model=FilamentOut)
@@ -31,7 +36,7 @@ async def create_filament(body: FilamentCreate, node: NodeDep,
 @router.get("/{filament_id}", response_model=FilamentOut)
 async def get_filament(filament_id: str, node: NodeDep) -> Any:
     """One spool."""
-    return found(read(node, lambda c: queries.get_filament(c, filament_id)), "filament",
+    return found(await read(node, lambda c: queries.get_filament(c, filament_id)), "filament",
                  filament_id)
 
 

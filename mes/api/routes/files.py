@@ -11,10 +11,11 @@ from fastapi.responses import FileResponse
 
 from mes.api.deps import NodeDep, found, read
 from mes.api.errors import ApiError
+from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import ERROR_RESPONSES, FileOut
 from mes.api.uploads import store_upload
 from mes.files.store import SHA256_PATTERN
-from mes.state import queries
+from mes.state import listing, queries
 
 router = APIRouter(prefix="/files", tags=["files"], responses=ERROR_RESPONSES)
 internal = APIRouter(prefix="/internal/blobs", include_in_schema=False)
@@ -27,16 +28,19 @@ async def upload_file(file: UploadFile, node: NodeDep) -> Any:
 
 
 @router.get("", response_model=list[FileOut])
-async def list_files(node: NodeDep) -> Any:
-    """Every stored file."""
-    return read(node, queries.list_files)
+async def list_files(request: Request, response: Response, node: NodeDep,
+                     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
+    """Stored files, newest first, one page at a time (the next page: `Link` rel=next)."""
+    after = decode_cursor(cursor, float, str)
+    rows = await read(node, lambda c: listing.files_page(c, after, limit + 1))
+    return paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
 
 
 @router.get("/{file_id}", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def download_file(file_id: str, node: NodeDep) -> Response:
     """The file's content under its original name."""
-    record = found(read(node, lambda c: queries.get_file(c, file_id)), "file", file_id)
+    record = found(await read(node, lambda c: queries.get_file(c, file_id)), "file", file_id)
     if not node.blobs.has(file_id) and await node.blob(file_id) is None:
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
     ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")

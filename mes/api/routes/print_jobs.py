@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
+from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import (
     ERROR_RESPONSES,
     JobHistoryOut,
@@ -18,17 +20,49 @@ from mes.api.schemas import (
     PrintJobCreate,
     PrintJobOut,
     TargetStatus,
+    Timestamp,
 )
 from mes.api.uploads import store_upload
-from mes.state import queries
+from mes.state import listing, queries
 
 router = APIRouter(prefix="/print_jobs", tags=["print jobs"], responses=ERROR_RESPONSES)
 
 
 @router.get("", response_model=list[PrintJobOut])
-async def list_jobs(node: NodeDep, status: Annotated[JobStatus | None, Query()] = None) -> Any:
-    """All print jobs, optionally only those with a status (any letter case)."""
-    return read(node, lambda c: queries.list_jobs(c, status))
+async def list_jobs(
+    request: Request, response: Response, node: NodeDep,
+    status: Annotated[JobStatus | None, Query(description="any letter case")] = None,
+    printer_id: Annotated[str | None, Query(
+        max_length=64, description="asked for or sent to this printer")] = None,
+    filament_id: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: Annotated[Timestamp | None, Query(
+        description="created at or after (ISO 8601 or Unix seconds)")] = None,
+    created_before: Annotated[Timestamp | None, Query(
+        description="created before (ISO 8601 or Unix seconds)")] = None,
+    limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
+) -> Any:
+    """Print jobs in creation order, filtered, one page at a time.
+
+    The next page is in the `Link` (rel=next) and `X-Next-Cursor` headers; the last page
+    has neither.
+    """
+    after = decode_cursor(cursor, float, str)
+    where = listing.JobFilter(status, printer_id, filament_id, _epoch(created_after),
+                              _epoch(created_before))
+    rows = await read(node, lambda c: listing.jobs_page(c, where, after, limit + 1))
+    return paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    """A time bound in stored seconds (naive means UTC).
+
+    Answers show times to the microsecond, rounded: moving both bounds one microsecond
+    earlier makes `created_after` a job's shown `created_at` include that job, and
+    `created_before` it exclude it, while adjacent windows still neither overlap nor gap.
+    """
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() - 1e-6
 
 
 JOB_BODY_DOC = {
@@ -90,7 +124,7 @@ def _validated(data: Any) -> PrintJobCreate:
 @router.get("/{job_id}", response_model=PrintJobOut)
 async def get_job(job_id: str, node: NodeDep) -> Any:
     """One print job."""
-    return found(read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
+    return found(await read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
 
 
 @router.post("/{job_id}/status", response_model=PrintJobOut)
@@ -115,7 +149,11 @@ async def resume(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = N
 
 
 @router.get("/{job_id}/history", response_model=list[JobHistoryOut])
-async def job_history(job_id: str, node: NodeDep) -> Any:
-    """Every status change of a job, oldest first."""
-    found(read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
-    return read(node, lambda c: queries.job_history_of(c, job_id))
+async def job_history(job_id: str, request: Request, response: Response, node: NodeDep,
+                      limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
+    """The status changes of a job, oldest first, one page at a time."""
+    after = decode_cursor(cursor, int)
+    found(await read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
+    rows = await read(node, lambda c: listing.history_page(
+        c, job_id, after[0] if after else None, limit + 1))
+    return paged(request, response, rows, limit, lambda r: [r["seq"]])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
+from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import (
     ERROR_RESPONSES,
     PrinterCreate,
@@ -16,15 +17,19 @@ from mes.api.schemas import (
     PrinterUpdate,
     ReservationIn,
 )
-from mes.state import queries
+from mes.state import listing, queries
 
 router = APIRouter(prefix="/printers", tags=["printers"], responses=ERROR_RESPONSES)
 
 
 @router.get("", response_model=list[PrinterOut])
-async def list_printers(node: NodeDep) -> Any:
-    """All printers."""
-    return read(node, queries.list_printers)
+async def list_printers(request: Request, response: Response, node: NodeDep,
+                        limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
+    """Printers by id, one page at a time (the next page: `Link` rel=next, `X-Next-Cursor`)."""
+    after = decode_cursor(cursor, str)
+    rows = await read(node, lambda c: listing.printers_page(
+        c, after[0] if after else None, limit + 1))
+    return paged(request, response, rows, limit, lambda r: [r["id"]])
 
 
 @router.post("", status_code=201, response_model=PrinterOut)
@@ -39,7 +44,8 @@ async def create_printer(body: PrinterCreate, node: NodeDep,
 @router.get("/{printer_id}", response_model=PrinterOut)
 async def get_printer(printer_id: str, node: NodeDep) -> Any:
     """One printer."""
-    return found(read(node, lambda c: queries.get_printer(c, printer_id)), "printer", printer_id)
+    return found(await read(node, lambda c: queries.get_printer(c, printer_id)), "printer",
+                 printer_id)
 
 
 @router.patch("/{printer_id}", response_model=PrinterOut)
@@ -64,9 +70,9 @@ async def delete_printer(printer_id: str, node: NodeDep,
 @router.get("/{printer_id}/status", response_model=PrinterStatusOut)
 async def printer_status(printer_id: str, node: NodeDep) -> Any:
     """The latest normalised status of the printer and its age in seconds."""
-    printer = found(read(node, lambda c: queries.get_printer(c, printer_id)), "printer",
+    printer = found(await read(node, lambda c: queries.get_printer(c, printer_id)), "printer",
                     printer_id)
-    status = read(node, lambda c: queries.printer_status_of(c, printer_id)) or {
+    status = await read(node, lambda c: queries.printer_status_of(c, printer_id)) or {
         "printer_id": printer_id, "state": "unknown"}
     observed = status.get("observed_at")
     return {**status, "age_seconds": None if observed is None else max(0.0, time.time() - observed),

@@ -1,0 +1,81 @@
+"""Paginated, filtered lists of the applied state (keyset pagination: the key of the last row
+of a page is where the next page starts, so a page costs the same wherever it is)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, or_, select, tuple_
+
+from mes.state.queries import _printer
+from mes.state.tables import filaments, files, job_history, print_jobs, printers
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which print jobs a list shows; None means any."""
+
+    status: str | None = None
+    printer_id: str | None = None
+    filament_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+def _rows(conn: Connection, query: Select[Any], limit: int) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in conn.execute(query.limit(limit))]
+
+
+def jobs_page(conn: Connection, where: JobFilter, after: tuple[float, str] | None,
+              limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` jobs matching `where` in creation order, after the key `after`."""
+    query = select(print_jobs).order_by(print_jobs.c.created_at, print_jobs.c.id)
+    if where.status is not None:
+        query = query.where(print_jobs.c.status == where.status)
+    if where.printer_id is not None:
+        query = query.where(or_(print_jobs.c.printer_id == where.printer_id,
+                                print_jobs.c.assigned_printer_id == where.printer_id))
+    if where.filament_id is not None:
+        query = query.where(print_jobs.c.filament_id == where.filament_id)
+    if where.created_after is not None:
+        query = query.where(print_jobs.c.created_at >= where.created_after)
+    if where.created_before is not None:
+        query = query.where(print_jobs.c.created_at < where.created_before)
+    if after is not None:
+        query = query.where(tuple_(print_jobs.c.created_at, print_jobs.c.id) > tuple_(*after))
+    return _rows(conn, query, limit)
+
+
+def printers_page(conn: Connection, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` printers (without API keys) by id, after the id `after`."""
+    query = select(printers).order_by(printers.c.id)
+    if after is not None:
+        query = query.where(printers.c.id > after)
+    return [_printer(r) for r in conn.execute(query.limit(limit))]
+
+
+def filaments_page(conn: Connection, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` spools by id, after the id `after`."""
+    query = select(filaments).order_by(filaments.c.id)
+    if after is not None:
+        query = query.where(filaments.c.id > after)
+    return _rows(conn, query, limit)
+
+
+def files_page(conn: Connection, after: tuple[float, str] | None,
+               limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` stored files, newest first, after the key `after`."""
+    query = select(files).order_by(files.c.created_at.desc(), files.c.id.desc())
+    if after is not None:
+        query = query.where(tuple_(files.c.created_at, files.c.id) < tuple_(*after))
+    return _rows(conn, query, limit)
+
+
+def history_page(conn: Connection, job_id: str, after: int | None,
+                 limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` status changes of a job, oldest first, after the sequence `after`."""
+    query = select(job_history).where(job_history.c.job_id == job_id).order_by(job_history.c.seq)
+    if after is not None:
+        query = query.where(job_history.c.seq > after)
+    return _rows(conn, query, limit)
