@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import SyncObjConf, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
+from mes.raft.applied import AppliedView
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
 
@@ -56,7 +57,7 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
     )
 
 
-class RaftNode(SyncObj):  # type: ignore[misc]
+class RaftNode(AppliedView):
     """A pysyncobj node whose only replicated method applies a command to the state machine."""
 
     def __init__(self, self_address: str, peers: list[str], machine: StateMachine,
