@@ -11,6 +11,7 @@ from pysyncobj import SyncObjConf, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
 from mes.raft.applied import AppliedView
+from mes.raft.replication import SafeReplication
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
 
@@ -57,7 +58,7 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
     )
 
 
-class RaftNode(AppliedView):
+class RaftNode(AppliedView, SafeReplication):
     """A pysyncobj node whose only replicated method applies a command to the state machine."""
 
     def __init__(self, self_address: str, peers: list[str], machine: StateMachine,
