@@ -51,6 +51,10 @@ class AppliedView(SyncObj):  # type: ignore[misc]
         """Seconds since applying last progressed while committed entries were waiting."""
         return time.monotonic() - self._progress_at
 
+    def note_applied(self) -> None:
+        """Record that a command was just applied (a long replay runs within one tick)."""
+        self._progress_at = time.monotonic()
+
     def _note_progress(self) -> None:
         applied = int(self.raftLastApplied)
         if applied != self._seen_applied or applied >= int(self.raftCommitIndex):

@@ -85,4 +85,6 @@ class RaftNode(AppliedView, SafeReplication):
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: Mapping[str, Any]) -> Outcome:
         """Committed on a majority and applied on every node in log order."""
-        return self._machine.apply(command)
+        outcome = self._machine.apply(command)
+        self.note_applied()
+        return outcome
