@@ -30,11 +30,11 @@ class AppliedView(SyncObj):  # type: ignore[misc]
     # pysyncobj (pinned 0.3.17) calls these private steps by their mangled names.
     def _SyncObj__applyLogEntries(self) -> bool:
         with self._apply_lock:
-            return bool(SyncObj._SyncObj__applyLogEntries(self))
+            return bool(super()._SyncObj__applyLogEntries())
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         with self._apply_lock:
-            SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+            super()._SyncObj__loadDumpFile(clearJournal)
 
     def read_at_applied(self, read: Callable[[], T]) -> tuple[int, T]:
         """Run `read` with no apply in progress; return the applied index it saw and its result."""

@@ -36,14 +36,14 @@ class SafeReplication(SyncObj):  # type: ignore[misc]
             if regular is not None:
                 self._append(node, regular)
                 return
-        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        super()._SyncObj__onMessageReceived(node, message)
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
                                   nextNodeIdx: int | None = None,
                                   success: bool = False) -> None:
         if reset and not success:
             nextNodeIdx = self._resume_index(nextNodeIdx)
-        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
+        super()._SyncObj__sendNextNodeIdx(node, reset, nextNodeIdx, success)
 
     def _resume_index(self, mismatch_at: int | None) -> int | None:
         """Where the leader should resume after a rejection, in one step.
@@ -81,7 +81,7 @@ class SafeReplication(SyncObj):  # type: ignore[misc]
         entries: list[Any] = list(message.get("entries", []))
         held = self._SyncObj__getEntries(prev_index)  # entries prev_index .. our last
         if not held or held[0][2] != message["prevLogTerm"]:
-            SyncObj._SyncObj__onMessageReceived(self, node, message)  # rejected as before
+            super()._SyncObj__onMessageReceived(node, message)  # rejected as before
             return
         same = 0
         while same < len(entries) and same + 1 < len(held) and \
@@ -95,7 +95,7 @@ class SafeReplication(SyncObj):  # type: ignore[misc]
         if same < len(entries) or same + 1 == len(held):
             # New entries follow, or nothing follows what we hold: pysyncobj's own handling
             # then truncates only at the first conflict (if any) and appends the rest.
-            SyncObj._SyncObj__onMessageReceived(self, node, {
+            super()._SyncObj__onMessageReceived(node, {
                 **message, "prevLogIdx": prev_index + same, "prevLogTerm": held[same][2],
                 "entries": entries[same:]})
             return
@@ -104,5 +104,5 @@ class SafeReplication(SyncObj):  # type: ignore[misc]
         verified = prev_index + same
         bookkeeping = {k: v for k, v in message.items() if k not in ("prevLogIdx", "entries")}
         bookkeeping["commit_index"] = min(message["commit_index"], verified)
-        SyncObj._SyncObj__onMessageReceived(self, node, bookkeeping)
-        SyncObj._SyncObj__sendNextNodeIdx(self, node, nextNodeIdx=verified + 1, success=True)
+        super()._SyncObj__onMessageReceived(node, bookkeeping)
+        super()._SyncObj__sendNextNodeIdx(node, nextNodeIdx=verified + 1, success=True)
