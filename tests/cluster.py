@@ -43,16 +43,30 @@ class ServerProcess:
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=self.data_dir.parent)
         log.close()
-        wait_for(self.healthy, 30, f"node {self.index} to answer")
+        wait_for(self.answering, 30, f"node {self.index} to answer")
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def answering(self) -> bool:
+        """Live: the process answers and its Raft thread runs (ready or not)."""
+        if not self.alive:
+            raise AssertionError(f"node {self.index} exited: {self.log_tail()}")
+        return self.client.get("/health/live", timeout=1.0).status_code == 200
+
     def healthy(self) -> bool:
+        """Ready: a leader is known, this node has caught up and it applies."""
         if not self.alive:
             raise AssertionError(f"node {self.index} exited: {self.log_tail()}")
         return self.client.get("/health", timeout=1.0).status_code == 200
+
+    def digest(self) -> tuple[int, str]:
+        """This node's applied index and the digest of its state at that index."""
+        response = self.client.get("/cluster/digest", timeout=10.0)
+        response.raise_for_status()
+        data = response.json()
+        return int(data["applied_index"]), str(data["digest"])
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -76,6 +90,19 @@ class ServerProcess:
         data: dict[str, Any] = response.json()
         return data
 
+    def every(self, path: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every row of a paged list, following its next cursor to the last page."""
+        rows: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": "1000"}
+        while True:
+            response = self.client.get(path, params=params, timeout=timeout)
+            response.raise_for_status()
+            rows.extend(response.json())
+            cursor = response.headers.get("X-Next-Cursor")
+            if not cursor:
+                return rows
+            params = {"limit": "1000", "cursor": cursor}
+
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
@@ -93,6 +120,8 @@ class Cluster:
         for node in self.nodes:
             node.start()
         self.wait_leader()
+        for node in self.nodes:
+            wait_for(node.healthy, 30, f"node {node.index} to be ready")
         return self
 
     def live(self) -> list[ServerProcess]:
@@ -113,6 +142,27 @@ class Cluster:
     def followers(self) -> list[ServerProcess]:
         leader = self.wait_leader()
         return [n for n in self.live() if n is not leader]
+
+    def assert_same_state(self, timeout: float = 30.0) -> int:
+        """Wait until every live node has reported a digest at one same applied index, and
+        fail at once if two nodes ever report different digests at the same index.
+
+        Returns the applied index at which all live nodes were compared.
+        """
+        nodes = self.live()
+        seen: dict[int, dict[int, str]] = {}  # applied index -> node index -> digest
+
+        def compare() -> int | None:
+            for node in nodes:
+                index, digest = node.digest()
+                at_index = seen.setdefault(index, {})
+                at_index[node.index] = digest
+                if len(set(at_index.values())) > 1:
+                    raise AssertionError(f"nodes diverged at applied index {index}: {at_index}")
+            common = [i for i, by_node in seen.items() if len(by_node) == len(nodes)]
+            return max(common) if common else None
+
+        return wait_for(compare, timeout, "every live node to report the same applied index")
 
     def stop(self) -> None:
         for node in self.nodes:

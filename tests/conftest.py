@@ -12,6 +12,7 @@ from mes.api.app import create_app
 from mes.config import Settings
 from mes.node import FarmNode
 from tests.emulators import start_emulator  # noqa: F401  (fixtures for every test module)
+from tests.netfilter import partition  # noqa: F401  (iptables partitions on loopback)
 from tests.ports import free_port
 from tests.real_octoprint import octoprint  # noqa: F401
 

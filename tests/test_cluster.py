@@ -49,7 +49,7 @@ def write_job(node: ServerProcess, job_id: str) -> bool:
 
 
 def job_ids(node: ServerProcess) -> set[str]:
-    return {j["id"] for j in node.client.get("/print_jobs", timeout=2.0).json()}
+    return {j["id"] for j in node.every("/print_jobs")}
 
 
 def assert_everywhere(nodes: list[ServerProcess], acknowledged: set[str],
@@ -92,6 +92,7 @@ def test_three_nodes_fail_over_and_catch_up(make_cluster: type[Cluster]) -> None
     view = wait_for(connected, 5, "the restarted node to reach both peers")
     assert view["leader"] == new_leader.raft_address
     assert view["role"] == "follower"
+    cluster.assert_same_state()
 
 
 def test_whole_cluster_restart_loses_nothing(make_cluster: type[Cluster]) -> None:
@@ -120,6 +121,7 @@ def test_whole_cluster_restart_loses_nothing(make_cluster: type[Cluster]) -> Non
         assert spool["remaining_weight_in_grams"] == 100_000 - 1
         assert node.client.get("/print_jobs/j5").json()["status"] == "Done"
     assert write_job(cluster.nodes[0], "after-restart")
+    cluster.assert_same_state()
 
 
 def test_five_nodes_survive_two_kills(make_cluster: type[Cluster]) -> None:
@@ -139,6 +141,7 @@ def test_five_nodes_survive_two_kills(make_cluster: type[Cluster]) -> None:
     assert len(acknowledged) == 20
     assert_everywhere(cluster.live(), acknowledged)
     assert third.cluster()["role"] == "leader"
+    cluster.assert_same_state()
 
 
 def test_node_cut_off_alone_answers_503(make_cluster: type[Cluster]) -> None:
@@ -159,6 +162,9 @@ def test_node_cut_off_alone_answers_503(make_cluster: type[Cluster]) -> None:
     assert job_ids(lone) == before
     view = lone.cluster()
     assert view["role"] in ("follower", "candidate")
+    health = wait_for(lambda: (r := lone.client.get("/health")).status_code == 503 and r, 5,
+                      "the lone node's /health to say 503")
+    assert "no leader is known" in health.json()["reasons"]
     assert not any(n["reachable"] for n in view["nodes"] if not n["self"])
     # A 503 means "outcome unknown": it names the key that makes a retry safe.
     key = response.headers["Idempotency-Key"]

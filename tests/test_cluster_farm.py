@@ -21,7 +21,7 @@ SPOOLS = ("s0", "s1", "s2")
 
 
 def jobs_on(node: ServerProcess) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = node.client.get("/print_jobs", timeout=5).json()
+    data: list[dict[str, Any]] = node.every("/print_jobs")
     return data
 
 
@@ -90,5 +90,6 @@ def test_emulated_farm_survives_two_leader_kills(tmp_path: Path,
             assert all(times == 1 for times in status["starts"].values()), status
             starts.update(status["starts"])
         assert starts == Counter({f"mes-job{n:02d}.gcode": 1 for n in range(JOBS)})
+        cluster.assert_same_state(timeout=60)
     finally:
         cluster.stop()

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj import SyncObjConf, SyncObjException, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
+from mes.raft.applied import AppliedView
+from mes.raft.replication import SafeReplication
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
 
@@ -69,7 +71,7 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
     )
 
 
-class RaftNode(SyncObj):  # type: ignore[misc]
+class RaftNode(AppliedView, SafeReplication):
     """A pysyncobj node whose only replicated method applies a command to the state machine."""
 
     def __init__(self, self_address: str, peers: list[str], machine: StateMachine,
@@ -103,4 +105,6 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: Mapping[str, Any]) -> Outcome:
         """Committed on a majority and applied on every node in log order."""
-        return self._machine.apply(command)
+        outcome = self._machine.apply(command)
+        self.note_applied()
+        return outcome

@@ -1,20 +1,38 @@
-"""`/api/v1/cluster` and `/api/v1/health`."""
+"""`/api/v1/cluster`, `/api/v1/cluster/digest`, `/api/v1/health` and `/api/v1/health/live`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from mes.api.deps import NodeDep
+from mes.api.errors import error_body
+from mes.node import FarmNode
+from mes.raft.cluster import ROLES
+from mes.raft.readiness import not_ready_reasons, progress_of
+from mes.state.digest import state_digest
 
 router = APIRouter(tags=["cluster"])
+
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "not ready: no leader, catching up or unable to apply"}}
 
 
 @router.get("/cluster")
 async def cluster(node: NodeDep) -> dict[str, Any]:
     """This node, its role, the leader, term, commit and applied index, and every node."""
     return node.cluster()
+
+
+@router.get("/cluster/digest")
+async def digest(node: NodeDep) -> dict[str, Any]:
+    """A SHA-256 of this node's whole applied state and the applied index it was taken at."""
+    index, value = await asyncio.to_thread(
+        node.raft.read_at_applied, lambda: node.machine.read(state_digest))
+    return {"applied_index": index, "digest": value}
 
 
 @router.get("/workers")
@@ -26,8 +44,33 @@ async def workers(node: NodeDep) -> dict[str, Any]:
     return {"running": True, **pool.stats()}
 
 
-@router.get("/health")
-async def health(node: NodeDep) -> dict[str, Any]:
-    """Liveness: the process answers and its Raft thread runs."""
-    view = node.cluster()
-    return {"status": "ok", "node": view["id"], "role": view["role"], "leader": view["leader"]}
+@router.get("/health", responses=NOT_READY)
+async def health(node: NodeDep) -> Any:
+    """Readiness: 200 when a leader is known, this node has caught up and it applies;
+    503 with the reasons otherwise. Reads only the Raft engine's counters, no database."""
+    progress = progress_of(node.raft)
+    body = {"node": node.settings.raft_self, "role": _role(node),
+            "leader": progress.leader, "applied_index": progress.applied_index,
+            "commit_index": progress.commit_index}
+    reasons = not_ready_reasons(progress)
+    if reasons:
+        return JSONResponse({**error_body("not_ready", "; ".join(reasons)),
+                             "status": "not_ready", "reasons": reasons, **body}, 503)
+    return {"status": "ok", **body}
+
+
+RAFT_STOPPED: dict[int | str, dict[str, Any]] = {503: {"description": "the Raft thread stopped"}}
+
+
+@router.get("/health/live", responses=RAFT_STOPPED)
+async def live(node: NodeDep) -> Any:
+    """Liveness: 200 while the process answers and its Raft thread runs, ready or not."""
+    body = {"node": node.settings.raft_self, "role": _role(node)}
+    if not node.raft.tick_thread_alive():
+        return JSONResponse({**error_body("raft_stopped", "the Raft thread has stopped"),
+                             "status": "dead", **body}, 503)
+    return {"status": "ok", **body}
+
+
+def _role(node: FarmNode) -> str:
+    return ROLES.get(node.raft.getStatus()["state"], "unknown")

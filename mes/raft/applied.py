@@ -1,0 +1,62 @@
+"""What this node has applied: consistent reads at an applied index, and apply progress."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pysyncobj import SyncObj
+
+T = TypeVar("T")
+
+
+class AppliedView(SyncObj):  # type: ignore[misc]
+    """Serialises pysyncobj's apply step with readers that need the applied index with the state.
+
+    pysyncobj raises its applied index only after the applied command returns, so a reader
+    could otherwise see a state one command ahead of the index. Also tracks when applying
+    last made progress, for readiness.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._apply_lock = threading.RLock()
+        self._seen_applied = 0
+        self._progress_at = time.monotonic()
+        super().__init__(*args, **kwargs)
+        self.addOnTickCallback(self._note_progress)
+
+    # pysyncobj (pinned 0.3.17) calls these private steps by their mangled names.
+    def _SyncObj__applyLogEntries(self) -> bool:
+        with self._apply_lock:
+            return bool(super()._SyncObj__applyLogEntries())
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
+        with self._apply_lock:
+            super()._SyncObj__loadDumpFile(clearJournal)
+
+    def read_at_applied(self, read: Callable[[], T]) -> tuple[int, T]:
+        """Run `read` with no apply in progress; return the applied index it saw and its result."""
+        with self._apply_lock:
+            return int(self.raftLastApplied), read()
+
+    @property
+    def leader_commit_index(self) -> int | None:
+        """The commit index the leader last told this node (its own on the leader)."""
+        value = self._SyncObj__leaderCommitIndex
+        return int(value) if value is not None else None
+
+    def apply_stalled_for(self) -> float:
+        """Seconds since applying last progressed while committed entries were waiting."""
+        return time.monotonic() - self._progress_at
+
+    def note_applied(self) -> None:
+        """Record that a command was just applied (a long replay runs within one tick)."""
+        self._progress_at = time.monotonic()
+
+    def _note_progress(self) -> None:
+        applied = int(self.raftLastApplied)
+        if applied != self._seen_applied or applied >= int(self.raftCommitIndex):
+            self._seen_applied = applied
+            self._progress_at = time.monotonic()

@@ -1,0 +1,138 @@
+"""Raft log repair after a partition, on real processes with iptables on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pysyncobj.utility import TcpUtility
+
+from tests.cluster import Cluster, ServerProcess
+from tests.netfilter import Partition
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(3, tmp_path / "cluster", RAFT_WRITE_TIMEOUT="2")
+    try:
+        yield made.start()
+    finally:
+        made.stop()
+
+
+def make_leader(cluster: Cluster, target: ServerProcess) -> None:
+    """Hand leadership to `target` (pysyncobj's TimeoutNow through its admin port)."""
+    def leads() -> bool:
+        leader = cluster.wait_leader()
+        if leader is target:
+            return True
+        with contextlib.suppress(Exception):
+            TcpUtility(timeout=2.0).executeCommand(leader.raft_address,
+                                                   ["transfer", target.raft_address])
+        return False
+
+    wait_for(leads, 30, f"node {target.index} to lead", interval=0.5)
+
+
+class Writers:
+    """Threads that write jobs to some nodes until stopped; remembers what was acknowledged."""
+
+    def __init__(self, nodes: list[ServerProcess], prefix: str) -> None:
+        self.acknowledged: set[str] = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(node, f"{prefix}{i}-"))
+                         for i, node in enumerate(nodes)]
+
+    def __enter__(self) -> Writers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, node: ServerProcess, prefix: str) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
+                          timeout=5.0) as client:
+            count = 0
+            while not self._stop.is_set():
+                job_id = f"{prefix}{count}"
+                count += 1
+                body = {"id": job_id, "printer_id": "p", "filament_id": "f",
+                        "filepath": "x.gcode", "print_weight_in_grams": 1}
+                try:
+                    response = client.post("/print_jobs", json=body,
+                                           headers={"Idempotency-Key": job_id})
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 201:
+                    self.acknowledged.add(job_id)
+
+
+def repair_state(cluster: Cluster, old: ServerProcess) -> str:
+    """The applied indexes and the leader's nextIndex for `old`, sampled for 2 s."""
+    leader = cluster.wait_leader()
+    applied = {n.index: n.cluster()["applied_index"] for n in cluster.nodes}
+    next_index = []
+    for _ in range(20):
+        status = TcpUtility(timeout=2.0).executeCommand(leader.raft_address, ["status"])
+        next_index.append(status.get(f"next_node_idx_server_{old.raft_address}"))
+        time.sleep(0.1)
+    keys = ("raft_term", "state", "leader", "commit_idx", "last_applied", "log_len")
+    mine = TcpUtility(timeout=2.0).executeCommand(old.raft_address, ["status"])
+    theirs = TcpUtility(timeout=2.0).executeCommand(leader.raft_address, ["status"])
+    return (f"applied indexes {applied}, leader's nextIndex for the former leader "
+            f"{next_index}; former leader {[mine.get(k) for k in keys]}, "
+            f"leader {[theirs.get(k) for k in keys]}")
+
+
+def job_ids(node: ServerProcess) -> set[str]:
+    return {j["id"] for j in node.every("/print_jobs")}
+
+
+def test_former_leader_catches_up_after_a_partition(cluster: Cluster,
+                                                   partition: Partition) -> None:
+    node = cluster.nodes[0]
+    assert node.client.post("/printers", json={"id": "p"}).status_code == 201
+    spool = {"id": "f", "type": "PLA", "color": "red", "total_weight_in_grams": 100_000}
+    assert node.client.post("/filaments", json=spool).status_code == 201
+    # pysyncobj connects from the higher address to the lower: the lowest-address node
+    # only has connections to its own port, so dropping that port isolates it fully.
+    old = min(cluster.nodes, key=lambda n: n.raft_address)
+    others = [n for n in cluster.nodes if n is not old]
+    make_leader(cluster, old)
+
+    with Writers([old, *others], "w") as writers:
+        wait_for(lambda: len(writers.acknowledged) >= 10, 20, "writes to flow")
+        partition.isolate_port(int(old.raft_address.rsplit(":", 1)[1]))
+        time.sleep(5.0)  # the partition itself: writes keep flowing meanwhile
+        partition.heal()
+        healed = time.monotonic()
+        wait_for(lambda: len(writers.acknowledged) >= 10 + 20, 20, "writes after healing")
+    acknowledged = writers.acknowledged
+
+    def caught_up() -> bool:
+        applied = {n.index: n.cluster()["applied_index"] for n in cluster.nodes}
+        return len(set(applied.values())) == 1
+    try:
+        wait_for(caught_up, 30, "the former leader to apply what the others applied")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {repair_state(cluster, old)}") from None
+    catch_up = time.monotonic() - healed
+    print(f"former leader caught up {catch_up:.1f} s after healing")
+    index = cluster.assert_same_state(timeout=10)
+    assert acknowledged <= job_ids(old)
+    assert job_ids(old) == job_ids(others[0]) == job_ids(others[1])
+    assert index > 0
+    assert catch_up < 30
+    assert old.healthy()
