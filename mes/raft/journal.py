@@ -114,6 +114,7 @@ class SyncedJournal(FileJournal):  # type: ignore[misc]
         self._dirty = False
         self._synced_meta: bytes | None = None
         self.syncs = 0
+        self.synced_index = self._last_index()
         self._check_chain()
         self._FileJournal__metaStorer = _SyncedMeta(path + ".meta", self)
         if trace:
@@ -145,10 +146,15 @@ class SyncedJournal(FileJournal):  # type: ignore[misc]
     def clear(self) -> None:
         super().clear()
         self._dirty = True
+        self.synced_index = 0
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         super().deleteEntriesFrom(entryFrom)
         self._dirty = True
+        self.synced_index = min(self.synced_index, self._last_index())
+
+    def _last_index(self) -> int:
+        return self._FileJournal__journal[-1][1] if self._FileJournal__journal else 0
 
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Drop the entries before `entryTo` (now in a snapshot): write a new file, rename it."""
@@ -163,6 +169,7 @@ class SyncedJournal(FileJournal):  # type: ignore[misc]
         self._FileJournal__currentOffset = end
         self._dirty = False
         self.syncs += 1
+        self.synced_index = self._last_index()
         self._record_synced()
 
     def sync(self) -> bool:
@@ -172,6 +179,7 @@ class SyncedJournal(FileJournal):  # type: ignore[misc]
         self.flush()
         self._dirty = False
         self.syncs += 1
+        self.synced_index = self._last_index()
         self._record_synced()
         return True
 

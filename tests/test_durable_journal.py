@@ -1,0 +1,143 @@
+"""The Raft journal is synced before an entry counts as stored, one sync per round."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pysyncobj import FAIL_REASON, SyncObj
+
+from mes.raft.journal import CorruptJournal, SyncedJournal
+from mes.raft.node import RaftNode, RaftTuning, build_conf
+from mes.raft.snapshot import SnapshotFiles
+from mes.state.machine import StateMachine
+from tests.polling import wait_for
+from tests.ports import free_port
+from tests.power_cut import cut_power_to_synced
+
+
+def test_sync_makes_every_entry_since_the_last_sync_durable(tmp_path: Path) -> None:
+    path = str(tmp_path / "raft.journal")
+    journal = SyncedJournal(path, trace=True)
+    for i in range(1, 6):
+        journal.add(b"synced", i, 1)
+    assert journal.dirty
+    assert journal.sync() and not journal.dirty
+    assert journal.syncs == 1
+    assert not journal.sync()  # nothing new: no second sync
+    journal.add(b"lost", 6, 1)  # never synced
+    journal._destroy()
+    cut_power_to_synced(tmp_path)
+    reopened = SyncedJournal(path)
+    assert [(bytes(e[0]), e[1]) for e in reopened[0:len(reopened)]] == \
+        [(b"synced", i) for i in range(1, 6)]
+
+
+def test_compaction_rewrites_the_journal_into_a_new_synced_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "raft.journal")
+    journal = SyncedJournal(path, trace=True)
+    for i in range(1, 11):
+        journal.add(f"e{i}".encode(), i, 2)
+    journal.deleteEntriesTo(7)  # entries 1..7 are in a snapshot now
+    assert not journal.dirty
+    journal.add(b"e11", 11, 2)
+    journal.sync()
+    journal._destroy()
+    cut_power_to_synced(tmp_path)
+    reopened = SyncedJournal(path)
+    assert [e[1] for e in reopened[0:len(reopened)]] == [8, 9, 10, 11]
+    assert bytes(reopened[-1][0]) == b"e11"
+
+
+def test_a_journal_whose_records_do_not_chain_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "raft.journal")
+    journal = SyncedJournal(path)
+    journal.add(b"a", 1, 1)
+    journal.add(b"b", 2, 1)
+    journal.sync()
+    journal._destroy()
+    raw = bytearray(Path(path).read_bytes())
+    second = raw.index(b"b") - 16  # the index field of the second record
+    raw[second] = 9
+    Path(path).write_bytes(bytes(raw))
+    with pytest.raises(CorruptJournal):
+        SyncedJournal(path)
+
+
+def test_meta_file_is_stored_durably(tmp_path: Path) -> None:
+    path = str(tmp_path / "raft.journal")
+    journal = SyncedJournal(path, trace=True)
+    journal.setCurrentTerm(7, "127.0.0.1:1")
+    journal._destroy()
+    cut_power_to_synced(tmp_path)
+    assert SyncedJournal(path).getCurrentTerm() == 7
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[RaftNode]]:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    nodes: list[RaftNode] = []
+    for i, address in enumerate(addresses):
+        machine = StateMachine()
+        snapshots = SnapshotFiles(machine)
+        conf = build_conf(tmp_path / f"n{i}", snapshots, 5000, 300.0, RaftTuning())
+        nodes.append(RaftNode(address, [a for a in addresses if a != address], machine, conf,
+                              snapshots))
+    yield nodes
+    for node in nodes:
+        node.destroy_synchronous()
+
+
+def spool(i: int) -> dict[str, Any]:
+    args = {"id": f"f{i}", "type": "PLA", "color": "red", "total_weight_in_grams": 1000}
+    return {"op": "filament.create", "args": args, "rid": f"r{i}", "ts": 0.0}
+
+
+def test_nothing_counts_an_entry_before_it_is_synced(trio: list[RaftNode],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    violations: list[str] = []
+    answers = 0
+    original_answer = SyncObj._SyncObj__sendNextNodeIdx
+
+    def checked_answer(node: RaftNode, peer: Any, reset: bool, next_idx: int,
+                       success: bool) -> None:
+        nonlocal answers
+        if success:
+            answers += 1
+            if next_idx - 1 > node.journal.synced_index:
+                violations.append(f"follower acknowledged up to {next_idx - 1} before syncing")
+        original_answer(node, peer, reset, next_idx, success)
+
+    monkeypatch.setattr(SyncObj, "_SyncObj__sendNextNodeIdx", checked_answer)
+    leader = wait_for(lambda: next((n for n in trio if n.is_leader()), None), 10, "a leader")
+    original_commit = leader.journal.setRaftCommitIndex
+
+    def checked_commit(index: int) -> None:
+        if index > leader.journal.synced_index:
+            violations.append(f"leader committed {index} with unsynced entries")
+        original_commit(index)
+
+    monkeypatch.setattr(leader.journal, "setRaftCommitIndex", checked_commit)
+    syncs_before = [n.journal.syncs for n in trio]
+    done = threading.Semaphore(0)
+    results: list[int] = []
+
+    def callback(_result: Any, error: int) -> None:
+        results.append(error)
+        done.release()
+
+    count = 300
+    for i in range(count):
+        leader.apply_command(spool(i), callback=callback)
+    for _ in range(count):
+        assert done.acquire(timeout=20)
+    assert results == [FAIL_REASON.SUCCESS] * count
+    assert violations == []
+    assert answers > 0
+    syncs = [n.journal.syncs - before for n, before in zip(trio, syncs_before, strict=True)]
+    assert all(s > 0 for s in syncs)
+    # Group commit: one sync serves every entry of a round, not one per entry.
+    assert all(s < count for s in syncs), syncs
