@@ -141,3 +141,36 @@ def test_nothing_counts_an_entry_before_it_is_synced(trio: list[RaftNode],
     assert all(s > 0 for s in syncs)
     # Group commit: one sync serves every entry of a round, not one per entry.
     assert all(s < count for s in syncs), syncs
+
+
+def make_trio(tmp_path: Path, snapshot_entries: int) -> list[RaftNode]:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    nodes: list[RaftNode] = []
+    for i, address in enumerate(addresses):
+        machine = StateMachine()
+        snapshots = SnapshotFiles(machine)
+        conf = build_conf(tmp_path / f"n{i}", snapshots, snapshot_entries, 300.0, RaftTuning())
+        nodes.append(RaftNode(address, [a for a in addresses if a != address], machine, conf,
+                              snapshots))
+    return nodes
+
+
+def test_snapshot_entries_bound_the_log(tmp_path: Path) -> None:
+    bound = 300
+    nodes = make_trio(tmp_path, bound)
+    try:
+        leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "a leader")
+        longest = 0
+        done = threading.Semaphore(0)
+        for batch in range(12):
+            for i in range(50):
+                leader.apply_command(spool(batch * 50 + i), callback=lambda *_: done.release())
+            for _ in range(50):
+                assert done.acquire(timeout=20)
+                longest = max([longest, *(len(n.journal) for n in nodes)])
+        assert longest <= bound, f"the log reached {longest} entries (bound {bound})"
+        wait_for(lambda: all((tmp_path / f"n{i}" / "raft.snapshot").exists() for i in range(3)),
+                 10, "every node to write a snapshot")
+    finally:
+        for node in nodes:
+            node.destroy_synchronous()
