@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import pytest
 from pysyncobj import FAIL_REASON, SyncObj
+from pysyncobj.config import SERIALIZER_STATE
 
 from mes.raft.journal import CorruptJournal, SyncedJournal
 from mes.raft.node import RaftNode, RaftTuning, build_conf
@@ -174,3 +177,51 @@ def test_snapshot_entries_bound_the_log(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             node.destroy_synchronous()
+
+
+def dump(machine: StateMachine) -> str:
+    """The database's content as SQL text."""
+    db = sqlite3.connect(":memory:")
+    db.deserialize(machine.snapshot())
+    return "\n".join(db.iterdump())
+
+
+def written(snapshots: SnapshotFiles) -> int | None:
+    """The outcome of a background snapshot write, None while it runs."""
+    state = snapshots.check()
+    return None if state == SERIALIZER_STATE.SERIALIZING else state
+
+
+def test_snapshot_is_written_in_the_background_then_renamed(tmp_path: Path) -> None:
+    machine = StateMachine()
+    machine.apply(spool(1))
+    snapshots = SnapshotFiles(machine)
+    target = tmp_path / "raft.snapshot"
+    snapshots.serialize(str(target) + ".tmp", ("raft", 1))
+    assert not (tmp_path / "raft.snapshot.tmp").exists()  # pysyncobj's own rename is a no-op
+    state = wait_for(lambda: written(snapshots), 10, "the background write")
+    assert state == SERIALIZER_STATE.SUCCESS
+    assert snapshots.check() == SERIALIZER_STATE.NOT_SERIALIZING
+    restored = StateMachine()
+    assert SnapshotFiles(restored).deserialize(str(target)) == ("raft", 1)
+    assert dump(restored) == dump(machine)
+    assert "f1" in dump(restored)
+
+
+def test_snapshot_installed_meanwhile_is_not_replaced_by_an_older_write(tmp_path: Path) -> None:
+    (tmp_path / "leader").mkdir()
+    leader_machine = StateMachine()
+    leader_machine.apply(spool(2))
+    leader_files = SnapshotFiles(leader_machine)
+    leader_files.serialize(str(tmp_path / "leader" / "raft.snapshot.tmp"), ("newer", 2))
+    wait_for(lambda: leader_files.check() == SERIALIZER_STATE.SUCCESS, 10, "the leader's write")
+
+    snapshots = SnapshotFiles(StateMachine())
+    target = tmp_path / "raft.snapshot"
+    snapshots.serialize(str(target) + ".tmp", ("older", 1))  # a local write starts...
+    shutil.copy(tmp_path / "leader" / "raft.snapshot", target)  # ...the leader's one lands
+    assert snapshots.deserialize(str(target)) == ("newer", 2)
+    state = wait_for(lambda: written(snapshots), 10, "the older write")
+    assert state == SERIALIZER_STATE.FAILED
+    assert snapshots.deserialize(str(target)) == ("newer", 2)
+    assert not (tmp_path / "raft.snapshot.writing").exists()

@@ -116,3 +116,21 @@ def test_single_node_with_corrupt_snapshot_stops_with_a_clear_message(
     assert node.process is not None and node.process.returncode == 70
     assert "no peers to rebuild from" in node.log_tail()
     assert (node.data_dir / "raft.snapshot").read_bytes() == b"garbage"  # left for the operator
+
+
+def test_follower_with_corrupt_journal_rebuilds_from_its_peers(
+        make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(3)
+    seed(cluster.nodes[0])
+    acknowledged = {f"c{i}" for i in range(20) if write_job(cluster.nodes[i % 3], f"c{i}")}
+    assert len(acknowledged) == 20
+    victim = cluster.followers()[0]
+    victim.kill()
+    journal = victim.data_dir / "raft.journal"
+    raw = bytearray(journal.read_bytes())
+    raw[60:80] = b"\xff" * 20  # inside the first records
+    journal.write_bytes(bytes(raw))
+    victim.start()
+    assert_all_held([victim], acknowledged, 30)
+    assert "rebuilds from its peers" in victim.log_tail()
+    assert list(victim.data_dir.glob("raft.journal.bad-*"))
