@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pysyncobj import FAIL_REASON, SyncObj
 from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
 
 from mes.raft.journal import CorruptJournal, SyncedJournal
 from mes.raft.node import RaftNode, RaftTuning, build_conf
@@ -225,3 +226,26 @@ def test_snapshot_installed_meanwhile_is_not_replaced_by_an_older_write(tmp_path
     assert state == SERIALIZER_STATE.FAILED
     assert snapshots.deserialize(str(target)) == ("newer", 2)
     assert not (tmp_path / "raft.snapshot.writing").exists()
+
+
+def test_a_node_that_lost_its_log_does_not_vote_until_rebuilt(tmp_path: Path) -> None:
+    data_dir = tmp_path / "n0"
+    data_dir.mkdir()
+    (data_dir / "raft.journal").write_bytes(b"PYSYNCOBJ" + b"\xff" * 100)  # unreadable
+    machine = StateMachine()
+    snapshots = SnapshotFiles(machine)
+    conf = build_conf(data_dir, snapshots, 5000, 300.0, RaftTuning())
+    peer = f"127.0.0.1:{free_port()}"
+    node = RaftNode(f"127.0.0.1:{free_port()}", [peer], machine, conf, snapshots)
+    try:
+        assert node.rebuilding
+        assert list(data_dir.glob("raft.journal.bad-*"))
+        vote = {"type": "request_vote", "term": 5, "last_log_index": 10, "last_log_term": 5}
+        candidate = TCPNode(peer)
+        node._SyncObj__onMessageReceived(candidate, vote)
+        assert node.journal.getVotedForNodeId() is None
+        node.rebuilding = False
+        node._SyncObj__onMessageReceived(candidate, vote)
+        assert node.journal.getVotedForNodeId() == peer
+    finally:
+        node.destroy_synchronous()

@@ -96,6 +96,7 @@ def test_follower_with_corrupt_snapshot_rebuilds_from_its_peers(
     victim.start()  # answers instead of exiting
     assert_all_held([victim], acknowledged, 30)
     assert "rebuilds from its peers" in victim.log_tail()
+    wait_for(lambda: "this node votes again" in victim.log_tail(), 10, "the rebuild to end")
     assert list(victim.data_dir.glob("raft.snapshot.bad-*"))
     assert write_job(victim, "after-rebuild")
 
@@ -133,4 +134,5 @@ def test_follower_with_corrupt_journal_rebuilds_from_its_peers(
     victim.start()
     assert_all_held([victim], acknowledged, 30)
     assert "rebuilds from its peers" in victim.log_tail()
+    wait_for(lambda: "this node votes again" in victim.log_tail(), 10, "the rebuild to end")
     assert list(victim.data_dir.glob("raft.journal.bad-*"))

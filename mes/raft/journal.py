@@ -205,10 +205,13 @@ class SyncedJournal(FileJournal):  # type: ignore[misc]
         os.replace(sidecar + ".tmp", sidecar)
 
 
-def open_journal(path: str, trace: bool, can_rebuild: bool) -> SyncedJournal:
-    """Open the journal; an unreadable one is moved aside (peers rebuild it) or stops the node."""
+def open_journal(path: str, trace: bool, can_rebuild: bool) -> tuple[SyncedJournal, bool]:
+    """Open the journal; an unreadable one is moved aside (peers rebuild it) or stops the node.
+
+    Returns the journal and whether it was unreadable and starts empty.
+    """
     try:
-        return SyncedJournal(path, trace)
+        return SyncedJournal(path, trace), False
     except Exception as exc:  # any parse failure means the file cannot be trusted
         if not can_rebuild:
             stop_unrecoverable(
@@ -218,4 +221,4 @@ def open_journal(path: str, trace: bool, can_rebuild: bool) -> SyncedJournal:
         aside = move_aside(path)
         log.critical("the Raft journal %s is unreadable (%s): moved to %s; this node starts "
                      "with an empty log and rebuilds from its peers", path, exc, aside)
-        return SyncedJournal(path, trace)
+        return SyncedJournal(path, trace), True

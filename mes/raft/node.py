@@ -103,8 +103,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                  sync_trace: bool = False) -> None:
         self._machine = machine
         self._held_replies: list[tuple[Any, bool, int, bool]] = []
-        self.journal = open_journal(conf.journalFile, sync_trace, can_rebuild=bool(peers))
-        self._check_snapshot_present(conf.fullDumpFile, can_rebuild=bool(peers))
+        self.journal, lost = open_journal(conf.journalFile, sync_trace, can_rebuild=bool(peers))
+        lost |= self._check_snapshot_present(conf.fullDumpFile, can_rebuild=bool(peers))
+        # A node that lost its log must not vote until a leader has caught it up: its vote
+        # could elect a candidate that lacks entries this node had acknowledged.
+        self.rebuilding = lost
         if snapshots is not None:
             snapshots.on_unreadable = self._rebuild_from_peers if peers else None
         with _pysyncobj_journal(self.journal):
@@ -117,11 +120,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._wakeup = PipeNotifier(self._poller)
             self.addOnTickCallback(self._wake_if_uncommitted)
 
-    def _check_snapshot_present(self, snapshot_file: str | None, can_rebuild: bool) -> None:
+    def _check_snapshot_present(self, snapshot_file: str | None, can_rebuild: bool) -> bool:
         # A compacted journal without its snapshot would never apply anything again.
         first = self.journal[0][1] if len(self.journal) else 1
         if first <= 1 or (snapshot_file and os.path.exists(snapshot_file)):
-            return
+            return False
         if not can_rebuild:
             stop_unrecoverable(f"the snapshot {snapshot_file} is missing but the journal starts "
                                f"at entry {self.journal[0][1]}, and this node has no peers to "
@@ -130,10 +133,27 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                      "starts with an empty log and rebuilds from its peers",
                      snapshot_file, self.journal[0][1])
         self.journal.reset_empty(EMPTY_LOG_ENTRY)
+        return True
 
     def _rebuild_from_peers(self) -> None:
         """Forget the log (its snapshot was unreadable): the leader sends a snapshot again."""
         self.journal.reset_empty(EMPTY_LOG_ENTRY)
+        self._SyncObj__raftLastApplied = 1  # the database was emptied too
+        self._SyncObj__raftCommitIndex = 1
+        self.rebuilding = True
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if self.rebuilding and message.get("type") == "request_vote":
+            return  # no vote while rebuilding (see __init__)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _check_rebuilt(self) -> None:
+        leader_commit = self._SyncObj__leaderCommitIndex
+        if (leader_commit is not None and self._getLeader() is not None
+                and self.raftLastApplied >= leader_commit > 1):
+            self.rebuilding = False
+            log.warning("rebuilt from the leader up to entry %d: this node votes again",
+                        leader_commit)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         # Entries that arrived during the last poll become durable before anything counts them.
@@ -141,6 +161,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         super()._onTick(timeToWait)
 
     def _sync_journal(self) -> None:
+        if self.rebuilding:
+            self._check_rebuilt()
         self.journal.sync()
         held, self._held_replies = self._held_replies, []
         leader = self._getLeader()
