@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -60,22 +61,56 @@ def assert_all_held(nodes: list[ServerProcess], acknowledged: set[str], timeout:
                  f"node {node.index} to hold all {len(acknowledged)} acknowledged jobs")
 
 
+def write_until_stopped(node: ServerProcess, prefix: str, stop: threading.Event,
+                        acknowledged: set[str]) -> None:
+    """Submit jobs one after another; record the ids the node acknowledged."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
+                      timeout=5.0) as client:
+        n = 0
+        while not stop.is_set():
+            job_id = f"{prefix}-{n}"
+            body = {"id": job_id, "printer_id": "p", "filament_id": "f",
+                    "filepath": f"{job_id}.gcode", "print_weight_in_grams": 1}
+            try:
+                response = client.post("/print_jobs", json=body,
+                                       headers={"Idempotency-Key": job_id})
+            except httpx.HTTPError:
+                return  # the node is gone
+            if response.status_code == 201:
+                acknowledged.add(job_id)
+            n += 1
+
+
 def test_whole_cluster_power_cut_keeps_every_acknowledged_write(
         make_cluster: MakeCluster) -> None:
     # Snapshots every 25 entries: the cut also goes through compacted journals.
     cluster = make_cluster(3, RAFT_SYNC_TRACE="1", RAFT_SNAPSHOT_ENTRIES="25",
                            RAFT_SNAPSHOT_INTERVAL="3")
     seed(cluster.nodes[0])
-    acknowledged = {f"j{i}" for i in range(60) if write_job(cluster.nodes[i % 3], f"j{i}")}
-    assert len(acknowledged) == 60
-    for node in cluster.nodes:  # the power goes off right after the last answer
+    acknowledged = {f"j{i}" for i in range(40) if write_job(cluster.nodes[i % 3], f"j{i}")}
+    assert len(acknowledged) == 40
+    # Writers keep going while the power goes off, so the journals have unsynced tails.
+    stop = threading.Event()
+    in_flight: list[set[str]] = [set() for _ in range(6)]
+    writers = [threading.Thread(target=write_until_stopped,
+                                args=(cluster.nodes[w % 3], f"w{w}", stop, in_flight[w]))
+               for w in range(6)]
+    for writer in writers:
+        writer.start()
+    wait_for(lambda: sum(map(len, in_flight)) >= 60, 30, "writes under load")
+    for node in cluster.nodes:
         node.kill()
+    stop.set()
+    for writer in writers:
+        writer.join(10)
+    for written in in_flight:
+        acknowledged |= written
     for node in cluster.nodes:
         cut_power_to_synced(node.data_dir)
     for node in cluster.nodes:
         node.start()
     cluster.wait_leader(30)
-    assert_all_held(cluster.nodes, acknowledged, 30)
+    assert_all_held(cluster.nodes, acknowledged, 60)
     assert write_job(cluster.nodes[1], "after-power-cut")
 
 
