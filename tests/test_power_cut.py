@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_whole_cluster_power_cut_keeps_every_acknowledged_write(
     for writer in writers:
         writer.start()
     wait_for(lambda: sum(map(len, in_flight)) >= 60, 30, "writes under load")
+    for node in cluster.nodes:  # all at once, as a power cut does
+        assert node.process is not None
+        node.process.send_signal(signal.SIGKILL)
     for node in cluster.nodes:
         node.kill()
     stop.set()
@@ -106,7 +110,7 @@ def test_whole_cluster_power_cut_keeps_every_acknowledged_write(
     for written in in_flight:
         acknowledged |= written
     for node in cluster.nodes:
-        cut_power_to_synced(node.data_dir)
+        cut_power_to_synced(node.data_dir)  # drops the unsynced tails (hundreds of bytes)
     for node in cluster.nodes:
         node.start()
     cluster.wait_leader(30)
