@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     raft_write_timeout: float = Field(5.0, gt=0, le=120)
     raft_snapshot_entries: int = Field(5000, ge=2)
     raft_snapshot_interval: float = Field(300.0, gt=0)
+    # Tests only: record the synced journal length in `<journal>.synced` (power-cut test).
+    raft_sync_trace: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_access_log: bool = False

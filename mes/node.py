@@ -29,10 +29,12 @@ class FarmNode:
     def __init__(self, settings: Settings, tuning: RaftTuning | None = None) -> None:
         self.settings = settings
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
-        conf = build_conf(settings.data_dir, SnapshotFiles(self.machine),
+        self.snapshots = SnapshotFiles(self.machine)
+        conf = build_conf(settings.data_dir, self.snapshots,
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
                           tuning or RaftTuning(), settings.raft_bind_address)
-        self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf)
+        self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
+                             self.snapshots, settings.raft_sync_trace)
         self.writer = Writer(self.raft, settings.raft_write_timeout)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url)

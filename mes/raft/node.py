@@ -11,6 +11,7 @@ from pysyncobj import SyncObjConf, SyncObjException, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
 from mes.raft.applied import AppliedView
+from mes.raft.durable import DurableSyncObj
 from mes.raft.replication import SafeReplication
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
@@ -49,6 +50,7 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
         fullDumpFile=str(data_dir / "raft.snapshot"),
         serializer=snapshots.serialize if snapshots else None,
         deserializer=snapshots.deserialize if snapshots else None,
+        serializeChecker=snapshots.check if snapshots else None,
         useFork=False,
         appendEntriesUseBatch=False,
         commandsWaitLeader=False,
@@ -58,9 +60,15 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
         connectionTimeout=tuning.connection_timeout,
         connectionRetryTime=tuning.connection_retry,
         leaderFallbackTimeout=max(tuning.election_max * 2, 1.0),
-        logCompactionMinEntries=snapshot_entries,
+        # Start at half the bound: entries that arrive while a snapshot is written in the
+        # background stay in the log, and the bound must hold with them.
+        logCompactionMinEntries=max(snapshot_entries // 2, 2),
         logCompactionMinTime=snapshot_interval,
-        logCompactionSplit=True,
+        # pysyncobj's split lets each node compact only in its own slice of every interval, so
+        # the entry bound waited for that slice (73,919 entries with a bound of 5,000). Only a
+        # memory copy of the database happens on the Raft thread now (mes.raft.snapshot), so
+        # nodes may compact together, as soon as the bound is crossed.
+        logCompactionSplit=False,
         dynamicMembershipChange=False,
         # Listen where the node's address says (pysyncobj would take 0.0.0.0), and give up
         # after a few tries so that a taken port stops the node instead of a silent retry.
@@ -71,13 +79,20 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
     )
 
 
-class RaftNode(AppliedView, SafeReplication):
-    """A pysyncobj node whose only replicated method applies a command to the state machine."""
+class RaftNode(AppliedView, SafeReplication, DurableSyncObj):
+    """A pysyncobj node whose only replicated method applies a command to the state machine.
+
+    Composed of small overrides of pysyncobj (each chains to the next through super()):
+    AppliedView (applied index and state read together), SafeReplication (follower append
+    rule, log repair that converges) and DurableSyncObj (an entry counts as stored only once
+    its journal is synced).
+    """
 
     def __init__(self, self_address: str, peers: list[str], machine: StateMachine,
-                 conf: SyncObjConf) -> None:
+                 conf: SyncObjConf, snapshots: SnapshotFiles | None = None,
+                 sync_trace: bool = False) -> None:
         self._machine = machine
-        super().__init__(self_address, peers, conf)
+        super().__init__(self_address, peers, conf, snapshots, sync_trace)
         try:
             self.waitBinded()
         except SyncObjException:

@@ -51,7 +51,9 @@ class SafeReplication(SyncObj):  # type: ignore[misc]
         Our entries up to the commit index are committed, so the leader holds them. Beyond
         it, only a tail written in the current leader's term is surely in the leader's log.
         """
-        resume = int(self.raftCommitIndex) + 1
+        # (A commit index beyond our log's end, e.g. from a meta file that outlived a lost
+        # journal, is no common ground: never point past what we hold.)
+        resume = min(int(self.raftCommitIndex), int(self._SyncObj__getCurrentLogIndex())) + 1
         if mismatch_at is None:  # our log ends before the append's prevLogIdx
             if self._SyncObj__getCurrentLogTerm() == self.raftCurrentTerm:
                 return None  # pysyncobj's answer: right after our last entry

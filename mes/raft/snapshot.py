@@ -1,46 +1,135 @@
-"""Snapshot files: the SQLite image of the state machine plus pysyncobj's own data."""
+"""Snapshot files: the SQLite image of the state machine plus pysyncobj's own data.
+
+Only the image is taken on the Raft thread (SQLite's serialize: a memory copy); compressing,
+writing and syncing happen in a background thread, and the finished file is renamed into
+place on the Raft thread when pysyncobj next asks (`check`, its serializeChecker), before it
+drops the journal entries the snapshot covers.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
 import pickle
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+from pysyncobj.config import SERIALIZER_STATE
+
+from mes.raft.journal import fsync_dir, move_aside, stop_unrecoverable
 from mes.state.machine import StateMachine
 
 FORMAT = "mes-snapshot-1"
-EXIT_BAD_SNAPSHOT = 70
 log = logging.getLogger(__name__)
 
 
+class _Write:
+    """One snapshot being compressed and synced to `<final>.writing` in a background thread."""
+
+    def __init__(self, final: str, payload: dict[str, Any], generation: int) -> None:
+        self.final = final
+        self.tmp = final + ".writing"
+        self.generation = generation
+        self.error: BaseException | None = None
+        self._payload: dict[str, Any] | None = payload
+        self.thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with open(self.tmp, "wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as out:
+                    pickle.dump(self._payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+                raw.flush()
+                os.fsync(raw.fileno())
+        except BaseException as exc:  # reported by check() on the Raft thread
+            self.error = exc
+        finally:
+            self._payload = None
+
+
 class SnapshotFiles:
-    """pysyncobj's custom serializer pair, bound to one state machine."""
+    """pysyncobj's custom serializer, checker and deserializer, bound to one state machine."""
 
     def __init__(self, machine: StateMachine) -> None:
         self._machine = machine
+        self._write: _Write | None = None
+        self._generation = 0
+        # Set by RaftNode: forget the log so that the leader sends a snapshot again. None on a
+        # node without peers: an unreadable snapshot then stops it (nothing to rebuild from).
+        self.on_unreadable: Callable[[], None] | None = None
+        self.raft_thread_seconds = 0.0
+        self.completed = 0
 
     def serialize(self, file_name: str, raft_data: Any) -> None:
-        """Write the database and pysyncobj's data; runs on the Raft thread between applies."""
+        """Take the image on the Raft thread and start writing it in the background.
+
+        pysyncobj then renames `file_name` over the snapshot; this never creates that file,
+        so its rename fails harmlessly and `check` reports the outcome instead.
+        """
+        started = time.perf_counter()
+        final = file_name.removesuffix(".tmp")
         payload = {"format": FORMAT, "db": self._machine.snapshot(), "raft": raft_data}
-        with gzip.open(file_name, "wb", compresslevel=1) as out:
-            pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write = _Write(final, payload, self._generation)
+        self._write.thread.start()
+        self.raft_thread_seconds = time.perf_counter() - started
+
+    def check(self) -> int:
+        """pysyncobj's serializeChecker: the state of the background write (Raft thread)."""
+        write = self._write
+        if write is None:
+            return int(SERIALIZER_STATE.NOT_SERIALIZING)
+        if write.thread.is_alive():
+            return int(SERIALIZER_STATE.SERIALIZING)
+        self._write = None
+        if write.error is not None or write.generation != self._generation:
+            with contextlib.suppress(OSError):
+                os.remove(write.tmp)
+            if write.error is not None:
+                log.error("writing the snapshot %s failed: %s", write.tmp, write.error)
+            return int(SERIALIZER_STATE.FAILED)  # a snapshot installed meanwhile supersedes it
+        os.replace(write.tmp, write.final)
+        fsync_dir(write.final)
+        self.completed += 1
+        return int(SERIALIZER_STATE.SUCCESS)
 
     def deserialize(self, file_name: str) -> Any:
         """Load the database from a snapshot file and hand pysyncobj its data back.
 
         pysyncobj swallows a failure here and would replay the compacted journal onto an
-        empty database, silently diverging from the other nodes: stop the process instead.
+        empty database, silently diverging from the other nodes. So an unreadable snapshot is
+        moved aside and the log emptied (the leader sends a snapshot again); without peers
+        the node stops.
         """
+        self._generation += 1  # a background write of an older state must not replace this one
         try:
+            _sync_file(file_name)  # pysyncobj renamed a received snapshot here without a sync
             with gzip.open(file_name, "rb") as src:
                 payload = pickle.load(src)
             if not isinstance(payload, dict) or payload.get("format") != FORMAT:
                 raise ValueError(f"{file_name} is not a mes snapshot")
             self._machine.restore(payload["db"])
             return payload["raft"]
-        except Exception:
-            log.critical("cannot load the snapshot %s; stopping rather than diverging",
-                         file_name, exc_info=True)
-            os._exit(EXIT_BAD_SNAPSHOT)
+        except Exception as exc:
+            self._unreadable(file_name, exc)
+            raise
+
+    def _unreadable(self, file_name: str, exc: Exception) -> None:
+        if self.on_unreadable is None:
+            stop_unrecoverable(
+                f"cannot load the snapshot {file_name} ({exc!r}) and this node has no peers to "
+                "rebuild from: stopping rather than diverging. Restore it from a backup.")
+        aside = move_aside(file_name)
+        log.critical("cannot load the snapshot %s (%r): moved to %s; this node starts with an "
+                     "empty log and rebuilds from its peers", file_name, exc, aside)
+        self._machine.reset()
+        self.on_unreadable()
+
+
+def _sync_file(path: str) -> None:
+    with open(path, "rb") as src:
+        os.fsync(src.fileno())
+    fsync_dir(path)
