@@ -228,7 +228,21 @@ def bed_cleared(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if busy is not None:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} is printing job "
                             f"{busy['id']!r}", "id")
-    _set_printer(ctx, printer["id"], bed_clear=True)
+    if args.has("epoch") and printer["attention"]:
+        raise RuleViolation("needs_attention", f"printer {printer['id']!r} needs an operator: "
+                            f"{printer['attention']}", "id")
+    _set_printer(ctx, printer["id"], bed_clear=True, attention=None)
+    return _read_printer(ctx, printer["id"])
+
+
+def needs_attention(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """A worker cancelled a print the printer should not have started: hold the printer
+    until an operator clears its bed (only the operator's bed_cleared clears this)."""
+    args.reject_unknown(("epoch", "id", "reason"))
+    _fenced(ctx, args)
+    printer = _printer(ctx, args.ident("id"))
+    reason = args.text("reason", 1000)
+    _set_printer(ctx, printer["id"], bed_clear=False, attention=reason)
     return _read_printer(ctx, printer["id"])
 
 

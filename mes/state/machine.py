@@ -48,6 +48,7 @@ HANDLERS: dict[str, Handler] = {
     "job.external": farm.external,
     "job.request": farm.request_action,
     "printer.bed_cleared": farm.bed_cleared,
+    "printer.attention": farm.needs_attention,
     "printer.reserve": farm.reserve,
     "printer.release": farm.release,
     "printer.telemetry": farm.telemetry,
