@@ -168,10 +168,10 @@ async def test_a_late_start_of_a_job_running_elsewhere_is_cancelled(
 @pytest.mark.parametrize("kind", ["OctoPrint", "PrusaLink"])
 async def test_a_start_delivered_late_never_prints_twice(
         tmp_path: Path, start_emulator: StartEmulator, kind: str, leader_change: bool) -> None:
-    """The issue's reproduction, scaled down: the leader's start is held 8 s (the issue: 25
+    """The issue's reproduction, scaled down: the leader's start is held 12 s (the issue: 25
     and 40 s against a 15 s grace); the job is started again meanwhile and finishes."""
     emulator = start_emulator(kind, job_time=1.0, heat_time=2.0)
-    proxy = await LateProxy(emulator.port, starts_a_print, delay=8.0).start()
+    proxy = await LateProxy(emulator.port, starts_a_print, delay=12.0).start()
     try:
         async with running_farm(tmp_path, **FAST) as (node, api):
             await add_printers(api, [proxy.url], kind)
