@@ -2,8 +2,8 @@
 
 Each client connection gets its own upstream connection. Requests are read whole (head and
 Content-Length body); one for which `hold` says yes is answered with nothing (the client
-times out) and sent upstream `delay` seconds later on a fresh connection, whatever the
-client did meanwhile. Its late answer is recorded, never relayed.
+times out, or with `drop_client` sees the connection closed) and sent upstream `delay`
+seconds later on a fresh connection, whatever the client did meanwhile. Its late answer is recorded, never relayed.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class LateProxy:
     hold: Hold
     delay: float
     times: int = 1  # how many matching requests to hold
+    drop_client: bool = False  # close the client's connection at once ("server disconnected")
     held: list[bytes] = field(default_factory=list)  # request lines held
     late_answers: list[bytes] = field(default_factory=list)  # status lines of late answers
     port: int = 0
@@ -84,6 +85,8 @@ class LateProxy:
                 if len(self.held) < self.times and self.hold(head, body):
                     self.held.append(head.split(b"\r\n", 1)[0])
                     self._spawn(self._deliver_late(head + body))
+                    if self.drop_client:
+                        break
                     continue  # this client hears nothing more on this connection
                 up_writer.write(head + body)
                 await up_writer.drain()

@@ -236,3 +236,25 @@ async def test_a_late_start_of_a_job_canceled_while_starting_is_cancelled(
             assert (await job_of(api, "j"))["status"] == "Canceled"
     finally:
         await proxy.close()
+
+
+async def test_a_start_answered_by_a_dropped_connection_counts_as_maybe_started(
+        tmp_path: Path, start_emulator: StartEmulator) -> None:
+    """"Server disconnected" after the request left is not "not started": the job is not
+    queued again (and maybe sent to a second printer) while the printer shows it printing."""
+    emulator = start_emulator("OctoPrint", job_time=1.0, heat_time=1.0)
+    proxy = await LateProxy(emulator.port, starts_a_print, delay=0.3, drop_client=True).start()
+    try:
+        async with running_farm(tmp_path, **FAST) as (node, api):
+            await add_printers(api, [proxy.url], "OctoPrint")
+            await submit(api, "j")
+            await wait_status(api, "j", "Done")
+            pool = node.leader_loop.pool
+            assert pool is not None
+            assert pool.claims == 1  # never given back to the queue
+            assert proxy.held and proxy.late_answers[0].split()[1] == b"204"
+            assert emulator.status(0)["starts"] == {"mes-j.gcode": 1}
+            history = (await api.get("/api/v1/print_jobs/j/history")).json()
+            assert [h["to_status"] for h in history] == ["Queued", "Running", "Done"]
+    finally:
+        await proxy.close()
