@@ -3,7 +3,8 @@
 Each client connection gets its own upstream connection. Requests are read whole (head and
 Content-Length body); one for which `hold` says yes is answered with nothing (the client
 times out, or with `drop_client` sees the connection closed) and sent upstream `delay`
-seconds later on a fresh connection, whatever the client did meanwhile. Its late answer is recorded, never relayed.
+seconds later on a fresh connection, whatever the client did meanwhile. Its late answer is
+recorded, never relayed.
 """
 
 from __future__ import annotations
