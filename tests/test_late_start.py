@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from mes.node import FarmNode
+from mes.workers.pool import WorkerPool
 from tests.emulators import Emulator, StartEmulator
 from tests.farm_helpers import GCODE, eventually, running_farm, upload
 from tests.late_proxy import LateProxy, starts_a_print
@@ -101,10 +102,15 @@ def loud(caplog: pytest.LogCaptureFixture, name: str) -> bool:
     return any(r.levelno >= logging.ERROR and name in r.getMessage() for r in caplog.records)
 
 
+def pool_of(node: FarmNode) -> WorkerPool:
+    """The leader's running worker pool."""
+    assert node.leader_loop is not None and node.leader_loop.pool is not None
+    return node.leader_loop.pool
+
+
 async def some_ticks(node: FarmNode, printer_id: str, count: int) -> None:
     """Let the printer's worker run `count` more ticks."""
-    pool = node.leader_loop.pool
-    assert pool is not None
+    pool = pool_of(node)
     worker = pool.workers[printer_id][0]
     target = worker.ticks + count
 
@@ -181,8 +187,7 @@ async def test_a_start_delivered_late_never_prints_twice(
                 return bool(proxy.held)
 
             await eventually(held, 20, "the start held by the proxy")
-            pool = node.leader_loop.pool
-            assert pool is not None
+            pool = pool_of(node)
             first_epoch = pool.ctx.epoch
             if leader_change:  # the leader is deposed with its start on the way
                 pool.ctx.fenced = True
@@ -201,8 +206,8 @@ async def test_a_start_delivered_late_never_prints_twice(
             assert proxy.late_answers[0].split()[1] in (b"404", b"409"), proxy.late_answers
             history = (await api.get("/api/v1/print_jobs/j/history")).json()
             assert [h["to_status"] for h in history] == ["Queued", "Running", "Done"]
-            pool = node.leader_loop.pool
-            assert pool is not None and (pool.ctx.epoch > first_epoch) == leader_change
+            pool = pool_of(node)
+            assert (pool.ctx.epoch > first_epoch) == leader_change
             assert (await printer_status(api, "p0"))["attention"] is None
     finally:
         await proxy.close()
@@ -249,8 +254,7 @@ async def test_a_start_answered_by_a_dropped_connection_counts_as_maybe_started(
             await add_printers(api, [proxy.url], "OctoPrint")
             await submit(api, "j")
             await wait_status(api, "j", "Done")
-            pool = node.leader_loop.pool
-            assert pool is not None
+            pool = pool_of(node)
             assert pool.claims == 1  # never given back to the queue
             assert proxy.held and proxy.late_answers[0].split()[1] == b"204"
             assert emulator.status(0)["starts"] == {"mes-j.gcode": 1}
