@@ -120,7 +120,7 @@ class PrinterWorker:
         if job is None:
             await self._without_job(printer, status)
         elif job["phase"] == "starting":
-            await self._starting(printer, job, status)
+            await self._starting(job, status)
         else:
             await self._running(printer, job, status)
 
@@ -129,7 +129,7 @@ class PrinterWorker:
             name = str(status.file_name)
             own = OWN_FILE.match(name)
             if own:
-                await self._own_file_without_job(printer, name, own.group(1))
+                await self._own_file_without_job(name, own.group(1))
                 return
             known = self.ctx.node.machine.read(
                 lambda c: queries.job_by_printer_file(c, self.printer_id, name))
@@ -144,8 +144,7 @@ class PrinterWorker:
               and self.ctx.node.settings.auto_clear_bed):
             await self.ctx.command("printer.bed_cleared", id=self.printer_id)
 
-    async def _own_file_without_job(self, printer: dict[str, Any], name: str,
-                                    job_id: str) -> None:
+    async def _own_file_without_job(self, name: str, job_id: str) -> None:
         """One of our files prints here while no job is claimed or running here."""
         job = self.ctx.node.machine.read(lambda c: queries.get_job(c, job_id))
         if job is not None and job["status"] == "Queued" and job["phase"] is None:
@@ -169,27 +168,30 @@ class PrinterWorker:
             why = f"its job is {job['status']}"
         else:
             why = f"its job is {job['status']} on printer {job['assigned_printer_id']}"
-        await self._stray(printer, name, why)
+        await self._stray(name, why)
 
     def _ran_here(self, job_id: str) -> bool:
         history = self.ctx.node.machine.read(lambda c: queries.job_history_of(c, job_id))
         return any(h["to_status"] == "Running" for h in history)
 
-    async def _stray(self, printer: dict[str, Any], name: str, why: str) -> None:
+    async def _stray(self, name: str, why: str) -> None:
         """Cancel a print of ours that must not run here (a late start), at once, and hold
-        the printer for an operator."""
+        the printer for an operator.
+
+        The hold is committed first: a deposed leader, whose view may be stale, cannot
+        commit, so it never cancels a print the current leader started.
+        """
         log.error("printer %s prints %s, which must not print there (%s): a late start; "
                   "cancelling it and holding the printer for an operator",
                   self.printer_id, name, why)
+        reason = (f"cancelled {name}, started late ({why}); check the printer and its bed, "
+                  "then clear the bed")
+        if await self.ctx.command("printer.attention", id=self.printer_id,
+                                  reason=reason[:1000]) is None:
+            return
         await self._try(self.client.cancel())
-        if not printer.get("attention"):
-            await self.ctx.command(
-                "printer.attention", id=self.printer_id,
-                reason=f"cancelled {name}, started late ({why}); check the printer and its "
-                       "bed, then clear the bed")
 
-    async def _starting(self, printer: dict[str, Any], job: dict[str, Any],
-                        status: PrinterStatus) -> None:
+    async def _starting(self, job: dict[str, Any], status: PrinterStatus) -> None:
         name = job["printer_filename"]
         now = time.monotonic()
         watch = self._watches.setdefault(job["id"], StartWatch(seen=now))
@@ -200,7 +202,7 @@ class PrinterWorker:
         if status.state in ("printing", "paused"):
             other = str(status.file_name or "")
             if OWN_FILE.match(other):
-                await self._stray(printer, other, f"job {job['id']} is starting there")
+                await self._stray(other, f"job {job['id']} is starting there")
             await self._start_failed(job, f"printer is busy printing {other or 'a file'}")
             return
         if status.state in ("offline", "error"):
@@ -282,7 +284,7 @@ class PrinterWorker:
         else:
             other = str(status.file_name or "")
             if status.state in ("printing", "paused") and OWN_FILE.match(other):
-                await self._stray(printer, other, f"job {job['id']} was running there")
+                await self._stray(other, f"job {job['id']} was running there")
             await self.ctx.command("job.lost", job_id=job["id"], cause=self._why_gone(name))
 
     def _why_gone(self, name: str) -> str:
