@@ -352,3 +352,19 @@ def test_a_printer_held_for_attention_takes_no_job_until_an_operator_clears_it(
     assert cleared.ok and (cleared.value["attention"], cleared.value["bed_clear"]) == (None, True)
     assert farm.do("job.claim", epoch=epoch, job_id="j1", printer_id="p1",
                    printer_filename="mes-j1.gcode").ok
+
+
+def test_sending_a_start_needs_the_current_epoch_and_a_job_still_claimed_there(
+        farm: Farm) -> None:
+    epoch = _claimed(farm)
+    assert farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p1").ok
+    before = farm.dump()
+    other = farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p2")
+    assert other.error is not None and other.error["code"] == "not_starting"
+    farm.do("leader.begin", leader="n2")
+    stale = farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p1")
+    assert stale.error is not None and stale.error["code"] == "stale_epoch"
+    assert farm.do("job.set_status", id="j1", status="Canceled").ok
+    canceled = farm.do("job.sending", epoch=epoch + 1, job_id="j1", printer_id="p1")
+    assert canceled.error is not None and canceled.error["code"] == "not_starting"
+    assert before != farm.dump()  # (the cancel changed it; sending itself changes nothing)

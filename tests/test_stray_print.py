@@ -29,21 +29,32 @@ class Writer:
 
 
 class Printing:
-    """A printer that prints `name` and records cancels."""
+    """A printer that prints `name` (idle without one) and records what it is asked."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str | None) -> None:
         self.name = name
         self.cancels = 0
+        self.uploads: list[str] = []
+        self.starts: list[str] = []
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
+        if self.name is None:
+            return PrinterStatus(state="idle")
         return PrinterStatus(state="printing", file_name=self.name, progress=0.0)
 
     async def cancel(self) -> None:
         self.cancels += 1
 
+    async def upload(self, name: str, data: bytes) -> None:
+        self.uploads.append(name)
 
-def done_job_farm() -> tuple[StateMachine, int]:
-    """Printer p1 whose job j is Done; returns the machine and the epoch that ran it."""
+    async def start(self, name: str) -> None:
+        self.starts.append(name)
+
+
+def done_job_farm(until: str | None = None) -> tuple[StateMachine, int]:
+    """Printer p1 whose job j is Done (or stopped before `until`); returns the machine and
+    the epoch that ran it."""
     machine = StateMachine()
 
     def do(op: str, **args: Any) -> Any:
@@ -56,15 +67,21 @@ def done_job_farm() -> tuple[StateMachine, int]:
     do("file.register", id="c" * 64, name="a.gcode", size=10)
     do("job.create", id="j", filament_id="f1", file_id="c" * 64, print_weight_in_grams=5)
     epoch = int(do("leader.begin", leader="n1")["epoch"])
-    do("job.claim", epoch=epoch, job_id="j", printer_id="p1", printer_filename="mes-j.gcode")
-    do("job.started", epoch=epoch, job_id="j")
-    do("job.finished", epoch=epoch, job_id="j")
+    for op, args in (("job.claim", {"printer_id": "p1", "printer_filename": "mes-j.gcode"}),
+                     ("job.started", {}), ("job.finished", {})):
+        if op == until:
+            break
+        do(op, epoch=epoch, job_id="j", **args)
     return machine, epoch
 
 
 def worker(machine: StateMachine, epoch: int, client: Printing) -> PrinterWorker:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    node = SimpleNamespace(machine=machine, writer=Writer(machine), settings=settings)
+    async def blob(file_id: str) -> bytes:
+        return b"G28\n"
+
+    node = SimpleNamespace(machine=machine, writer=Writer(machine), settings=settings,
+                           blob=blob)
     return PrinterWorker("p1", client, WorkerContext(node, epoch))  # type: ignore[arg-type]
 
 
@@ -90,3 +107,21 @@ async def test_a_deposed_leader_with_a_stale_view_never_cancels() -> None:
         await worker(machine, epoch, client).tick()
     assert client.cancels == 0
     assert attention(machine) is None
+
+
+async def test_a_deposed_leader_sends_no_start() -> None:
+    machine, epoch = done_job_farm(until="job.started")  # claimed, starting
+    client = Printing(None)
+    current = worker(machine, epoch, client)
+    machine.apply({"op": "leader.begin", "args": {"leader": "n2"}, "rid": None,
+                   "ts": time.time()})
+    with pytest.raises(Fenced):
+        await current.tick()
+    assert client.starts == []
+
+
+async def test_the_current_leader_uploads_then_starts() -> None:
+    machine, epoch = done_job_farm(until="job.started")
+    client = Printing(None)
+    await worker(machine, epoch, client).tick()
+    assert (client.uploads, client.starts) == (["mes-j.gcode"], ["mes-j.gcode"])

@@ -126,6 +126,21 @@ def started(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     return _read_job(ctx, job["id"])
 
 
+def sending(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """A worker is about to send a claimed job's start. Changes nothing; refused unless the
+    job is still claimed for that printer and the epoch is current, so a deposed leader or a
+    stale view sends no start."""
+    args.reject_unknown(("epoch", "job_id", "printer_id"))
+    _fenced(ctx, args)
+    job = _job(ctx, args.ident("job_id"))
+    printer_id = args.ident("printer_id")
+    if (job["status"], job["phase"], job["assigned_printer_id"]) != (
+            "Queued", "starting", printer_id):
+        raise RuleViolation("not_starting", f"job {job['id']!r} is not starting on printer "
+                            f"{printer_id!r}", "job_id")
+    return {"job_id": job["id"], "printer_id": printer_id}
+
+
 def start_failed(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """A claimed job could not be started: it waits in the queue again, with the reason."""
     args.reject_unknown(("epoch", "job_id", "reason"))

@@ -41,6 +41,7 @@ HANDLERS: dict[str, Handler] = {
     "leader.begin": farm.begin_epoch,
     "job.claim": farm.claim,
     "job.started": farm.started,
+    "job.sending": farm.sending,
     "job.start_failed": farm.start_failed,
     "job.finished": farm.finished,
     "job.lost": farm.lost,

@@ -237,6 +237,9 @@ class PrinterWorker:
         except PrinterError as exc:  # nothing was started: an upload alone prints nothing
             await self._start_failed(job, f"upload failed: {exc}")
             return
+        if await self.ctx.command("job.sending", job_id=job["id"],
+                                  printer_id=self.printer_id) is None:
+            return  # no longer claimed here (canceled meanwhile): send nothing
         watch.sent = time.monotonic()  # from here on the start may arrive, now or later
         try:
             async with asyncio.timeout(self._deadline()):
