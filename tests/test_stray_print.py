@@ -90,6 +90,13 @@ def attention(machine: StateMachine) -> Any:
         "SELECT attention FROM printers WHERE id = 'p1'").scalar())
 
 
+def job_row(machine: StateMachine, columns: str) -> tuple[Any, ...]:
+    row = machine.read(lambda c: c.exec_driver_sql(
+        f"SELECT {columns} FROM print_jobs WHERE id = 'j'").first())
+    assert row is not None
+    return tuple(row)
+
+
 async def test_a_late_start_of_a_done_job_is_cancelled_on_the_first_tick() -> None:
     machine, epoch = done_job_farm()
     client = Printing("mes-j.gcode")
@@ -125,3 +132,26 @@ async def test_the_current_leader_uploads_then_starts() -> None:
     client = Printing(None)
     await worker(machine, epoch, client).tick()
     assert (client.uploads, client.starts) == (["mes-j.gcode"], ["mes-j.gcode"])
+
+
+class Busy(Printing):
+    """Idle in its first status, but the start is refused: an earlier start just began."""
+
+    async def start(self, name: str) -> None:
+        from mes.printers.base import PrinterBusy
+
+        self.starts.append(name)
+        self.name = name  # the inherited start that arrived a moment before
+        raise PrinterBusy("409 Printer is busy")
+
+
+async def test_a_start_refused_as_busy_waits_for_the_printer_instead_of_requeueing() -> None:
+    machine, epoch = done_job_farm(until="job.started")
+    client = Busy(None)
+    current = worker(machine, epoch, client)
+    await current.tick()  # refused: busy
+    assert job_row(machine, "status, phase") == ("Queued", "starting")
+    current.ctx.invalidate()
+    await current.tick()  # the printer shows our file: started, never queued again
+    assert job_row(machine, "status, last_error") == ("Running", None)
+    assert client.starts == ["mes-j.gcode"]

@@ -244,6 +244,12 @@ class PrinterWorker:
         try:
             async with asyncio.timeout(self._deadline()):
                 await self.client.start(name)
+        except PrinterBusy as exc:
+            # Not started by this request, but maybe by an earlier one (an inherited start
+            # that just arrived): the next polls tell, so the job is not queued again yet.
+            log.info("printer %s refused the start of job %s: %s", self.printer_id,
+                     job["id"], exc)
+            return
         except (PrinterNotSent, PrinterRefused) as exc:
             await self._start_failed(job, str(exc))  # certainly not started by this request
             return
