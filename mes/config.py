@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     auto_schedule: bool = True
     auto_clear_bed: bool = False
     printer_worker_interval: float = Field(1.0, gt=0, le=3600)
+    # How long (on this node's clock) a sent or inherited start may take to show at the
+    # printer before the job goes back to the queue; a start arriving later is cancelled.
+    printer_start_grace: float = Field(15.0, gt=0, le=3600)
     mock_printer_interval: float = Field(0.1, gt=0, le=60)
     mock_printer_job_time: int = Field(30, gt=0, le=1_000_000)
     mock_printer_target_bed_temperature: float = Field(60.0, ge=0, le=150)

@@ -406,3 +406,26 @@ def test_port_in_use_fails_fast() -> None:
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=30)
     assert result.returncode != 0
     assert b"cannot listen" in result.stderr
+
+
+def test_core_heating_comes_before_moving_and_is_counted() -> None:
+    clock = FakeClock()
+    printer = Printer(1, job_time=10.0, clock=clock, wall=clock, heat_time=5.0)
+    printer.store("a.gcode", GCODE)
+    printer.store("b.gcode", GCODE)
+    printer.start("a.gcode")
+    clock.t += 4
+    assert phase_of(printer) is Phase.PRINTING
+    assert printer.progress() == 0.0 and printer.print_time() == 0.0
+    printer.stop()  # cancelled while heating: it never moved
+    assert printer.summary()["stops"] == {"a.gcode": 1}
+    assert printer.summary()["moved"] == {}
+    printer.start("b.gcode")
+    clock.t += 7
+    assert printer.progress() == pytest.approx(20.0)
+    assert printer.summary()["moved"] == {"b.gcode": 1}
+    clock.t += 8.5
+    assert phase_of(printer) is Phase.FINISHED
+    assert printer.summary()["moved"] == {"b.gcode": 1}
+    assert printer.print_time() == pytest.approx(10.0)
+    assert printer.summary()["stops"] == {"a.gcode": 1}

@@ -295,10 +295,10 @@ class LostAnswer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def upload_and_start(self, name: str, data: bytes) -> None:
+    async def start(self, name: str) -> None:
         from mes.printers.base import PrinterNoAnswer
 
-        await self.inner.upload_and_start(name, data)
+        await self.inner.start(name)
         raise PrinterNoAnswer("no answer in time")
 
 

@@ -8,7 +8,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from mes.printers.base import PrinterBusy, PrinterError
+from mes.printers.base import (
+    PrinterBusy,
+    PrinterError,
+    PrinterNoAnswer,
+    PrinterNotSent,
+    PrinterRefused,
+)
 from mes.printers.mock import MockPrinter
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
@@ -94,19 +100,62 @@ async def test_octoprint_disconnected_is_offline_and_connects() -> None:
     assert json.loads(rec.sent("POST", "/api/connection").content) == {"command": "connect"}
 
 
-async def test_octoprint_upload_checks_effective_print() -> None:
+async def test_octoprint_upload_does_not_print_and_start_is_one_short_command() -> None:
     client, rec = octo({("POST", "/api/files/local"): httpx.Response(
-        201, json={"done": True, "effectivePrint": True, "effectiveSelect": True})})
-    await client.upload_and_start("job-1.gcode", b"G28\nG1 X10\n")
+        201, json={"done": True, "effectivePrint": False, "effectiveSelect": False}),
+        ("POST", "/api/files/local/job 1.gcode"): httpx.Response(204)})
+    await client.upload("job 1.gcode", b"G28\nG1 X10\n")
     body = rec.sent("POST", "/api/files/local").content
-    assert b'name="file"; filename="job-1.gcode"' in body
+    assert b'name="file"; filename="job 1.gcode"' in body
     assert b"G28\nG1 X10\n" in body
-    assert b'name="print"' in body and b'name="select"' in body
+    assert b'name="print"\r\n\r\nfalse' in body and b'name="select"\r\n\r\nfalse' in body
+    await client.start("job 1.gcode")
+    sent = rec.sent("POST", "/api/files/local/job 1.gcode")
+    assert sent.url.raw_path == b"/api/files/local/job%201.gcode"
+    assert json.loads(sent.content) == {"command": "select", "print": True}
 
-    busy, _ = octo({("POST", "/api/files/local"): httpx.Response(
-        201, json={"done": True, "effectivePrint": False})})
+    busy, _ = octo({("POST", "/api/files/local/a.gcode"): httpx.Response(
+        409, json={"error": "Printer is already printing"})})
     with pytest.raises(PrinterBusy):
-        await busy.upload_and_start("job-1.gcode", b"G28\n")
+        await busy.start("a.gcode")
+    missing, _ = octo({})
+    with pytest.raises(PrinterRefused):
+        await missing.start("a.gcode")
+
+
+def _raising(exc: Exception) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [(httpx.ConnectError("refused"), PrinterNotSent),
+     (httpx.ConnectTimeout("connect"), PrinterNotSent),
+     (httpx.ReadTimeout("read"), PrinterNoAnswer),
+     (httpx.WriteTimeout("write"), PrinterNoAnswer),
+     (httpx.RemoteProtocolError("Server disconnected without sending a response."),
+      PrinterNoAnswer),
+     (httpx.ReadError("reset"), PrinterNoAnswer)],
+)
+async def test_only_a_connection_never_made_counts_as_not_sent(
+        exc: Exception, expected: type[Exception]) -> None:
+    for client, path in ((octo({("POST", "/api/files/local/a.gcode"): _raising(exc)})[0],
+                          "octo"),
+                         (prusa({("POST", "/api/v1/files/local/a.gcode"): _raising(exc)})[0],
+                          "prusa")):
+        with pytest.raises(PrinterError) as raised:
+            await client.start("a.gcode")
+        assert type(raised.value) is expected, path
+
+
+async def test_a_5xx_answer_to_a_start_is_not_a_refusal() -> None:
+    client, _ = octo({("POST", "/api/files/local/a.gcode"): httpx.Response(500)})
+    with pytest.raises(PrinterError) as raised:
+        await client.start("a.gcode")
+    assert not isinstance(raised.value, PrinterRefused | PrinterNotSent)
 
 
 @pytest.mark.parametrize(
@@ -207,19 +256,24 @@ async def test_prusalink_state_names_and_204_without_job(state: str, expected: s
     assert status.file_name is None
 
 
-async def test_prusalink_raw_upload_with_print_after_upload() -> None:
-    client, rec = prusa({("PUT", "/api/v1/files/local/job 1.gcode"): httpx.Response(201)})
-    await client.upload_and_start("job 1.gcode", b"G28\n")
+async def test_prusalink_raw_upload_without_printing_then_start() -> None:
+    client, rec = prusa({("PUT", "/api/v1/files/local/job 1.gcode"): httpx.Response(201),
+                         ("POST", "/api/v1/files/local/job 1.gcode"): httpx.Response(204)})
+    await client.upload("job 1.gcode", b"G28\n")
     sent = rec.requests[0]
     assert sent.url.raw_path == b"/api/v1/files/local/job%201.gcode"
     assert sent.content == b"G28\n"  # raw, not multipart
     assert sent.headers["Content-Type"] == "application/octet-stream"
-    assert sent.headers["Print-After-Upload"] == "?1"
+    assert "Print-After-Upload" not in sent.headers
     assert sent.headers["Overwrite"] == "?1"
-    busy, _ = prusa({("PUT", "/api/v1/files/local/a.gcode"): httpx.Response(
+    await client.start("job 1.gcode")
+    start = rec.requests[1]
+    assert (start.method, start.url.raw_path) == ("POST", b"/api/v1/files/local/job%201.gcode")
+    assert start.content == b""
+    busy, _ = prusa({("POST", "/api/v1/files/local/a.gcode"): httpx.Response(
         409, json={"code": "CONFLICT", "title": "Busy", "text": "printer is busy", "url": ""})})
     with pytest.raises(PrinterBusy, match="printer is busy"):
-        await busy.upload_and_start("a.gcode", b"G28\n")
+        await busy.start("a.gcode")
 
 
 @pytest.mark.parametrize(
@@ -280,9 +334,13 @@ async def test_mock_printer_heats_prints_finishes_and_refuses_a_second_start() -
     mock = MockPrinter(interval=1.0, job_ticks=10, bed_target=60, nozzle_target=210,
                        clock=lambda: now[0])
     assert (await mock.status()).state == "idle"
-    await mock.upload_and_start("a.gcode", b"G28\n")
+    with pytest.raises(PrinterRefused):
+        await mock.start("a.gcode")  # not uploaded
+    await mock.upload("a.gcode", b"G28\n")
+    await mock.upload("b.gcode", b"G28\n")
+    await mock.start("a.gcode")
     with pytest.raises(PrinterBusy):
-        await mock.upload_and_start("b.gcode", b"G28\n")
+        await mock.start("b.gcode")
     now[0] = 1.5
     heating = await mock.status()
     assert heating.state == "printing" and 22 < heating.nozzle_actual < 210  # type: ignore[operator]
@@ -296,7 +354,7 @@ async def test_mock_printer_heats_prints_finishes_and_refuses_a_second_start() -
     now[0] = 105.1
     done = await mock.status()
     assert done.state == "finished" and done.file_name == "a.gcode"
-    await mock.upload_and_start("b.gcode", b"G28\n")
+    await mock.start("b.gcode")
     await mock.cancel()
     assert (await mock.status()).state == "idle"
     assert mock.starts == {"a.gcode": 1, "b.gcode": 1}

@@ -332,3 +332,39 @@ def test_one_bad_telemetry_item_does_not_block_the_others(farm: Farm) -> None:
     assert outcome.ok and outcome.value == {"written": 1}
     status = farm.machine.read(lambda c: queries.printer_status_of(c, "p2"))
     assert status is not None and status["nozzle_actual"] == 21.5
+
+
+def test_a_printer_held_for_attention_takes_no_job_until_an_operator_clears_it(
+        farm: Farm) -> None:
+    epoch = _claimed(farm)
+    assert farm.do("job.start_failed", epoch=epoch, job_id="j1", reason="no show").ok
+    held = farm.do("printer.attention", epoch=epoch, id="p1", reason="cancelled mes-x.gcode")
+    assert held.ok and (held.value["attention"], held.value["bed_clear"]) == (
+        "cancelled mes-x.gcode", False)
+    refused = farm.do("job.claim", epoch=epoch, job_id="j1", printer_id="p1",
+                      printer_filename="mes-j1.gcode")
+    assert refused.error is not None and refused.error["code"] == "bed_not_clear"
+    automatic = farm.do("printer.bed_cleared", epoch=epoch, id="p1")  # a worker's auto-clear
+    assert automatic.error is not None and automatic.error["code"] == "needs_attention"
+    stale = farm.do("printer.attention", epoch=epoch + 1, id="p1", reason="x")
+    assert stale.error is not None and stale.error["code"] == "stale_epoch"
+    cleared = farm.do("printer.bed_cleared", id="p1")  # the operator
+    assert cleared.ok and (cleared.value["attention"], cleared.value["bed_clear"]) == (None, True)
+    assert farm.do("job.claim", epoch=epoch, job_id="j1", printer_id="p1",
+                   printer_filename="mes-j1.gcode").ok
+
+
+def test_sending_a_start_needs_the_current_epoch_and_a_job_still_claimed_there(
+        farm: Farm) -> None:
+    epoch = _claimed(farm)
+    assert farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p1").ok
+    before = farm.dump()
+    other = farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p2")
+    assert other.error is not None and other.error["code"] == "not_starting"
+    farm.do("leader.begin", leader="n2")
+    stale = farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p1")
+    assert stale.error is not None and stale.error["code"] == "stale_epoch"
+    assert farm.do("job.set_status", id="j1", status="Canceled").ok
+    canceled = farm.do("job.sending", epoch=epoch + 1, job_id="j1", printer_id="p1")
+    assert canceled.error is not None and canceled.error["code"] == "not_starting"
+    assert before != farm.dump()  # (the cancel changed it; sending itself changes nothing)

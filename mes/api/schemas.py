@@ -108,6 +108,7 @@ class PrinterOut(BaseModel):
     camera_url: str | None
     filament_id: str | None
     bed_clear: bool
+    attention: str | None = None
     reserved_by: str | None
     reserved_until: Timestamp | None
     created_at: Timestamp
@@ -131,6 +132,7 @@ class PrinterStatusOut(BaseModel):
     observed_at: Timestamp | None = None
     age_seconds: float | None = None
     bed_clear: bool
+    attention: str | None = None
     reserved_by: str | None
     reserved_until: Timestamp | None
 

@@ -61,9 +61,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--job-time", type=_positive(float), default=10.0, help="seconds every print takes"
     )
+    parser.add_argument(
+        "--heat-time", type=float, default=0.0,
+        help="seconds every print heats before the printer moves (before the job time)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--api-key", default="mockkey", help="API key (and Digest password)")
     args = parser.parse_args(argv)
+    if args.heat_time < 0:
+        parser.error("--heat-time must not be negative")
     if args.port <= 0 or args.port + args.count - 1 > 65535:
         parser.error("ports must lie in 1..65535")
     return args
@@ -158,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as exc:
         sys.exit(f"mock-printer: cannot listen on {args.host}:{args.port}..: {exc}")
     ports = range(args.port, args.port + args.count)
-    printers = {port: Printer(port, args.job_time) for port in ports}
+    printers = {port: Printer(port, args.job_time, heat_time=args.heat_time) for port in ports}
     app = APIS[args.api](printers, args.api_key)
 
     def started() -> None:

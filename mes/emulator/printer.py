@@ -148,9 +148,12 @@ class Printer:
         job_time: float,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
+        heat_time: float = 0.0,
     ) -> None:
         self.port = port
         self.job_time = job_time
+        # Seconds every job heats before the printer moves; job_time counts after it.
+        self.heat_time = heat_time
         self._clock = clock
         self._wall = wall
         now = clock()
@@ -161,6 +164,8 @@ class Printer:
         self.selected: str | None = None
         self.starts: Counter[str] = Counter()
         self.total_starts = 0
+        self.stops: Counter[str] = Counter()  # jobs stopped (cancelled) before their end
+        self.moved: Counter[str] = Counter()  # ended jobs that got past heating and moved
         self.tool = Heater(now)
         self.bed = Heater(now)
         self._next_job_id = 1
@@ -171,9 +176,14 @@ class Printer:
         """Bring the simulation up to the present; return the monotonic time."""
         now = self._clock()
         job = self.job
-        if job is not None and job.state is Phase.PRINTING and job.elapsed(now) >= self.job_time:
-            self._end_job(job, Phase.FINISHED, job.started + job.paused_total + self.job_time)
+        total = self.heat_time + self.job_time
+        if job is not None and job.state is Phase.PRINTING and job.elapsed(now) >= total:
+            self._end_job(job, Phase.FINISHED, job.started + job.paused_total + total)
         return now
+
+    def _printed(self, job: Job, now: float) -> float:
+        """Seconds the job has moved (printed) after heating, up to ``now``."""
+        return min(self.job_time, max(0.0, job.elapsed(now) - self.heat_time))
 
     def wall_time(self, monotonic: float) -> float:
         """Convert a monotonic timestamp of the past to epoch seconds."""
@@ -205,12 +215,12 @@ class Printer:
             return None
         if job.state is Phase.FINISHED:
             return 100.0
-        return min(100.0, 100.0 * job.elapsed(now) / self.job_time)
+        return min(100.0, 100.0 * self._printed(job, now) / self.job_time)
 
     def print_time(self) -> float:
         """Seconds the last job has printed (0 without a job)."""
         now = self.now()
-        return 0.0 if self.job is None else min(self.job_time, self.job.elapsed(now))
+        return 0.0 if self.job is None else self._printed(self.job, now)
 
     def time_left(self) -> float:
         """Seconds the last job still needs (0 once it ended)."""
@@ -355,6 +365,10 @@ class Printer:
         record.last_success = success
         record.last_date = self.wall_time(at)
         record.last_print_time = job.elapsed(at)
+        if state is Phase.STOPPED:
+            self.stops[job.path] += 1
+        if self._printed(job, at) > 0:
+            self.moved[job.path] += 1
         self.tool.set_target(0.0, at)
         self.bed.set_target(0.0, at)
 
@@ -365,12 +379,18 @@ class Printer:
         job = self.job
         active = self.active_job
         progress = self.progress()
+        moved = Counter(self.moved)
+        if active is not None and self._printed(active, self.now()) > 0:
+            moved[active.path] += 1
         return {
             "port": self.port,
             "phase": str(self.phase),
             "connected": self.connected,
             "starts": dict(self.starts),
             "total_starts": self.total_starts,
+            "stops": dict(self.stops),
+            "moved": dict(moved),
+            "heat_time": self.heat_time,
             "current_file": None if active is None else active.path,
             "last_file": None if job is None else job.path,
             "job_id": None if job is None else job.id,

@@ -35,12 +35,21 @@ class PrinterError(Exception):
     """A printer call failed: offline, timed out, refused or answered nonsense."""
 
 
+class PrinterNotSent(PrinterError):
+    """The request never left: no connection could be made (refused, or connect timeout).
+    The only failure after which a command certainly did not happen."""
+
+
 class PrinterNoAnswer(PrinterError):
-    """The request may have reached the printer but no answer came back (a read timeout):
-    whatever it asked for may or may not have happened."""
+    """The request may have reached the printer but no answer came back (a timeout, a
+    dropped connection): whatever it asked for may or may not have happened."""
 
 
-class PrinterBusy(PrinterError):
+class PrinterRefused(PrinterError):
+    """The printer answered with a 4xx status: it did not do what was asked."""
+
+
+class PrinterBusy(PrinterRefused):
     """The printer refused because it is printing or otherwise busy (409)."""
 
 
@@ -54,8 +63,14 @@ class PrinterClient(Protocol):
         plainly idle (a worker with no job on that printer polls cheaper that way).
         """
 
-    async def upload_and_start(self, name: str, data: bytes) -> None:
-        """Upload a G-code file under `name` and start printing it; PrinterBusy if it won't."""
+    async def upload(self, name: str, data: bytes) -> None:
+        """Store a G-code file under `name` without printing it."""
+
+    async def start(self, name: str) -> None:
+        """Start printing the stored file `name`: one short request; PrinterBusy if it won't.
+
+        Only PrinterNotSent and PrinterRefused mean it certainly did not start.
+        """
 
     async def pause(self) -> None:
         """Pause the current print."""

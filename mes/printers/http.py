@@ -7,7 +7,13 @@ from typing import Any
 
 import httpx
 
-from mes.printers.base import PrinterBusy, PrinterError, PrinterNoAnswer
+from mes.printers.base import (
+    PrinterBusy,
+    PrinterError,
+    PrinterNoAnswer,
+    PrinterNotSent,
+    PrinterRefused,
+)
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
@@ -56,16 +62,22 @@ class HttpPrinter:
 
     async def request(self, method: str, path: str, ok: tuple[int, ...] = (200, 204),
                       **kwargs: Any) -> httpx.Response:
-        """Send a request; raise PrinterBusy on 409 and PrinterError on anything else not ok."""
+        """Send a request; PrinterNotSent if no connection was made, PrinterNoAnswer if it may
+        have arrived unanswered, PrinterBusy on 409, PrinterRefused on another 4xx."""
         headers = {**self._headers, **kwargs.pop("headers", {})}
         try:
             response = await self._http.request(method, self._base + path, headers=headers,
                                                 auth=self._auth or httpx.USE_CLIENT_DEFAULT,
                                                 **kwargs)
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise PrinterError(f"{method} {path}: could not connect in time") from exc
+            raise PrinterNotSent(f"{method} {path}: could not connect in time") from exc
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            raise PrinterNotSent(f"{method} {path}: cannot connect: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise PrinterNoAnswer(f"{method} {path}: no answer in time") from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            # sent, maybe in part: "server disconnected", a reset, a write error...
+            raise PrinterNoAnswer(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise PrinterError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in ok:
@@ -73,6 +85,8 @@ class HttpPrinter:
         detail = _detail(response)
         if response.status_code == 409:
             raise PrinterBusy(f"{method} {path}: 409 {detail}")
+        if 400 <= response.status_code < 500:
+            raise PrinterRefused(f"{method} {path}: {response.status_code} {detail}")
         raise PrinterError(f"{method} {path}: {response.status_code} {detail}")
 
     async def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from mes.printers.base import PrinterBusy, PrinterError, PrinterStatus
+from mes.printers.base import PrinterBusy, PrinterError, PrinterRefused, PrinterStatus
 
 ROOM = 22.0
 
@@ -31,6 +31,7 @@ class MockPrinter:
         self._finished = False
         self._error: str | None = None
         self.starts: dict[str, int] = {}
+        self.files: set[str] = set()
 
     @property
     def _heat_time(self) -> float:
@@ -77,10 +78,17 @@ class MockPrinter:
         """Simulate a printer fault (thermal runaway, ...): the print is lost."""
         self._error, self._file, self._finished, self._paused_at = message, None, False, None
 
-    async def upload_and_start(self, name: str, data: bytes) -> None:
-        """Start printing `name` unless a print is under way or the printer has a fault."""
+    async def upload(self, name: str, data: bytes) -> None:
+        """Keep the file's name: the mock prints nothing real."""
+        self.files.add(name)
+
+    async def start(self, name: str) -> None:
+        """Start printing `name` unless it was not uploaded, a print is under way or the
+        printer has a fault."""
         if self._error is not None:
             raise PrinterError(f"mock printer fault: {self._error}")
+        if name not in self.files:
+            raise PrinterRefused(f"mock printer has no file {name}")
         if self._busy():
             raise PrinterBusy(f"mock printer is printing {self._file}")
         self._file, self._started, self._finished = name, self._clock(), False
@@ -107,9 +115,10 @@ class MockPrinter:
         self._file, self._finished, self._paused_at = None, False, None
 
     async def delete_file(self, name: str) -> None:
-        """Nothing is stored; a finished file is forgotten."""
+        """Forget the file; refused while it prints."""
         if self._busy() and self._file == name:
-            raise PrinterError("file is printing")
+            raise PrinterBusy("file is printing")
+        self.files.discard(name)
         if self._file == name:
             self._file, self._finished = None, False
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from mes.printers.base import PrinterBusy, PrinterError, PrinterState, PrinterStatus
+from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, json_object, number, section
 
 # No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
@@ -42,18 +43,17 @@ class OctoPrintClient:
         with contextlib.suppress(PrinterError):  # reported offline; the next tick tries again
             await self._http.request("POST", "/api/connection", json=CONNECT)
 
-    async def upload_and_start(self, name: str, data: bytes) -> None:
-        """POST /api/files/local with select and print; OctoPrint says if it really started."""
-        response = await self._http.request(
+    async def upload(self, name: str, data: bytes) -> None:
+        """POST /api/files/local without select or print: only stores the file."""
+        await self._http.request(
             "POST", "/api/files/local", ok=(200, 201),
             files={"file": (name, data, "application/octet-stream")},
-            data={"select": "true", "print": "true"})
-        try:
-            started = response.json().get("effectivePrint")
-        except (ValueError, AttributeError):
-            started = None
-        if started is not True:
-            raise PrinterBusy(f"OctoPrint stored {name} but did not start it (busy or offline)")
+            data={"select": "false", "print": "false"})
+
+    async def start(self, name: str) -> None:
+        """POST /api/files/local/NAME select and print: 204 started, 409 busy, 404 no file."""
+        await self._http.request("POST", f"/api/files/local/{quote(name)}",
+                                 json={"command": "select", "print": True})
 
     async def pause(self) -> None:
         """POST /api/job pause."""

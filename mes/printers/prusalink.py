@@ -80,12 +80,15 @@ class PrusaLinkClient:
     def _file_path(self, name: str) -> str:
         return f"/api/v1/files/{quote(self._storage)}/{quote(name)}"
 
-    async def upload_and_start(self, name: str, data: bytes) -> None:
-        """PUT the raw file with Print-After-Upload; 409 means busy."""
+    async def upload(self, name: str, data: bytes) -> None:
+        """PUT the raw file without Print-After-Upload: only stores it."""
         await self._http.request(
             "PUT", self._file_path(name), ok=(200, 201, 204), content=data,
-            headers={"Content-Type": "application/octet-stream", "Print-After-Upload": "?1",
-                     "Overwrite": "?1"})
+            headers={"Content-Type": "application/octet-stream", "Overwrite": "?1"})
+
+    async def start(self, name: str) -> None:
+        """POST /api/v1/files/{storage}/NAME: start printing it; 409 when busy."""
+        await self._http.request("POST", self._file_path(name))
 
     async def pause(self) -> None:
         """PUT /api/v1/job/{id}/pause."""

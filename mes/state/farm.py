@@ -126,6 +126,21 @@ def started(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     return _read_job(ctx, job["id"])
 
 
+def sending(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """A worker is about to send a claimed job's start. Changes nothing; refused unless the
+    job is still claimed for that printer and the epoch is current, so a deposed leader or a
+    stale view sends no start."""
+    args.reject_unknown(("epoch", "job_id", "printer_id"))
+    _fenced(ctx, args)
+    job = _job(ctx, args.ident("job_id"))
+    printer_id = args.ident("printer_id")
+    if (job["status"], job["phase"], job["assigned_printer_id"]) != (
+            "Queued", "starting", printer_id):
+        raise RuleViolation("not_starting", f"job {job['id']!r} is not starting on printer "
+                            f"{printer_id!r}", "job_id")
+    return {"job_id": job["id"], "printer_id": printer_id}
+
+
 def start_failed(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """A claimed job could not be started: it waits in the queue again, with the reason."""
     args.reject_unknown(("epoch", "job_id", "reason"))
@@ -228,7 +243,21 @@ def bed_cleared(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if busy is not None:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} is printing job "
                             f"{busy['id']!r}", "id")
-    _set_printer(ctx, printer["id"], bed_clear=True)
+    if args.has("epoch") and printer["attention"]:
+        raise RuleViolation("needs_attention", f"printer {printer['id']!r} needs an operator: "
+                            f"{printer['attention']}", "id")
+    _set_printer(ctx, printer["id"], bed_clear=True, attention=None)
+    return _read_printer(ctx, printer["id"])
+
+
+def needs_attention(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """A worker cancelled a print the printer should not have started: hold the printer
+    until an operator clears its bed (only the operator's bed_cleared clears this)."""
+    args.reject_unknown(("epoch", "id", "reason"))
+    _fenced(ctx, args)
+    printer = _printer(ctx, args.ident("id"))
+    reason = args.text("reason", 1000)
+    _set_printer(ctx, printer["id"], bed_clear=False, attention=reason)
     return _read_printer(ctx, printer["id"])
 
 

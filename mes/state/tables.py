@@ -34,6 +34,9 @@ printers = Table(
     Column("filament_id", String(64)),
     # False after a print finished or was lost, until someone clears the bed.
     Column("bed_clear", Boolean, nullable=False, default=True),
+    # Why an operator must look at the printer (a print it should not have started was
+    # cancelled there); set with bed_clear False, cleared by the operator's bed_cleared.
+    Column("attention", Text),
     Column("reserved_by", String(200)),
     Column("reserved_until", Float),
     Column("created_at", Float, nullable=False),

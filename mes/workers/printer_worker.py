@@ -1,6 +1,11 @@
 """One printer's worker: each tick compares replicated state with the printer and commits
-the difference. Stateless but for one thing: when this leader sent a start, it waits a
-grace period for the printer to show it rather than sending it again."""
+the difference.
+
+Printers cannot check a fencing token, so a start that arrives late (held by the network,
+or sent by a deposed leader) must be harmless: the file is uploaded first and started with
+one short request; any failure after that request may have left counts as "maybe started";
+waits are measured on this node's own clock only; and one of our files found printing where
+its job is not running is cancelled at once and the printer held for an operator."""
 
 from __future__ import annotations
 
@@ -10,13 +15,15 @@ import re
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from mes.printers.base import (
     PrinterBusy,
     PrinterClient,
     PrinterError,
-    PrinterNoAnswer,
+    PrinterNotSent,
+    PrinterRefused,
     PrinterStatus,
 )
 from mes.printers.mock import MockPrinter
@@ -25,14 +32,24 @@ from mes.workers.context import Fenced, WorkerContext
 
 log = logging.getLogger(__name__)
 
-# How long a printer may take to show a print that was just started.
-START_GRACE = 15.0
+# How many polls after a start must not show it before the job goes back to the queue
+# (besides the printer_start_grace seconds).
+START_CHECKS = 3
 # How long a claimed job waits for an offline printer before it goes back to the queue.
 CLAIM_TIMEOUT = 60.0
 OWN_FILE = re.compile(r"^mes-([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\.b?gcode$")
 MAX_BACKOFF = 30.0
 # How many recent tick lags each worker keeps for its statistics.
 LAG_HISTORY = 300
+
+
+@dataclass
+class StartWatch:
+    """One starting job as this worker saw it, timed by this node's monotonic clock."""
+
+    seen: float  # when this worker first saw the job starting
+    sent: float | None = None  # when its start request may have left
+    checks: int = 0  # polls since then that did not show the print
 
 
 def printer_filename(job: dict[str, Any]) -> str:
@@ -48,7 +65,7 @@ class PrinterWorker:
         self.printer_id = printer_id
         self.client = client
         self.ctx = ctx
-        self._sent_at: dict[str, float] = {}
+        self._watches: dict[str, StartWatch] = {}
         self._failures = 0
         self.ticks = 0
         self.lags: deque[float] = deque(maxlen=LAG_HISTORY)
@@ -99,6 +116,7 @@ class PrinterWorker:
         if printer is None:
             return
         job = view.active_jobs.get(self.printer_id)
+        self._watches = {k: w for k, w in self._watches.items() if job and k == job["id"]}
         if job is None:
             await self._without_job(printer, status)
         elif job["phase"] == "starting":
@@ -108,69 +126,146 @@ class PrinterWorker:
 
     async def _without_job(self, printer: dict[str, Any], status: PrinterStatus) -> None:
         if status.state in ("printing", "paused") and status.file_name:
+            name = str(status.file_name)
+            own = OWN_FILE.match(name)
+            if own:
+                await self._own_file_without_job(name, own.group(1))
+                return
             known = self.ctx.node.machine.read(
-                lambda c: queries.job_by_printer_file(c, self.printer_id, str(status.file_name)))
-            own = OWN_FILE.match(str(status.file_name))
-            queued = self.ctx.node.machine.read(
-                lambda c: queries.get_job(c, own.group(1))) if own and known is None else None
-            if queued is not None and queued["status"] == "Queued" and queued["phase"] is None:
-                # One of our jobs runs here unclaimed (a start whose answer was lost): take it
-                # back rather than let the scheduler send it to a second printer.
-                await self.ctx.command("job.claim", job_id=queued["id"],
-                                       printer_id=self.printer_id,
-                                       printer_filename=str(status.file_name))
-            elif known is not None and known["status"] == "Canceled":
+                lambda c: queries.job_by_printer_file(c, self.printer_id, name))
+            if known is not None and known["status"] == "Canceled":
                 log.info("printer %s still prints canceled job %s: cancelling", self.printer_id,
                          known["id"])
                 await self._try(self.client.cancel())
-            elif known is None and queued is None:
+            elif known is None:
                 await self.ctx.command("job.external", job_id=f"ext-{uuid.uuid4().hex[:12]}",
-                                       printer_id=self.printer_id, file_name=status.file_name)
-        elif not printer["bed_clear"] and self.ctx.node.settings.auto_clear_bed:
+                                       printer_id=self.printer_id, file_name=name)
+        elif (not printer["bed_clear"] and not printer.get("attention")
+              and self.ctx.node.settings.auto_clear_bed):
             await self.ctx.command("printer.bed_cleared", id=self.printer_id)
+
+    async def _own_file_without_job(self, name: str, job_id: str) -> None:
+        """One of our files prints here while no job is claimed or running here."""
+        job = self.ctx.node.machine.read(lambda c: queries.get_job(c, job_id))
+        if job is not None and job["status"] == "Queued" and job["phase"] is None:
+            # A start that went back to the queue arrived after all: take the job back if
+            # the rules let this printer have it, rather than let it print a second time.
+            if await self.ctx.command("job.claim", job_id=job_id, printer_id=self.printer_id,
+                                      printer_filename=name) is not None:
+                log.warning("printer %s prints queued job %s (a late start): claimed it here",
+                            self.printer_id, job_id)
+                return
+            why = "its job went back to the queue and cannot be claimed here"
+        elif job is None:
+            why = "no such job"
+        elif job["status"] == "Canceled" and job["assigned_printer_id"] == self.printer_id \
+                and self._ran_here(job_id):
+            log.info("printer %s still prints canceled job %s: cancelling", self.printer_id,
+                     job_id)
+            await self._try(self.client.cancel())
+            return
+        elif job["status"] in ("Done", "Canceled"):
+            why = f"its job is {job['status']}"
+        else:
+            why = f"its job is {job['status']} on printer {job['assigned_printer_id']}"
+        await self._stray(name, why)
+
+    def _ran_here(self, job_id: str) -> bool:
+        history = self.ctx.node.machine.read(lambda c: queries.job_history_of(c, job_id))
+        return any(h["to_status"] == "Running" for h in history)
+
+    async def _stray(self, name: str, why: str) -> None:
+        """Cancel a print of ours that must not run here (a late start), at once, and hold
+        the printer for an operator.
+
+        The hold is committed first: a deposed leader, whose view may be stale, cannot
+        commit, so it never cancels a print the current leader started.
+        """
+        log.error("printer %s prints %s, which must not print there (%s): a late start; "
+                  "cancelling it and holding the printer for an operator",
+                  self.printer_id, name, why)
+        reason = (f"cancelled {name}, started late ({why}); check the printer and its bed, "
+                  "then clear the bed")
+        if await self.ctx.command("printer.attention", id=self.printer_id,
+                                  reason=reason[:1000]) is None:
+            return
+        await self._try(self.client.cancel())
 
     async def _starting(self, job: dict[str, Any], status: PrinterStatus) -> None:
         name = job["printer_filename"]
+        now = time.monotonic()
+        watch = self._watches.setdefault(job["id"], StartWatch(seen=now))
         if status.file_name == name and status.state in ("printing", "paused", "finished"):
-            self._sent_at.pop(job["id"], None)
+            self._watches.pop(job["id"], None)
             await self.ctx.command("job.started", job_id=job["id"])
             return
         if status.state in ("printing", "paused"):
-            await self.ctx.command("job.start_failed", job_id=job["id"],
-                                   reason=f"printer is busy printing {status.file_name}")
+            other = str(status.file_name or "")
+            if OWN_FILE.match(other):
+                await self._stray(other, f"job {job['id']} is starting there")
+            await self._start_failed(job, f"printer is busy printing {other or 'a file'}")
             return
-        claim_age = time.time() - (job["claimed_at"] or 0.0)
         if status.state in ("offline", "error"):
-            if claim_age > CLAIM_TIMEOUT:  # give the job back; it may go to another printer
-                await self.ctx.command("job.start_failed", job_id=job["id"], reason=(
-                    f"printer {status.state} for {claim_age:.0f} s: {status.error or ''}"))
+            if now - watch.seen > CLAIM_TIMEOUT:  # give the job back; it may go elsewhere
+                await self._start_failed(job, (
+                    f"printer {status.state} for {now - watch.seen:.0f} s: {status.error or ''}"))
             return
-        sent = self._sent_at.get(job["id"])
-        if sent is None and job["claim_epoch"] != self.ctx.epoch and claim_age < START_GRACE:
-            return  # an earlier leader may have sent it: let the printer show it first
-        if sent is not None:
-            if time.monotonic() - sent < START_GRACE:
-                return  # sent a moment ago; wait for the printer to show it
-            self._sent_at.pop(job["id"], None)
-            await self.ctx.command("job.start_failed", job_id=job["id"],
-                                   reason="the printer did not start the print")
+        grace = self.ctx.node.settings.printer_start_grace
+        if watch.sent is None:
+            if job["claim_epoch"] != self.ctx.epoch and now - watch.seen < grace:
+                return  # an earlier leader may have sent it: let the printer show it first
+            await self._send_start(job, watch)
             return
+        watch.checks += 1
+        if now - watch.sent < grace or watch.checks < START_CHECKS:
+            return  # sent (or maybe sent) a moment ago; wait for the printer to show it
+        await self._start_failed(job, (
+            f"the printer did not show the print within {grace:g} s; if the start arrives "
+            "later it will be cancelled"))
+        # A start still on its way then finds no file to print.
+        await self._try(self.client.delete_file(name))
+
+    async def _send_start(self, job: dict[str, Any], watch: StartWatch) -> None:
+        """Upload the file, then start it with one short request under a deadline."""
+        name = job["printer_filename"]
         data = await self.ctx.node.blob(job["file_id"])
         if data is None:
-            await self.ctx.command("job.start_failed", job_id=job["id"],
-                                   reason="the G-code file is on no reachable node")
+            await self._start_failed(job, "the G-code file is on no reachable node")
             return
         try:
-            await self.client.upload_and_start(name, data)
-        except PrinterNoAnswer as exc:
-            # It may have arrived: treat it as sent and let the printer show it (or not).
-            log.warning("printer %s: start of job %s unanswered: %s", self.printer_id,
-                        job["id"], exc)
-        except PrinterError as exc:
-            await self.ctx.command("job.start_failed", job_id=job["id"], reason=str(exc))
+            await self.client.upload(name, data)
+        except PrinterError as exc:  # nothing was started: an upload alone prints nothing
+            await self._start_failed(job, f"upload failed: {exc}")
             return
-        self._sent_at[job["id"]] = time.monotonic()
+        if await self.ctx.command("job.sending", job_id=job["id"],
+                                  printer_id=self.printer_id) is None:
+            return  # no longer claimed here (canceled meanwhile): send nothing
+        watch.sent = time.monotonic()  # from here on the start may arrive, now or later
+        try:
+            async with asyncio.timeout(self._deadline()):
+                await self.client.start(name)
+        except PrinterBusy as exc:
+            # Not started by this request, but maybe by an earlier one (an inherited start
+            # that just arrived): the next polls tell, so the job is not queued again yet.
+            log.info("printer %s refused the start of job %s: %s", self.printer_id,
+                     job["id"], exc)
+            return
+        except (PrinterNotSent, PrinterRefused) as exc:
+            await self._start_failed(job, str(exc))  # certainly not started by this request
+            return
+        except (PrinterError, TimeoutError) as exc:
+            # It may have arrived or may still arrive: the printer will show it (or not).
+            log.warning("printer %s: start of job %s unanswered, maybe started: %s",
+                        self.printer_id, job["id"], exc or "deadline passed")
+            return
         log.info("printer %s: started job %s as %s", self.printer_id, job["id"], name)
+
+    async def _start_failed(self, job: dict[str, Any], reason: str) -> None:
+        self._watches.pop(job["id"], None)
+        await self.ctx.command("job.start_failed", job_id=job["id"], reason=reason)
+
+    def _deadline(self) -> float:
+        return max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
 
     async def _running(self, printer: dict[str, Any], job: dict[str, Any],
                        status: PrinterStatus) -> None:
@@ -188,7 +283,7 @@ class PrinterWorker:
             await self.ctx.command("job.finished", job_id=job["id"])
             if job["from_server"]:
                 await self._try(self.client.delete_file(name))
-            if self.ctx.node.settings.auto_clear_bed:
+            if self.ctx.node.settings.auto_clear_bed and not printer.get("attention"):
                 await self.ctx.command("printer.bed_cleared", id=self.printer_id)
         elif status.state == "offline":
             return  # the printer may come back; the job stays Running meanwhile
@@ -196,6 +291,9 @@ class PrinterWorker:
             await self.ctx.command("job.lost", job_id=job["id"],
                                    cause=f"printer error: {status.error or 'unknown'}")
         else:
+            other = str(status.file_name or "")
+            if status.state in ("printing", "paused") and OWN_FILE.match(other):
+                await self._stray(other, f"job {job['id']} was running there")
             await self.ctx.command("job.lost", job_id=job["id"], cause=self._why_gone(name))
 
     def _why_gone(self, name: str) -> str:

@@ -76,7 +76,8 @@ async def printer_status(printer_id: str, node: NodeDep) -> Any:
         "printer_id": printer_id, "state": "unknown"}
     observed = status.get("observed_at")
     return {**status, "age_seconds": None if observed is None else max(0.0, time.time() - observed),
-            "bed_clear": printer["bed_clear"], "reserved_by": printer["reserved_by"],
+            "bed_clear": printer["bed_clear"], "attention": printer["attention"],
+            "reserved_by": printer["reserved_by"],
             "reserved_until": printer["reserved_until"]}
 
 

@@ -1,0 +1,157 @@
+"""The worker's safety net against late starts, driven tick by tick on a local state machine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mes.config import Settings
+from mes.printers.base import PrinterStatus
+from mes.state.machine import Outcome, StateMachine
+from mes.workers.context import Fenced, WorkerContext
+from mes.workers.printer_worker import PrinterWorker
+
+
+class Writer:
+    """Applies commands straight to the machine, as a one-node log would."""
+
+    def __init__(self, machine: StateMachine) -> None:
+        self.machine = machine
+
+    async def submit(self, op: str, args: Mapping[str, Any], request_id: str | None = None,
+                     remember: bool = True) -> Outcome:
+        return self.machine.apply({"op": op, "args": dict(args), "rid": None,
+                                   "ts": time.time()})
+
+
+class Printing:
+    """A printer that prints `name` (idle without one) and records what it is asked."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+        self.cancels = 0
+        self.uploads: list[str] = []
+        self.starts: list[str] = []
+
+    async def status(self, expect_job: bool = True) -> PrinterStatus:
+        if self.name is None:
+            return PrinterStatus(state="idle")
+        return PrinterStatus(state="printing", file_name=self.name, progress=0.0)
+
+    async def cancel(self) -> None:
+        self.cancels += 1
+
+    async def upload(self, name: str, data: bytes) -> None:
+        self.uploads.append(name)
+
+    async def start(self, name: str) -> None:
+        self.starts.append(name)
+
+
+def done_job_farm(until: str | None = None) -> tuple[StateMachine, int]:
+    """Printer p1 whose job j is Done (or stopped before `until`); returns the machine and
+    the epoch that ran it."""
+    machine = StateMachine()
+
+    def do(op: str, **args: Any) -> Any:
+        outcome = machine.apply({"op": op, "args": args, "rid": None, "ts": time.time()})
+        assert outcome.ok, outcome.error
+        return outcome.value
+
+    do("filament.create", id="f1", type="PLA", color="red", total_weight_in_grams=1000)
+    do("printer.create", id="p1", api="Mock", worker=True, filament_id="f1")
+    do("file.register", id="c" * 64, name="a.gcode", size=10)
+    do("job.create", id="j", filament_id="f1", file_id="c" * 64, print_weight_in_grams=5)
+    epoch = int(do("leader.begin", leader="n1")["epoch"])
+    for op, args in (("job.claim", {"printer_id": "p1", "printer_filename": "mes-j.gcode"}),
+                     ("job.started", {}), ("job.finished", {})):
+        if op == until:
+            break
+        do(op, epoch=epoch, job_id="j", **args)
+    return machine, epoch
+
+
+def worker(machine: StateMachine, epoch: int, client: Printing) -> PrinterWorker:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    async def blob(file_id: str) -> bytes:
+        return b"G28\n"
+
+    node = SimpleNamespace(machine=machine, writer=Writer(machine), settings=settings,
+                           blob=blob)
+    return PrinterWorker("p1", client, WorkerContext(node, epoch))  # type: ignore[arg-type]
+
+
+def attention(machine: StateMachine) -> Any:
+    return machine.read(lambda c: c.exec_driver_sql(
+        "SELECT attention FROM printers WHERE id = 'p1'").scalar())
+
+
+def job_row(machine: StateMachine, columns: str) -> tuple[Any, ...]:
+    row = machine.read(lambda c: c.exec_driver_sql(
+        f"SELECT {columns} FROM print_jobs WHERE id = 'j'").first())
+    assert row is not None
+    return tuple(row)
+
+
+async def test_a_late_start_of_a_done_job_is_cancelled_on_the_first_tick() -> None:
+    machine, epoch = done_job_farm()
+    client = Printing("mes-j.gcode")
+    await worker(machine, epoch, client).tick()
+    assert client.cancels == 1
+    assert "mes-j.gcode" in attention(machine)
+
+
+async def test_a_deposed_leader_with_a_stale_view_never_cancels() -> None:
+    machine, epoch = done_job_farm()
+    machine.apply({"op": "leader.begin", "args": {"leader": "n2"}, "rid": None,
+                   "ts": time.time()})
+    client = Printing("mes-j.gcode")
+    with pytest.raises(Fenced):
+        await worker(machine, epoch, client).tick()
+    assert client.cancels == 0
+    assert attention(machine) is None
+
+
+async def test_a_deposed_leader_sends_no_start() -> None:
+    machine, epoch = done_job_farm(until="job.started")  # claimed, starting
+    client = Printing(None)
+    current = worker(machine, epoch, client)
+    machine.apply({"op": "leader.begin", "args": {"leader": "n2"}, "rid": None,
+                   "ts": time.time()})
+    with pytest.raises(Fenced):
+        await current.tick()
+    assert client.starts == []
+
+
+async def test_the_current_leader_uploads_then_starts() -> None:
+    machine, epoch = done_job_farm(until="job.started")
+    client = Printing(None)
+    await worker(machine, epoch, client).tick()
+    assert (client.uploads, client.starts) == (["mes-j.gcode"], ["mes-j.gcode"])
+
+
+class Busy(Printing):
+    """Idle in its first status, but the start is refused: an earlier start just began."""
+
+    async def start(self, name: str) -> None:
+        from mes.printers.base import PrinterBusy
+
+        self.starts.append(name)
+        self.name = name  # the inherited start that arrived a moment before
+        raise PrinterBusy("409 Printer is busy")
+
+
+async def test_a_start_refused_as_busy_waits_for_the_printer_instead_of_requeueing() -> None:
+    machine, epoch = done_job_farm(until="job.started")
+    client = Busy(None)
+    current = worker(machine, epoch, client)
+    await current.tick()  # refused: busy
+    assert job_row(machine, "status, phase") == ("Queued", "starting")
+    current.ctx.invalidate()
+    await current.tick()  # the printer shows our file: started, never queued again
+    assert job_row(machine, "status, last_error") == ("Running", None)
+    assert client.starts == ["mes-j.gcode"]
