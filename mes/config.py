@@ -1,4 +1,4 @@
-"""Node configuration from the environment or `.env` (names from DESIGN.md)."""
+"""Node configuration from the environment or `.env` (names as in the README)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mes.config import Settings
+from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
 from mes.raft.cluster import cluster_view
@@ -35,6 +36,7 @@ class FarmNode:
                           tuning or RaftTuning(), settings.raft_bind_address)
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
                              self.snapshots, settings.raft_sync_trace)
+        self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.writer = Writer(self.raft, settings.raft_write_timeout)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url)

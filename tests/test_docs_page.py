@@ -20,3 +20,14 @@ async def test_docs_page_loads_only_local_assets(api: httpx.AsyncClient) -> None
         assert len(answer.content) > 100
     assert "/api/v1/openapi.json" in page.text
     assert (await api.get("/api/v1/openapi.json")).json()["info"]["title"] == "mes"
+
+
+async def test_openapi_documents_multipart_jobs_and_examples(api: httpx.AsyncClient) -> None:
+    schema = (await api.get("/api/v1/openapi.json")).json()
+    body = schema["paths"]["/api/v1/print_jobs"]["post"]["requestBody"]["content"]
+    form = body["multipart/form-data"]["schema"]
+    assert form["properties"]["file"]["format"] == "binary"
+    job = body["application/json"]["schema"]["properties"]
+    assert job["filament_id"]["examples"] == ["pla-black"]
+    assert "whole grams" in job["print_weight_in_grams"]["description"]
+    assert "printer-1" not in str(schema)  # no example that names the wrong kind of thing

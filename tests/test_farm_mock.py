@@ -69,7 +69,9 @@ async def test_five_mock_printers_print_twenty_jobs(farm: httpx.AsyncClient,
                 "print_weight_in_grams": 10}
         created = await farm.post("/api/v1/print_jobs", json=body)
         assert created.status_code == 201
-        assert created.json()["hold_reason"] is None
+        hold = created.json()["hold"]  # at most waiting for a turn, never a fault
+        assert hold is None or hold["code"] in ("printer_busy", "no_printer_ready",
+                                                "printer_not_seen", "starting"), hold
 
     async def all_done() -> bool:
         return all(j["status"] == "Done" for j in await jobs(farm))

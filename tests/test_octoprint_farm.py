@@ -90,6 +90,12 @@ async def test_cancel_stops_the_real_printer(tmp_path: Path,
             return job["state"] == "Operational" and job["progress"]["completion"] is None
 
         await eventually_sync(stopped, 15, "OctoPrint to stop printing")
+        name = (await status_of(api, "long"))["printer_filename"]
+
+        def file_gone() -> bool:
+            return octoprint.client.get(f"/api/files/local/{name}").status_code == 404
+
+        await eventually_sync(file_gone, 15, "the cancelled job's file deleted from OctoPrint")
         spool = (await api.get("/api/v1/filaments/petg")).json()
         assert spool["remaining_weight_in_grams"] == 1000
         assert spool["reserved_weight_in_grams"] == 0

@@ -115,6 +115,8 @@ async def test_a_write_is_answered_while_a_read_holds_its_transaction(
 async def test_a_slow_list_does_not_stall_the_event_loop(
         api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     original = listing.jobs_page
+    # a node that has elected itself answers /health 200 (readiness)
+    assert (await api.post("/api/v1/printers", json={"id": "ready"})).status_code == 201
 
     def slow_page(*args: Any) -> list[dict[str, Any]]:
         time.sleep(1.5)

@@ -47,8 +47,7 @@ def _from_epoch(value: Any) -> Any:
     return value
 
 
-EntityId = Annotated[str, BeforeValidator(_id_text), Field(pattern=ID_PATTERN.pattern,
-                                                           examples=["printer-1"])]
+EntityId = Annotated[str, BeforeValidator(_id_text), Field(pattern=ID_PATTERN.pattern)]
 PrinterApi = Annotated[Literal["OctoPrint", "PrusaLink", "Mock"], _canonical(PRINTER_APIS)]
 FilamentType = Annotated[Literal["PLA", "PETG", "ABS", "TPU"], _canonical(FILAMENT_TYPES)]
 JobStatus = Annotated[Literal["Queued", "Running", "Done", "Canceled"], _canonical(JOB_STATUSES)]
@@ -56,12 +55,12 @@ TargetStatus = Annotated[Literal["Running", "Done", "Canceled"],
                          _canonical(("Running", "Done", "Canceled"))]
 Url = Annotated[str, Field(max_length=2048, pattern=URL_PATTERN.pattern)]
 Text200 = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
-Grams = Annotated[StrictInt, Field(ge=1, le=MAX_GRAMS)]
+Grams = Annotated[StrictInt, Field(ge=1, le=MAX_GRAMS, description=(
+    "whole grams, an integer (12.5 is refused with 422)"), examples=[15])]
 Timestamp = Annotated[datetime, BeforeValidator(_from_epoch)]
 OpcuaName = Annotated[str, Field(pattern=OPCUA_NAME_PATTERN.pattern)]
 
 
-HOLD_NO_FILE = "no stored G-code file: filepath is a record only; it is never sent to a printer"
 
 
 class _Input(BaseModel):
@@ -77,10 +76,14 @@ class PrinterFields(_Input):
     api: PrinterApi | None = None
     api_key: Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = None
     opcua_name: OpcuaName | None = None
-    worker: StrictBool | None = None
+    worker: StrictBool | None = Field(None, description=(
+        "whether this server drives the printer (polls it, sends it jobs). Defaults to true "
+        "for a printer created with a `url` and an `api` (or `api: Mock`); false keeps the "
+        "printer a record only"))
     group: Text200 | None = None
     camera_url: Url | None = None
-    filament_id: EntityId | None = Field(None, description="the spool loaded in the printer")
+    filament_id: EntityId | None = Field(None, description="the spool loaded in the printer",
+                                         examples=["pla-black"])
 
 
 class PrinterCreate(PrinterFields):
@@ -191,14 +194,24 @@ class PrintJobCreate(_Input):
 
     id: EntityId | None = None
     printer_id: EntityId | None = Field(None, description="omit to print on any printer with "
-                                        "the job's spool loaded")
-    filament_id: EntityId
+                                        "the job's spool loaded", examples=["mk4-1"])
+    filament_id: EntityId = Field(description="the spool to print with", examples=["pla-black"])
     filepath: Annotated[str, Field(min_length=1, max_length=1024,
                                    pattern=r"^[^\x00-\x1f]*$")] | None = None
     file_id: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
         None, description="a file stored with POST /api/v1/files; without one the job is a "
         "record only and is never sent to a printer")
     print_weight_in_grams: Grams
+
+
+class HoldOut(BaseModel):
+    """Why a job waits. Codes: record_only, starting, paused, printer_not_found,
+    printer_not_driven, printer_needs_attention, printer_reserved, printer_offline,
+    printer_refuses_key, printer_error, printer_busy, bed_not_cleared, printer_not_seen,
+    no_printer_for_spool, no_driven_printer, no_printer_ready, last_start_failed."""
+
+    code: str
+    message: str
 
 
 class PrintJobOut(BaseModel):
@@ -221,15 +234,15 @@ class PrintJobOut(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
 
+    hold: HoldOut | None = Field(None, description=(
+        "why the job waits (queued and not sent, or paused), as a code and a sentence; null "
+        "when it prints or goes to the next ready printer"))
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def hold_reason(self) -> str | None:
-        """Why the scheduler will not send this queued job to a printer, if it won't."""
-        if self.status != "Queued":
-            return None
-        if self.file_id is None:
-            return HOLD_NO_FILE
-        return f"last start failed: {self.last_error}" if self.last_error else None
+        """The hold's sentence alone (kept for clients of earlier versions)."""
+        return self.hold.message if self.hold else None
 
 
 class JobHistoryOut(BaseModel):

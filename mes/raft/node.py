@@ -32,7 +32,7 @@ class RaftTuning:
     election_min: float = 0.3
     election_max: float = 0.6
     # Idle follower-to-follower links must never time out: a dropped link loses the first
-    # RequestVote after a leader dies (DESIGN.md), so the first election round would fail.
+    # RequestVote after a leader dies (docs/architecture.md), so the first election round fails.
     connection_timeout: float = 10 * 24 * 3600.0
     connection_retry: float = 0.5
 

@@ -23,7 +23,9 @@ from pysyncobj.config import SERIALIZER_STATE
 from mes.raft.journal import fsync_dir, move_aside, stop_unrecoverable
 from mes.state.machine import StateMachine
 
-FORMAT = "mes-snapshot-1"
+# The schema of the image: raise it whenever a table changes, so that an image of another
+# schema is refused (and rebuilt from peers) instead of being applied to.
+FORMAT = "mes-snapshot-2"
 log = logging.getLogger(__name__)
 
 

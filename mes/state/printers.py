@@ -35,6 +35,14 @@ def _fields(args: Args) -> dict[str, Any]:
     )
 
 
+def drivable(printer: dict[str, Any]) -> bool:
+    """Whether a printer can be driven: a mock, or a url with its api. Such a printer gets a
+    worker unless it is created with `worker: false` (a record only)."""
+    url = printer.get("url") or ""
+    return printer.get("api") == "Mock" or "mock" in url.lower() or bool(
+        url and printer.get("api") is not None)
+
+
 def _check_worker(printer: dict[str, Any]) -> None:
     """A printer with a worker must be reachable: mock, or a url with its api."""
     if not printer.get("worker"):
@@ -74,9 +82,10 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     values = _fields(args)
     if queries.get_printer(ctx.conn, printer_id) is not None:
         raise RuleViolation("already_exists", f"printer {printer_id!r} already exists", "id")
+    values.setdefault("worker", drivable(values))
     _check_worker(values)
     _check_references(ctx, printer_id, values)
-    row = {"company": "", "model": "", "worker": False, **values}
+    row = {"company": "", "model": "", **values}
     ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
                                              **row))
     ctx.changed("printer", printer_id, "created")

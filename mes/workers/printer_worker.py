@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # How many polls after a start must not show it before the job goes back to the queue
 # (besides the printer_start_grace seconds).
 START_CHECKS = 3
+# How often deleting a cancelled print's file is tried before it is left on the printer.
+LEFTOVER_TRIES = 5
 # How long a claimed job waits for an offline printer before it goes back to the queue.
 CLAIM_TIMEOUT = 60.0
 OWN_FILE = re.compile(r"^mes-([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\.b?gcode$")
@@ -67,6 +69,9 @@ class PrinterWorker:
         self.ctx = ctx
         self._watches: dict[str, StartWatch] = {}
         self._failures = 0
+        self._online: bool | None = None
+        # Our files left on the printer by a cancelled print: deleted once it stops printing.
+        self._leftovers: dict[str, int] = {}
         self.ticks = 0
         self.lags: deque[float] = deque(maxlen=LAG_HISTORY)
 
@@ -105,7 +110,19 @@ class PrinterWorker:
             log.warning("printer %s: unreadable status: %r", self.printer_id, exc)
             status = PrinterStatus(state="offline", error=f"unreadable status: {exc!r}")
         self.ctx.saw(self.printer_id, status)
+        self._log_reachability(status)
         return status
+
+    def _log_reachability(self, status: PrinterStatus) -> None:
+        """One log line when the printer goes offline (with the reason) or comes back."""
+        online = status.state != "offline"
+        if online == self._online:
+            return
+        if online:
+            log.info("printer %s is online (%s)", self.printer_id, status.state)
+        else:
+            log.warning("printer %s is offline: %s", self.printer_id, status.error or "no answer")
+        self._online = online
 
     async def tick(self) -> None:
         """One reconciliation."""
@@ -117,6 +134,8 @@ class PrinterWorker:
             return
         job = view.active_jobs.get(self.printer_id)
         self._watches = {k: w for k, w in self._watches.items() if job and k == job["id"]}
+        if self._leftovers and status.state in ("idle", "finished"):
+            await self._delete_leftovers()
         if job is None:
             await self._without_job(printer, status)
         elif job["phase"] == "starting":
@@ -163,6 +182,7 @@ class PrinterWorker:
             log.info("printer %s still prints canceled job %s: cancelling", self.printer_id,
                      job_id)
             await self._try(self.client.cancel())
+            self._leftovers.setdefault(name, 0)
             return
         elif job["status"] in ("Done", "Canceled"):
             why = f"its job is {job['status']}"
@@ -190,6 +210,19 @@ class PrinterWorker:
                                   reason=reason[:1000]) is None:
             return
         await self._try(self.client.cancel())
+        self._leftovers.setdefault(name, 0)
+
+    async def _delete_leftovers(self) -> None:
+        """Delete our files of cancelled prints from the printer (a few tries each)."""
+        for name, tries in list(self._leftovers.items()):
+            try:
+                await self.client.delete_file(name)
+            except PrinterError as exc:
+                if tries + 1 < LEFTOVER_TRIES:
+                    self._leftovers[name] = tries + 1
+                    continue
+                log.warning("printer %s: could not delete %s: %s", self.printer_id, name, exc)
+            self._leftovers.pop(name, None)
 
     async def _starting(self, job: dict[str, Any], status: PrinterStatus) -> None:
         name = job["printer_filename"]

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
+from mes.api.holds import with_hold, with_holds
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import (
     ERROR_RESPONSES,
@@ -50,7 +51,8 @@ async def list_jobs(
     where = listing.JobFilter(status, printer_id, filament_id, _epoch(created_after),
                               _epoch(created_before))
     rows = await read(node, lambda c: listing.jobs_page(c, where, after, limit + 1))
-    return paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
+    page = paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
+    return await with_holds(node, page)
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -110,7 +112,7 @@ async def create_job(request: Request, node: NodeDep,
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         args = _validated(data).model_dump(exclude_none=True)
     args.setdefault("id", new_id(idempotency_key))
-    return await commit(node, "job.create", args, idempotency_key)
+    return await with_hold(node, await commit(node, "job.create", args, idempotency_key))
 
 
 def _validated(data: Any) -> PrintJobCreate:
@@ -124,28 +126,30 @@ def _validated(data: Any) -> PrintJobCreate:
 @router.get("/{job_id}", response_model=PrintJobOut)
 async def get_job(job_id: str, node: NodeDep) -> Any:
     """One print job."""
-    return found(await read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
+    job = found(await read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
+    return await with_hold(node, job)
 
 
 @router.post("/{job_id}/status", response_model=PrintJobOut)
 async def set_status(job_id: str, node: NodeDep, status: Annotated[TargetStatus, Query()],
                      idempotency_key: IdempotencyKey = None) -> Any:
     """Move a job to running (from queued), done (from running) or canceled."""
-    return await commit(node, "job.set_status", {"id": job_id, "status": status},
-                        idempotency_key)
+    return await with_hold(node, await commit(
+        node, "job.set_status", {"id": job_id, "status": status}, idempotency_key))
 
 
 @router.post("/{job_id}/pause", response_model=PrintJobOut)
 async def pause(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to pause this running job (carried out within one worker tick)."""
-    return await commit(node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key)
+    return await with_hold(node, await commit(
+        node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key))
 
 
 @router.post("/{job_id}/resume", response_model=PrintJobOut)
 async def resume(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to resume this paused job (carried out within one worker tick)."""
-    return await commit(node, "job.request", {"id": job_id, "action": "resume"},
-                        idempotency_key)
+    return await with_hold(node, await commit(
+        node, "job.request", {"id": job_id, "action": "resume"}, idempotency_key))
 
 
 @router.get("/{job_id}/history", response_model=list[JobHistoryOut])
