@@ -53,3 +53,19 @@ async def test_one_batched_command_per_flush_and_nothing_when_unchanged() -> Non
     assert await flusher.flush(ctx) == 1  # type: ignore[arg-type]
     assert [s["printer_id"] for s in ctx.sent[1][1]["statuses"]] == ["p2"]
     assert WorkerContext  # the real context offers the same two calls
+
+
+async def test_an_unchanged_status_is_committed_again_after_the_refresh_period() -> None:
+    from mes.workers.context import Seen
+    from mes.workers.telemetry import REFRESH_SECONDS
+
+    ctx = FakeContext()
+    flusher = TelemetryFlusher()
+    idle = PrinterStatus(state="idle", nozzle_actual=22.0)
+    ctx.seen["p"] = Seen(idle, 1000.0)
+    assert await flusher.flush(ctx) == 1  # type: ignore[arg-type]
+    ctx.seen["p"] = Seen(idle, 1000.0 + REFRESH_SECONDS - 1)
+    assert await flusher.flush(ctx) == 0  # type: ignore[arg-type]
+    ctx.seen["p"] = Seen(idle, 1000.0 + REFRESH_SECONDS)
+    assert await flusher.flush(ctx) == 1  # type: ignore[arg-type]
+    assert ctx.sent[-1][1]["statuses"][0]["observed_at"] == 1000.0 + REFRESH_SECONDS

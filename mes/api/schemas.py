@@ -132,8 +132,11 @@ class PrinterStatusOut(BaseModel):
     time_printed: float | None = None
     time_left: float | None = None
     error: str | None = None
-    observed_at: Timestamp | None = None
-    age_seconds: float | None = None
+    observed_at: Timestamp | None = Field(None, description=(
+        "when the status shown was observed (committed on change, and every 30 s unchanged)"))
+    last_seen_at: Timestamp | None = Field(None, description=(
+        "when the printer last answered: exact on the node that drives it, else within 30 s"))
+    age_seconds: float | None = Field(None, description="seconds since `last_seen_at`")
     bed_clear: bool
     attention: str | None = None
     reserved_by: str | None

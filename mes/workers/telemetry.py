@@ -1,4 +1,5 @@
-"""Telemetry through Raft: one command per tick for the printers whose status changed."""
+"""Telemetry through Raft: one command per tick for the printers whose status changed
+(or was last committed REFRESH_SECONDS ago)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import Any
 
 from mes.workers.context import WorkerContext
 
+# An unchanged status is committed again after this many seconds, so that every node knows
+# when each printer was last seen (GET /printers/{id}/status `age_seconds`).
+REFRESH_SECONDS = 30.0
 DEADBAND = {"nozzle_actual": 1.0, "bed_actual": 1.0, "progress": 1.0, "time_printed": 30.0,
             "time_left": 30.0, "nozzle_target": 0.1, "bed_target": 0.1}
 
@@ -30,6 +34,7 @@ class TelemetryFlusher:
 
     def __init__(self) -> None:
         self._committed: dict[str, dict[str, Any]] = {}
+        self._committed_at: dict[str, float] = {}
         self.commands = 0
 
     async def flush(self, ctx: WorkerContext) -> int:
@@ -37,13 +42,15 @@ class TelemetryFlusher:
         batch = []
         for printer_id, seen in ctx.seen.items():
             status = seen.status.as_dict()
-            if changed(self._committed.get(printer_id), status):
+            stale = seen.at - self._committed_at.get(printer_id, 0.0) >= REFRESH_SECONDS
+            if stale or changed(self._committed.get(printer_id), status):
                 batch.append((printer_id, status, seen.at))
         if not batch:
             return 0
         rows = [{"printer_id": pid, "observed_at": at, **status} for pid, status, at in batch]
         if await ctx.command("printer.telemetry", statuses=rows) is not None:
-            for printer_id, status, _ in batch:
+            for printer_id, status, at in batch:
                 self._committed[printer_id] = status
+                self._committed_at[printer_id] = at
             self.commands += 1
         return len(batch)

@@ -75,7 +75,11 @@ async def printer_status(printer_id: str, node: NodeDep) -> Any:
     status = await read(node, lambda c: queries.printer_status_of(c, printer_id)) or {
         "printer_id": printer_id, "state": "unknown"}
     observed = status.get("observed_at")
-    return {**status, "age_seconds": None if observed is None else max(0.0, time.time() - observed),
+    pool = node.leader_loop.pool if node.leader_loop is not None else None
+    live = pool.ctx.seen.get(printer_id) if pool is not None else None
+    seen = live.at if live is not None else observed  # the driving node knows it exactly
+    return {**status, "last_seen_at": seen,
+            "age_seconds": None if seen is None else max(0.0, time.time() - seen),
             "bed_clear": printer["bed_clear"], "attention": printer["attention"],
             "reserved_by": printer["reserved_by"],
             "reserved_until": printer["reserved_until"]}
