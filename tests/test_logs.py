@@ -49,3 +49,21 @@ def test_access_log_and_debug_when_asked(restore_logging: None,
     err = capsys.readouterr().err
     assert "HTTP Request" in err and "GET /api/v1/health 200" in err
     assert " INFO uvicorn.access: " in err
+
+
+def test_a_printer_going_offline_and_back_is_logged_once_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from mes.printers.base import PrinterStatus
+    from mes.workers.printer_worker import PrinterWorker
+
+    worker = PrinterWorker("p1", None, None)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="mes.workers.printer_worker")
+    for status in [PrinterStatus(state="idle"), PrinterStatus(state="idle"),
+                   PrinterStatus(state="offline", error="HTTP 403: invalid API key"),
+                   PrinterStatus(state="offline", error="HTTP 403: invalid API key"),
+                   PrinterStatus(state="printing")]:
+        worker._log_reachability(status)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [("INFO", "printer p1 is online (idle)"),
+                     ("WARNING", "printer p1 is offline: HTTP 403: invalid API key"),
+                     ("INFO", "printer p1 is online (printing)")]
