@@ -49,7 +49,16 @@ def write_job(node: ServerProcess, job_id: str) -> bool:
 
 
 def job_ids(node: ServerProcess) -> set[str]:
-    return {j["id"] for j in node.client.get("/print_jobs", timeout=2.0).json()}
+    """Every job id on the node, following the list's pages."""
+    ids: set[str] = set()
+    params = {"limit": "1000"}
+    while True:
+        response = node.client.get("/print_jobs", params=params, timeout=5.0)
+        ids |= {j["id"] for j in response.json()}
+        cursor = response.headers.get("x-next-cursor")
+        if cursor is None:
+            return ids
+        params = {"limit": "1000", "cursor": cursor}
 
 
 def assert_everywhere(nodes: list[ServerProcess], acknowledged: set[str],

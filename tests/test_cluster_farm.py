@@ -21,7 +21,8 @@ SPOOLS = ("s0", "s1", "s2")
 
 
 def jobs_on(node: ServerProcess) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = node.client.get("/print_jobs", timeout=5).json()
+    data: list[dict[str, Any]] = node.client.get("/print_jobs", params={"limit": 1000},
+                                                      timeout=5).json()
     return data
 
 
