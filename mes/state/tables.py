@@ -132,7 +132,8 @@ print_jobs = Table(
     # Lists in creation order, all jobs or one status; active jobs by status and phase.
     Index("ix_print_jobs_created", "created_at", "id"),
     Index("ix_print_jobs_status", "status", "created_at", "id"),
-    Index("ix_print_jobs_status_phase", "status", "phase"),
+    Index("ix_print_jobs_status_phase", "status", "phase",
+          sqlite_where=text("phase IS NOT NULL")),
     # The scheduler's queues: what can start, oldest first, for one printer or one spool.
     Index("ix_print_jobs_queue_printer", "printer_id", "status", "phase", "created_at", "id",
           sqlite_where=text("file_id IS NOT NULL")),
