@@ -14,6 +14,7 @@ import pytest
 from tests.cluster import Cluster, ServerProcess
 from tests.polling import wait_for
 from tests.power_cut import cut_power_to_synced
+from tests.test_cluster import seed, write_job
 
 pytestmark = pytest.mark.cluster
 
@@ -32,23 +33,6 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
     yield build
     for cluster in started:
         cluster.stop()
-
-
-def seed(node: ServerProcess) -> None:
-    assert node.client.post("/printers", json={"id": "p"}).status_code == 201
-    spool = {"id": "f", "type": "PLA", "color": "red", "total_weight_in_grams": 100_000}
-    assert node.client.post("/filaments", json=spool).status_code == 201
-
-
-def write_job(node: ServerProcess, job_id: str) -> bool:
-    """Submit one job; True only if the node acknowledged it (201)."""
-    body = {"id": job_id, "printer_id": "p", "filament_id": "f", "filepath": f"{job_id}.gcode",
-            "print_weight_in_grams": 1}
-    try:
-        response = node.client.post("/print_jobs", json=body, headers={"Idempotency-Key": job_id})
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 201
 
 
 def missing_jobs(node: ServerProcess, acknowledged: set[str]) -> set[str]:
