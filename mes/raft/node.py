@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ from mes.state.machine import Outcome, StateMachine
 
 # How often the Raft port is tried before the node gives up on it.
 BIND_ATTEMPTS = 3
+
+
+def _stagger(address: str | None, spread: int) -> int:
+    """A fixed offset in [0, spread) that differs between nodes."""
+    return zlib.crc32((address or "").encode()) % spread if spread > 0 else 0
 
 
 class RaftBindError(Exception):
@@ -60,9 +66,11 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
         connectionTimeout=tuning.connection_timeout,
         connectionRetryTime=tuning.connection_retry,
         leaderFallbackTimeout=max(tuning.election_max * 2, 1.0),
-        # Start at half the bound: entries that arrive while a snapshot is written in the
-        # background stay in the log, and the bound must hold with them.
-        logCompactionMinEntries=max(snapshot_entries // 2, 2),
+        # Start at half the bound (entries that arrive while a snapshot is written in the
+        # background stay in the log, and the bound must hold with them), a little later on
+        # some nodes than on others so that they do not all snapshot at the same moment.
+        logCompactionMinEntries=max(snapshot_entries // 2 + _stagger(bind_address,
+                                                                     snapshot_entries // 4), 2),
         logCompactionMinTime=snapshot_interval,
         # pysyncobj's split lets each node compact only in its own slice of every interval, so
         # the entry bound waited for that slice (73,919 entries with a bound of 5,000). Only a
