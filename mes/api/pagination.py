@@ -10,8 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
+from sqlalchemy import Connection
 
+from mes.api.deps import read
 from mes.api.errors import ApiError
+from mes.node import FarmNode
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -64,3 +67,12 @@ def paged(request: Request, response: Response, rows: list[dict[str, Any]], limi
     response.headers[NEXT_CURSOR_HEADER] = cursor
     response.headers["Link"] = f'<{next_url}>; rel="next"'
     return page
+
+
+async def page_by_id(request: Request, response: Response, node: FarmNode,
+                     page: Callable[[Connection, str | None, int], list[dict[str, Any]]],
+                     limit: int, cursor: str | None) -> list[dict[str, Any]]:
+    """One page of a list ordered by id; `page(conn, after_id, count)` reads its rows."""
+    after = decode_cursor(cursor, str)
+    rows = await read(node, lambda c: page(c, after[0] if after else None, limit + 1))
+    return paged(request, response, rows, limit, lambda r: [r["id"]])

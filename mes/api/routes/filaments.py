@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
-from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
+from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
 from mes.api.schemas import ERROR_RESPONSES, FilamentCreate, FilamentOut, FilamentUpdate
 from mes.state import listing, queries
 
@@ -18,10 +18,7 @@ router = APIRouter(prefix="/filaments", tags=["filaments"], responses=ERROR_RESP
 async def list_filaments(request: Request, response: Response, node: NodeDep,
                          limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
     """Spools by id, one page at a time (the next page: `Link` rel=next, `X-Next-Cursor`)."""
-    after = decode_cursor(cursor, str)
-    rows = await read(node, lambda c: listing.filaments_page(
-        c, after[0] if after else None, limit + 1))
-    return paged(request, response, rows, limit, lambda r: [r["id"]])
+    return await page_by_id(request, response, node, listing.filaments_page, limit, cursor)
 
 
 @router.post("", status_code=201, response_model=FilamentOut)
