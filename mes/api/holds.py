@@ -5,28 +5,36 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from mes.api.deps import read
 from mes.node import FarmNode
 from mes.state import queries
 from mes.state.holds import FarmView, hold_of
-from mes.state.tables import printer_status
+from mes.state.queries import printer_row
+from mes.state.tables import printer_status, printers
 
 _WAITING = ("Queued", "Running")
 
 
-def farm_view(conn: Connection) -> FarmView:
-    """Printers, their last statuses and their active jobs, as hold decisions need them."""
-    printers = {p["id"]: p for p in queries.list_printers(conn)}
-    statuses = {r.printer_id: dict(r._mapping) for r in conn.execute(select(printer_status))}
-    busy = {pid: job["id"] for pid, job in queries.active_jobs_by_printer(conn).items()}
-    return FarmView(printers, statuses, busy, time.time())
+def farm_view(conn: Connection, jobs: list[dict[str, Any]]) -> FarmView:
+    """The printers `jobs` can go to (named, or with their spool loaded), with their last
+    statuses and active jobs: what deciding their holds needs, and no more."""
+    named = {j["printer_id"] for j in jobs if j.get("printer_id")}
+    spools = {j["filament_id"] for j in jobs if not j.get("printer_id") and j.get("filament_id")}
+    rows = conn.execute(select(printers).where(
+        or_(printers.c.id.in_(named), printers.c.filament_id.in_(spools))))
+    found = {p["id"]: p for p in map(printer_row, rows)}
+    statuses = {r.printer_id: dict(r._mapping) for r in conn.execute(
+        select(printer_status).where(printer_status.c.printer_id.in_(found)))}
+    busy = {pid: job["id"] for pid, job in queries.active_jobs_by_printer(conn, found).items()}
+    return FarmView(found, statuses, busy, time.time())
 
 
 async def with_holds(node: FarmNode, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`jobs`, each with its `hold` ({code, message}, or None when it does not wait)."""
-    view = await read(node, farm_view) if any(j["status"] in _WAITING for j in jobs) else None
+    waiting = [j for j in jobs if j["status"] in _WAITING]
+    view = await read(node, lambda c: farm_view(c, waiting)) if waiting else None
     for job in jobs:
         hold = hold_of(job, view) if view is not None else None
         job["hold"] = hold.as_dict() if hold else None

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, or_, select, tuple_
 
-from mes.state.queries import _printer
+from mes.state.queries import printer_row
 from mes.state.tables import filaments, files, job_history, print_jobs, printers
 
 
@@ -52,7 +52,7 @@ def printers_page(conn: Connection, after: str | None, limit: int) -> list[dict[
     query = select(printers).order_by(printers.c.id)
     if after is not None:
         query = query.where(printers.c.id > after)
-    return [_printer(r) for r in conn.execute(query.limit(limit))]
+    return [printer_row(r) for r in conn.execute(query.limit(limit))]
 
 
 def filaments_page(conn: Connection, after: str | None, limit: int) -> list[dict[str, Any]]:

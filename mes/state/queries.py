@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
@@ -24,7 +25,8 @@ _FILAMENT_BY_ID = select(filaments).where(filaments.c.id == bindparam("id"))
 _JOB_BY_ID = select(print_jobs).where(print_jobs.c.id == bindparam("id"))
 
 
-def _printer(row: Any) -> dict[str, Any]:
+def printer_row(row: Any) -> dict[str, Any]:
+    """A printer row as plain data, its API key replaced by `has_api_key`."""
     data = dict(row._mapping)
     data["has_api_key"] = bool(data.pop("api_key"))
     return data
@@ -33,12 +35,12 @@ def _printer(row: Any) -> dict[str, Any]:
 def get_printer(conn: Connection, printer_id: str) -> dict[str, Any] | None:
     """One printer without its API key, or None."""
     row = conn.execute(_PRINTER_BY_ID, {"id": printer_id}).first()
-    return _printer(row) if row else None
+    return printer_row(row) if row else None
 
 
 def list_printers(conn: Connection) -> list[dict[str, Any]]:
     """All printers without their API keys, by id."""
-    return [_printer(r) for r in conn.execute(select(printers).order_by(printers.c.id))]
+    return [printer_row(r) for r in conn.execute(select(printers).order_by(printers.c.id))]
 
 
 def get_filament(conn: Connection, filament_id: str) -> dict[str, Any] | None:
@@ -80,9 +82,13 @@ _BUSY_WITH = (print_jobs.c.status == "Running") | (
     (print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting"))
 
 
-def active_jobs_by_printer(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Per printer, the job claimed for it (starting) or running on it."""
-    query = select(print_jobs).where(print_jobs.c.assigned_printer_id.is_not(None), _BUSY_WITH)
+def active_jobs_by_printer(conn: Connection, printer_ids: Collection[str] | None = None,
+                           ) -> dict[str, dict[str, Any]]:
+    """Per printer (of `printer_ids`, or all), the job claimed for it (starting) or running
+    on it."""
+    assigned = (print_jobs.c.assigned_printer_id.is_not(None) if printer_ids is None
+                else print_jobs.c.assigned_printer_id.in_(printer_ids))
+    query = select(print_jobs).where(assigned, _BUSY_WITH)
     return {r.assigned_printer_id: dict(r._mapping) for r in conn.execute(query)}
 
 
