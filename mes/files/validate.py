@@ -32,12 +32,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_content(name: str, data: bytes, max_bytes: int) -> None:
-    """Refuse empty, oversized, binary-as-text and malformed binary G-code files."""
-    check_size(len(data), max_bytes)
-    check_head(name, data[:HEAD_SAMPLE])
-
-
 def check_size(size: int, max_bytes: int) -> None:
     """Refuse an empty file or one larger than `max_bytes`."""
     if size == 0:
