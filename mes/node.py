@@ -63,11 +63,13 @@ class FarmNode:
         return [n["http_url"] for n in self.machine.read(queries.list_nodes)
                 if n["raft_address"] != me]
 
+    async def hold_blob(self, sha: str) -> bool:
+        """Whether this node holds the file, after fetching it from a peer if it lacked it."""
+        return await self.peers.fetch(sha, self.peer_urls())
+
     async def blob(self, sha: str) -> bytes | None:
         """A stored file's content, fetched from a peer if this node lacks it."""
-        if self.blobs.has(sha):
-            return self.blobs.read(sha)
-        return await self.peers.fetch(sha, self.peer_urls())
+        return self.blobs.read(sha) if await self.hold_blob(sha) else None
 
     async def start_background(self) -> None:
         """Announce this node's URL and run the printer workers whenever this node leads."""

@@ -83,19 +83,20 @@ class BlobPeers:
             return False
         return response.status_code in (200, 201, 204)
 
-    async def fetch(self, sha: str, peer_urls: list[str]) -> bytes | None:
-        """Get a blob this node lacks from the first peer that has it, and keep it."""
+    async def fetch(self, sha: str, peer_urls: list[str]) -> bool:
+        """Make sure this node holds a blob, streaming it from the first peer that has it;
+        False when none has."""
         if self._store.has(sha):
-            return self._store.read(sha)
+            return True
         for url in self._others(peer_urls):
             try:
                 if await self._download(url, sha):
-                    return self._store.read(sha)
+                    return True
             except httpx.HTTPError:
                 continue
             except ValueError:
                 log.warning("peer %s sent a corrupt copy of %s", url, sha[:12])
-        return None
+        return False
 
     async def _download(self, url: str, sha: str) -> bool:
         async with self._http().stream("GET", f"{url}{BLOB_PATH}{sha}") as response:

@@ -41,7 +41,7 @@ async def list_files(request: Request, response: Response, node: NodeDep,
 async def download_file(file_id: str, node: NodeDep) -> Response:
     """The file's content under its original name."""
     record = found(await read(node, lambda c: queries.get_file(c, file_id)), "file", file_id)
-    if not node.blobs.has(file_id) and await node.blob(file_id) is None:
+    if not await node.hold_blob(file_id):
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
     ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")
     disposition = (f'attachment; filename="{ascii_name}"; '
