@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.auth import ADMIN_TOKEN, admin_headers
 from tests.polling import wait_for
 from tests.ports import free_port
 
@@ -30,14 +31,14 @@ class ServerProcess:
         self.peers: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}/api/v1",
-                                   timeout=15.0)
+                                   timeout=15.0, headers=admin_headers())
 
     def start(self) -> None:
         env = {**os.environ,
                "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.http_port),
                "RAFT_SELF": self.raft_address, "RAFT_PEERS": ",".join(self.peers),
                "DATA_DIR": str(self.data_dir), "UPLOAD_PATH": str(self.data_dir / "upload"),
-               "LOG_LEVEL": "WARNING", **self.extra_env}
+               "LOG_LEVEL": "WARNING", "MES_ADMIN_TOKEN": ADMIN_TOKEN, **self.extra_env}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "mes"], env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,10 +12,15 @@ import pytest
 from mes.api.app import create_app
 from mes.config import Settings
 from mes.node import FarmNode
+from tests.auth import ADMIN_TOKEN, admin_headers
 from tests.emulators import start_emulator  # noqa: F401  (fixtures for every test module)
 from tests.netfilter import partition  # noqa: F401  (iptables partitions on loopback)
 from tests.ports import free_port
 from tests.real_octoprint import octoprint  # noqa: F401
+
+
+# Every server a test starts, in this process or as a child, bootstraps this admin token.
+os.environ["MES_ADMIN_TOKEN"] = ADMIN_TOKEN
 
 
 @pytest.fixture
@@ -30,5 +36,6 @@ def node(tmp_path: Path) -> Iterator[FarmNode]:
 @pytest.fixture
 async def api(node: FarmNode) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(node))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mes") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://mes",
+                                 headers=admin_headers()) as client:
         yield client

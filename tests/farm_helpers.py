@@ -14,6 +14,7 @@ import httpx
 from mes.api.app import create_app
 from mes.config import Settings
 from mes.node import FarmNode
+from tests.auth import admin_headers
 from tests.ports import free_port
 
 T = TypeVar("T")
@@ -59,7 +60,8 @@ async def running_farm(tmp_path: Path, **overrides: Any
     node = FarmNode(farm_settings(tmp_path, **overrides))
     try:
         transport = httpx.ASGITransport(app=create_app(node))
-        async with httpx.AsyncClient(transport=transport, base_url="http://mes") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://mes",
+                                     headers=admin_headers()) as client:
             await node.start_background()
             try:
                 yield node, client

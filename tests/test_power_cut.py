@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.auth import admin_headers
 from tests.cluster import Cluster, ServerProcess
 from tests.polling import wait_for
 from tests.power_cut import cut_power_to_synced
@@ -50,7 +51,7 @@ def write_until_stopped(node: ServerProcess, prefix: str, stop: threading.Event,
                         acknowledged: set[str]) -> None:
     """Submit jobs one after another; record the ids the node acknowledged."""
     with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
-                      timeout=5.0) as client:
+                      timeout=5.0, headers=admin_headers()) as client:
         n = 0
         while not stop.is_set():
             job_id = f"{prefix}-{n}"

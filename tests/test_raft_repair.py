@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pysyncobj.utility import TcpUtility
 
+from tests.auth import admin_headers
 from tests.cluster import Cluster, ServerProcess
 from tests.netfilter import Partition
 from tests.polling import wait_for
@@ -63,7 +64,7 @@ class Writers:
 
     def _run(self, node: ServerProcess, prefix: str) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
-                          timeout=5.0) as client:
+                          timeout=5.0, headers=admin_headers()) as client:
             count = 0
             while not self._stop.is_set():
                 job_id = f"{prefix}{count}"

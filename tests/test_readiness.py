@@ -18,6 +18,7 @@ from mes.raft import readiness
 from mes.raft.readiness import RaftProgress, not_ready_reasons
 from mes.state.digest import state_digest
 from mes.state.machine import Outcome, StateMachine
+from tests.auth import admin_headers
 from tests.polling import wait_for
 from tests.ports import free_port
 
@@ -57,7 +58,7 @@ def settings_for(tmp_path: Path, raft_port: int) -> Settings:
 
 def client(node: FarmNode) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(node)),
-                             base_url="http://mes/api/v1")
+                             base_url="http://mes/api/v1", headers=admin_headers())
 
 
 async def get(node: FarmNode, path: str) -> httpx.Response:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.auth import admin_headers
 from tests.cluster import Cluster, ServerProcess
 
 pytestmark = pytest.mark.cluster
@@ -126,14 +127,15 @@ def test_health_stays_quick_during_a_large_upload(tmp_path: Path) -> None:
         uploaded: list[httpx.Response] = []
 
         def upload() -> None:
-            with httpx.Client(timeout=120) as client:
+            with httpx.Client(timeout=120, headers=admin_headers()) as client:
                 uploaded.append(client.post(
                     f"http://127.0.0.1:{node.http_port}/api/v1/files",
                     files={"file": ("big.gcode", content)}))
 
         worker = threading.Thread(target=upload)
         worker.start()
-        with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}", timeout=10) as probe:
+        with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}", timeout=10,
+                          headers=admin_headers()) as probe:
             while worker.is_alive():
                 started = time.perf_counter()
                 assert probe.get("/api/v1/health").status_code == 200
