@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     raft_snapshot_interval: float = Field(300.0, gt=0)
     # Tests only: record the synced journal length in `<journal>.synced` (power-cut test).
     raft_sync_trace: bool = False
+    # The first admin's API token (used only when the state has no admin yet).
+    mes_admin_token: str = Field("", max_length=4096)
+    # Jobs submitted by the `user` role wait for an operator's approval.
+    require_approval: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_access_log: bool = False
@@ -106,6 +110,16 @@ class Settings(BaseSettings):
         for peer in peers:
             parse_host_port(peer, "RAFT_PEERS")
         return ",".join(peers)
+
+    @field_validator("mes_admin_token")
+    @classmethod
+    def _admin_token(cls, value: str) -> str:
+        value = value.strip()
+        if value and (len(value) < 24 or not value.isascii() or not value.isprintable()
+                      or " " in value):
+            raise ValueError("MES_ADMIN_TOKEN: use at least 24 printable ASCII characters "
+                             "without spaces")
+        return value
 
     @field_validator("log_level")
     @classmethod
