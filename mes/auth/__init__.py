@@ -1,0 +1,1 @@
+"""Authentication helpers: OpenID Connect bearer-token verification."""
