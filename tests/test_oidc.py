@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -116,14 +117,23 @@ def verifier(provider: JwksServer, clock: Clock | None = None, **kw: Any) -> Oid
                         clock=clock or Clock(), **kw)
 
 
+@dataclass(frozen=True)
+class In:
+    """A time claim relative to when the token is made (parameters are made long before)."""
+
+    seconds: int
+
+
 def token(key: Any = Keys.rsa1, kid: str | None = "rsa-1", alg: str = "RS256",
           **claims: Any) -> str:
-    """A signed token with good claims; a claim given as None is left out."""
+    """A signed token with good claims; a claim given as None is left out, one given as
+    `In(seconds)` is that long from now."""
     now = int(time.time())
     payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "auth0|alice", "iat": now,
                "exp": now + 300, "email": "alice@example.test", "name": "Alice",
                ROLE_CLAIM: ["operator"], **claims}
-    payload = {k: v for k, v in payload.items() if v is not None}
+    payload = {k: now + v.seconds if isinstance(v, In) else v
+               for k, v in payload.items() if v is not None}
     headers = {"kid": kid} if kid is not None else {}
     return jwt.encode(payload, key, algorithm=alg, headers=headers)
 
@@ -151,7 +161,7 @@ async def test_es256_token_and_audience_list_accepted(provider: JwksServer) -> N
 
 
 async def test_expiry_within_leeway_accepted(provider: JwksServer) -> None:
-    tok = token(exp=int(time.time()) - 10)
+    tok = token(exp=In(-10), nbf=In(10))
     assert (await verifier(provider, leeway=30).verify(tok)).subject == "auth0|alice"
 
 
@@ -182,8 +192,9 @@ async def test_role_from_the_configured_claim(provider: JwksServer, role_claim: 
         ({"iss": "https://evil.example.test/"}, "wrong issuer"),
         ({"iss": ISSUER.rstrip("/")}, "wrong issuer"),
         ({"aud": "https://other.example.test"}, "wrong audience"),
-        ({"exp": int(time.time()) - 120}, "token expired"),
-        ({"nbf": int(time.time()) + 120}, "not yet valid"),
+        ({"exp": In(-120)}, "token expired"),
+        ({"nbf": In(120)}, "not yet valid"),
+        ({"iat": In(120)}, "not yet valid"),
         ({"sub": None}, "missing claim: sub"),
         ({"sub": ""}, "missing claim: sub"),
         ({"exp": None}, "missing claim: exp"),
