@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_access_log: bool = False
+    # OpenID Connect bearer JWTs: all three of issuer, audience and JWKS URL, or none.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_role_claim: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -127,6 +132,33 @@ class Settings(BaseSettings):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"LOG_LEVEL: {value!r} is not a logging level")
         return value.upper()
+
+    @field_validator("oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_role_claim")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"OIDC_JWKS_URL: {value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        names = ("oidc_issuer", "oidc_audience", "oidc_jwks_url")
+        missing = [name.upper() for name in names if not getattr(self, name)]
+        if 0 < len(missing) < len(names):
+            raise ValueError(f"OpenID Connect needs OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL "
+                             f"together; missing: {', '.join(missing)}")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """True when bearer JWTs from an OpenID Connect provider are accepted."""
+        return bool(self.oidc_issuer)
 
     @property
     def peers(self) -> list[str]:
