@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection
 
 from mes.auth.authenticator import Authenticator
+from mes.auth.oidc import verifier_from
+from mes.auth.oidc_users import OidcUsers
 from mes.config import Settings
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
@@ -43,8 +45,10 @@ class FarmNode:
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.writer = Writer(self.raft, settings.raft_write_timeout)
+        verifier = verifier_from(settings)
+        oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
-                                  lambda: not self.raft.is_leader())
+                                  lambda: not self.raft.is_leader(), oidc)
         self.machine.add_listener(self.auth.on_apply)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url)

@@ -222,7 +222,7 @@ async def approval_farm(tmp_path: Path) -> AsyncIterator[tuple[FarmNode, httpx.A
 
 async def test_approval_gates_the_scheduler(
         approval_farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, api = approval_farm
+    _, api = approval_farm
     assert (await api.post("/api/v1/filaments", json={**SPOOL, "total_weight_in_grams": 5000})
             ).status_code == 201
     printer = {"id": "m0", "api": "Mock", "url": "http://mock-printer0:5000", "worker": True,

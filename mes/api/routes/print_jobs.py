@@ -154,6 +154,12 @@ async def visible_job(node: FarmNode, job_id: str, who: Principal) -> dict[str, 
     return found(job, "print_job", job_id)
 
 
+async def _owned(node: FarmNode, job_id: str, who: Principal) -> None:
+    """For a user, a 404 unless the job is theirs (staff: apply checks the id itself)."""
+    if not who.staff:
+        await visible_job(node, job_id, who)
+
+
 @router.post("/{job_id}/status", response_model=PrintJobOut)
 async def set_status(job_id: str, node: NodeDep, who: Caller,
                      status: Annotated[TargetStatus, Query()],
@@ -162,7 +168,7 @@ async def set_status(job_id: str, node: NodeDep, who: Caller,
 
     Users may only cancel their own jobs; operators and admins move any job.
     """
-    await visible_job(node, job_id, who)
+    await _owned(node, job_id, who)
     if not who.staff and status != "Canceled":
         raise ApiError(403, "forbidden", "users may only cancel their jobs (status=Canceled)",
                        "status")
@@ -174,7 +180,7 @@ async def set_status(job_id: str, node: NodeDep, who: Caller,
 async def pause(job_id: str, node: NodeDep, who: Caller,
                      idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to pause this running job (carried out within one worker tick)."""
-    await visible_job(node, job_id, who)
+    await _owned(node, job_id, who)
     return await with_hold(node, await commit(
         node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key, who))
 
@@ -183,7 +189,7 @@ async def pause(job_id: str, node: NodeDep, who: Caller,
 async def resume(job_id: str, node: NodeDep, who: Caller,
                       idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to resume this paused job (carried out within one worker tick)."""
-    await visible_job(node, job_id, who)
+    await _owned(node, job_id, who)
     return await with_hold(node, await commit(
         node, "job.request", {"id": job_id, "action": "resume"}, idempotency_key, who))
 
