@@ -48,7 +48,8 @@ class FarmNode:
         verifier = verifier_from(settings)
         oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
-                                  lambda: not self.raft.is_leader(), oidc)
+                                  lambda: not self.raft.is_leader(), oidc,
+                                  lambda: self.machine.applied_count)
         self.machine.add_listener(self.auth.on_apply)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url)
