@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from mes.cluster_secret import blob_token, raft_password
 from mes.config import Settings
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
@@ -33,13 +34,15 @@ class FarmNode:
         self.snapshots = SnapshotFiles(self.machine)
         conf = build_conf(settings.data_dir, self.snapshots,
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
-                          tuning or RaftTuning(), settings.raft_bind_address)
+                          tuning or RaftTuning(), settings.raft_bind_address,
+                          raft_password(settings.cluster_secret))
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.writer = Writer(self.raft, settings.raft_write_timeout)
         self.blobs = BlobStore(settings.upload_path)
-        self.peers = BlobPeers(self.blobs, settings.advertise_url)
+        self.peers = BlobPeers(self.blobs, settings.advertise_url,
+                               token=blob_token(settings.cluster_secret))
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
