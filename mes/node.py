@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mes.cluster_secret import blob_token, raft_password
-from mes.config import Settings
+from mes.config import ConfigError, Settings
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
@@ -29,6 +29,8 @@ class FarmNode:
     """Owns the pieces of a node and their lifetime."""
 
     def __init__(self, settings: Settings, tuning: RaftTuning | None = None) -> None:
+        if settings.peers and not settings.cluster_secret:  # load_settings says so first
+            raise ConfigError("CLUSTER_SECRET: required when RAFT_PEERS names other nodes")
         self.settings = settings
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)

@@ -61,6 +61,14 @@ def test_secret_rules(tmp_path: Path) -> None:
     assert load_settings(**base).cluster_secret == ""
 
 
+def test_a_node_never_joins_peers_unencrypted(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path,  # type: ignore[call-arg]
+                        raft_self="127.0.0.1:7001", raft_peers="127.0.0.1:7002")
+    with pytest.raises(ConfigError, match="CLUSTER_SECRET"):
+        FarmNode(settings)
+    assert not (tmp_path / "raft.journal").exists()
+
+
 def test_each_channel_gets_its_own_key() -> None:
     raft, blobs = raft_password(SECRET), blob_token(SECRET)
     assert raft is not None and blobs is not None
