@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     oidc_audience: str = ""
     oidc_jwks_url: str = ""
     oidc_role_claim: str = ""
+    # OPC UA: also serve security None and anonymous sessions, both read-only.
+    opcua_allow_anonymous: bool = False
+    # A directory of trusted OPC UA client certificates (DER or PEM); empty accepts any
+    # client certificate (user name and password still decide what a session may do).
+    opcua_trusted_certs: str = ""
 
     @field_validator("database_url")
     @classmethod
