@@ -181,9 +181,13 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
                 requesthdr.AuthenticationToken)
             if isinstance(token, ua.UserNameIdentityToken) and session is not None:
                 username, password = self.iserver.decrypt_user_token(session, token)
-                _checked.set((username, password, await check(username, password)))
+                if isinstance(username, str) and isinstance(password, str | None):
+                    who = await check(username, password or "")
+                    _checked.set((username, password, who))
         except (ServiceError, UaError, ValueError, UnicodeDecodeError):
             log.debug("OPC UA session activation: unreadable user token", exc_info=True)
+        except Exception:
+            log.exception("OPC UA password check failed; the session is refused")
     return await _original_process(self, typeid, requesthdr, seqhdr, body)
 
 
