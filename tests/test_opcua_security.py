@@ -186,7 +186,7 @@ async def test_server_certificate_is_kept_across_restarts(
                 connect(secured, "alice") as client:
             endpoints = await client.get_endpoints()
             der = endpoints[0].ServerCertificate
-            thumbprints.append(hashlib.sha1(der).hexdigest())  # noqa: S324 - OPC UA thumbprint
+            thumbprints.append(hashlib.sha1(der).hexdigest())
             uri = application_uri(node.settings.raft_self)
             assert {e.Server.ApplicationUri for e in endpoints} == {uri}
             cert = x509.load_der_x509_certificate(der)

@@ -254,7 +254,8 @@ class FarmMethods:
             exists = queries.get_printer(conn, printer_id) is not None
             return exists, queries.active_job_on(conn, printer_id) if exists else None
 
-        exists, job = await self.read(query)
+        found: tuple[bool, dict[str, Any] | None] = await self.read(query)
+        exists, job = found
         if not exists:
             raise Refused(ua.StatusCodes.BadNotFound, f"no printer {printer_id!r}")
         if job is None:

@@ -70,7 +70,7 @@ _SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES)
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "opcua_principal", default=None)
 # The outcome of the password check of the ActivateSession being processed (see _activate).
-_checked: contextvars.ContextVar[tuple[str, str, Principal | None] | None] = (
+_checked: contextvars.ContextVar[tuple[str, str | None, Principal | None] | None] = (
     contextvars.ContextVar("opcua_checked", default=None))
 
 
