@@ -215,3 +215,23 @@ async def test_trusted_client_certificates(node: FarmNode, api: httpx.AsyncClien
                               opcua_trusted_certs=str(trusted)) as secured, \
             connect(secured, "alice") as client:
         assert await _read_state(client, secured.ns) == "ready"
+
+
+def test_the_wrapped_asyncua_code_is_what_the_wrapper_expects() -> None:
+    """The password check runs before asyncua's (sync) ActivateSession handling: fail loudly
+    if an asyncua upgrade changes the code that wrapper relies on."""
+    import inspect
+
+    import asyncua
+    from asyncua.server.internal_session import InternalSession
+
+    from mes.opcua import security
+
+    assert asyncua.__version__ == "2.1.0"
+    process = inspect.getsource(security._original_process)
+    assert "self.session.activate_session(params" in process
+    assert "check_validity(user, typeid, body)" in process
+    activate = inspect.getsource(InternalSession.activate_session)
+    assert not inspect.iscoroutinefunction(InternalSession.activate_session)
+    assert "self.iserver.user_manager.get_user(" in activate
+    assert "self.iserver.decrypt_user_token(self, id_token)" in activate
