@@ -18,7 +18,6 @@ from tests.netfilter import partition  # noqa: F401  (iptables partitions on loo
 from tests.ports import free_port
 from tests.real_octoprint import octoprint  # noqa: F401
 
-
 # Every server a test starts, in this process or as a child, bootstraps this admin token.
 os.environ["MES_ADMIN_TOKEN"] = ADMIN_TOKEN
 
