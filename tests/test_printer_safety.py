@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 
 from mes.api.app import create_app
 from mes.config import Settings, masked_items
@@ -25,6 +27,7 @@ from mes.printers.networks import parse_networks
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
 from mes.state.machine import StateMachine
+from mes.state.tables import printers
 from mes.state.urls import url_problem
 from tests.auth import admin_headers
 from tests.emulators import StartEmulator
@@ -421,3 +424,16 @@ def test_setting_masks_printer_secrets(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "PRINTER_NETWORKS=10.0.0.0/8" in result.stdout.splitlines()
     assert "K-ENV-3" not in result.stdout and "K-ENV-4" not in result.stdout
+
+
+def test_sql_errors_never_carry_row_values() -> None:
+    """An SQL error's text may be logged: it must not quote a row's values (an API key)."""
+    machine = StateMachine()
+    assert machine.apply({"op": "printer.create", "ts": 1.0, "rid": None, "args": OLD}).ok
+    duplicate = insert(printers).values(id="op", company="", model="", api_key="K-SQL-77",
+                                        created_at=2.0, updated_at=2.0)
+    with pytest.raises(IntegrityError) as caught, machine._conn.begin():
+        machine._conn.execute(duplicate)
+    assert "K-SQL-77" not in str(caught.value) and "K-SQL-77" not in repr(caught.value)
+    assert machine.apply({"op": "printer.update", "ts": 3.0, "rid": None,
+                          "args": {"id": "op", "group": "lab"}}).ok
