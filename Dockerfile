@@ -22,6 +22,8 @@ ENV HTTP_HOST=0.0.0.0 \
     HTTP_PORT=8000 \
     DATA_DIR=/var/lib/mes/data \
     UPLOAD_PATH=/var/lib/mes/gcode-files
+# Secrets come at run time, never in the image: MES_ADMIN_TOKEN (the first admin's token;
+# without it one is printed once to the log) and, for a cluster, CLUSTER_SECRET.
 VOLUME ["/var/lib/mes"]
 # REST, Raft, embedded OPC UA
 EXPOSE 8000 7000 4840

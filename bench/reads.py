@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.auth import ADMIN_TOKEN  # noqa: E402
 from tests.cluster import Cluster, ServerProcess  # noqa: E402
 
 SPOOLS = 50
@@ -46,7 +47,7 @@ class Connection:
         assert self._reader is not None
         payload = json.dumps(body).encode() if body is not None else b""
         head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Length: {len(payload)}\r\n")
+                f"Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {len(payload)}\r\n")
         if body is not None:
             head += "Content-Type: application/json\r\n"
         self._writer.write(head.encode() + b"\r\n" + payload)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mes.printers.networks import Networks, parse_networks
@@ -63,9 +63,18 @@ class Settings(BaseSettings):
     raft_snapshot_interval: float = Field(300.0, gt=0)
     # Tests only: record the synced journal length in `<journal>.synced` (power-cut test).
     raft_sync_trace: bool = False
+    # The first admin's API token (used only when the state has no admin yet).
+    mes_admin_token: str = Field("", max_length=4096)
+    # Jobs submitted by the `user` role wait for an operator's approval.
+    require_approval: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_access_log: bool = False
+    # OpenID Connect bearer JWTs: all three of issuer, audience and JWKS URL, or none.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_role_claim: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -117,12 +126,49 @@ class Settings(BaseSettings):
     def _printer_networks(cls, value: str) -> str:
         return ",".join(str(n) for n in parse_networks(value))
 
+    @field_validator("mes_admin_token")
+    @classmethod
+    def _admin_token(cls, value: str) -> str:
+        value = value.strip()
+        if value and (len(value) < 24 or not value.isascii() or not value.isprintable()
+                      or " " in value):
+            raise ValueError("MES_ADMIN_TOKEN: use at least 24 printable ASCII characters "
+                             "without spaces")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"LOG_LEVEL: {value!r} is not a logging level")
         return value.upper()
+
+    @field_validator("oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_role_claim")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"OIDC_JWKS_URL: {value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        names = ("oidc_issuer", "oidc_audience", "oidc_jwks_url")
+        missing = [name.upper() for name in names if not getattr(self, name)]
+        if 0 < len(missing) < len(names):
+            raise ValueError(f"OpenID Connect needs OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL "
+                             f"together; missing: {', '.join(missing)}")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """True when bearer JWTs from an OpenID Connect provider are accepted."""
+        return bool(self.oidc_issuer)
 
     @property
     def peers(self) -> list[str]:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import Connection
+
+from mes.auth.authenticator import Authenticator
+from mes.auth.oidc import verifier_from
+from mes.auth.oidc_users import OidcUsers
 from mes.config import Settings
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
     from mes.workers.leadership import LeaderLoop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class FarmNode:
@@ -38,11 +45,23 @@ class FarmNode:
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.writer = Writer(self.raft, settings.raft_write_timeout)
+        verifier = verifier_from(settings)
+        oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
+        self.auth = Authenticator(self.read, self._record_token_use,
+                                  lambda: not self.raft.is_leader(), oidc)
+        self.machine.add_listener(self.auth.on_apply)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url)
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
+
+    async def read(self, query: Callable[[Connection], T]) -> T:
+        """Read the applied state on a worker thread, off the event loop."""
+        return await asyncio.to_thread(self.machine.read, query)
+
+    async def _record_token_use(self, token_id: str, at: float) -> None:
+        await self.writer.submit("token.used", {"id": token_id, "at": at}, remember=False)
 
     def cluster(self) -> dict[str, Any]:
         """This node's view of the cluster, with the REST URL each node announced."""
@@ -97,6 +116,7 @@ class FarmNode:
                 await task
         self._background = []
         await self.peers.aclose()
+        await self.auth.aclose()
 
     def close(self) -> None:
         """Stop Raft and release the database."""

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from mes.api.app import create_app
+from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings
 from mes.node import FarmNode
 from tests.auth import ADMIN_TOKEN, admin_headers
@@ -34,6 +35,7 @@ def node(tmp_path: Path) -> Iterator[FarmNode]:
 
 @pytest.fixture
 async def api(node: FarmNode) -> AsyncIterator[httpx.AsyncClient]:
+    await ensure_admin(node)  # as the leader loop does (this fixture runs no lifespan)
     transport = httpx.ASGITransport(app=create_app(node))
     async with httpx.AsyncClient(transport=transport, base_url="http://mes",
                                  headers=admin_headers()) as client:

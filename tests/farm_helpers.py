@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from mes.api.app import create_app
+from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings
 from mes.node import FarmNode
 from tests.auth import admin_headers
@@ -63,6 +64,7 @@ async def running_farm(tmp_path: Path, **overrides: Any
         async with httpx.AsyncClient(transport=transport, base_url="http://mes",
                                      headers=admin_headers()) as client:
             await node.start_background()
+            await ensure_admin(node)  # the leader loop does too; tests need it before they begin
             try:
                 yield node, client
             finally:

@@ -15,6 +15,7 @@ from mes.api.app import create_app
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.state import queries
+from tests.auth import admin_headers
 from tests.ports import free_port
 
 
@@ -34,7 +35,7 @@ def fuzz_app(fuzz_node: FarmNode) -> FastAPI:
     # Known ids so that fuzzed requests also reach the rules, not only "not found".
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as client:
+    with TestClient(app, headers=admin_headers()) as client:
         assert client.post("/api/v1/printers", json={"id": "p1"}).status_code == 201
         spool = {"id": "f1", "type": "PLA", "color": "red", "total_weight_in_grams": 1000}
         assert client.post("/api/v1/filaments", json=spool).status_code == 201
@@ -71,7 +72,7 @@ def fuzz_operation(operation: Any, fuzz_node: FarmNode, calls: dict[str, int]) -
               suppress_health_check=list(HealthCheck))
     def fuzz(case: Any) -> None:
         before = entities(fuzz_node)
-        response = case.call()
+        response = case.call(headers=admin_headers())
         calls[label] = calls.get(label, 0) + 1
         assert response.status_code < 500, f"{label}: {response.status_code} {response.text}"
         if response.status_code >= 400:

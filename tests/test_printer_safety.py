@@ -19,6 +19,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from mes.api.app import create_app
+from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings, masked_items
 from mes.node import FarmNode
 from mes.printers import networks
@@ -310,6 +311,7 @@ async def _api_with(tmp_path: Path, **overrides: Any
                     ) -> AsyncIterator[httpx.AsyncClient]:
     node = FarmNode(farm_settings(tmp_path, **overrides))
     try:
+        await ensure_admin(node)  # as the leader loop does (no lifespan runs here)
         transport = httpx.ASGITransport(app=create_app(node))
         async with httpx.AsyncClient(transport=transport, base_url="http://mes",
                                      headers=admin_headers()) as client:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mes.api.app import create_app
+from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.raft import readiness
@@ -62,6 +63,8 @@ def client(node: FarmNode) -> httpx.AsyncClient:
 
 
 async def get(node: FarmNode, path: str) -> httpx.Response:
+    if not path.startswith("/health"):
+        await ensure_admin(node)  # no lifespan runs here: make the admin the token needs
     async with client(node) as api:
         return await api.get(path)
 

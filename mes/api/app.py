@@ -10,7 +10,17 @@ from fastapi_offline import FastAPIOffline
 
 from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
-from mes.api.routes import cluster, filaments, files, print_jobs, printers
+from mes.api.routes import (
+    audit,
+    cluster,
+    filaments,
+    files,
+    orders,
+    print_jobs,
+    printers,
+    tokens,
+    users,
+)
 from mes.node import FarmNode
 
 API_PREFIX = "/api/v1"
@@ -42,8 +52,10 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(BodyLimit, limit_for=upload_limits(
         API_PREFIX, node.settings.max_upload_mb * 2**20))
     api = APIRouter(prefix=API_PREFIX)
-    for module in (printers, filaments, print_jobs, files, cluster):
+    for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
+                   cluster):
         api.include_router(module.router)
+    api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
     install_error_handlers(app)

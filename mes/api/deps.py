@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Connection
 
 from mes.api.errors import ApiError, from_domain
+from mes.auth.principal import Principal
 from mes.node import FarmNode
 from mes.raft.writer import NoLeader
 
@@ -32,14 +32,15 @@ IdempotencyKey = Annotated[
 ]
 
 
-def new_id(idempotency_key: str | None = None) -> str:
+def new_id(idempotency_key: str | None = None, by: Principal | None = None) -> str:
     """An id for an entity whose creator did not choose one.
 
-    With an Idempotency-Key the id is derived from it, so a retried create names the same
-    entity (and is recognised as the same request).
+    With an Idempotency-Key the id is derived from it and the caller, so a retried create
+    names the same entity (and is recognised as the same request).
     """
     if idempotency_key:
-        return hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+        scope = f"{by.user_id}:" if by is not None else ""
+        return hashlib.sha256(f"{scope}{idempotency_key}".encode()).hexdigest()[:16]
     return uuid.uuid4().hex[:16]
 
 
@@ -49,7 +50,7 @@ async def read(node: FarmNode, query: Callable[[Connection], T]) -> T:
     Reads have their own database connections: they never wait for apply (the Raft
     thread) nor make it wait, and a long one does not hold up other requests.
     """
-    return await asyncio.to_thread(node.machine.read, query)
+    return await node.read(query)
 
 
 def found(value: T | None, what: str, ident: str) -> T:
@@ -60,17 +61,22 @@ def found(value: T | None, what: str, ident: str) -> T:
     return value
 
 
-async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None) -> Any:
-    """Replicate a command and return its value once applied here, or raise an ApiError.
+async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None,
+                 by: Principal | None) -> Any:
+    """Replicate a command on behalf of `by` and return its value once applied here, or
+    raise an ApiError.
 
     A write without an `Idempotency-Key` gets one here, so that a 503 (outcome unknown) can
     tell the client which key makes its retry safe.
     """
     key = key or uuid.uuid4().hex
-    # A key names one request: the same key on another target is another request.
+    # A key names one request of one user: the same key on another target, or from another
+    # user, is another request (and never answers with someone else's outcome).
     target = "" if op.endswith(".create") else f":{args.get('id', '')}"
+    actor = by.user_id if by is not None else None
     try:
-        outcome = await node.writer.submit(op, args, f"{op}{target}:{key}")
+        outcome = await node.writer.submit(op, args, f"{op}{target}:{actor or ''}:{key}",
+                                           actor=actor)
     except NoLeader as exc:
         message = (f"outcome unknown: {exc}; the write may still be applied. Retry with the "
                    f"header 'Idempotency-Key: {key}' so that it applies at most once")

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
-STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "rule": 409}
+STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "rule": 409, "forbidden": 403}
 # Validation error types of our own that answer with their own code instead of invalid_input.
 OWN_CODES = frozenset({"invalid_url"})
 

@@ -248,6 +248,10 @@ class PrintJobOut(BaseModel):
     requested_action: str | None
     from_server: bool
     last_error: str | None
+    owner_id: str | None = Field(None, description="the user who submitted it")
+    order_id: str | None = None
+    approval: Literal["pending", "approved", "rejected"] | None = Field(None, description=(
+        "null when no approval is needed (REQUIRE_APPROVAL off, or submitted by staff)"))
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -270,6 +274,14 @@ class JobHistoryOut(BaseModel):
     to_status: str
     at: Timestamp
     cause: str
+    actor: str | None = Field(None, description="the user whose request made the change; "
+                              "null when the farm made it (a printer worker)")
+
+
+class RejectIn(_Input):
+    """Why a job is refused (shown in its history)."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]*$")]
 
 
 class ErrorDetail(BaseModel):
@@ -287,5 +299,5 @@ class ErrorOut(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (400, 404, 409, 422, 503)
+    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 422, 503)
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 from mes.api.deps import commit
 from mes.api.errors import ApiError
+from mes.auth.principal import Principal
 from mes.files.peers import NotEnoughCopies
 from mes.files.validate import BadUpload, check_head, check_name, check_size
 from mes.node import FarmNode
@@ -19,7 +20,7 @@ from mes.node import FarmNode
 PIECE = 1 << 20
 
 
-async def store_upload(node: FarmNode, upload: Any) -> dict[str, Any]:
+async def store_upload(node: FarmNode, upload: Any, by: Principal) -> dict[str, Any]:
     """Store one uploaded file and return its committed record; nothing is kept if refused."""
     if not hasattr(upload, "read"):  # an UploadFile, not a plain form field
         raise ApiError(422, "missing_file", "a multipart field 'file' is required", "file")
@@ -41,5 +42,5 @@ async def store_upload(node: FarmNode, upload: Any) -> dict[str, Any]:
     except NotEnoughCopies as exc:
         raise ApiError(503, "not_enough_copies", str(exc), headers={"Retry-After": "2"}) from None
     value: dict[str, Any] = await commit(node, "file.register",
-                                         {"id": sha, "name": name, "size": size}, None)
+                                         {"id": sha, "name": name, "size": size}, None, by)
     return value

@@ -44,14 +44,17 @@ class Writer:
         self._timeout = timeout
 
     async def submit(self, op: str, args: Mapping[str, Any], request_id: str | None = None,
-                     remember: bool = True) -> Outcome:
+                     remember: bool = True, actor: str | None = None) -> Outcome:
         """Replicate one command; raise NoLeader if nothing committed it within the timeout.
 
         With `remember` false (commands whose repetition is harmless, such as telemetry)
-        no request id is stored, so retries may apply it twice.
+        no request id is stored, so retries may apply it twice. `actor` is the user whose
+        request this is (None: the farm itself); apply checks their role and audits it.
         """
         rid = (request_id or new_request_id()) if remember else None
-        command = {"op": op, "args": dict(args), "rid": rid, "ts": time.time()}
+        command: dict[str, Any] = {"op": op, "args": dict(args), "rid": rid, "ts": time.time()}
+        if actor is not None:
+            command["actor"] = actor
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         attempt = 0

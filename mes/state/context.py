@@ -23,6 +23,14 @@ class ApplyContext:
     conn: Connection
     ts: float
     events: list[ChangeEvent] = field(default_factory=list)
+    # The user whose request carried the command and their role (None: the farm itself).
+    actor: str | None = None
+    actor_role: str | None = None
+
+    @property
+    def staff(self) -> bool:
+        """Whether the command may act on anyone's jobs (the farm itself, operators, admins)."""
+        return self.actor is None or self.actor_role in ("operator", "admin")
 
     def changed(self, entity: str, entity_id: str, change: str) -> None:
         """Record that `entity_id` of kind `entity` was created, updated or deleted."""

@@ -35,3 +35,9 @@ class RuleViolation(DomainError):
     """The command is well formed but breaks a rule of the farm (weight, transition)."""
 
     kind = "rule"
+
+
+class Forbidden(DomainError):
+    """The command's actor may not do this (role, ownership, disabled account)."""
+
+    kind = "forbidden"

@@ -83,6 +83,9 @@ def claim(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     filename = args.text("printer_filename", 255)
     if job["status"] != "Queued" or job["phase"] is not None:
         raise RuleViolation("not_claimable", f"job {job['id']!r} is not waiting", "job_id")
+    if job["approval"] == "pending":
+        raise RuleViolation("awaiting_approval", f"job {job['id']!r} waits for approval",
+                            "job_id")
     if job["file_id"] is None:
         raise RuleViolation("no_file", f"job {job['id']!r} has no stored G-code file", "job_id")
     if job["printer_id"] not in (None, printer["id"]):

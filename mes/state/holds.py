@@ -46,6 +46,8 @@ def hold_of(job: Mapping[str, Any], farm: FarmView) -> Hold | None:
         return None
     if job["status"] != "Queued":
         return None
+    if job.get("approval") == "pending":
+        return Hold("awaiting_approval", "waits for an operator to approve it")
     if job.get("file_id") is None:
         return Hold("record_only", "no stored G-code file: filepath is a record only; it is "
                     "never sent to a printer")

@@ -38,16 +38,30 @@ def record_history(ctx: ApplyContext, job_id: str, before: str | None, after: st
                    cause: str) -> None:
     """Append one status change of a job to its history."""
     ctx.conn.execute(_INSERT_HISTORY, {"job_id": job_id, "from_status": before,
-                                       "to_status": after, "at": ctx.ts, "cause": cause})
+                                       "to_status": after, "at": ctx.ts, "cause": cause,
+                                       "actor": ctx.actor})
+
+
+JOB_FIELDS = ("id", "printer_id", "filament_id", "filepath", "file_id", "print_weight_in_grams")
 
 
 def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
-    """Queue a job if its printer and spool exist and the spool has the weight free."""
+    """Queue a job if its printer and spool exist and the spool has the weight free.
+
+    The job belongs to `owner_id` (default: the command's actor); with `needs_approval`
+    it waits for an operator's approval before the scheduler may send it.
+    """
+    return create_in(ctx, args, None)
+
+
+def create_in(ctx: ApplyContext, args: Args, order_id: str | None) -> dict[str, Any]:
+    """Queue one job (of an order when `order_id` is set); see `create`."""
     if args.has("status"):
         raise InvalidCommand("status_not_allowed", "status cannot be set when creating a job",
                              "status")
-    args.reject_unknown(("id", "printer_id", "filament_id", "filepath", "file_id",
-                         "print_weight_in_grams"))
+    args.reject_unknown((*JOB_FIELDS, "owner_id", "needs_approval"))
+    owner_id = args.ident("owner_id", required=False) or ctx.actor
+    needs_approval = args.flag("needs_approval", required=False) is True
     job_id = args.ident("id")
     printer_id = args.ident("printer_id", required=False)
     filament_id = args.ident("filament_id")
@@ -86,11 +100,13 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
            "filepath": filepath, "file_id": file_id, "print_weight_in_grams": weight,
            "status": "Queued", "assigned_printer_id": None, "printer_filename": None,
            "phase": None, "claim_epoch": None, "claimed_at": None, "requested_action": None,
-           "from_server": True, "last_error": None,
+           "from_server": True, "last_error": None, "owner_id": owner_id,
+           "order_id": order_id, "approval": "pending" if needs_approval else None,
            "created_at": ctx.ts, "updated_at": ctx.ts}
     ctx.conn.execute(_INSERT_JOB, row)
     _reserve(ctx, filament_id, weight)
-    record_history(ctx, job_id, None, "Queued", "created")
+    record_history(ctx, job_id, None, "Queued",
+                   "created; awaiting approval" if needs_approval else "created")
     ctx.changed("print_job", job_id, "created")
     ctx.changed("filament", filament_id, "updated")
     return row
@@ -147,3 +163,42 @@ def end_job(ctx: ApplyContext, job: dict[str, Any], status: str, cause: str) -> 
 
 def _reserve(ctx: ApplyContext, filament_id: str, grams: int) -> None:
     ctx.conn.execute(_RESERVE, {"filament_id": filament_id, "grams": grams})
+
+
+def _pending(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    job_id = args.ident("id")
+    job = queries.get_job(ctx.conn, job_id or "")
+    if job is None:
+        raise NotFound("job_not_found", f"print job {job_id!r} does not exist", "id")
+    if job["status"] != "Queued" or job["approval"] != "pending":
+        raise RuleViolation("not_awaiting_approval",
+                            f"print job {job_id!r} is not waiting for approval", "id")
+    return job
+
+
+def approve(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Let a job that waits for approval be scheduled (operators)."""
+    args.reject_unknown(("id",))
+    job = _pending(ctx, args)
+    ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job["id"])
+                     .values(approval="approved", updated_at=ctx.ts))
+    record_history(ctx, job["id"], "Queued", "Queued", "approved")
+    ctx.changed("print_job", job["id"], "updated")
+    changed = queries.get_job(ctx.conn, job["id"])
+    assert changed is not None
+    return changed
+
+
+def reject(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Refuse a job that waits for approval: it is canceled with the reason (operators)."""
+    args.reject_unknown(("id", "reason"))
+    job = _pending(ctx, args)
+    reason = args.text("reason", 500)
+    if not reason.strip():
+        raise InvalidCommand("empty_field", "a rejection needs a reason", "reason")
+    ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job["id"])
+                     .values(approval="rejected"))
+    end_job(ctx, job, "Canceled", f"rejected: {reason}")
+    changed = queries.get_job(ctx.conn, job["id"])
+    assert changed is not None
+    return changed

@@ -8,8 +8,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, or_, select, tuple_
 
+from mes.state.orders import with_jobs
 from mes.state.queries import printer_row
-from mes.state.tables import filaments, files, job_history, print_jobs, printers
+from mes.state.tables import (
+    api_tokens,
+    audit_log,
+    filaments,
+    files,
+    job_history,
+    orders,
+    print_jobs,
+    printers,
+    users,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,8 @@ class JobFilter:
     filament_id: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+    owner_id: str | None = None
+    order_id: str | None = None
 
 
 def _rows(conn: Connection, query: Select[Any], limit: int) -> list[dict[str, Any]]:
@@ -38,6 +51,10 @@ def jobs_page(conn: Connection, where: JobFilter, after: tuple[float, str] | Non
                                 print_jobs.c.assigned_printer_id == where.printer_id))
     if where.filament_id is not None:
         query = query.where(print_jobs.c.filament_id == where.filament_id)
+    if where.owner_id is not None:
+        query = query.where(print_jobs.c.owner_id == where.owner_id)
+    if where.order_id is not None:
+        query = query.where(print_jobs.c.order_id == where.order_id)
     if where.created_after is not None:
         query = query.where(print_jobs.c.created_at >= where.created_after)
     if where.created_before is not None:
@@ -78,4 +95,53 @@ def history_page(conn: Connection, job_id: str, after: int | None,
     query = select(job_history).where(job_history.c.job_id == job_id).order_by(job_history.c.seq)
     if after is not None:
         query = query.where(job_history.c.seq > after)
+    return _rows(conn, query, limit)
+
+
+def user_row(row: Any) -> dict[str, Any]:
+    """A user as the API shows it: without the password hash."""
+    data = dict(row._mapping)
+    data["has_password"] = data.pop("password_hash", None) is not None
+    return data
+
+
+def users_page(conn: Connection, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` users by id, after the id `after`."""
+    query = select(users).order_by(users.c.id)
+    if after is not None:
+        query = query.where(users.c.id > after)
+    return [user_row(r) for r in conn.execute(query.limit(limit))]
+
+
+def tokens_page(conn: Connection, user_id: str | None, after: tuple[float, str] | None,
+                limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` tokens (of `user_id`, or everyone's) oldest first, without hashes."""
+    columns = [c for c in api_tokens.c if c.name != "token_hash"]
+    query = select(*columns).order_by(api_tokens.c.created_at, api_tokens.c.id)
+    if user_id is not None:
+        query = query.where(api_tokens.c.user_id == user_id)
+    if after is not None:
+        query = query.where(tuple_(api_tokens.c.created_at, api_tokens.c.id) > tuple_(*after))
+    return _rows(conn, query, limit)
+
+
+def orders_page(conn: Connection, owner_id: str | None, after: tuple[float, str] | None,
+                limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` orders (of `owner_id`, or everyone's) oldest first, with their jobs."""
+    query = select(orders).order_by(orders.c.created_at, orders.c.id)
+    if owner_id is not None:
+        query = query.where(orders.c.owner_id == owner_id)
+    if after is not None:
+        query = query.where(tuple_(orders.c.created_at, orders.c.id) > tuple_(*after))
+    return with_jobs(conn, _rows(conn, query, limit))
+
+
+def audit_page(conn: Connection, actor: str | None, after: int | None,
+               limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` audit entries (of `actor`, or everyone's), oldest first."""
+    query = select(audit_log).order_by(audit_log.c.seq)
+    if actor is not None:
+        query = query.where(audit_log.c.actor == actor)
+    if after is not None:
+        query = query.where(audit_log.c.seq > after)
     return _rows(conn, query, limit)

@@ -21,12 +21,12 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
-from mes.state import farm, filaments, jobs, printers, stored_files
+from mes.state import authz, farm, filaments, jobs, orders, printers, stored_files, users
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.database import Database, sync_sqlite_url
 from mes.state.errors import DomainError, InvalidCommand
-from mes.state.tables import applied_requests, metadata
+from mes.state.tables import applied_requests, audit_log, metadata
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,11 +59,22 @@ HANDLERS: dict[str, Handler] = {
     "printer.reserve": farm.reserve,
     "printer.release": farm.release,
     "printer.telemetry": farm.telemetry,
+    "job.approve": jobs.approve,
+    "job.reject": jobs.reject,
+    "order.create": orders.create,
+    "user.bootstrap": users.bootstrap,
+    "user.create": users.create,
+    "user.update": users.update_,
+    "user.oidc_login": users.oidc_login,
+    "token.create": users.create_token,
+    "token.revoke": users.revoke_token,
+    "token.used": users.token_used,
     "noop": lambda ctx, args: None,
 }
 
 _STORED_OUTCOME = select(applied_requests.c.outcome, applied_requests.c.fingerprint).where(
     applied_requests.c.request_id == bindparam("rid"))
+_AUDIT = insert(audit_log)
 # A key already stored is kept (its first outcome stands); never a constraint error.
 _REMEMBER = insert(applied_requests).prefix_with("OR IGNORE")
 
@@ -246,8 +257,17 @@ class StateMachine:
         ts = command.get("ts")
         if not isinstance(ts, int | float) or isinstance(ts, bool) or ts < 0:
             raise InvalidCommand("invalid_timestamp", "a command needs a timestamp", "ts")
-        ctx = ApplyContext(conn=self._conn, ts=float(ts))
-        value = handler(ctx, Args(command.get("args", {})))
+        actor = command.get("actor")
+        if actor is not None and not isinstance(actor, str):
+            raise InvalidCommand("invalid_actor", "a command's actor is a user id", "actor")
+        ctx = ApplyContext(conn=self._conn, ts=float(ts), actor=actor)
+        args = Args(command.get("args", {}))
+        authz.check(ctx, str(op), args)
+        value = handler(ctx, args)
+        if actor is not None:
+            target = args.raw("id")
+            self._conn.execute(_AUDIT, {"at": ctx.ts, "actor": actor, "op": op, "target": (
+                target if isinstance(target, str) and len(target) <= 64 else None)})
         return ctx, value
 
     def _remember(self, key: str, fingerprint: str | None, outcome: Outcome) -> None:

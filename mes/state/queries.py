@@ -110,7 +110,9 @@ def job_by_printer_file(conn: Connection, printer_id: str, name: str) -> dict[st
 
 _STARTABLE = select(print_jobs).where(
     print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
-    print_jobs.c.file_id.is_not(None)).order_by(print_jobs.c.created_at, print_jobs.c.id)
+    print_jobs.c.file_id.is_not(None),
+    print_jobs.c.approval.is_(None) | (print_jobs.c.approval != "pending"),
+).order_by(print_jobs.c.created_at, print_jobs.c.id)
 
 
 def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
@@ -172,3 +174,10 @@ def count_active_jobs(conn: Connection, column: str, value: str) -> int:
             select(func.count()).where(match, print_jobs.c.status.in_(ACTIVE_STATUSES))
         ).scalar_one()
     )
+
+
+def owns_job_with_file(conn: Connection, owner_id: str, file_id: str) -> bool:
+    """Whether a job of `owner_id` prints the stored file `file_id`."""
+    return conn.execute(select(print_jobs.c.id).where(
+        print_jobs.c.owner_id == owner_id, print_jobs.c.file_id == file_id).limit(1)).first() \
+        is not None

@@ -127,6 +127,11 @@ print_jobs = Table(
     Column("requested_action", String(16)),
     Column("from_server", Boolean, nullable=False, default=True),
     Column("last_error", Text),
+    # The user who submitted the job (None for jobs found on a printer) and its order.
+    Column("owner_id", String(64)),
+    Column("order_id", String(64)),
+    # None (no approval needed), "pending", "approved" or "rejected".
+    Column("approval", String(16)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     # Lists in creation order, all jobs or one status; active jobs by status and phase.
@@ -142,6 +147,8 @@ print_jobs = Table(
     Index("ix_print_jobs_filament_status", "filament_id", "status"),
     Index("ix_print_jobs_printer_status", "printer_id", "status"),
     Index("ix_print_jobs_assigned_status", "assigned_printer_id", "status"),
+    Index("ix_print_jobs_owner", "owner_id", "created_at", "id"),
+    Index("ix_print_jobs_order", "order_id", "created_at", "id"),
 )
 
 job_history = Table(
@@ -153,6 +160,8 @@ job_history = Table(
     Column("to_status", String(16), nullable=False),
     Column("at", Float, nullable=False),
     Column("cause", Text, nullable=False, default=""),
+    # The user whose command made the change (None: the farm itself, e.g. a worker).
+    Column("actor", String(64)),
 )
 
 # Results of commands that carried a request id, so that a retried command is answered
@@ -165,4 +174,59 @@ applied_requests = Table(
     # SHA-256 of the command's op and arguments: a key reused for another request is refused.
     Column("fingerprint", String(64), nullable=True),
     Column("outcome", Text, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320)),
+    Column("role", String(16), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    # argon2id hash made at the edge (apply never hashes: it must stay deterministic).
+    Column("password_hash", String(256)),
+    # The OpenID Connect subject this user was created for, if any.
+    Column("oidc_subject", String(300), unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_users_name", "name", unique=True),
+    Index("ix_users_role", "role", "disabled"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    # SHA-256 (hex) of the token; the token itself is never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+    Index("ix_api_tokens_user", "user_id", "created_at", "id"),
+)
+
+# Who did what: every applied command that a user's request carried.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("op", String(64), nullable=False),
+    Column("target", String(64)),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Index("ix_orders_created", "created_at", "id"),
+    Index("ix_orders_owner", "owner_id", "created_at", "id"),
 )

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from mes.auth.bootstrap import ensure_admin
 from mes.raft.writer import NoLeader
 from mes.workers.context import WorkerContext
 from mes.workers.pool import WorkerPool
@@ -43,6 +44,7 @@ class LeaderLoop:
 
     async def _begin(self) -> None:
         try:
+            await ensure_admin(self.node)
             outcome = await self.node.writer.submit("leader.begin",
                                                     {"leader": self.node.settings.raft_self})
         except NoLeader:

@@ -1,13 +1,15 @@
-"""`/api/v1/cluster`, `/api/v1/cluster/digest`, `/api/v1/health` and `/api/v1/health/live`."""
+"""`/api/v1/cluster`, `/api/v1/cluster/digest`, `/api/v1/workers` (with a token) and
+`/api/v1/health`, `/api/v1/health/live` (for anyone)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from mes.api.auth import UNAUTHORIZED, Operator, authenticate
 from mes.api.deps import NodeDep
 from mes.api.errors import error_body
 from mes.node import FarmNode
@@ -15,7 +17,10 @@ from mes.raft.cluster import ROLES
 from mes.raft.readiness import not_ready_reasons, progress_of
 from mes.state.digest import state_digest
 
-router = APIRouter(tags=["cluster"])
+router = APIRouter(tags=["cluster"], responses=UNAUTHORIZED,
+                   dependencies=[Depends(authenticate)])
+# Health answers everyone (load balancers and orchestrators carry no token).
+health_router = APIRouter(tags=["cluster"])
 
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"description": "not ready: no leader, catching up or unable to apply"}}
@@ -28,7 +33,7 @@ async def cluster(node: NodeDep) -> dict[str, Any]:
 
 
 @router.get("/cluster/digest")
-async def digest(node: NodeDep) -> dict[str, Any]:
+async def digest(node: NodeDep, _: Operator) -> dict[str, Any]:
     """A SHA-256 of this node's whole applied state and the applied index it was taken at."""
     index, value = await asyncio.to_thread(
         node.raft.read_at_applied, lambda: node.machine.read(state_digest))
@@ -36,7 +41,7 @@ async def digest(node: NodeDep) -> dict[str, Any]:
 
 
 @router.get("/workers")
-async def workers(node: NodeDep) -> dict[str, Any]:
+async def workers(node: NodeDep, _: Operator) -> dict[str, Any]:
     """The printer workers of this node (they run on the leader only)."""
     pool = node.leader_loop.pool if node.leader_loop is not None else None
     if pool is None:
@@ -44,7 +49,7 @@ async def workers(node: NodeDep) -> dict[str, Any]:
     return {"running": True, **pool.stats()}
 
 
-@router.get("/health", responses=NOT_READY)
+@health_router.get("/health", responses=NOT_READY)
 async def health(node: NodeDep) -> Any:
     """Readiness: 200 when a leader is known, this node has caught up and it applies;
     503 with the reasons otherwise. Reads only the Raft engine's counters, no database."""
@@ -62,7 +67,7 @@ async def health(node: NodeDep) -> Any:
 RAFT_STOPPED: dict[int | str, dict[str, Any]] = {503: {"description": "the Raft thread stopped"}}
 
 
-@router.get("/health/live", responses=RAFT_STOPPED)
+@health_router.get("/health/live", responses=RAFT_STOPPED)
 async def live(node: NodeDep) -> Any:
     """Liveness: 200 while the process answers and its Raft thread runs, ready or not."""
     body = {"node": node.settings.raft_self, "role": _role(node)}

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
+from mes.api.auth import Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
-from mes.api.schemas import ERROR_RESPONSES, FilamentCreate, FilamentOut, FilamentUpdate
+from mes.api.schemas import FilamentCreate, FilamentOut, FilamentUpdate
 from mes.state import listing, queries
 
-router = APIRouter(prefix="/filaments", tags=["filaments"], responses=ERROR_RESPONSES)
+router = authenticated_router("/filaments", "filaments")
 
 
 @router.get("", response_model=list[FilamentOut])
@@ -22,12 +23,12 @@ async def list_filaments(request: Request, response: Response, node: NodeDep,
 
 
 @router.post("", status_code=201, response_model=FilamentOut)
-async def create_filament(body: FilamentCreate, node: NodeDep,
+async def create_filament(body: FilamentCreate, node: NodeDep, who: Operator,
                           idempotency_key: IdempotencyKey = None) -> Any:
     """Register a spool."""
     args = body.model_dump(exclude_none=True)
-    args.setdefault("id", new_id(idempotency_key))
-    return await commit(node, "filament.create", args, idempotency_key)
+    args.setdefault("id", new_id(idempotency_key, who))
+    return await commit(node, "filament.create", args, idempotency_key, who)
 
 
 @router.get("/{filament_id}", response_model=FilamentOut)
@@ -38,16 +39,16 @@ async def get_filament(filament_id: str, node: NodeDep) -> Any:
 
 
 @router.patch("/{filament_id}", response_model=FilamentOut)
-async def update_filament(filament_id: str, body: FilamentUpdate, node: NodeDep,
+async def update_filament(filament_id: str, body: FilamentUpdate, node: NodeDep, who: Operator,
                           idempotency_key: IdempotencyKey = None) -> Any:
     """Change fields of a spool."""
     args = {"id": filament_id, **body.model_dump(exclude_none=True)}
-    return await commit(node, "filament.update", args, idempotency_key)
+    return await commit(node, "filament.update", args, idempotency_key, who)
 
 
 @router.delete("/{filament_id}", status_code=204)
-async def delete_filament(filament_id: str, node: NodeDep,
+async def delete_filament(filament_id: str, node: NodeDep, who: Operator,
                           idempotency_key: IdempotencyKey = None) -> Response:
     """Remove a spool that no queued or running job needs."""
-    await commit(node, "filament.delete", {"id": filament_id}, idempotency_key)
+    await commit(node, "filament.delete", {"id": filament_id}, idempotency_key, who)
     return Response(status_code=204)

@@ -9,26 +9,27 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
+from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import NodeDep, found, read
 from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
-from mes.api.schemas import ERROR_RESPONSES, FileOut
+from mes.api.schemas import FileOut
 from mes.api.uploads import store_upload
 from mes.files.store import SHA256_PATTERN
 from mes.state import listing, queries
 
-router = APIRouter(prefix="/files", tags=["files"], responses=ERROR_RESPONSES)
+router = authenticated_router("/files", "files")
 internal = APIRouter(prefix="/internal/blobs", include_in_schema=False)
 
 
 @router.post("", status_code=201, response_model=FileOut)
-async def upload_file(file: UploadFile, node: NodeDep) -> Any:
+async def upload_file(file: UploadFile, node: NodeDep, who: Caller) -> Any:
     """Store a .gcode or .bgcode file; answers its SHA-256 id, name and size."""
-    return await store_upload(node, file)
+    return await store_upload(node, file, who)
 
 
 @router.get("", response_model=list[FileOut])
-async def list_files(request: Request, response: Response, node: NodeDep,
+async def list_files(request: Request, response: Response, node: NodeDep, _: Operator,
                      limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
     """Stored files, newest first, one page at a time (the next page: `Link` rel=next)."""
     after = decode_cursor(cursor, float, str)
@@ -38,9 +39,13 @@ async def list_files(request: Request, response: Response, node: NodeDep,
 
 @router.get("/{file_id}", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
-async def download_file(file_id: str, node: NodeDep) -> Response:
-    """The file's content under its original name."""
-    record = found(await read(node, lambda c: queries.get_file(c, file_id)), "file", file_id)
+async def download_file(file_id: str, node: NodeDep, who: Caller) -> Response:
+    """The file's content under its original name (users: files of their own jobs)."""
+    record = await read(node, lambda c: queries.get_file(c, file_id))
+    if record is not None and not who.staff and not await read(
+            node, lambda c: queries.owns_job_with_file(c, who.user_id, file_id)):
+        record = None
+    record = found(record, "file", file_id)
     if not await node.hold_blob(file_id):
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
     ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")

@@ -6,32 +6,35 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
 from mes.api.holds import with_hold, with_holds
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import (
-    ERROR_RESPONSES,
     JobHistoryOut,
     JobStatus,
     PrintJobCreate,
     PrintJobOut,
+    RejectIn,
     TargetStatus,
     Timestamp,
 )
 from mes.api.uploads import store_upload
+from mes.auth.principal import Principal
+from mes.node import FarmNode
 from mes.state import listing, queries
 
-router = APIRouter(prefix="/print_jobs", tags=["print jobs"], responses=ERROR_RESPONSES)
+router = authenticated_router("/print_jobs", "print jobs")
 
 
 @router.get("", response_model=list[PrintJobOut])
 async def list_jobs(
-    request: Request, response: Response, node: NodeDep,
+    request: Request, response: Response, node: NodeDep, who: Caller,
     status: Annotated[JobStatus | None, Query(description="any letter case")] = None,
     printer_id: Annotated[str | None, Query(
         max_length=64, description="asked for or sent to this printer")] = None,
@@ -40,16 +43,21 @@ async def list_jobs(
         description="created at or after (ISO 8601 or Unix seconds)")] = None,
     created_before: Annotated[Timestamp | None, Query(
         description="created before (ISO 8601 or Unix seconds)")] = None,
+    owner_id: Annotated[str | None, Query(
+        max_length=64, description="submitted by this user (operators and admins)")] = None,
+    order_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> Any:
     """Print jobs in creation order, filtered, one page at a time.
 
-    The next page is in the `Link` (rel=next) and `X-Next-Cursor` headers; the last page
-    has neither.
+    Users see only their own jobs; operators and admins see all. The next page is in the
+    `Link` (rel=next) and `X-Next-Cursor` headers; the last page has neither.
     """
     after = decode_cursor(cursor, float, str)
+    if not who.staff:
+        owner_id = who.user_id
     where = listing.JobFilter(status, printer_id, filament_id, _epoch(created_after),
-                              _epoch(created_before))
+                              _epoch(created_before), owner_id, order_id)
     rows = await read(node, lambda c: listing.jobs_page(c, where, after, limit + 1))
     page = paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
     return await with_holds(node, page)
@@ -86,12 +94,13 @@ JOB_BODY_DOC = {
 
 
 @router.post("", status_code=201, response_model=PrintJobOut, openapi_extra=JOB_BODY_DOC)
-async def create_job(request: Request, node: NodeDep,
+async def create_job(request: Request, node: NodeDep, who: Caller,
                      idempotency_key: IdempotencyKey = None) -> Any:
-    """Queue a print job; status is always Queued at first.
+    """Queue a print job in the caller's name; status is always Queued at first.
 
     JSON names a stored `file_id` (or only a `filepath`, kept as a record); a multipart
-    request carries the G-code `file` and the job's fields at once.
+    request carries the G-code `file` and the job's fields at once. With REQUIRE_APPROVAL
+    a user's job waits (hold `awaiting_approval`) until an operator approves it.
     """
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -101,7 +110,7 @@ async def create_job(request: Request, node: NodeDep,
             with contextlib.suppress(ValueError):
                 fields["print_weight_in_grams"] = int(str(fields["print_weight_in_grams"]))
         body = _validated(fields)
-        stored = await store_upload(node, form.get("file"))
+        stored = await store_upload(node, form.get("file"), who)
         args = body.model_dump(exclude_none=True)
         args["file_id"] = stored["id"]
         args.setdefault("filepath", stored["name"])
@@ -111,8 +120,16 @@ async def create_job(request: Request, node: NodeDep,
         except ValueError:
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         args = _validated(data).model_dump(exclude_none=True)
-    args.setdefault("id", new_id(idempotency_key))
-    return await with_hold(node, await commit(node, "job.create", args, idempotency_key))
+    args.setdefault("id", new_id(idempotency_key, who))
+    args["owner_id"] = who.user_id
+    if needs_approval(node, who):
+        args["needs_approval"] = True
+    return await with_hold(node, await commit(node, "job.create", args, idempotency_key, who))
+
+
+def needs_approval(node: FarmNode, who: Principal) -> bool:
+    """Whether a job `who` submits waits for an operator (REQUIRE_APPROVAL, users only)."""
+    return node.settings.require_approval and not who.staff
 
 
 def _validated(data: Any) -> PrintJobCreate:
@@ -124,40 +141,81 @@ def _validated(data: Any) -> PrintJobCreate:
 
 
 @router.get("/{job_id}", response_model=PrintJobOut)
-async def get_job(job_id: str, node: NodeDep) -> Any:
-    """One print job."""
-    job = found(await read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
-    return await with_hold(node, job)
+async def get_job(job_id: str, node: NodeDep, who: Caller) -> Any:
+    """One print job (users: only their own)."""
+    return await with_hold(node, await visible_job(node, job_id, who))
+
+
+async def visible_job(node: FarmNode, job_id: str, who: Principal) -> dict[str, Any]:
+    """The job, or a 404 when it does not exist or belongs to another user (for users)."""
+    job = await read(node, lambda c: queries.get_job(c, job_id))
+    if job is not None and not who.staff and job["owner_id"] != who.user_id:
+        job = None
+    return found(job, "print_job", job_id)
+
+
+async def _owned(node: FarmNode, job_id: str, who: Principal) -> None:
+    """For a user, a 404 unless the job is theirs (staff: apply checks the id itself)."""
+    if not who.staff:
+        await visible_job(node, job_id, who)
 
 
 @router.post("/{job_id}/status", response_model=PrintJobOut)
-async def set_status(job_id: str, node: NodeDep, status: Annotated[TargetStatus, Query()],
+async def set_status(job_id: str, node: NodeDep, who: Caller,
+                     status: Annotated[TargetStatus, Query()],
                      idempotency_key: IdempotencyKey = None) -> Any:
-    """Move a job to running (from queued), done (from running) or canceled."""
+    """Move a job to running (from queued), done (from running) or canceled.
+
+    Users may only cancel their own jobs; operators and admins move any job.
+    """
+    await _owned(node, job_id, who)
+    if not who.staff and status != "Canceled":
+        raise ApiError(403, "forbidden", "users may only cancel their jobs (status=Canceled)",
+                       "status")
     return await with_hold(node, await commit(
-        node, "job.set_status", {"id": job_id, "status": status}, idempotency_key))
+        node, "job.set_status", {"id": job_id, "status": status}, idempotency_key, who))
 
 
 @router.post("/{job_id}/pause", response_model=PrintJobOut)
-async def pause(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
+async def pause(job_id: str, node: NodeDep, who: Caller,
+                     idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to pause this running job (carried out within one worker tick)."""
+    await _owned(node, job_id, who)
     return await with_hold(node, await commit(
-        node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key))
+        node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key, who))
 
 
 @router.post("/{job_id}/resume", response_model=PrintJobOut)
-async def resume(job_id: str, node: NodeDep, idempotency_key: IdempotencyKey = None) -> Any:
+async def resume(job_id: str, node: NodeDep, who: Caller,
+                      idempotency_key: IdempotencyKey = None) -> Any:
     """Ask the printer to resume this paused job (carried out within one worker tick)."""
+    await _owned(node, job_id, who)
     return await with_hold(node, await commit(
-        node, "job.request", {"id": job_id, "action": "resume"}, idempotency_key))
+        node, "job.request", {"id": job_id, "action": "resume"}, idempotency_key, who))
 
 
 @router.get("/{job_id}/history", response_model=list[JobHistoryOut])
 async def job_history(job_id: str, request: Request, response: Response, node: NodeDep,
-                      limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
-    """The status changes of a job, oldest first, one page at a time."""
+                      who: Caller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
+    """The status changes of a job, oldest first, with who made each, one page at a time."""
     after = decode_cursor(cursor, int)
-    found(await read(node, lambda c: queries.get_job(c, job_id)), "print_job", job_id)
+    await visible_job(node, job_id, who)
     rows = await read(node, lambda c: listing.history_page(
         c, job_id, after[0] if after else None, limit + 1))
     return paged(request, response, rows, limit, lambda r: [r["seq"]])
+
+
+@router.post("/{job_id}/approve", response_model=PrintJobOut)
+async def approve(job_id: str, node: NodeDep, who: Operator,
+                  idempotency_key: IdempotencyKey = None) -> Any:
+    """Let a job that waits for approval be printed (operators and admins)."""
+    return await with_hold(node, await commit(node, "job.approve", {"id": job_id},
+                                              idempotency_key, who))
+
+
+@router.post("/{job_id}/reject", response_model=PrintJobOut)
+async def reject(job_id: str, body: RejectIn, node: NodeDep, who: Operator,
+                 idempotency_key: IdempotencyKey = None) -> Any:
+    """Refuse a job that waits for approval: it is canceled with the reason."""
+    return await with_hold(node, await commit(
+        node, "job.reject", {"id": job_id, "reason": body.reason}, idempotency_key, who))

@@ -6,13 +6,13 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
+from mes.api.auth import Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
 from mes.api.schemas import (
-    ERROR_RESPONSES,
     PrinterCreate,
     PrinterOut,
     PrinterStatusOut,
@@ -27,7 +27,7 @@ from mes.state.urls import url_problem
 if TYPE_CHECKING:
     from mes.node import FarmNode
 
-router = APIRouter(prefix="/printers", tags=["printers"], responses=ERROR_RESPONSES)
+router = authenticated_router("/printers", "printers")
 
 
 @router.get("", response_model=list[PrinterOut])
@@ -38,13 +38,13 @@ async def list_printers(request: Request, response: Response, node: NodeDep,
 
 
 @router.post("", status_code=201, response_model=PrinterOut)
-async def create_printer(body: PrinterCreate, node: NodeDep,
+async def create_printer(body: PrinterCreate, node: NodeDep, who: Operator,
                          idempotency_key: IdempotencyKey = None) -> Any:
     """Register a printer."""
     args = body.model_dump(exclude_none=True)
-    args.setdefault("id", new_id(idempotency_key))
+    args.setdefault("id", new_id(idempotency_key, who))
     await check_network(node, args, None)
-    return await commit(node, "printer.create", args, idempotency_key)
+    return await commit(node, "printer.create", args, idempotency_key, who)
 
 
 @router.get("/{printer_id}", response_model=PrinterOut)
@@ -55,7 +55,7 @@ async def get_printer(printer_id: str, node: NodeDep) -> Any:
 
 
 @router.patch("/{printer_id}", response_model=PrinterOut)
-async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep,
+async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep, who: Operator,
                          idempotency_key: IdempotencyKey = None) -> Any:
     """Change some fields of a printer (null clears an optional field)."""
     args = {"id": printer_id, **body.model_dump(exclude_unset=True)}
@@ -66,7 +66,7 @@ async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep,
         current = await read(node, lambda c: queries.get_printer(c, printer_id))
         if current is not None:
             await check_network(node, args, current)
-    return await commit(node, "printer.update", args, idempotency_key)
+    return await commit(node, "printer.update", args, idempotency_key, who)
 
 
 async def check_network(node: FarmNode, args: dict[str, Any],
@@ -94,10 +94,10 @@ async def check_network(node: FarmNode, args: dict[str, Any],
 
 
 @router.delete("/{printer_id}", status_code=204)
-async def delete_printer(printer_id: str, node: NodeDep,
+async def delete_printer(printer_id: str, node: NodeDep, who: Operator,
                          idempotency_key: IdempotencyKey = None) -> Response:
     """Remove a printer that no queued or running job needs."""
-    await commit(node, "printer.delete", {"id": printer_id}, idempotency_key)
+    await commit(node, "printer.delete", {"id": printer_id}, idempotency_key, who)
     return Response(status_code=204)
 
 
@@ -120,24 +120,24 @@ async def printer_status(printer_id: str, node: NodeDep) -> Any:
 
 
 @router.post("/{printer_id}/bed_cleared", response_model=PrinterOut)
-async def bed_cleared(printer_id: str, node: NodeDep,
+async def bed_cleared(printer_id: str, node: NodeDep, who: Operator,
                       idempotency_key: IdempotencyKey = None) -> Any:
     """The finished print was taken off the bed: the printer may receive jobs again."""
-    return await commit(node, "printer.bed_cleared", {"id": printer_id}, idempotency_key)
+    return await commit(node, "printer.bed_cleared", {"id": printer_id}, idempotency_key, who)
 
 
 @router.post("/{printer_id}/reservation", response_model=PrinterOut)
-async def reserve(printer_id: str, body: ReservationIn, node: NodeDep,
+async def reserve(printer_id: str, body: ReservationIn, node: NodeDep, who: Operator,
                   idempotency_key: IdempotencyKey = None) -> Any:
     """Reserve the printer for a holder; the scheduler skips it until it expires or is released."""
     until = time.time() + body.duration_seconds
     return await commit(node, "printer.reserve",
                         {"id": printer_id, "holder": body.holder, "until": until},
-                        idempotency_key)
+                        idempotency_key, who)
 
 
 @router.delete("/{printer_id}/reservation", response_model=PrinterOut)
-async def release(printer_id: str, node: NodeDep,
+async def release(printer_id: str, node: NodeDep, who: Operator,
                   idempotency_key: IdempotencyKey = None) -> Any:
     """End the printer's reservation."""
-    return await commit(node, "printer.release", {"id": printer_id}, idempotency_key)
+    return await commit(node, "printer.release", {"id": printer_id}, idempotency_key, who)

@@ -1,0 +1,1 @@
+"""Authentication: API tokens, passwords, OpenID Connect, and who is asking."""
