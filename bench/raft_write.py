@@ -3,8 +3,10 @@
 Prints, in one run: REST writes/s and p50/p99 latency with 1 and 32 concurrent clients
 (at the leader and at a follower), raw pysyncobj writes/s in the same Raft configuration,
 and failover times (SIGKILL of the leader to the first committed write) over 10 kills.
+By default everything runs twice, with the Raft transport encrypted (pysyncobj's password,
+as CLUSTER_SECRET sets it) and without (bench/plain_node.py), to show what encryption costs.
 
-    .venv/bin/python bench/raft_write.py [--duration 5] [--kills 10]
+    .venv/bin/python bench/raft_write.py [--duration 5] [--kills 10] [--password both|on|off]
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.raw_node import RawStore, raw_conf  # noqa: E402
+from mes.cluster_secret import raft_password  # noqa: E402
 from mes.raft.node import RaftTuning  # noqa: E402
-from tests.cluster import Cluster, ServerProcess  # noqa: E402
+from tests.auth import ADMIN_TOKEN  # noqa: E402
+from tests.cluster import TEST_CLUSTER_SECRET, Cluster, ServerProcess  # noqa: E402
 from tests.polling import wait_for  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
@@ -78,6 +82,7 @@ class KeepAliveClient:
         payload = json.dumps(body).encode()
         self._writer.write(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
         head = await self._reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -155,16 +160,18 @@ def raw_load(store: RawStore, threads: int, duration: float) -> Run:
                time.perf_counter() - began, failures[0])
 
 
-def raw_baseline(duration: float) -> list[Run]:
+def raw_baseline(duration: float, password: str | None) -> list[Run]:
     """A 3-node plain pysyncobj cluster: this process leads, two follower processes."""
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    followers = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "raw_node.py"), address,
-                                   *[a for a in addresses if a != address]],
+    secret = ["--password", password] if password else []
+    followers = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "raw_node.py"), *secret,
+                                   address, *[a for a in addresses if a != address]],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for address in addresses[1:]]
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            store = RawStore(addresses[0], addresses[1:], raw_conf(Path(tmp), RaftTuning()))
+            store = RawStore(addresses[0], addresses[1:],
+                             raw_conf(Path(tmp), RaftTuning(), password))
             wait_for(lambda: store._isLeader(), 20, "the raw node to lead")
             runs = [raw_load(store, 1, duration), raw_load(store, 32, duration)]
             store.destroy_synchronous()
@@ -245,25 +252,14 @@ def _caught_up(cluster: Cluster, node: ServerProcess) -> bool:
             and view["applied_index"] >= leader.cluster()["commit_index"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
-    parser.add_argument("--kills", type=int, default=10, help="leader kills for failover")
-    args = parser.parse_args()
-
-    print("3-node loopback cluster, pysyncobj appendEntriesUseBatch=False, 2-core machine\n")
-    raw = raw_baseline(args.duration)
-    for run in raw:
-        print(run.line())
-    alone = apply_alone()
-    print(f"{'state machine apply alone (job.create)':<44} {alone:8.0f} commands/s"
-          f"   ({1e6 / alone:.0f} us each; every node applies every command)")
-    syncs = journal_syncs_alone()
-    print(f"{'journal append + sync, one entry per sync':<44} {syncs:8.0f} syncs/s"
-          f"   (REST writes/s above this come from group commit)")
-
+def rest_runs(encrypted: bool, duration: float, kills: int) -> tuple[list[Run], list[float]]:
+    """REST load at the leader (1 and 32 clients) and a follower (32), then failovers."""
+    label = "encrypted" if encrypted else "plain"
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(3, Path(tmp))
+        if not encrypted:
+            for node in cluster.nodes:
+                node.command = [sys.executable, str(ROOT / "bench" / "plain_node.py")]
         try:
             cluster.start()
             leader = cluster.wait_leader()
@@ -271,21 +267,70 @@ def main() -> None:
             seed(leader)
             rest = []
             for node, clients in ((leader, 1), (leader, 32), (follower, 32)):
-                run = asyncio.run(rest_load(node, clients, args.duration,
-                                            f"{node.index}-{clients}"))
+                run = asyncio.run(rest_load(node, clients, duration, f"{node.index}-{clients}"))
+                run.name = f"{run.name} [{label}]"
                 rest.append(run)
                 print(run.line())
-            times = failovers(cluster, args.kills)
+            times = failovers(cluster, kills)
         finally:
             cluster.stop()
+    return rest, times
 
-    print(f"\nREST 32 clients at the leader / raw 32 threads: {rest[1].rate / raw[1].rate:.2f}"
-          f"   (goal >= 0.5)")
-    p50_one = sorted(rest[0].latencies)[len(rest[0].latencies) // 2] * 1000
-    print(f"REST one-client p50: {p50_one:.2f} ms   (goal < 3 ms)")
+
+def p50_ms(run: Run) -> float:
+    return sorted(run.latencies)[len(run.latencies) // 2] * 1000 if run.latencies else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
+    parser.add_argument("--kills", type=int, default=10, help="leader kills for failover")
+    parser.add_argument("--password", choices=("both", "on", "off"), default="both",
+                        help="Raft transport encrypted (on), not (off), or each in turn")
+    args = parser.parse_args()
+    modes = {"both": [False, True], "on": [True], "off": [False]}[args.password]
+
+    print("3-node loopback cluster, pysyncobj appendEntriesUseBatch=False, 2-core machine\n")
+    raw: dict[bool, list[Run]] = {}
+    for encrypted in modes:
+        raw[encrypted] = raw_baseline(
+            args.duration, raft_password(TEST_CLUSTER_SECRET) if encrypted else None)
+        for run in raw[encrypted]:
+            run.name = f"{run.name} [{'encrypted' if encrypted else 'plain'}]"
+            print(run.line())
+    alone = apply_alone()
+    print(f"{'state machine apply alone (job.create)':<44} {alone:8.0f} commands/s"
+          f"   ({1e6 / alone:.0f} us each; every node applies every command)")
+    syncs = journal_syncs_alone()
+    print(f"{'journal append + sync, one entry per sync':<44} {syncs:8.0f} syncs/s"
+          f"   (REST writes/s above this come from group commit)")
+
+    rest: dict[bool, list[Run]] = {}
+    times: list[float] = []
+    for encrypted in modes:
+        # failovers once, on the cluster as it really runs (encrypted unless only plain)
+        kills = args.kills if encrypted == modes[-1] else 0
+        rest[encrypted], found = rest_runs(encrypted, args.duration, kills)
+        times = times or found
+
+    for encrypted in modes:
+        label = "encrypted" if encrypted else "plain"
+        print(f"\n[{label}] REST 32 clients at the leader / raw 32 threads: "
+              f"{rest[encrypted][1].rate / raw[encrypted][1].rate:.2f}   (goal >= 0.5)")
+        print(f"[{label}] REST one-client p50: {p50_ms(rest[encrypted][0]):.2f} ms"
+              f"   (goal < 3 ms)")
+    if len(modes) == 2:
+        print("\ncost of encryption (encrypted vs plain):")
+        pairs = [(raw[False][i], raw[True][i]) for i in range(2)]
+        pairs += [(rest[False][i], rest[True][i]) for i in range(3)]
+        for plain, secret in pairs:
+            name = plain.name.removesuffix(" [plain]")
+            print(f"  {name:<44} writes/s {plain.rate:7.0f} -> {secret.rate:7.0f}"
+                  f" ({(secret.rate / plain.rate - 1) * 100:+5.1f} %)   p50 {p50_ms(plain):6.2f}"
+                  f" -> {p50_ms(secret):6.2f} ms")
     if not times:
         return
-    print(f"failover over {len(times)} leader kills: min {min(times):.2f} s, "
+    print(f"\nfailover over {len(times)} leader kills: min {min(times):.2f} s, "
           f"median {statistics.median(times):.2f} s, max {max(times):.2f} s"
           f"   (goals: median < 1 s, max < 2 s)")
 

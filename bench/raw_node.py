@@ -1,10 +1,11 @@
 """A plain pysyncobj node with the same Raft configuration as mes: the baseline of raft_write.
 
-Run as a follower process: `python bench/raw_node.py SELF PEER1 PEER2`.
+Run as a follower process: `python bench/raw_node.py [--password P] SELF PEER1 PEER2`.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -18,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mes.raft.node import RaftTuning, build_conf
 
 
-def raw_conf(data_dir: Path, tuning: RaftTuning) -> SyncObjConf:
-    """Exactly mes's pysyncobj settings (mes.raft.node.build_conf), without our snapshot files."""
-    return build_conf(data_dir, None, 5000, 300.0, tuning)
+def raw_conf(data_dir: Path, tuning: RaftTuning, password: str | None = None) -> SyncObjConf:
+    """Exactly mes's pysyncobj settings (mes.raft.node.build_conf), without our snapshot files;
+    with `password` the transport is encrypted as a node's with CLUSTER_SECRET."""
+    return build_conf(data_dir, None, 5000, 300.0, tuning, password=password)
 
 
 class RawStore(SyncObj):  # type: ignore[misc]
@@ -37,11 +39,15 @@ class RawStore(SyncObj):  # type: ignore[misc]
 
 
 def main() -> None:
-    self_address, *peers = sys.argv[1:]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--password")
+    parser.add_argument("self_address")
+    parser.add_argument("peers", nargs="+")
+    args = parser.parse_args()
     # Followers get long election timeouts so that the benchmark's own node leads.
     tuning = RaftTuning(election_min=3.0, election_max=4.0)
     with tempfile.TemporaryDirectory() as tmp:
-        RawStore(self_address, peers, raw_conf(Path(tmp), tuning))
+        RawStore(args.self_address, args.peers, raw_conf(Path(tmp), tuning, args.password))
         while True:
             time.sleep(3600)
 

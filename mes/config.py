@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mes.printers.networks import Networks, parse_networks
 
+MIN_SECRET_LENGTH = 16
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
 
@@ -57,6 +59,8 @@ class Settings(BaseSettings):
     raft_self: str = "127.0.0.1:7000"
     raft_peers: str = ""
     raft_bind: str = ""
+    # Shared by every node: encrypts and authenticates Raft, authorises blob copies.
+    cluster_secret: str = ""
     data_dir: Path = Path("./data")
     raft_write_timeout: float = Field(5.0, gt=0, le=120)
     raft_snapshot_entries: int = Field(5000, ge=2)
@@ -134,6 +138,14 @@ class Settings(BaseSettings):
                       or " " in value):
             raise ValueError("MES_ADMIN_TOKEN: use at least 24 printable ASCII characters "
                              "without spaces")
+        return value
+
+    @field_validator("cluster_secret")
+    @classmethod
+    def _secret_length(cls, value: str) -> str:
+        if value and len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"CLUSTER_SECRET: at least {MIN_SECRET_LENGTH} characters "
+                             f"(generate one: {GENERATE_SECRET})")
         return value
 
     @field_validator("log_level")
@@ -228,6 +240,9 @@ def load_settings(**overrides: Any) -> Settings:
         field = ".".join(str(p) for p in first["loc"]).upper()
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{field}: {message}" if field not in message else message) from None
+    if settings.peers and not settings.cluster_secret:
+        raise ConfigError("CLUSTER_SECRET: required when RAFT_PEERS names other nodes (the same "
+                          f"on every node; generate one: {GENERATE_SECRET})")
     check_writable(settings.data_dir, "DATA_DIR")
     return settings
 

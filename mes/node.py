@@ -13,7 +13,8 @@ from sqlalchemy import Connection
 from mes.auth.authenticator import Authenticator
 from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
-from mes.config import Settings
+from mes.cluster_secret import blob_token, raft_password
+from mes.config import ConfigError, Settings
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
@@ -35,12 +36,15 @@ class FarmNode:
     """Owns the pieces of a node and their lifetime."""
 
     def __init__(self, settings: Settings, tuning: RaftTuning | None = None) -> None:
+        if settings.peers and not settings.cluster_secret:  # load_settings says so first
+            raise ConfigError("CLUSTER_SECRET: required when RAFT_PEERS names other nodes")
         self.settings = settings
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)
         conf = build_conf(settings.data_dir, self.snapshots,
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
-                          tuning or RaftTuning(), settings.raft_bind_address)
+                          tuning or RaftTuning(), settings.raft_bind_address,
+                          raft_password(settings.cluster_secret))
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
@@ -48,10 +52,12 @@ class FarmNode:
         verifier = verifier_from(settings)
         oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
-                                  lambda: not self.raft.is_leader(), oidc)
+                                  lambda: not self.raft.is_leader(), oidc,
+                                  lambda: self.machine.applied_count)
         self.machine.add_listener(self.auth.on_apply)
         self.blobs = BlobStore(settings.upload_path)
-        self.peers = BlobPeers(self.blobs, settings.advertise_url)
+        self.peers = BlobPeers(self.blobs, settings.advertise_url,
+                               token=blob_token(settings.cluster_secret))
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")

@@ -17,6 +17,9 @@ from tests.ports import free_port
 
 T = TypeVar("T")
 
+# Every node of a test cluster shares this CLUSTER_SECRET unless the test passes another.
+TEST_CLUSTER_SECRET = "mes-test-cluster-secret-0123456789"
+
 
 class ServerProcess:
     """One `server` process with its own ports and DATA_DIR."""
@@ -30,6 +33,8 @@ class ServerProcess:
         self.extra_env = extra_env
         self.peers: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
+        # What runs the node (a benchmark may wrap it).
+        self.command = [sys.executable, "-m", "mes"]
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}/api/v1",
                                    timeout=15.0, headers=admin_headers())
 
@@ -40,7 +45,7 @@ class ServerProcess:
                "DATA_DIR": str(self.data_dir), "UPLOAD_PATH": str(self.data_dir / "upload"),
                "LOG_LEVEL": "WARNING", "MES_ADMIN_TOKEN": ADMIN_TOKEN, **self.extra_env}
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "mes"], env=env, stdout=log,
+        self.process = subprocess.Popen(self.command, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=self.data_dir.parent)
         log.close()
@@ -109,10 +114,17 @@ class ServerProcess:
 
 
 class Cluster:
-    """N server processes that know each other."""
+    """N server processes that know each other.
+
+    A cluster of more than one node shares TEST_CLUSTER_SECRET unless `env` names another
+    CLUSTER_SECRET (an empty one leaves it unset, and the nodes refuse to start).
+    """
 
     def __init__(self, size: int, base: Path, **env: str) -> None:
         base.mkdir(parents=True, exist_ok=True)
+        if size > 1:
+            env = {"CLUSTER_SECRET": TEST_CLUSTER_SECRET, **env}
+        self.secret = env.get("CLUSTER_SECRET", "")
         self.nodes = [ServerProcess(i, base, env) for i in range(size)]
         for node in self.nodes:
             node.peers = [n.raft_address for n in self.nodes if n is not node]

@@ -14,13 +14,15 @@ from mes.config import ConfigError, load_settings
 
 def run(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     code = f"from mes.cli import {script}; {script}()"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_", "DATA_"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("RAFT_", "DATA_", "CLUSTER_"))}
     return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, cwd=cwd,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_setting_prints_effective_configuration_with_secrets_masked(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("RAFT_PEERS=127.0.0.1:7001, 127.0.0.1:7002\n")
+    (tmp_path / ".env").write_text("RAFT_PEERS=127.0.0.1:7001, 127.0.0.1:7002\n"
+                                   "CLUSTER_SECRET=s3cret-Of-The-Cluster-42\n")
     result = run("setting", {"DATABASE_URL": "sqlite+aiosqlite://farm:hunter2@db/x"}, tmp_path)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines())
@@ -28,6 +30,8 @@ def test_setting_prints_effective_configuration_with_secrets_masked(tmp_path: Pa
     assert lines["DATABASE_URL"] == "sqlite+aiosqlite://farm:***@db/x"
     assert lines["OPCUA_SERVER_URL"] == "opc.tcp://mock-server:4840"
     assert "hunter2" not in result.stdout
+    assert lines["CLUSTER_SECRET"] == "***"
+    assert "s3cret-Of-The-Cluster-42" not in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -35,6 +39,8 @@ def test_setting_prints_effective_configuration_with_secrets_masked(tmp_path: Pa
     [
         ({"OPCUA_SERVER_URL": "http://example"}, "OPCUA_SERVER_URL"),
         ({"RAFT_PEERS": "127.0.0.1:7001,nonsense"}, "RAFT_PEERS"),
+        ({"RAFT_PEERS": "127.0.0.1:7001", "CLUSTER_SECRET": ""}, "CLUSTER_SECRET"),
+        ({"CLUSTER_SECRET": "too-short"}, "CLUSTER_SECRET"),
         ({"RAFT_SELF": "127.0.0.1:99999"}, "RAFT_SELF"),
         ({"DATABASE_URL": "postgresql://x/y"}, "DATABASE_URL"),
         ({"HTTP_PORT": "eighty"}, "HTTP_PORT"),

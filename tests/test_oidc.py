@@ -55,6 +55,13 @@ RSA2 = jwk(Keys.rsa2, "rsa-2", "RS256")
 EC1 = jwk(Keys.ec1, "ec-1", "ES256")
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A server that does not print a client's hang-up (the slow-provider test hangs up)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class JwksServer:
     """A JWKS endpoint on 127.0.0.1 that counts its requests; what it answers can change."""
 
@@ -82,7 +89,7 @@ class JwksServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd = QuietServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
                                        daemon=True)
         self.thread.start()

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mes.cluster_secret import blob_token
 from tests.auth import admin_headers
-from tests.cluster import Cluster, ServerProcess
+from tests.cluster import TEST_CLUSTER_SECRET, Cluster, ServerProcess
 
 pytestmark = pytest.mark.cluster
 MB = 1 << 20
@@ -24,7 +25,8 @@ MB = 1 << 20
 
 @pytest.fixture
 def small_limit_node(tmp_path: Path) -> Iterator[ServerProcess]:
-    cluster = Cluster(1, tmp_path / "small", MAX_UPLOAD_MB="2", LOG_LEVEL="ERROR").start()
+    cluster = Cluster(1, tmp_path / "small", MAX_UPLOAD_MB="2", LOG_LEVEL="ERROR",
+                      CLUSTER_SECRET=TEST_CLUSTER_SECRET).start()
     try:
         yield cluster.nodes[0]
     finally:
@@ -76,7 +78,13 @@ def test_a_huge_internal_blob_push_is_refused_while_streaming(
     assert node.process is not None
     before = _rss_peak_kb(node.process.pid)
     sha = "a" * 64
-    head = (f"PUT /api/v1/internal/blobs/{sha} HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    head = f"PUT /api/v1/internal/blobs/{sha} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    # a caller without the cluster's token is refused before its body is read
+    status, sent = _push_chunked(node.http_port, head, 300 * MB)
+    assert status == 401
+    assert sent < 100 * MB, f"the node read {sent / MB:.0f} MB before refusing"
+    # a node's push is refused once it passes MAX_UPLOAD_MB
+    head += f"Authorization: Bearer {blob_token(TEST_CLUSTER_SECRET)}\r\n"
     status, sent = _push_chunked(node.http_port, head, 300 * MB)
     assert status == 413
     assert sent < 100 * MB, f"the node read {sent / MB:.0f} MB before refusing"

@@ -56,8 +56,10 @@ class Authenticator:
     """Answers who a bearer token belongs to; one per node."""
 
     def __init__(self, read: Reader, record_use: Recorder, catch_up: Callable[[], bool],
-                 oidc: OidcLogin | None = None) -> None:
+                 oidc: OidcLogin | None = None,
+                 applied: Callable[[], int] = lambda: 0) -> None:
         self._read = read
+        self._applied = applied
         self._record_use = record_use
         self._catch_up = catch_up
         self.oidc = oidc
@@ -95,8 +97,12 @@ class Authenticator:
         row: dict[str, Any] | None = await self._read(lambda c: _token_row(c, digest))
         if row is None and (self._catch_up() or await self._read(enabled_admins) == 0):
             deadline = time.monotonic() + CATCH_UP_SECONDS
+            seen = self._applied()
             while row is None and time.monotonic() < deadline:
                 await asyncio.sleep(CATCH_UP_STEP)
+                if self._applied() == seen:
+                    continue  # nothing applied since the last look: nothing new to find
+                seen = self._applied()
                 row = await self._read(lambda c: _token_row(c, digest))
         if row is not None:
             self._cache[digest] = row

@@ -27,6 +27,12 @@ async def _pieces(path: Path) -> AsyncIterator[bytes]:
             yield piece
 
 
+def _warn_if_refused(response: httpx.Response, url: str) -> None:
+    if response.status_code == 401:
+        log.warning("peer %s refused this node's blob token: is its CLUSTER_SECRET the same?",
+                    url)
+
+
 class NotEnoughCopies(Exception):
     """Fewer than a majority of nodes confirmed the blob in time."""
 
@@ -34,8 +40,11 @@ class NotEnoughCopies(Exception):
 class BlobPeers:
     """Pushes blobs to and fetches them from the other nodes' HTTP APIs."""
 
-    def __init__(self, store: BlobStore, own_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, store: BlobStore, own_url: str, timeout: float = 30.0,
+                 token: str | None = None) -> None:
         self._store = store
+        # The cluster's blob token (mes.cluster_secret), sent on every push and fetch.
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._own_url = own_url.rstrip("/")
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
@@ -43,7 +52,7 @@ class BlobPeers:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
         return self._client
 
     def _others(self, peer_urls: list[str]) -> list[str]:
@@ -81,6 +90,7 @@ class BlobPeers:
         except (httpx.HTTPError, OSError) as exc:
             log.info("copying blob %s to %s failed: %s", sha[:12], url, exc)
             return False
+        _warn_if_refused(response, url)
         return response.status_code in (200, 201, 204)
 
     async def fetch(self, sha: str, peer_urls: list[str]) -> bool:
@@ -101,6 +111,7 @@ class BlobPeers:
     async def _download(self, url: str, sha: str) -> bool:
         async with self._http().stream("GET", f"{url}{BLOB_PATH}{sha}") as response:
             if response.status_code != 200:
+                _warn_if_refused(response, url)
                 return False
             with self._store.incoming(expected_sha=sha) as blob:
                 async for piece in response.aiter_bytes(PIECE):

@@ -45,10 +45,13 @@ class RaftTuning:
 
 def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries: int,
                snapshot_interval: float, tuning: RaftTuning,
-               bind_address: str | None = None) -> SyncObjConf:
+               bind_address: str | None = None, password: str | None = None) -> SyncObjConf:
     """pysyncobj configuration: journal and full dump in DATA_DIR, no batching, fast elections.
 
     Without `snapshots` pysyncobj pickles its own object (the benchmark's raw baseline).
+    With `password` every Raft message is encrypted and authenticated (Fernet: AES-CBC and
+    HMAC-SHA256, fresh per-connection keys against replays): a peer without it is dropped
+    at its first message, before anything it sent is unpickled.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     return SyncObjConf(
@@ -84,6 +87,7 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
         maxBindRetries=BIND_ATTEMPTS,
         bindRetryTime=0.2,
         autoTick=True,
+        password=password,
     )
 
 

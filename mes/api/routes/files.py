@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from mes.api.auth import Caller, Operator, authenticated_router
@@ -15,11 +15,22 @@ from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import FileOut
 from mes.api.uploads import store_upload
+from mes.cluster_secret import bearer_matches
 from mes.files.store import SHA256_PATTERN
 from mes.state import listing, queries
 
+
+async def cluster_node(request: Request, node: NodeDep) -> None:
+    """Let through only callers that carry this cluster's blob token (other nodes)."""
+    if not bearer_matches(request.headers.get("authorization"), node.settings.cluster_secret):
+        raise ApiError(401, "unauthorized", "only nodes of this cluster may copy blobs",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
 router = authenticated_router("/files", "files")
-internal = APIRouter(prefix="/internal/blobs", include_in_schema=False)
+# Between nodes only: every request must carry the token derived from CLUSTER_SECRET.
+internal = APIRouter(prefix="/internal/blobs", include_in_schema=False,
+                     dependencies=[Depends(cluster_node)])
 
 
 @router.post("", status_code=201, response_model=FileOut)
