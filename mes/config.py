@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mes.printers.networks import Networks, parse_networks
+
 MIN_SECRET_LENGTH = 16
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
@@ -44,6 +46,9 @@ class Settings(BaseSettings):
     # How long (on this node's clock) a sent or inherited start may take to show at the
     # printer before the job goes back to the queue; a start arriving later is cancelled.
     printer_start_grace: float = Field(15.0, gt=0, le=3600)
+    # Comma-separated CIDRs printers may be at (empty: anywhere); checked when a printer's
+    # URL is given and again before every connection to a printer.
+    printer_networks: str = ""
     mock_printer_interval: float = Field(0.1, gt=0, le=60)
     mock_printer_job_time: int = Field(30, gt=0, le=1_000_000)
     mock_printer_target_bed_temperature: float = Field(60.0, ge=0, le=150)
@@ -125,6 +130,11 @@ class Settings(BaseSettings):
             parse_host_port(peer, "RAFT_PEERS")
         return ",".join(peers)
 
+    @field_validator("printer_networks")
+    @classmethod
+    def _printer_networks(cls, value: str) -> str:
+        return ",".join(str(n) for n in parse_networks(value))
+
     @field_validator("mes_admin_token")
     @classmethod
     def _admin_token(cls, value: str) -> str:
@@ -181,6 +191,11 @@ class Settings(BaseSettings):
     def peers(self) -> list[str]:
         """The other nodes' Raft addresses, without this node's own."""
         return [p for p in self.raft_peers.split(",") if p and p != self.raft_self]
+
+    @property
+    def printer_network_list(self) -> Networks:
+        """PRINTER_NETWORKS parsed (empty: printers may be anywhere)."""
+        return parse_networks(self.printer_networks)
 
     @property
     def raft_bind_address(self) -> str:
@@ -245,7 +260,7 @@ def _mask_url(value: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-SECRET_NAMES = ("password", "secret", "key", "token")
+SECRET_NAMES = ("password", "passwd", "secret", "key", "token", "credential")
 
 
 def masked_items(settings: Settings) -> list[tuple[str, str]]:

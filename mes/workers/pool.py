@@ -37,7 +37,7 @@ class WorkerPool:
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
         self.claims = 0
-        self.http = ClientGroups()
+        self.http = ClientGroups(ctx.node.settings.printer_network_list)
 
     async def run(self) -> None:
         """Every interval: match workers to printers, schedule, commit telemetry."""
