@@ -1,0 +1,1 @@
+"""OPC UA: the embedded server and the external-server client."""
