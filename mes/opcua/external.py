@@ -49,7 +49,7 @@ LAB_STATE = {"idle": "ready", "finished": "ready", "printing": "printing",
 REQUEST_TIMEOUT = 5.0  # seconds for one OPC UA request
 CONNECT_TIMEOUT = 10.0  # seconds for connecting (and the security handshake)
 FIRST_BACKOFF = 0.5
-MAX_BACKOFF = 10.0
+MAX_BACKOFF = 5.0
 RESOLVE_RETRY = 60.0  # seconds before an unknown opcua_name is looked up again
 APPLICATION_URI = "urn:mes-printfarm:external-client"
 _MISSING = object()
@@ -144,6 +144,9 @@ class ExternalWriter:
         self._unknown_since: dict[str, float] = {}
         self._warned: set[tuple[str, ...]] = set()
         self._task: asyncio.Task[None] | None = None
+        # Per printer, the job fields of its latest job: the lab shows the latest job, so
+        # they are written again after the server restarts, while the printer is idle.
+        self._last_job: dict[str, dict[str, Any]] = {}
         self.connected = False
         self.writes = 0  # write requests sent (one per printer per round)
         self.values_written = 0
@@ -159,9 +162,16 @@ class ExternalWriter:
             name = printer.get("opcua_name") if printer else None
             if not name or printer is None:
                 return
-            if printer["id"] in self._mailbox:
+            printer_id = str(printer["id"])
+            values = lab_values(printer, status, observed_at)
+            if "job/file" in values:
+                self._last_job[printer_id] = {k: v for k, v in values.items()
+                                              if k.startswith("job/")}
+            else:
+                values = {**self._last_job.get(printer_id, {}), **values}
+            if printer_id in self._mailbox:
                 self.superseded += 1
-            self._mailbox[printer["id"]] = (str(name), lab_values(printer, status, observed_at))
+            self._mailbox[printer_id] = (str(name), values)
             self._wake.set()
         except Exception:  # a worker must never fail because of OPC UA
             log.exception("OPC UA external writer: cannot take printer status")
@@ -245,8 +255,8 @@ class ExternalWriter:
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
-        self.connected = False
-        if client is not None:
+        connected, self.connected = self.connected, False
+        if client is not None and connected:  # a failed connect() cleans up after itself
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     await client.disconnect()
