@@ -20,8 +20,8 @@ from typing import Any
 
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
-from asyncua.server.user_managers import UserManager
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 NAMESPACE = "http://monashautomation.com/opcua-server"
@@ -42,6 +42,9 @@ PRINTER_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
 }
 ARM_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "update_time": (DateTime, None), "state": (String, "N/A")}
+
+
+_ADMIN = User(role=UserRole.Admin)  # the attribute service's own default
 
 
 @dataclass
@@ -156,7 +159,7 @@ class LabServer:
         service = server.iserver.attribute_service
         write = service.write
 
-        async def counted(params: ua.WriteParameters, user: User = User(role=UserRole.Admin)
+        async def counted(params: ua.WriteParameters, user: User = _ADMIN
                           ) -> list[ua.StatusCode]:
             if self.write_delay:
                 await asyncio.sleep(self.write_delay)
