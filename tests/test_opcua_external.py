@@ -167,7 +167,7 @@ async def test_workers_do_not_wait_for_a_slow_or_absent_lab_server(
         away = time.monotonic() - began
         assert writer.stats()["pending"] <= 2
         stats = pool.stats()
-        assert stats["lag_p99_ms"] is not None and stats["lag_p99_ms"] < 250, stats
+        assert stats["lag_p99_ms"] is not None and stats["lag_p99_ms"] < 1000, stats
         for took in (slow, away):
             assert took < normal * 1.5 + 1.0, (normal, slow, away)
 

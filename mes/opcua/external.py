@@ -178,8 +178,14 @@ class ExternalWriter:
 
     def attach(self, ctx: WorkerContext) -> None:
         """Receive every status the workers of `ctx` observe."""
-        ctx.observer = lambda pid, status, at: self.offer(ctx.view().printers.get(pid),
-                                                          status, at)
+        def observe(printer_id: str, status: PrinterStatus, observed_at: float) -> None:
+            try:
+                printer = ctx.view().printers.get(printer_id)
+            except Exception:  # the worker reads the same view next and reports it
+                return
+            self.offer(printer, status, observed_at)
+
+        ctx.observer = observe
 
     # -- lifetime ----------------------------------------------------------------------
 
