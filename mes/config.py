@@ -30,6 +30,22 @@ def parse_host_port(value: str, name: str) -> str:
     return value.strip()
 
 
+OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
+OPCUA_MODES = ("Sign", "SignAndEncrypt")
+
+
+def parse_opcua_security(value: str) -> tuple[str, str] | None:
+    """OPCUA_SECURITY as (policy, mode), None for no security; ValueError if malformed."""
+    value = value.strip()
+    if value in ("", "None", "None,None"):
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or parts[0] not in OPCUA_POLICIES or parts[1] not in OPCUA_MODES:
+        raise ValueError(f"OPCUA_SECURITY: {value!r} is not 'Policy,Mode' with Policy one of "
+                         f"{', '.join(OPCUA_POLICIES)} and Mode one of {', '.join(OPCUA_MODES)}")
+    return parts[0], parts[1]
+
+
 class Settings(BaseSettings):
     """Effective configuration of one node."""
 
@@ -84,6 +100,11 @@ class Settings(BaseSettings):
     # A directory of trusted OPC UA client certificates (DER or PEM); empty accepts any
     # client certificate (user name and password still decide what a session may do).
     opcua_trusted_certs: str = ""
+    # External-server mode (OPCUA_SERVER_URL without "mock"): the lab's central OPC UA server.
+    opcua_server_namespace: str = "http://monashautomation.com/opcua-server"
+    opcua_security: str = ""  # "Policy,Mode" e.g. "Basic256Sha256,SignAndEncrypt"; empty: None
+    opcua_username: str = ""
+    opcua_password: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -159,6 +180,12 @@ class Settings(BaseSettings):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"LOG_LEVEL: {value!r} is not a logging level")
         return value.upper()
+
+    @field_validator("opcua_security")
+    @classmethod
+    def _opcua_security(cls, value: str) -> str:
+        parse_opcua_security(value)
+        return value.strip()
 
     @field_validator("oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_role_claim")
     @classmethod
