@@ -1,0 +1,1 @@
+"""OPC UA: the embedded server that shows the farm (model, mirror, redundancy, events)."""

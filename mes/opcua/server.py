@@ -1,0 +1,231 @@
+"""The embedded OPC UA server of a node (OPCUA_SERVER_URL contains `mock`).
+
+It runs on its own thread with its own event loop, so loading the model (about 5 s of CPU)
+and building a big farm never stall the REST API's loop. It listens at OPCUA_ENDPOINT at once,
+then loads the model and builds the farm in the background (ServiceLevel 0 meanwhile) and
+follows the state machine from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.util
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+
+from mes.opcua.address_space import AddressSpace, Namespaces
+from mes.opcua.events import FarmEvents
+from mes.opcua.mirror import Mirror
+from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
+from opcua_model.loader import load_model
+
+if TYPE_CHECKING:
+    from mes.node import FarmNode
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+
+
+class ReadOnlyUsers(UserManager):  # type: ignore[misc]
+    """Without helper B's security: anonymous sessions with the role User (never Admin)."""
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> Any:
+        return User(role=UserRole.User) if username is None else None
+
+
+class EmbeddedServer:
+    """The node's OPC UA server: model, farm mirror, events and redundancy."""
+
+    def __init__(self, node: FarmNode) -> None:
+        self.node = node
+        self.settings = node.settings
+        self.server: Server = Server(user_manager=ReadOnlyUsers())
+        self.farm_ns: int = -1
+        self.application_uri = application_uri(self.settings.raft_self)
+        self.space: AddressSpace | None = None
+        self.mirror: Mirror | None = None
+        self.events: FarmEvents | None = None
+        self.service_level = ServiceLevel(self.server, self.node.raft.getStatus)
+        self.started_seconds: float | None = None  # until the endpoint listened
+        self.model_seconds: float | None = None  # loading the NodeSets
+        self.build_seconds: float | None = None  # the farm's first build
+        self.ready = threading.Event()  # set once the farm is built
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+
+    # -- the caller's side (any event loop)
+
+    async def start(self) -> None:
+        """Listen at OPCUA_ENDPOINT (returns once bound); the farm builds in the background."""
+        bound: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, args=(bound,), name="opcua",
+                                        daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(bound)
+
+    async def stop(self) -> None:
+        """Stop serving and end the thread."""
+        self._stop_requested = True
+        loop, stopping, thread = self._loop, self._stopping, self._thread
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, STOP_TIMEOUT)
+        self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        """Timings and size, for logs and diagnostics."""
+        return {"endpoint": self.settings.opcua_endpoint, "ready": self.ready.is_set(),
+                "started_seconds": self.started_seconds, "model_seconds": self.model_seconds,
+                "build_seconds": self.build_seconds,
+                "nodes": self.space.node_count if self.space else 0,
+                "service_level": self.service_level.level}
+
+    # -- the server's thread
+
+    def _main(self, bound: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(bound))
+        except Exception:
+            log.exception("the OPC UA server failed")
+        finally:
+            loop.close()
+
+    async def _serve(self, bound: concurrent.futures.Future[None]) -> None:
+        self._stopping = asyncio.Event()
+        started = time.perf_counter()
+        try:
+            await self._listen()
+        except BaseException as exc:
+            bound.set_exception(exc)
+            return
+        self.started_seconds = time.perf_counter() - started
+        log.info("OPC UA server listening at %s after %.2f s", self.settings.opcua_endpoint,
+                 self.started_seconds)
+        bound.set_result(None)
+        if self._stop_requested:  # stop() came before the loop could be told
+            self._stopping.set()
+        tasks = [asyncio.create_task(self.service_level.run(), name="opcua-service-level"),
+                 asyncio.create_task(self._build_and_mirror(), name="opcua-mirror")]
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.mirror is not None:
+                self.mirror.detach()
+            with contextlib.suppress(Exception):
+                await self.server.stop()
+
+    async def _listen(self) -> None:
+        server = self.server
+        await _secure(self)
+        await server.init()
+        await server.set_application_uri(self.application_uri)
+        server.set_endpoint(self.settings.opcua_endpoint)
+        server.set_server_name(f"mes node {self.settings.raft_self}")
+        server.product_uri = "urn:mes:print-farm"
+        server.manufacturer_name = "mes"
+        await self.service_level.update()  # 0 until the farm is built
+        await server.start()
+
+    async def _build_and_mirror(self) -> None:
+        started = time.perf_counter()
+        self.farm_ns = await load_model(self.server)
+        self.model_seconds = time.perf_counter() - started
+        await setup_redundancy(self.server, self._server_uris())
+        ns = await Namespaces.resolve(self.server)
+        self.space = AddressSpace(self.server, ns)
+        self.events = FarmEvents(self.server, ns.farm)
+        await self.events.init()
+        await _attach_methods(self)
+        self.mirror = Mirror(self.node.machine, self.node.read, self.space, self.events)
+        self.mirror.attach()
+        run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
+        try:
+            await self.mirror.built.wait()
+            self.build_seconds = self.mirror.build_seconds
+            await self._publish_build_time()
+            self.service_level.ready = True
+            await self.service_level.update()
+            self.ready.set()
+            log.info("OPC UA farm ready %.2f s after start (model %.2f s, farm %.2f s, %d nodes)",
+                     time.perf_counter() - started, self.model_seconds,
+                     self.build_seconds or 0.0, self.space.node_count)
+            await run
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
+
+    def _server_uris(self) -> list[str]:
+        nodes = sorted({self.settings.raft_self, *self.settings.peers})
+        return [application_uri(n) for n in nodes]
+
+    async def _publish_build_time(self) -> None:
+        folder = self.server.get_node(ua.NodeId("PrintFarm", self.farm_ns))
+        await folder.add_variable(
+            ua.NodeId("PrintFarm/AddressSpaceBuildSeconds", self.farm_ns),
+            ua.QualifiedName("AddressSpaceBuildSeconds", self.farm_ns),
+            ua.Variant(float(self.build_seconds or 0.0), ua.VariantType.Double))
+
+
+# ---------------------------------------------------------------------------- hooks for helper B
+# Security (mes/opcua/security.py) and methods (mes/opcua/methods.py) come from another branch.
+# Without them the server offers security None with read-only anonymous sessions and no methods.
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+async def _secure(embedded: EmbeddedServer) -> None:
+    """LEAD: wire helper B's `secure(server, settings, check_password)` here (before init)."""
+    if not _has("mes.opcua.security"):
+        return
+    from mes.opcua import security  # type: ignore[attr-defined,unused-ignore]
+
+    check = getattr(security, "password_check", None)
+    await security.secure(embedded.server, embedded.settings,
+                          check(embedded.node) if check else None)
+
+
+async def _attach_methods(embedded: EmbeddedServer) -> None:
+    """LEAD: wire helper B's FarmMethods here: SubmitJob on PrintFarm, and printer methods
+    through `AddressSpace.printer_hooks` (called whenever a printer object is created)."""
+    if not _has("mes.opcua.methods") or embedded.space is None:
+        return
+    from mes.api.deps import commit
+    from mes.opcua import methods  # type: ignore[attr-defined,unused-ignore]
+
+    node = embedded.node
+
+    async def submit(op: str, args: dict[str, Any], who: Any) -> Any:
+        return await commit(node, op, args, None, who)
+
+    farm = methods.FarmMethods(submit)
+    ns = embedded.farm_ns
+    server = embedded.server
+    await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)
+
+    async def add_printer_methods(nodeid: ua.NodeId, printer_id: str) -> None:
+        await farm.add_printer_methods(server.get_node(nodeid), printer_id, ns)
+
+    embedded.space.printer_hooks.append(add_printer_methods)
