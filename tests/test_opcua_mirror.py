@@ -181,17 +181,23 @@ async def test_a_print_advances_to_done_with_events(farm: Farm, client: Client) 
                            "job1")
     await eventually_value(client, job, "Done", timeout=60)
 
+    def of_type(type_node: Node) -> list[Any]:
+        return [e for e in seen if e.EventType == type_node.nodeid]
+
     async def finished() -> bool:
-        return any(getattr(e, "BedAwaitsClearing", None) is not None for e in seen)
+        return bool(of_type(completed_type))
 
     await eventually(finished, 10, "the PrintCompleted event")
     assert any(0 < p < 100 for p in progress), progress  # the print advanced visibly
-    transitions = [(e.FromStatus, e.ToStatus) for e in seen if hasattr(e, "ToStatus")
-                   and e.JobId == "job1"]
+    transitions = [(e.FromStatus, e.ToStatus) for e in of_type(changed_type)
+                   if e.JobId == "job1"]
     assert ("", "Queued") in transitions
     assert ("Queued", "Running") in transitions
     assert ("Running", "Done") in transitions
-    completed = [e for e in seen if hasattr(e, "BedAwaitsClearing")]
+    running = next(e for e in of_type(changed_type) if e.ToStatus == "Running")
+    assert running.PrinterId == "m1"
+    assert running.SourceNode == ua.NodeId("Printers/m1", n.farm)
+    completed = of_type(completed_type)
     assert completed[0].JobId == "job1"
     assert completed[0].PrinterId == "m1"
     assert completed[0].BedAwaitsClearing is True

@@ -579,10 +579,7 @@ class AddressSpace:
                 self._prefill(items.items, values)
                 pending.extend(items.items)
                 added.append(pid)
-                refs.append(ua.AddReferencesItem(
-                    SourceNodeId=self.printers_folder, ReferenceTypeId=_ORGANIZES,
-                    IsForward=True, TargetNodeId=self.printer_node(pid),
-                    TargetNodeClass=ua.NodeClass.Object))
+                refs.append(self._farm_view_ref(pid))
                 count += 1
             elif self._printer_names[pid] != view.name:
                 self._printer_names[pid] = view.name
@@ -596,6 +593,11 @@ class AddressSpace:
                 count = 0
         await self._flush(pending, refs, added)
         return changes
+
+    def _farm_view_ref(self, pid: str) -> ua.AddReferencesItem:
+        return ua.AddReferencesItem(
+            SourceNodeId=self.printers_folder, ReferenceTypeId=_ORGANIZES, IsForward=True,
+            TargetNodeId=self.printer_node(pid), TargetNodeClass=ua.NodeClass.Object)
 
     async def _flush(self, pending: list[ua.AddNodesItem], refs: list[ua.AddReferencesItem],
                      added: list[str]) -> None:
@@ -617,6 +619,12 @@ class AddressSpace:
             ua.Variant(ua.QualifiedName(name, self.ns.farm), ua.VariantType.QualifiedName)))
         await aspace.write_attribute_value(nid, ua.AttributeIds.DisplayName, ua.DataValue(
             ua.Variant(ua.LocalizedText(name), ua.VariantType.LocalizedText)))
+        # The farm view's reference keeps the name it was made with: make it again.
+        session = self.server.iserver.isession
+        await session.delete_references([ua.DeleteReferencesItem(
+            SourceNodeId=self.printers_folder, ReferenceTypeId=_ORGANIZES, IsForward=True,
+            TargetNodeId=nid, DeleteBidirectional=False)])
+        await session.add_references([self._farm_view_ref(pid)])
 
     async def _put_spool(self, pid: str, spool: dict[str, Any] | None
                          ) -> list[ua.AddNodesItem]:
