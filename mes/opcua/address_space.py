@@ -16,6 +16,7 @@ from typing import Any
 from asyncua import Server, ua
 from sqlalchemy import Connection, func, select
 
+from mes.opcua.fast_nodes import NodeWriter
 from mes.state import queries
 from mes.state.tables import filaments, job_history, print_jobs, printer_status, printers
 from opcua_model.loader import FARM_URI
@@ -261,9 +262,11 @@ def feedstock_name(spool: dict[str, Any]) -> str:
 class AddressSpace:
     """Creates, updates and removes the farm's nodes in one asyncua server."""
 
-    def __init__(self, server: Server, ns: Namespaces) -> None:
+    def __init__(self, server: Server, ns: Namespaces, fast: bool = True) -> None:
         self.server = server
         self.ns = ns
+        # Write NodeData directly (mes/opcua/fast_nodes.py) instead of asyncua's AddNodes.
+        self._writer = NodeWriter(server) if fast else None
         self.printers_folder = self.id("PrintFarm/Printers")
         self.jobs_folder = self.id("PrintFarm/Jobs")
         self.filaments_folder = self.id("PrintFarm/Filaments")
@@ -519,6 +522,10 @@ class AddressSpace:
     async def _add(self, items: list[ua.AddNodesItem]) -> None:
         if not items:
             return
+        if self._writer is not None:
+            self._writer.add(items)
+            self.node_count += len(items)
+            return
         results = await self.server.iserver.isession.add_nodes(items)
         for item, result in zip(items, results, strict=True):
             if not result.StatusCode.is_good():
@@ -652,7 +659,11 @@ class AddressSpace:
             # Also whatever others added under the printer (its methods).
             root = self.server.get_node(self.printer_node(pid))
             await self.server.delete_nodes([root], recursive=True)
-            await self._delete(list(reversed(ids)))
+            aspace = self.server.iserver.aspace
+            for nid in ids:
+                self._values.pop(nid, None)
+            await self._delete([nid for nid in reversed(ids) if nid in aspace])
+            self.node_count -= len(ids)
 
     async def put_jobs(self, jobs: Iterable[dict[str, Any]]
                        ) -> list[tuple[ua.NodeId, ua.Variant]]:
