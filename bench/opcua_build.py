@@ -88,7 +88,8 @@ async def main(count: int, seconds: int) -> None:
             ready = time.perf_counter() - started
             cpu_ready = thread_cpu(tid)
             print(f"endpoint listening after {listening:.2f} s; model loaded in "
-                  f"{server.model_seconds:.2f} s; farm built in {server.build_seconds:.2f} s "
+                  f"{server.model_seconds:.2f} s; farm built in {server.build_seconds:.2f} s, "
+                  f"{server.mirror.build_cpu_seconds if server.mirror else 0:.2f} s CPU "
                   f"({server.space.node_count if server.space else 0} nodes); ready after "
                   f"{ready:.2f} s; OPC UA thread CPU until ready {cpu_ready:.2f} s")
             epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})).value

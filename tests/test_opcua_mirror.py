@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
+import sys
+import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -312,6 +315,12 @@ async def test_service_level_and_redundancy(farm: Farm, client: Client) -> None:
         [f"{(await names(client)).farm}:PrintFarm",
          f"{(await names(client)).farm}:AddressSpaceBuildSeconds"])
     assert await build.read_value() > 0
+    jobs = "http://opcfoundation.org/UA/Machinery/Jobs/"
+    jobs_ns = (await client.get_namespace_array()).index(jobs)
+    control = await client.nodes.objects.get_child(
+        [f"{(await names(client)).farm}:PrintFarm", f"{jobs_ns}:JobManagement",
+         f"{jobs_ns}:JobOrderControl"])
+    assert control.nodeid.Identifier == "PrintFarm/JobManagement.JobOrderControl"
 
 
 async def test_a_restored_snapshot_rebuilds_the_address_space(farm: Farm, client: Client,
@@ -329,3 +338,57 @@ async def test_a_restored_snapshot_rebuilds_the_address_space(farm: Farm, client
     await eventually(lambda: _gone(client, [f"{n.farm}:PrintFarm", f"{n.farm}:Filaments",
                                             f"{n.farm}:later"]), 10, "the later spool to go")
     assert await value_at(client, path) == 1000.0
+
+
+class FakeMethods:
+    """Stands in for helper B's mes.opcua.methods.FarmMethods: records what the server asks."""
+
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, submit: Any) -> None:
+        self.submit = submit
+
+    async def add_farm_methods(self, farm_folder: Node, ns: int) -> None:
+        self.calls.append(("farm", farm_folder.nodeid.Identifier))
+
+    async def add_job_order_control(self, control: Node, ns: int) -> None:
+        self.calls.append(("job_order_control", control.nodeid.Identifier))
+
+    async def add_printer_methods(self, printer: Node, printer_id: str, ns: int) -> None:
+        self.calls.append(("printer", printer_id))
+
+        async def pause(parent: ua.NodeId) -> list[ua.Variant]:
+            return []
+
+        await printer.add_method(ua.NodeId(f"{printer.nodeid.Identifier}/Pause", ns),
+                                 ua.QualifiedName("Pause", ns), pause, [], [])
+
+
+@pytest.fixture
+def fake_methods(monkeypatch: pytest.MonkeyPatch) -> type[FakeMethods]:
+    module = types.ModuleType("mes.opcua.methods")
+    module.__spec__ = importlib.machinery.ModuleSpec("mes.opcua.methods", None)
+    module.FarmMethods = FakeMethods  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mes.opcua.methods", module)
+    FakeMethods.calls = []
+    return FakeMethods
+
+
+async def test_helper_b_methods_are_attached_when_present(
+        fake_methods: type[FakeMethods], farm: Farm, client: Client) -> None:
+    assert ("farm", "PrintFarm") in fake_methods.calls
+    assert ("job_order_control", "PrintFarm/JobManagement.JobOrderControl") in fake_methods.calls
+    await add_spool(farm.api)
+    await add_printer(farm.api, "m1", "Printer1")
+    n = await names(client)
+    pause = [f"{n.machinery}:Machines", f"{n.farm}:Printer1", f"{n.farm}:Pause"]
+    await eventually(lambda: _present(client, pause), 10, "the printer's Pause method")
+    assert ("printer", "m1") in fake_methods.calls
+    assert (await farm.api.delete("/api/v1/printers/m1")).status_code == 204
+    await eventually(lambda: _gone(client, pause), 10, "the method to go with its printer")
+    assert farm.node.opcua is not None
+    assert ua.NodeId("Printers/m1/Pause", n.farm) not in farm.node.opcua.server.iserver.aspace
+
+
+async def _present(client: Client, path: list[str]) -> bool:
+    return not await _gone(client, path)

@@ -17,7 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from asyncua import Server, ua
+from asyncua import Node, Server, ua
+from asyncua.common.instantiate_util import instantiate
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
@@ -26,6 +27,7 @@ from mes.opcua.events import FarmEvents
 from mes.opcua.mirror import Mirror
 from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
 from opcua_model.loader import load_model
+from opcua_model.nodesets import MACHINERY_JOBS_URI
 
 if TYPE_CHECKING:
     from mes.node import FarmNode
@@ -55,6 +57,7 @@ class EmbeddedServer:
         self.space: AddressSpace | None = None
         self.mirror: Mirror | None = None
         self.events: FarmEvents | None = None
+        self.job_order_control: Node | None = None
         self.service_level = ServiceLevel(self.server, self.node.raft.getStatus)
         self.started_seconds: float | None = None  # until the endpoint listened
         self.model_seconds: float | None = None  # loading the NodeSets
@@ -156,6 +159,7 @@ class EmbeddedServer:
         self.space = AddressSpace(self.server, ns)
         self.events = FarmEvents(self.server, ns.farm)
         await self.events.init()
+        self.job_order_control = await self._job_management()
         await _attach_methods(self)
         self.mirror = Mirror(self.node.machine, self.node.read, self.space, self.events)
         self.mirror.attach()
@@ -175,6 +179,18 @@ class EmbeddedServer:
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
+
+    async def _job_management(self) -> Node:
+        """Objects/PrintFarm/JobManagement (Machinery Jobs' JobManagementType): the farm takes
+        job orders as a whole; returns its JobOrderControl (for the ISA95 methods)."""
+        jobs_ns = await self.server.get_namespace_index(MACHINERY_JOBS_URI)
+        farm = self.server.get_node(ua.NodeId("PrintFarm", self.farm_ns))
+        await instantiate(farm, self.server.get_node(ua.NodeId(1003, jobs_ns)),
+                          nodeid=ua.NodeId("PrintFarm/JobManagement", self.farm_ns),
+                          bname=ua.QualifiedName("JobManagement", jobs_ns),
+                          instantiate_optional=False)
+        return self.server.get_node(
+            ua.NodeId("PrintFarm/JobManagement.JobOrderControl", self.farm_ns))
 
     def _server_uris(self) -> list[str]:
         nodes = sorted({self.settings.raft_self, *self.settings.peers})
@@ -224,6 +240,8 @@ async def _attach_methods(embedded: EmbeddedServer) -> None:
     ns = embedded.farm_ns
     server = embedded.server
     await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)
+    if embedded.job_order_control is not None:
+        await farm.add_job_order_control(embedded.job_order_control, ns)
 
     async def add_printer_methods(nodeid: ua.NodeId, printer_id: str) -> None:
         await farm.add_printer_methods(server.get_node(nodeid), printer_id, ns)
