@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.machinery
 import sys
+import time
 import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pytest
 from asyncua import Client, Node, ua
 
 from mes.node import FarmNode
+from mes.opcua.mirror import Mirror
 from tests.farm_helpers import eventually, running_farm, upload
 from tests.ports import free_port
 
@@ -392,3 +394,37 @@ async def test_helper_b_methods_are_attached_when_present(
 
 async def _present(client: Client, path: list[str]) -> bool:
     return not await _gone(client, path)
+
+
+async def test_events_come_from_new_history_only() -> None:
+    """A restarted node replays its journal: old transitions are not emitted again, and an
+    approval (Queued -> Queued) is no status change."""
+    calls: list[tuple[Any, ...]] = []
+
+    class Space:
+        printer_ids: ClassVar[set[str]] = {"p1"}
+
+        def printer_node(self, pid: str) -> ua.NodeId:
+            return ua.NodeId(f"Printers/{pid}", 5)
+
+    class Events:
+        async def job_status_changed(self, *args: Any) -> None:
+            calls.append(("changed", *args))
+
+        async def print_completed(self, *args: Any) -> None:
+            calls.append(("completed", *args))
+
+    mirror = Mirror(None, None, Space(), Events())  # type: ignore[arg-type]
+    now = time.time()
+    history = [
+        {"seq": 7, "job_id": "old", "from_status": "Running", "to_status": "Done",
+         "at": now - 3600},
+        {"seq": 8, "job_id": "new", "from_status": "Queued", "to_status": "Queued", "at": now},
+        {"seq": 9, "job_id": "new", "from_status": "Running", "to_status": "Done", "at": now},
+    ]
+    jobs = {"old": {"assigned_printer_id": "p1"}, "new": {"assigned_printer_id": "p1"}}
+    await mirror._emit(history, jobs)
+    node = ua.NodeId("Printers/p1", 5)
+    assert calls == [("changed", "new", node, "p1", "Running", "Done"),
+                     ("completed", "new", node, "p1", True)]
+    assert mirror._history_seq == 9

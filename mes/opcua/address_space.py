@@ -660,10 +660,11 @@ class AddressSpace:
             root = self.server.get_node(self.printer_node(pid))
             await self.server.delete_nodes([root], recursive=True)
             aspace = self.server.iserver.aspace
+            left = [nid for nid in reversed(ids) if nid in aspace]
             for nid in ids:
                 self._values.pop(nid, None)
-            await self._delete([nid for nid in reversed(ids) if nid in aspace])
-            self.node_count -= len(ids)
+            self.node_count -= len(ids) - len(left)
+            await self._delete(left)
 
     async def put_jobs(self, jobs: Iterable[dict[str, Any]]
                        ) -> list[tuple[ua.NodeId, ua.Variant]]:

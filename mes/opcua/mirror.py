@@ -41,6 +41,9 @@ ENTITIES = frozenset({"printer", "printer_status", "filament", "print_job"})
 # Seconds between passes: changes arriving meanwhile are coalesced into the next pass.
 PACE = 0.05
 HISTORY_PAGE = 5_000
+# A job history entry older than this (by its command's time) is not news: a node that
+# restarts replays its journal, and its clients must not get those transitions again.
+EVENT_MAX_AGE = 60.0
 ENDED = ("Done", "Canceled")
 
 
@@ -231,9 +234,10 @@ class Mirror:
         if self.events is None:
             return
         shown = self.space.printer_ids
+        oldest = time.time() - EVENT_MAX_AGE
         for entry in history:
             before, after = entry["from_status"], entry["to_status"]
-            if before == after:
+            if before == after or entry["at"] < oldest:
                 continue
             job = job_rows.get(entry["job_id"], {})
             pid = str(job.get("assigned_printer_id") or job.get("printer_id") or "")
