@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import threading
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from asyncua import Node, Server, ua
@@ -124,7 +125,8 @@ class EmbeddedServer:
         if self._stop_requested:  # stop() came before the loop could be told
             self._stopping.set()
         tasks = [asyncio.create_task(self.service_level.run(), name="opcua-service-level"),
-                 asyncio.create_task(self._build_and_mirror(), name="opcua-mirror")]
+                 asyncio.create_task(self._logged(self._build_and_mirror()),
+                                     name="opcua-mirror")]
         try:
             await self._stopping.wait()
         finally:
@@ -137,6 +139,15 @@ class EmbeddedServer:
                 self.mirror.detach()
             with contextlib.suppress(Exception):
                 await self.server.stop()
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the OPC UA farm could not be built; the server shows no farm")
 
     async def _listen(self) -> None:
         server = self.server
