@@ -55,6 +55,15 @@ async def fill(node: FarmNode, count: int) -> None:
             "filepath": "part.gcode", "print_weight_in_grams": 10}) for i in ids))
 
 
+def report_lag(when: str, lags: list[float]) -> None:
+    """Print how late the main loop's 10 ms sleeps woke (GIL contention), then forget them."""
+    ordered = sorted(lags)
+    lags.clear()
+    print(f"main loop {when}: 10 ms sleeps woke late by p50 "
+          f"{ordered[len(ordered) // 2] * 1000:.1f} ms, p99 "
+          f"{ordered[int(len(ordered) * 0.99)] * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms")
+
+
 def statuses(count: int, tick: int) -> list[dict[str, Any]]:
     return [{"printer_id": f"p{i}", "state": "printing", "observed_at": time.time(),
              "nozzle_actual": 200.0 + (tick + i) % 10, "nozzle_target": 210.0,
@@ -77,6 +86,15 @@ async def main(count: int, seconds: int) -> None:
             await fill(node, count)
             print(f"filled {count} printers, spools and jobs in "
                   f"{time.perf_counter() - filled:.1f} s")
+            lags: list[float] = []
+
+            async def probe() -> None:  # the REST API's loop: how late a 10 ms sleep wakes
+                while True:
+                    before = time.perf_counter()
+                    await asyncio.sleep(0.01)
+                    lags.append(time.perf_counter() - before - 0.01)
+
+            prober = asyncio.create_task(probe())
             server = EmbeddedServer(node)
             started = time.perf_counter()
             await server.start()
@@ -87,6 +105,7 @@ async def main(count: int, seconds: int) -> None:
                 await asyncio.sleep(0.05)
             ready = time.perf_counter() - started
             cpu_ready = thread_cpu(tid)
+            report_lag("while the OPC UA server started and built", lags)
             print(f"endpoint listening after {listening:.2f} s; model loaded in "
                   f"{server.model_seconds:.2f} s; farm built in {server.build_seconds:.2f} s, "
                   f"{server.mirror.build_cpu_seconds if server.mirror else 0:.2f} s CPU "
@@ -100,6 +119,8 @@ async def main(count: int, seconds: int) -> None:
                 assert outcome.ok, outcome.error
                 await asyncio.sleep(max(0.0, wall0 + tick + 1 - time.perf_counter()))
             share = (thread_cpu(tid) - cpu0) / (time.perf_counter() - wall0)
+            prober.cancel()
+            report_lag("while mirroring telemetry", lags)
             passes = server.mirror.passes if server.mirror else 0
             print(f"mirroring telemetry of {count} printers at 1 Hz (8 values each, no "
                   f"subscriber): OPC UA thread {share * 100:.1f}% of a core, {passes} passes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import importlib.util
 import logging
 import threading
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
+# Longest the garbage collector stays off while the model and the farm are built (seconds).
+GC_PAUSE_LIMIT = 120.0
 
 
 class ReadOnlyUsers(UserManager):  # type: ignore[misc]
@@ -163,6 +166,11 @@ class EmbeddedServer:
 
     async def _build_and_mirror(self) -> None:
         started = time.perf_counter()
+        # The model's ~3,000 nodes and the farm's tens of thousands live as long as the server.
+        # The collector's full passes over them while they are made stall every thread (the
+        # REST API's loop too) for up to a second: no collection until they are built, then
+        # they are kept out of later passes.
+        gc.disable()
         self.farm_ns = await load_model(self.server)
         self.model_seconds = time.perf_counter() - started
         await setup_redundancy(self.server, self._server_uris())
@@ -176,8 +184,14 @@ class EmbeddedServer:
         self.mirror.attach()
         run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
         try:
-            await self.mirror.built.wait()
+            try:  # never leave the collector off for long (a build failing over and over)
+                await asyncio.wait_for(asyncio.shield(self.mirror.built.wait()), GC_PAUSE_LIMIT)
+            except TimeoutError:
+                gc.enable()
+                await self.mirror.built.wait()
             self.build_seconds = self.mirror.build_seconds
+            gc.freeze()
+            gc.enable()
             await self._publish_build_time()
             self.service_level.ready = True
             await self.service_level.update()
@@ -187,6 +201,7 @@ class EmbeddedServer:
                      self.build_seconds or 0.0, self.space.node_count)
             await run
         finally:
+            gc.enable()
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
