@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from asyncua import Server, ua
 
-from mes.opcua.address_space import AddressSpace, Namespaces, PrinterView
+from mes.opcua.address_space import AddressSpace, Namespaces
+from mes.opcua.farm_state import PrinterView
 from opcua_model.loader import FARM_URI, load_model
 from opcua_model.nodesets import (
     REQUIRED,

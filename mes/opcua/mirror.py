@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 from asyncua import ua
 from sqlalchemy import Connection
 
-from mes.opcua.address_space import (
+from mes.opcua.address_space import AddressSpace
+from mes.opcua.events import FarmEvents
+from mes.opcua.farm_state import (
     RECENT_JOBS,
-    AddressSpace,
     FarmState,
     PrinterView,
     read_farm,
@@ -30,7 +31,6 @@ from mes.opcua.address_space import (
     read_jobs,
     read_printers,
 )
-from mes.opcua.events import FarmEvents
 from mes.state.machine import Outcome, StateMachine
 
 log = logging.getLogger(__name__)
