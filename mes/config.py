@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite://"
     opcua_server_url: str = "opc.tcp://mock-server:4840"
     opcua_endpoint: str = "opc.tcp://0.0.0.0:4840/mes/"
+    # The embedded OPC UA server (when OPCUA_SERVER_URL contains `mock`); false: none at all.
+    opcua_enabled: bool = True
     upload_path: Path = Path("./upload")
     max_upload_mb: int = Field(200, gt=0, le=10_000)
     auto_schedule: bool = True

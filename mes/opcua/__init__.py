@@ -1,1 +1,1 @@
-"""OPC UA: the embedded server and the external-server client."""
+"""OPC UA: the embedded server that shows the farm (model, mirror, redundancy, events)."""

@@ -84,7 +84,7 @@ def current_principal() -> Principal | None:
 
 def application_uri(raft_address: str) -> str:
     """The OPC UA ApplicationUri of the node whose Raft address is `raft_address`."""
-    return f"urn:mes-printfarm:node:{raft_address}"
+    return f"urn:mes:node:{raft_address}"
 
 
 @dataclass
