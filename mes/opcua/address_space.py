@@ -344,9 +344,7 @@ class AddressSpace:
             "BedTargetTemperature": _variant(_num(st, "bed_target"), d),
             "BedClear": ua.Variant(bool(p.get("bed_clear")), ua.VariantType.Boolean),
             "CurrentJob/JobId": ua.Variant(job["id"] if job else "", s),
-            "CurrentJob/Progress": ua.Variant(
-                (_num(st, "progress") or 0.0) if job and job.get("status") == "Running" else 0.0,
-                d),
+            "CurrentJob/Progress": ua.Variant(_progress(job, st), d),
             "CurrentJob/TimePrinted": ua.Variant((_num(st, "time_printed") or 0.0) if job
                                                  else 0.0, d),
             "CurrentJob/TimeLeft": ua.Variant((_num(st, "time_left") or 0.0) if job else 0.0, d),
@@ -626,3 +624,15 @@ class AddressSpace:
         changes += await self.put_jobs(state.jobs.values())
         changes += await self.put_printers(state.printers.values())
         await self.write(changes)
+
+
+def _progress(job: dict[str, Any] | None, status: dict[str, Any] | None) -> float:
+    """A running job's progress as the printer reports it; 100 for the finished job that
+    waits on the bed; 0 otherwise."""
+    if job is None:
+        return 0.0
+    if job.get("status") == "Done":
+        return 100.0
+    if job.get("status") == "Running":
+        return _num(status, "progress") or 0.0
+    return 0.0

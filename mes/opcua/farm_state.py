@@ -67,9 +67,11 @@ def read_farm(conn: Connection, recent: int = RECENT_JOBS) -> FarmState:
     spools = {f["id"]: f for f in queries.list_filaments(conn)}
     statuses = {r.printer_id: dict(r._mapping) for r in conn.execute(select(printer_status))}
     active = queries.active_jobs_by_printer(conn)
+    rows = queries.list_printers(conn)
+    active.update(_finished_on_bed(conn, rows, active))
     views = {p["id"]: PrinterView(p, statuses.get(p["id"]), active.get(p["id"]),
                                      spools.get(p["filament_id"] or ""))
-                for p in queries.list_printers(conn)}
+                for p in rows}
     return FarmState(views, _job_window(conn, recent), spools, last_history_seq(conn))
 
 
@@ -84,12 +86,29 @@ def read_printers(conn: Connection, ids: Iterable[str]) -> dict[str, PrinterView
         statuses = {r.printer_id: dict(r._mapping) for r in conn.execute(
             select(printer_status).where(printer_status.c.printer_id.in_(chunk)))}
         active = queries.active_jobs_by_printer(conn, chunk)
+        active.update(_finished_on_bed(conn, rows, active))
         spool_ids = sorted({r["filament_id"] for r in rows if r["filament_id"]})
         spools = {r.id: dict(r._mapping) for r in conn.execute(
             select(filaments).where(filaments.c.id.in_(spool_ids)))}
         for row in rows:
             found[row["id"]] = PrinterView(row, statuses.get(row["id"]), active.get(row["id"]),
                                            spools.get(row["filament_id"] or ""))
+    return found
+
+
+def _finished_on_bed(conn: Connection, rows: list[dict[str, Any]],
+                     active: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each printer without an active job whose bed awaits clearing: the job it
+    finished last (a robot cell sees which part waits on the bed, at 100 %)."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["id"] in active or row.get("bed_clear", True):
+            continue
+        last = conn.execute(select(print_jobs).where(
+            print_jobs.c.assigned_printer_id == row["id"], print_jobs.c.status == "Done")
+            .order_by(print_jobs.c.updated_at.desc()).limit(1)).first()
+        if last is not None:
+            found[row["id"]] = dict(last._mapping)
     return found
 
 

@@ -1,0 +1,219 @@
+"""The embedded OPC UA server of a real node, as an integrator meets it: Basic256Sha256
+SignAndEncrypt with the farm's accounts; browse, subscribe, events and methods, checked
+against the REST API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asyncua import Client, Node, ua
+
+from mes.node import FarmNode
+from tests.farm_helpers import eventually, running_farm, upload
+from tests.opcua_secured import PASSWORD, POLICIES, client_certificate, make_user
+from tests.ports import free_port
+
+FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
+MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"
+CLIENT_URI = "urn:mes-tests:opcua-client"
+
+
+@dataclass
+class Farm:
+    node: FarmNode
+    api: httpx.AsyncClient
+    url: str
+    cert: Path
+    key: Path
+
+
+@pytest.fixture
+async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
+    url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
+    cert, key = await client_certificate(tmp_path / "client", CLIENT_URI)
+    # Beds are cleared by hand here: ClearBed is one of the methods under test.
+    async with running_farm(tmp_path, opcua_enabled=True, opcua_endpoint=url,
+                            auto_clear_bed=False, mock_printer_job_time=4) as (node, api):
+        async def ready() -> bool:
+            return node.opcua is not None and node.opcua.ready.is_set()
+
+        await eventually(ready, 60, "the OPC UA farm to be built")
+        await make_user(api, "ada", "user")
+        await make_user(api, "otto", "operator")
+        spool = {"id": "pla", "type": "PLA", "color": "black", "total_weight_in_grams": 1000}
+        assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
+        printer = {"id": "m1", "api": "Mock", "worker": True, "filament_id": "pla",
+                   "opcua_name": "Printer1", "company": "Prusa Research", "model": "MK4"}
+        assert (await api.post("/api/v1/printers", json=printer)).status_code == 201
+        yield Farm(node, api, url, cert, key)
+
+
+@pytest.fixture
+async def session(farm: Farm) -> AsyncIterator[Client]:
+    """Ada (role user) over Basic256Sha256 SignAndEncrypt."""
+    async with connected(farm, "ada") as client:
+        yield client
+
+
+def connected(farm: Farm, user: str | None, password: str = PASSWORD) -> Client:
+    client = Client(farm.url, timeout=30, watchdog_intervall=10)
+    client.application_uri = CLIENT_URI
+    if user is not None:
+        client.set_user(user)
+        client.set_password(password)
+    return client
+
+
+async def secure(client: Client, farm: Farm) -> Client:
+    await client.set_security(POLICIES["Basic256Sha256"], str(farm.cert), str(farm.key),
+                              mode=ua.MessageSecurityMode.SignAndEncrypt)
+    return client
+
+
+@pytest.fixture
+async def ada(farm: Farm) -> AsyncIterator[Client]:
+    client = await secure(connected(farm, "ada"), farm)
+    async with client:
+        yield client
+
+
+@pytest.fixture
+async def otto(farm: Farm) -> AsyncIterator[Client]:
+    client = await secure(connected(farm, "otto"), farm)
+    async with client:
+        yield client
+
+
+async def call(parent: Node, ns: int, name: str, *args: ua.Variant) -> ua.CallMethodResult:
+    method = await parent.get_child(f"{ns}:{name}")
+    request = ua.CallMethodRequest(ObjectId=parent.nodeid, MethodId=method.nodeid,
+                                   InputArguments=list(args))
+    results: list[ua.CallMethodResult] = await parent.session.call([request])
+    return results[0]
+
+
+def text(value: str) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.String)
+
+
+async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
+        farm: Farm, ada: Client, otto: Client) -> None:
+    names = await ada.get_namespace_array()
+    ns, machinery = names.index(FARM_URI), names.index(MACHINERY_URI)
+    by_machines = await ada.nodes.objects.get_child([f"{machinery}:Machines", f"{ns}:Printer1"])
+    by_farm = await ada.nodes.objects.get_child(
+        [f"{ns}:PrintFarm", f"{ns}:Printers", f"{ns}:Printer1"])
+    assert by_machines.nodeid == by_farm.nodeid
+    progress_node = await by_farm.get_child([f"{ns}:CurrentJob", f"{ns}:Progress"])
+
+    progress: list[float] = []
+    events: list[Any] = []
+
+    class Handler:
+        def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
+            progress.append(value)
+
+        def event_notification(self, event: Any) -> None:
+            events.append(event)
+
+    subscription = await ada.create_subscription(50, Handler())
+    await subscription.subscribe_data_change(progress_node)
+    await subscription.subscribe_events(ada.nodes.server, [ada.get_node(ua.NodeId(1002, ns))])
+
+    stored = await upload(farm.api)
+    farm_folder = await ada.nodes.objects.get_child(f"{ns}:PrintFarm")
+    submitted = await call(farm_folder, ns, "SubmitJob", text("pla"),
+                           ua.Variant(10, ua.VariantType.UInt32), text(stored["id"]),
+                           text("m1"), text("ada-1"))
+    assert submitted.StatusCode.is_good(), submitted.StatusCode
+    assert submitted.OutputArguments[0].Value == "ada-1"
+    job = (await farm.api.get("/api/v1/print_jobs/ada-1")).json()
+    assert job["owner_id"] == "ada"
+
+    status = await ada.nodes.objects.get_child(
+        [f"{ns}:PrintFarm", f"{ns}:Jobs", f"{ns}:ada-1", f"{ns}:Status"])
+
+    async def done() -> bool:
+        return bool(await status.read_value() == "Done")
+
+    await eventually(done, 60, "the job to be Done in the address space")
+    assert (await farm.api.get("/api/v1/print_jobs/ada-1")).json()["status"] == "Done"
+    await eventually(lambda: _async(bool(events)), 10, "the PrintCompleted event")
+    assert events[0].JobId == "ada-1" and events[0].BedAwaitsClearing is True
+    assert any(0 < p < 100 for p in progress) and 100.0 in progress, progress
+
+    # The bed awaits clearing: a user may not clear it, an operator may.
+    refused = await call(by_farm, ns, "ClearBed")
+    assert refused.StatusCode.value == ua.StatusCodes.BadUserAccessDenied
+    assert (await farm.api.get("/api/v1/printers/m1")).json()["bed_clear"] is False
+    otto_printer = otto.get_node(by_farm.nodeid)
+    cleared = await call(otto_printer, ns, "ClearBed")
+    assert cleared.StatusCode.is_good(), cleared.StatusCode
+    assert (await farm.api.get("/api/v1/printers/m1")).json()["bed_clear"] is True
+
+    # A second job, cancelled over OPC UA by its owner through the printer's Cancel.
+    second = await call(farm_folder, ns, "SubmitJob", text("pla"),
+                        ua.Variant(10, ua.VariantType.UInt32), text(stored["id"]),
+                        text("m1"), text("ada-2"))
+    assert second.StatusCode.is_good(), second.StatusCode
+
+    async def running() -> bool:
+        job = (await farm.api.get("/api/v1/print_jobs/ada-2")).json()
+        return bool(job["status"] == "Running")
+
+    await eventually(running, 30, "the second job to run")
+    cancelled = await call(by_farm, ns, "Cancel")
+    assert cancelled.StatusCode.is_good(), cancelled.StatusCode
+    assert (await farm.api.get("/api/v1/print_jobs/ada-2")).json()["status"] == "Canceled"
+    await subscription.delete()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_refused_wrong_password_anonymous_and_writes(farm: Farm, ada: Client) -> None:
+    with pytest.raises(ua.UaStatusCodeError):
+        async with await secure(connected(farm, "ada", "wrong password"), farm):
+            pass
+    with pytest.raises(ua.UaError):
+        async with await secure(connected(farm, None), farm):
+            pass
+    with pytest.raises(ua.UaError):  # no security None endpoint by default
+        async with connected(farm, "ada"):
+            pass
+    names = await ada.get_namespace_array()
+    ns = names.index(FARM_URI)
+    state = await ada.nodes.objects.get_child(
+        [f"{ns}:PrintFarm", f"{ns}:Printers", f"{ns}:Printer1", f"{ns}:State"])
+    with pytest.raises(ua.UaStatusCodeError):
+        await state.write_value(ua.DataValue(ua.Variant("error", ua.VariantType.String)))
+    assert (await farm.api.get("/api/v1/printers/m1/status")).json()["state"] != "error"
+
+
+async def test_anonymous_when_allowed_reads_but_never_writes(tmp_path: Path) -> None:
+    url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
+    async with running_farm(tmp_path, opcua_enabled=True, opcua_endpoint=url,
+                            opcua_allow_anonymous=True) as (node, api):
+        async def ready() -> bool:
+            return node.opcua is not None and node.opcua.ready.is_set()
+
+        await eventually(ready, 60, "the OPC UA farm to be built")
+        async with Client(url, timeout=30) as anonymous:
+            names = await anonymous.get_namespace_array()
+            ns = names.index(FARM_URI)
+            farm_folder = await anonymous.nodes.objects.get_child(f"{ns}:PrintFarm")
+            build = await farm_folder.get_child(f"{ns}:AddressSpaceBuildSeconds")
+            assert await build.read_value() >= 0
+            with pytest.raises(ua.UaStatusCodeError):
+                await build.write_value(ua.DataValue(ua.Variant(1.0, ua.VariantType.Double)))
+            refused = await call(farm_folder, ns, "SubmitJob", text("pla"),
+                                 ua.Variant(1, ua.VariantType.UInt32), text(""), text(""),
+                                 text("anon-1"))
+            assert refused.StatusCode.value == ua.StatusCodes.BadUserAccessDenied
+        assert (await api.get("/api/v1/print_jobs/anon-1")).status_code == 404
