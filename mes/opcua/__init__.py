@@ -1,0 +1,1 @@
+"""OPC UA: the embedded server, the external-server client and their helpers."""
