@@ -29,11 +29,13 @@ or {"path": [...], "from": ref}. A path element is "Name" (namespace 0), "<uri>|
                -> {"status", "ok", "outputs", "inputStatuses"}
     subscribe  {"nodes": [ref, ...], "publishingInterval": 100, "queueSize": 100,
                 "until": [{"index": 0, "gte" | "lte" | "eq" | "ne": v} | {"changes": n}
-                          | {"status": "Good"}, ...],
-                "timeout": 10, "after": [step, ...]}
-               -> {"met", "conditions", "latest", "counts", "history", "after"}
-               (each condition is met once it held; "changes" counts notifications after
-               the initial one; "after" steps run once the items exist)
+                          | {"status": "Good"} | {"every": {"eq" | "gte": v}}, ...],
+                "timeout": 10, "history": 200, "after": [step, ...]}
+               -> {"met", "conditions", "latest", "counts", "history", "elapsed", "after"}
+               (one CreateMonitoredItems for all nodes; each condition is met once it held;
+               "changes" counts notifications after the initial one; "every": all nodes' latest
+               values at once; "history" keeps that many values per node; "after" steps run
+               once the items exist; without "until" it waits the whole timeout)
     events     {"node": ref (default Server i=2253), "eventType": ref,
                 "fields": ["EventType", "SourceNode", "Message", "<uri>|JobId", ...],
                 "count": 1, "timeout": 10, "after": [step, ...]}
@@ -45,6 +47,8 @@ or {"path": [...], "from": ref}. A path element is "Name" (namespace 0), "<uri>|
                    "truncated"}
     namespaces {} -> {"namespaces": [...]}
 
+When a subscribe or events step has its items in place, the client prints a line
+`@@SUBSCRIBED@@ {"op", "name", "items"}` at once (for a harness that streams stdout: benchmarks).
 Every step result has "op" (and "name"), or "error" and "status" (a Bad... code) when it threw.
 The result: {"ok", "connected", "session", "steps": [...], "stage", "error", "status"}; "stage"
 says where it stopped ("connect", "session" - e.g. status BadUserAccessDenied -, "steps").

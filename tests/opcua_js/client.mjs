@@ -26,10 +26,17 @@ import {
 } from "node-opcua-client";
 
 const RESULT_MARKER = "@@RESULT@@ ";
+const SUBSCRIBED_MARKER = "@@SUBSCRIBED@@ ";
 const HIERARCHICAL_REFERENCES = resolveNodeId("i=33");
 const OBJECTS_FOLDER = "i=85";
 const ROOT_FOLDER = "i=84";
 const SERVER_OBJECT = "i=2253";
+
+// Tells a harness reading stdout as it comes (a benchmark) that a subscription is in place.
+function announce(step, items) {
+    process.stdout.write(`${SUBSCRIBED_MARKER}${JSON.stringify({ op: step.op, name: step.name ?? null,
+                                                                  items })}\n`);
+}
 
 function readPlan() {
     const arg = process.argv[2];
@@ -242,9 +249,19 @@ class Runner {
         const historyLimit = step.history ?? 200;
         let resolveDone;
         const done = new Promise((resolve) => { resolveDone = resolve; });
-        const check = () => {
+        // {"every": {"eq" | "gte": v}}: every node's latest value at once (kept incrementally).
+        const holds = (test, value) => ("eq" in test
+            ? JSON.stringify(value) === JSON.stringify(test.eq) : value >= test.gte);
+        for (const c of conditions) if (c.every) c.holding = new Set();
+        const check = (changed) => {
             for (const c of conditions) {
                 if (c.met) continue;
+                if (c.every) {
+                    if (holds(c.every, latest[changed].value)) c.holding.add(changed);
+                    else c.holding.delete(changed);
+                    c.met = c.holding.size === refs.length;
+                    continue;
+                }
                 const index = c.index ?? 0;
                 const value = latest[index];
                 if (value === undefined) continue;
@@ -259,24 +276,26 @@ class Runner {
         };
         const subscription = await this.subscription(step);
         try {
-            const items = [];
-            for (const [index, ref] of refs.entries()) {
-                // monitor() resolves once the server created the item (create() does not wait).
-                const item = await subscription.monitor(
-                    { nodeId: await this.nodeId(ref), attributeId: AttributeIds.Value },
-                    { samplingInterval: step.samplingInterval ?? 0, discardOldest: true,
-                      queueSize: step.queueSize ?? 100 },
-                    TimestampsToReturn.Both,
-                );
-                item.on("changed", (dataValue) => {
-                    const value = dataValueJson(dataValue);
-                    latest[index] = value;
-                    counts[index] += 1;
-                    if (history[index].length < historyLimit) history[index].push(value.value);
-                    check();
-                });
-                items.push(item);
+            const itemsToMonitor = [];
+            for (const ref of refs) {
+                itemsToMonitor.push({ nodeId: await this.nodeId(ref), attributeId: AttributeIds.Value });
             }
+            // One CreateMonitoredItems request for all; resolves once the server created them.
+            const group = await subscription.monitorItems(
+                itemsToMonitor,
+                { samplingInterval: step.samplingInterval ?? 0, discardOldest: true,
+                  queueSize: step.queueSize ?? 100 },
+                TimestampsToReturn.Both,
+            );
+            group.on("changed", (_item, dataValue, index) => {
+                const value = dataValueJson(dataValue);
+                latest[index] = value;
+                counts[index] += 1;
+                if (history[index].length < historyLimit) history[index].push(value.value);
+                if (conditions.length > 0) check(index);
+            });
+            announce(step, refs.length);
+            const started = Date.now();
             const after = await this.runAfter(step);
             const timeout = (step.timeout ?? 10) * 1000;
             let timer;
@@ -286,6 +305,7 @@ class Runner {
             return {
                 met: conditions.length === 0 ? null : conditions.every((c) => c.met),
                 conditions: conditions.map((c) => c.met),
+                elapsed: (Date.now() - started) / 1000,
                 latest: latest.map((v) => v ?? null),
                 counts,
                 history,
@@ -326,6 +346,7 @@ class Runner {
                 { queueSize: 1000, filter: constructEventFilter(names), discardOldest: false },
                 TimestampsToReturn.Both,
             );
+            announce(step, 1);
             item.on("changed", (variants) => {
                 seen += 1;
                 const event = {};
