@@ -38,6 +38,12 @@ function announce(step, items) {
                                                                   items })}\n`);
 }
 
+// Write the result and exit once it is flushed (stdout to a pipe is asynchronous in Node: an
+// immediate process.exit() would cut a long result short).
+function finish(result, code) {
+    process.stdout.write(`${RESULT_MARKER}${JSON.stringify(result)}\n`, () => process.exit(code));
+}
+
 function readPlan() {
     const arg = process.argv[2];
     const text = arg && arg !== "-" ? arg : fs.readFileSync(0, "utf8");
@@ -579,17 +585,14 @@ async function main() {
     try {
         plan = readPlan();
     } catch (error) {
-        process.stdout.write(`${RESULT_MARKER}${JSON.stringify({ ok: false, stage: "plan",
-            error: String(error?.message ?? error) })}\n`);
         fs.rmSync(pkiRoot, { recursive: true, force: true });
-        process.exit(2);
+        finish({ ok: false, stage: "plan", error: String(error?.message ?? error) }, 2);
+        return;
     }
     const deadline = (plan.timeout ?? 60) * 1000;
     const timer = setTimeout(() => {
-        process.stdout.write(`${RESULT_MARKER}${JSON.stringify({ ok: false, stage: "timeout",
-            error: `plan did not finish in ${deadline / 1000} s` })}\n`);
         fs.rmSync(pkiRoot, { recursive: true, force: true });
-        process.exit(3);
+        finish({ ok: false, stage: "timeout", error: `plan did not finish in ${deadline / 1000} s` }, 3);
     }, deadline);
     let result;
     try {
@@ -598,8 +601,7 @@ async function main() {
         result = { ok: false, stage: "client", error: String(error?.stack ?? error) };
     }
     clearTimeout(timer);
-    process.stdout.write(`${RESULT_MARKER}${JSON.stringify(result)}\n`);
-    process.exit(0);
+    finish(result, 0);
 }
 
 await main();
