@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mes.printers.networks import Networks, parse_networks
+
 MIN_SECRET_LENGTH = 16
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
@@ -28,6 +30,22 @@ def parse_host_port(value: str, name: str) -> str:
     return value.strip()
 
 
+OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
+OPCUA_MODES = ("Sign", "SignAndEncrypt")
+
+
+def parse_opcua_security(value: str) -> tuple[str, str] | None:
+    """OPCUA_SECURITY as (policy, mode), None for no security; ValueError if malformed."""
+    value = value.strip()
+    if value in ("", "None", "None,None"):
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or parts[0] not in OPCUA_POLICIES or parts[1] not in OPCUA_MODES:
+        raise ValueError(f"OPCUA_SECURITY: {value!r} is not 'Policy,Mode' with Policy one of "
+                         f"{', '.join(OPCUA_POLICIES)} and Mode one of {', '.join(OPCUA_MODES)}")
+    return parts[0], parts[1]
+
+
 class Settings(BaseSettings):
     """Effective configuration of one node."""
 
@@ -36,6 +54,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite://"
     opcua_server_url: str = "opc.tcp://mock-server:4840"
     opcua_endpoint: str = "opc.tcp://0.0.0.0:4840/mes/"
+    # The embedded OPC UA server (when OPCUA_SERVER_URL contains `mock`); false: none at all.
+    opcua_enabled: bool = True
     upload_path: Path = Path("./upload")
     max_upload_mb: int = Field(200, gt=0, le=10_000)
     auto_schedule: bool = True
@@ -44,6 +64,9 @@ class Settings(BaseSettings):
     # How long (on this node's clock) a sent or inherited start may take to show at the
     # printer before the job goes back to the queue; a start arriving later is cancelled.
     printer_start_grace: float = Field(15.0, gt=0, le=3600)
+    # Comma-separated CIDRs printers may be at (empty: anywhere); checked when a printer's
+    # URL is given and again before every connection to a printer.
+    printer_networks: str = ""
     mock_printer_interval: float = Field(0.1, gt=0, le=60)
     mock_printer_job_time: int = Field(30, gt=0, le=1_000_000)
     mock_printer_target_bed_temperature: float = Field(60.0, ge=0, le=150)
@@ -74,6 +97,16 @@ class Settings(BaseSettings):
     oidc_audience: str = ""
     oidc_jwks_url: str = ""
     oidc_role_claim: str = ""
+    # OPC UA: also serve security None and anonymous sessions, both read-only.
+    opcua_allow_anonymous: bool = False
+    # A directory of trusted OPC UA client certificates (DER or PEM); empty accepts any
+    # client certificate (user name and password still decide what a session may do).
+    opcua_trusted_certs: str = ""
+    # External-server mode (OPCUA_SERVER_URL without "mock"): the lab's central OPC UA server.
+    opcua_server_namespace: str = "http://monashautomation.com/opcua-server"
+    opcua_security: str = ""  # "Policy,Mode" e.g. "Basic256Sha256,SignAndEncrypt"; empty: None
+    opcua_username: str = ""
+    opcua_password: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -120,6 +153,11 @@ class Settings(BaseSettings):
             parse_host_port(peer, "RAFT_PEERS")
         return ",".join(peers)
 
+    @field_validator("printer_networks")
+    @classmethod
+    def _printer_networks(cls, value: str) -> str:
+        return ",".join(str(n) for n in parse_networks(value))
+
     @field_validator("mes_admin_token")
     @classmethod
     def _admin_token(cls, value: str) -> str:
@@ -144,6 +182,12 @@ class Settings(BaseSettings):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"LOG_LEVEL: {value!r} is not a logging level")
         return value.upper()
+
+    @field_validator("opcua_security")
+    @classmethod
+    def _opcua_security(cls, value: str) -> str:
+        parse_opcua_security(value)
+        return value.strip()
 
     @field_validator("oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_role_claim")
     @classmethod
@@ -176,6 +220,11 @@ class Settings(BaseSettings):
     def peers(self) -> list[str]:
         """The other nodes' Raft addresses, without this node's own."""
         return [p for p in self.raft_peers.split(",") if p and p != self.raft_self]
+
+    @property
+    def printer_network_list(self) -> Networks:
+        """PRINTER_NETWORKS parsed (empty: printers may be anywhere)."""
+        return parse_networks(self.printer_networks)
 
     @property
     def raft_bind_address(self) -> str:
@@ -240,7 +289,7 @@ def _mask_url(value: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-SECRET_NAMES = ("password", "secret", "key", "token")
+SECRET_NAMES = ("password", "passwd", "secret", "key", "token", "credential")
 
 
 def masked_items(settings: Settings) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from mes.state import queries
 from mes.state.machine import StateMachine
 
 if TYPE_CHECKING:
+    from mes.opcua.server import EmbeddedServer
     from mes.workers.leadership import LeaderLoop
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class FarmNode:
                                token=blob_token(settings.cluster_secret))
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
+        self.opcua: EmbeddedServer | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     async def read(self, query: Callable[[Connection], T]) -> T:
@@ -103,6 +105,21 @@ class FarmNode:
         self.leader_loop = LeaderLoop(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
                             asyncio.create_task(self.leader_loop.run(), name="leader-loop")]
+        if self.settings.opcua_enabled and self.settings.opcua_embedded:
+            from mes.opcua.server import EmbeddedServer
+
+            self.opcua = EmbeddedServer(self)
+            # Never delays the REST API: the server binds and builds on its own thread.
+            self._background.append(asyncio.create_task(self._start_opcua(self.opcua),
+                                                        name="opcua-start"))
+
+    @staticmethod
+    async def _start_opcua(server: EmbeddedServer) -> None:
+        try:
+            await server.start()
+        except Exception as exc:
+            log.error("the OPC UA server could not start at %s: %s",
+                      server.settings.opcua_endpoint, exc)
 
     async def _announce(self) -> None:
         args = {"raft_address": self.settings.raft_self, "http_url": self.settings.advertise_url}
@@ -121,6 +138,9 @@ class FarmNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._background = []
+        if self.opcua is not None:
+            await self.opcua.stop()
+            self.opcua = None
         await self.peers.aclose()
         await self.auth.aclose()
 

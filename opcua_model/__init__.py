@@ -1,1 +1,1 @@
-"""The OPC UA information model of mes and its loader (filled in by the OPC UA issue)."""
+"""The OPC UA information model of mes: the companion NodeSets it builds on and our own."""

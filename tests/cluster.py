@@ -28,6 +28,7 @@ class ServerProcess:
         self.index = index
         self.http_port = free_port()
         self.raft_address = f"127.0.0.1:{free_port()}"
+        self.opcua_url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
         self.data_dir = base / f"node{index}"
         self.log_path = base / f"node{index}.log"
         self.extra_env = extra_env
@@ -42,6 +43,7 @@ class ServerProcess:
         env = {**os.environ,
                "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.http_port),
                "RAFT_SELF": self.raft_address, "RAFT_PEERS": ",".join(self.peers),
+               "OPCUA_ENDPOINT": self.opcua_url,
                "DATA_DIR": str(self.data_dir), "UPLOAD_PATH": str(self.data_dir / "upload"),
                "LOG_LEVEL": "WARNING", "MES_ADMIN_TOKEN": ADMIN_TOKEN, **self.extra_env}
         log = self.log_path.open("ab")

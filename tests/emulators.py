@@ -86,12 +86,14 @@ def start_emulator(tmp_path: Path) -> Iterator[StartEmulator]:
     started: list[Emulator] = []
 
     def start(api: str, count: int = 1, job_time: float = 1.5,
-              heat_time: float = 0.0) -> Emulator:
+              heat_time: float = 0.0, api_key: str | None = None) -> Emulator:
         port = free_ports(count)
         log = tmp_path / f"emulator-{port}.log"
         cmd = [sys.executable, "-m", "mes.emulator.cli", "--api", api, "--port", str(port)]
         cmd += ["--count", str(count), "--job-time", str(job_time), "--host", "127.0.0.1"]
         cmd += ["--heat-time", str(heat_time)]
+        if api_key is not None:
+            cmd += ["--api-key", api_key]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         emulator = Emulator(proc, port, count, log)

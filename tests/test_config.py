@@ -44,6 +44,7 @@ def test_setting_prints_effective_configuration_with_secrets_masked(tmp_path: Pa
         ({"RAFT_SELF": "127.0.0.1:99999"}, "RAFT_SELF"),
         ({"DATABASE_URL": "postgresql://x/y"}, "DATABASE_URL"),
         ({"HTTP_PORT": "eighty"}, "HTTP_PORT"),
+        ({"PRINTER_NETWORKS": "10.0.0.0/8,10.1.2.0/33"}, "PRINTER_NETWORKS"),
         ({"DATA_DIR": "/proc/mes-data"}, "DATA_DIR"),
     ],
 )

@@ -12,12 +12,21 @@ import httpx
 import pytest
 from pysyncobj.utility import TcpUtility
 
+from mes.cluster_secret import raft_password
 from tests.auth import admin_headers
-from tests.cluster import Cluster, ServerProcess
+from tests.cluster import TEST_CLUSTER_SECRET, Cluster, ServerProcess
 from tests.netfilter import Partition
 from tests.polling import wait_for
 
+# The nodes' Raft transport is encrypted with the test cluster's secret.
+RAFT_PASSWORD = raft_password(TEST_CLUSTER_SECRET)
+
 pytestmark = pytest.mark.cluster
+
+
+def raft_utility() -> TcpUtility:
+    """pysyncobj's admin client, speaking the cluster's encrypted transport."""
+    return TcpUtility(password=RAFT_PASSWORD, timeout=2.0)
 
 
 @pytest.fixture
@@ -36,7 +45,7 @@ def make_leader(cluster: Cluster, target: ServerProcess) -> None:
         if leader is target:
             return True
         with contextlib.suppress(Exception):
-            TcpUtility(timeout=2.0).executeCommand(leader.raft_address,
+            raft_utility().executeCommand(leader.raft_address,
                                                    ["transfer", target.raft_address])
         return False
 
@@ -86,12 +95,12 @@ def repair_state(cluster: Cluster, old: ServerProcess) -> str:
     applied = {n.index: n.cluster()["applied_index"] for n in cluster.nodes}
     next_index = []
     for _ in range(20):
-        status = TcpUtility(timeout=2.0).executeCommand(leader.raft_address, ["status"])
+        status = raft_utility().executeCommand(leader.raft_address, ["status"])
         next_index.append(status.get(f"next_node_idx_server_{old.raft_address}"))
         time.sleep(0.1)
     keys = ("raft_term", "state", "leader", "commit_idx", "last_applied", "log_len")
-    mine = TcpUtility(timeout=2.0).executeCommand(old.raft_address, ["status"])
-    theirs = TcpUtility(timeout=2.0).executeCommand(leader.raft_address, ["status"])
+    mine = raft_utility().executeCommand(old.raft_address, ["status"])
+    theirs = raft_utility().executeCommand(leader.raft_address, ["status"])
     return (f"applied indexes {applied}, leader's nextIndex for the former leader "
             f"{next_index}; former leader {[mine.get(k) for k in keys]}, "
             f"leader {[theirs.get(k) for k in keys]}")

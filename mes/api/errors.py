@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger(__name__)
 
 STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "rule": 409, "forbidden": 403}
+# Validation error types of our own that answer with their own code instead of invalid_input.
+OWN_CODES = frozenset({"invalid_url"})
 
 
 class ApiError(Exception):
@@ -66,7 +68,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 message = "status cannot be set here; a new print job is always Queued"
         elif field:
             message = f"{field}: {message}"
-        return JSONResponse(error_body("invalid_input", message, field), 422)
+        code = first.get("type") if first.get("type") in OWN_CODES else "invalid_input"
+        return JSONResponse(error_body(str(code), message, field), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -14,11 +15,13 @@ from pydantic import (
     StrictInt,
     computed_field,
 )
+from pydantic_core import PydanticCustomError
 
 from mes.state.args import ID_PATTERN, MAX_GRAMS, OPCUA_NAME_PATTERN
 from mes.state.filaments import FILAMENT_TYPES
 from mes.state.jobs import JOB_STATUSES
-from mes.state.printers import PRINTER_APIS, URL_PATTERN
+from mes.state.printers import PRINTER_APIS
+from mes.state.urls import MAX_URL_LENGTH, url_problem
 
 
 def _canonical(options: tuple[str, ...]) -> BeforeValidator:
@@ -53,7 +56,16 @@ FilamentType = Annotated[Literal["PLA", "PETG", "ABS", "TPU"], _canonical(FILAME
 JobStatus = Annotated[Literal["Queued", "Running", "Done", "Canceled"], _canonical(JOB_STATUSES)]
 TargetStatus = Annotated[Literal["Running", "Done", "Canceled"],
                          _canonical(("Running", "Done", "Canceled"))]
-Url = Annotated[str, Field(max_length=2048, pattern=URL_PATTERN.pattern)]
+def _printer_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_url", problem)
+    return value
+
+
+Url = Annotated[str, Field(max_length=MAX_URL_LENGTH, description=(
+    "http(s)://host[:port][/path]: no user info, query or fragment"),
+    examples=["http://192.168.1.20"]), AfterValidator(_printer_url)]
 Text200 = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f]*$")]
 Grams = Annotated[StrictInt, Field(ge=1, le=MAX_GRAMS, description=(
     "whole grams, an integer (12.5 is refused with 422)"), examples=[15])]
@@ -74,7 +86,9 @@ class PrinterFields(_Input):
     model: Text200 | None = None
     url: Url | None = None
     api: PrinterApi | None = None
-    api_key: Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = None
+    api_key: Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = Field(
+        None, description="write-only: never shown (see `has_api_key`); a new `url` clears "
+        "it unless the same request sets one")
     opcua_name: OpcuaName | None = None
     worker: StrictBool | None = Field(None, description=(
         "whether this server drives the printer (polls it, sends it jobs). Defaults to true "

@@ -1,1 +1,1 @@
-"""OPC UA: the embedded server, the external-server client and their helpers."""
+"""OPC UA: the embedded server that shows the farm (model, mirror, redundancy, events)."""

@@ -12,6 +12,7 @@ from mes.printers.base import PrinterClient
 from mes.printers.mock import MockPrinter
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
+from mes.state.urls import url_problem
 
 
 def is_mock(printer: dict[str, Any]) -> bool:
@@ -23,7 +24,8 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
                http: Callable[[], httpx.AsyncClient] | None = None) -> PrinterClient:
     """A new client for `printer` (a row with url and api); raises ValueError if none fits.
 
-    Networked printers take their HTTP client from `http` (shared by groups) when given.
+    Networked printers take their HTTP client from `http` (shared by groups) when given;
+    either way they connect only inside PRINTER_NETWORKS.
     """
     if is_mock(printer):
         return MockPrinter(settings.mock_printer_interval, settings.mock_printer_job_time,
@@ -32,8 +34,14 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
     url = printer.get("url")
     if not url:
         raise ValueError(f"printer {printer['id']!r} has no url")
+    problem = url_problem(url)  # stored before the rule was this strict
+    if problem is not None:
+        raise ValueError(f"printer {printer['id']!r}: its url {problem}")
+    networks = settings.printer_network_list
     if printer.get("api") == "OctoPrint":
-        return OctoPrintClient(url, api_key or "", client=http() if http else None)
+        return OctoPrintClient(url, api_key or "", client=http() if http else None,
+                               networks=networks)
     if printer.get("api") == "PrusaLink":
-        return PrusaLinkClient(url, api_key=api_key, client=http() if http else None)
+        return PrusaLinkClient(url, api_key=api_key, client=http() if http else None,
+                               networks=networks)
     raise ValueError(f"printer {printer['id']!r} has no api (OctoPrint, PrusaLink or Mock)")

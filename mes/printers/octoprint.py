@@ -10,6 +10,7 @@ import httpx
 
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, json_object, number, section
+from mes.printers.networks import Networks
 
 # No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
 CONNECT = {"command": "connect"}
@@ -20,9 +21,9 @@ class OctoPrintClient:
 
     def __init__(self, url: str, api_key: str,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, networks: Networks = ()) -> None:
         self._http = HttpPrinter(url, {"X-Api-Key": api_key}, transport=transport,
-                                 client=client)
+                                 client=client, networks=networks)
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
         """GET /api/printer and /api/job; connects the printer when OctoPrint is disconnected."""
@@ -87,7 +88,6 @@ def _status(printer: dict[str, Any], job: dict[str, Any]) -> PrinterStatus:
     file_info = section(section(job, "job"), "file")
     completion = number(progress.get("completion"))
     name = file_info.get("name") if isinstance(file_info.get("name"), str) else None
-    text = state.get("text") if isinstance(state.get("text"), str) else None
 
     normalised: PrinterState
     if flags.get("error") or flags.get("closedOrError"):
@@ -107,5 +107,6 @@ def _status(printer: dict[str, Any], job: dict[str, Any]) -> PrinterStatus:
         file_name=name, progress=completion,
         time_printed=number(progress.get("printTime")),
         time_left=number(progress.get("printTimeLeft")),
-        error=text if normalised == "error" else None,
+        # OctoPrint's own state text is the far side's words: the status shows ours
+        error="OctoPrint reports a printer error" if normalised == "error" else None,
     )

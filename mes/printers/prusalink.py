@@ -9,6 +9,7 @@ import httpx
 
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, number, section
+from mes.printers.networks import Networks
 
 STATES: dict[str, PrinterState] = {
     "IDLE": "idle", "READY": "idle", "BUSY": "printing", "PRINTING": "printing",
@@ -24,10 +25,11 @@ class PrusaLinkClient:
     def __init__(self, url: str, api_key: str | None = None, user: str | None = None,
                  password: str | None = None, storage: str = "local",
                  transport: httpx.AsyncBaseTransport | None = None,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, networks: Networks = ()) -> None:
         headers = {"X-Api-Key": api_key} if api_key else {}
         auth = httpx.DigestAuth(user, password) if user and password and not api_key else None
-        self._http = HttpPrinter(url, headers, auth=auth, transport=transport, client=client)
+        self._http = HttpPrinter(url, headers, auth=auth, transport=transport, client=client,
+                                 networks=networks)
         self._storage = storage
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
@@ -35,7 +37,7 @@ class PrusaLinkClient:
         data = await self._http.json("GET", "/api/v1/status")
         printer = data.get("printer")
         if not isinstance(printer, dict) or not isinstance(printer.get("state"), str):
-            raise PrinterError("PrusaLink status has no printer.state")
+            raise PrinterError("unexpected answer from the printer (no printer.state)")
         raw_state = printer["state"].upper()
         state = STATES.get(raw_state, "error")
         job = None if not expect_job and raw_state in ("IDLE", "READY") else await self._job()
@@ -58,7 +60,9 @@ class PrusaLinkClient:
             progress=number(status_job.get("progress")),
             time_printed=number(status_job.get("time_printing")),
             time_left=number(status_job.get("time_remaining")),
-            error=raw_state.lower() if state == "error" else None,
+            # the state's name when it is one we know; never the far side's own words
+            error=(("PrusaLink reports an error" if raw_state == "ERROR" else
+                    "PrusaLink reports an unknown state") if state == "error" else None),
         )
 
     async def _job(self) -> dict[str, Any] | None:
@@ -68,7 +72,7 @@ class PrusaLinkClient:
         try:
             data = response.json()
         except ValueError as exc:
-            raise PrinterError("PrusaLink job is not JSON") from exc
+            raise PrinterError("unexpected answer from the printer (job is not JSON)") from exc
         return data if isinstance(data, dict) else None
 
     async def _job_id(self) -> int:

@@ -58,12 +58,15 @@ class Database:
             url = sync_sqlite_url(database_url)
             self.path = None
             self._scratch = False
+        # hide_parameters: an SQL error's text (which may be logged) never carries row values
+        # such as a printer's API key
         self.writer: Engine = create_engine(
-            url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False},
+            hide_parameters=True)
         event.listen(self.writer, "connect", _configure_writer)
         self.readers: Engine = create_engine(
             url, poolclass=QueuePool, pool_size=READER_POOL, max_overflow=READER_OVERFLOW,
-            pool_timeout=30, connect_args={"check_same_thread": False})
+            pool_timeout=30, connect_args={"check_same_thread": False}, hide_parameters=True)
         event.listen(self.readers, "connect", _configure_reader)
         event.listen(self.readers, "begin", _begin_read)
         self._finalizer = weakref.finalize(

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
 from mes.state import queries
-from mes.state.args import ID_PATTERN, OPCUA_NAME_PATTERN, Args, present
+from mes.state.args import ID_PATTERN, MISSING, OPCUA_NAME_PATTERN, Args, present
 from mes.state.context import ApplyContext
-from mes.state.errors import NotFound, RuleViolation
+from mes.state.errors import InvalidCommand, NotFound, RuleViolation
 from mes.state.tables import filaments, printers
+from mes.state.urls import url_problem
 
 PRINTER_APIS = ("OctoPrint", "PrusaLink", "Mock")
-URL_PATTERN = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
 _FIELDS = ("company", "model", "url", "api", "api_key", "opcua_name", "worker", "group",
            "camera_url", "filament_id")
 
@@ -23,16 +22,27 @@ def _fields(args: Args) -> dict[str, Any]:
     return present(
         company=args.text("company", 200, required=False),
         model=args.text("model", 200, required=False),
-        url=args.pattern("url", URL_PATTERN, "an http(s) URL"),
+        url=_url(args, "url"),
         api=args.choice("api", PRINTER_APIS, required=False, nullable=True),
         api_key=args.text("api_key", 256, required=False, nullable=True),
         opcua_name=args.pattern("opcua_name", OPCUA_NAME_PATTERN,
                                 "a letter then up to 63 letters, digits, '_' or '-'"),
         worker=args.flag("worker", required=False),
         group=args.text("group", 200, required=False, nullable=True),
-        camera_url=args.pattern("camera_url", URL_PATTERN, "an http(s) URL"),
+        camera_url=_url(args, "camera_url"),
         filament_id=args.pattern("filament_id", ID_PATTERN, "a filament id"),
     )
+
+
+def _url(args: Args, name: str) -> Any:
+    """An http(s)://host[:port][/path] URL (mes.state.urls), absent, or null."""
+    value = args.raw(name) if args.has(name) else MISSING
+    if value is MISSING or value is None:
+        return value
+    problem = url_problem(value)
+    if problem is not None:
+        raise InvalidCommand("invalid_url", f"{name} {problem}", name)
+    return value
 
 
 def drivable(printer: dict[str, Any]) -> bool:
@@ -93,7 +103,8 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 
 def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
-    """Change some fields of a printer."""
+    """Change some fields of a printer. A new url clears the stored api_key unless the same
+    command sets one: a key is never sent to an address it was not given for."""
     args.reject_unknown(("id", *_FIELDS))
     printer_id = args.ident("id")
     assert printer_id is not None
@@ -101,6 +112,9 @@ def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if current is None:
         raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "id")
     values = _fields(args)
+    if "url" in values and values["url"] != current["url"] and "api_key" not in values:
+        # The stored key was given for the old address: never send it to a new one.
+        values["api_key"] = None
     _check_worker({**current, **values})
     _check_references(ctx, printer_id, values)
     if values:

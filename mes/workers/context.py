@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ class WorkerContext:
     epoch: int
     seen: dict[str, Seen] = field(default_factory=dict)
     fenced: bool = False
+    # Told of every status observed (printer id, status, time.time()); must not block.
+    observer: Callable[[str, PrinterStatus, float], None] | None = None
     _view: FarmView | None = None
 
     def view(self) -> FarmView:
@@ -78,4 +81,6 @@ class WorkerContext:
 
     def saw(self, printer_id: str, status: PrinterStatus) -> None:
         """Record what a printer said just now."""
-        self.seen[printer_id] = Seen(status, time.time())
+        seen = self.seen[printer_id] = Seen(status, time.time())
+        if self.observer is not None:
+            self.observer(printer_id, status, seen.at)

@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from mes.opcua.external import ExternalWriter, external_enabled
 from mes.printers.factory import client_for
 from mes.printers.http import ClientGroups
 from mes.state import queries
@@ -37,11 +38,18 @@ class WorkerPool:
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
         self.claims = 0
-        self.http = ClientGroups()
+        self.http = ClientGroups(ctx.node.settings.printer_network_list)
+        # External-server mode: this node writes the printers it drives into the lab's server.
+        self.external = ExternalWriter(ctx.node.settings) \
+            if external_enabled(ctx.node.settings) else None
+        if self.external is not None:
+            self.external.attach(ctx)
 
     async def run(self) -> None:
         """Every interval: match workers to printers, schedule, commit telemetry."""
         interval = self.ctx.node.settings.printer_worker_interval
+        if self.external is not None:
+            self.external.start()
         try:
             while not self.ctx.fenced:
                 started = time.monotonic()
@@ -113,3 +121,5 @@ class WorkerPool:
                 await worker.client.aclose()
         with contextlib.suppress(Exception):
             await self.http.aclose()
+        if self.external is not None:
+            await self.external.stop()

@@ -107,8 +107,11 @@ class PrinterWorker:
         except (PrinterError, TimeoutError) as exc:
             status = PrinterStatus(state="offline", error=str(exc) or "timed out")
         except Exception as exc:  # a printer answering nonsense must not stop the worker
-            log.warning("printer %s: unreadable status: %r", self.printer_id, exc)
-            status = PrinterStatus(state="offline", error=f"unreadable status: {exc!r}")
+            # the exception may quote the far side: name its type only
+            log.warning("printer %s: unreadable status (%s)", self.printer_id,
+                        type(exc).__name__)
+            status = PrinterStatus(state="offline",
+                                   error="unexpected answer from the printer")
         self.ctx.saw(self.printer_id, status)
         self._log_reachability(status)
         return status
@@ -236,7 +239,9 @@ class PrinterWorker:
             other = str(status.file_name or "")
             if OWN_FILE.match(other):
                 await self._stray(other, f"job {job['id']} is starting there")
-            await self._start_failed(job, f"printer is busy printing {other or 'a file'}")
+            # a name of ours may be quoted; any other is the far side's text
+            shown = other if OWN_FILE.match(other) else "another file"
+            await self._start_failed(job, f"printer is busy printing {shown}")
             return
         if status.state in ("offline", "error"):
             if now - watch.seen > CLAIM_TIMEOUT:  # give the job back; it may go elsewhere

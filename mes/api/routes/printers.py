@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
 from mes.api.auth import Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
+from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
 from mes.api.schemas import (
     PrinterCreate,
@@ -17,7 +19,13 @@ from mes.api.schemas import (
     PrinterUpdate,
     ReservationIn,
 )
+from mes.printers.factory import is_mock
+from mes.printers.networks import HostUnresolved, NetworkRefused, checked_addresses
 from mes.state import listing, queries
+from mes.state.urls import url_problem
+
+if TYPE_CHECKING:
+    from mes.node import FarmNode
 
 router = authenticated_router("/printers", "printers")
 
@@ -35,6 +43,7 @@ async def create_printer(body: PrinterCreate, node: NodeDep, who: Operator,
     """Register a printer."""
     args = body.model_dump(exclude_none=True)
     args.setdefault("id", new_id(idempotency_key, who))
+    await check_network(node, args, None)
     return await commit(node, "printer.create", args, idempotency_key, who)
 
 
@@ -53,7 +62,35 @@ async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep, wh
     for name in ("company", "model", "worker"):
         if args.get(name, "") is None:
             args.pop(name)
+    if any(name in args for name in ("url", "api", "worker")):
+        current = await read(node, lambda c: queries.get_printer(c, printer_id))
+        if current is not None:
+            await check_network(node, args, current)
     return await commit(node, "printer.update", args, idempotency_key, who)
+
+
+async def check_network(node: FarmNode, args: dict[str, Any],
+                        current: dict[str, Any] | None) -> None:
+    """With PRINTER_NETWORKS set, refuse a driven printer's URL whose host does not resolve
+    or resolves outside them (simulated printers are never connected to, so not checked)."""
+    networks = node.settings.printer_network_list
+    printer = {**(current or {}), **args}
+    url = printer.get("url")
+    if not networks or not url or is_mock(printer) or url_problem(url) is not None:
+        return  # a malformed url is refused by the state machine with its own message
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        await checked_addresses(host, port, networks)
+    except NetworkRefused as exc:
+        raise ApiError(422, "printer_network_refused",
+                       f"url: {host} resolves to {exc.address}, outside PRINTER_NETWORKS "
+                       f"({node.settings.printer_networks})", "url") from None
+    except HostUnresolved:
+        raise ApiError(422, "printer_host_unresolved",
+                       f"url: {host} does not resolve (PRINTER_NETWORKS is set, so every "
+                       "printer's host must resolve inside it)", "url") from None
 
 
 @router.delete("/{printer_id}", status_code=204)

@@ -1,0 +1,628 @@
+"""The farm's address space: printers as AdditiveManufacturingType machines, jobs, spools.
+
+Every node id is a string in our namespace derived from our ids (`Printers/<id>/...`,
+`Jobs/<id>/...`, `Filaments/<id>/...`): the same on every node and across restarts. Nodes are
+created with batched AddNodes calls (asyncua's per-node helpers cost about 11 times more) and
+values are written only when they changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from asyncua import Server, ua
+
+from mes.opcua.farm_state import FarmState, PrinterView
+from mes.opcua.fast_nodes import NodeWriter
+from opcua_model.loader import FARM_URI
+from opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
+
+MACHINE_TOOL_URI = "http://opcfoundation.org/UA/MachineTool/"
+# Printers per AddNodes call while building; the loop yields between calls.
+BUILD_BATCH = 50
+# Values per write batch; the loop yields between batches so publishing keeps up.
+WRITE_BATCH = 400
+
+UNITS_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
+CELSIUS = ua.EUInformation(NamespaceUri=UNITS_URI, UnitId=4408652,
+                           DisplayName=ua.LocalizedText("°C"),
+                           Description=ua.LocalizedText("degree Celsius"))
+GRAM = ua.EUInformation(NamespaceUri=UNITS_URI, UnitId=4674125,
+                        DisplayName=ua.LocalizedText("g"), Description=ua.LocalizedText("gram"))
+PERCENT = ua.EUInformation(NamespaceUri=UNITS_URI, UnitId=20529,
+                           DisplayName=ua.LocalizedText("%"),
+                           Description=ua.LocalizedText("percent"))
+SECOND = ua.EUInformation(NamespaceUri=UNITS_URI, UnitId=5457219,
+                          DisplayName=ua.LocalizedText("s"),
+                          Description=ua.LocalizedText("second"))
+NOZZLE_RANGE = ua.Range(Low=0.0, High=350.0)
+BED_RANGE = ua.Range(Low=0.0, High=150.0)
+
+# MachineryItemState_StateMachineType's states (Machinery namespace).
+ITEM_STATES = {"NotAvailable": 5005, "OutOfService": 5004, "Executing": 5006,
+               "NotExecuting": 5007}
+
+_I = ua.ObjectIds
+_HAS_COMPONENT = ua.NodeId(_I.HasComponent)
+_HAS_PROPERTY = ua.NodeId(_I.HasProperty)
+_ORGANIZES = ua.NodeId(_I.Organizes)
+_HAS_ADD_IN = ua.NodeId(_I.HasAddIn)
+_READ = ua.AccessLevel.CurrentRead.mask
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """Namespace indexes of the models the farm uses (resolved by URI after loading)."""
+
+    farm: int
+    di: int
+    machinery: int
+    machine_tool: int
+    am: int
+
+    @classmethod
+    async def resolve(cls, server: Server) -> Namespaces:
+        """Look every namespace index up by its URI."""
+        index = server.get_namespace_index
+        return cls(await index(FARM_URI), await index(DI_URI), await index(MACHINERY_URI),
+                   await index(MACHINE_TOOL_URI), await index(AM_URI))
+
+
+# ---------------------------------------------------------------------------- node building
+
+def _variant(value: Any, vtype: ua.VariantType) -> ua.Variant:
+    return ua.Variant(value, vtype if value is not None else ua.VariantType.Null)
+
+
+def _dtype(vtype: ua.VariantType) -> ua.NodeId:
+    return ua.NodeId(vtype.value)
+
+
+class _Items:
+    """AddNodesItems for one object, and the ids it added (to delete it again)."""
+
+    def __init__(self) -> None:
+        self.items: list[ua.AddNodesItem] = []
+        self.ids: list[ua.NodeId] = []
+
+    def obj(self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName,
+            typedef: ua.NodeId, ref: ua.NodeId = _HAS_COMPONENT,
+            description: str = "", notifier: bool = False) -> ua.NodeId:
+        attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(name.Name),
+                                    Description=ua.LocalizedText(description or name.Name),
+                                    EventNotifier=1 if notifier else 0,
+                                    WriteMask=0, UserWriteMask=0)
+        self._add(parent, nodeid, name, ua.NodeClass.Object, typedef, ref, attrs)
+        return nodeid
+
+    def var(self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName,
+            value: ua.Variant, datatype: ua.NodeId, *, prop: bool = False,
+            typedef: int | ua.NodeId = _I.BaseDataVariableType, description: str = "",
+            ) -> ua.NodeId:
+        attrs = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(name.Name),
+            Description=ua.LocalizedText(description or name.Name), Value=value,
+            DataType=datatype, ValueRank=ua.ValueRank.Scalar, ArrayDimensions=None,
+            AccessLevel=_READ, UserAccessLevel=_READ, Historizing=False,
+            WriteMask=0, UserWriteMask=0, MinimumSamplingInterval=0.0)
+        tdef = ua.NodeId(_I.PropertyType) if prop else (
+            typedef if isinstance(typedef, ua.NodeId) else ua.NodeId(typedef))
+        self._add(parent, nodeid, name, ua.NodeClass.Variable, tdef,
+                  _HAS_PROPERTY if prop else _HAS_COMPONENT, attrs)
+        return nodeid
+
+    def _add(self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName,
+             node_class: ua.NodeClass, typedef: ua.NodeId, ref: ua.NodeId, attrs: Any) -> None:
+        self.items.append(ua.AddNodesItem(
+            ParentNodeId=parent, ReferenceTypeId=ref, RequestedNewNodeId=nodeid,
+            BrowseName=name, NodeClass=node_class, NodeAttributes=attrs, TypeDefinition=typedef))
+        self.ids.append(nodeid)
+
+
+def printer_state(view: PrinterView) -> str:
+    """The farm's printer state: the last status seen (offline before any)."""
+    return str(view.status["state"]) if view.status else "offline"
+
+
+def machinery_state(view: PrinterView) -> str:
+    """MachineryItemState derived from the printer's state."""
+    state = printer_state(view)
+    if view.printer.get("attention") or state == "error":
+        return "OutOfService"
+    if state == "offline":
+        return "NotAvailable"
+    if state == "printing":
+        return "Executing"
+    return "NotExecuting"
+
+
+def _num(row: dict[str, Any] | None, key: str) -> float | None:
+    value = row.get(key) if row else None
+    return float(value) if value is not None else None
+
+
+def feedstock_name(spool: dict[str, Any]) -> str:
+    """A spool's FeedstockType Name, e.g. PLA_black."""
+    return f"{spool['type']}_{spool['color']}"
+
+
+class AddressSpace:
+    """Creates, updates and removes the farm's nodes in one asyncua server."""
+
+    def __init__(self, server: Server, ns: Namespaces, fast: bool = True) -> None:
+        self.server = server
+        self.ns = ns
+        # Write NodeData directly (mes/opcua/fast_nodes.py) instead of asyncua's AddNodes.
+        self._writer = NodeWriter(server) if fast else None
+        self.printers_folder = self.id("PrintFarm/Printers")
+        self.jobs_folder = self.id("PrintFarm/Jobs")
+        self.filaments_folder = self.id("PrintFarm/Filaments")
+        self.machines_folder = ua.NodeId(1001, ns.machinery)
+        # What exists: object id -> every node id it added; and the last value of each node.
+        self._printers: dict[str, list[ua.NodeId]] = {}
+        self._printer_names: dict[str, str] = {}
+        self._spools: dict[str, tuple[str, list[ua.NodeId]]] = {}
+        self._jobs: dict[str, list[ua.NodeId]] = {}
+        self._filaments: dict[str, list[ua.NodeId]] = {}
+        self._values: dict[ua.NodeId, ua.Variant] = {}
+        self.node_count = 0
+        # Called with (printer node id, printer id) after a printer object was created.
+        self.printer_hooks: list[Callable[[ua.NodeId, str], Awaitable[None]]] = []
+
+    def id(self, path: str) -> ua.NodeId:
+        """A node id in our namespace."""
+        return ua.NodeId(path, self.ns.farm)
+
+    def printer_node(self, printer_id: str) -> ua.NodeId:
+        """The node id of a printer's machine object."""
+        return self.id(f"Printers/{printer_id}")
+
+    @property
+    def printer_ids(self) -> set[str]:
+        return set(self._printers)
+
+    def loaded_spools(self) -> dict[str, str]:
+        """Printer id -> id of the spool shown as its feedstock."""
+        return {pid: sid for pid, (sid, _) in self._spools.items()}
+
+    @property
+    def job_ids(self) -> set[str]:
+        return set(self._jobs)
+
+    @property
+    def filament_ids(self) -> set[str]:
+        return set(self._filaments)
+
+    # -- printers
+
+    def _q(self, ns: int, name: str) -> ua.QualifiedName:
+        return ua.QualifiedName(name, ns)
+
+    def _printer_items(self, view: PrinterView) -> _Items:
+        ns, pid = self.ns, view.id
+        items = _Items()
+        base = f"Printers/{pid}"
+        root = items.obj(self.machines_folder, self.id(base), self._q(ns.farm, view.name),
+                         ua.NodeId(1005, ns.am), _ORGANIZES, f"3D printer {pid}", notifier=True)
+        ident = items.obj(root, self.id(f"{base}/Identification"),
+                          self._q(ns.di, "Identification"), ua.NodeId(1004, ns.am), _HAS_ADD_IN)
+        lt, s = ua.VariantType.LocalizedText, ua.VariantType.String
+        for name, vns, vtype in (("Manufacturer", ns.di, lt), ("Model", ns.di, lt),
+                                 ("SerialNumber", ns.di, s), ("ProductInstanceUri", ns.di, s),
+                                 ("AMTechnologyIdentifier", ns.am, s)):
+            items.var(ident, self.id(f"{base}/Identification/{name}"), self._q(vns, name),
+                      ua.Variant(None), _dtype(vtype), prop=True)
+        blocks = items.obj(root, self.id(f"{base}/MachineryBuildingBlocks"),
+                           self._q(ns.machinery, "MachineryBuildingBlocks"),
+                           ua.NodeId(_I.FolderType))
+        item_state = items.obj(blocks, self.id(f"{base}/MachineryItemState"),
+                               self._q(ns.machinery, "MachineryItemState"),
+                               ua.NodeId(1002, ns.machinery))
+        current = items.var(item_state, self.id(f"{base}/MachineryItemState/CurrentState"),
+                            self._q(0, "CurrentState"), ua.Variant(None), _dtype(lt),
+                            typedef=_I.FiniteStateVariableType)
+        items.var(current, self.id(f"{base}/MachineryItemState/CurrentState/Id"),
+                  self._q(0, "Id"), ua.Variant(None), ua.NodeId(_I.NodeId), prop=True)
+        self._machine_tool_items(items, root, base)
+        equipment = items.obj(root, self.id(f"{base}/Equipment"),
+                              self._q(ns.machine_tool, "Equipment"), ua.NodeId(1003, ns.am))
+        items.obj(equipment, self.id(f"{base}/Equipment/Feedstock"), self._q(ns.am, "Feedstock"),
+                  ua.NodeId(1001, ns.am))
+        self._farm_items(items, root, base)
+        return items
+
+    def _machine_tool_items(self, items: _Items, root: ua.NodeId, base: str) -> None:
+        """MachineToolType's mandatory members (Monitoring, Notification, Production)."""
+        mt = self.ns.machine_tool
+        monitoring = items.obj(root, self.id(f"{base}/Monitoring"), self._q(mt, "Monitoring"),
+                               ua.NodeId(14, mt))
+        machine = items.obj(monitoring, self.id(f"{base}/Monitoring/MachineTool"),
+                            self._q(mt, "MachineTool"), ua.NodeId(26, mt))
+        items.var(machine, self.id(f"{base}/Monitoring/MachineTool/OperationMode"),
+                  self._q(mt, "OperationMode"), ua.Variant(1, ua.VariantType.Int32),
+                  ua.NodeId(65, mt))  # Automatic
+        items.obj(root, self.id(f"{base}/Notification"), self._q(mt, "Notification"),
+                  ua.NodeId(7, mt))
+        production = items.obj(root, self.id(f"{base}/Production"), self._q(mt, "Production"),
+                               ua.NodeId(21, mt))
+        program = items.obj(production, self.id(f"{base}/Production/ActiveProgram"),
+                            self._q(mt, "ActiveProgram"), ua.NodeId(32, mt))
+        items.var(program, self.id(f"{base}/Production/ActiveProgram/Name"), self._q(mt, "Name"),
+                  ua.Variant(None), _dtype(ua.VariantType.String), prop=True)
+        items.var(program, self.id(f"{base}/Production/ActiveProgram/NumberInList"),
+                  self._q(0, "NumberInList"), ua.Variant(0, ua.VariantType.UInt16),
+                  _dtype(ua.VariantType.UInt16), prop=True)
+        state = items.obj(program, self.id(f"{base}/Production/ActiveProgram/State"),
+                          self._q(mt, "State"), ua.NodeId(15, mt))
+        state_path = f"{base}/Production/ActiveProgram/State/CurrentState"
+        current = items.var(state, self.id(state_path),
+                            self._q(0, "CurrentState"), ua.Variant(None),
+                            _dtype(ua.VariantType.LocalizedText),
+                            typedef=_I.FiniteStateVariableType)
+        for name, vtype in (("Id", ua.VariantType.NodeId), ("Number", ua.VariantType.UInt32)):
+            items.var(current, self.id(f"{state_path}/{name}"),
+                      self._q(0, name), ua.Variant(None), _dtype(vtype), prop=True)
+
+    def _analog(self, items: _Items, parent: ua.NodeId, path: str, name: str, unit: Any,
+                eu_range: ua.Range | None, description: str, ns: int | None = None) -> None:
+        ns = self.ns.farm if ns is None else ns
+        typedef = _I.AnalogItemType if eu_range is not None else _I.AnalogUnitType
+        var = items.var(parent, self.id(path), self._q(ns, name), ua.Variant(None),
+                        _dtype(ua.VariantType.Double), typedef=typedef, description=description)
+        items.var(var, self.id(f"{path}/EngineeringUnits"), self._q(0, "EngineeringUnits"),
+                  ua.Variant(unit, ua.VariantType.ExtensionObject),
+                  ua.NodeId(_I.EUInformation), prop=True)
+        if eu_range is not None:
+            items.var(var, self.id(f"{path}/EURange"), self._q(0, "EURange"),
+                      ua.Variant(eu_range, ua.VariantType.ExtensionObject),
+                      ua.NodeId(_I.Range), prop=True)
+
+    def _farm_items(self, items: _Items, root: ua.NodeId, base: str) -> None:
+        """Our own nodes under a printer: state, temperatures, current job."""
+        farm = self.ns.farm
+        s = _dtype(ua.VariantType.String)
+        items.var(root, self.id(f"{base}/State"), self._q(farm, "State"), ua.Variant(None), s,
+                  description="offline, idle, printing, paused, finished or error")
+        for name, rng, what in (("NozzleTemperature", NOZZLE_RANGE, "Nozzle temperature"),
+                                ("NozzleTargetTemperature", NOZZLE_RANGE, "Nozzle target"),
+                                ("BedTemperature", BED_RANGE, "Bed temperature"),
+                                ("BedTargetTemperature", BED_RANGE, "Bed target")):
+            self._analog(items, root, f"{base}/{name}", name, CELSIUS, rng, what)
+        items.var(root, self.id(f"{base}/BedClear"), self._q(farm, "BedClear"),
+                  ua.Variant(None), _dtype(ua.VariantType.Boolean),
+                  description="False while a finished print waits to be taken off the bed")
+        job = items.obj(root, self.id(f"{base}/CurrentJob"), self._q(farm, "CurrentJob"),
+                        ua.NodeId(1003, farm))
+        items.var(job, self.id(f"{base}/CurrentJob/JobId"), self._q(farm, "JobId"),
+                  ua.Variant(None), s)
+        self._analog(items, job, f"{base}/CurrentJob/Progress", "Progress", PERCENT,
+                     ua.Range(Low=0.0, High=100.0), "Progress in percent")
+        for name in ("TimePrinted", "TimeLeft"):
+            self._analog(items, job, f"{base}/CurrentJob/{name}", name, SECOND, None,
+                         f"{name} in seconds")
+        items.var(job, self.id(f"{base}/CurrentJob/Owner"), self._q(farm, "Owner"),
+                  ua.Variant(None), s)
+
+    def _spool_items(self, pid: str, spool: dict[str, Any]) -> _Items:
+        ns = self.ns
+        items = _Items()
+        base = f"Printers/{pid}/Feedstock/{spool['id']}"
+        obj = items.obj(self.id(f"Printers/{pid}/Equipment/Feedstock"), self.id(base),
+                        self._q(ns.am, str(spool["id"])), ua.NodeId(1000, ns.am),
+                        description=f"Filament spool {spool['id']}")
+        s = _dtype(ua.VariantType.String)
+        items.var(obj, self.id(f"{base}/Identifier"), self._q(ns.am, "Identifier"),
+                  ua.Variant(None), s, prop=True)
+        items.var(obj, self.id(f"{base}/Name"), self._q(ns.am, "Name"), ua.Variant(None), s,
+                  prop=True)
+        self._analog(items, obj, f"{base}/RemainingQuantity", "RemainingQuantity", GRAM, None,
+                     "Filament left on the spool", ns.am)
+        return items
+
+    def _printer_values(self, view: PrinterView) -> dict[ua.NodeId, ua.Variant]:
+        base, p, st, job = f"Printers/{view.id}", view.printer, view.status, view.job
+        lt, s, d = ua.VariantType.LocalizedText, ua.VariantType.String, ua.VariantType.Double
+        item_state = machinery_state(view)
+        values = {
+            "Identification/Manufacturer": ua.Variant(ua.LocalizedText(p.get("company") or ""),
+                                                      lt),
+            "Identification/Model": ua.Variant(ua.LocalizedText(p.get("model") or ""), lt),
+            "Identification/SerialNumber": ua.Variant(view.id, s),
+            "Identification/ProductInstanceUri": ua.Variant(f"urn:mes:printer:{view.id}", s),
+            "Identification/AMTechnologyIdentifier": ua.Variant("MEX", s),
+            "MachineryItemState/CurrentState": ua.Variant(ua.LocalizedText(item_state), lt),
+            "MachineryItemState/CurrentState/Id": ua.Variant(
+                ua.NodeId(ITEM_STATES[item_state], self.ns.machinery), ua.VariantType.NodeId),
+            "Production/ActiveProgram/Name": _variant(job and job.get("printer_filename"), s),
+            "State": ua.Variant(printer_state(view), s),
+            "NozzleTemperature": _variant(_num(st, "nozzle_actual"), d),
+            "NozzleTargetTemperature": _variant(_num(st, "nozzle_target"), d),
+            "BedTemperature": _variant(_num(st, "bed_actual"), d),
+            "BedTargetTemperature": _variant(_num(st, "bed_target"), d),
+            "BedClear": ua.Variant(bool(p.get("bed_clear")), ua.VariantType.Boolean),
+            "CurrentJob/JobId": ua.Variant(job["id"] if job else "", s),
+            "CurrentJob/Progress": ua.Variant(
+                (_num(st, "progress") or 0.0) if job and job.get("status") == "Running" else 0.0,
+                d),
+            "CurrentJob/TimePrinted": ua.Variant((_num(st, "time_printed") or 0.0) if job
+                                                 else 0.0, d),
+            "CurrentJob/TimeLeft": ua.Variant((_num(st, "time_left") or 0.0) if job else 0.0, d),
+            "CurrentJob/Owner": ua.Variant((job.get("owner_id") or "") if job else "", s),
+        }
+        found = {self.id(f"{base}/{k}"): v for k, v in values.items()}
+        if view.spool:
+            sp = view.spool
+            sbase = f"{base}/Feedstock/{sp['id']}"
+            found[self.id(f"{sbase}/Identifier")] = ua.Variant(str(sp["id"]), s)
+            found[self.id(f"{sbase}/Name")] = ua.Variant(feedstock_name(sp), s)
+            found[self.id(f"{sbase}/RemainingQuantity")] = ua.Variant(
+                float(sp["remaining_weight_in_grams"]), d)
+        return found
+
+    # -- jobs and spools
+
+    def _job_items(self, job: dict[str, Any]) -> _Items:
+        farm = self.ns.farm
+        items = _Items()
+        base = f"Jobs/{job['id']}"
+        obj = items.obj(self.jobs_folder, self.id(base), self._q(farm, str(job["id"])),
+                        ua.NodeId(1004, farm), _ORGANIZES, f"Print job {job['id']}")
+        for name in ("Status", "PrinterId", "FilamentId", "Owner", "FileName"):
+            items.var(obj, self.id(f"{base}/{name}"), self._q(farm, name), ua.Variant(None),
+                      _dtype(ua.VariantType.String))
+        return items
+
+    def _job_values(self, job: dict[str, Any]) -> dict[ua.NodeId, ua.Variant]:
+        s, base = ua.VariantType.String, f"Jobs/{job['id']}"
+        values = {"Status": job["status"],
+                  "PrinterId": job.get("assigned_printer_id") or job.get("printer_id") or "",
+                  "FilamentId": job.get("filament_id") or "", "Owner": job.get("owner_id") or "",
+                  "FileName": job.get("filepath") or ""}
+        return {self.id(f"{base}/{k}"): ua.Variant(str(v), s) for k, v in values.items()}
+
+    def _filament_items(self, spool: dict[str, Any]) -> _Items:
+        farm = self.ns.farm
+        items = _Items()
+        base = f"Filaments/{spool['id']}"
+        obj = items.obj(self.filaments_folder, self.id(base), self._q(farm, str(spool["id"])),
+                        ua.NodeId(1005, farm), _ORGANIZES, f"Filament spool {spool['id']}")
+        self._analog(items, obj, f"{base}/RemainingWeight", "RemainingWeight", GRAM, None,
+                     "Grams left on the spool")
+        self._analog(items, obj, f"{base}/TotalWeight", "TotalWeight", GRAM, None,
+                     "Grams on a full spool")
+        for name in ("Material", "Color"):
+            items.var(obj, self.id(f"{base}/{name}"), self._q(farm, name), ua.Variant(None),
+                      _dtype(ua.VariantType.String))
+        return items
+
+    def _filament_values(self, spool: dict[str, Any]) -> dict[ua.NodeId, ua.Variant]:
+        d, s, base = ua.VariantType.Double, ua.VariantType.String, f"Filaments/{spool['id']}"
+        return {self.id(f"{base}/RemainingWeight"): ua.Variant(
+                    float(spool["remaining_weight_in_grams"]), d),
+                self.id(f"{base}/TotalWeight"): ua.Variant(float(spool["total_weight_in_grams"]),
+                                                           d),
+                self.id(f"{base}/Material"): ua.Variant(str(spool["type"]), s),
+                self.id(f"{base}/Color"): ua.Variant(str(spool["color"]), s)}
+
+    # -- applying changes
+
+    async def _add(self, items: list[ua.AddNodesItem]) -> None:
+        if not items:
+            return
+        if self._writer is not None:
+            self._writer.add(items)
+            self.node_count += len(items)
+            return
+        results = await self.server.iserver.isession.add_nodes(items)
+        for item, result in zip(items, results, strict=True):
+            if not result.StatusCode.is_good():
+                raise RuntimeError(f"adding {item.RequestedNewNodeId.to_string()} failed: "
+                                   f"{result.StatusCode}")
+        self.node_count += len(items)
+
+    async def _delete(self, ids: list[ua.NodeId]) -> None:
+        if not ids:
+            return
+        params = ua.DeleteNodesParameters(NodesToDelete=[
+            ua.DeleteNodesItem(NodeId=nid, DeleteTargetReferences=True) for nid in ids])
+        await self.server.iserver.isession.delete_nodes(params)
+        for nid in ids:
+            self._values.pop(nid, None)
+        self.node_count -= len(ids)
+
+    def _prefill(self, items: list[ua.AddNodesItem], values: dict[ua.NodeId, ua.Variant]
+                 ) -> None:
+        """Give new nodes their values at creation (no separate write)."""
+        for item in items:
+            value = values.pop(item.RequestedNewNodeId, None)
+            if value is not None:
+                item.NodeAttributes.Value = value
+                self._values[item.RequestedNewNodeId] = value
+
+    def _stage(self, values: dict[ua.NodeId, ua.Variant],
+               out: list[tuple[ua.NodeId, ua.Variant]]) -> None:
+        for nid, value in values.items():
+            if self._values.get(nid) != value:
+                self._values[nid] = value
+                out.append((nid, value))
+
+    async def write(self, changes: list[tuple[ua.NodeId, ua.Variant]]) -> None:
+        """Write values in batches, yielding to the event loop between batches."""
+        aspace = self.server.iserver.aspace
+        for start in range(0, len(changes), WRITE_BATCH):
+            for nid, value in changes[start:start + WRITE_BATCH]:
+                await aspace.write_attribute_value(nid, ua.AttributeIds.Value,
+                                                   ua.DataValue(value))
+            await asyncio.sleep(0)
+
+    async def put_printers(self, views: Iterable[PrinterView]) -> list[tuple[ua.NodeId,
+                                                                             ua.Variant]]:
+        """Create or update printers; returns the value writes still to be done."""
+        pending: list[ua.AddNodesItem] = []
+        refs: list[ua.AddReferencesItem] = []
+        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        added: list[str] = []
+        count = 0
+        for view in views:
+            pid = view.id
+            values = self._printer_values(view)
+            if pid not in self._printers:
+                items = self._printer_items(view)
+                self._printers[pid] = items.ids
+                self._printer_names[pid] = view.name
+                self._prefill(items.items, values)
+                pending.extend(items.items)
+                added.append(pid)
+                refs.append(self._farm_view_ref(pid))
+                count += 1
+            elif self._printer_names[pid] != view.name:
+                self._printer_names[pid] = view.name
+                await self._rename(pid, view.name)
+            spool_items = await self._put_spool(pid, view.spool)
+            self._prefill(spool_items, values)
+            pending.extend(spool_items)
+            self._stage(values, changes)
+            if count >= BUILD_BATCH:
+                await self._flush(pending, refs, added)
+                count = 0
+        await self._flush(pending, refs, added)
+        return changes
+
+    def _farm_view_ref(self, pid: str) -> ua.AddReferencesItem:
+        return ua.AddReferencesItem(
+            SourceNodeId=self.printers_folder, ReferenceTypeId=_ORGANIZES, IsForward=True,
+            TargetNodeId=self.printer_node(pid), TargetNodeClass=ua.NodeClass.Object)
+
+    async def _flush(self, pending: list[ua.AddNodesItem], refs: list[ua.AddReferencesItem],
+                     added: list[str]) -> None:
+        await self._add(pending)
+        if refs:
+            await self.server.iserver.isession.add_references(refs)
+        for pid in added:
+            for hook in self.printer_hooks:
+                await hook(self.printer_node(pid), pid)
+        pending.clear()
+        refs.clear()
+        added.clear()
+        await asyncio.sleep(0)
+
+    async def _rename(self, pid: str, name: str) -> None:
+        aspace = self.server.iserver.aspace
+        nid = self.printer_node(pid)
+        await aspace.write_attribute_value(nid, ua.AttributeIds.BrowseName, ua.DataValue(
+            ua.Variant(ua.QualifiedName(name, self.ns.farm), ua.VariantType.QualifiedName)))
+        await aspace.write_attribute_value(nid, ua.AttributeIds.DisplayName, ua.DataValue(
+            ua.Variant(ua.LocalizedText(name), ua.VariantType.LocalizedText)))
+        # The farm view's reference keeps the name it was made with: make it again.
+        session = self.server.iserver.isession
+        await session.delete_references([ua.DeleteReferencesItem(
+            SourceNodeId=self.printers_folder, ReferenceTypeId=_ORGANIZES, IsForward=True,
+            TargetNodeId=nid, DeleteBidirectional=False)])
+        await session.add_references([self._farm_view_ref(pid)])
+
+    async def _put_spool(self, pid: str, spool: dict[str, Any] | None
+                         ) -> list[ua.AddNodesItem]:
+        loaded = self._spools.get(pid)
+        wanted = str(spool["id"]) if spool else None
+        if (loaded[0] if loaded else None) == wanted:
+            return []
+        if loaded:
+            await self._delete(loaded[1])
+            del self._spools[pid]
+        if spool is None:
+            return []
+        items = self._spool_items(pid, spool)
+        self._spools[pid] = (str(spool["id"]), items.ids)
+        return items.items
+
+    async def drop_printer(self, pid: str) -> None:
+        """Remove a printer and everything under it."""
+        ids = self._printers.pop(pid, None)
+        self._printer_names.pop(pid, None)
+        spool = self._spools.pop(pid, None)
+        if spool:
+            await self._delete(spool[1])
+        if ids:
+            # Also whatever others added under the printer (its methods).
+            root = self.server.get_node(self.printer_node(pid))
+            await self.server.delete_nodes([root], recursive=True)
+            aspace = self.server.iserver.aspace
+            left = [nid for nid in reversed(ids) if nid in aspace]
+            for nid in ids:
+                self._values.pop(nid, None)
+            self.node_count -= len(ids) - len(left)
+            await self._delete(left)
+
+    async def put_jobs(self, jobs: Iterable[dict[str, Any]]
+                       ) -> list[tuple[ua.NodeId, ua.Variant]]:
+        """Create or update job objects; returns the value writes still to be done."""
+        pending: list[ua.AddNodesItem] = []
+        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        for job in jobs:
+            if job["id"] not in self._jobs:
+                items = self._job_items(job)
+                self._jobs[job["id"]] = items.ids
+                values = self._job_values(job)
+                self._prefill(items.items, values)
+                pending.extend(items.items)
+            else:
+                values = self._job_values(job)
+            self._stage(values, changes)
+        await self._add(pending)
+        return changes
+
+    async def drop_job(self, job_id: str) -> None:
+        """Remove a job object."""
+        ids = self._jobs.pop(job_id, None)
+        if ids:
+            await self._delete(list(reversed(ids)))
+
+    async def put_filaments(self, spools: Iterable[dict[str, Any]]
+                            ) -> list[tuple[ua.NodeId, ua.Variant]]:
+        """Create or update spool objects; returns the value writes still to be done."""
+        pending: list[ua.AddNodesItem] = []
+        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        for spool in spools:
+            if spool["id"] not in self._filaments:
+                items = self._filament_items(spool)
+                self._filaments[spool["id"]] = items.ids
+                values = self._filament_values(spool)
+                self._prefill(items.items, values)
+                pending.extend(items.items)
+            else:
+                values = self._filament_values(spool)
+            self._stage(values, changes)
+        await self._add(pending)
+        return changes
+
+    async def drop_filament(self, spool_id: str) -> None:
+        """Remove a spool object."""
+        ids = self._filaments.pop(spool_id, None)
+        if ids:
+            await self._delete(list(reversed(ids)))
+
+    async def clear(self) -> None:
+        """Remove every farm node (before a rebuild from a restored snapshot)."""
+        for pid in list(self._printers):
+            await self.drop_printer(pid)
+        for job_id in list(self._jobs):
+            await self.drop_job(job_id)
+        for spool_id in list(self._filaments):
+            await self.drop_filament(spool_id)
+        self._values.clear()
+
+    async def sync(self, state: FarmState) -> None:
+        """Make the address space show `state`: add, update and remove what differs."""
+        for pid in self.printer_ids - set(state.printers):
+            await self.drop_printer(pid)
+        for job_id in self.job_ids - set(state.jobs):
+            await self.drop_job(job_id)
+        for spool_id in self.filament_ids - set(state.filaments):
+            await self.drop_filament(spool_id)
+        changes = await self.put_filaments(state.filaments.values())
+        changes += await self.put_jobs(state.jobs.values())
+        changes += await self.put_printers(state.printers.values())
+        await self.write(changes)

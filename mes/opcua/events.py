@@ -1,0 +1,67 @@
+"""The farm's OPC UA events: a job's status changed, a print completed.
+
+asyncua delivers an event only to subscribers of the node that emits it, so each event is
+emitted on `Server` (with SourceNode = the printer) and again on the printer object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asyncua import Server, ua
+
+JOB_STATUS_CHANGED = 1001  # numeric ids in our namespace (opcua_model/printfarm.xml)
+PRINT_COMPLETED = 1002
+
+
+class FarmEvents:
+    """Emits our event types; `init` once the model is loaded."""
+
+    def __init__(self, server: Server, farm_ns: int) -> None:
+        self.server = server
+        self.farm_ns = farm_ns
+        self._changed: Any = None
+        self._completed: Any = None
+        self.emitted = 0
+
+    async def init(self) -> None:
+        """Create one generator per event type (emitting on Server)."""
+        self._changed = await self.server.get_event_generator(
+            ua.NodeId(JOB_STATUS_CHANGED, self.farm_ns), ua.ObjectIds.Server)
+        self._completed = await self.server.get_event_generator(
+            ua.NodeId(PRINT_COMPLETED, self.farm_ns), ua.ObjectIds.Server)
+        # asyncua takes a field's type from the type's property value, and ours have none.
+        text, flag = ua.VariantType.String, ua.VariantType.Boolean
+        self._changed.event.data_types.update(
+            JobId=text, PrinterId=text, FromStatus=text, ToStatus=text)
+        self._completed.event.data_types.update(JobId=text, PrinterId=text,
+                                                BedAwaitsClearing=flag)
+
+    async def _emit(self, generator: Any, source: ua.NodeId | None, source_name: str,
+                    message: str, fields: dict[str, Any]) -> None:
+        event = generator.event
+        for name, value in fields.items():
+            setattr(event, name, value)
+        event.SourceNode = source or ua.NodeId(ua.ObjectIds.Server)
+        event.SourceName = source_name
+        targets = [ua.NodeId(ua.ObjectIds.Server)] + ([source] if source is not None else [])
+        for target in targets:
+            event.emitting_node = target
+            await generator.trigger(message=message)
+        self.emitted += 1
+
+    async def job_status_changed(self, job_id: str, printer: ua.NodeId | None, printer_id: str,
+                                 before: str | None, after: str) -> None:
+        """A job went from `before` (None: it was created) to `after`."""
+        await self._emit(self._changed, printer, printer_id or "PrintFarm",
+                         f"job {job_id}: {before or 'new'} -> {after}",
+                         {"JobId": job_id, "PrinterId": printer_id, "FromStatus": before or "",
+                          "ToStatus": after})
+
+    async def print_completed(self, job_id: str, printer: ua.NodeId | None, printer_id: str,
+                              bed_awaits_clearing: bool) -> None:
+        """A printer finished a job (the part waits on the bed when `bed_awaits_clearing`)."""
+        await self._emit(self._completed, printer, printer_id,
+                         f"printer {printer_id} completed job {job_id}",
+                         {"JobId": job_id, "PrinterId": printer_id,
+                          "BedAwaitsClearing": bed_awaits_clearing})

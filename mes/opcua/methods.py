@@ -1,0 +1,278 @@
+"""OPC UA methods of the farm: SubmitJob, and Pause, Resume, Cancel, ClearBed per printer.
+
+Every call is committed through Raft as the session's user (`current_principal`), with the
+REST API's rules: users act only on their own jobs, clearing a bed needs an operator,
+anonymous sessions call nothing. Results are status codes: BadNotFound (no such printer,
+job, spool or file), BadInvalidState (the rules refuse the transition, or the printer has
+no current job), BadUserAccessDenied (the role may not, or another user's job: jobs and
+their owners are visible in the address space anyway), BadInvalidArgument (bad values).
+Handlers are async: sync ones run in a thread pool and lose the session's user.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asyncua import Node, ua
+from sqlalchemy import Connection
+
+from mes.api.errors import ApiError
+from mes.auth.principal import Principal
+from mes.files.store import SHA256_PATTERN
+from mes.opcua.security import current_principal
+from mes.state import queries
+from mes.state.args import ID_PATTERN, MAX_GRAMS
+
+if TYPE_CHECKING:
+    from mes.node import FarmNode
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Submit = Callable[[str, dict[str, Any], Principal], Awaitable[Any]]
+Read = Callable[[Callable[[Connection], T]], Awaitable[T]]
+ISA95_URI = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
+# The filepath of a job submitted without a FileId (a record only, never sent to a printer).
+RECORD_ONLY_PATH = "(no file: submitted over OPC UA)"
+# ISA-95 Job Control ReturnStatus: 0 is success (failures answer with the Call status code).
+RETURN_OK = 0
+
+_BY_HTTP = {400: ua.StatusCodes.BadInvalidArgument, 401: ua.StatusCodes.BadUserAccessDenied,
+            403: ua.StatusCodes.BadUserAccessDenied, 404: ua.StatusCodes.BadNotFound,
+            409: ua.StatusCodes.BadInvalidState, 422: ua.StatusCodes.BadInvalidArgument,
+            503: ua.StatusCodes.BadTimeout}
+
+
+class Refused(Exception):
+    """A call answered with a Bad status code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One input or output argument: name, type and what it means."""
+
+    name: str
+    vtype: ua.VariantType
+    description: str
+    array: bool = False
+
+    def argument(self) -> ua.Argument:
+        """The Argument structure clients read from InputArguments/OutputArguments."""
+        return ua.Argument(Name=self.name, DataType=ua.NodeId(self.vtype.value),
+                           ValueRank=1 if self.array else -1,
+                           ArrayDimensions=[0] if self.array else [],
+                           Description=ua.LocalizedText(self.description))
+
+
+Handler = Callable[[Principal, list[Any]], Awaitable[list[ua.Variant]]]
+
+_JOB_ID_OUT = Arg("JobId", ua.VariantType.String, "the job the call acted on")
+_RETURN_STATUS = Arg("ReturnStatus", ua.VariantType.UInt64, "0: done (failures answer with "
+                     "the method's status code)")
+_JOB_ORDER_ARGS = (Arg("JobOrderID", ua.VariantType.String, "the print job's id"),
+                   Arg("Comment", ua.VariantType.LocalizedText,
+                       "why the method was called (may be empty)", array=True))
+_SUBMIT_ARGS = (
+    Arg("FilamentId", ua.VariantType.String, "the spool to print with"),
+    Arg("PrintWeightInGrams", ua.VariantType.UInt32, f"whole grams, 1 to {MAX_GRAMS}"),
+    Arg("FileId", ua.VariantType.String, "SHA-256 of a stored G-code file; empty: the job is "
+        "a record only and is never sent to a printer"),
+    Arg("PrinterId", ua.VariantType.String, "the printer to use; empty: any printer with "
+        "the spool loaded"),
+    Arg("JobId", ua.VariantType.String, "the new job's id; empty: the server chooses one"),
+)
+
+
+def _values(args: Sequence[Arg], variants: Sequence[Any]) -> list[Any]:
+    if len(variants) < len(args):
+        raise Refused(ua.StatusCodes.BadArgumentsMissing, "arguments missing")
+    if len(variants) > len(args):
+        raise Refused(ua.StatusCodes.BadTooManyArguments, "too many arguments")
+    values = []
+    for spec, variant in zip(args, variants, strict=True):
+        value = variant.Value if isinstance(variant, ua.Variant) else variant
+        if spec.array:
+            ok = value is None or isinstance(value, list)
+        elif spec.vtype == ua.VariantType.String:
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok:
+            raise Refused(ua.StatusCodes.BadInvalidArgument, f"{spec.name}: wrong type")
+        values.append(value)
+    return values
+
+
+def _ident(value: str, name: str, optional: bool = False) -> str | None:
+    if optional and value == "":
+        return None
+    if not ID_PATTERN.match(value):
+        raise Refused(ua.StatusCodes.BadInvalidArgument, f"{name}: not an id")
+    return value
+
+
+def _child_id(parent: Node, name: str, ns: int) -> ua.NodeId:
+    """A stable string NodeId for a method under `parent`: "<parent's id>/<name>"."""
+    ident = parent.nodeid.Identifier
+    base = ident if isinstance(ident, str) else f"{parent.nodeid.NamespaceIndex}-{ident}"
+    return ua.NodeId(f"{base}/{name}", ns)
+
+
+class FarmMethods:
+    """Builds the farm's methods and answers their calls."""
+
+    def __init__(self, submit: Submit, read: Read[Any],
+                 require_approval: Callable[[], bool] = lambda: False) -> None:
+        self.submit = submit
+        self.read = read
+        self.require_approval = require_approval
+
+    @classmethod
+    def for_node(cls, node: FarmNode) -> FarmMethods:
+        """Methods that commit through `node` (any node: the command goes to the leader)."""
+        from mes.api.deps import commit  # the API package imports the node: import late
+
+        async def submit(op: str, args: dict[str, Any], who: Principal) -> Any:
+            return await commit(node, op, args, None, who)
+
+        return cls(submit, node.read, lambda: node.settings.require_approval)
+
+    async def _method(self, parent: Node, ns: int, name: str, handler: Handler,
+                      inputs: Sequence[Arg], outputs: Sequence[Arg], description: str,
+                      browse_ns: int | None = None) -> Node:
+        async def call(_parent: ua.NodeId, *variants: Any) -> Any:
+            try:
+                who = current_principal()
+                values = _values(inputs, variants)
+                if who is None:
+                    raise Refused(ua.StatusCodes.BadUserAccessDenied, "sign in to call methods")
+                return await handler(who, values)
+            except Refused as refused:
+                log.info("OPC UA %s refused: %s", name, refused)
+                return ua.StatusCode(refused.code)
+            except ApiError as error:
+                log.info("OPC UA %s refused: %s %s", name, error.code, error.message)
+                return ua.StatusCode(_BY_HTTP.get(error.status, ua.StatusCodes.BadInternalError))
+            except Exception:
+                log.exception("OPC UA method %s failed", name)
+                return ua.StatusCode(ua.StatusCodes.BadInternalError)
+
+        method: Node = await parent.add_method(
+            _child_id(parent, name, ns),
+            ua.QualifiedName(name, ns if browse_ns is None else browse_ns), call,
+            [a.argument() for a in inputs], [a.argument() for a in outputs])
+        await method.write_attribute(ua.AttributeIds.Description,
+                                     ua.DataValue(ua.LocalizedText(description)))
+        return method
+
+    async def add_farm_methods(self, farm_folder: Node, ns: int) -> None:
+        """SubmitJob on the farm's folder (Objects/PrintFarm)."""
+        await self._method(farm_folder, ns, "SubmitJob", self._submit_job, _SUBMIT_ARGS,
+                           [Arg("JobId", ua.VariantType.String, "the queued job's id")],
+                           "Queue a print job in the caller's name")
+
+    async def add_printer_methods(self, printer: Node, printer_id: str, ns: int) -> None:
+        """Pause, Resume and Cancel (the printer's current job) and ClearBed on a printer."""
+
+        def on_job(action: str) -> Handler:
+            async def handler(who: Principal, _values: list[Any]) -> list[ua.Variant]:
+                job = await self._current_job(printer_id)
+                return await self._job_action(who, job, action)
+            return handler
+
+        for name, description in (("Pause", "Pause the job printing on this printer"),
+                                  ("Resume", "Resume the paused job on this printer"),
+                                  ("Cancel", "Cancel the job printing on this printer")):
+            await self._method(printer, ns, name, on_job(name.lower()), (), [_JOB_ID_OUT],
+                               description)
+
+        async def clear_bed(who: Principal, _values: list[Any]) -> list[ua.Variant]:
+            if not who.staff:
+                raise Refused(ua.StatusCodes.BadUserAccessDenied, "clearing a bed needs an "
+                              "operator")
+            await self.submit("printer.bed_cleared", {"id": printer_id}, who)
+            return []
+
+        await self._method(printer, ns, "ClearBed", clear_bed, (), (),
+                           "The finished print was taken off the bed (operators)")
+
+    async def add_job_order_control(self, job_order_control: Node, ns: int) -> None:
+        """ISA-95 Cancel, Pause and Resume on Machinery Jobs' JobOrderControl, by job id.
+
+        Store and StoreAndStart are not offered (their ISA95JobOrderDataType argument
+        has no agreed mapping to our jobs yet): clients submit with SubmitJob.
+        """
+        browse_ns = await _namespace_index(job_order_control, ISA95_URI, ns)
+
+        def by_id(action: str) -> Handler:
+            async def handler(who: Principal, values: list[Any]) -> list[ua.Variant]:
+                job_id = _ident(values[0], "JobOrderID")
+                assert job_id is not None
+                job = await self.read(lambda c: queries.get_job(c, job_id))
+                if job is None:
+                    raise Refused(ua.StatusCodes.BadNotFound, f"no job {job_id!r}")
+                await self._job_action(who, job, action)
+                return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
+            return handler
+
+        for name in ("Cancel", "Pause", "Resume"):
+            await self._method(job_order_control, ns, name, by_id(name.lower()),
+                               _JOB_ORDER_ARGS, [_RETURN_STATUS], f"{name} a print job",
+                               browse_ns)
+
+    async def _submit_job(self, who: Principal, values: list[Any]) -> list[ua.Variant]:
+        filament, grams, file_id, printer, job_id = values
+        args: dict[str, Any] = {"filament_id": _ident(filament, "FilamentId"),
+                                "owner_id": who.user_id}
+        if not 1 <= grams <= MAX_GRAMS:
+            raise Refused(ua.StatusCodes.BadInvalidArgument, "PrintWeightInGrams out of range")
+        args["print_weight_in_grams"] = grams
+        if file_id:
+            if not SHA256_PATTERN.match(file_id):
+                raise Refused(ua.StatusCodes.BadInvalidArgument, "FileId: not a SHA-256")
+            args["file_id"] = file_id
+        else:
+            args["filepath"] = RECORD_ONLY_PATH
+        if printer_id := _ident(printer, "PrinterId", optional=True):
+            args["printer_id"] = printer_id
+        args["id"] = _ident(job_id, "JobId", optional=True) or uuid.uuid4().hex[:16]
+        if self.require_approval() and not who.staff:
+            args["needs_approval"] = True
+        job = await self.submit("job.create", args, who)
+        return [ua.Variant(job["id"], ua.VariantType.String)]
+
+    async def _current_job(self, printer_id: str) -> dict[str, Any]:
+        def query(conn: Connection) -> tuple[bool, dict[str, Any] | None]:
+            exists = queries.get_printer(conn, printer_id) is not None
+            return exists, queries.active_job_on(conn, printer_id) if exists else None
+
+        found: tuple[bool, dict[str, Any] | None] = await self.read(query)
+        exists, job = found
+        if not exists:
+            raise Refused(ua.StatusCodes.BadNotFound, f"no printer {printer_id!r}")
+        if job is None:
+            raise Refused(ua.StatusCodes.BadInvalidState, f"printer {printer_id!r} has no job")
+        return job
+
+    async def _job_action(self, who: Principal, job: dict[str, Any],
+                          action: str) -> list[ua.Variant]:
+        if not who.staff and job["owner_id"] != who.user_id:
+            raise Refused(ua.StatusCodes.BadUserAccessDenied, "another user's job")
+        if action == "cancel":
+            await self.submit("job.set_status", {"id": job["id"], "status": "Canceled"}, who)
+        else:
+            await self.submit("job.request", {"id": job["id"], "action": action}, who)
+        return [ua.Variant(job["id"], ua.VariantType.String)]
+
+
+async def _namespace_index(node: Node, uri: str, default: int) -> int:
+    array = await Node(node.session, ua.NodeId(ua.ObjectIds.Server_NamespaceArray)).read_value()
+    return array.index(uri) if uri in array else default

@@ -1,0 +1,269 @@
+"""Security of the embedded OPC UA server: certificate, policies, users and permissions.
+
+Decisions (see the README's OPC UA section):
+
+- The server's key and self-signed certificate live in DATA_DIR/opcua/ and are made on
+  the first start only; the certificate is renewed (same key) when it expires or when the
+  node's ApplicationUri or host name changes.
+- Endpoints: Basic256Sha256, Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss, each with Sign
+  and SignAndEncrypt. Security None and anonymous sessions only with OPCUA_ALLOW_ANONYMOUS,
+  and then read-only: a session on a None channel never acts as its user.
+- Sessions sign in with the user name (or id) and password of a farm account. Remote users
+  get asyncua's `UserRole.User`, never `Admin` (which bypasses every check).
+- Writes: anonymous and `user` sessions are refused whole write requests; for operators
+  and admins every written node is decided by a `WritePolicy` (default: nothing is
+  writable, the farm changes through methods only). The server's own writes pass.
+- Client certificates: OPCUA_TRUSTED_CERTS names a directory of trusted certificates
+  (DER or PEM; a CA there trusts what it signed); empty accepts any client certificate.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from asyncua import Server, ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import USER_TYPES, SimpleRoleRuleset, User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import struct_from_binary
+from asyncua.ua.uaerrors import UaError
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from mes.auth.principal import Principal
+from mes.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+PasswordCheck = Callable[[str, str], Awaitable[Principal | None]]
+# Whether `principal` may write the Value of the node (operators and admins only ask).
+WritePolicy = Callable[[Principal, ua.NodeId], bool]
+
+SECURE_POLICIES = [
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+]
+KEY_FILE = "server_key.pem"
+CERT_FILE = "server_cert.der"
+PRODUCT_URI = "urn:mes-printfarm:mes"
+
+_ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+_WRITE_TYPES = frozenset(ua.NodeId(i) for i in (
+    ua.ObjectIds.WriteRequest_Encoding_DefaultBinary,
+    ua.ObjectIds.HistoryUpdateRequest_Encoding_DefaultBinary))
+_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES)
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "opcua_principal", default=None)
+# The outcome of the password check of the ActivateSession being processed (see _activate).
+_checked: contextvars.ContextVar[tuple[str, str | None, Principal | None] | None] = (
+    contextvars.ContextVar("opcua_checked", default=None))
+
+
+def current_principal() -> Principal | None:
+    """The user of the session whose request is being served (None: anonymous).
+
+    Valid inside `async` method handlers; sync handlers run in a thread pool and lose it.
+    """
+    return _principal.get()
+
+
+def application_uri(raft_address: str) -> str:
+    """The OPC UA ApplicationUri of the node whose Raft address is `raft_address`."""
+    return f"urn:mes:node:{raft_address}"
+
+
+@dataclass
+class FarmUser(User):  # type: ignore[misc]
+    """An asyncua user that carries the farm account it signed in as."""
+
+    principal: Principal | None = None
+
+
+class FarmUserManager:
+    """asyncua's user manager: the password was checked (off the loop) just before."""
+
+    def __init__(self, allow_anonymous: bool) -> None:
+        self.allow_anonymous = allow_anonymous
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        """The session's user, or None to refuse it (BadUserAccessDenied)."""
+        if username is None:
+            return FarmUser(role=UserRole.Anonymous) if self.allow_anonymous else None
+        checked = _checked.get()
+        if checked is None or checked[:2] != (username, password):
+            return None
+        principal = checked[2]
+        if principal is None:
+            return None
+        return FarmUser(role=UserRole.User, name=principal.name, principal=principal)
+
+
+class FarmRuleset(SimpleRoleRuleset):  # type: ignore[misc]
+    """Which requests a session may make; records its user for the method handlers.
+
+    `read_only` (security None channels): every session acts as anonymous.
+    """
+
+    def __init__(self, read_only: bool = False) -> None:
+        super().__init__()
+        self.read_only = read_only
+
+    def check_validity(self, user: Any, action_type_id: Any, body: Any) -> bool:
+        """True when `user` may make a request of this type."""
+        principal = user.principal if isinstance(user, FarmUser) else None
+        if self.read_only:
+            principal = None
+        _principal.set(principal)
+        if action_type_id not in _SESSION_TYPES:
+            return False  # AddNodes and the like: never for remote sessions
+        if action_type_id in _WRITE_TYPES:
+            return principal is not None and principal.staff
+        return user.role in (UserRole.User, UserRole.Anonymous)
+
+
+def _wrap_writes(server: Server, writable: WritePolicy) -> None:
+    """Per-user, per-node decision on every remote write (the server's own writes pass)."""
+    service = server.iserver.attribute_service
+    original = service.write
+
+    async def write(params: ua.WriteParameters,
+                    user: User = User(role=UserRole.Admin)) -> list[ua.StatusCode]:  # noqa: B008
+        if user.role == UserRole.Admin:
+            own: list[ua.StatusCode] = await original(params, user)
+            return own
+        principal = user.principal if isinstance(user, FarmUser) else None
+        results: list[ua.StatusCode] = []
+        for item in params.NodesToWrite:
+            if (principal is None or item.AttributeId != ua.AttributeIds.Value
+                    or not writable(principal, item.NodeId)):
+                results.append(ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
+                continue
+            one = ua.WriteParameters(NodesToWrite=[item])
+            results.extend(await original(one, user))
+        return results
+
+    service.write = write
+
+
+_original_process = UaProcessor._process_message
+
+
+async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any,
+                    body: Any) -> Any:
+    """UaProcessor._process_message, with the password of an ActivateSession checked first.
+
+    asyncua asks the user manager synchronously; argon2 takes ~0.2 s, so the check runs
+    here, off the event loop, and the user manager reads its outcome from a contextvar.
+    """
+    check: PasswordCheck | None = getattr(self.iserver, "mes_password_check", None)
+    if check is not None and typeid == _ACTIVATE:
+        _checked.set(None)
+        try:
+            params = struct_from_binary(ua.ActivateSessionParameters, body.copy())
+            token = params.UserIdentityToken
+            session = self.session or self.iserver.lookup_external_session(
+                requesthdr.AuthenticationToken)
+            if isinstance(token, ua.UserNameIdentityToken) and session is not None:
+                username, password = self.iserver.decrypt_user_token(session, token)
+                if isinstance(username, str) and isinstance(password, str | None):
+                    who = await check(username, password or "")
+                    _checked.set((username, password, who))
+        except (ServiceError, UaError, ValueError, UnicodeDecodeError):
+            log.debug("OPC UA session activation: unreadable user token", exc_info=True)
+        except Exception:
+            log.exception("OPC UA password check failed; the session is refused")
+    return await _original_process(self, typeid, requesthdr, seqhdr, body)
+
+
+UaProcessor._process_message = _activate
+
+
+def _host_name(settings: Settings) -> str:
+    host = urlsplit(settings.opcua_endpoint).hostname or ""
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+
+
+async def load_or_make_certificate(server: Server, settings: Settings) -> Path:
+    """Load the server's key and certificate from DATA_DIR/opcua/, made there on first use.
+
+    Returns the certificate's path.
+    """
+    folder = settings.data_dir / "opcua"
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / KEY_FILE, folder / CERT_FILE
+    uri = application_uri(settings.raft_self)
+    await setup_self_signed_certificate(
+        key, cert, uri, _host_name(settings),
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        {"organizationName": "mes print farm", "countryName": "AU"})
+    os.chmod(key, 0o600)
+    await server.load_certificate(str(cert))
+    await server.load_private_key(str(key))
+    return cert
+
+
+async def _trust(server: Server, folder: str) -> None:
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"OPCUA_TRUSTED_CERTS: {folder} is not a directory")
+    store = TrustStore([path], [])
+    await store.load()
+    options = (CertificateValidatorOptions.TIME_RANGE | CertificateValidatorOptions.URI
+               | CertificateValidatorOptions.TRUSTED)
+    server.set_certificate_validator(CertificateValidator(options, store))
+
+
+def _none_read_only(server: Server) -> None:
+    """Make sessions on security None channels anonymous, whoever signs in there."""
+    setup = server._setup_server_nodes
+
+    async def setup_then_restrict() -> None:
+        await setup()
+        for factory in server._policies:
+            if factory.mode == ua.MessageSecurityMode.None_:
+                factory.permission_ruleset = FarmRuleset(read_only=True)
+
+    server._setup_server_nodes = setup_then_restrict
+
+
+async def secure(server: Server, settings: Settings, check_password: PasswordCheck,
+                 writable: WritePolicy | None = None) -> None:
+    """Secure `server` as the module docstring says.
+
+    Call after `await server.init()` and before `await server.start()`.
+    """
+    await load_or_make_certificate(server, settings)
+    await server.set_application_uri(application_uri(settings.raft_self))
+    server.product_uri = PRODUCT_URI
+    anonymous = settings.opcua_allow_anonymous
+    policies = list(SECURE_POLICIES)
+    if anonymous:
+        policies.append(ua.SecurityPolicyType.NoSecurity)
+        _none_read_only(server)
+    server.set_security_policy(policies, permission_ruleset=FarmRuleset())
+    tokens: list[type] = [ua.UserNameIdentityToken]
+    if anonymous:
+        tokens.append(ua.AnonymousIdentityToken)
+    server.set_identity_tokens(tokens)
+    server.allow_remote_admin(False)
+    server.iserver.set_user_manager(FarmUserManager(anonymous))
+    server.iserver.mes_password_check = check_password
+    _wrap_writes(server, writable or (lambda _who, _node: False))
+    if settings.opcua_trusted_certs:
+        await _trust(server, settings.opcua_trusted_certs)

@@ -1,0 +1,258 @@
+"""The embedded OPC UA server of a node (OPCUA_SERVER_URL contains `mock`).
+
+It runs on its own thread with its own event loop, so loading the model (about 5 s of CPU)
+and building a big farm never stall the REST API's loop. It listens at OPCUA_ENDPOINT at once,
+then loads the model and builds the farm in the background (ServiceLevel 0 meanwhile) and
+follows the state machine from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from asyncua import Node, Server, ua
+from asyncua.common.instantiate_util import instantiate
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+
+from mes.opcua.address_space import AddressSpace, Namespaces
+from mes.opcua.events import FarmEvents
+from mes.opcua.identity import password_check
+from mes.opcua.methods import FarmMethods
+from mes.opcua.mirror import Mirror
+from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
+from mes.opcua.security import secure
+from opcua_model.loader import load_model
+from opcua_model.nodesets import MACHINERY_JOBS_URI
+
+if TYPE_CHECKING:
+    from mes.node import FarmNode
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+# Longest the garbage collector stays off while the model and the farm are built (seconds).
+GC_PAUSE_LIMIT = 120.0
+
+
+class ReadOnlyUsers(UserManager):  # type: ignore[misc]
+    """Without helper B's security: anonymous sessions with the role User (never Admin)."""
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> Any:
+        return User(role=UserRole.User) if username is None else None
+
+
+class EmbeddedServer:
+    """The node's OPC UA server: model, farm mirror, events and redundancy."""
+
+    def __init__(self, node: FarmNode) -> None:
+        self.node = node
+        self.settings = node.settings
+        self.server: Server = Server(user_manager=ReadOnlyUsers())
+        self.farm_ns: int = -1
+        self.application_uri = application_uri(self.settings.raft_self)
+        self.space: AddressSpace | None = None
+        self.mirror: Mirror | None = None
+        self.events: FarmEvents | None = None
+        self.job_order_control: Node | None = None
+        self.service_level = ServiceLevel(self.server, self.node.raft.getStatus)
+        self.started_seconds: float | None = None  # until the endpoint listened
+        self.model_seconds: float | None = None  # loading the NodeSets
+        self.build_seconds: float | None = None  # the farm's first build
+        self.ready = threading.Event()  # set once the farm is built
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+
+    # -- the caller's side (any event loop)
+
+    async def start(self) -> None:
+        """Listen at OPCUA_ENDPOINT (returns once bound); the farm builds in the background."""
+        bound: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, args=(bound,), name="opcua",
+                                        daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(bound)
+
+    async def stop(self) -> None:
+        """Stop serving and end the thread."""
+        self._stop_requested = True
+        loop, stopping, thread = self._loop, self._stopping, self._thread
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, STOP_TIMEOUT)
+        self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        """Timings and size, for logs and diagnostics."""
+        return {"endpoint": self.settings.opcua_endpoint, "ready": self.ready.is_set(),
+                "started_seconds": self.started_seconds, "model_seconds": self.model_seconds,
+                "build_seconds": self.build_seconds,
+                "nodes": self.space.node_count if self.space else 0,
+                "service_level": self.service_level.level}
+
+    # -- the server's thread
+
+    def _main(self, bound: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(bound))
+        except Exception:
+            log.exception("the OPC UA server failed")
+        finally:
+            loop.close()
+
+    async def _serve(self, bound: concurrent.futures.Future[None]) -> None:
+        self._stopping = asyncio.Event()
+        started = time.perf_counter()
+        try:
+            await self._listen()
+        except BaseException as exc:
+            bound.set_exception(exc)
+            return
+        self.started_seconds = time.perf_counter() - started
+        log.info("OPC UA server listening at %s after %.2f s", self.settings.opcua_endpoint,
+                 self.started_seconds)
+        bound.set_result(None)
+        if self._stop_requested:  # stop() came before the loop could be told
+            self._stopping.set()
+        tasks = [asyncio.create_task(self.service_level.run(), name="opcua-service-level"),
+                 asyncio.create_task(self._logged(self._build_and_mirror()),
+                                     name="opcua-mirror")]
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.mirror is not None:
+                self.mirror.detach()
+            with contextlib.suppress(Exception):
+                await self.server.stop()
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the OPC UA farm could not be built; the server shows no farm")
+
+    async def _listen(self) -> None:
+        server = self.server
+        await server.init()
+        await server.set_application_uri(self.application_uri)
+        await _secure(self)
+        server.set_endpoint(self.settings.opcua_endpoint)
+        server.set_server_name(f"mes node {self.settings.raft_self}")
+        server.product_uri = "urn:mes:print-farm"
+        server.manufacturer_name = "mes"
+        await self.service_level.update()  # 0 until the farm is built
+        await server.start()
+
+    async def _build_and_mirror(self) -> None:
+        started = time.perf_counter()
+        # The model's ~3,000 nodes and the farm's tens of thousands live as long as the server.
+        # The collector's full passes over them while they are made stall every thread (the
+        # REST API's loop too) for up to a second: no collection until they are built, then
+        # they are kept out of later passes.
+        gc.disable()
+        self.farm_ns = await load_model(self.server)
+        self.model_seconds = time.perf_counter() - started
+        await setup_redundancy(self.server, self._server_uris())
+        ns = await Namespaces.resolve(self.server)
+        self.space = AddressSpace(self.server, ns)
+        self.events = FarmEvents(self.server, ns.farm)
+        await self.events.init()
+        self.job_order_control = await self._job_management()
+        await _attach_methods(self)
+        self.mirror = Mirror(self.node.machine, self.node.read, self.space, self.events)
+        self.mirror.attach()
+        run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
+        try:
+            try:  # never leave the collector off for long (a build failing over and over)
+                await asyncio.wait_for(asyncio.shield(self.mirror.built.wait()), GC_PAUSE_LIMIT)
+            except TimeoutError:
+                gc.enable()
+                await self.mirror.built.wait()
+            self.build_seconds = self.mirror.build_seconds
+            gc.freeze()
+            gc.enable()
+            await self._publish_build_time()
+            self.service_level.ready = True
+            await self.service_level.update()
+            self.ready.set()
+            log.info("OPC UA farm ready %.2f s after start (model %.2f s, farm %.2f s, %d nodes)",
+                     time.perf_counter() - started, self.model_seconds,
+                     self.build_seconds or 0.0, self.space.node_count)
+            await run
+        finally:
+            gc.enable()
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
+
+    async def _job_management(self) -> Node:
+        """Objects/PrintFarm/JobManagement (Machinery Jobs' JobManagementType): the farm takes
+        job orders as a whole; returns its JobOrderControl (for the ISA95 methods)."""
+        jobs_ns = await self.server.get_namespace_index(MACHINERY_JOBS_URI)
+        farm = self.server.get_node(ua.NodeId("PrintFarm", self.farm_ns))
+        await instantiate(farm, self.server.get_node(ua.NodeId(1003, jobs_ns)),
+                          nodeid=ua.NodeId("PrintFarm/JobManagement", self.farm_ns),
+                          bname=ua.QualifiedName("JobManagement", jobs_ns),
+                          instantiate_optional=False)
+        return self.server.get_node(
+            ua.NodeId("PrintFarm/JobManagement.JobOrderControl", self.farm_ns))
+
+    def _server_uris(self) -> list[str]:
+        nodes = sorted({self.settings.raft_self, *self.settings.peers})
+        return [application_uri(n) for n in nodes]
+
+    async def _publish_build_time(self) -> None:
+        folder = self.server.get_node(ua.NodeId("PrintFarm", self.farm_ns))
+        await folder.add_variable(
+            ua.NodeId("PrintFarm/AddressSpaceBuildSeconds", self.farm_ns),
+            ua.QualifiedName("AddressSpaceBuildSeconds", self.farm_ns),
+            ua.Variant(float(self.build_seconds or 0.0), ua.VariantType.Double))
+
+
+# ---------------------------------------------------------------------------- security, methods
+
+async def _secure(embedded: EmbeddedServer) -> None:
+    """Certificates, policies and the accounts' passwords (after init, before start)."""
+    await secure(embedded.server, embedded.settings, password_check(embedded.node))
+
+
+async def _attach_methods(embedded: EmbeddedServer) -> None:
+    """SubmitJob on PrintFarm, the ISA95 methods on JobOrderControl, and Pause, Resume,
+    Cancel, ClearBed on each printer (through `AddressSpace.printer_hooks`, called whenever
+    a printer object is created; a deleted printer takes its methods with it)."""
+    if embedded.space is None:
+        return
+    farm = FarmMethods.for_node(embedded.node)
+    ns = embedded.farm_ns
+    server = embedded.server
+    await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)
+    if embedded.job_order_control is not None:
+        await farm.add_job_order_control(embedded.job_order_control, ns)
+
+    async def add_printer_methods(nodeid: ua.NodeId, printer_id: str) -> None:
+        await farm.add_printer_methods(server.get_node(nodeid), printer_id, ns)
+
+    embedded.space.printer_hooks.append(add_printer_methods)

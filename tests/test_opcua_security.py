@@ -1,0 +1,237 @@
+"""OPC UA security: certificate kept in DATA_DIR, policies, farm accounts, read-only
+anonymous access, per-user writes, trusted client certificates."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from asyncua import ua
+from asyncua.ua.uaerrors import BadIdentityTokenRejected, BadUserAccessDenied, UaError
+from cryptography import x509
+
+from mes.node import FarmNode
+from mes.opcua.security import CERT_FILE, KEY_FILE, application_uri
+from tests.opcua_secured import (
+    PASSWORD,
+    call,
+    client_certificate,
+    connect,
+    make_user,
+    printer_node,
+    secured_server,
+)
+
+
+async def _read_state(client: object, ns: int) -> str:
+    printer = await printer_node(client, ns, "p1")  # type: ignore[arg-type]
+    value: str = await (await printer.get_child(f"{ns}:State")).read_value()
+    return value
+
+
+async def _write_label(client: object, ns: int, value: str) -> ua.StatusCode:
+    printer = await printer_node(client, ns, "p1")  # type: ignore[arg-type]
+    label = await printer.get_child(f"{ns}:Label")
+    try:
+        await label.write_value(ua.DataValue(ua.Variant(value, ua.VariantType.String)))
+    except UaError as exc:
+        return ua.StatusCode(exc.code)  # type: ignore[attr-defined]
+    return ua.StatusCode(ua.StatusCodes.Good)
+
+
+async def test_farm_accounts_sign_in_by_password(node: FarmNode, api: httpx.AsyncClient,
+                                                 tmp_path: Path) -> None:
+    await make_user(api, "alice")
+    await make_user(api, "gone")
+    assert (await api.patch("/api/v1/users/gone", json={"disabled": True})).status_code == 200
+    response = await api.post("/api/v1/users", json={"id": "nopass", "name": "nopass"})
+    assert response.status_code == 201
+    async with secured_server(node, tmp_path, ("p1",)) as secured:
+        for login in ("alice", "ALICE"):  # names in any letter case
+            async with connect(secured, login) as client:
+                assert await _read_state(client, secured.ns) == "ready"
+        refused = [("alice", "wrong password"), ("nobody", PASSWORD), ("gone", PASSWORD),
+                   ("nopass", ""), ("nopass", PASSWORD)]
+        for login, password in refused:
+            with pytest.raises(BadUserAccessDenied):
+                async with connect(secured, login, password):
+                    pass
+
+
+async def test_password_check_runs_off_the_event_loop(node: FarmNode, api: httpx.AsyncClient,
+                                                      tmp_path: Path) -> None:
+    await make_user(api, "alice")
+    async with secured_server(node, tmp_path, ("p1",)) as secured:
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        try:
+            for _ in range(3):
+                with pytest.raises(BadUserAccessDenied):
+                    async with connect(secured, "alice", "wrong"):
+                        pass
+        finally:
+            task.cancel()
+        per_sign_in = (time.monotonic() - started) / 3
+        # argon2 (tens of ms or more per check) never held the loop for its whole duration
+        assert max(gaps) < max(0.05, per_sign_in / 2), (max(gaps), per_sign_in)
+
+
+async def test_anonymous_and_security_none_refused_by_default(
+        node: FarmNode, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    async with secured_server(node, tmp_path, ("p1",)) as secured:
+        endpoints = await secured.server.get_endpoints()
+        modes = {e.SecurityMode for e in endpoints}
+        assert ua.MessageSecurityMode.None_ not in modes
+        tokens = {t.TokenType for e in endpoints for t in e.UserIdentityTokens}
+        assert tokens == {ua.UserTokenType.UserName}
+        with pytest.raises(BadIdentityTokenRejected):
+            async with connect(secured):  # encrypted, but anonymous
+                pass
+        with pytest.raises((UaError, OSError, asyncio.TimeoutError)):
+            async with connect(secured, "admin", policy=None):
+                pass
+
+
+async def test_anonymous_allowed_is_read_only(node: FarmNode, api: httpx.AsyncClient,
+                                              tmp_path: Path) -> None:
+    await make_user(api, "olga", "operator")
+    assert (await api.post("/api/v1/printers", json={"id": "p1"})).status_code == 201
+    async with secured_server(node, tmp_path, ("p1",), opcua_allow_anonymous=True) as secured:
+        async with connect(secured, policy=None) as client:
+            assert await _read_state(client, secured.ns) == "ready"
+            assert (await _write_label(client, secured.ns, "x")).name == "BadUserAccessDenied"
+            farm = await client.nodes.objects.get_child(f"{secured.ns}:PrintFarm")
+            result = await call(farm, secured.ns, "SubmitJob",
+                                ua.Variant("pla"), ua.Variant(5, ua.VariantType.UInt32),
+                                ua.Variant(""), ua.Variant(""), ua.Variant(""))
+            assert result.StatusCode.name == "BadUserAccessDenied"
+        async with connect(secured, policy="Basic256Sha256") as client:  # anonymous, encrypted
+            printer = await printer_node(client, secured.ns, "p1")
+            assert (await call(printer, secured.ns, "ClearBed")).StatusCode.name == \
+                "BadUserAccessDenied"
+        # an operator on an unsigned channel acts as anonymous: no methods, no writes
+        async with connect(secured, "olga", policy=None) as client:
+            printer = await printer_node(client, secured.ns, "p1")
+            assert (await call(printer, secured.ns, "ClearBed")).StatusCode.name == \
+                "BadUserAccessDenied"
+        async with connect(secured, "olga") as client:
+            printer = await printer_node(client, secured.ns, "p1")
+            assert (await call(printer, secured.ns, "ClearBed")).StatusCode.is_good()
+
+
+async def test_writes_are_decided_per_user_and_node(node: FarmNode, api: httpx.AsyncClient,
+                                                    tmp_path: Path) -> None:
+    await make_user(api, "alice")
+    await make_user(api, "olga", "operator")
+    await make_user(api, "adam", "admin")
+
+    def label_for_staff(who: object, nodeid: ua.NodeId) -> bool:
+        return str(nodeid.Identifier).endswith("/Label")
+
+    async with secured_server(node, tmp_path, ("p1",)) as secured:
+        for login in ("alice", "olga", "adam"):  # default policy: nothing is writable
+            async with connect(secured, login) as client:
+                assert (await _write_label(client, secured.ns, "x")).name == \
+                    "BadUserAccessDenied"
+    async with secured_server(node, tmp_path, ("p1",), label_for_staff) as secured:
+        async with connect(secured, "alice") as client:  # the ruleset refuses `user` writes
+            assert (await _write_label(client, secured.ns, "x")).name == "BadUserAccessDenied"
+        async with connect(secured, "olga") as client:
+            assert (await _write_label(client, secured.ns, "by olga")).is_good()
+            printer = await printer_node(client, secured.ns, "p1")
+            label = await printer.get_child(f"{secured.ns}:Label")
+            assert await label.read_value() == "by olga"
+            state = await printer.get_child(f"{secured.ns}:State")
+            with pytest.raises(BadUserAccessDenied):  # the policy does not name State
+                await state.write_value("error")
+            assert await state.read_value() == "ready"
+
+
+@pytest.mark.parametrize(("policy", "mode"), [
+    ("Basic256Sha256", ua.MessageSecurityMode.Sign),
+    ("Aes128_Sha256_RsaOaep", ua.MessageSecurityMode.SignAndEncrypt),
+    ("Aes256_Sha256_RsaPss", ua.MessageSecurityMode.SignAndEncrypt),
+    ("Aes256_Sha256_RsaPss", ua.MessageSecurityMode.Sign),
+])
+async def test_other_security_policies(node: FarmNode, api: httpx.AsyncClient, tmp_path: Path,
+                                       policy: str, mode: ua.MessageSecurityMode) -> None:
+    await make_user(api, "alice")
+    async with secured_server(node, tmp_path, ("p1",)) as secured, \
+            connect(secured, "alice", policy=policy, mode=mode) as client:
+        assert await _read_state(client, secured.ns) == "ready"
+
+
+async def test_server_certificate_is_kept_across_restarts(
+        node: FarmNode, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    await make_user(api, "alice")
+    folder = node.settings.data_dir / "opcua"
+    thumbprints = []
+    for _ in range(2):
+        async with secured_server(node, tmp_path, ("p1",)) as secured, \
+                connect(secured, "alice") as client:
+            endpoints = await client.get_endpoints()
+            der = endpoints[0].ServerCertificate
+            thumbprints.append(hashlib.sha1(der).hexdigest())
+            uri = application_uri(node.settings.raft_self)
+            assert {e.Server.ApplicationUri for e in endpoints} == {uri}
+            cert = x509.load_der_x509_certificate(der)
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert san.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
+            assert der == (folder / CERT_FILE).read_bytes()
+    assert thumbprints[0] == thumbprints[1]
+    assert (folder / KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+async def test_trusted_client_certificates(node: FarmNode, api: httpx.AsyncClient,
+                                           tmp_path: Path) -> None:
+    await make_user(api, "alice")
+    trusted = tmp_path / "trusted"
+    other, _ = await client_certificate(tmp_path / "other", "urn:someone:else")
+    trusted.mkdir()
+    shutil.copy(other, trusted / "other.der")
+    async with secured_server(node, tmp_path, ("p1",),
+                              opcua_trusted_certs=str(trusted)) as secured:
+        with pytest.raises(UaError) as refused:
+            async with connect(secured, "alice"):
+                pass
+        assert type(refused.value).__name__ == "BadCertificateUntrusted"
+    shutil.copy(secured.cert, trusted / "ours.der")
+    async with secured_server(node, tmp_path, ("p1",),
+                              opcua_trusted_certs=str(trusted)) as secured, \
+            connect(secured, "alice") as client:
+        assert await _read_state(client, secured.ns) == "ready"
+
+
+def test_the_wrapped_asyncua_code_is_what_the_wrapper_expects() -> None:
+    """The password check runs before asyncua's (sync) ActivateSession handling: fail loudly
+    if an asyncua upgrade changes the code that wrapper relies on."""
+    import inspect
+
+    import asyncua
+    from asyncua.server.internal_session import InternalSession
+
+    from mes.opcua import security
+
+    assert asyncua.__version__ == "2.1.0"
+    process = inspect.getsource(security._original_process)
+    assert "self.session.activate_session(params" in process
+    assert "check_validity(user, typeid, body)" in process
+    activate = inspect.getsource(InternalSession.activate_session)
+    assert not inspect.iscoroutinefunction(InternalSession.activate_session)
+    assert "self.iserver.user_manager.get_user(" in activate
+    assert "self.iserver.decrypt_user_token(self, id_token)" in activate
