@@ -30,6 +30,7 @@ from mes.opcua.methods import FarmMethods
 from mes.opcua.mirror import Mirror
 from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
 from mes.opcua.security import secure
+from mes.opcua.speedups import install_speedups
 from opcua_model.loader import load_model
 from opcua_model.nodesets import MACHINERY_JOBS_URI
 
@@ -156,6 +157,7 @@ class EmbeddedServer:
 
     async def _listen(self) -> None:
         server = self.server
+        install_speedups()  # asyncua's two hot spots, before any subscription exists
         await server.init()
         await server.set_application_uri(self.application_uri)
         await _secure(self)

@@ -1,0 +1,137 @@
+"""node-opcua (a client we did not write) against a real node's embedded server:
+Basic256Sha256 SignAndEncrypt with a farm account; browse both paths, watch a mock print
+reach 100 and its job Done, receive the completed-print event, submit, clear the bed and
+cancel through methods (the REST API agrees), be refused a write and an anonymous session,
+and crawl the whole address space Good."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mes.node import FarmNode
+from tests.farm_helpers import eventually, running_farm, upload
+from tests.node_opcua import require_node_opcua, run_node_opcua
+from tests.opcua_secured import PASSWORD, make_user
+from tests.ports import free_port
+
+FARM = "http://mes-printfarm.org/UA/PrintFarm/"
+MACHINERY = "http://opcfoundation.org/UA/Machinery/"
+
+
+@dataclass
+class Farm:
+    node: FarmNode
+    api: httpx.AsyncClient
+    url: str
+
+
+@pytest.fixture
+async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
+    require_node_opcua()
+    url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
+    async with running_farm(tmp_path, opcua_enabled=True, opcua_endpoint=url,
+                            auto_clear_bed=False, mock_printer_job_time=30) as (node, api):
+        async def ready() -> bool:
+            return node.opcua is not None and node.opcua.ready.is_set()
+
+        await eventually(ready, 60, "the OPC UA farm to be built")
+        await make_user(api, "otto", "operator")
+        spool = {"id": "pla", "type": "PLA", "color": "black", "total_weight_in_grams": 1000}
+        assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
+        printer = {"id": "m1", "api": "Mock", "worker": True, "filament_id": "pla",
+                   "opcua_name": "Printer1", "company": "Prusa Research", "model": "MK4"}
+        assert (await api.post("/api/v1/printers", json=printer)).status_code == 201
+        yield Farm(node, api, url)
+
+
+def plan(farm: Farm, steps: list[dict[str, Any]], user: str | None = "otto",
+         password: str = PASSWORD) -> dict[str, Any]:
+    base: dict[str, Any] = {"endpoint": farm.url, "securityMode": "SignAndEncrypt",
+                            "securityPolicy": "Basic256Sha256", "timeout": 120, "steps": steps}
+    if user is not None:
+        base.update(user=user, password=password)
+    return base
+
+
+async def run(plan: dict[str, Any]) -> dict[str, Any]:
+    return await asyncio.to_thread(run_node_opcua, plan, 240.0)
+
+
+def node_id(name: str) -> str:
+    return f"nsu={FARM};s={name}"
+
+
+def submit(file_id: str, job_id: str) -> dict[str, Any]:
+    return {"op": "call", "object": node_id("PrintFarm"), "method": node_id("PrintFarm/SubmitJob"),
+            "inputs": [{"dataType": "String", "value": "pla"},
+                       {"dataType": "UInt32", "value": 10},
+                       {"dataType": "String", "value": file_id},
+                       {"dataType": "String", "value": "m1"},
+                       {"dataType": "String", "value": job_id}], "expect": "Good"}
+
+
+async def test_node_opcua_drives_the_farm(farm: Farm) -> None:
+    stored = await upload(farm.api)
+    printer = node_id("Printers/m1")
+    result = await run(plan(farm, [
+        {"op": "browse", "path": [f"{MACHINERY}|Machines", f"{FARM}|Printer1"]},
+        {"op": "browse", "path": [f"{FARM}|PrintFarm", f"{FARM}|Printers", f"{FARM}|Printer1"]},
+        {"op": "events", "eventType": node_id("PrintCompletedEventType").replace(
+            "s=PrintCompletedEventType", "i=1002"),
+         "fields": ["EventType", "SourceNode", f"{FARM}|JobId", f"{FARM}|BedAwaitsClearing"],
+         "count": 1, "timeout": 90,
+         "after": [{"op": "subscribe", "nodes": [node_id("Printers/m1/CurrentJob/Progress")],
+                    "until": [{"index": 0, "eq": 100}], "timeout": 90,
+                    "after": [submit(stored["id"], "nj-1")]}]},
+        {"op": "read", "nodes": [node_id("Jobs/nj-1/Status")]},
+        {"op": "call", "object": printer, "method": node_id("Printers/m1/ClearBed"),
+         "expect": "Good"},
+        {"op": "subscribe", "nodes": [node_id("Printers/m1/CurrentJob/JobId")],
+         "until": [{"index": 0, "eq": "nj-2"}], "timeout": 60,
+         "after": [submit(stored["id"], "nj-2")]},
+        {"op": "call", "object": printer, "method": node_id("Printers/m1/Cancel"),
+         "expect": "Good"},
+        {"op": "write", "node": node_id("Printers/m1/State"), "dataType": "String",
+         "value": "error", "expect": ["BadUserAccessDenied", "BadNotWritable"]},
+        {"op": "crawl"},
+    ]))
+    assert result["ok"], result
+    machines, farm_view, events, status, clear, second, cancel, write, crawl = result["steps"]
+    assert machines["status"] == farm_view["status"] == "Good"
+    assert machines["nodeId"] == farm_view["nodeId"]
+    assert events["met"] is True, events
+    event = events["events"][0]
+    assert (event["JobId"], event["BedAwaitsClearing"]) == ("nj-1", True)
+    assert event["SourceNode"].endswith("s=Printers/m1")
+    progress = events["after"][0]
+    assert progress["met"] is True, progress
+    assert events["after"][0]["after"][0]["outputs"] == ["nj-1"]
+    assert status["values"][0]["value"] == "Done"
+    assert clear["ok"] and second["met"] and cancel["ok"] and write["ok"], result
+    # The REST API agrees with what the methods did.
+    first = (await farm.api.get("/api/v1/print_jobs/nj-1")).json()
+    assert (first["status"], first["owner_id"]) == ("Done", "otto")
+    assert (await farm.api.get("/api/v1/print_jobs/nj-2")).json()["status"] == "Canceled"
+    history = (await farm.api.get("/api/v1/print_jobs/nj-2/history")).json()
+    assert history[-1]["actor"] == "otto"
+    # The whole address space reads Good, data type definitions included.
+    assert crawl["nodes"] > 3000 and not crawl["truncated"], crawl
+    assert crawl["bad"] == [] and crawl["browseErrors"] == [], crawl["bad"][:10]
+    assert set(crawl["values"]) == {"Good"}, crawl["values"]
+    for kind in ("structure", "enumeration"):
+        assert set(crawl["definitions"][kind]) == {"Good"}, crawl["definitions"]
+
+
+async def test_node_opcua_is_refused_without_an_account(farm: Farm) -> None:
+    anonymous = await run(plan(farm, [{"op": "read", "nodes": ["i=2267"]}], user=None))
+    assert anonymous["ok"] is False and anonymous["session"] is False, anonymous
+    wrong = await run(plan(farm, [{"op": "read", "nodes": ["i=2267"]}], password="nope-nope"))
+    assert (wrong["ok"], wrong["session"], wrong["stage"]) == (False, False, "session"), wrong
+    assert wrong["status"] in ("BadUserAccessDenied", "BadIdentityTokenRejected"), wrong
