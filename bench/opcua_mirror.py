@@ -145,10 +145,11 @@ async def main(count: int, seconds: int) -> None:
             while not node.raft.is_leader():
                 await asyncio.sleep(0.05)
             await fill(node, count)
-            for start in range(0, count, 100):  # every job prints: its progress shows
-                await asyncio.gather(*(node.writer.submit("job.set_status", {
-                    "id": f"j{i}", "status": "Running"}) for i in range(
-                        start, min(start + 100, count))))
+            epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})).value
+            for start in range(0, count, 100):  # a print on every printer: progress shows
+                await asyncio.gather(*(node.writer.submit("job.external", {
+                    "epoch": epoch["epoch"], "job_id": f"x{i}", "printer_id": f"p{i}",
+                    "file_name": "part.gcode"}) for i in range(start, min(start + 100, count))))
             await node.writer.submit("user.create", {
                 "id": "bench", "name": "bench", "role": "operator",
                 "password_hash": hash_password(PASSWORD)})
