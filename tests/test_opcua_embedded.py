@@ -15,7 +15,7 @@ from asyncua import Client, Node, ua
 
 from mes.node import FarmNode
 from tests.farm_helpers import eventually, running_farm, upload
-from tests.opcua_secured import PASSWORD, POLICIES, client_certificate, make_user
+from tests.opcua_secured import PASSWORD, POLICIES, call, client_certificate, make_user
 from tests.ports import free_port
 
 FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
@@ -87,14 +87,6 @@ async def otto(farm: Farm) -> AsyncIterator[Client]:
     client = await secure(connected(farm, "otto"), farm)
     async with client:
         yield client
-
-
-async def call(parent: Node, ns: int, name: str, *args: ua.Variant) -> ua.CallMethodResult:
-    method = await parent.get_child(f"{ns}:{name}")
-    request = ua.CallMethodRequest(ObjectId=parent.nodeid, MethodId=method.nodeid,
-                                   InputArguments=list(args))
-    results: list[ua.CallMethodResult] = await parent.session.call([request])
-    return results[0]
 
 
 def text(value: str) -> ua.Variant:

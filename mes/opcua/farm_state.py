@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, func, select
 
 from mes.state import queries
 from mes.state.tables import filaments, job_history, print_jobs, printer_status, printers
@@ -114,19 +114,19 @@ def _finished_on_bed(conn: Connection, rows: list[dict[str, Any]],
 
 def read_jobs(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Some jobs by id (missing ones left out)."""
-    found: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(ids)), 500):
-        found.update((r.id, dict(r._mapping)) for r in conn.execute(
-            select(print_jobs).where(print_jobs.c.id.in_(chunk))))
-    return found
+    return _rows_by_id(conn, print_jobs, ids)
 
 
 def read_filaments(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Some spools by id (missing ones left out)."""
+    return _rows_by_id(conn, filaments, ids)
+
+
+def _rows_by_id(conn: Connection, table: Table, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(sorted(set(ids)), 500):
         found.update((r.id, dict(r._mapping)) for r in conn.execute(
-            select(filaments).where(filaments.c.id.in_(chunk))))
+            select(table).where(table.c.id.in_(chunk))))
     return found
 
 
