@@ -132,6 +132,7 @@ class RaftNode(AppliedView, SafeReplication, DurableSyncObj):
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: Mapping[str, Any]) -> Outcome:
         """Committed on a majority and applied on every node in log order."""
-        outcome = self._machine.apply(command)
+        # pysyncobj raises raftLastApplied after this returns: this entry is the next one.
+        outcome = self._machine.apply(command, index=int(self.raftLastApplied) + 1)
         self.note_applied()
         return outcome

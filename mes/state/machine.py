@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -101,6 +101,8 @@ class Outcome:
     error: dict[str, Any] | None = None
     events: tuple[ChangeEvent, ...] = field(default_factory=tuple)
     replayed: bool = False
+    # The Raft log index the command was applied at (0 when applied outside Raft).
+    index: int = 0
 
     @property
     def ok(self) -> bool:
@@ -184,14 +186,19 @@ class StateMachine:
         """Call `listener(command, outcome)` after every apply (on the applying thread)."""
         self._listeners.append(listener)
 
-    def apply(self, command: Mapping[str, Any]) -> Outcome:
+    def apply(self, command: Mapping[str, Any], index: int = 0) -> Outcome:
         """Apply one command atomically; a rejected command changes nothing.
+
+        `index` is the command's Raft log index, the same on every node; it is carried in
+        the outcome (listeners use it as the change events' position in the farm's history).
 
         Never raises: an exception escaping apply would make pysyncobj retry the same log
         entry forever on every node. Every failure becomes a deterministic rejection.
         """
         with self._lock:
             outcome = self._apply_locked(command)
+            if index:
+                outcome = replace(outcome, index=index)
             self.applied_count += 1
         for listener in self._listeners:
             try:
