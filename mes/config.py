@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     auto_schedule: bool = True
     auto_clear_bed: bool = False
     printer_worker_interval: float = Field(1.0, gt=0, le=3600)
+    # How long a node's lease lasts without renewal, and how often each node renews it.
+    node_lease_seconds: float = Field(10.0, gt=0.5, le=3600)
+    node_lease_renew: float = Field(2.0, gt=0, le=600)
+    # Seconds between the leader's balancing passes (assignments and lease expiry).
+    shard_balance_interval: float = Field(0.5, gt=0, le=600)
     # How long (on this node's clock) a sent or inherited start may take to show at the
     # printer before the job goes back to the queue; a start arriving later is cancelled.
     printer_start_grace: float = Field(15.0, gt=0, le=3600)
@@ -201,6 +206,15 @@ class Settings(BaseSettings):
         if value and (parts.scheme not in ("http", "https") or not parts.hostname):
             raise ValueError(f"OIDC_JWKS_URL: {value!r} is not an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _lease_renewed_in_time(self) -> Settings:
+        usable = self.node_lease_seconds - max(0.5, self.node_lease_seconds / 5)
+        if self.node_lease_renew * 2 > usable:
+            raise ValueError(f"NODE_LEASE_RENEW ({self.node_lease_renew:g} s) must leave room "
+                             f"for two renewals within NODE_LEASE_SECONDS less its margin "
+                             f"({usable:g} s)")
+        return self
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 
 from mes.auth.authenticator import Authenticator
+from mes.auth.bootstrap import ensure_admin
 from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
 from mes.cluster_secret import blob_token, raft_password
@@ -23,11 +24,11 @@ from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
 from mes.state import queries
-from mes.state.machine import StateMachine
+from mes.state.machine import Outcome, StateMachine
+from mes.workers.host import WorkerHost
 
 if TYPE_CHECKING:
     from mes.opcua.server import EmbeddedServer
-    from mes.workers.leadership import LeaderLoop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,13 +61,37 @@ class FarmNode:
         self.peers = BlobPeers(self.blobs, settings.advertise_url,
                                token=blob_token(settings.cluster_secret))
         self._background: list[asyncio.Task[None]] = []
-        self.leader_loop: LeaderLoop | None = None
+        # The lease, the printer workers and (on the leader) the balancer: mes/workers.
+        self.workers: WorkerHost | None = None
         self.opcua: EmbeddedServer | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     async def read(self, query: Callable[[Connection], T]) -> T:
         """Read the applied state on a worker thread, off the event loop."""
         return await asyncio.to_thread(self.machine.read, query)
+
+    # What the workers need of the node (mes.workers.ports.FarmPort).
+
+    @property
+    def self_address(self) -> str:
+        """This node's Raft address."""
+        return self.settings.raft_self
+
+    def read_now(self, query: Callable[[Connection], T]) -> T:
+        """Read the applied state on the calling thread (short reads)."""
+        return self.machine.read(query)
+
+    async def submit(self, op: str, args: Mapping[str, Any], remember: bool = True) -> Outcome:
+        """Commit a command of the farm itself (no user's)."""
+        return await self.writer.submit(op, args, remember=remember)
+
+    def is_leader(self) -> bool:
+        """Whether this node leads now."""
+        return bool(self.raft.is_leader())
+
+    async def on_leading(self) -> None:
+        """The first leader creates the admin."""
+        await ensure_admin(self)
 
     async def _record_token_use(self, token_id: str, at: float) -> None:
         await self.writer.submit("token.used", {"id": token_id, "at": at}, remember=False)
@@ -99,12 +124,11 @@ class FarmNode:
         return self.blobs.read(sha) if await self.hold_blob(sha) else None
 
     async def start_background(self) -> None:
-        """Announce this node's URL and run the printer workers whenever this node leads."""
-        from mes.workers.leadership import LeaderLoop
-
-        self.leader_loop = LeaderLoop(self)
+        """Announce this node's URL, renew its lease, drive its printers, and balance the
+        printers over the nodes whenever this node leads."""
+        self.workers = WorkerHost(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
-                            asyncio.create_task(self.leader_loop.run(), name="leader-loop")]
+                            asyncio.create_task(self.workers.run(), name="workers")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 

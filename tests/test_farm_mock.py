@@ -43,7 +43,7 @@ async def add_printers(api: httpx.AsyncClient, count: int, spool: str = "pla") -
 async def ticks_pass(node: FarmNode, printer_id: str, ticks: int = 3) -> None:
     """Wait until the printer's worker has ticked `ticks` more times (scheduler included)."""
     async def worker_ticks() -> int:
-        pool = node.leader_loop.pool
+        pool = node.workers.pool
         entry = pool.workers.get(printer_id) if pool else None
         return entry[0].ticks if entry else 0
 
@@ -86,7 +86,7 @@ async def test_five_mock_printers_print_twenty_jobs(farm: httpx.AsyncClient,
         history = (await farm.get(f"/api/v1/print_jobs/{job['id']}/history")).json()
         assert [h["to_status"] for h in history] == ["Queued", "Running", "Done"]
     # every job started exactly once, on the printer it was assigned to
-    pool = farm_node.leader_loop.pool
+    pool = farm_node.workers.pool
     assert pool is not None
     starts: dict[str, int] = {}
     for worker, _, _ in pool.workers.values():
@@ -265,7 +265,7 @@ async def test_printer_error_marks_the_lost_print_with_its_cause(
                                                 "file_id": stored["id"],
                                                 "print_weight_in_grams": 9})
     await eventually(lambda: _phase(lambda: _get(farm, "hot"), "printing"), 20, "printing")
-    pool = farm_node.leader_loop.pool
+    pool = farm_node.workers.pool
     assert pool is not None
     mock = pool.workers["m0"][0].client
     assert isinstance(mock, MockPrinter)
@@ -311,11 +311,11 @@ async def test_a_start_whose_answer_is_lost_is_not_sent_twice(
     await add_printers(farm, 1)
 
     async def worker_ready() -> bool:
-        pool = farm_node.leader_loop.pool
+        pool = farm_node.workers.pool
         return pool is not None and "m0" in pool.workers
 
     await eventually(worker_ready, 10, "the worker of m0")
-    pool = farm_node.leader_loop.pool
+    pool = farm_node.workers.pool
     assert pool is not None
     worker = pool.workers["m0"][0]
     mock = worker.client

@@ -104,8 +104,8 @@ def loud(caplog: pytest.LogCaptureFixture, name: str) -> bool:
 
 def pool_of(node: FarmNode) -> WorkerPool:
     """The leader's running worker pool."""
-    assert node.leader_loop is not None and node.leader_loop.pool is not None
-    return node.leader_loop.pool
+    assert node.workers is not None and node.workers.pool is not None
+    return node.workers.pool
 
 
 async def some_ticks(node: FarmNode, printer_id: str, count: int) -> None:

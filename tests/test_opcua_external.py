@@ -70,7 +70,7 @@ def written(writes: list[WriteRequest], name: str, field: str) -> list[Any]:
 
 
 def worker_ticks(node: FarmNode, printer_id: str) -> int:
-    pool = node.leader_loop.pool if node.leader_loop else None
+    pool = node.workers.pool if node.workers else None
     entry = pool.workers.get(printer_id) if pool else None
     return entry[0].ticks if entry else 0
 
@@ -145,8 +145,8 @@ async def test_workers_do_not_wait_for_a_slow_or_absent_lab_server(
         began = time.monotonic()
         await print_jobs(api, {"a0": "m0", "a1": "m1"})
         normal = time.monotonic() - began
-        assert node.leader_loop and node.leader_loop.pool
-        pool = node.leader_loop.pool
+        assert node.workers and node.workers.pool
+        pool = node.workers.pool
         writer = pool.external
         assert writer is not None and writer.connected
 

@@ -18,6 +18,7 @@ from mes.state.machine import StateMachine
 from mes.state.tables import print_jobs
 from mes.workers.context import FarmView, Seen, WorkerContext
 from mes.workers.scheduler import MAX_CLAIMS_PER_TICK, assign, schedule
+from tests.shard_helpers import NODE, place
 
 T = TypeVar("T")
 FILE = hashlib.sha256(b"G28\n").hexdigest()
@@ -30,7 +31,6 @@ class Farm:
         self.machine = StateMachine()
         self.ts = 100.0
         self.do("file.register", id=FILE, name="a.gcode", size=4)
-        self.epoch = self.do("leader.begin", leader="test")["epoch"]
 
     def do(self, op: str, **args: Any) -> Any:
         self.ts += 1
@@ -41,6 +41,7 @@ class Farm:
     def printer(self, printer_id: str, spool: str | None) -> None:
         self.do("printer.create", id=printer_id, worker=True, filament_id=spool, api="Mock",
                 url="http://mock.invalid")
+        place(self.machine, printer_id)
 
     def spool(self, spool_id: str) -> None:
         self.do("filament.create", id=spool_id, type="PLA", color="k",
@@ -67,15 +68,12 @@ class CountingMachine:
     machine: StateMachine
     rows: list[int] = field(default_factory=list)
 
-    def read(self, query: Callable[[Connection], T]) -> T:
+    def read_now(self, query: Callable[[Connection], T]) -> T:
         value = self.machine.read(query)
         self.rows.append(len(value) if isinstance(value, list | dict) else 1)
         return value
 
 
-class FakeNode:
-    def __init__(self, machine: CountingMachine) -> None:
-        self.machine = machine
 
 
 class FakeContext:
@@ -83,19 +81,20 @@ class FakeContext:
 
     def __init__(self, farm: Farm, idle: list[str]) -> None:
         self.farm = farm
-        self.node = FakeNode(CountingMachine(farm.machine))
+        self.node = CountingMachine(farm.machine)
         self.seen = {p: Seen(PrinterStatus(state="idle"), 0.0) for p in idle}
+        self.claimed: set[str] = set()
         self.claims: list[tuple[str, str]] = []
 
     def view(self) -> FarmView:
         read = self.farm.machine.read
-        printers = {p["id"]: p for p in read(queries.worker_printers)}
+        printers = {p["id"]: p for p in read(lambda c: queries.driven_printers(c, NODE))}
         return FarmView(printers, read(queries.active_jobs_by_printer), 0.0)
 
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
         assert op == "job.claim"
         self.claims.append((args["job_id"], args["printer_id"]))
-        value: dict[str, Any] = self.farm.do(op, epoch=self.farm.epoch, **args)
+        value: dict[str, Any] = self.farm.do(op, **args)
         return value
 
 
@@ -114,7 +113,7 @@ async def test_a_tick_reads_only_what_ready_printers_can_start(farm: Farm) -> No
     assert await schedule(cast(WorkerContext, ctx)) == 1
     assert ctx.claims == [("c1", "ready")]
     # one ready printer: at most one row for it and one for its spool
-    assert sum(ctx.node.machine.rows) <= 2
+    assert sum(ctx.node.rows) <= 2
 
 
 async def test_at_most_max_claims_per_tick(farm: Farm) -> None:
@@ -127,7 +126,7 @@ async def test_at_most_max_claims_per_tick(farm: Farm) -> None:
     ctx = FakeContext(farm, idle=[f"p{n:02d}" for n in range(count)])
     assert await schedule(cast(WorkerContext, ctx)) == MAX_CLAIMS_PER_TICK
     assert [job for job, _ in ctx.claims] == [f"j{n:03d}" for n in range(MAX_CLAIMS_PER_TICK)]
-    assert sum(ctx.node.machine.rows) <= MAX_CLAIMS_PER_TICK * 2
+    assert sum(ctx.node.rows) <= MAX_CLAIMS_PER_TICK * 2
     assert await schedule(cast(WorkerContext, ctx)) == 5  # the rest in the next tick
 
 

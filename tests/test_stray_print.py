@@ -14,6 +14,7 @@ from mes.printers.base import PrinterStatus
 from mes.state.machine import Outcome, StateMachine
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import PrinterWorker
+from tests.shard_helpers import NODE, OTHER, place
 
 
 class Writer:
@@ -66,12 +67,12 @@ def done_job_farm(until: str | None = None) -> tuple[StateMachine, int]:
     do("printer.create", id="p1", api="Mock", worker=True, filament_id="f1")
     do("file.register", id="c" * 64, name="a.gcode", size=10)
     do("job.create", id="j", filament_id="f1", file_id="c" * 64, print_weight_in_grams=5)
-    epoch = int(do("leader.begin", leader="n1")["epoch"])
-    for op, args in (("job.claim", {"printer_id": "p1", "printer_filename": "mes-j.gcode"}),
+    epoch = place(machine, "p1")
+    for op, args in (("job.claim", {"printer_filename": "mes-j.gcode"}),
                      ("job.started", {}), ("job.finished", {})):
         if op == until:
             break
-        do(op, epoch=epoch, job_id="j", **args)
+        do(op, epoch=epoch, job_id="j", printer_id="p1", **args)
     return machine, epoch
 
 
@@ -80,9 +81,11 @@ def worker(machine: StateMachine, epoch: int, client: Printing) -> PrinterWorker
     async def blob(file_id: str) -> bytes:
         return b"G28\n"
 
-    node = SimpleNamespace(machine=machine, writer=Writer(machine), settings=settings,
-                           blob=blob)
-    return PrinterWorker("p1", client, WorkerContext(node, epoch))  # type: ignore[arg-type]
+    writer = Writer(machine)
+    node = SimpleNamespace(read_now=machine.read, submit=writer.submit, settings=settings,
+                           blob=blob, self_address=NODE)
+    ctx = WorkerContext(node, claimed={"j"})  # type: ignore[arg-type]  # claimed here
+    return PrinterWorker("p1", client, ctx, epoch)
 
 
 def attention(machine: StateMachine) -> Any:
@@ -105,10 +108,9 @@ async def test_a_late_start_of_a_done_job_is_cancelled_on_the_first_tick() -> No
     assert "mes-j.gcode" in attention(machine)
 
 
-async def test_a_deposed_leader_with_a_stale_view_never_cancels() -> None:
+async def test_a_node_that_lost_the_printer_never_cancels() -> None:
     machine, epoch = done_job_farm()
-    machine.apply({"op": "leader.begin", "args": {"leader": "n2"}, "rid": None,
-                   "ts": time.time()})
+    place(machine, "p1", OTHER)
     client = Printing("mes-j.gcode")
     with pytest.raises(Fenced):
         await worker(machine, epoch, client).tick()
@@ -116,18 +118,17 @@ async def test_a_deposed_leader_with_a_stale_view_never_cancels() -> None:
     assert attention(machine) is None
 
 
-async def test_a_deposed_leader_sends_no_start() -> None:
+async def test_a_node_that_lost_the_printer_sends_no_start() -> None:
     machine, epoch = done_job_farm(until="job.started")  # claimed, starting
     client = Printing(None)
     current = worker(machine, epoch, client)
-    machine.apply({"op": "leader.begin", "args": {"leader": "n2"}, "rid": None,
-                   "ts": time.time()})
+    place(machine, "p1", OTHER)
     with pytest.raises(Fenced):
         await current.tick()
     assert client.starts == []
 
 
-async def test_the_current_leader_uploads_then_starts() -> None:
+async def test_the_driving_node_uploads_then_starts() -> None:
     machine, epoch = done_job_farm(until="job.started")
     client = Printing(None)
     await worker(machine, epoch, client).tick()

@@ -26,11 +26,13 @@ class FakeContext:
 
     def __init__(self) -> None:
         self.seen: dict[str, Any] = {}
+        self.epochs = {f"p{i}": 7 for i in range(3)} | {"p": 7}
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
     async def command(self, op: str, **args: Any) -> dict[str, Any]:
         self.sent.append((op, args))
-        return {"written": len(args["statuses"])}
+        assert all(s["epoch"] == 7 for s in args["statuses"])
+        return {"written": len(args["statuses"]), "stale": []}
 
     def saw(self, printer_id: str, status: PrinterStatus) -> None:
         from mes.workers.context import Seen

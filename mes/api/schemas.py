@@ -21,6 +21,7 @@ from mes.state.args import ID_PATTERN, MAX_GRAMS, OPCUA_NAME_PATTERN
 from mes.state.filaments import FILAMENT_TYPES
 from mes.state.jobs import JOB_STATUSES
 from mes.state.printers import PRINTER_APIS
+from mes.state.shards import NODE_ADDRESS
 from mes.state.urls import MAX_URL_LENGTH, url_problem
 
 
@@ -71,6 +72,7 @@ Grams = Annotated[StrictInt, Field(ge=1, le=MAX_GRAMS, description=(
     "whole grams, an integer (12.5 is refused with 422)"), examples=[15])]
 Timestamp = Annotated[datetime, BeforeValidator(_from_epoch)]
 OpcuaName = Annotated[str, Field(pattern=OPCUA_NAME_PATTERN.pattern)]
+NodeAddress = Annotated[str, Field(max_length=300, pattern=NODE_ADDRESS.pattern)]
 
 
 
@@ -98,6 +100,10 @@ class PrinterFields(_Input):
     camera_url: Url | None = None
     filament_id: EntityId | None = Field(None, description="the spool loaded in the printer",
                                          examples=["pla-black"])
+    hub: NodeAddress | None = Field(None, description=(
+        "pins the printer to one node: the Raft address (host:port) of the node that can "
+        "reach it, one of the cluster's nodes; null (the default) lets the leader place it "
+        "on any live node"), examples=["10.0.0.5:7000"])
 
 
 class PrinterCreate(PrinterFields):
@@ -128,6 +134,15 @@ class PrinterOut(BaseModel):
     attention: str | None = None
     reserved_by: str | None
     reserved_until: Timestamp | None
+    hub: str | None = None
+    driven_by: str | None = Field(None, description=(
+        "the Raft address of the node driving the printer now (null: no node drives it)"))
+    drive_state: str = Field("unassigned", description=(
+        "driven, releasing (being handed to another node), unassigned (waits for the "
+        "leader to place it), unreachable (its hub has no live lease: no other node may "
+        "drive it) or not_driven (`worker: false`)"))
+    drive_epoch: int | None = Field(None, description=(
+        "the assignment epoch the driving node's commands carry"))
     created_at: Timestamp
     updated_at: Timestamp
 

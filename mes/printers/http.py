@@ -31,17 +31,21 @@ class ClientGroups:
 
     PER_CLIENT = 5
 
-    def __init__(self, networks: Networks = ()) -> None:
+    def __init__(self, networks: Networks = (), user_agent: str | None = None) -> None:
         self._clients: list[httpx.AsyncClient] = []
         self._handed_out = 0
         self._networks = networks
+        self._user_agent = user_agent
 
     def next(self) -> httpx.AsyncClient:
         """The client for the next printer."""
         if self._handed_out % self.PER_CLIENT == 0:
             limits = httpx.Limits(max_connections=self.PER_CLIENT * 2,
                                   max_keepalive_connections=self.PER_CLIENT * 2)
-            self._clients.append(printer_client(self._networks, limits))
+            client = printer_client(self._networks, limits)
+            if self._user_agent:  # tells the printer's log (and the emulator) who asked
+                client.headers["User-Agent"] = self._user_agent
+            self._clients.append(client)
         self._handed_out += 1
         return self._clients[-1]
 

@@ -1,7 +1,9 @@
-"""Commands of the printer workers and printer control: epochs, claims, telemetry, beds.
+"""Commands of the printer workers and printer control: claims, telemetry, beds.
 
-Every command a worker sends carries the epoch its leader began; apply rejects any other
-epoch, so a deposed leader's workers can never change state.
+Every command a worker sends carries its printer's id and assignment epoch; apply rejects
+any other epoch (mes/state/shards.py `fence`), so a node that lost a printer can never
+change that printer's state again. The leader's epoch (`leader.begin`) fences the leader's
+own plans (shard.assign).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from sqlalchemy import delete, insert, select, update
 from mes.state import queries
 from mes.state.args import MISSING, Args
 from mes.state.context import ApplyContext
-from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.errors import DomainError, InvalidCommand, NotFound, RuleViolation
 from mes.state.jobs import end_job, record_history
+from mes.state.shards import fence
 from mes.state.tables import leadership, print_jobs, printer_status, printers
 
 PRINTER_STATES = ("offline", "idle", "printing", "paused", "finished", "error")
@@ -39,12 +42,22 @@ def current_epoch(ctx: ApplyContext) -> int:
     return int(value or 0)
 
 
-def _fenced(ctx: ApplyContext, args: Args) -> None:
-    epoch = args.integer("epoch", 1, MAX_EPOCH)
-    current = current_epoch(ctx)
-    if epoch != current:
-        raise RuleViolation("stale_epoch", f"epoch {epoch} is not the current epoch {current}",
-                            "epoch")
+def _fenced(ctx: ApplyContext, args: Args, name: str = "printer_id") -> str:
+    """The worker's printer id, after checking its assignment epoch is current."""
+    printer_id = args.ident(name)
+    fence(ctx, printer_id, args.raw("epoch"))
+    assert printer_id is not None
+    return printer_id
+
+
+def _job_here(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """The job of a worker's command, which must be on the worker's printer."""
+    printer_id = _fenced(ctx, args)
+    job = _job(ctx, args.ident("job_id"))
+    if job["assigned_printer_id"] != printer_id:
+        raise RuleViolation("wrong_printer", f"job {job['id']!r} is not on printer "
+                            f"{printer_id!r}", "printer_id")
+    return job
 
 
 def _job(ctx: ApplyContext, job_id: str | None) -> dict[str, Any]:
@@ -77,9 +90,8 @@ def _set_printer(ctx: ApplyContext, printer_id: str, **values: Any) -> None:
 def claim(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """Assign a queued job to an idle printer before anything is sent to the printer."""
     args.reject_unknown(("epoch", "job_id", "printer_id", "printer_filename"))
-    _fenced(ctx, args)
+    printer = _printer(ctx, _fenced(ctx, args))
     job = _job(ctx, args.ident("job_id"))
-    printer = _printer(ctx, args.ident("printer_id"))
     filename = args.text("printer_filename", 255)
     if job["status"] != "Queued" or job["phase"] is not None:
         raise RuleViolation("not_claimable", f"job {job['id']!r} is not waiting", "job_id")
@@ -105,7 +117,7 @@ def claim(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("printer_busy", f"printer {printer['id']!r} has job {busy['id']!r}",
                             "printer_id")
     _set_job(ctx, job["id"], assigned_printer_id=printer["id"], printer_filename=filename,
-             phase="starting", last_error=None, claim_epoch=current_epoch(ctx),
+             phase="starting", last_error=None, claim_epoch=args.raw("epoch"),
              claimed_at=ctx.ts)
     return _read_job(ctx, job["id"])
 
@@ -118,9 +130,8 @@ def is_reserved(printer: dict[str, Any], now: float) -> bool:
 
 def started(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer was seen printing a claimed job: it is Running."""
-    args.reject_unknown(("epoch", "job_id"))
-    _fenced(ctx, args)
-    job = _job(ctx, args.ident("job_id"))
+    args.reject_unknown(("epoch", "job_id", "printer_id"))
+    job = _job_here(ctx, args)
     if job["status"] != "Queued" or job["phase"] != "starting":
         raise RuleViolation("not_starting", f"job {job['id']!r} is not starting", "job_id")
     _set_job(ctx, job["id"], status="Running", phase="printing")
@@ -134,9 +145,8 @@ def sending(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     job is still claimed for that printer and the epoch is current, so a deposed leader or a
     stale view sends no start."""
     args.reject_unknown(("epoch", "job_id", "printer_id"))
-    _fenced(ctx, args)
+    printer_id = _fenced(ctx, args)
     job = _job(ctx, args.ident("job_id"))
-    printer_id = args.ident("printer_id")
     if (job["status"], job["phase"], job["assigned_printer_id"]) != (
             "Queued", "starting", printer_id):
         raise RuleViolation("not_starting", f"job {job['id']!r} is not starting on printer "
@@ -146,9 +156,8 @@ def sending(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 def start_failed(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """A claimed job could not be started: it waits in the queue again, with the reason."""
-    args.reject_unknown(("epoch", "job_id", "reason"))
-    _fenced(ctx, args)
-    job = _job(ctx, args.ident("job_id"))
+    args.reject_unknown(("epoch", "job_id", "printer_id", "reason"))
+    job = _job_here(ctx, args)
     reason = args.text("reason", 1000)
     if job["status"] != "Queued" or job["phase"] != "starting":
         raise RuleViolation("not_starting", f"job {job['id']!r} is not starting", "job_id")
@@ -159,22 +168,21 @@ def start_failed(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 def finished(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer finished the job: Done, spool charged, bed to be cleared."""
-    args.reject_unknown(("epoch", "job_id"))
+    args.reject_unknown(("epoch", "job_id", "printer_id"))
     return _end_running(ctx, args, "Done", lambda job: (
         f"printer {job['assigned_printer_id']} finished the print"))
 
 
 def lost(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer no longer prints a running job it never finished: Canceled, with the cause."""
-    args.reject_unknown(("epoch", "job_id", "cause"))
+    args.reject_unknown(("epoch", "job_id", "printer_id", "cause"))
     return _end_running(ctx, args, "Canceled",
                         lambda job: f"print lost: {args.text('cause', 1000)}")
 
 
 def _end_running(ctx: ApplyContext, args: Args, status: str,
                  cause: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-    _fenced(ctx, args)
-    job = _job(ctx, args.ident("job_id"))
+    job = _job_here(ctx, args)
     if job["status"] != "Running":
         raise RuleViolation("not_running", f"job {job['id']!r} is not running", "job_id")
     end_job(ctx, job, status, cause(job))
@@ -183,9 +191,8 @@ def _end_running(ctx: ApplyContext, args: Args, status: str,
 
 def set_phase(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer paused or resumed a running job (at the printer or on request)."""
-    args.reject_unknown(("epoch", "job_id", "phase"))
-    _fenced(ctx, args)
-    job = _job(ctx, args.ident("job_id"))
+    args.reject_unknown(("epoch", "job_id", "printer_id", "phase"))
+    job = _job_here(ctx, args)
     phase = args.choice("phase", ("printing", "paused"))
     if job["status"] != "Running":
         raise RuleViolation("not_running", f"job {job['id']!r} is not running", "job_id")
@@ -199,9 +206,8 @@ def set_phase(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 def external(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """A print started at the printer itself: record it as a job not from the server."""
     args.reject_unknown(("epoch", "job_id", "printer_id", "file_name"))
-    _fenced(ctx, args)
+    printer = _printer(ctx, _fenced(ctx, args))
     job_id = args.ident("job_id")
-    printer = _printer(ctx, args.ident("printer_id"))
     name = args.text("file_name", 255)
     assert job_id is not None
     if queries.get_job(ctx.conn, job_id) is not None:
@@ -240,7 +246,7 @@ def bed_cleared(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """Someone (or the automatic option) took the finished print off the bed."""
     args.reject_unknown(("id", "epoch"))
     if args.has("epoch"):
-        _fenced(ctx, args)
+        _fenced(ctx, args, "id")
     printer = _printer(ctx, args.ident("id"))
     busy = queries.active_job_on(ctx.conn, printer["id"])
     if busy is not None:
@@ -257,7 +263,7 @@ def needs_attention(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """A worker cancelled a print the printer should not have started: hold the printer
     until an operator clears its bed (only the operator's bed_cleared clears this)."""
     args.reject_unknown(("epoch", "id", "reason"))
-    _fenced(ctx, args)
+    _fenced(ctx, args, "id")
     printer = _printer(ctx, args.ident("id"))
     reason = args.text("reason", 1000)
     _set_printer(ctx, printer["id"], bed_clear=False, attention=reason)
@@ -296,17 +302,26 @@ STATUS_FIELDS = ("nozzle_actual", "nozzle_target", "bed_actual", "bed_target", "
 
 
 def telemetry(ctx: ApplyContext, args: Args) -> dict[str, Any]:
-    """Overwrite the last seen status of the printers whose status changed this tick."""
-    args.reject_unknown(("epoch", "statuses"))
-    _fenced(ctx, args)
+    """Overwrite the last seen status of the printers whose status changed this tick.
+
+    Each status carries its printer's assignment epoch; a stale one is skipped and listed
+    in `stale` (its worker stops), the others are written."""
+    args.reject_unknown(("statuses",))
     statuses = args.raw("statuses")
     if not isinstance(statuses, list) or len(statuses) > 10_000:
         raise InvalidCommand("invalid_statuses", "statuses must be a list", "statuses")
     rows: dict[str, dict[str, Any]] = {}
+    stale: list[str] = []
     for raw in statuses:
         try:  # one unreadable status must not keep every other printer's from being written
-            row = _status_row(Args(raw))
+            item = Args(raw)
+            row = _status_row(item)
         except InvalidCommand:
+            continue
+        try:
+            fence(ctx, row["printer_id"], item.raw("epoch"))
+        except DomainError:
+            stale.append(row["printer_id"])
             continue
         rows[row["printer_id"]] = row
     known = set(ctx.conn.execute(select(printers.c.id)).scalars())
@@ -317,10 +332,12 @@ def telemetry(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         ctx.conn.execute(insert(printer_status), [rows[pid] for pid in ids])
         for printer_id in ids:
             ctx.changed("printer_status", printer_id, "updated")
-    return {"written": len(rows)}
+    return {"written": len(rows), "stale": sorted(set(stale))}
 
 
 def _status_row(item: Args) -> dict[str, Any]:
+    item.reject_unknown(("printer_id", "epoch", "state", "file_name", "error", "observed_at",
+                         *STATUS_FIELDS))
     row: dict[str, Any] = {"printer_id": item.ident("printer_id"),
                            "state": item.choice("state", PRINTER_STATES),
                            "file_name": item.text("file_name", 255, required=False,

@@ -21,7 +21,17 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
-from mes.state import authz, farm, filaments, jobs, orders, printers, stored_files, users
+from mes.state import (
+    authz,
+    farm,
+    filaments,
+    jobs,
+    orders,
+    printers,
+    shards,
+    stored_files,
+    users,
+)
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.database import Database, sync_sqlite_url
@@ -45,6 +55,9 @@ HANDLERS: dict[str, Handler] = {
     "file.register": stored_files.register,
     "node.announce": stored_files.announce_node,
     "leader.begin": farm.begin_epoch,
+    "node.lease": shards.renew_lease,
+    "shard.assign": shards.assign,
+    "shard.release": shards.release,
     "job.claim": farm.claim,
     "job.started": farm.started,
     "job.sending": farm.sending,

@@ -10,12 +10,13 @@ from mes.state import queries
 from mes.state.args import ID_PATTERN, MISSING, OPCUA_NAME_PATTERN, Args, present
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.shards import add_printer, check_address, remove_printer
 from mes.state.tables import filaments, printers
 from mes.state.urls import url_problem
 
 PRINTER_APIS = ("OctoPrint", "PrusaLink", "Mock")
 _FIELDS = ("company", "model", "url", "api", "api_key", "opcua_name", "worker", "group",
-           "camera_url", "filament_id")
+           "camera_url", "filament_id", "hub")
 
 
 def _fields(args: Args) -> dict[str, Any]:
@@ -31,7 +32,16 @@ def _fields(args: Args) -> dict[str, Any]:
         group=args.text("group", 200, required=False, nullable=True),
         camera_url=_url(args, "camera_url"),
         filament_id=args.pattern("filament_id", ID_PATTERN, "a filament id"),
+        hub=_hub(args),
     )
+
+
+def _hub(args: Args) -> Any:
+    """The Raft address (host:port) of the node that drives the printer, absent, or null."""
+    value = args.raw("hub") if args.has("hub") else MISSING
+    if value is MISSING or value is None:
+        return value
+    return check_address(value, "hub")
 
 
 def _url(args: Args, name: str) -> Any:
@@ -98,6 +108,7 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     row = {"company": "", "model": "", **values}
     ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
                                              **row))
+    add_printer(ctx, printer_id)
     ctx.changed("printer", printer_id, "created")
     return _read(ctx, printer_id)
 
@@ -136,6 +147,7 @@ def delete_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("printer_in_use",
                             f"printer {printer_id!r} has {active} queued or running jobs", "id")
     ctx.conn.execute(delete(printers).where(printers.c.id == printer_id))
+    remove_printer(ctx, printer_id)
     ctx.changed("printer", printer_id, "deleted")
     return {"id": printer_id, "deleted": True}
 

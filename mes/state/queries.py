@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from mes.state.tables import (
+    assignments,
     filaments,
     files,
     job_history,
+    node_leases,
     nodes,
     print_jobs,
     printer_status,
@@ -75,6 +77,69 @@ def worker_printers(conn: Connection) -> list[dict[str, Any]]:
     """Printers with a worker, including their API keys (for the workers only, never the API)."""
     query = select(printers).where(printers.c.worker.is_(True)).order_by(printers.c.id)
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def driven_printers(conn: Connection, node: str) -> list[dict[str, Any]]:
+    """Printers with a worker assigned to `node`, with their API keys (for the workers only)
+    and their assignment (`drive_epoch`, `release`)."""
+    query = (select(printers, assignments.c.epoch.label("drive_epoch"),
+                    assignments.c.release.label("release"))
+             .join(assignments, assignments.c.printer_id == printers.c.id)
+             .where(printers.c.worker.is_(True), assignments.c.node == node)
+             .order_by(printers.c.id))
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def assignment_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:
+    """Which node drives a printer, under which epoch."""
+    row = conn.execute(select(assignments).where(
+        assignments.c.printer_id == printer_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def leases(conn: Connection) -> list[dict[str, Any]]:
+    """Every node's lease."""
+    return [dict(r._mapping) for r in conn.execute(
+        select(node_leases).order_by(node_leases.c.node))]
+
+
+def shard_slots(conn: Connection) -> list[dict[str, Any]]:
+    """Every printer with a worker, its hub and its assignment (what the balancer plans)."""
+    query = (select(printers.c.id, printers.c.hub, assignments.c.node, assignments.c.epoch,
+                    assignments.c.release, assignments.c.moving_to)
+             .join(assignments, assignments.c.printer_id == printers.c.id)
+             .where(printers.c.worker.is_(True)).order_by(printers.c.id))
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def drive_state(printer: dict[str, Any], assignment: dict[str, Any] | None,
+                live: Collection[str]) -> dict[str, Any]:
+    """How a printer is driven, for the API: `driven_by` (a node's Raft address, or None)
+    and `drive_state`: driven, releasing (moving to another node), unassigned (waits for
+    the leader to place it), unreachable (its hub has no live lease) or not_driven
+    (`worker: false`)."""
+    node = assignment["node"] if assignment else None
+    hub = printer.get("hub")
+    if not printer.get("worker"):
+        state = "not_driven"
+    elif node is not None and node in live:
+        state = "releasing" if assignment and assignment["release"] else "driven"
+    elif hub is not None and hub not in live:
+        state = "unreachable"
+    else:
+        state = "unassigned"
+    driven = node if state in ("driven", "releasing") else None
+    return {"driven_by": driven, "drive_state": state,
+            "drive_epoch": assignment["epoch"] if assignment and driven else None}
+
+
+def with_drive(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Printers (API rows) with `driven_by`, `drive_state` and `drive_epoch` added."""
+    ids = [r["id"] for r in rows]
+    found = {r.printer_id: dict(r._mapping) for r in conn.execute(
+        select(assignments).where(assignments.c.printer_id.in_(ids)))}
+    live = {lease["node"] for lease in leases(conn) if not lease["expired"]}
+    return [{**row, **drive_state(row, found.get(row["id"]), live)} for row in rows]
 
 
 # A printer is busy with a job claimed for it (Queued, starting) or running on it.

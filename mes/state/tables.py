@@ -39,8 +39,47 @@ printers = Table(
     Column("attention", Text),
     Column("reserved_by", String(200)),
     Column("reserved_until", Float),
+    # The Raft address of the node that can reach this printer (pinned), or None (floating:
+    # the leader places it on any live node).
+    Column("hub", String(300)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Which node drives each printer. `epoch` grows on every change of `node`; every command a
+# printer's worker sends carries it, and apply refuses any other (mes/state/shards.py).
+# `release` asks the driving node to hand the printer over (to `moving_to`, or to nobody):
+# it stops its worker and commits shard.release, which makes the move.
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("printer_id", String(64), primary_key=True),
+    Column("node", String(300)),
+    Column("epoch", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("release", Boolean, nullable=False, default=False),
+    Column("moving_to", String(300)),
+    Index("ix_assignments_node", "node"),
+)
+
+# Farm-wide counters (name -> last value handed out): "assignment" numbers assignment epochs.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+# Each node's lease: renewed through Raft by the node itself (seq grows on each renewal);
+# marked expired by the leader when no renewal came within NODE_LEASE_SECONDS.
+node_leases = Table(
+    "node_leases",
+    metadata,
+    Column("node", String(300), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("renewed_at", Float, nullable=False),
+    Column("expired", Boolean, nullable=False, default=False),
+    Column("expired_at", Float),
 )
 
 # What each printer reported last (overwritten, not appended), written by the leader's workers.

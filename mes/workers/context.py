@@ -1,4 +1,5 @@
-"""What the workers share: the node, the epoch, the settings and what each printer said last."""
+"""What the workers of one node share: the node, its lease, the settings and what each
+printer said last."""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mes.printers.base import PrinterStatus
 from mes.state import queries
-
-if TYPE_CHECKING:
-    from mes.node import FarmNode
+from mes.workers.ports import FarmPort
 
 log = logging.getLogger(__name__)
 
 
 class Fenced(Exception):
-    """A newer leader's epoch rejected this worker's command: stop working."""
+    """This node may no longer act on a printer (it moved away, or the lease lapsed)."""
+
+    def __init__(self, message: str, printer_id: str | None = None) -> None:
+        super().__init__(message)
+        self.printer_id = printer_id
 
 
 @dataclass
@@ -31,51 +34,77 @@ class Seen:
 
 @dataclass
 class FarmView:
-    """The replicated printers and their active jobs, read once for all workers."""
+    """This node's printers (with their assignment epochs) and their active jobs, read once
+    for all workers."""
 
     printers: dict[str, dict[str, Any]]
     active_jobs: dict[str, dict[str, Any]]
     read_at: float
 
 
+def always() -> bool:
+    """A lease that never lapses (tests that drive a worker alone)."""
+    return True
+
+
 @dataclass
 class WorkerContext:
     """Shared by the pool, the printer workers, the scheduler and the telemetry flusher."""
 
-    node: FarmNode
-    epoch: int
+    node: FarmPort
+    # Whether this node's lease lets it act now (LeaseKeeper.valid).
+    lease_valid: Callable[[], bool] = always
     seen: dict[str, Seen] = field(default_factory=dict)
+    # The assignment epoch each running worker drives its printer under.
+    epochs: dict[str, int] = field(default_factory=dict)
+    # Jobs this pool claimed: a start of any other starting job may have been sent by an
+    # earlier driver (another node, or this node's previous pool), so it waits to show.
+    claimed: set[str] = field(default_factory=set)
+    # Set when the whole pool must stop (the lease lapsed).
     fenced: bool = False
     # Told of every status observed (printer id, status, time.time()); must not block.
     observer: Callable[[str, PrinterStatus, float], None] | None = None
     _view: FarmView | None = None
 
     def view(self) -> FarmView:
-        """The farm as last read, re-read when older than half a worker interval."""
+        """This node's printers as last read, re-read when older than half a worker
+        interval."""
         max_age = self.node.settings.printer_worker_interval / 2
         now = time.monotonic()
         if self._view is None or now - self._view.read_at > max_age:
-            read = self.node.machine.read
-            printers = {p["id"]: p for p in read(queries.worker_printers)}
-            self._view = FarmView(printers, read(queries.active_jobs_by_printer), now)
+            me = self.node.self_address
+            printers = {p["id"]: p for p in self.node.read_now(
+                lambda c: queries.driven_printers(c, me))}
+            active = self.node.read_now(
+                lambda c: queries.active_jobs_by_printer(c, list(printers)))
+            self._view = FarmView(printers, active, now)
         return self._view
 
     def invalidate(self) -> None:
         """Forget the view after a command changed the farm."""
         self._view = None
 
+    def may_act(self, printer_id: str, epoch: int) -> bool:
+        """Whether this node may talk to the printer now: its lease is fresh and, in the
+        state applied here, the printer is still assigned to it under `epoch`."""
+        if self.fenced or not self.lease_valid():
+            return False
+        row = self.node.read_now(lambda c: queries.assignment_of(c, printer_id))
+        return row is not None and row["node"] == self.node.self_address \
+            and row["epoch"] == epoch
+
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
-        """Submit a worker command with this epoch; None if a rule refused it."""
-        outcome = await self.node.writer.submit(op, {"epoch": self.epoch, **args},
-                                                remember=op != "printer.telemetry")
+        """Submit a worker command (fenced by the epoch in `args`); None if a rule refused
+        it; Fenced if the printer's epoch is stale."""
+        outcome = await self.node.submit(op, args, remember=op != "printer.telemetry")
         if op != "printer.telemetry":
             self.invalidate()
         if outcome.error is None:
             value: dict[str, Any] | None = outcome.value
             return value
         if outcome.error["code"] == "stale_epoch":
-            self.fenced = True
-            raise Fenced(outcome.error["message"])
+            printer_id = args.get("printer_id", args.get("id"))
+            raise Fenced(outcome.error["message"], printer_id)
         log.info("%s refused: %s", op, outcome.error["message"])
         return None
 

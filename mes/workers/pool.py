@@ -1,4 +1,10 @@
-"""The leader's workers: one per printer with a worker flag, plus scheduler and telemetry."""
+"""A node's workers: one per printer assigned to this node, plus scheduler and telemetry.
+
+The pool follows the assignments as they change: it starts a worker for each printer newly
+assigned here, stops the worker of a printer that moved away (or whose epoch changed), and
+hands over a printer the leader asks it to release: the worker stops after its tick, then
+shard.release commits the move.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +44,10 @@ class WorkerPool:
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
         self.claims = 0
-        self.http = ClientGroups(ctx.node.settings.printer_network_list)
+        self.released = 0
+        self._releases: dict[str, asyncio.Task[None]] = {}
+        self.http = ClientGroups(ctx.node.settings.printer_network_list,
+                                 user_agent=f"mes node {ctx.node.self_address}")
         # External-server mode: this node writes the printers it drives into the lab's server.
         self.external = ExternalWriter(ctx.node.settings) \
             if external_enabled(ctx.node.settings) else None
@@ -46,7 +55,7 @@ class WorkerPool:
             self.external.attach(ctx)
 
     async def run(self) -> None:
-        """Every interval: match workers to printers, schedule, commit telemetry."""
+        """Every interval: match workers to assignments, schedule, commit telemetry."""
         interval = self.ctx.node.settings.printer_worker_interval
         if self.external is not None:
             self.external.start()
@@ -58,8 +67,12 @@ class WorkerPool:
                     if self.ctx.node.settings.auto_schedule:
                         self.claims += await schedule(self.ctx)
                     await self.telemetry.flush(self.ctx)
-                except Fenced:
-                    break
+                    for printer_id in list(self.telemetry.stale):
+                        self.telemetry.stale.discard(printer_id)
+                        if printer_id in self.workers:
+                            await self._drop(printer_id)
+                except Fenced as exc:
+                    log.info("worker pool: %s", exc)
                 except Exception:
                     log.exception("worker pool tick failed")
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
@@ -67,12 +80,31 @@ class WorkerPool:
             await self.stop()
 
     async def _sync_workers(self) -> None:
-        wanted = {p["id"]: p for p in self.ctx.node.machine.read(queries.worker_printers)}
+        me = self.ctx.node.self_address
+        wanted = {p["id"]: p for p in self.ctx.node.read_now(
+            lambda c: queries.driven_printers(c, me))}
         for printer_id in list(self.workers):
             printer = wanted.get(printer_id)
-            if printer is None or _signature(printer) != self.workers[printer_id][2]:
+            worker, task, signature = self.workers[printer_id]
+            if printer is not None and printer["release"]:
+                if printer_id not in self._releases:
+                    self._releases[printer_id] = asyncio.create_task(
+                        self._release(printer_id, printer["drive_epoch"]),
+                        name=f"release-{printer_id}")
+            elif printer is None or _signature(printer) != signature or task.done() \
+                    or printer["drive_epoch"] != worker.epoch:
                 await self._drop(printer_id)
         for printer_id, printer in wanted.items():
+            if printer_id in self._releases and self._releases[printer_id].done():
+                del self._releases[printer_id]
+            if printer_id in self._releases:
+                continue
+            if printer["release"]:
+                # Asked to hand over a printer this pool does not run: nothing to stop.
+                self._releases[printer_id] = asyncio.create_task(
+                    self._release(printer_id, printer["drive_epoch"]),
+                    name=f"release-{printer_id}")
+                continue
             if printer_id in self.workers:
                 continue
             try:
@@ -81,7 +113,8 @@ class WorkerPool:
             except ValueError as exc:
                 log.warning("no worker for printer %s: %s", printer_id, exc)
                 continue
-            worker = PrinterWorker(printer_id, client, self.ctx)
+            worker = PrinterWorker(printer_id, client, self.ctx, int(printer["drive_epoch"]))
+            self.ctx.epochs[printer_id] = worker.epoch
             task = asyncio.create_task(worker.run(), name=f"printer-{printer_id}")
             self.workers[printer_id] = (worker, task, _signature(printer))
 
@@ -89,29 +122,56 @@ class WorkerPool:
         worker, task, _ = self.workers.pop(printer_id)
         task.cancel()
         self.ctx.seen.pop(printer_id, None)
+        self.ctx.epochs.pop(printer_id, None)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         with contextlib.suppress(Exception):
             await worker.client.aclose()
+
+    async def _release(self, printer_id: str, epoch: int) -> None:
+        """Hand a printer over: let its worker finish its tick, then commit shard.release."""
+        entry = self.workers.get(printer_id)
+        if entry is not None:
+            worker, task, _ = entry
+            worker.retiring = True
+            timeout = max(2.0, self.ctx.node.settings.printer_worker_interval * 10)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            if printer_id in self.workers:
+                await self._drop(printer_id)
+        try:
+            outcome = await self.ctx.node.submit("shard.release",
+                                                 {"printer_id": printer_id, "epoch": epoch})
+        except Exception as exc:  # the next tick asks again
+            log.info("release of printer %s not committed: %s", printer_id, exc)
+            return
+        if outcome.ok:
+            self.released += 1
+            log.info("printer %s handed over to %s", printer_id, outcome.value["node"])
 
     def stats(self) -> dict[str, Any]:
         """Ticks, tick lag percentiles (recent ticks of every worker) and commands sent."""
         lags = sorted(lag for worker, _, _ in self.workers.values() for lag in worker.lags)
         p50, p99 = _percentile(lags, 0.5), _percentile(lags, 0.99)
         return {
-            "epoch": self.ctx.epoch,
             "printers": len(self.workers),
+            "driving": sorted(self.workers),
             "ticks": sum(worker.ticks for worker, _, _ in self.workers.values()),
             "lag_p50_ms": None if p50 is None else round(p50 * 1000, 2),
             "lag_p99_ms": None if p99 is None else round(p99 * 1000, 2),
             "telemetry_commands": self.telemetry.commands,
             "claims": self.claims,
+            "released": self.released,
         }
 
     async def stop(self) -> None:
         """Cancel every printer worker and close its client."""
+        for release in self._releases.values():
+            release.cancel()
+        self._releases.clear()
         entries = list(self.workers.values())
         self.workers.clear()
+        self.ctx.epochs.clear()
         for _, task, _ in entries:
             task.cancel()
         for worker, task, _ in entries:

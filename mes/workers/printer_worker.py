@@ -63,10 +63,16 @@ def printer_filename(job: dict[str, Any]) -> str:
 class PrinterWorker:
     """Polls one printer every interval and reconciles; never dies, backs off on errors."""
 
-    def __init__(self, printer_id: str, client: PrinterClient, ctx: WorkerContext) -> None:
+    def __init__(self, printer_id: str, client: PrinterClient, ctx: WorkerContext,
+                 epoch: int) -> None:
         self.printer_id = printer_id
         self.client = client
         self.ctx = ctx
+        # The assignment epoch this worker drives its printer under; every command carries
+        # it, and a stale one stops this worker.
+        self.epoch = epoch
+        # Set when the printer is being handed to another node: stop after this tick.
+        self.retiring = False
         self._watches: dict[str, StartWatch] = {}
         self._failures = 0
         self._online: bool | None = None
@@ -76,15 +82,17 @@ class PrinterWorker:
         self.lags: deque[float] = deque(maxlen=LAG_HISTORY)
 
     async def run(self) -> None:
-        """Tick until cancelled or fenced."""
+        """Tick until cancelled, retired or fenced."""
         interval = self.ctx.node.settings.printer_worker_interval
         next_tick = time.monotonic()
-        while not self.ctx.fenced:
+        while not self.ctx.fenced and not self.retiring:
             self.lags.append(max(0.0, time.monotonic() - next_tick))
             try:
                 await self.tick()
                 self._failures = 0
-            except Fenced:
+            except Fenced as exc:
+                log.warning("printer %s: this node no longer drives it (%s): worker stopped",
+                            self.printer_id, exc)
                 return
             except asyncio.CancelledError:
                 raise
@@ -98,8 +106,21 @@ class PrinterWorker:
             next_tick = max(next_tick + pause, time.monotonic())
             await asyncio.sleep(next_tick - time.monotonic())
 
+    def guard(self) -> None:
+        """Raise Fenced unless this node may talk to the printer now (see may_act)."""
+        if not self.ctx.may_act(self.printer_id, self.epoch):
+            raise Fenced(f"printer {self.printer_id} is no longer driven here under epoch "
+                         f"{self.epoch} (moved, or this node's lease lapsed)", self.printer_id)
+
+    async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
+        """A command about this printer, carrying its id and this worker's epoch."""
+        if "id" not in args:
+            args.setdefault("printer_id", self.printer_id)
+        return await self.ctx.command(op, epoch=self.epoch, **args)
+
     async def poll(self, expect_job: bool = True) -> PrinterStatus:
-        """The printer's status, or offline with the reason; never raises."""
+        """The printer's status, or offline with the reason; raises only Fenced."""
+        self.guard()
         timeout = max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
         try:
             async with asyncio.timeout(timeout):  # no extra task per poll, unlike wait_for
@@ -153,27 +174,28 @@ class PrinterWorker:
             if own:
                 await self._own_file_without_job(name, own.group(1))
                 return
-            known = self.ctx.node.machine.read(
+            known = self.ctx.node.read_now(
                 lambda c: queries.job_by_printer_file(c, self.printer_id, name))
             if known is not None and known["status"] == "Canceled":
                 log.info("printer %s still prints canceled job %s: cancelling", self.printer_id,
                          known["id"])
                 await self._try(self.client.cancel())
             elif known is None:
-                await self.ctx.command("job.external", job_id=f"ext-{uuid.uuid4().hex[:12]}",
+                await self.command("job.external", job_id=f"ext-{uuid.uuid4().hex[:12]}",
                                        printer_id=self.printer_id, file_name=name)
         elif (not printer["bed_clear"] and not printer.get("attention")
               and self.ctx.node.settings.auto_clear_bed):
-            await self.ctx.command("printer.bed_cleared", id=self.printer_id)
+            await self.command("printer.bed_cleared", id=self.printer_id)
 
     async def _own_file_without_job(self, name: str, job_id: str) -> None:
         """One of our files prints here while no job is claimed or running here."""
-        job = self.ctx.node.machine.read(lambda c: queries.get_job(c, job_id))
+        job = self.ctx.node.read_now(lambda c: queries.get_job(c, job_id))
         if job is not None and job["status"] == "Queued" and job["phase"] is None:
             # A start that went back to the queue arrived after all: take the job back if
             # the rules let this printer have it, rather than let it print a second time.
-            if await self.ctx.command("job.claim", job_id=job_id, printer_id=self.printer_id,
-                                      printer_filename=name) is not None:
+            if await self.command("job.claim", job_id=job_id, printer_id=self.printer_id,
+                                  printer_filename=name) is not None:
+                self.ctx.claimed.add(job_id)
                 log.warning("printer %s prints queued job %s (a late start): claimed it here",
                             self.printer_id, job_id)
                 return
@@ -194,7 +216,7 @@ class PrinterWorker:
         await self._stray(name, why)
 
     def _ran_here(self, job_id: str) -> bool:
-        history = self.ctx.node.machine.read(lambda c: queries.job_history_of(c, job_id))
+        history = self.ctx.node.read_now(lambda c: queries.job_history_of(c, job_id))
         return any(h["to_status"] == "Running" for h in history)
 
     async def _stray(self, name: str, why: str) -> None:
@@ -209,7 +231,7 @@ class PrinterWorker:
                   self.printer_id, name, why)
         reason = (f"cancelled {name}, started late ({why}); check the printer and its bed, "
                   "then clear the bed")
-        if await self.ctx.command("printer.attention", id=self.printer_id,
+        if await self.command("printer.attention", id=self.printer_id,
                                   reason=reason[:1000]) is None:
             return
         await self._try(self.client.cancel())
@@ -218,6 +240,7 @@ class PrinterWorker:
     async def _delete_leftovers(self) -> None:
         """Delete our files of cancelled prints from the printer (a few tries each)."""
         for name, tries in list(self._leftovers.items()):
+            self.guard()
             try:
                 await self.client.delete_file(name)
             except PrinterError as exc:
@@ -233,7 +256,7 @@ class PrinterWorker:
         watch = self._watches.setdefault(job["id"], StartWatch(seen=now))
         if status.file_name == name and status.state in ("printing", "paused", "finished"):
             self._watches.pop(job["id"], None)
-            await self.ctx.command("job.started", job_id=job["id"])
+            await self.command("job.started", job_id=job["id"])
             return
         if status.state in ("printing", "paused"):
             other = str(status.file_name or "")
@@ -250,8 +273,8 @@ class PrinterWorker:
             return
         grace = self.ctx.node.settings.printer_start_grace
         if watch.sent is None:
-            if job["claim_epoch"] != self.ctx.epoch and now - watch.seen < grace:
-                return  # an earlier leader may have sent it: let the printer show it first
+            if job["id"] not in self.ctx.claimed and now - watch.seen < grace:
+                return  # an earlier driver may have sent it: let the printer show it first
             await self._send_start(job, watch)
             return
         watch.checks += 1
@@ -270,14 +293,16 @@ class PrinterWorker:
         if data is None:
             await self._start_failed(job, "the G-code file is on no reachable node")
             return
+        self.guard()
         try:
             await self.client.upload(name, data)
         except PrinterError as exc:  # nothing was started: an upload alone prints nothing
             await self._start_failed(job, f"upload failed: {exc}")
             return
-        if await self.ctx.command("job.sending", job_id=job["id"],
+        if await self.command("job.sending", job_id=job["id"],
                                   printer_id=self.printer_id) is None:
             return  # no longer claimed here (canceled meanwhile): send nothing
+        self.guard()
         watch.sent = time.monotonic()  # from here on the start may arrive, now or later
         try:
             async with asyncio.timeout(self._deadline()):
@@ -300,7 +325,7 @@ class PrinterWorker:
 
     async def _start_failed(self, job: dict[str, Any], reason: str) -> None:
         self._watches.pop(job["id"], None)
-        await self.ctx.command("job.start_failed", job_id=job["id"], reason=reason)
+        await self.command("job.start_failed", job_id=job["id"], reason=reason)
 
     def _deadline(self) -> float:
         return max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
@@ -312,34 +337,40 @@ class PrinterWorker:
         if ours and status.state in ("printing", "paused"):
             phase = "paused" if status.state == "paused" else "printing"
             if phase != job["phase"]:
-                await self.ctx.command("job.phase", job_id=job["id"], phase=phase)
+                await self.command("job.phase", job_id=job["id"], phase=phase)
             if job["requested_action"] == "pause" and phase == "printing":
                 await self._try(self.client.pause())
             elif job["requested_action"] == "resume" and phase == "paused":
                 await self._try(self.client.resume())
         elif ours and status.state == "finished":
-            await self.ctx.command("job.finished", job_id=job["id"])
+            await self.command("job.finished", job_id=job["id"])
             if job["from_server"]:
                 await self._try(self.client.delete_file(name))
             if self.ctx.node.settings.auto_clear_bed and not printer.get("attention"):
-                await self.ctx.command("printer.bed_cleared", id=self.printer_id)
+                await self.command("printer.bed_cleared", id=self.printer_id)
         elif status.state == "offline":
             return  # the printer may come back; the job stays Running meanwhile
         elif status.state == "error":
-            await self.ctx.command("job.lost", job_id=job["id"],
+            await self.command("job.lost", job_id=job["id"],
                                    cause=f"printer error: {status.error or 'unknown'}")
         else:
             other = str(status.file_name or "")
             if status.state in ("printing", "paused") and OWN_FILE.match(other):
                 await self._stray(other, f"job {job['id']} was running there")
-            await self.ctx.command("job.lost", job_id=job["id"], cause=self._why_gone(name))
+            await self.command("job.lost", job_id=job["id"], cause=self._why_gone(name))
 
     def _why_gone(self, name: str) -> str:
         if isinstance(self.client, MockPrinter) and name not in self.client.starts:
-            return ("the mock printer was restarted: it lived in the previous leader's process")
+            return ("the mock printer was restarted: it lived in the process of the node that "
+                    "drove it before")
         return "the printer no longer prints it (canceled at the printer, or restarted)"
 
     async def _try(self, call: Any) -> None:
+        try:
+            self.guard()
+        except Fenced:
+            call.close()  # never sent
+            raise
         try:
             await call
         except PrinterBusy as exc:

@@ -1,4 +1,12 @@
-"""FIFO scheduling: queued jobs go to idle printers by claim, before anything is sent."""
+"""FIFO scheduling: queued jobs go to idle printers by claim, before anything is sent.
+
+Every node schedules for the printers it drives: the choice rests on what the printer said
+moments ago on this node (committed telemetry lags by a tick and a commit), and the claim
+carries the printer's assignment epoch, so it commits only while this node still drives
+the printer. Every node walks the same queue oldest first; when two nodes pick the same job
+for different printers, apply lets the first claim win and refuses the other
+(not_claimable), whose printer tries the next job in the next tick.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from typing import Any
 
 from mes.state import queries
 from mes.state.farm import is_reserved
-from mes.workers.context import WorkerContext
+from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import printer_filename
 
 READY_STATES = ("idle", "finished")
@@ -22,6 +30,7 @@ def ready_printers(printers: list[dict[str, Any]], busy: dict[str, Any],
     for printer in printers:
         seen = ctx.seen.get(printer["id"])
         if (printer["bed_clear"] and not is_reserved(printer, now) and printer["id"] not in busy
+                and not printer.get("release")
                 and seen is not None and seen.status.state in READY_STATES):
             ready[printer["id"]] = printer
     return ready
@@ -61,11 +70,16 @@ async def schedule(ctx: WorkerContext) -> int:
     if not ready:
         return 0
     bound = min(len(ready), MAX_CLAIMS_PER_TICK)
-    jobs = ctx.node.machine.read(
+    jobs = ctx.node.read_now(
         lambda c: queries.startable_jobs(c, list(ready.values()), bound))
     claimed = 0
     for job, printer in assign(jobs, ready, bound):
-        if await ctx.command("job.claim", job_id=job["id"], printer_id=printer["id"],
-                             printer_filename=printer_filename(job)) is not None:
-            claimed += 1
+        try:
+            if await ctx.command("job.claim", job_id=job["id"], printer_id=printer["id"],
+                                 epoch=printer["drive_epoch"],
+                                 printer_filename=printer_filename(job)) is not None:
+                ctx.claimed.add(job["id"])
+                claimed += 1
+        except Fenced:
+            continue  # the printer moved to another node meanwhile
     return claimed

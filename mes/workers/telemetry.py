@@ -36,20 +36,30 @@ class TelemetryFlusher:
         self._committed: dict[str, dict[str, Any]] = {}
         self._committed_at: dict[str, float] = {}
         self.commands = 0
+        # Printers whose epoch the last flushes found stale: their workers are stopped.
+        self.stale: set[str] = set()
 
     async def flush(self, ctx: WorkerContext) -> int:
         """Commit the changed statuses in one command; return how many printers it carried."""
         batch = []
         for printer_id, seen in ctx.seen.items():
+            if printer_id not in ctx.epochs:
+                continue
             status = seen.status.as_dict()
             stale = seen.at - self._committed_at.get(printer_id, 0.0) >= REFRESH_SECONDS
             if stale or changed(self._committed.get(printer_id), status):
                 batch.append((printer_id, status, seen.at))
         if not batch:
             return 0
-        rows = [{"printer_id": pid, "observed_at": at, **status} for pid, status, at in batch]
-        if await ctx.command("printer.telemetry", statuses=rows) is not None:
+        rows = [{"printer_id": pid, "epoch": ctx.epochs[pid], "observed_at": at, **status}
+                for pid, status, at in batch]
+        result = await ctx.command("printer.telemetry", statuses=rows)
+        if result is not None:
+            refused = set(result.get("stale") or ())
+            self.stale |= refused
             for printer_id, status, at in batch:
+                if printer_id in refused:
+                    continue
                 self._committed[printer_id] = status
                 self._committed_at[printer_id] = at
             self.commands += 1

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from mes.api.auth import UNAUTHORIZED, Operator, authenticate
 from mes.api.deps import NodeDep
@@ -15,6 +16,7 @@ from mes.api.errors import error_body
 from mes.node import FarmNode
 from mes.raft.cluster import ROLES
 from mes.raft.readiness import not_ready_reasons, progress_of
+from mes.state import queries
 from mes.state.digest import state_digest
 
 router = APIRouter(tags=["cluster"], responses=UNAUTHORIZED,
@@ -28,8 +30,34 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 @router.get("/cluster")
 async def cluster(node: NodeDep) -> dict[str, Any]:
-    """This node, its role, the leader, term, commit and applied index, and every node."""
-    return node.cluster()
+    """This node, its role, the leader, term, commit and applied index, and every node with
+    its lease and the printers it drives (`printers`), plus the printers no node drives."""
+    view = node.cluster()
+    shards = await node.read(shard_view)
+    for entry in view["nodes"]:
+        entry.update(shards["nodes"].get(entry["address"], {"lease": None, "printers": []}))
+    view["undriven_printers"] = shards["undriven"]
+    return view
+
+
+def shard_view(conn: Connection) -> dict[str, Any]:
+    """Per node its lease and the printers it drives; the printers no node drives."""
+    leases = queries.leases(conn)
+    live = {lease["node"] for lease in leases if not lease["expired"]}
+    nodes: dict[str, dict[str, Any]] = {
+        lease["node"]: {"lease": {"seq": lease["seq"], "renewed_at": lease["renewed_at"],
+                                  "expired": lease["expired"]}, "printers": []}
+        for lease in leases}
+    undriven = []
+    for slot in queries.shard_slots(conn):
+        state = queries.drive_state({"worker": True, "hub": slot["hub"]}, slot, live)
+        if state["driven_by"] is not None:
+            nodes.setdefault(state["driven_by"], {"lease": None, "printers": []})[
+                "printers"].append(slot["id"])
+        else:
+            undriven.append({"id": slot["id"], "hub": slot["hub"],
+                             "drive_state": state["drive_state"]})
+    return {"nodes": nodes, "undriven": undriven}
 
 
 @router.get("/cluster/digest")
@@ -42,11 +70,19 @@ async def digest(node: NodeDep, _: Operator) -> dict[str, Any]:
 
 @router.get("/workers")
 async def workers(node: NodeDep, _: Operator) -> dict[str, Any]:
-    """The printer workers of this node (they run on the leader only)."""
-    pool = node.leader_loop.pool if node.leader_loop is not None else None
-    if pool is None:
+    """The printer workers of this node (for the printers assigned to it), its lease and,
+    on the leader, the balancer."""
+    host = node.workers
+    if host is None:
         return {"running": False}
-    return {"running": True, **pool.stats()}
+    extra: dict[str, Any] = {"lease_remaining": round(host.lease.remaining(), 3),
+                             "lease_renewals": host.lease.renewals}
+    if host.leader is not None:
+        extra["balancer"] = {"epoch": host.leader.epoch, "commands": host.leader.commands,
+                             "expired": host.leader.expired}
+    if host.pool is None:
+        return {"running": False, **extra}
+    return {"running": True, **host.pool.stats(), **extra}
 
 
 @health_router.get("/health", responses=NOT_READY)

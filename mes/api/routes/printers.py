@@ -34,7 +34,22 @@ router = authenticated_router("/printers", "printers")
 async def list_printers(request: Request, response: Response, node: NodeDep,
                         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
     """Printers by id, one page at a time (the next page: `Link` rel=next, `X-Next-Cursor`)."""
-    return await page_by_id(request, response, node, listing.printers_page, limit, cursor)
+    return await page_by_id(request, response, node, lambda c, after, count: queries.with_drive(
+        c, listing.printers_page(c, after, count)), limit, cursor)
+
+
+async def shown(node: FarmNode, printer: dict[str, Any]) -> dict[str, Any]:
+    """A printer with how it is driven (driven_by, drive_state, drive_epoch)."""
+    return (await read(node, lambda c: queries.with_drive(c, [printer])))[0]
+
+
+def check_hub(node: FarmNode, args: dict[str, Any]) -> None:
+    """A hub must be one of this cluster's nodes (RAFT_SELF or RAFT_PEERS)."""
+    hub = args.get("hub")
+    members = [node.settings.raft_self, *node.settings.peers]
+    if hub is not None and hub not in members:
+        raise ApiError(422, "unknown_hub", f"hub: {hub!r} is not a node of this cluster "
+                       f"({', '.join(members)})", "hub")
 
 
 @router.post("", status_code=201, response_model=PrinterOut)
@@ -43,15 +58,16 @@ async def create_printer(body: PrinterCreate, node: NodeDep, who: Operator,
     """Register a printer."""
     args = body.model_dump(exclude_none=True)
     args.setdefault("id", new_id(idempotency_key, who))
+    check_hub(node, args)
     await check_network(node, args, None)
-    return await commit(node, "printer.create", args, idempotency_key, who)
+    return await shown(node, await commit(node, "printer.create", args, idempotency_key, who))
 
 
 @router.get("/{printer_id}", response_model=PrinterOut)
 async def get_printer(printer_id: str, node: NodeDep) -> Any:
-    """One printer."""
-    return found(await read(node, lambda c: queries.get_printer(c, printer_id)), "printer",
-                 printer_id)
+    """One printer, with the node that drives it (`driven_by`, `drive_state`)."""
+    return await shown(node, found(await read(node, lambda c: queries.get_printer(
+        c, printer_id)), "printer", printer_id))
 
 
 @router.patch("/{printer_id}", response_model=PrinterOut)
@@ -66,7 +82,8 @@ async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep, wh
         current = await read(node, lambda c: queries.get_printer(c, printer_id))
         if current is not None:
             await check_network(node, args, current)
-    return await commit(node, "printer.update", args, idempotency_key, who)
+    check_hub(node, args)
+    return await shown(node, await commit(node, "printer.update", args, idempotency_key, who))
 
 
 async def check_network(node: FarmNode, args: dict[str, Any],
@@ -109,7 +126,7 @@ async def printer_status(printer_id: str, node: NodeDep) -> Any:
     status = await read(node, lambda c: queries.printer_status_of(c, printer_id)) or {
         "printer_id": printer_id, "state": "unknown"}
     observed = status.get("observed_at")
-    pool = node.leader_loop.pool if node.leader_loop is not None else None
+    pool = node.workers.pool if node.workers is not None else None
     live = pool.ctx.seen.get(printer_id) if pool is not None else None
     seen = live.at if live is not None else observed  # the driving node knows it exactly
     return {**status, "last_seen_at": seen,

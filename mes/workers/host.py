@@ -1,0 +1,165 @@
+"""Everything a node runs for the printers: its lease, its worker pool and, on the leader,
+the balancer.
+
+Every node renews its lease and, while the lease is fresh, runs a WorkerPool for the
+printers assigned to it. When the lease lapses (no renewal committed in time) the pool is
+stopped at once; a new one starts when a renewal commits again. The leader also begins an
+epoch (which fences its plans) and runs the ShardLeader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from mes.raft.writer import NoLeader
+from mes.state import queries
+from mes.workers.balancer import Slot, plan, silent_nodes
+from mes.workers.context import WorkerContext
+from mes.workers.lease import LeaseKeeper
+from mes.workers.pool import WorkerPool
+from mes.workers.ports import FarmPort
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 0.1
+
+
+class ShardLeader:
+    """The leader's balancer loop: expires silent nodes' leases and moves printers."""
+
+    def __init__(self, port: FarmPort, epoch: int) -> None:
+        self.port = port
+        self.epoch = epoch
+        self.heard: dict[str, tuple[int, float]] = {}
+        self.commands = 0
+        self.expired: list[str] = []
+
+    async def step(self) -> bool:
+        """Plan once and commit the plan if it changes anything; False once fenced."""
+        leases, slots = await self.port.read(
+            lambda c: (queries.leases(c), queries.shard_slots(c)))
+        lease_seconds = self.port.settings.node_lease_seconds
+        silent = silent_nodes(leases, self.heard, time.monotonic(), lease_seconds)
+        gone = {s["node"] for s in silent}
+        live = [lease["node"] for lease in leases
+                if not lease["expired"] and lease["node"] not in gone]
+        moves = plan([Slot.of(row) for row in slots], live)
+        if not silent and not moves:
+            return True
+        args = {"leader_epoch": self.epoch, "now": time.time(), "expire": silent,
+                "moves": [m.as_dict() for m in moves]}
+        outcome = await self.port.submit("shard.assign", args, remember=False)
+        self.commands += 1
+        if outcome.error is not None:
+            if outcome.error["code"] == "stale_epoch":
+                return False
+            log.info("shard plan refused: %s", outcome.error["message"])
+            return True
+        for item in silent:
+            log.warning("node %s renewed no lease for %.1f s: its lease expired, its floating "
+                        "printers move", item["node"], item["silent_for"])
+            self.expired.append(item["node"])
+        return True
+
+    async def run(self) -> None:
+        """Until cancelled or fenced."""
+        every = self.port.settings.shard_balance_interval
+        while True:
+            started = time.monotonic()
+            try:
+                if not await self.step():
+                    return
+            except NoLeader:
+                pass
+            except Exception:
+                log.exception("shard balancer step failed")
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+
+
+class WorkerHost:
+    """Runs this node's lease keeper, its worker pool and, while leading, the balancer."""
+
+    def __init__(self, port: FarmPort) -> None:
+        self.port = port
+        self.lease = LeaseKeeper(port)
+        self.pool: WorkerPool | None = None
+        self.leader: ShardLeader | None = None
+        self._pool_task: asyncio.Task[None] | None = None
+        self._leader_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        self._lease_task = asyncio.create_task(self.lease.run(), name="node-lease")
+        try:
+            while True:
+                await self._follow_leadership()
+                await self._follow_lease()
+                await asyncio.sleep(CHECK_EVERY)
+        finally:
+            await self._end_pool()
+            await self._end_leading()
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._lease_task
+
+    async def _follow_lease(self) -> None:
+        valid = self.lease.valid()
+        if valid and self.pool is None:
+            log.info("lease held: driving the printers assigned to %s", self.port.self_address)
+            self.pool = WorkerPool(WorkerContext(self.port, self.lease.valid))
+            self._pool_task = asyncio.create_task(self.pool.run(), name="worker-pool")
+        elif self.pool is not None and (not valid or self._pool_task is None
+                                        or self._pool_task.done()):
+            if not valid:
+                log.warning("lease lapsed %.1f s ago (no renewal committed in time): "
+                            "stopping every printer worker of this node",
+                            -self.lease.remaining())
+            await self._end_pool()
+
+    async def _end_pool(self) -> None:
+        if self.pool is None:
+            return
+        self.pool.ctx.fenced = True
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pool_task
+        self.pool = None
+        self._pool_task = None
+
+    async def _follow_leadership(self) -> None:
+        leading = self.port.is_leader()
+        if leading and self.leader is None:
+            await self._begin_leading()
+        elif self.leader is not None and (not leading or self._leader_task is None
+                                          or self._leader_task.done()):
+            await self._end_leading()
+
+    async def _begin_leading(self) -> None:
+        try:
+            await self.port.on_leading()
+            outcome = await self.port.submit("leader.begin",
+                                             {"leader": self.port.self_address})
+        except NoLeader:
+            return
+        if outcome.error is not None or not self.port.is_leader():
+            return
+        epoch = int(outcome.value["epoch"])
+        log.info("leading with epoch %d: balancing printers over the nodes", epoch)
+        self.leader = ShardLeader(self.port, epoch)
+        self._leader_task = asyncio.create_task(self.leader.run(), name="shard-leader")
+
+    async def _end_leading(self) -> None:
+        if self.leader is None:
+            return
+        log.info("no longer leading (epoch %d)", self.leader.epoch)
+        if self._leader_task is not None:
+            self._leader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._leader_task
+        self.leader = None
+        self._leader_task = None
