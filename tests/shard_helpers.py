@@ -26,8 +26,10 @@ def leader_epoch(machine: StateMachine) -> int:
 
 def epoch_of(machine: StateMachine, printer_id: str) -> int:
     """The printer's assignment epoch."""
-    return int(machine.read(lambda c: c.exec_driver_sql(
-        "SELECT epoch FROM assignments WHERE printer_id = ?", (printer_id,)).scalar()))
+    value = machine.read(lambda c: c.exec_driver_sql(
+        "SELECT epoch FROM assignments WHERE printer_id = ?", (printer_id,)).scalar())
+    assert value is not None, f"printer {printer_id} has no assignment"
+    return int(value)
 
 
 def place(machine: StateMachine, printer_id: str, node: str = NODE) -> int:

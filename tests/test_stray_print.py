@@ -84,8 +84,8 @@ def worker(machine: StateMachine, epoch: int, client: Printing) -> PrinterWorker
     writer = Writer(machine)
     node = SimpleNamespace(read_now=machine.read, submit=writer.submit, settings=settings,
                            blob=blob, self_address=NODE)
-    ctx = WorkerContext(node, claimed={"j"})  # type: ignore[arg-type]  # claimed here
-    return PrinterWorker("p1", client, ctx, epoch)
+    ctx = WorkerContext(node, claimed={"j"})  # claimed here
+    return PrinterWorker("p1", client, ctx, epoch)  # type: ignore[arg-type]
 
 
 def attention(machine: StateMachine) -> Any:

@@ -143,6 +143,8 @@ class PrinterOut(BaseModel):
         "drive it) or not_driven (`worker: false`)"))
     drive_epoch: int | None = Field(None, description=(
         "the assignment epoch the driving node's commands carry"))
+    driven_since: Timestamp | None = Field(None, description=(
+        "when the printer was assigned to the node driving it"))
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -25,9 +25,21 @@ def printer_for(request: Request) -> Printer:
 
 async def serve(request: Request, handler: Handler,
                 error: Callable[[int, str], Response]) -> Response:
-    """Run `handler` for this request's printer; a PrinterError becomes `error(status, text)`."""
+    """Run `handler` for this request's printer; a PrinterError becomes `error(status, text)`.
+
+    Every request but a read is recorded with its client (User-Agent) and time, and every
+    start with the client that made it: tests tell which node acted on the printer."""
     printer = printer_for(request)
+    client = request.headers.get("user-agent", "")
+    starts = printer.total_starts
+    if request.method not in ("GET", "HEAD"):
+        printer.record_request(client, request.method, request.url.path)
+    else:
+        printer.reads_by[client] += 1
     try:
         return await handler(request, printer)
     except PrinterError as exc:
         return error(exc.status, exc.message)
+    finally:
+        if printer.total_starts > starts and printer.job is not None:
+            printer.record_start(client, printer.job.path)

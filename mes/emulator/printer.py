@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +21,8 @@ PRINT_BED = 60.0
 HEAT_TAU = 2.0
 """Heater time constant in seconds: about 78 % of the way to the target after 3 s."""
 
+# How many recent non-read requests each printer keeps for GET /emulator/status.
+REQUEST_LOG = 500
 PRINTABLE_SUFFIXES = (".gcode", ".bgcode", ".gco", ".g")
 
 Clock = Callable[[], float]
@@ -166,6 +168,10 @@ class Printer:
         self.total_starts = 0
         self.stops: Counter[str] = Counter()  # jobs stopped (cancelled) before their end
         self.moved: Counter[str] = Counter()  # ended jobs that got past heating and moved
+        # Recent requests that were not reads, and every start, with the client that sent it.
+        self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG)
+        self.started_by: list[dict[str, Any]] = []
+        self.reads_by: Counter[str] = Counter()  # reads (status polls) per client
         self.tool = Heater(now)
         self.bed = Heater(now)
         self._next_job_id = 1
@@ -374,6 +380,15 @@ class Printer:
 
     # -- emulator status ----------------------------------------------------------------
 
+    def record_request(self, client: str, method: str, path: str) -> None:
+        """Remember a request that may change the printer (wall time, client, what)."""
+        self.requests.append({"at": self._wall(), "client": client, "method": method,
+                              "path": path})
+
+    def record_start(self, client: str, path: str) -> None:
+        """Remember which client started a print of `path`."""
+        self.started_by.append({"at": self._wall(), "client": client, "file": path})
+
     def summary(self) -> dict[str, Any]:
         """API-neutral view for ``GET /emulator/status``."""
         job = self.job
@@ -396,4 +411,7 @@ class Printer:
             "job_id": None if job is None else job.id,
             "progress": None if progress is None else round(progress, 2),
             "files": sorted(self.files),
+            "requests": list(self.requests),
+            "started_by": list(self.started_by),
+            "reads_by": dict(self.reads_by),
         }

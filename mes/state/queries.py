@@ -130,7 +130,8 @@ def drive_state(printer: dict[str, Any], assignment: dict[str, Any] | None,
         state = "unassigned"
     driven = node if state in ("driven", "releasing") else None
     return {"driven_by": driven, "drive_state": state,
-            "drive_epoch": assignment["epoch"] if assignment and driven else None}
+            "drive_epoch": assignment["epoch"] if assignment and driven else None,
+            "driven_since": assignment["since"] if assignment and driven else None}
 
 
 def with_drive(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,255 @@
+"""Shards: apply's per-printer fencing, leases and moves straight on a StateMachine, and the
+balancer's plan as a pure function."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mes.state.machine import Outcome, StateMachine
+from mes.workers.balancer import Move, Slot, plan, silent_nodes
+from tests.shard_helpers import NODE, OTHER, do, epoch_of, leader_epoch, place
+
+FILE = "c" * 64
+THIRD = "127.0.0.1:7003"
+
+
+def apply(machine: StateMachine, op: str, **args: Any) -> Outcome:
+    return machine.apply({"op": op, "args": args, "rid": None, "ts": time.time()})
+
+
+def row(machine: StateMachine, sql: str) -> tuple[Any, ...]:
+    found = machine.read(lambda c: c.exec_driver_sql(sql).first())
+    assert found is not None
+    return tuple(found)
+
+
+@pytest.fixture
+def farm() -> Iterator[StateMachine]:
+    machine = StateMachine()
+    do(machine, "filament.create", id="f1", type="PLA", color="red", total_weight_in_grams=1000)
+    do(machine, "file.register", id=FILE, name="a.gcode", size=10)
+    for printer in ("p1", "p2"):
+        do(machine, "printer.create", id=printer, api="Mock", worker=True, filament_id="f1")
+    do(machine, "job.create", id="j", filament_id="f1", file_id=FILE, print_weight_in_grams=5)
+    yield machine
+    machine.close()
+
+
+def claim(machine: StateMachine, epoch: int, printer: str = "p1") -> Outcome:
+    return apply(machine, "job.claim", job_id="j", printer_id=printer, epoch=epoch,
+                 printer_filename="mes-j.gcode")
+
+
+def test_a_new_printer_is_driven_by_nobody_and_takes_no_worker_command(
+        farm: StateMachine) -> None:
+    assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p1'") == (None, 0)
+    refused = claim(farm, 1)
+    assert refused.error is not None and refused.error["code"] == "stale_epoch"
+
+
+def test_only_the_current_assignment_epoch_applies(farm: StateMachine) -> None:
+    epoch = place(farm, "p1")
+    for stale in (epoch + 1, epoch + 7):
+        refused = claim(farm, stale)
+        assert refused.error is not None and refused.error["code"] == "stale_epoch"
+    assert row(farm, "SELECT status, phase FROM print_jobs") == ("Queued", None)
+    assert claim(farm, epoch).ok
+    assert row(farm, "SELECT phase, claim_epoch FROM print_jobs") == ("starting", epoch)
+
+
+def test_a_worker_command_about_a_job_on_another_printer_is_refused(
+        farm: StateMachine) -> None:
+    first, second = place(farm, "p1"), place(farm, "p2")
+    assert claim(farm, first).ok
+    refused = apply(farm, "job.started", job_id="j", printer_id="p2", epoch=second)
+    assert refused.error is not None and refused.error["code"] == "wrong_printer"
+    assert apply(farm, "job.started", job_id="j", printer_id="p1", epoch=first).ok
+
+
+def test_a_move_from_a_live_node_is_a_handoff(farm: StateMachine) -> None:
+    epoch = place(farm, "p1", NODE)
+    do(farm, "node.lease", node=OTHER)
+    moved = do(farm, "shard.assign", leader_epoch=leader_epoch(farm), now=time.time(),
+               moves=[{"printer_id": "p1", "epoch": epoch, "node": OTHER}])
+    assert moved["moves"] == {"p1": "releasing"}
+    # Until the driver lets go, it drives (its epoch holds) and nobody else does.
+    assert row(farm, "SELECT node, epoch, release, moving_to FROM assignments "
+                     "WHERE printer_id = 'p1'") == (NODE, epoch, 1, OTHER)
+    assert claim(farm, epoch).ok
+    released = do(farm, "shard.release", printer_id="p1", epoch=epoch)
+    assert released == {"printer_id": "p1", "node": OTHER}
+    new = epoch_of(farm, "p1")
+    assert new > epoch
+    refused = apply(farm, "job.started", job_id="j", printer_id="p1", epoch=epoch)
+    assert refused.error is not None and refused.error["code"] == "stale_epoch"
+    assert apply(farm, "job.started", job_id="j", printer_id="p1", epoch=new).ok
+
+
+def test_a_move_to_a_node_without_a_live_lease_is_skipped(farm: StateMachine) -> None:
+    value = do(farm, "shard.assign", leader_epoch=leader_epoch(farm), now=time.time(),
+               moves=[{"printer_id": "p1", "epoch": 0, "node": OTHER}])
+    assert value["moves"] == {"p1": "skipped"}
+    assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p1'") == (None, 0)
+
+
+def test_a_plan_on_a_stale_view_of_epochs_is_skipped(farm: StateMachine) -> None:
+    place(farm, "p1", NODE)
+    do(farm, "node.lease", node=OTHER)
+    value = do(farm, "shard.assign", leader_epoch=leader_epoch(farm), now=time.time(),
+               moves=[{"printer_id": "p1", "epoch": 0, "node": OTHER}])
+    assert value["moves"] == {"p1": "skipped"}
+
+
+def test_expiry_needs_the_lease_unrenewed_then_moves_at_once(farm: StateMachine) -> None:
+    epoch = place(farm, "p1", NODE)
+    do(farm, "printer.update", id="p2", hub=NODE)
+    pinned = place(farm, "p2", NODE)
+    do(farm, "node.lease", node=OTHER)
+    seq = do(farm, "node.lease", node=NODE)["seq"]
+    do(farm, "node.lease", node=NODE)  # renewed after the leader judged it silent
+    plan_args = {"leader_epoch": leader_epoch(farm), "now": time.time(),
+                 "expire": [{"node": NODE, "seq": seq, "renewed_at": 0, "silent_for": 11}],
+                 "moves": [{"printer_id": "p1", "epoch": epoch, "node": OTHER}]}
+    refused = apply(farm, "shard.assign", **plan_args)
+    assert refused.error is not None and refused.error["code"] == "lease_renewed"
+    assert row(farm, f"SELECT expired FROM node_leases WHERE node = '{NODE}'") == (0,)
+    assert epoch_of(farm, "p1") == epoch
+    value = do(farm, "shard.assign", **{**plan_args, "expire": [
+        {"node": NODE, "seq": seq + 1, "renewed_at": 0, "silent_for": 11}]})
+    assert value == {"expired": [NODE], "moves": {"p1": "moved", "p2": "unassigned"}}
+    assert row(farm, "SELECT node FROM assignments WHERE printer_id = 'p1'") == (OTHER,)
+    # The pinned printer of the dead hub is driven by nobody, under a new epoch.
+    assert row(farm, "SELECT node FROM assignments WHERE printer_id = 'p2'") == (None,)
+    assert epoch_of(farm, "p2") > pinned
+    for printer, old in (("p1", epoch), ("p2", pinned)):
+        refused = apply(farm, "printer.attention", id=printer, epoch=old, reason="x")
+        assert refused.error is not None and refused.error["code"] == "stale_epoch"
+
+
+def test_a_plan_of_a_deposed_leader_is_refused(farm: StateMachine) -> None:
+    old = leader_epoch(farm)
+    do(farm, "leader.begin", leader="other")
+    do(farm, "node.lease", node=NODE)
+    refused = apply(farm, "shard.assign", leader_epoch=old, now=time.time(),
+                    moves=[{"printer_id": "p1", "epoch": 0, "node": NODE}])
+    assert refused.error is not None and refused.error["code"] == "stale_epoch"
+
+
+def test_telemetry_writes_current_statuses_and_lists_stale_ones(farm: StateMachine) -> None:
+    epoch = place(farm, "p1")
+    value = do(farm, "printer.telemetry", statuses=[
+        {"printer_id": "p1", "epoch": epoch, "state": "idle", "observed_at": 1.0},
+        {"printer_id": "p2", "epoch": epoch, "state": "printing", "observed_at": 1.0}])
+    assert value == {"written": 1, "stale": ["p2"]}
+    assert farm.read(lambda c: c.exec_driver_sql(
+        "SELECT printer_id FROM printer_status").scalars().all()) == ["p1"]
+
+
+def test_a_hub_is_a_node_address(farm: StateMachine) -> None:
+    for bad in ("nonsense", "host:0", "host:99999", "a b:7000", 7000):
+        refused = apply(farm, "printer.update", id="p1", hub=bad)
+        assert refused.error is not None and refused.error["code"] == "invalid_node", bad
+    assert do(farm, "printer.update", id="p1", hub="10.0.0.5:7000")["hub"] == "10.0.0.5:7000"
+    assert do(farm, "printer.update", id="p1", hub=None)["hub"] is None
+
+
+# -- the balancer ---------------------------------------------------------------------------
+
+
+def slots(count: int, node: str | None = None, prefix: str = "p") -> list[Slot]:
+    return [Slot(f"{prefix}{i:02d}", None, node, 1) for i in range(count)]
+
+
+def after(start: list[Slot], moves: list[Move]) -> dict[str, str | None]:
+    where = {s.printer_id: s.node for s in start}
+    where.update({m.printer_id: m.node for m in moves})
+    return where
+
+
+def test_new_printers_spread_evenly() -> None:
+    start = slots(30)
+    moves = plan(start, [NODE, OTHER, THIRD])
+    assert len(moves) == 30
+    assert Counter(after(start, moves).values()) == {NODE: 10, OTHER: 10, THIRD: 10}
+
+
+def test_a_balanced_farm_stays_put() -> None:
+    start = slots(10, NODE) + slots(10, OTHER, "q") + slots(11, THIRD, "r")
+    assert plan(start, [NODE, OTHER, THIRD]) == []
+
+
+def test_a_dead_nodes_printers_go_to_the_live_ones_and_nothing_else_moves() -> None:
+    start = slots(10, NODE) + slots(10, OTHER, "q") + slots(10, THIRD, "r")
+    moves = plan(start, [NODE, OTHER])
+    assert {m.printer_id[0] for m in moves} == {"r"} and len(moves) == 10
+    assert Counter(after(start, moves).values()) == {NODE: 15, OTHER: 15}
+
+
+def test_a_node_that_comes_back_takes_a_fair_share_with_the_fewest_moves() -> None:
+    start = slots(15, NODE) + slots(15, OTHER, "q")
+    moves = plan(start, [NODE, OTHER, THIRD])
+    assert len(moves) == 10 and all(m.node == THIRD for m in moves)
+    assert Counter(after(start, moves).values()) == {NODE: 10, OTHER: 10, THIRD: 10}
+
+
+def test_pinned_printers_stay_on_their_hub_or_on_nobody() -> None:
+    start = [Slot("a", NODE, None, 0), Slot("b", OTHER, OTHER, 3), Slot("c", THIRD, THIRD, 4)]
+    moves = plan(start + slots(3), [NODE, OTHER])
+    where = after(start + slots(3), moves)
+    assert (where["a"], where["b"], where["c"]) == (NODE, OTHER, None)
+    # The pinned printers count: the floating ones fill the other nodes first.
+    assert Counter(where.values()) == {NODE: 3, OTHER: 2, None: 1}
+
+
+def test_a_handoff_under_way_is_left_alone() -> None:
+    start = [Slot("a", None, NODE, 2, release=True, moving_to=OTHER), Slot("b", None, NODE, 3)]
+    assert plan(start, [NODE, OTHER]) == []
+    # Its target died: the printer is placed again (here: kept where it is).
+    assert plan(start, [NODE]) == [Move("a", 2, NODE)]
+
+
+def test_no_live_node_moves_only_pinned_printers_off() -> None:
+    start = [Slot("a", NODE, NODE, 1), Slot("b", None, None, 0)]
+    assert plan(start, []) == [Move("a", 1, None)]
+
+
+@given(st.lists(st.sampled_from([None, NODE, OTHER, THIRD, "127.0.0.1:7009"]), max_size=60),
+       st.sets(st.sampled_from([NODE, OTHER, THIRD]), min_size=1))
+def test_every_plan_places_every_floating_printer_evenly(nodes: list[str | None],
+                                                        live: set[str]) -> None:
+    start = [Slot(f"p{i:02d}", None, node, i) for i, node in enumerate(nodes)]
+    moves = plan(start, live)
+    where = after(start, moves)
+    assert all(node in live for node in where.values())
+    load = Counter({n: 0 for n in live}) + Counter(where.values())
+    counts = [load[n] for n in live]
+    assert max(counts) - min(counts) <= 1
+    # Only printers off a live node, or on an overloaded one, move.
+    fair = -(-len(start) // len(live))
+    stayed_over = Counter(s.node for s in start if s.node in live)
+    bound = sum(1 for s in start if s.node not in live) + sum(
+        max(0, c - fair) for c in stayed_over.values())
+    assert len(moves) <= bound
+    assert plan([Slot(s.printer_id, None, where[s.printer_id], s.epoch) for s in start],
+                live) == []
+
+
+def test_a_new_leader_gives_every_node_a_whole_lease() -> None:
+    heard: dict[str, tuple[int, float]] = {}
+    leases = [{"node": NODE, "seq": 5, "renewed_at": 1.0, "expired": False},
+              {"node": OTHER, "seq": 9, "renewed_at": 1.0, "expired": True}]
+    assert silent_nodes(leases, heard, 100.0, 10.0) == []
+    assert heard == {NODE: (5, 100.0)}
+    assert silent_nodes(leases, heard, 110.0, 10.0) == []
+    assert [s["node"] for s in silent_nodes(leases, heard, 110.5, 10.0)] == [NODE]
+    leases[0]["seq"] = 6  # renewed: a whole lease again from when it was seen
+    assert silent_nodes(leases, heard, 111.0, 10.0) == []
+    assert silent_nodes(leases, heard, 120.9, 10.0) == []
+    assert silent_nodes(leases, heard, 121.1, 10.0)[0]["seq"] == 6
