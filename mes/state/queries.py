@@ -106,6 +106,7 @@ def leases(conn: Connection) -> list[dict[str, Any]]:
 def shard_slots(conn: Connection) -> list[dict[str, Any]]:
     """Every printer with a worker, its hub and its assignment (what the balancer plans)."""
     query = (select(printers.c.id, printers.c.hub, assignments.c.node, assignments.c.epoch,
+                    assignments.c.since,
                     assignments.c.release, assignments.c.moving_to)
              .join(assignments, assignments.c.printer_id == printers.c.id)
              .where(printers.c.worker.is_(True)).order_by(printers.c.id))
