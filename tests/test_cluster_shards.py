@@ -126,7 +126,7 @@ def check_every_job_done_once(cluster: Cluster, emulator: Emulator, jobs: int,
 
 def test_a_killed_node_loses_its_printers_within_its_lease_and_no_print_starts_twice(
         tmp_path: Path, start_emulator: StartEmulator) -> None:
-    emulator = start_emulator("OctoPrint", count=PRINTERS, job_time=3.0)
+    emulator = start_emulator("OctoPrint", count=PRINTERS, job_time=6.0)
     cluster = Cluster(3, tmp_path / "cluster", **SETTINGS)
     try:
         api, file_id = build_farm(cluster, emulator)
@@ -140,6 +140,8 @@ def test_a_killed_node_loses_its_printers_within_its_lease_and_no_print_starts_t
             assert changed.status_code == 200 and changed.json()["hub"] == victim.raft_address
         refused = api.client.patch("/printers/e00", json={"hub": "10.9.9.9:7000"})
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_hub"
+        wait_for(lambda: pinned <= set(driving(api).get(victim.raft_address, [])), 30,
+                 "the pinned printers handed over to their hub")
         shards = spread_over_every_node(cluster)
         assert pinned <= set(shards[victim.raft_address])
         lost = set(shards[victim.raft_address])
@@ -193,7 +195,7 @@ def test_a_killed_node_loses_its_printers_within_its_lease_and_no_print_starts_t
 
 def test_a_node_stopped_past_its_lease_never_acts_on_the_printers_it_lost(
         tmp_path: Path, start_emulator: StartEmulator) -> None:
-    emulator = start_emulator("OctoPrint", count=PRINTERS, job_time=4.0)
+    emulator = start_emulator("OctoPrint", count=PRINTERS, job_time=8.0)
     cluster = Cluster(3, tmp_path / "cluster", **SETTINGS)
     try:
         _, file_id = build_farm(cluster, emulator)
