@@ -20,11 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.opcua.server import EmbeddedServer
+from mes.state.tables import assignments
 from tests.ports import free_port
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -64,8 +67,26 @@ def report_lag(when: str, lags: list[float]) -> None:
           f"{ordered[int(len(ordered) * 0.99)] * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms")
 
 
-def statuses(count: int, tick: int) -> list[dict[str, Any]]:
-    return [{"printer_id": f"p{i}", "state": "printing", "observed_at": time.time(),
+async def place_all(node: FarmNode) -> dict[str, int]:
+    """Assign every printer to this node, as the leader's balancer would; returns each
+    printer's assignment epoch (worker commands carry it)."""
+    me = node.settings.raft_self
+    assert (await node.writer.submit("node.lease", {"node": me})).ok
+    leader = (await node.writer.submit("leader.begin", {"leader": me})).value["epoch"]
+    moves = [{"printer_id": printer_id, "epoch": 0, "node": me} for printer_id in
+             node.machine.read(lambda c: c.execute(select(assignments.c.printer_id))
+                               .scalars().all())]
+    outcome = await node.writer.submit("shard.assign", {
+        "leader_epoch": leader, "now": time.time(), "moves": moves})
+    assert outcome.ok, outcome.error
+    rows = node.machine.read(lambda c: c.execute(
+        select(assignments.c.printer_id, assignments.c.epoch)).all())
+    return {row.printer_id: row.epoch for row in rows}
+
+
+def statuses(count: int, tick: int, epochs: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"printer_id": f"p{i}", "epoch": epochs[f"p{i}"], "state": "printing",
+             "observed_at": time.time(),
              "nozzle_actual": 200.0 + (tick + i) % 10, "nozzle_target": 210.0,
              "bed_actual": 55.0 + (tick + i) % 5, "bed_target": 60.0,
              "progress": float(tick % 100), "time_printed": float(tick),
@@ -111,11 +132,11 @@ async def main(count: int, seconds: int) -> None:
                   f"{server.mirror.build_cpu_seconds if server.mirror else 0:.2f} s CPU "
                   f"({server.space.node_count if server.space else 0} nodes); ready after "
                   f"{ready:.2f} s; OPC UA thread CPU until ready {cpu_ready:.2f} s")
-            epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})).value
+            epochs = await place_all(node)
             cpu0, wall0 = thread_cpu(tid), time.perf_counter()
             for tick in range(seconds):
                 outcome = await node.writer.submit("printer.telemetry", {
-                    "epoch": epoch["epoch"], "statuses": statuses(count, tick)})
+                    "statuses": statuses(count, tick, epochs)})
                 assert outcome.ok, outcome.error
                 await asyncio.sleep(max(0.0, wall0 + tick + 1 - time.perf_counter()))
             share = (thread_cpu(tid) - cpu0) / (time.perf_counter() - wall0)

@@ -27,7 +27,7 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from bench.opcua_build import fill, statuses, thread_cpu
+from bench.opcua_build import fill, place_all, statuses, thread_cpu
 from mes.auth.secrets import hash_password
 from mes.config import Settings
 from mes.node import FarmNode
@@ -105,14 +105,14 @@ async def run(node: FarmNode, server: EmbeddedServer, count: int, seconds: int,
     for ready in readies:
         await asyncio.to_thread(ready.wait, 180)
     await asyncio.sleep(2)  # the initial values are delivered
-    epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})).value["epoch"]
+    epochs = await place_all(node)
     assert server._thread is not None and server._thread.native_id is not None
     cpu0, wall0 = thread_cpu(server._thread.native_id), time.perf_counter()
     submitted: dict[float, float] = {}
     for tick in range(1, seconds + 1):
         submitted[float(tick % 100)] = time.time()
         outcome = await node.writer.submit("printer.telemetry", {
-            "epoch": epoch, "statuses": statuses(count, tick)})
+            "statuses": statuses(count, tick, epochs)})
         assert outcome.ok, outcome.error
         await asyncio.sleep(max(0.0, wall0 + tick - time.perf_counter()))
     share = (thread_cpu(server._thread.native_id) - cpu0) / (time.perf_counter() - wall0)
@@ -145,10 +145,10 @@ async def main(count: int, seconds: int) -> None:
             while not node.raft.is_leader():
                 await asyncio.sleep(0.05)
             await fill(node, count)
-            epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})).value
+            epochs = await place_all(node)
             for start in range(0, count, 100):  # a print on every printer: progress shows
                 await asyncio.gather(*(node.writer.submit("job.external", {
-                    "epoch": epoch["epoch"], "job_id": f"x{i}", "printer_id": f"p{i}",
+                    "epoch": epochs[f"p{i}"], "job_id": f"x{i}", "printer_id": f"p{i}",
                     "file_name": "part.gcode"}) for i in range(start, min(start + 100, count))))
             await node.writer.submit("user.create", {
                 "id": "bench", "name": "bench", "role": "operator",

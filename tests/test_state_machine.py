@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from mes.state import queries
 from mes.state.machine import Outcome, StateMachine
 from mes.state.tables import filaments, job_history, print_jobs
+from tests.shard_helpers import OTHER, place
 
 
 class Farm:
@@ -294,10 +295,10 @@ def test_unexpected_errors_reject_the_command_and_the_log_goes_on(farm: Farm) ->
 
 
 def _claimed(farm: Farm) -> int:
-    epoch = farm.do("leader.begin", leader="n1").value["epoch"]
     sha = "c" * 64
     assert farm.do("file.register", id=sha, name="a.gcode", size=10).ok
     assert farm.do("printer.update", id="p1", api="Mock", worker=True, filament_id="f1").ok
+    epoch = place(farm.machine, "p1")
     assert farm.do("job.create", id="j1", filament_id="f1", file_id=sha,
                    print_weight_in_grams=5).ok
     claim = farm.do("job.claim", epoch=epoch, job_id="j1", printer_id="p1",
@@ -312,24 +313,25 @@ def test_a_job_being_started_by_its_worker_cannot_be_set_running_by_hand(farm: F
     assert refused.error is not None and refused.error["code"] == "worker_starting"
 
 
-def test_commands_of_an_older_epoch_are_fenced_off(farm: Farm) -> None:
+def test_commands_of_an_older_assignment_epoch_are_fenced_off(farm: Farm) -> None:
     old = _claimed(farm)
-    farm.do("leader.begin", leader="n2")
-    stale = farm.do("job.started", epoch=old, job_id="j1")
+    place(farm.machine, "p1", OTHER)  # the printer moved to another node
+    stale = farm.do("job.started", epoch=old, job_id="j1", printer_id="p1")
     assert stale.error is not None and stale.error["code"] == "stale_epoch"
     job = farm.machine.read(lambda c: queries.get_job(c, "j1"))
     assert job is not None and job["status"] == "Queued"
 
 
 def test_one_bad_telemetry_item_does_not_block_the_others(farm: Farm) -> None:
-    epoch = farm.do("leader.begin", leader="n1").value["epoch"]
     farm.do("printer.create", id="p2")
-    outcome = farm.do("printer.telemetry", epoch=epoch, statuses=[
-        {"printer_id": "p1", "state": "printing", "observed_at": 5.0,
+    first, second = place(farm.machine, "p1"), place(farm.machine, "p2")
+    outcome = farm.do("printer.telemetry", statuses=[
+        {"printer_id": "p1", "epoch": first, "state": "printing", "observed_at": 5.0,
          "nozzle_actual": float("nan")},
-        {"printer_id": "p2", "state": "idle", "observed_at": 5.0, "nozzle_actual": 21.5},
-        {"printer_id": "ghost", "state": "idle", "observed_at": 5.0}])
-    assert outcome.ok and outcome.value == {"written": 1}
+        {"printer_id": "p2", "epoch": second, "state": "idle", "observed_at": 5.0,
+         "nozzle_actual": 21.5},
+        {"printer_id": "ghost", "epoch": second, "state": "idle", "observed_at": 5.0}])
+    assert outcome.ok and outcome.value == {"written": 1, "stale": ["ghost"]}
     status = farm.machine.read(lambda c: queries.printer_status_of(c, "p2"))
     assert status is not None and status["nozzle_actual"] == 21.5
 
@@ -337,7 +339,8 @@ def test_one_bad_telemetry_item_does_not_block_the_others(farm: Farm) -> None:
 def test_a_printer_held_for_attention_takes_no_job_until_an_operator_clears_it(
         farm: Farm) -> None:
     epoch = _claimed(farm)
-    assert farm.do("job.start_failed", epoch=epoch, job_id="j1", reason="no show").ok
+    assert farm.do("job.start_failed", epoch=epoch, job_id="j1", printer_id="p1",
+                   reason="no show").ok
     held = farm.do("printer.attention", epoch=epoch, id="p1", reason="cancelled mes-x.gcode")
     assert held.ok and (held.value["attention"], held.value["bed_clear"]) == (
         "cancelled mes-x.gcode", False)
@@ -346,7 +349,7 @@ def test_a_printer_held_for_attention_takes_no_job_until_an_operator_clears_it(
     assert refused.error is not None and refused.error["code"] == "bed_not_clear"
     automatic = farm.do("printer.bed_cleared", epoch=epoch, id="p1")  # a worker's auto-clear
     assert automatic.error is not None and automatic.error["code"] == "needs_attention"
-    stale = farm.do("printer.attention", epoch=epoch + 1, id="p1", reason="x")
+    stale = farm.do("printer.attention", epoch=epoch + 100, id="p1", reason="x")
     assert stale.error is not None and stale.error["code"] == "stale_epoch"
     cleared = farm.do("printer.bed_cleared", id="p1")  # the operator
     assert cleared.ok and (cleared.value["attention"], cleared.value["bed_clear"]) == (None, True)
@@ -359,12 +362,14 @@ def test_sending_a_start_needs_the_current_epoch_and_a_job_still_claimed_there(
     epoch = _claimed(farm)
     assert farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p1").ok
     before = farm.dump()
-    other = farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p2")
+    assert farm.do("printer.create", id="p2").ok
+    second = place(farm.machine, "p2")
+    other = farm.do("job.sending", epoch=second, job_id="j1", printer_id="p2")
     assert other.error is not None and other.error["code"] == "not_starting"
-    farm.do("leader.begin", leader="n2")
+    new = place(farm.machine, "p1", OTHER)  # the printer moved to another node
     stale = farm.do("job.sending", epoch=epoch, job_id="j1", printer_id="p1")
     assert stale.error is not None and stale.error["code"] == "stale_epoch"
     assert farm.do("job.set_status", id="j1", status="Canceled").ok
-    canceled = farm.do("job.sending", epoch=epoch + 1, job_id="j1", printer_id="p1")
+    canceled = farm.do("job.sending", epoch=new, job_id="j1", printer_id="p1")
     assert canceled.error is not None and canceled.error["code"] == "not_starting"
     assert before != farm.dump()  # (the cancel changed it; sending itself changes nothing)
