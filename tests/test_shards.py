@@ -253,3 +253,13 @@ def test_a_new_leader_gives_every_node_a_whole_lease() -> None:
     assert silent_nodes(leases, heard, 111.0, 10.0) == []
     assert silent_nodes(leases, heard, 120.9, 10.0) == []
     assert silent_nodes(leases, heard, 121.1, 10.0)[0]["seq"] == 6
+
+
+def test_a_job_for_a_pinned_printer_of_a_dead_hub_says_so() -> None:
+    from mes.state.holds import FarmView, hold_of
+
+    printer = {"id": "p1", "worker": True, "hub": NODE, "drive_state": "unreachable",
+               "bed_clear": True}
+    job = {"status": "Queued", "file_id": FILE, "printer_id": "p1"}
+    hold = hold_of(job, FarmView({"p1": printer}, {}, {}, 0.0))
+    assert hold is not None and hold.code == "printer_unreachable" and NODE in hold.message

@@ -24,7 +24,7 @@ def farm_view(conn: Connection, jobs: list[dict[str, Any]]) -> FarmView:
     spools = {j["filament_id"] for j in jobs if not j.get("printer_id") and j.get("filament_id")}
     rows = conn.execute(select(printers).where(
         or_(printers.c.id.in_(named), printers.c.filament_id.in_(spools))))
-    found = {p["id"]: p for p in map(printer_row, rows)}
+    found = {p["id"]: p for p in queries.with_drive(conn, list(map(printer_row, rows)))}
     statuses = {r.printer_id: dict(r._mapping) for r in conn.execute(
         select(printer_status).where(printer_status.c.printer_id.in_(found)))}
     busy = {pid: job["id"] for pid, job in queries.active_jobs_by_printer(conn, found).items()}

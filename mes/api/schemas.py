@@ -240,9 +240,10 @@ class PrintJobCreate(_Input):
 
 class HoldOut(BaseModel):
     """Why a job waits. Codes: record_only, starting, paused, printer_not_found,
-    printer_not_driven, printer_needs_attention, printer_reserved, printer_offline,
-    printer_refuses_key, printer_error, printer_busy, bed_not_cleared, printer_not_seen,
-    no_printer_for_spool, no_driven_printer, no_printer_ready, last_start_failed."""
+    printer_not_driven, printer_unreachable, printer_needs_attention, printer_reserved,
+    printer_offline, printer_refuses_key, printer_error, printer_busy, bed_not_cleared,
+    printer_not_seen, no_printer_for_spool, no_driven_printer, no_printer_ready,
+    last_start_failed."""
 
     code: str
     message: str

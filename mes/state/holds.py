@@ -94,6 +94,10 @@ def _printer_hold(printer: Mapping[str, Any], farm: FarmView) -> Hold | None:
         hint = "set `worker: true`" if drivable(dict(printer)) else "give it a `url` and an `api`"
         return Hold("printer_not_driven", f"printer {name!r} is a record only (no worker); "
                     f"{hint} for this server to drive it")
+    if printer.get("drive_state") == "unreachable":
+        return Hold("printer_unreachable", f"printer {name!r} is pinned to node "
+                    f"{printer.get('hub')}, which has no live lease: no node drives it until "
+                    "that node is back")
     if printer.get("attention"):
         return Hold("printer_needs_attention", f"printer {name!r} needs an operator: "
                     f"{printer['attention']}; clear its bed when done")
