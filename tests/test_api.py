@@ -187,7 +187,9 @@ async def test_cluster_and_health(api: httpx.AsyncClient) -> None:
     assert view["leader"] == view["id"]
     assert view["applied_index"] == view["commit_index"] >= 2
     assert view["nodes"] == [{"id": view["id"], "address": view["id"], "self": True,
-                              "reachable": True, "role": "leader", "http_url": None}]
+                              "reachable": True, "role": "leader", "http_url": None,
+                              "lease": None, "printers": []}]
+    assert view["undriven_printers"] == []
     health = await api.get("/api/v1/health")
     assert health.json()["status"] == "ok"
 

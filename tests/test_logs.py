@@ -56,7 +56,7 @@ def test_a_printer_going_offline_and_back_is_logged_once_each(
     from mes.printers.base import PrinterStatus
     from mes.workers.printer_worker import PrinterWorker
 
-    worker = PrinterWorker("p1", None, None)  # type: ignore[arg-type]
+    worker = PrinterWorker("p1", None, None, 1)  # type: ignore[arg-type]
     caplog.set_level(logging.INFO, logger="mes.workers.printer_worker")
     for status in [PrinterStatus(state="idle"), PrinterStatus(state="idle"),
                    PrinterStatus(state="offline", error="HTTP 403: invalid API key"),
