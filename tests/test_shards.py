@@ -6,14 +6,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mes.raft.writer import NoLeader
 from mes.state.machine import Outcome, StateMachine
 from mes.workers.balancer import Move, Slot, plan, silent_nodes
+from tests.farm_helpers import eventually, running_farm
 from tests.shard_helpers import NODE, OTHER, do, epoch_of, leader_epoch, place
 
 FILE = "c" * 64
@@ -263,3 +266,52 @@ def test_a_job_for_a_pinned_printer_of_a_dead_hub_says_so() -> None:
     job = {"status": "Queued", "file_id": FILE, "printer_id": "p1"}
     hold = hold_of(job, FarmView({"p1": printer}, {}, {}, 0.0))
     assert hold is not None and hold.code == "printer_unreachable" and NODE in hold.message
+
+
+# -- a node's lease, in process -------------------------------------------------------------
+
+
+async def test_a_node_that_cannot_renew_its_lease_stops_its_workers_in_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_farm(tmp_path, node_lease_seconds=3.0, node_lease_renew=0.5,
+                            printer_worker_interval=0.1) as (node, api):
+        body = {"id": "m0", "api": "Mock", "url": "http://mock-printer0:5000", "worker": True}
+        assert (await api.post("/api/v1/printers", json=body)).status_code == 201
+        host = node.workers
+        assert host is not None
+
+        async def driving() -> bool:
+            return host.pool is not None and "m0" in host.pool.workers
+
+        await eventually(driving, 10, "the node to drive its printer")
+        shown = (await api.get("/api/v1/printers/m0")).json()
+        assert (shown["driven_by"], shown["drive_state"]) == (node.self_address, "driven")
+        worker = host.pool.workers["m0"][0] if host.pool else None
+        assert worker is not None and host.pool is not None
+        assert host.pool.ctx.may_act("m0", worker.epoch)
+
+        real = node.submit
+
+        async def no_quorum(op: str, args: Any, remember: bool = True) -> Outcome:
+            if op == "node.lease":
+                raise NoLeader("no leader committed node.lease")
+            return await real(op, args, remember)
+
+        monkeypatch.setattr(node, "submit", no_quorum)
+        ctx = host.pool.ctx
+        stopped_at: list[float] = []
+
+        async def stopped() -> bool:
+            if host.pool is None:
+                stopped_at.append(time.monotonic())
+            return host.pool is None
+
+        await eventually(stopped, 10, "the workers stopped")
+        # Stopped once the lease (less its margin) ran out, within a check period or two.
+        assert 0 <= stopped_at[0] - host.lease.valid_until < 0.5
+        assert not ctx.may_act("m0", worker.epoch)
+        assert not host.lease.valid()
+        # The lease commits again: the node drives its printer again, same assignment.
+        monkeypatch.setattr(node, "submit", real)
+        await eventually(driving, 10, "the node to drive its printer again")
+        assert host.pool is not None and host.pool.workers["m0"][0].epoch == worker.epoch

@@ -37,7 +37,7 @@ def _signature(printer: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class WorkerPool:
-    """Runs while this node leads, under one epoch."""
+    """Runs while this node's lease is fresh, for the printers assigned to this node."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
