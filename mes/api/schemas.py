@@ -150,7 +150,7 @@ class PrinterOut(BaseModel):
 
 
 class PrinterStatusOut(BaseModel):
-    """The printer's latest normalised status as the leader's worker last committed it."""
+    """The printer's latest normalised status as its driving node's worker last committed it."""
 
     printer_id: str
     state: str

@@ -37,7 +37,7 @@ def begin_epoch(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 
 def current_epoch(ctx: ApplyContext) -> int:
-    """The epoch of the current leader's workers (0 before any leader began one)."""
+    """The epoch of the current leader (0 before any leader began one)."""
     value = ctx.conn.execute(select(leadership.c.epoch)).scalar()
     return int(value or 0)
 

@@ -205,7 +205,7 @@ def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
 
 
 def printer_status_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:
-    """The last status the leader's worker committed for a printer."""
+    """The last status the driving node's worker committed for a printer."""
     row = conn.execute(select(printer_status).where(
         printer_status.c.printer_id == printer_id)).first()
     return dict(row._mapping) if row else None

@@ -82,7 +82,7 @@ node_leases = Table(
     Column("expired_at", Float),
 )
 
-# What each printer reported last (overwritten, not appended), written by the leader's workers.
+# What each printer reported last (overwritten, not appended), written by its driver's worker.
 printer_status = Table(
     "printer_status",
     metadata,
@@ -119,7 +119,7 @@ nodes = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# One row: the epoch of the current leader's workers; older epochs are fenced off.
+# One row: the epoch of the current leader; the leader's plans (shard.assign) carry it.
 leadership = Table(
     "leadership",
     metadata,

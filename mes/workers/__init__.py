@@ -1,1 +1,2 @@
-"""Printer workers: leader only, one poller per printer, fenced by the leader's epoch."""
+"""Printer workers: on every node for the printers assigned to it, one poller per printer,
+fenced by each printer's assignment epoch; the leader balances printers over the nodes."""
