@@ -93,6 +93,10 @@ class FarmNode:
         """The first leader creates the admin."""
         await ensure_admin(self)
 
+    def on_apply(self, listener: Callable[[Mapping[str, Any], Outcome], None]) -> None:
+        """Tell `listener` of every applied command (on the Raft thread)."""
+        self.machine.add_listener(listener)
+
     async def _record_token_use(self, token_id: str, at: float) -> None:
         await self.writer.submit("token.used", {"id": token_id, "at": at}, remember=False)
 

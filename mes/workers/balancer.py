@@ -98,9 +98,9 @@ def silent_nodes(leases: Iterable[dict[str, Any]], heard: dict[str, tuple[int, f
                  now: float, lease_seconds: float) -> list[dict[str, Any]]:
     """The live leases not renewed for `lease_seconds` by the leader's clock.
 
-    `heard` maps a node to (the lease seq last seen, when the leader first saw it, by its
-    own monotonic clock); it is updated here. A lease the leader has not seen before counts
-    as heard now: a new leader gives every node a whole lease before judging it.
+    `heard` maps a node to (the lease seq last seen, when this node first saw it applied, by
+    its own monotonic clock); it is updated here. A renewal this node has not seen before
+    counts as heard now (a node that has just started gives every lease a whole term).
     """
     silent = []
     for lease in leases:

@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from mes.raft.writer import NoLeader
 from mes.state import queries
+from mes.state.machine import Outcome
 from mes.workers.balancer import Slot, plan, silent_nodes
 from mes.workers.context import WorkerContext
 from mes.workers.lease import LeaseKeeper
@@ -28,12 +31,18 @@ CHECK_EVERY = 0.1
 
 
 class ShardLeader:
-    """The leader's balancer loop: expires silent nodes' leases and moves printers."""
+    """The leader's balancer loop: expires silent nodes' leases and moves printers.
 
-    def __init__(self, port: FarmPort, epoch: int) -> None:
+    `heard` maps each node to its lease seq and when this node first saw that renewal
+    applied (its own monotonic clock); every node keeps it, so a new leader judges leases
+    from what it saw as a follower instead of waiting a whole lease from its election.
+    """
+
+    def __init__(self, port: FarmPort, epoch: int,
+                 heard: dict[str, tuple[int, float]] | None = None) -> None:
         self.port = port
         self.epoch = epoch
-        self.heard: dict[str, tuple[int, float]] = {}
+        self.heard: dict[str, tuple[int, float]] = {} if heard is None else heard
         self.commands = 0
         self.expired: list[str] = []
 
@@ -85,11 +94,25 @@ class WorkerHost:
     def __init__(self, port: FarmPort) -> None:
         self.port = port
         self.lease = LeaseKeeper(port)
+        # Every lease renewal this node saw applied, and when (see ShardLeader).
+        self.heard: dict[str, tuple[int, float]] = {}
+        port.on_apply(self._observe)
         self.pool: WorkerPool | None = None
         self.leader: ShardLeader | None = None
         self._pool_task: asyncio.Task[None] | None = None
         self._leader_task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+
+    def _observe(self, command: Mapping[str, Any], outcome: Outcome) -> None:
+        """On the Raft thread: note when each renewal was applied here. Replayed renewals
+        are noted late, which only makes the lease look younger (the safe side)."""
+        if command.get("op") == "node.lease" and outcome.ok \
+                and isinstance(outcome.value, dict):
+            node, seq = outcome.value.get("node"), outcome.value.get("seq")
+            seen = self.heard.get(node) if isinstance(node, str) else None
+            if isinstance(node, str) and isinstance(seq, int) \
+                    and (seen is None or seen[0] != seq):
+                self.heard[node] = (seq, time.monotonic())
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -150,7 +173,7 @@ class WorkerHost:
             return
         epoch = int(outcome.value["epoch"])
         log.info("leading with epoch %d: balancing printers over the nodes", epoch)
-        self.leader = ShardLeader(self.port, epoch)
+        self.leader = ShardLeader(self.port, epoch, self.heard)
         self._leader_task = asyncio.create_task(self.leader.run(), name="shard-leader")
 
     async def _end_leading(self) -> None:

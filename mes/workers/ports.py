@@ -39,3 +39,7 @@ class FarmPort(Protocol):
 
     async def on_leading(self) -> None:
         """What the node does first when it becomes leader (before the workers' epoch)."""
+
+    def on_apply(self, listener: Callable[[Mapping[str, Any], Outcome], None]) -> None:
+        """Call `listener(command, outcome)` after each command applied here (on the Raft
+        thread: it must be quick and must not block)."""
