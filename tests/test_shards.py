@@ -315,3 +315,26 @@ async def test_a_node_that_cannot_renew_its_lease_stops_its_workers_in_time(
         monkeypatch.setattr(node, "submit", real)
         await eventually(driving, 10, "the node to drive its printer again")
         assert host.pool is not None and host.pool.workers["m0"][0].epoch == worker.epoch
+
+
+def test_every_node_notes_when_it_saw_each_renewal_for_when_it_leads() -> None:
+    from types import SimpleNamespace
+
+    from mes.config import Settings
+    from mes.workers.host import WorkerHost
+
+    listeners: list[Any] = []
+    port = SimpleNamespace(settings=Settings(_env_file=None),  # type: ignore[call-arg]
+                           on_apply=listeners.append)
+    host = WorkerHost(port)
+    renewal = {"op": "node.lease", "args": {"node": NODE}}
+    listeners[0](renewal, Outcome(value={"node": NODE, "seq": 3}))
+    seq, first = host.heard[NODE]
+    assert seq == 3
+    listeners[0](renewal, Outcome(value={"node": NODE, "seq": 3}))  # a replay: same note
+    listeners[0](renewal, Outcome(error={"code": "invalid_node"}))
+    listeners[0]({"op": "noop"}, Outcome())
+    assert host.heard == {NODE: (3, first)}
+    lease = {"node": NODE, "seq": 3, "renewed_at": 0.0, "expired": False}
+    assert silent_nodes([lease], host.heard, first + 9.9, 10.0) == []
+    assert [s["node"] for s in silent_nodes([lease], host.heard, first + 10.1, 10.0)] == [NODE]
