@@ -20,6 +20,8 @@ from tests.ports import free_port
 
 FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
 MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"
+MACHINERY_JOBS_URI = "http://opcfoundation.org/UA/Machinery/Jobs/"
+ISA95_URI = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
 CLIENT_URI = "urn:mes-tests:opcua-client"
 
 
@@ -209,3 +211,69 @@ async def test_anonymous_when_allowed_reads_but_never_writes(tmp_path: Path) -> 
                                  text("anon-1"))
             assert refused.StatusCode.value == ua.StatusCodes.BadUserAccessDenied
         assert (await api.get("/api/v1/print_jobs/anon-1")).status_code == 404
+
+
+def _order(**fields: Any) -> ua.Variant:
+    """An ISA95JobOrderDataType (its class is registered when the server loads the model)."""
+    return ua.Variant(ua.ISA95JobOrderDataType(**fields))
+
+
+async def test_isa95_store_waits_for_start_and_store_and_start_queues(
+        farm: Farm, ada: Client, otto: Client) -> None:
+    names = await ada.get_namespace_array()
+    ns = names.index(FARM_URI)
+    path = [f"{ns}:PrintFarm", f"{names.index(MACHINERY_JOBS_URI)}:JobManagement",
+            f"{names.index(MACHINERY_JOBS_URI)}:JobOrderControl"]
+    isa95 = names.index(ISA95_URI)
+    control = await ada.nodes.objects.get_child(path)
+    store = await control.get_child(f"{isa95}:Store")
+    inputs = await (await store.get_child("0:InputArguments")).read_value()
+    assert [a.Name for a in inputs] == ["JobOrder", "Comment"]
+    assert inputs[0].DataType == ua.NodeId(3008, isa95)  # ISA95JobOrderDataType
+    comment = ua.Variant([], ua.VariantType.LocalizedText)
+
+    async def ask(client: Client, name: str, *args: ua.Variant) -> ua.CallMethodResult:
+        node = await client.nodes.objects.get_child(path)
+        return await call(node, isa95, name, *args)
+
+    material = ua.ISA95MaterialDataType(MaterialLotID="pla", Quantity="12.5")
+    stored = await ask(ada, "Store", _order(
+        JobOrderID="iso-1", MaterialRequirements=[material],
+        EquipmentRequirements=[ua.ISA95EquipmentDataType(ID="m1")]), comment)
+    assert stored.StatusCode.is_good(), stored.StatusCode
+    assert stored.OutputArguments[0].Value == 0
+    job = (await farm.api.get("/api/v1/print_jobs/iso-1")).json()
+    assert (job["owner_id"], job["approval"], job["print_weight_in_grams"], job["printer_id"],
+            job["status"]) == ("ada", "pending", 13, "m1", "Queued")
+    # Start is an operator's release of a stored job.
+    refused = await ask(ada, "Start", ua.Variant("iso-1"), comment)
+    assert refused.StatusCode.name == "BadUserAccessDenied"
+    started = await ask(otto, "Start", ua.Variant("iso-1"), comment)
+    assert started.StatusCode.is_good(), started.StatusCode
+    assert (await farm.api.get("/api/v1/print_jobs/iso-1")).json()["approval"] == "approved"
+
+    parameters = [ua.ISA95ParameterDataType(ID="FilamentId", Value=ua.Variant("pla")),
+                  ua.ISA95ParameterDataType(ID="PrintWeightInGrams", Value=ua.Variant(7))]
+    queued = await ask(ada, "StoreAndStart", _order(
+        JobOrderID="iso-2", JobOrderParameters=parameters), comment)
+    assert queued.StatusCode.is_good(), queued.StatusCode
+    job = (await farm.api.get("/api/v1/print_jobs/iso-2")).json()
+    assert (job["owner_id"], job["approval"], job["print_weight_in_grams"]) == ("ada", None, 7)
+
+    async def status(*fields: tuple[str, Any]) -> str:
+        result = await ask(ada, "StoreAndStart", _order(**dict(fields)), comment)
+        name: str = result.StatusCode.name
+        return name
+
+    lot = ("MaterialRequirements", [material])
+    assert await status(("JobOrderID", "iso-3")) == "BadInvalidArgument"  # no spool
+    assert await status(("JobOrderID", "bad id!"), lot) == "BadInvalidArgument"
+    assert await status(("JobOrderID", "iso-3"), lot, ("JobOrderParameters", [
+        ua.ISA95ParameterDataType(ID="FilamentId", Value=ua.Variant("other"))])) == \
+        "BadInvalidArgument"  # the requirement and the parameter disagree
+    assert await status(("JobOrderID", "iso-3"), ("MaterialRequirements", [
+        ua.ISA95MaterialDataType(MaterialLotID="nylon", Quantity="5")])) == "BadNotFound"
+    assert await status(("JobOrderID", "iso-1"), lot) == "BadInvalidState"  # exists
+    wrong_type = await ask(ada, "StoreAndStart", ua.Variant("iso-4"), comment)
+    assert wrong_type.StatusCode.name == "BadInvalidArgument"
+    assert (await farm.api.get("/api/v1/print_jobs/iso-3")).status_code == 404
