@@ -1,7 +1,8 @@
 """The embedded OPC UA server under a farm's load: N printers whose values change every
 second, one and then two subscribers (separate processes, Basic256Sha256 SignAndEncrypt, a
 farm account) to all their variables. Reports commit-to-notification delay p50/p99 (from
-submitting a telemetry command to a client receiving its Progress value), notifications per
+the telemetry command's commit to a client receiving its Progress value; also the commit
+time itself and when the mirror finished writing each tick), notifications per
 second per client, whether each client got every latest value, and the OPC UA thread's CPU.
 
     .venv/bin/python bench/opcua_mirror.py [--printers 1000] [--seconds 15]
@@ -82,6 +83,25 @@ async def _subscribe(url: str, folder: Path, count: int, seconds: float, out: Pa
         out.write_text(json.dumps({"total": total[0], "arrivals": arrivals}))
 
 
+def watch_writes(server: EmbeddedServer, count: int) -> dict[float, float]:
+    """When each tick's Progress of the last printer was written into the address space (its
+    value -> time.time()); the mirror writes a pass's values in one `write` call."""
+    space = server.space
+    assert space is not None
+    seen: dict[float, float] = {}
+    last = space.id(f"Printers/p{count - 1}/CurrentJob/Progress")
+    original = space.write
+
+    async def write(changes: list[tuple[ua.NodeId, ua.Variant]]) -> None:
+        await original(changes)
+        shown = space._values.get(last)
+        if shown is not None and shown[1] not in seen:
+            seen[shown[1]] = time.time()
+
+    space.write = write  # type: ignore[method-assign]
+    return seen
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
@@ -107,22 +127,33 @@ async def run(node: FarmNode, server: EmbeddedServer, count: int, seconds: int,
     await asyncio.sleep(2)  # the initial values are delivered
     epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})).value["epoch"]
     assert server._thread is not None and server._thread.native_id is not None
+    mirrored = watch_writes(server, count)
     cpu0, wall0 = thread_cpu(server._thread.native_id), time.perf_counter()
     submitted: dict[float, float] = {}
+    committed: dict[float, float] = {}  # tick's Progress value -> when its command committed
+    commits: list[float] = []
     for tick in range(1, seconds + 1):
         submitted[float(tick % 100)] = time.time()
         outcome = await node.writer.submit("printer.telemetry", {
             "epoch": epoch, "statuses": statuses(count, tick)})
+        committed[float(tick % 100)] = time.time()
+        commits.append(committed[float(tick % 100)] - submitted[float(tick % 100)])
         assert outcome.ok, outcome.error
         await asyncio.sleep(max(0.0, wall0 + tick - time.perf_counter()))
     share = (thread_cpu(server._thread.native_id) - cpu0) / (time.perf_counter() - wall0)
     for process in processes:
         await asyncio.to_thread(process.join, 120)
     last = float(seconds % 100)
+    written = [at - committed[value] for value, at in mirrored.items() if value in committed]
+    print(f"  committed (1 telemetry command of {count} statuses): p50 "
+          f"{percentile(commits, 0.5) * 1000:.0f} ms, p99 {percentile(commits, 0.99) * 1000:.0f} "
+          f"ms; written into the address space (every printer): p50 "
+          f"{percentile(written, 0.5) * 1000:.0f} ms, p99 {percentile(written, 0.99) * 1000:.0f} "
+          "ms after committing")
     for index, out in enumerate(outs):
         data = json.loads(out.read_text())
-        delays = [at - submitted[value] for _, value, at in data["arrivals"]
-                  if value in submitted]
+        delays = [at - committed[value] for _, value, at in data["arrivals"]
+                  if value in committed]
         latest: dict[str, float] = {}
         for printer, value, _ in data["arrivals"]:
             latest[printer] = value
@@ -134,7 +165,7 @@ async def run(node: FarmNode, server: EmbeddedServer, count: int, seconds: int,
     print(f"  OPC UA thread: {share * 100:.1f}% of a core with {clients} subscriber(s)")
 
 
-async def main(count: int, seconds: int) -> None:
+async def main(count: int, seconds: int, client_counts: list[int]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         settings = Settings(_env_file=None, data_dir=tmp / "data",  # type: ignore[call-arg]
@@ -159,7 +190,7 @@ async def main(count: int, seconds: int) -> None:
                 await asyncio.sleep(0.1)
             print(f"{count} printers: farm built in {server.build_seconds:.2f} s "
                   f"({server.space.node_count if server.space else 0} nodes)")
-            for clients in (1, 2):
+            for clients in client_counts:
                 print(f"{clients} subscriber(s), {count * len(LEAVES)} monitored items each, "
                       f"values changing every second for {seconds} s:")
                 await run(node, server, count, seconds, clients, tmp)
@@ -172,6 +203,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--printers", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2])
     options = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    asyncio.run(main(options.printers, options.seconds))
+    asyncio.run(main(options.printers, options.seconds, options.clients))
