@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -83,6 +84,32 @@ async def _subscribe(url: str, folder: Path, count: int, seconds: float, out: Pa
         out.write_text(json.dumps({"total": total[0], "arrivals": arrivals}))
 
 
+def process_cpu() -> float:
+    """CPU seconds (user + system) of this process, every thread."""
+    times = os.times()
+    return times.user + times.system
+
+
+async def telemetry(node: FarmNode, epoch: int, count: int, seconds: int
+                    ) -> tuple[dict[float, float], dict[float, float], list[float]]:
+    """Commit one telemetry command of `count` statuses a second; when each tick's Progress
+    value was submitted and committed, and each commit's duration."""
+    submitted: dict[float, float] = {}
+    committed: dict[float, float] = {}
+    commits: list[float] = []
+    wall0 = time.perf_counter()
+    for tick in range(1, seconds + 1):
+        value = float(tick % 100)
+        submitted[value] = time.time()
+        outcome = await node.writer.submit("printer.telemetry", {
+            "epoch": epoch, "statuses": statuses(count, tick)})
+        assert outcome.ok, outcome.error
+        committed[value] = time.time()
+        commits.append(committed[value] - submitted[value])
+        await asyncio.sleep(max(0.0, wall0 + tick - time.perf_counter()))
+    return submitted, committed, commits
+
+
 def watch_writes(server: EmbeddedServer, count: int) -> dict[float, float]:
     """When each tick's Progress of the last printer was written into the address space (its
     value -> time.time()); the mirror writes a pass's values in one `write` call."""
@@ -129,18 +156,11 @@ async def run(node: FarmNode, server: EmbeddedServer, count: int, seconds: int,
     assert server._thread is not None and server._thread.native_id is not None
     mirrored = watch_writes(server, count)
     cpu0, wall0 = thread_cpu(server._thread.native_id), time.perf_counter()
-    submitted: dict[float, float] = {}
-    committed: dict[float, float] = {}  # tick's Progress value -> when its command committed
-    commits: list[float] = []
-    for tick in range(1, seconds + 1):
-        submitted[float(tick % 100)] = time.time()
-        outcome = await node.writer.submit("printer.telemetry", {
-            "epoch": epoch, "statuses": statuses(count, tick)})
-        committed[float(tick % 100)] = time.time()
-        commits.append(committed[float(tick % 100)] - submitted[float(tick % 100)])
-        assert outcome.ok, outcome.error
-        await asyncio.sleep(max(0.0, wall0 + tick - time.perf_counter()))
-    share = (thread_cpu(server._thread.native_id) - cpu0) / (time.perf_counter() - wall0)
+    process0 = process_cpu()
+    _, committed, commits = await telemetry(node, epoch, count, seconds)
+    wall = time.perf_counter() - wall0
+    share = (thread_cpu(server._thread.native_id) - cpu0) / wall
+    node_share = (process_cpu() - process0) / wall
     for process in processes:
         await asyncio.to_thread(process.join, 120)
     last = float(seconds % 100)
@@ -162,7 +182,8 @@ async def run(node: FarmNode, server: EmbeddedServer, count: int, seconds: int,
               f"notifications/s; commit-to-notification p50 {percentile(delays, 0.5) * 1000:.0f} "
               f"ms, p99 {percentile(delays, 0.99) * 1000:.0f} ms (publishing every "
               f"{PUBLISHING_MS} ms); latest value delivered for {got_last}/{count} printers")
-    print(f"  OPC UA thread: {share * 100:.1f}% of a core with {clients} subscriber(s)")
+    print(f"  OPC UA thread: {share * 100:.1f}% of a core with {clients} subscriber(s); the "
+          f"whole node: {node_share * 100:.1f}%")
 
 
 async def main(count: int, seconds: int, client_counts: list[int]) -> None:
@@ -184,6 +205,14 @@ async def main(count: int, seconds: int, client_counts: list[int]) -> None:
             await node.writer.submit("user.create", {
                 "id": "bench", "name": "bench", "role": "operator",
                 "password_hash": hash_password(PASSWORD)})
+            # The same load without OPC UA: what the node spends on the farm itself.
+            baseline_epoch = (await node.writer.submit("leader.begin", {"leader": "bench"})
+                              ).value["epoch"]
+            started, cpu0 = time.perf_counter(), process_cpu()
+            await telemetry(node, baseline_epoch, count, seconds)
+            alone = (process_cpu() - cpu0) / (time.perf_counter() - started)
+            print(f"without OPC UA the node spends {alone * 100:.1f}% of a core on the same "
+                  "telemetry")
             server = EmbeddedServer(node)
             await server.start()
             while not server.ready.is_set():
