@@ -81,8 +81,9 @@ class FarmNode:
 
     @property
     def cluster_size(self) -> int:
-        """How many nodes the cluster has, this one included."""
-        return len(self.settings.peers) + 1
+        """How many nodes the cluster has, this one included (nodes added or removed
+        through the API count)."""
+        return len(self.raft.members())
 
     def peer_urls(self) -> list[str]:
         """The REST URLs the other nodes announced."""

@@ -60,6 +60,10 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/cluster"): (200, 200, 200),
     ("GET", "/api/v1/cluster/digest"): (403, 200, 200),
     ("GET", "/api/v1/workers"): (403, 200, 200),
+    # Admins only: a real change would leave this single node without a quorum, so the
+    # admin's call is refused by validation (bad address) or names no member (404).
+    ("POST", "/api/v1/cluster/nodes"): (403, 403, 400),
+    ("DELETE", "/api/v1/cluster/nodes/{address}"): (403, 403, 404),
     ("GET", "/api/v1/health"): (200, 200, 200),
     ("GET", "/api/v1/health/live"): (200, 200, 200),
 }
@@ -227,6 +231,10 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/v1/cluster"): const(Call("/api/v1/cluster")),
     ("GET", "/api/v1/cluster/digest"): const(Call("/api/v1/cluster/digest")),
     ("GET", "/api/v1/workers"): const(Call("/api/v1/workers")),
+    ("POST", "/api/v1/cluster/nodes"): creating("/api/v1/cluster/nodes",
+                                                lambda: {"address": "no port"}),
+    ("DELETE", "/api/v1/cluster/nodes/{address}"): const(
+        Call("/api/v1/cluster/nodes/127.0.0.1:1")),
     ("GET", "/api/v1/health"): const(Call("/api/v1/health")),
     ("GET", "/api/v1/health/live"): const(Call("/api/v1/health/live")),
 }

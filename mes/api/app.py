@@ -15,6 +15,7 @@ from mes.api.routes import (
     cluster,
     filaments,
     files,
+    membership,
     orders,
     print_jobs,
     printers,
@@ -53,7 +54,7 @@ def create_app(node: FarmNode) -> FastAPI:
         API_PREFIX, node.settings.max_upload_mb * 2**20))
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster):
+                   cluster, membership):
         api.include_router(module.router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)

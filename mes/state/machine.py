@@ -44,6 +44,7 @@ HANDLERS: dict[str, Handler] = {
     "job.set_status": jobs.set_status,
     "file.register": stored_files.register,
     "node.announce": stored_files.announce_node,
+    "node.forget": stored_files.forget_node,
     "leader.begin": farm.begin_epoch,
     "job.claim": farm.claim,
     "job.started": farm.started,
