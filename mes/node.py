@@ -18,6 +18,7 @@ from mes.config import ConfigError, Settings
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
+from mes.files.sync import run_sync
 from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.snapshot import SnapshotFiles
@@ -106,6 +107,8 @@ class FarmNode:
         self.leader_loop = LeaderLoop(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
                             asyncio.create_task(self.leader_loop.run(), name="leader-loop")]
+        self._background.append(asyncio.create_task(
+            run_sync(self.machine, self.blobs.has, self.hold_blob), name="file-sync"))
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mes.files.store import BlobStore
 from tests.cluster import Cluster, ServerProcess
 from tests.polling import wait_for
 
@@ -28,6 +29,9 @@ def test_a_node_added_through_the_api_joins_and_a_removed_one_stops_counting(
         leader = cluster.wait_leader()
         follower = next(n for n in cluster.nodes if n is not leader)
         assert leader.client.post("/printers", json={"id": "before"}).status_code == 201
+        upload = leader.client.post("/files", files={"file": ("part.gcode", b"G28\nG1 X1\n")})
+        assert upload.status_code == 201, upload.text
+        sha = upload.json()["id"]
         new = ServerProcess(3, tmp_path / "cluster", {"CLUSTER_SECRET": cluster.secret})
         new.peers = [n.raft_address for n in cluster.nodes]
         cluster.nodes.append(new)  # stopped with the others
@@ -49,6 +53,9 @@ def test_a_node_added_through_the_api_joins_and_a_removed_one_stops_counting(
         new.start()
         wait_for(new.healthy, 60, "the new node to catch up")
         assert "before" in printer_ids(new)  # from the leader's log or snapshot
+        # Files stored before it joined are fetched in the background, unasked.
+        wait_for(lambda: BlobStore(new.data_dir / "upload").has(sha), 60,
+                 "the new node to fetch the stored file")
         assert new.client.post("/printers", json={"id": "through-new"}).status_code == 201
         wait_for(lambda: all("through-new" in printer_ids(n) for n in cluster.nodes), 20,
                  "a write through the new node on every node")
