@@ -7,10 +7,13 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.auth import admin_headers
 from tests.cluster import Cluster, ServerProcess
 
 pytestmark = pytest.mark.cluster
@@ -168,3 +171,30 @@ def cluster_cpu(cluster: Cluster) -> float:
         fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def test_concurrent_linearizable_reads_share_no_ops(cluster: Cluster) -> None:
+    follower = cluster.followers()[0]
+    write_printer(cluster.wait_leader(), "shared")
+    before = follower.cluster()["applied_index"]
+    clients = [httpx.Client(base_url=follower.client.base_url, headers=admin_headers(),
+                            timeout=15.0) for _ in range(8)]
+
+    def reads(client: httpx.Client) -> int:
+        return sum(client.get("/printers/shared", headers={
+            "X-Read-Consistency": "linearizable"}).status_code == 200 for _ in range(25))
+
+    began = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            answered = sum(pool.map(reads, clients))
+    finally:
+        for client in clients:
+            client.close()
+    elapsed = time.perf_counter() - began
+    entries = follower.cluster()["applied_index"] - before
+    print(f"{answered} linearizable reads from 8 clients in {elapsed:.2f} s "
+          f"({answered / elapsed:.0f}/s) used {entries} log entries")
+    assert answered == 200
+    # Readers share no-ops (other commands, e.g. token use, may add a few entries).
+    assert entries < 200
