@@ -4,8 +4,8 @@ Retention deletes file records in a replicated command; each node then compares 
 directory with the records it has applied. A blob younger than BLOB_GRACE_SECONDS is kept
 whatever the records say, because an upload stores (and copies) its blob before it commits
 the record; the store refreshes a blob's time when the same content is stored again. A node
-sweeps only while it has caught up with the leader, so a node still replaying its log never
-mistakes a blob it has not yet seen registered for garbage.
+sweeps only while it is ready (caught up with the leader's commit index), so a node still
+replaying its log never mistakes a blob it has not yet seen registered for garbage.
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ class BlobSweeper:
                 self._loop.call_soon_threadsafe(self._wake.set)
 
     def caught_up(self) -> bool:
-        """Whether this node knows a leader and has applied what it was told is committed."""
+        """Whether this node has heard the leader's commit index and is ready (applied to
+        within a few entries of it, as readiness counts): a node replaying its journal, or
+        back after an outage, has not yet seen the records of the blobs it holds."""
         progress = progress_of(self.node.raft)
-        target = max(progress.commit_index, progress.leader_commit_index or 0)
-        return not not_ready_reasons(progress) and progress.applied_index >= target
+        return progress.leader_commit_index is not None and not not_ready_reasons(progress)
 
     async def sweep(self) -> int:
         """One sweep if this node has caught up; how many files it deleted."""
