@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     raft_write_timeout: float = Field(5.0, gt=0, le=120)
     raft_snapshot_entries: int = Field(5000, ge=2)
     raft_snapshot_interval: float = Field(300.0, gt=0)
+    # Retention: finished jobs (with their history, emptied orders and files no job prints)
+    # and audit entries older than this many days are deleted by the leader; 0 keeps them.
+    job_retention_days: float = Field(365.0, ge=0)
+    audit_retention_days: float = Field(365.0, ge=0)
+    # Seconds between the leader's retention passes and between each node's blob sweeps.
+    retention_interval: float = Field(3600.0, gt=0)
+    # A G-code blob no file record names is deleted from disk only once it is this old
+    # (an upload stores its blob before it commits the record).
+    blob_grace_seconds: float = Field(3600.0, ge=0)
     # Tests only: record the synced journal length in `<journal>.synced` (power-cut test).
     raft_sync_trace: bool = False
     # The first admin's API token (used only when the state has no admin yet).

@@ -21,12 +21,14 @@ from mes.files.store import BlobStore
 from mes.files.sync import run_sync
 from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
+from mes.raft.read_barrier import AppliedWaiter, Linearizer
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
 from mes.state import queries
 from mes.state.machine import StateMachine
 
 if TYPE_CHECKING:
+    from mes.files.sweep import BlobSweeper
     from mes.opcua.server import EmbeddedServer
     from mes.workers.leadership import LeaderLoop
 
@@ -51,6 +53,9 @@ class FarmNode:
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.writer = Writer(self.raft, settings.raft_write_timeout)
+        self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
+        self.machine.add_listener(self.applied.on_apply)
+        self.linearizer = Linearizer(self._commit_noop)
         verifier = verifier_from(settings)
         oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
@@ -62,12 +67,18 @@ class FarmNode:
                                token=blob_token(settings.cluster_secret))
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
+        self.sweeper: BlobSweeper | None = None
         self.opcua: EmbeddedServer | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     async def read(self, query: Callable[[Connection], T]) -> T:
         """Read the applied state on a worker thread, off the event loop."""
         return await asyncio.to_thread(self.machine.read, query)
+
+    async def _commit_noop(self) -> int:
+        """Commit a no-op (a linearizable read's barrier); its index once applied here."""
+        outcome = await self.writer.submit("noop", {}, remember=False)
+        return outcome.index
 
     async def _record_token_use(self, token_id: str, at: float) -> None:
         await self.writer.submit("token.used", {"id": token_id, "at": at}, remember=False)
@@ -102,13 +113,16 @@ class FarmNode:
 
     async def start_background(self) -> None:
         """Announce this node's URL and run the printer workers whenever this node leads."""
+        from mes.files.sweep import BlobSweeper
         from mes.workers.leadership import LeaderLoop
 
         self.leader_loop = LeaderLoop(self)
+        self.sweeper = BlobSweeper(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
-                            asyncio.create_task(self.leader_loop.run(), name="leader-loop")]
-        self._background.append(asyncio.create_task(
-            run_sync(self.machine, self.blobs.has, self.hold_blob), name="file-sync"))
+                            asyncio.create_task(self.leader_loop.run(), name="leader-loop"),
+                            asyncio.create_task(self.sweeper.run(), name="blob-sweep"),
+                            asyncio.create_task(run_sync(self.machine, self.blobs.has,
+                                                         self.hold_blob), name="file-sync")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 

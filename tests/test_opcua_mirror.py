@@ -330,6 +330,23 @@ async def test_a_restored_snapshot_rebuilds_the_address_space(farm: Farm, client
     assert await value_at(client, path) == 1000.0
 
 
+async def test_a_job_deleted_by_retention_leaves_the_address_space(farm: Farm,
+                                                                     client: Client) -> None:
+    await add_spool(farm.api, "old")
+    job = {"id": "old-job", "filament_id": "old", "filepath": "a.gcode",
+           "print_weight_in_grams": 1}
+    assert (await farm.api.post("/api/v1/print_jobs", json=job)).status_code == 201
+    canceled = await farm.api.post("/api/v1/print_jobs/old-job/status?status=canceled")
+    assert canceled.status_code == 200
+    n = await names(client)
+    path = [f"{n.farm}:PrintFarm", f"{n.farm}:Jobs", f"{n.farm}:old-job"]
+    await eventually(lambda: _present(client, path), 10, "the job in the address space")
+    pruned = await farm.node.writer.submit("retention.prune", {
+        "jobs_before": time.time() + 1, "audit_before": None, "limit": 10})
+    assert pruned.value["jobs"] == 1
+    await eventually(lambda: _gone(client, path), 10, "the pruned job to disappear")
+
+
 async def test_methods_appear_and_go_with_their_printer(farm: Farm, client: Client) -> None:
     n = await names(client)
     objects = client.nodes.objects

@@ -10,6 +10,7 @@ from fastapi_offline import FastAPIOffline
 
 from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
+from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
     cluster,
@@ -52,6 +53,7 @@ def create_app(node: FarmNode) -> FastAPI:
     app.state.node = node
     app.add_middleware(BodyLimit, limit_for=upload_limits(
         API_PREFIX, node.settings.max_upload_mb * 2**20))
+    app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
                    cluster, membership):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from mes.api.consistency import read_consistency
 from mes.api.deps import NodeDep
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, ErrorOut
@@ -59,4 +60,4 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 def authenticated_router(prefix: str, tag: str) -> APIRouter:
     """A router whose every route needs a valid token (routes may then require a role)."""
     return APIRouter(prefix=prefix, tags=[tag], responses={**ERROR_RESPONSES, **UNAUTHORIZED},
-                     dependencies=[Depends(authenticate)])
+                     dependencies=[Depends(authenticate), Depends(read_consistency)])

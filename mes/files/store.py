@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -38,6 +39,7 @@ class BlobStore:
             raise ValueError(f"content hashes to {sha}, not {expected_sha}")
         target = self.path(sha)
         if target.is_file():
+            _touch(target)
             return sha
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
@@ -59,6 +61,12 @@ class BlobStore:
     def read(self, sha: str) -> bytes:
         """The blob's bytes; FileNotFoundError if this node lacks it."""
         return self.path(sha).read_bytes()
+
+
+def _touch(path: Path) -> None:
+    """Mark a blob stored again now, so that the sweep of unreferenced blobs spares it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path)
 
 
 class IncomingBlob:
@@ -103,6 +111,7 @@ class IncomingBlob:
         self._out.close()
         target = self._store.path(sha)
         if target.is_file():
+            _touch(target)
             self._tmp.unlink(missing_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,17 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
-from mes.state import authz, farm, filaments, jobs, orders, printers, stored_files, users
+from mes.state import (
+    authz,
+    farm,
+    filaments,
+    jobs,
+    orders,
+    printers,
+    retention,
+    stored_files,
+    users,
+)
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.database import Database, sync_sqlite_url
@@ -70,6 +80,7 @@ HANDLERS: dict[str, Handler] = {
     "token.create": users.create_token,
     "token.revoke": users.revoke_token,
     "token.used": users.token_used,
+    "retention.prune": retention.prune,
     "noop": lambda ctx, args: None,
 }
 

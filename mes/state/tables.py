@@ -149,6 +149,9 @@ print_jobs = Table(
     Index("ix_print_jobs_assigned_status", "assigned_printer_id", "status"),
     Index("ix_print_jobs_owner", "owner_id", "created_at", "id"),
     Index("ix_print_jobs_order", "order_id", "created_at", "id"),
+    # Retention: finished jobs by the time they ended, and whether a file is still printed.
+    Index("ix_print_jobs_finished", "status", "updated_at", "id"),
+    Index("ix_print_jobs_file", "file_id", sqlite_where=text("file_id IS NOT NULL")),
 )
 
 job_history = Table(
@@ -218,6 +221,8 @@ audit_log = Table(
     Column("actor", String(64), nullable=False),
     Column("op", String(64), nullable=False),
     Column("target", String(64)),
+    # Retention deletes the oldest entries first.
+    Index("ix_audit_log_at", "at", "seq"),
 )
 
 orders = Table(
