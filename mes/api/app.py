@@ -15,12 +15,15 @@ from mes.api.routes import (
     cluster,
     filaments,
     files,
+    metrics,
     orders,
     print_jobs,
     printers,
     tokens,
     users,
+    utilization,
 )
+from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
 
 API_PREFIX = "/api/v1"
@@ -53,10 +56,13 @@ def create_app(node: FarmNode) -> FastAPI:
         API_PREFIX, node.settings.max_upload_mb * 2**20))
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster):
+                   cluster, utilization):
         api.include_router(module.router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
+    app.include_router(metrics.router)
+    # Outermost: counts every answer, the body limit's and the error handlers' included.
+    app.add_middleware(RequestMetrics, metrics=node.metrics)
     install_error_handlers(app)
     return app

@@ -53,7 +53,8 @@ class LeaderLoop:
             return
         epoch = int(outcome.value["epoch"])
         log.info("leading with epoch %d: starting printer workers", epoch)
-        self.pool = WorkerPool(WorkerContext(self.node, epoch))
+        self.pool = WorkerPool(WorkerContext(self.node, epoch,
+                                               metrics=self.node.metrics.workers))
         self._task = asyncio.create_task(self.pool.run(), name="worker-pool")
 
     async def _end(self) -> None:
