@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select
 
 from mes.raft.cluster import ROLES
-from mes.state.intervals import UTILIZATION_STATES, utilization_state
+from mes.state.intervals import UTILIZATION_STATES, state_expression
 from mes.state.jobs import JOB_STATUSES
 from mes.state.tables import print_jobs, printer_status, printers
 
@@ -34,12 +34,13 @@ BLOB_SCAN_SECONDS = 30.0
 def printers_by_state(conn: Connection) -> dict[str, int]:
     """How many printers are in each utilisation state now (mes.state.intervals)."""
     counts = dict.fromkeys(UTILIZATION_STATES, 0)
-    query = (select(printer_status.c.state, printers.c.attention.is_not(None), func.count())
+    state = state_expression().label("state")
+    query = (select(state, func.count())
              .select_from(printers.outerjoin(printer_status,
                                              printer_status.c.printer_id == printers.c.id))
-             .group_by(printer_status.c.state, printers.c.attention.is_not(None)))
-    for state, attention, count in conn.execute(query):
-        counts[utilization_state(state, "yes" if attention else None)] += int(count)
+             .group_by(state))
+    for name, count in conn.execute(query):
+        counts[str(name)] = int(count)
     return counts
 
 

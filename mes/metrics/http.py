@@ -17,9 +17,18 @@ UNMATCHED = "<unmatched>"
 
 def route_of(scope: Scope) -> str:
     """The template of the route that answered (e.g. /api/v1/printers/{printer_id})."""
-    route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED
+    # FastAPI 0.16x keeps included routers nested: the full template of the matched route is
+    # in its own part of the scope; earlier versions flatten routes, so the route has it.
+    fastapi_part = scope.get("fastapi")
+    candidates: list[Any] = []
+    if isinstance(fastapi_part, dict):
+        candidates.append(fastapi_part.get("effective_route_context"))
+    candidates.append(scope.get("route"))
+    for matched in candidates:
+        path = getattr(matched, "path_format", None) or getattr(matched, "path", None)
+        if isinstance(path, str) and path:
+            return path
+    return UNMATCHED
 
 
 class RequestMetrics:

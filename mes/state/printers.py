@@ -10,7 +10,7 @@ from mes.state import queries
 from mes.state.args import ID_PATTERN, MISSING, OPCUA_NAME_PATTERN, Args, present
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
-from mes.state.intervals import record_states
+from mes.state.intervals import close_interval, record_states
 from mes.state.tables import filaments, printer_status, printers
 from mes.state.urls import url_problem
 
@@ -140,7 +140,7 @@ def delete_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     ctx.conn.execute(delete(printers).where(printers.c.id == printer_id))
     # A printer made again with this id starts unseen, not with this one's last status.
     ctx.conn.execute(delete(printer_status).where(printer_status.c.printer_id == printer_id))
-    record_states(ctx, [printer_id])  # closes its open interval; the past ones stay
+    close_interval(ctx, printer_id)
     ctx.changed("printer", printer_id, "deleted")
     return {"id": printer_id, "deleted": True}
 

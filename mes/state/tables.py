@@ -179,8 +179,9 @@ printer_state_intervals = Table(
     # At most one open stretch per printer; also the current state of every printer.
     Index("ix_printer_state_open", "printer_id", unique=True,
           sqlite_where=text("ended_at IS NULL")),
-    # Windows: the closed stretches that end after a window's start.
-    Index("ix_printer_state_ended", "ended_at", sqlite_where=text("ended_at IS NOT NULL")),
+    # Windows: the closed stretches that end after a window's start (covering the report).
+    Index("ix_printer_state_ended", "ended_at", "started_at", "printer_id", "state",
+          sqlite_where=text("ended_at IS NOT NULL")),
 )
 
 # Results of commands that carried a request id, so that a retried command is answered

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Float, bindparam, func, literal, or_, select
+from sqlalchemy import BindParameter, Connection, Float, Select, bindparam, func, literal, select
 
 from mes.state.intervals import UTILIZATION_STATES
 from mes.state.tables import job_history, print_jobs, printer_state_intervals, printers
@@ -21,15 +21,21 @@ _start: BindParameter[float] = bindparam("start", type_=Float)
 _end: BindParameter[float] = bindparam("end", type_=Float)
 _now: BindParameter[float] = bindparam("now", type_=Float)
 
-# Seconds of each (printer, state) within [start, end): overlaps of the intervals with it.
-_SECONDS = (
-    select(_iv.c.printer_id, _iv.c.state, func.sum(func.max(
-        literal(0.0),
-        func.min(func.coalesce(_iv.c.ended_at, _now), _end) - func.max(_iv.c.started_at, _start),
-    )).label("seconds"))
-    .where(_iv.c.started_at < _end, or_(_iv.c.ended_at.is_(None), _iv.c.ended_at > _start))
-    .group_by(_iv.c.printer_id, _iv.c.state)
-)
+
+
+def _seconds_query(open_intervals: bool) -> Select[Any]:
+    """Seconds of each (printer, state) within [start, end): the overlaps of the open (or
+    the closed) intervals with it, each found through its own index."""
+    ends = _now if open_intervals else _iv.c.ended_at
+    overlap = func.min(ends, _end) - func.max(_iv.c.started_at, _start)
+    which = _iv.c.ended_at.is_(None) if open_intervals else _iv.c.ended_at > _start
+    return (select(_iv.c.printer_id, _iv.c.state,
+                   func.sum(func.max(literal(0.0), overlap)).label("seconds"))
+            .where(which, _iv.c.started_at < _end)
+            .group_by(_iv.c.printer_id, _iv.c.state))
+
+
+_SECONDS = (_seconds_query(False), _seconds_query(True))
 
 # Jobs that ended within [start, end): a job is Done or Canceled once, its last change.
 _ENDED = (
@@ -83,9 +89,10 @@ def report(conn: Connection, start: float, end: float, now: float,
     per_printer: dict[str, dict[str, Any]] = {}
     unassigned = _empty()
     window = {"start": start, "end": end, "now": now}
-    for printer_id, state, seconds in conn.execute(_SECONDS, window):
-        if state in UTILIZATION_STATES and seconds:
-            per_printer.setdefault(printer_id, _empty())["seconds"][state] += float(seconds)
+    for query in _SECONDS:
+        for printer_id, state, seconds in conn.execute(query, window):
+            if state in UTILIZATION_STATES and seconds:
+                per_printer.setdefault(printer_id, _empty())["seconds"][state] += float(seconds)
     for printer_id, from_status, to_status, actor, grams in conn.execute(_ENDED, window):
         figures = unassigned if printer_id is None else per_printer.setdefault(
             printer_id, _empty())

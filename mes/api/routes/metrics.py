@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from mes.api.auth import UNAUTHORIZED, authenticate, bearer_scheme, require
 from mes.api.deps import NodeDep
 
 router = APIRouter(tags=["metrics"])
+# The classic text format every Prometheus version reads (our names need no escaping).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def metrics_access(node: NodeDep, credentials: Annotated[
@@ -25,7 +26,7 @@ async def metrics_access(node: NodeDep, credentials: Annotated[
 
 
 METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {CONTENT_TYPE_LATEST: {}},
+    200: {"content": {CONTENT_TYPE: {}},
           "description": "the Prometheus text format (version 0.0.4)"},
     **UNAUTHORIZED,
 }
@@ -37,4 +38,4 @@ async def metrics(node: NodeDep) -> Response:
     """This node's metrics: Raft progress, commands applied and rejected, HTTP requests by
     route, printer workers, printers by state, jobs by status, the blob store."""
     body = await asyncio.to_thread(node.metrics.render)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body, media_type=CONTENT_TYPE)
