@@ -162,6 +162,35 @@ def test_a_deleted_printer_keeps_its_past_and_stops_counting(farm: Farm) -> None
                                            "offline": 1.0, "error": 0}
 
 
+def test_attention_counts_as_error_unless_the_printer_prints(farm: Farm) -> None:
+    farm.do(T0, "printer.create", id="p1")
+    farm.status(T0, "p1", "printing")
+    farm.do(T0 + HOUR, "printer.attention", epoch=farm.epoch, id="p1", reason="stray")
+    farm.status(T0 + 2 * HOUR, "p1", "idle")
+    got = farm.report(T0, T0 + 3 * HOUR, now=T0 + 3 * HOUR)["printers"][0]["hours"]
+    assert (got["printing"], got["error"], got["idle"]) == (2.0, 1.0, 0)
+
+
+def test_a_large_telemetry_batch_changes_only_its_printers(farm: Farm) -> None:
+    ids = [f"p{i:03d}" for i in range(150)]  # more than are looked up one by one
+    for printer_id in ids:
+        farm.do(T0, "printer.create", id=printer_id)
+    farm.do(T0 + HOUR, "printer.telemetry", epoch=farm.epoch, statuses=[
+        {"printer_id": pid, "state": "printing" if i % 2 else "idle", "observed_at": T0}
+        for i, pid in enumerate(ids[:100])])
+    got = {p["printer_id"]: p["hours"] for p in
+           farm.report(T0, T0 + 3 * HOUR, now=T0 + 3 * HOUR)["printers"]}
+    assert len(got) == 150
+    for i, printer_id in enumerate(ids):
+        hours = got[printer_id]
+        if i >= 100:
+            assert hours["offline"] == 3.0, printer_id
+        else:
+            assert hours["offline"] == 1.0, printer_id
+            assert hours["printing" if i % 2 else "idle"] == 2.0, printer_id
+    assert len(farm.intervals()) == 150 + 100
+
+
 def test_a_rejected_telemetry_records_no_interval(farm: Farm) -> None:
     farm.do(T0, "printer.create", id="p1")
     before = farm.intervals()
