@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     mes_admin_token: str = Field("", max_length=4096)
     # Jobs submitted by the `user` role wait for an operator's approval.
     require_approval: bool = False
+    # /metrics without a token (a scraper on a trusted network); false: operators and admins.
+    metrics_public: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_access_log: bool = False

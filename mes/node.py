@@ -19,6 +19,7 @@ from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
 from mes.files.sync import run_sync
+from mes.metrics.node import NodeMetrics
 from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
@@ -62,6 +63,8 @@ class FarmNode:
                                   lambda: not self.raft.is_leader(), oidc,
                                   lambda: self.machine.applied_count)
         self.machine.add_listener(self.auth.on_apply)
+        self.metrics = NodeMetrics(self)
+        self.machine.add_listener(self.metrics.on_apply)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url,
                                token=blob_token(settings.cluster_secret))

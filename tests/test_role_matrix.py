@@ -66,6 +66,9 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("DELETE", "/api/v1/cluster/nodes/{address}"): (403, 403, 404),
     ("GET", "/api/v1/health"): (200, 200, 200),
     ("GET", "/api/v1/health/live"): (200, 200, 200),
+    ("GET", "/api/v1/utilization"): (200, 200, 200),
+    # Prometheus' path, outside /api/v1 (METRICS_PUBLIC false, the default).
+    ("GET", "/metrics"): (403, 200, 200),
 }
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/health/live")}
 
@@ -237,6 +240,8 @@ PREPARE: dict[tuple[str, str], Prepare] = {
         Call("/api/v1/cluster/nodes/127.0.0.1:1")),
     ("GET", "/api/v1/health"): const(Call("/api/v1/health")),
     ("GET", "/api/v1/health/live"): const(Call("/api/v1/health/live")),
+    ("GET", "/api/v1/utilization"): const(Call("/api/v1/utilization")),
+    ("GET", "/metrics"): const(Call("/metrics")),
 }
 
 

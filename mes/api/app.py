@@ -17,12 +17,15 @@ from mes.api.routes import (
     filaments,
     files,
     membership,
+    metrics,
     orders,
     print_jobs,
     printers,
     tokens,
     users,
+    utilization,
 )
+from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
 
 API_PREFIX = "/api/v1"
@@ -56,10 +59,13 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster, membership):
+                   cluster, membership, utilization):
         api.include_router(module.router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
+    app.include_router(metrics.router)
+    # Outermost: counts every answer, the body limit's and the error handlers' included.
+    app.add_middleware(RequestMetrics, metrics=node.metrics)
     install_error_handlers(app)
     return app

@@ -15,7 +15,7 @@ from mes.api.schemas import ERROR_RESPONSES, ErrorOut
 from mes.auth.authenticator import AuthError
 from mes.auth.principal import Principal
 
-_bearer = HTTPBearer(auto_error=False, description=(
+bearer_scheme = HTTPBearer(auto_error=False, description=(
     "An API token (`mes_...`) or, when OpenID Connect is configured, a JWT from the provider"))
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
@@ -30,7 +30,7 @@ def _unauthorized(message: str, invalid: bool) -> ApiError:
 
 
 async def authenticate(node: NodeDep, credentials: Annotated[
-        HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
     """The user the request's bearer token proves, or a 401."""
     if credentials is None:
         raise _unauthorized("this needs a token: send 'Authorization: Bearer <token>'", False)

@@ -21,6 +21,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # Blobs stored by this object so far (a metric rescans the store when it changes).
+        self.stored = 0
 
     def path(self, sha: str) -> Path:
         """Where the blob `sha` lives (whether or not it is there)."""
@@ -52,6 +54,7 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self.stored += 1
         return sha
 
     def incoming(self, expected_sha: str | None = None) -> IncomingBlob:
@@ -116,6 +119,7 @@ class IncomingBlob:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, target)
+            self._store.stored += 1
         self._tmp = None
         return sha
 

@@ -165,6 +165,26 @@ job_history = Table(
     Column("cause", Text, nullable=False, default=""),
     # The user whose command made the change (None: the farm itself, e.g. a worker).
     Column("actor", String(64)),
+    # Utilisation reports: the jobs that ended within a window.
+    Index("ix_job_history_end", "to_status", "at"),
+)
+
+# How long each printer spent in each state (printing, paused, idle, offline, error): one
+# row per stretch, `ended_at` NULL for the open one; written by apply (mes.state.intervals).
+printer_state_intervals = Table(
+    "printer_state_intervals",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("printer_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    # At most one open stretch per printer; also the current state of every printer.
+    Index("ix_printer_state_open", "printer_id", unique=True,
+          sqlite_where=text("ended_at IS NULL")),
+    # Windows: the closed stretches that end after a window's start (covering the report).
+    Index("ix_printer_state_ended", "ended_at", "started_at", "printer_id", "state",
+          sqlite_where=text("ended_at IS NOT NULL")),
 )
 
 # Results of commands that carried a request id, so that a retried command is answered

@@ -55,7 +55,8 @@ class LeaderLoop:
             return
         epoch = int(outcome.value["epoch"])
         log.info("leading with epoch %d: starting printer workers", epoch)
-        self.pool = WorkerPool(WorkerContext(self.node, epoch))
+        self.pool = WorkerPool(WorkerContext(self.node, epoch,
+                                               metrics=self.node.metrics.workers))
         self._task = asyncio.create_task(self.pool.run(), name="worker-pool")
         self._retention = asyncio.create_task(run_retention(self.node), name="retention")
 
