@@ -13,6 +13,7 @@ from mes.api.errors import install_error_handlers
 from mes.api.routes import (
     audit,
     cluster,
+    events,
     filaments,
     files,
     orders,
@@ -20,6 +21,7 @@ from mes.api.routes import (
     printers,
     tokens,
     users,
+    webhooks,
 )
 from mes.node import FarmNode
 
@@ -53,8 +55,9 @@ def create_app(node: FarmNode) -> FastAPI:
         API_PREFIX, node.settings.max_upload_mb * 2**20))
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster):
+                   cluster, events, webhooks):
         api.include_router(module.router)
+    api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
