@@ -115,7 +115,10 @@ class DeliveryLoop:
                 "retry_base": settings.webhook_retry_base,
                 "retry_cap": settings.webhook_retry_cap, "max_age": settings.webhook_max_age}
         try:
-            await self.node.writer.submit("delivery.result", args)
+            outcome = await self.node.writer.submit("delivery.result", args)
+            if outcome.error is not None:
+                log.error("the result of delivery %s was refused: %s", delivery_id,
+                          outcome.error)
         except NoLeader:
             log.warning("the result of delivery %s was not committed; it will be sent again",
                         delivery_id)

@@ -33,8 +33,12 @@ class Attempt:
 
     def as_args(self, delivery_id: str) -> dict[str, Any]:
         """The entry of a delivery.result command."""
-        return {"id": delivery_id, "result": self.result, "at": self.at,
-                "status_code": self.status_code, "error": self.error}
+        args: dict[str, Any] = {"id": delivery_id, "result": self.result, "at": self.at}
+        if self.status_code is not None:
+            args["status_code"] = self.status_code
+        if self.error is not None:
+            args["error"] = self.error
+        return args
 
 
 def _short(exc: BaseException) -> str:
