@@ -3,6 +3,7 @@ disconnect and shutdown, a slow client."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ async def spool(client: httpx.AsyncClient, spool_id: str) -> None:
 
 async def test_events_arrive_in_order_with_ids_and_the_right_headers(
         live: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, client = live
+    _node, client = live
     async with open_stream(client) as stream:
         headers = stream.response.headers
         assert headers["content-type"].startswith("text/event-stream")
@@ -86,7 +87,7 @@ async def test_events_arrive_in_order_with_ids_and_the_right_headers(
 
 async def test_resume_with_last_event_id_returns_exactly_the_missed_events(
         live: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, client = live
+    _node, client = live
     async with open_stream(client) as witness:  # open throughout: the truth
         await witness.next()
         async with open_stream(client) as first:
@@ -129,7 +130,7 @@ async def test_an_id_older_than_the_window_or_not_yet_reached_tells_the_client_t
 
 async def test_a_user_sees_printers_spools_and_their_own_jobs_only(
         live: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, client = live
+    _node, client = live
     alice = await make_user(client, "alice")
     bob = await make_user(client, "bob")
     await spool(client, "shared")
@@ -167,10 +168,8 @@ async def test_keep_alive_comments_and_a_closed_client_frees_its_subscriber(
 
         # next() ends on a message; read with a short timeout until a comment came
         while "keep-alive" not in stream.comments:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await stream.next(timeout=0.5)
-            except TimeoutError:
-                pass
         assert await kept_alive()
 
     async def freed() -> bool:
@@ -181,7 +180,7 @@ async def test_keep_alive_comments_and_a_closed_client_frees_its_subscriber(
 
 async def test_a_revoked_token_ends_the_stream(live: tuple[FarmNode, httpx.AsyncClient]
                                                ) -> None:
-    node, client = live
+    _node, client = live
     created = await client.post("/api/v1/tokens", json={"name": "watcher"})
     token = created.json()
     async with open_stream(client, headers={"Authorization": f"Bearer {token['token']}"}

@@ -49,7 +49,7 @@ async def deliveries(api: httpx.AsyncClient, webhook_id: str) -> list[dict[str, 
 
 async def test_each_event_arrives_signed_once_and_is_marked_done(
         farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, api = farm
+    _node, api = farm
     with webhook_receiver() as receiver:
         created = await api.post("/api/v1/webhooks", json={
             "url": f"{receiver.url}/hook?token=abc", "types": ["job.created", "job.canceled"],
@@ -90,7 +90,7 @@ async def test_each_event_arrives_signed_once_and_is_marked_done(
 
 async def test_a_failing_receiver_is_retried_with_the_same_webhook_id(
         farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, api = farm
+    _node, api = farm
     with webhook_receiver() as receiver:
         receiver.statuses = [500, 500, 503]
         hook = (await api.post("/api/v1/webhooks", json={
@@ -110,7 +110,7 @@ async def test_a_failing_receiver_is_retried_with_the_same_webhook_id(
 @pytest.mark.parametrize("farm", [{"webhook_max_age": 0.5}], indirect=True)
 async def test_a_delivery_that_never_succeeds_is_marked_failed(
         farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, api = farm
+    _node, api = farm
     with webhook_receiver() as receiver:
         receiver.statuses = [500] * 1000
         hook = (await api.post("/api/v1/webhooks", json={
@@ -134,7 +134,7 @@ async def test_a_delivery_that_never_succeeds_is_marked_failed(
 
 async def test_webhook_urls_and_types_are_checked(farm: tuple[FarmNode, httpx.AsyncClient]
                                                  ) -> None:
-    node, api = farm
+    _node, api = farm
     for body, field in (
             ({"url": "ftp://example.org/x", "types": ["*"]}, "url"),
             ({"url": "http://user:pw@example.org/x", "types": ["*"]}, "url"),
@@ -153,7 +153,7 @@ async def test_webhook_urls_and_types_are_checked(farm: tuple[FarmNode, httpx.As
 @pytest.mark.parametrize("farm", [{"webhook_networks": "10.0.0.0/8"}], indirect=True)
 async def test_webhook_networks_refuse_other_addresses(
         farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, api = farm
+    _node, api = farm
     response = await api.post("/api/v1/webhooks", json={
         "url": "http://127.0.0.1:9/x", "types": ["*"]})
     assert response.status_code == 422
@@ -189,7 +189,7 @@ async def test_the_owner_gets_an_email_when_a_mock_print_is_done(
     controller, inbox = smtp
     settings = {"smtp_url": f"smtp://127.0.0.1:{controller.port}", "mail_from": "farm@lab.test",
                 "notify_interval": 0.05, "mock_printer_job_time": 2}
-    async with running_farm(tmp_path, **settings) as (node, api):
+    async with running_farm(tmp_path, **settings) as (_node, api):
         student = await make_user(api, "student", email="student@uni.test")
         assert (await api.post("/api/v1/filaments", json={
             "id": "s", "type": "PLA", "color": "red",
@@ -225,7 +225,7 @@ async def test_the_owner_gets_an_email_when_a_mock_print_is_done(
 
 async def test_without_smtp_an_email_delivery_is_skipped(
         farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
-    node, api = farm
+    _node, api = farm
     student = await make_user(api, "student", email="student@uni.test")
     response = await api.post("/api/v1/filaments", json={
         "id": "s", "type": "PLA", "color": "red", "total_weight_in_grams": 1000})
