@@ -81,9 +81,12 @@ class DeliveryLoop:
             await self.webhooks.aclose()
 
     async def _tick(self) -> None:
-        rows = await self.node.read(lambda c: due(c, time.time(), BATCH + len(self._in_flight)))
+        # A delivery in flight when the read began may finish during it: the read may then
+        # show it pending although its result is applied. Skip it this time.
+        busy = set(self._in_flight)
+        rows = await self.node.read(lambda c: due(c, time.time(), BATCH + len(busy)))
         for row in rows:
-            if row["id"] not in self._in_flight:
+            if row["id"] not in busy and row["id"] not in self._in_flight:
                 self._in_flight[row["id"]] = asyncio.create_task(self._deliver(row),
                                                                  name=f"deliver-{row['id']}")
 
