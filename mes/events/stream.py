@@ -37,6 +37,8 @@ async def stream(hub: EventHub, subscriber: Subscriber, after: Key | None, retry
     `still_allowed` is checked at each keep-alive (a revoked token ends the stream).
     """
     yield f"retry: {retry_ms}\n\n"
+    if hub.closed:  # shutting down (or never started): the client resumes elsewhere
+        return
     if after is not None and not await hub.wait_index(after[0], resume_wait):
         yield reload_message("this node has not reached that event id")
         return
