@@ -15,7 +15,7 @@ import json
 import re
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,10 @@ Key = tuple[int, int]
 # A key after every event of its index (`<index>` without `-<n>`).
 END = 2**31
 _ID = re.compile(r"^(\d{1,18})(?:-(\d{1,9}))?$")
-# Entities whose snapshot (the command's own result for that entity) rides along.
-SNAPSHOT_ENTITIES = frozenset({"print_job", "printer", "filament", "order"})
+# Entities whose snapshot (the command's own result for that entity) rides along, each
+# with a field that tells its records from other entities' (ids may coincide).
+SNAPSHOT_ENTITIES = {"print_job": "filepath", "printer": "has_api_key",
+                     "filament": "remaining_weight_in_grams", "order": "jobs"}
 _SECRET_PARTS = ("secret", "hash", "password", "api_key", "token")
 # Entities the `user` role sees: every printer and spool, and only their own jobs and orders.
 USER_ENTITIES = frozenset({"printer", "printer_status", "filament"})
@@ -195,15 +197,23 @@ class EventHub:
         op = command.get("op")
         ts = command.get("ts")
         value = outcome.value if isinstance(outcome.value, Mapping) else {}
+        # The records the command returned: itself, and an order's jobs.
+        records: dict[str, list[Mapping[str, Any]]] = {}
+        nested = value.get("jobs")
+        for record in [value, *(nested if isinstance(nested, list) else [])]:
+            if isinstance(record, Mapping) and isinstance(record.get("id"), str):
+                records.setdefault(record["id"], []).append(record)
         statuses = _statuses(command) if op == "printer.telemetry" else {}
         result = []
         for n, change in enumerate(outcome.events):
             telemetry = change.entity == "printer_status"
+            if telemetry and not self._subscribers:
+                continue  # live only: nobody to tell
             key = None if telemetry else (outcome.index, n)
             payload: dict[str, Any] = {"entity": change.entity, "id": change.entity_id,
                                        "change": change.change, "op": op,
                                        "index": outcome.index, "ts": ts}
-            snapshot = _snapshot(change.entity, change.entity_id, value)
+            snapshot = _snapshot(change.entity, records.get(change.entity_id, ()))
             if telemetry:
                 payload["telemetry"] = True
                 snapshot = statuses.get(change.entity_id)
@@ -292,11 +302,13 @@ class EventHub:
         self._call(self._end_all, None)
 
 
-def _snapshot(entity: str, entity_id: str, value: Mapping[str, Any]) -> dict[str, Any] | None:
-    if entity not in SNAPSHOT_ENTITIES or value.get("id") != entity_id:
-        return None
-    return {k: v for k, v in value.items()
-            if not any(part in k for part in _SECRET_PARTS) and k != "jobs"}
+def _snapshot(entity: str, records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    marker = SNAPSHOT_ENTITIES.get(entity)
+    for record in records:
+        if marker is not None and marker in record:
+            return {k: v for k, v in record.items()
+                    if not any(part in k for part in _SECRET_PARTS) and k != "jobs"}
+    return None
 
 
 def _statuses(command: Mapping[str, Any]) -> dict[str, Any]:

@@ -222,7 +222,7 @@ Notice = tuple[str, dict[str, Any], str | None, dict[str, Any]]
 def _notices(ctx: ApplyContext, op: str, args: Args) -> list[Notice]:
     notices: list[Notice] = []
     for job_id, before, after in ctx.transitions:
-        kind = _job_notice(ctx, before, after)
+        kind = _job_notice(op, before, after)
         job = queries.get_job(ctx.conn, job_id) if kind else None
         if kind and job is not None:
             data = {k: job.get(k) for k in _JOB_FIELDS}
@@ -237,34 +237,35 @@ def _notices(ctx: ApplyContext, op: str, args: Args) -> list[Notice]:
     return notices
 
 
-def _job_notice(ctx: ApplyContext, before: str | None, after: str) -> str | None:
+def _job_notice(op: str, before: str | None, after: str) -> str | None:
     if before is None:
         return "job.created" if after == "Queued" else "job.started"
     if before == after:
         return None
     if after == "Canceled":
-        # The farm itself ending a running print means it was lost at the printer.
-        return "job.failed" if ctx.actor is None and before == "Running" else "job.canceled"
+        # The worker found the print gone or stopped at the printer: it failed.
+        return "job.failed" if op == "job.lost" else "job.canceled"
     return {"Running": "job.started", "Done": "job.done"}.get(after)
 
 
 def _printer_alerts(ctx: ApplyContext) -> list[Notice]:
-    ids = sorted({e.entity_id for e in ctx.events if e.entity == "printer_status"})
+    ids = {e.entity_id for e in ctx.events if e.entity == "printer_status"}
     if not ids:
         return []
+    # Both reads are small: printers in a bad state now, and those that were.
     now = dict(ctx.conn.execute(select(printer_status.c.printer_id, printer_status.c.state)
-                                .where(printer_status.c.printer_id.in_(ids))).all())
-    seen = dict(ctx.conn.execute(select(printer_alerts.c.printer_id, printer_alerts.c.state)
-                                 .where(printer_alerts.c.printer_id.in_(ids))).all())
+                                .where(printer_status.c.state.in_(sorted(ALERT_STATES)))).all())
+    seen = dict(ctx.conn.execute(select(printer_alerts.c.printer_id,
+                                        printer_alerts.c.state)).all())
     notices: list[Notice] = []
-    for printer_id in ids:
+    for printer_id in sorted(ids):
         state, before = now.get(printer_id), seen.get(printer_id)
         if state == before:
             continue
         if before is not None:
             ctx.conn.execute(delete(printer_alerts).where(
                 printer_alerts.c.printer_id == printer_id))
-        if state in ALERT_STATES:
+        if state is not None:
             ctx.conn.execute(insert(printer_alerts).values(printer_id=printer_id, state=state))
             printer = queries.get_printer(ctx.conn, printer_id)
             data = {k: (printer or {}).get(k) for k in _PRINTER_FIELDS}
