@@ -155,3 +155,21 @@ def test_a_webhook_delivery_survives_a_leader_kill(cluster: Cluster) -> None:
         assert all(signature_valid(hook["secret"], p) for p in receiver.posts())
         bodies = [b for b in receiver.bodies() if b["data"]["id"] == "j3"]
         assert len({b["index"] for b in bodies}) == 1  # one event, sent twice
+
+
+async def test_sigterm_ends_open_streams_at_once(tmp_path: Path) -> None:
+    single = Cluster(1, tmp_path / "single").start()
+    try:
+        node = single.nodes[0]
+        assert node.process is not None
+        async with httpx.AsyncClient(base_url=base(node), headers=admin_headers()) as client, \
+                open_stream(client) as stream:
+            hello = await stream.next()
+            assert hello is not None and hello.event == "hello"
+            node.process.terminate()
+            # uvicorn waits for open connections before the app's shutdown: without the
+            # hook in mes/cli.py this stream would hold the process until the client left.
+            assert await stream.next(timeout=5) is None
+        node.process.wait(15)
+    finally:
+        single.stop()
