@@ -7,7 +7,11 @@ received, the server's CPU seconds per 10,000 events streamed and the commit-to-
 Phase 2, webhook latency: a loopback receiver gets `job.created` for jobs posted one at a
 time; prints the delay from the POST's answer to the receiver's arrival (p50, p95, max).
 
-    .venv/bin/python bench/events.py [--seconds 15] [--clients 1] [--hooks 50]
+Phase 0 (`--synthetic`), the stream alone: an in-process node served by uvicorn, a thread
+feeding the hub outcomes of 200 events each as fast as it can (as pysyncobj's thread would,
+without Raft or SQLite), and `curl -N` clients counting what arrives.
+
+    .venv/bin/python bench/events.py [--seconds 15] [--clients 1] [--hooks 50] [--synthetic]
 """
 
 from __future__ import annotations
@@ -116,12 +120,85 @@ def hook_phase(node_client: httpx.Client, count: int) -> None:
               f"max {delays[-1] * 1000:.1f} ms (hook {hook['id']})")
 
 
+async def synthetic(seconds: float, clients: int) -> None:
+    import subprocess
+    import threading
+
+    from mes.state.context import ChangeEvent
+    from mes.state.machine import Outcome
+    from tests.auth import ADMIN_TOKEN
+    from tests.farm_helpers import farm_settings
+    from tests.live_server import serving
+
+    os.environ.update(MES_ADMIN_TOKEN=ADMIN_TOKEN, OPCUA_ENABLED="false")
+    with tempfile.TemporaryDirectory() as tmp:
+        from mes.node import FarmNode
+
+        node = FarmNode(farm_settings(Path(tmp), sse_client_queue=1_000_000,
+                                      auto_schedule=False))
+        try:
+            async with serving(node) as url:
+                async with httpx.AsyncClient(base_url=url, headers=admin_headers()) as c:
+                    for _ in range(200):
+                        if (await c.get("/api/v1/users/me")).status_code == 200:
+                            break
+                        await asyncio.sleep(0.05)
+                token = admin_headers()["Authorization"]
+                curls = [subprocess.Popen(
+                    f"curl -sN -H 'Authorization: {token}' '{url}/api/v1/events'"
+                    " | grep -c '^event: change'",
+                    shell=True, stdout=subprocess.PIPE) for _ in range(clients)]
+                await asyncio.sleep(1.0)
+                stop = threading.Event()
+                fed = [0]
+                jobs = [{"id": f"j{i}", "filepath": "a.gcode", "owner_id": "admin",
+                         "status": "Queued"} for i in range(100)]
+                value = {"id": "o", "owner_id": "admin", "jobs": jobs}
+                events = tuple([ChangeEvent("print_job", f"j{i}", "created") for i in range(100)]
+                               + [ChangeEvent("filament", "s", "updated")] * 100)
+
+                def feed() -> None:
+                    index = 1_000_000
+                    while not stop.is_set():
+                        index += 1
+                        node.events.on_apply({"op": "order.create", "ts": time.time()},
+                                             Outcome(value=value, events=events, index=index))
+                        fed[0] += len(events)
+                        time.sleep(0)  # let the loop thread run (the GIL)
+
+                thread_cpu0 = time.process_time()
+                t0 = time.monotonic()
+                feeder = threading.Thread(target=feed)
+                feeder.start()
+                await asyncio.sleep(seconds)
+                stop.set()
+                feeder.join()
+                fed_for = time.monotonic() - t0
+                node.events.close()  # each stream ends once it has sent what it queued
+                outputs = await asyncio.gather(*(asyncio.to_thread(p.communicate, timeout=120)
+                                                  for p in curls))
+                elapsed = time.monotonic() - t0
+                cpu = time.process_time() - thread_cpu0
+                received = [int((out[0] or b"0").strip() or 0) for out in outputs]
+                print(f"synthetic: fed {fed[0] / fed_for:,.0f} events/s for {fed_for:.1f} s; "
+                      f"each of {clients} client(s) received "
+                      f"{statistics.mean(received) / elapsed:,.0f} events/s "
+                      f"({min(received)}..{max(received)} of {fed[0]}, all by {elapsed:.1f} s); "
+                      f"server process CPU {cpu:.1f} s")
+        finally:
+            node.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--hooks", type=int, default=50)
+    parser.add_argument("--synthetic", action="store_true")
     options = parser.parse_args()
+    if options.synthetic:
+        asyncio.run(synthetic(options.seconds, options.clients))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(1, Path(tmp), AUTO_SCHEDULE="false", RAFT_SNAPSHOT_ENTRIES="100000")
         try:

@@ -183,10 +183,12 @@ def delivery_result(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 def derive(ctx: ApplyContext, op: str, args: Args) -> None:
     """Insert the deliveries this command's changes call for (see the module's text)."""
-    notices = _notices(ctx, op, args)
-    if not notices:
+    if not ctx.transitions and op not in ("printer.attention", "printer.telemetry"):
         return
     hooks = list_webhooks(ctx.conn)
+    notices = _notices(ctx, op, args, bool(hooks))
+    if not notices:
+        return
     counter = 0
     for kind, subject, printer_id, data in notices:
         body = json.dumps({"type": kind, "timestamp": _iso(ctx.ts), "index": ctx.index,
@@ -219,20 +221,21 @@ def _add(ctx: ApplyContext, counter: int, kind: str, webhook_id: str | None, tar
 Notice = tuple[str, dict[str, Any], str | None, dict[str, Any]]
 
 
-def _notices(ctx: ApplyContext, op: str, args: Args) -> list[Notice]:
+def _notices(ctx: ApplyContext, op: str, args: Args, hooks: bool) -> list[Notice]:
     notices: list[Notice] = []
     for job_id, before, after in ctx.transitions:
         kind = _job_notice(op, before, after)
-        job = queries.get_job(ctx.conn, job_id) if kind else None
+        wanted = kind is not None and (hooks or kind in MAIL_TYPES)
+        job = queries.get_job(ctx.conn, job_id) if wanted else None
         if kind and job is not None:
             data = {k: job.get(k) for k in _JOB_FIELDS}
             notices.append((kind, job, job["assigned_printer_id"] or job["printer_id"], data))
-    if op == "printer.attention":
+    if op == "printer.attention" and hooks:
         printer = queries.get_printer(ctx.conn, str(args.raw("id")))
         if printer is not None:
             data = {k: printer.get(k) for k in _PRINTER_FIELDS}
             notices.append(("printer.attention", {}, printer["id"], data))
-    if op == "printer.telemetry":
+    if op == "printer.telemetry":  # always: the alert table must follow every state
         notices.extend(_printer_alerts(ctx))
     return notices
 
