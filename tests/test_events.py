@@ -235,3 +235,57 @@ async def test_the_window_is_bounded_and_knows_its_horizon() -> None:
     assert reason is None and len(backlog) == 3
     _, reason = hub.subscribe(sub, (11, 0))
     assert reason is not None
+
+
+async def test_telemetry_is_live_only_without_ids_and_can_be_left_out(
+        live: tuple[FarmNode, httpx.AsyncClient]) -> None:
+    _node, client = live
+    await spool(client, "t")
+    async with open_stream(client) as with_telemetry, \
+            open_stream(client, params={"telemetry": "false"}) as without:
+        await with_telemetry.next()
+        await without.next()
+        response = await client.post("/api/v1/printers", json={
+            "id": "m0", "api": "Mock", "url": "http://mock0:5000", "worker": True,
+            "filament_id": "t"})
+        assert response.status_code == 201
+        message = await with_telemetry.next()
+        while message is not None and message.event != "telemetry":
+            message = await with_telemetry.next()
+        assert message is not None and message.id is None
+        data = message.json()
+        assert data["entity"] == "printer_status" and data["telemetry"] is True
+        assert data["id"] == "m0" and data["data"]["state"] in ("idle", "offline", "printing")
+        await client.post("/api/v1/printers", json={"id": "marker"})
+        seen = []
+        while True:
+            message = await without.next()
+            assert message is not None
+            seen.append(message.event)
+            if message.event == "change" and message.json()["id"] == "marker":
+                break
+        assert "telemetry" not in seen
+
+
+async def test_a_resume_waits_for_this_node_to_reach_the_id() -> None:
+    import asyncio
+    import threading
+
+    from mes.state.context import ChangeEvent
+    from mes.state.machine import Outcome
+
+    hub = EventHub(lambda query: None, window=10, capacity=10)
+    hub.attach(asyncio.get_running_loop())
+    hub.on_apply({"op": "noop", "ts": 1.0}, Outcome(index=5))
+    waiting = asyncio.create_task(hub.wait_index(7, timeout=10))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+
+    def apply_later() -> None:  # as pysyncobj's thread applies the entries
+        for index in (6, 7):
+            hub.on_apply({"op": "filament.update", "ts": 2.0}, Outcome(
+                value={}, events=(ChangeEvent("filament", "f", "updated"),), index=index))
+
+    threading.Thread(target=apply_later).start()
+    assert await waiting is True
+    assert await hub.wait_index(99, timeout=0.05) is False
