@@ -3,7 +3,7 @@
 Phase 1, stream capacity: writers post orders of 100 jobs (about 200 change events per
 command) while 1 or more SSE clients read `/api/v1/events`; prints events/s each client
 received, the server's CPU seconds per 10,000 events streamed and the commit-to-client delay
-(the event's `ts` against the arrival time, same machine clock).
+(the command's `ts`, set when it was submitted, against the arrival time).
 Phase 2, webhook latency: a loopback receiver gets `job.created` for jobs posted one at a
 time; prints the delay from the POST's answer to the receiver's arrival (p50, p95, max).
 
@@ -91,7 +91,7 @@ async def stream_phase(base: str, pid: int, seconds: float, clients: int) -> Non
     print(f"stream: {clients} client(s), {orders} orders of 100 jobs in {elapsed:.1f} s: "
           f"{per_client / elapsed:,.0f} events/s per client; server CPU {cpu:.1f} s "
           f"({cpu / max(per_client * clients, 1) * 10_000:.2f} s per 10,000 events streamed, "
-          f"writes included); commit-to-client delay p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+          f"writes included); submit-to-client delay p50 {p50:.0f} ms, p95 {p95:.0f} ms")
 
 
 def hook_phase(node_client: httpx.Client, count: int) -> None:
