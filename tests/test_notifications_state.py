@@ -111,3 +111,20 @@ def test_results_retry_with_backoff_then_fail(machine: StateMachine) -> None:
     apply("delivery.result", results=[{"id": row["id"], "result": "ok", "at": start + 81}],
           **policy)
     assert rows(machine)[0]["status"] == "failed"
+
+
+def test_a_snapshot_from_before_notifications_gets_their_tables(machine: StateMachine) -> None:
+    import sqlite3
+
+    apply = Log(machine)
+    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
+    source = sqlite3.connect(":memory:")
+    source.deserialize(machine.snapshot())
+    for table in ("webhooks", "deliveries", "printer_alerts"):
+        source.execute(f"DROP TABLE {table}")
+    source.commit()
+    machine.restore(source.serialize())
+    apply("job.create", id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
+    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    apply("job.set_status", id="j", status="Canceled")
+    assert [r["type"] for r in rows(machine)] == ["job.canceled"]

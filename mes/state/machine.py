@@ -331,6 +331,9 @@ class StateMachine:
             with self._lock:
                 self._conn.rollback()
                 source.backup(self._sqlite())
+                # A snapshot from an older version lacks newer (empty) tables: add them.
+                with self._conn.begin():
+                    metadata.create_all(self._conn)
         finally:
             source.close()
         for listener in self._restore_listeners:
