@@ -118,6 +118,28 @@ class Settings(BaseSettings):
     opcua_security: str = ""  # "Policy,Mode" e.g. "Basic256Sha256,SignAndEncrypt"; empty: None
     opcua_username: str = ""
     opcua_password: str = ""
+    # GET /api/v1/events: keep-alive comment period, the client's reconnect delay, how many
+    # recent events each node keeps for resuming, how many one client may have queued, and
+    # how long a resume waits for this node to reach an id it has not applied yet.
+    sse_keepalive: float = Field(15.0, gt=0, le=3600)
+    sse_retry_ms: int = Field(2000, ge=0, le=3_600_000)
+    sse_window: int = Field(10_000, ge=1, le=10_000_000)
+    sse_client_queue: int = Field(1000, ge=1, le=1_000_000)
+    sse_resume_wait: float = Field(5.0, ge=0, le=600)
+    # Webhooks: where their URLs may point (CIDRs; empty: anywhere), one attempt's timeout,
+    # the first retry's delay (doubling up to the cap) and how long after the event the
+    # farm keeps trying before the delivery is marked failed.
+    webhook_networks: str = ""
+    webhook_timeout: float = Field(10.0, gt=0, le=300)
+    webhook_retry_base: float = Field(5.0, gt=0, le=86_400)
+    webhook_retry_cap: float = Field(3600.0, gt=0, le=86_400)
+    webhook_max_age: float = Field(86_400.0, ge=0, le=30 * 86_400)
+    # How often the leader looks for deliveries whose retry is due (new ones go at once).
+    notify_interval: float = Field(1.0, gt=0, le=3600)
+    # E-mail to job owners: smtp://user:pass@host:port (STARTTLS when the server offers it),
+    # smtps://... (TLS from the start); empty: no e-mail. MAIL_FROM is the sender.
+    smtp_url: str = ""
+    mail_from: str = "mes@localhost"
 
     @field_validator("database_url")
     @classmethod
@@ -168,6 +190,28 @@ class Settings(BaseSettings):
     @classmethod
     def _printer_networks(cls, value: str) -> str:
         return ",".join(str(n) for n in parse_networks(value))
+
+    @field_validator("webhook_networks")
+    @classmethod
+    def _webhook_networks(cls, value: str) -> str:
+        try:
+            return ",".join(str(n) for n in parse_networks(value))
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("PRINTER_NETWORKS", "WEBHOOK_NETWORKS")) from None
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("smtp", "smtps") or not parts.hostname):
+            raise ValueError(f"SMTP_URL: {_mask_url(value)!r} is not smtp://[user:pass@]host"
+                             "[:port] or smtps://...")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("SMTP_URL: invalid port") from None
+        return value
 
     @field_validator("mes_admin_token")
     @classmethod
@@ -236,6 +280,11 @@ class Settings(BaseSettings):
     def printer_network_list(self) -> Networks:
         """PRINTER_NETWORKS parsed (empty: printers may be anywhere)."""
         return parse_networks(self.printer_networks)
+
+    @property
+    def webhook_network_list(self) -> Networks:
+        """WEBHOOK_NETWORKS parsed (empty: webhooks may point anywhere)."""
+        return parse_networks(self.webhook_networks)
 
     @property
     def raft_bind_address(self) -> str:

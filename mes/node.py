@@ -15,6 +15,7 @@ from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
 from mes.cluster_secret import blob_token, raft_password
 from mes.config import ConfigError, Settings
+from mes.events.hub import EventHub
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
@@ -30,6 +31,7 @@ from mes.state.machine import StateMachine
 
 if TYPE_CHECKING:
     from mes.files.sweep import BlobSweeper
+    from mes.notify.loop import DeliveryLoop
     from mes.opcua.server import EmbeddedServer
     from mes.workers.leadership import LeaderLoop
 
@@ -46,6 +48,10 @@ class FarmNode:
         self.settings = settings
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)
+        # Before Raft starts: the stream's window sees the journal replayed at start too.
+        self.events = EventHub(self.machine.read, settings.sse_window, settings.sse_client_queue)
+        self.machine.add_listener(self.events.on_apply)
+        self.machine.add_restore_listener(self.events.on_restore)
         conf = build_conf(settings.data_dir, self.snapshots,
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
                           tuning or RaftTuning(), settings.raft_bind_address,
@@ -71,6 +77,7 @@ class FarmNode:
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
         self.sweeper: BlobSweeper | None = None
+        self.deliveries: DeliveryLoop | None = None
         self.opcua: EmbeddedServer | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
@@ -117,15 +124,19 @@ class FarmNode:
     async def start_background(self) -> None:
         """Announce this node's URL and run the printer workers whenever this node leads."""
         from mes.files.sweep import BlobSweeper
+        from mes.notify.loop import DeliveryLoop
         from mes.workers.leadership import LeaderLoop
 
+        self.events.attach(asyncio.get_running_loop())
         self.leader_loop = LeaderLoop(self)
         self.sweeper = BlobSweeper(self)
+        self.deliveries = DeliveryLoop(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
                             asyncio.create_task(self.leader_loop.run(), name="leader-loop"),
                             asyncio.create_task(self.sweeper.run(), name="blob-sweep"),
                             asyncio.create_task(run_sync(self.machine, self.blobs.has,
-                                                         self.hold_blob), name="file-sync")]
+                                                         self.hold_blob), name="file-sync"),
+                            asyncio.create_task(self.deliveries.run(), name="deliveries")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 
@@ -152,7 +163,8 @@ class FarmNode:
             await asyncio.sleep(1.0)
 
     async def stop_background(self) -> None:
-        """Stop the workers and the announcement."""
+        """Stop the workers and the announcement; end the event streams."""
+        self.events.close()
         for task in self._background:
             task.cancel()
         for task in self._background:

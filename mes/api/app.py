@@ -14,6 +14,7 @@ from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
     cluster,
+    events,
     filaments,
     files,
     membership,
@@ -24,6 +25,7 @@ from mes.api.routes import (
     tokens,
     users,
     utilization,
+    webhooks,
 )
 from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
@@ -59,8 +61,9 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster, membership, utilization):
+                   cluster, membership, utilization, events, webhooks):
         api.include_router(module.router)
+    api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)

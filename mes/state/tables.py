@@ -255,3 +255,54 @@ orders = Table(
     Index("ix_orders_created", "created_at", "id"),
     Index("ix_orders_owner", "owner_id", "created_at", "id"),
 )
+
+# Webhook subscriptions (operators'): where to POST which notification types, signed with
+# the secret (stored as given: every leader signs with it; shown to its creator once).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(200), nullable=False),
+    # JSON list of notification types ("*": all) and of printer ids (empty: every printer).
+    Column("types", Text, nullable=False),
+    Column("printer_ids", Text, nullable=False),
+    Column("description", String(500), nullable=False, default=""),
+    Column("created_by", String(64)),
+    Column("created_at", Float, nullable=False),
+)
+
+# One notification to send (a webhook POST or an e-mail), created inside apply when a
+# matching change happens; the leader's delivery loop sends it and commits the result.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # Stable across retries and leaders: the `webhook-id` header (msg_<index>_<n>).
+    Column("id", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # webhook | email
+    Column("webhook_id", String(64)),
+    Column("target", String(2048), nullable=False),  # URL or e-mail address
+    Column("type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | failed | skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("last_attempt_at", Float),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("finished_at", Float),
+    Index("ix_deliveries_due", "status", "next_at"),
+    Index("ix_deliveries_webhook", "webhook_id", "seq"),
+    Index("ix_deliveries_finished", "finished_at"),
+)
+
+# Printers last seen in a state that raised a notification (error, offline), so that one
+# stretch in that state notifies once.
+printer_alerts = Table(
+    "printer_alerts",
+    metadata,
+    Column("printer_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+)
