@@ -16,7 +16,14 @@ from mes.files.sweep import remove_stale
 from mes.state import retention
 from mes.state.context import ChangeEvent
 from mes.state.machine import Outcome, StateMachine
-from mes.state.tables import audit_log, files, job_history, orders, print_jobs
+from mes.state.tables import (
+    audit_log,
+    files,
+    job_history,
+    orders,
+    print_jobs,
+    printer_state_intervals,
+)
 
 
 class Farm:
@@ -81,7 +88,8 @@ def test_prune_deletes_finished_jobs_their_history_orders_and_unprinted_files() 
     # Jobs that ended before 2005: j0..j4, and the order's two jobs (ended at 1200).
     outcome = prune(farm, 2005)
     assert outcome.ok, outcome.error
-    assert outcome.value == {"jobs": 7, "orders": 1, "files": 2, "audit": 0, "more": False}
+    assert outcome.value == {"jobs": 7, "orders": 1, "files": 2, "intervals": 0, "audit": 0,
+                             "more": False}
     left = farm.machine.read(lambda c: sorted(r.id for r in c.execute(select(print_jobs.c.id))))
     assert left == ["active", "j5", "j6", "j7", "j8", "j9"]
     history_jobs = farm.machine.read(lambda c: {r.job_id for r in c.execute(
@@ -97,8 +105,8 @@ def test_prune_deletes_finished_jobs_their_history_orders_and_unprinted_files() 
     assert ChangeEvent("file", sha(2), "deleted") in deleted
     assert len(deleted) == 7 + 1 + 2
     # Nothing older is left: a second prune with the same cutoff deletes nothing.
-    assert prune(farm, 2005).value == {"jobs": 0, "orders": 0, "files": 0, "audit": 0,
-                                       "more": False}
+    assert prune(farm, 2005).value == {"jobs": 0, "orders": 0, "files": 0, "intervals": 0,
+                                       "audit": 0, "more": False}
 
 
 def test_prune_works_in_bounded_batches_and_keeps_active_jobs() -> None:
@@ -124,8 +132,25 @@ def test_prune_deletes_old_audit_entries_and_none_keeps_a_kind() -> None:
         farm.machine._conn.execute(audit_log.insert().values(at=ts, actor="a", op="x"))
     farm.machine._conn.commit()
     outcome = prune(farm, None, 250)
-    assert outcome.value == {"jobs": 0, "orders": 0, "files": 0, "audit": 2, "more": False}
+    assert outcome.value == {"jobs": 0, "orders": 0, "files": 0, "intervals": 0, "audit": 2,
+                             "more": False}
     assert farm.count(audit_log) == 1
+
+
+def test_prune_deletes_printer_state_stretches_that_ended_before_the_cutoff() -> None:
+    farm = Farm()
+    stretches = [("offline", 1000, 2000), ("idle", 2000, 3000), ("printing", 3000, 4000),
+                 ("idle", 4000, None)]  # as apply records them; the last one still open
+    farm.machine._conn.execute(printer_state_intervals.insert(), [
+        {"printer_id": "p1", "state": state, "started_at": start, "ended_at": end}
+        for state, start, end in stretches])
+    farm.machine._conn.commit()
+    outcome = prune(farm, 3000.5)  # offline ended at 2000 and idle at 3000: both go
+    assert outcome.value["intervals"] == 2 and outcome.value["more"] is False
+    left = farm.machine.read(lambda c: [(r.state, r.ended_at) for r in c.execute(
+        select(printer_state_intervals).order_by(printer_state_intervals.c.started_at))])
+    assert left == [("printing", 4000.0), ("idle", None)]  # the open stretch always stays
+    assert not farm.machine.read(lambda c: retention.pending(c, 3000.5, None))
 
 
 def test_prune_refuses_bad_arguments_and_users() -> None:

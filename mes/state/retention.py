@@ -15,7 +15,14 @@ from sqlalchemy import Connection, delete, exists, select
 from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand
-from mes.state.tables import audit_log, files, job_history, orders, print_jobs
+from mes.state.tables import (
+    audit_log,
+    files,
+    job_history,
+    orders,
+    print_jobs,
+    printer_state_intervals,
+)
 
 # Statuses a job never leaves: only these are pruned.
 FINISHED = ("Done", "Canceled")
@@ -42,6 +49,14 @@ def _old_audit(before: float, limit: int) -> Any:
             .order_by(audit_log.c.at, audit_log.c.seq).limit(limit))
 
 
+def _old_intervals(before: float, limit: int) -> Any:
+    """Printer state stretches that ended before `before` (utilisation's raw data)."""
+    return (select(printer_state_intervals.c.seq)
+            .where(printer_state_intervals.c.ended_at < before)
+            .order_by(printer_state_intervals.c.ended_at, printer_state_intervals.c.seq)
+            .limit(limit))
+
+
 def _empty_orders(ids: set[str]) -> Any:
     has_job = exists().where(print_jobs.c.order_id == orders.c.id)
     return select(orders.c.id).where(orders.c.id.in_(sorted(ids)), ~has_job).order_by(orders.c.id)
@@ -59,8 +74,9 @@ def _cutoff(args: Args, name: str) -> float | None:
 
 def prune(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """Delete up to `limit` finished jobs that ended before `jobs_before` (with their history,
-    their orders once empty, and the file records no remaining job prints that were made
-    before that time) and up to `limit` audit entries made before `audit_before`.
+    their orders once empty, the file records no remaining job prints that were made before
+    that time, and the printer state stretches that ended before it) and up to `limit` audit
+    entries made before `audit_before`.
 
     A null cutoff keeps that kind forever. Returns the counts and `more`: whether a further
     command would find more to delete.
@@ -70,7 +86,7 @@ def prune(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     audit_before = _cutoff(args, "audit_before")
     limit = args.integer("limit", 1, MAX_BATCH)
     conn = ctx.conn
-    counts = {"jobs": 0, "orders": 0, "files": 0, "audit": 0}
+    counts = {"jobs": 0, "orders": 0, "files": 0, "intervals": 0, "audit": 0}
     more = False
     if jobs_before is not None:
         rows = conn.execute(_old_jobs(jobs_before, limit)).all()
@@ -94,7 +110,13 @@ def prune(ctx: ApplyContext, args: Args) -> dict[str, Any]:
             for file_id in file_ids:
                 ctx.changed("file", file_id, "deleted")
         counts["files"] = len(file_ids)
-        more = len(ids) == limit or len(file_ids) == limit
+        # Utilisation reaches back as far as jobs do.
+        seqs = [r.seq for r in conn.execute(_old_intervals(jobs_before, limit))]
+        if seqs:
+            conn.execute(delete(printer_state_intervals)
+                         .where(printer_state_intervals.c.seq.in_(seqs)))
+        counts["intervals"] = len(seqs)
+        more = len(ids) == limit or len(file_ids) == limit or len(seqs) == limit
     if audit_before is not None:
         seqs = [r.seq for r in conn.execute(_old_audit(audit_before, limit))]
         if seqs:
@@ -108,7 +130,8 @@ def pending(conn: Connection, jobs_before: float | None, audit_before: float | N
     """Whether a prune with these cutoffs would delete anything (a cheap read first)."""
     checks = []
     if jobs_before is not None:
-        checks += [_old_jobs(jobs_before, 1), _unreferenced_files(jobs_before, 1)]
+        checks += [_old_jobs(jobs_before, 1), _unreferenced_files(jobs_before, 1),
+                   _old_intervals(jobs_before, 1)]
     if audit_before is not None:
         checks.append(_old_audit(audit_before, 1))
     return any(conn.execute(query).first() is not None for query in checks)
