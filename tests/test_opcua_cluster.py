@@ -12,6 +12,7 @@ from asyncua import Client, ua
 
 from tests.cluster import Cluster, ServerProcess
 from tests.farm_helpers import eventually
+from tests.netfilter import Partition
 
 pytestmark = pytest.mark.cluster
 
@@ -151,5 +152,47 @@ async def test_same_address_space_everywhere_and_service_level_follows_the_leade
                 return all(v["j1.Status"] == "Canceled" for v in seen) and seen[0] == seen[1]
 
             await eventually(survivors_agree, 30, "the survivors to show the cancel")
+    finally:
+        cluster.stop()
+
+
+async def test_service_level_1_on_a_node_cut_off_by_a_partition(
+        tmp_path: Path, partition: Partition) -> None:
+    """A node that hears no leader tells clients so (ServiceLevel 1) while the majority keeps
+    255 and 100; after healing every node reports its role again."""
+    cluster = Cluster(3, tmp_path / "cluster", OPCUA_ENABLED="true", OPCUA_ALLOW_ANONYMOUS="true")
+    try:
+        cluster.start()
+        cluster.wait_leader()
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {n.index: await stack.enter_async_context(connected(n))
+                       for n in cluster.nodes}
+
+            async def levels() -> dict[int, int]:
+                return {index: await service_level(client) for index, client in clients.items()}
+
+            async def roles_shown() -> bool:
+                leader = cluster.leader()
+                if leader is None:
+                    return False
+                seen = await levels()
+                return all(seen[n.index] == (255 if n is leader else 100) for n in cluster.nodes)
+
+            await eventually(roles_shown, 60, "ServiceLevel 255 on the leader, 100 elsewhere")
+            # pysyncobj connects from the higher address to the lower: dropping the lowest
+            # address's port cuts that node off from both others (its OPC UA port stays open).
+            cut = min(cluster.nodes, key=lambda n: n.raft_address)
+            majority = [n for n in cluster.nodes if n is not cut]
+            partition.isolate_port(int(cut.raft_address.rsplit(":", 1)[1]))
+
+            async def cut_off_shown() -> bool:
+                seen = await levels()
+                return seen[cut.index] == 1 and sorted(
+                    seen[n.index] for n in majority) == [100, 255]
+
+            await eventually(cut_off_shown, 60,
+                             "ServiceLevel 1 on the cut-off node, 255 and 100 on the majority")
+            partition.heal()
+            await eventually(roles_shown, 60, "every node's role shown again after healing")
     finally:
         cluster.stop()

@@ -10,17 +10,24 @@ from fastapi_offline import FastAPIOffline
 
 from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
+from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
     cluster,
+    events,
     filaments,
     files,
+    membership,
+    metrics,
     orders,
     print_jobs,
     printers,
     tokens,
     users,
+    utilization,
+    webhooks,
 )
+from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
 
 API_PREFIX = "/api/v1"
@@ -51,12 +58,17 @@ def create_app(node: FarmNode) -> FastAPI:
     app.state.node = node
     app.add_middleware(BodyLimit, limit_for=upload_limits(
         API_PREFIX, node.settings.max_upload_mb * 2**20))
+    app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster):
+                   cluster, membership, utilization, events, webhooks):
         api.include_router(module.router)
+    api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
+    app.include_router(metrics.router)
+    # Outermost: counts every answer, the body limit's and the error handlers' included.
+    app.add_middleware(RequestMetrics, metrics=node.metrics)
     install_error_handlers(app)
     return app

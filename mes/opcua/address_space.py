@@ -73,8 +73,28 @@ class Namespaces:
 
 # ---------------------------------------------------------------------------- node building
 
-def _variant(value: Any, vtype: ua.VariantType) -> ua.Variant:
-    return ua.Variant(value, vtype if value is not None else ua.VariantType.Null)
+# A value as plain data (its type and Python value): cheap to build and compare each pass;
+# turned into a Variant only when it is written.
+Plain = tuple[ua.VariantType, Any]
+# The value nodes of a printer, relative to Printers/<id>, in the order _printer_values uses.
+PRINTER_VALUES = (
+    "Identification/Manufacturer", "Identification/Model", "Identification/SerialNumber",
+    "Identification/ProductInstanceUri", "Identification/AMTechnologyIdentifier",
+    "MachineryItemState/CurrentState", "MachineryItemState/CurrentState/Id",
+    "Production/ActiveProgram/Name", "State", "NozzleTemperature", "NozzleTargetTemperature",
+    "BedTemperature", "BedTargetTemperature", "BedClear", "CurrentJob/JobId",
+    "CurrentJob/Progress", "CurrentJob/TimePrinted", "CurrentJob/TimeLeft", "CurrentJob/Owner",
+)
+
+
+def variant_of(plain: Plain) -> ua.Variant:
+    """The Variant a plain value is written as (None: a Null variant)."""
+    vtype, value = plain
+    if value is None:
+        return ua.Variant(None, ua.VariantType.Null)
+    if vtype == ua.VariantType.LocalizedText:
+        return ua.Variant(ua.LocalizedText(value), vtype)
+    return ua.Variant(value, vtype)
 
 
 def _dtype(vtype: ua.VariantType) -> ua.NodeId:
@@ -167,7 +187,11 @@ class AddressSpace:
         self._spools: dict[str, tuple[str, list[ua.NodeId]]] = {}
         self._jobs: dict[str, list[ua.NodeId]] = {}
         self._filaments: dict[str, list[ua.NodeId]] = {}
-        self._values: dict[ua.NodeId, ua.Variant] = {}
+        self._values: dict[ua.NodeId, Plain] = {}  # what each value node shows
+        # Node ids of each printer's values (PRINTER_VALUES order), made once per printer.
+        self._printer_value_ids: dict[str, tuple[ua.NodeId, ...]] = {}
+        self._item_state_ids = {name: ua.NodeId(number, ns.machinery)
+                                for name, number in ITEM_STATES.items()}
         self.node_count = 0
         # Called with (printer node id, printer id) after a printer object was created.
         self.printer_hooks: list[Callable[[ua.NodeId, str], Awaitable[None]]] = []
@@ -322,42 +346,44 @@ class AddressSpace:
                      "Filament left on the spool", ns.am)
         return items
 
-    def _printer_values(self, view: PrinterView) -> dict[ua.NodeId, ua.Variant]:
-        base, p, st, job = f"Printers/{view.id}", view.printer, view.status, view.job
+    def _printer_values(self, view: PrinterView) -> dict[ua.NodeId, Plain]:
+        p, st, job = view.printer, view.status, view.job
         lt, s, d = ua.VariantType.LocalizedText, ua.VariantType.String, ua.VariantType.Double
         item_state = machinery_state(view)
-        values = {
-            "Identification/Manufacturer": ua.Variant(ua.LocalizedText(p.get("company") or ""),
-                                                      lt),
-            "Identification/Model": ua.Variant(ua.LocalizedText(p.get("model") or ""), lt),
-            "Identification/SerialNumber": ua.Variant(view.id, s),
-            "Identification/ProductInstanceUri": ua.Variant(f"urn:mes:printer:{view.id}", s),
-            "Identification/AMTechnologyIdentifier": ua.Variant("MEX", s),
-            "MachineryItemState/CurrentState": ua.Variant(ua.LocalizedText(item_state), lt),
-            "MachineryItemState/CurrentState/Id": ua.Variant(
-                ua.NodeId(ITEM_STATES[item_state], self.ns.machinery), ua.VariantType.NodeId),
-            "Production/ActiveProgram/Name": _variant(job and job.get("printer_filename"), s),
-            "State": ua.Variant(printer_state(view), s),
-            "NozzleTemperature": _variant(_num(st, "nozzle_actual"), d),
-            "NozzleTargetTemperature": _variant(_num(st, "nozzle_target"), d),
-            "BedTemperature": _variant(_num(st, "bed_actual"), d),
-            "BedTargetTemperature": _variant(_num(st, "bed_target"), d),
-            "BedClear": ua.Variant(bool(p.get("bed_clear")), ua.VariantType.Boolean),
-            "CurrentJob/JobId": ua.Variant(job["id"] if job else "", s),
-            "CurrentJob/Progress": ua.Variant(_progress(job, st), d),
-            "CurrentJob/TimePrinted": ua.Variant((_num(st, "time_printed") or 0.0) if job
-                                                 else 0.0, d),
-            "CurrentJob/TimeLeft": ua.Variant((_num(st, "time_left") or 0.0) if job else 0.0, d),
-            "CurrentJob/Owner": ua.Variant((job.get("owner_id") or "") if job else "", s),
-        }
-        found = {self.id(f"{base}/{k}"): v for k, v in values.items()}
+        plain: tuple[Plain, ...] = (  # in the order of PRINTER_VALUES
+            (lt, p.get("company") or ""),
+            (lt, p.get("model") or ""),
+            (s, view.id),
+            (s, f"urn:mes:printer:{view.id}"),
+            (s, "MEX"),
+            (lt, item_state),
+            (ua.VariantType.NodeId, self._item_state_ids[item_state]),
+            (s, job.get("printer_filename") if job else None),
+            (s, printer_state(view)),
+            (d, _num(st, "nozzle_actual")),
+            (d, _num(st, "nozzle_target")),
+            (d, _num(st, "bed_actual")),
+            (d, _num(st, "bed_target")),
+            (ua.VariantType.Boolean, bool(p.get("bed_clear"))),
+            (s, job["id"] if job else ""),
+            (d, _progress(job, st)),
+            (d, (_num(st, "time_printed") or 0.0) if job else 0.0),
+            (d, (_num(st, "time_left") or 0.0) if job else 0.0),
+            (s, (job.get("owner_id") or "") if job else ""),
+        )
+        ids = self._printer_value_ids.get(view.id)
+        if ids is None:
+            base = f"Printers/{view.id}"
+            ids = self._printer_value_ids[view.id] = tuple(
+                self.id(f"{base}/{key}") for key in PRINTER_VALUES)
+        found = dict(zip(ids, plain, strict=True))
         if view.spool:
             sp = view.spool
-            sbase = f"{base}/Feedstock/{sp['id']}"
-            found[self.id(f"{sbase}/Identifier")] = ua.Variant(str(sp["id"]), s)
-            found[self.id(f"{sbase}/Name")] = ua.Variant(feedstock_name(sp), s)
-            found[self.id(f"{sbase}/RemainingQuantity")] = ua.Variant(
-                float(sp["remaining_weight_in_grams"]), d)
+            sbase = f"Printers/{view.id}/Feedstock/{sp['id']}"
+            found[self.id(f"{sbase}/Identifier")] = (s, str(sp["id"]))
+            found[self.id(f"{sbase}/Name")] = (s, feedstock_name(sp))
+            found[self.id(f"{sbase}/RemainingQuantity")] = (
+                d, float(sp["remaining_weight_in_grams"]))
         return found
 
     # -- jobs and spools
@@ -373,13 +399,13 @@ class AddressSpace:
                       _dtype(ua.VariantType.String))
         return items
 
-    def _job_values(self, job: dict[str, Any]) -> dict[ua.NodeId, ua.Variant]:
+    def _job_values(self, job: dict[str, Any]) -> dict[ua.NodeId, Plain]:
         s, base = ua.VariantType.String, f"Jobs/{job['id']}"
         values = {"Status": job["status"],
                   "PrinterId": job.get("assigned_printer_id") or job.get("printer_id") or "",
                   "FilamentId": job.get("filament_id") or "", "Owner": job.get("owner_id") or "",
                   "FileName": job.get("filepath") or ""}
-        return {self.id(f"{base}/{k}"): ua.Variant(str(v), s) for k, v in values.items()}
+        return {self.id(f"{base}/{k}"): (s, str(v)) for k, v in values.items()}
 
     def _filament_items(self, spool: dict[str, Any]) -> _Items:
         farm = self.ns.farm
@@ -396,14 +422,12 @@ class AddressSpace:
                       _dtype(ua.VariantType.String))
         return items
 
-    def _filament_values(self, spool: dict[str, Any]) -> dict[ua.NodeId, ua.Variant]:
+    def _filament_values(self, spool: dict[str, Any]) -> dict[ua.NodeId, Plain]:
         d, s, base = ua.VariantType.Double, ua.VariantType.String, f"Filaments/{spool['id']}"
-        return {self.id(f"{base}/RemainingWeight"): ua.Variant(
-                    float(spool["remaining_weight_in_grams"]), d),
-                self.id(f"{base}/TotalWeight"): ua.Variant(float(spool["total_weight_in_grams"]),
-                                                           d),
-                self.id(f"{base}/Material"): ua.Variant(str(spool["type"]), s),
-                self.id(f"{base}/Color"): ua.Variant(str(spool["color"]), s)}
+        return {self.id(f"{base}/RemainingWeight"): (d, float(spool["remaining_weight_in_grams"])),
+                self.id(f"{base}/TotalWeight"): (d, float(spool["total_weight_in_grams"])),
+                self.id(f"{base}/Material"): (s, str(spool["type"])),
+                self.id(f"{base}/Color"): (s, str(spool["color"]))}
 
     # -- applying changes
 
@@ -431,21 +455,23 @@ class AddressSpace:
             self._values.pop(nid, None)
         self.node_count -= len(ids)
 
-    def _prefill(self, items: list[ua.AddNodesItem], values: dict[ua.NodeId, ua.Variant]
-                 ) -> None:
+    def _prefill(self, items: list[ua.AddNodesItem], values: dict[ua.NodeId, Plain]) -> None:
         """Give new nodes their values at creation (no separate write)."""
         for item in items:
-            value = values.pop(item.RequestedNewNodeId, None)
-            if value is not None:
-                item.NodeAttributes.Value = value
-                self._values[item.RequestedNewNodeId] = value
+            plain = values.pop(item.RequestedNewNodeId, None)
+            if plain is not None:
+                item.NodeAttributes.Value = variant_of(plain)
+                self._values[item.RequestedNewNodeId] = plain
 
-    def _stage(self, values: dict[ua.NodeId, ua.Variant],
+    def _stage(self, values: dict[ua.NodeId, Plain],
                out: list[tuple[ua.NodeId, ua.Variant]]) -> None:
-        for nid, value in values.items():
-            if self._values.get(nid) != value:
-                self._values[nid] = value
-                out.append((nid, value))
+        """Queue the values that differ from those shown (compared as plain data: a Variant
+        is built only for a value that changed)."""
+        shown = self._values
+        for nid, plain in values.items():
+            if shown.get(nid) != plain:
+                shown[nid] = plain
+                out.append((nid, variant_of(plain)))
 
     async def write(self, changes: list[tuple[ua.NodeId, ua.Variant]]) -> None:
         """Write values in batches, yielding to the event loop between batches."""
@@ -540,6 +566,7 @@ class AddressSpace:
         """Remove a printer and everything under it."""
         ids = self._printers.pop(pid, None)
         self._printer_names.pop(pid, None)
+        self._printer_value_ids.pop(pid, None)
         spool = self._spools.pop(pid, None)
         if spool:
             await self._delete(spool[1])
@@ -611,6 +638,7 @@ class AddressSpace:
         for spool_id in list(self._filaments):
             await self.drop_filament(spool_id)
         self._values.clear()
+        self._printer_value_ids.clear()
 
     async def sync(self, state: FarmState) -> None:
         """Make the address space show `state`: add, update and remove what differs."""

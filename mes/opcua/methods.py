@@ -1,4 +1,5 @@
-"""OPC UA methods of the farm: SubmitJob, and Pause, Resume, Cancel, ClearBed per printer.
+"""OPC UA methods of the farm: SubmitJob, Pause, Resume, Cancel, ClearBed per printer, and
+ISA-95 Store, StoreAndStart, Start, Cancel, Pause, Resume on JobOrderControl.
 
 Every call is committed through Raft as the session's user (`current_principal`), with the
 REST API's rules: users act only on their own jobs, clearing a bed needs an operator,
@@ -23,6 +24,7 @@ from sqlalchemy import Connection
 from mes.api.errors import ApiError
 from mes.auth.principal import Principal
 from mes.files.store import SHA256_PATTERN
+from mes.opcua.job_orders import JobOrderInvalid, job_args
 from mes.opcua.security import current_principal
 from mes.state import queries
 from mes.state.args import ID_PATTERN, MAX_GRAMS
@@ -36,6 +38,7 @@ T = TypeVar("T")
 Submit = Callable[[str, dict[str, Any], Principal], Awaitable[Any]]
 Read = Callable[[Callable[[Connection], T]], Awaitable[T]]
 ISA95_URI = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
+JOB_ORDER_DATA_TYPE = 3008  # ISA95JobOrderDataType in the ISA-95 Job Control namespace
 # The filepath of a job submitted without a FileId (a record only, never sent to a printer).
 RECORD_ONLY_PATH = "(no file: submitted over OPC UA)"
 # ISA-95 Job Control ReturnStatus: 0 is success (failures answer with the Call status code).
@@ -63,10 +66,13 @@ class Arg:
     vtype: ua.VariantType
     description: str
     array: bool = False
+    # A structure's DataType (vtype ExtensionObject); None: the built-in type of `vtype`.
+    data_type: ua.NodeId | None = None
 
     def argument(self) -> ua.Argument:
         """The Argument structure clients read from InputArguments/OutputArguments."""
-        return ua.Argument(Name=self.name, DataType=ua.NodeId(self.vtype.value),
+        data_type = self.data_type or ua.NodeId(self.vtype.value)
+        return ua.Argument(Name=self.name, DataType=data_type,
                            ValueRank=1 if self.array else -1,
                            ArrayDimensions=[0] if self.array else [],
                            Description=ua.LocalizedText(self.description))
@@ -101,6 +107,8 @@ def _values(args: Sequence[Arg], variants: Sequence[Any]) -> list[Any]:
         value = variant.Value if isinstance(variant, ua.Variant) else variant
         if spec.array:
             ok = value is None or isinstance(value, list)
+        elif spec.vtype == ua.VariantType.ExtensionObject:
+            ok = value is not None and not isinstance(value, (str, bytes, int, float))
         elif spec.vtype == ua.VariantType.String:
             ok = isinstance(value, str)
         else:
@@ -205,12 +213,37 @@ class FarmMethods:
                            "The finished print was taken off the bed (operators)")
 
     async def add_job_order_control(self, job_order_control: Node, ns: int) -> None:
-        """ISA-95 Cancel, Pause and Resume on Machinery Jobs' JobOrderControl, by job id.
+        """ISA-95 job control on Machinery Jobs' JobOrderControl.
 
-        Store and StoreAndStart are not offered (their ISA95JobOrderDataType argument
-        has no agreed mapping to our jobs yet): clients submit with SubmitJob.
+        Store queues a job that may not start until Start (an operator's approval);
+        StoreAndStart queues a job the scheduler may start (a user's still waits for
+        approval when REQUIRE_APPROVAL is on); Start approves a stored job; Cancel, Pause
+        and Resume act on a job by id. Job orders are read by `mes.opcua.job_orders`.
         """
         browse_ns = await _namespace_index(job_order_control, ISA95_URI, ns)
+        order_arg = Arg("JobOrder", ua.VariantType.ExtensionObject,
+                        "the job order: JobOrderID, MaterialRequirements[0] (MaterialLotID: "
+                        "the spool, Quantity: grams), optional EquipmentRequirements[0].ID "
+                        "(the printer) and WorkMasterID[0].ID (the G-code file's SHA-256)",
+                        data_type=ua.NodeId(JOB_ORDER_DATA_TYPE, browse_ns))
+
+        def store(held: bool) -> Handler:
+            async def handler(who: Principal, values: list[Any]) -> list[ua.Variant]:
+                try:
+                    args = job_args(values[0])
+                except JobOrderInvalid as exc:
+                    raise Refused(ua.StatusCodes.BadInvalidArgument, str(exc)) from None
+                await self._create_job(who, args, held=held)
+                return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
+            return handler
+
+        for name, held, description in (
+                ("Store", True, "Queue a print job that waits for Start (an operator's "
+                                "approval)"),
+                ("StoreAndStart", False, "Queue a print job the farm may start")):
+            await self._method(job_order_control, ns, name, store(held),
+                               (order_arg, _JOB_ORDER_ARGS[1]), [_RETURN_STATUS], description,
+                               browse_ns)
 
         def by_id(action: str) -> Handler:
             async def handler(who: Principal, values: list[Any]) -> list[ua.Variant]:
@@ -228,10 +261,21 @@ class FarmMethods:
                                _JOB_ORDER_ARGS, [_RETURN_STATUS], f"{name} a print job",
                                browse_ns)
 
+        async def start(who: Principal, values: list[Any]) -> list[ua.Variant]:
+            job_id = _ident(values[0], "JobOrderID")
+            if not who.staff:
+                raise Refused(ua.StatusCodes.BadUserAccessDenied, "starting a stored job "
+                              "needs an operator")
+            await self.submit("job.approve", {"id": job_id}, who)
+            return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
+
+        await self._method(job_order_control, ns, "Start", start, _JOB_ORDER_ARGS,
+                           [_RETURN_STATUS], "Allow a stored print job to start (operators)",
+                           browse_ns)
+
     async def _submit_job(self, who: Principal, values: list[Any]) -> list[ua.Variant]:
         filament, grams, file_id, printer, job_id = values
-        args: dict[str, Any] = {"filament_id": _ident(filament, "FilamentId"),
-                                "owner_id": who.user_id}
+        args: dict[str, Any] = {"filament_id": _ident(filament, "FilamentId")}
         if not 1 <= grams <= MAX_GRAMS:
             raise Refused(ua.StatusCodes.BadInvalidArgument, "PrintWeightInGrams out of range")
         args["print_weight_in_grams"] = grams
@@ -239,15 +283,22 @@ class FarmMethods:
             if not SHA256_PATTERN.match(file_id):
                 raise Refused(ua.StatusCodes.BadInvalidArgument, "FileId: not a SHA-256")
             args["file_id"] = file_id
-        else:
-            args["filepath"] = RECORD_ONLY_PATH
         if printer_id := _ident(printer, "PrinterId", optional=True):
             args["printer_id"] = printer_id
         args["id"] = _ident(job_id, "JobId", optional=True) or uuid.uuid4().hex[:16]
-        if self.require_approval() and not who.staff:
-            args["needs_approval"] = True
-        job = await self.submit("job.create", args, who)
+        job = await self._create_job(who, args, held=False)
         return [ua.Variant(job["id"], ua.VariantType.String)]
+
+    async def _create_job(self, who: Principal, args: dict[str, Any],
+                          held: bool) -> dict[str, Any]:
+        """Queue a job in the caller's name; `held`: it waits for approval whoever asks."""
+        args = {"owner_id": who.user_id, **args}
+        if "file_id" not in args:
+            args.setdefault("filepath", RECORD_ONLY_PATH)
+        if held or (self.require_approval() and not who.staff):
+            args["needs_approval"] = True
+        job: dict[str, Any] = await self.submit("job.create", args, who)
+        return job
 
     async def _current_job(self, printer_id: str) -> dict[str, Any]:
         def query(conn: Connection) -> tuple[bool, dict[str, Any] | None]:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from asyncua import ua
@@ -30,6 +31,7 @@ from mes.opcua.farm_state import (
     read_history,
     read_jobs,
     read_printers,
+    read_statuses,
 )
 from mes.state.machine import Outcome, StateMachine
 
@@ -61,11 +63,14 @@ class Mirror:
         self._wake = asyncio.Event()
         self._rebuild = True
         self._printers: set[str] = set()
+        self._statuses: set[str] = set()  # printers whose status alone changed
+        self._views: dict[str, PrinterView] = {}  # each printer as last shown
         self._jobs: set[str] = set()
         self._filaments: set[str] = set()
         self._history_seq = 0
         self._ended: dict[str, float] = {}  # shown finished job -> updated_at
         self._job_printer: dict[str, str] = {}  # current job shown on a printer -> printer
+        self._printer_job: dict[str, str] = {}  # and back: printer -> its current job
         self._original_restore: Callable[[bytes], None] | None = None
         self.build_seconds: float | None = None
         self.build_cpu_seconds: float | None = None  # this thread's CPU (reads excluded)
@@ -118,7 +123,9 @@ class Mirror:
 
     def _note(self, changes: list[tuple[str, str]]) -> None:
         for entity, entity_id in changes:
-            if entity in ("printer", "printer_status"):
+            if entity == "printer_status":
+                self._statuses.add(entity_id)
+            elif entity == "printer":
                 self._printers.add(entity_id)
             elif entity == "print_job":
                 self._jobs.add(entity_id)
@@ -152,16 +159,19 @@ class Mirror:
     async def _build(self) -> None:
         self._rebuild = False
         self._printers.clear()
+        self._statuses.clear()
         self._jobs.clear()
         self._filaments.clear()
         started, cpu = time.perf_counter(), time.thread_time()
         state: FarmState = await self._read(lambda conn: read_farm(conn, self.recent_jobs))
         await self.space.sync(state)
+        self._views = dict(state.printers)
         self._history_seq = state.history_seq
         self._ended = {jid: float(job["updated_at"]) for jid, job in state.jobs.items()
                        if job["status"] in ENDED}
-        self._job_printer = {view.job["id"]: pid for pid, view in state.printers.items()
+        self._printer_job = {pid: str(view.job["id"]) for pid, view in state.printers.items()
                              if view.job}
+        self._job_printer = {jid: pid for pid, jid in self._printer_job.items()}
         if self.build_seconds is None:
             self.build_seconds = time.perf_counter() - started
             self.build_cpu_seconds = time.thread_time() - cpu
@@ -176,12 +186,14 @@ class Mirror:
 
     async def _apply(self) -> None:
         printers, self._printers = self._printers, set()
+        statuses, self._statuses = self._statuses, set()
         jobs, self._jobs = self._jobs, set()
         spools, self._filaments = self._filaments, set()
         seq = self._history_seq
         also = {self._job_printer[j] for j in jobs if j in self._job_printer}
         spool_of = self.space.loaded_spools()
         also |= {pid for pid, sid in spool_of.items() if sid in spools}
+        known = self._views
 
         def query(conn: Connection) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]],
                                              dict[str, dict[str, Any]],
@@ -192,21 +204,36 @@ class Mirror:
             affected = printers | also | {
                 j["assigned_printer_id"] for jid, j in job_rows.items()
                 if jid in jobs and j["assigned_printer_id"]}
-            return history, job_rows, spool_rows, read_printers(conn, affected)
+            # A printer whose status alone changed (telemetry, the common case) keeps the
+            # rest of its view: only its status row is read.
+            status_only = {pid for pid in statuses - affected if pid in known}
+            views = read_printers(conn, affected | (statuses - status_only))
+            for pid, status in read_statuses(conn, status_only).items():
+                views[pid] = replace(known[pid], status=status)
+            return history, job_rows, spool_rows, views
 
         history, job_rows, spool_rows, views = await self._read(query)
         changes: list[tuple[ua.NodeId, ua.Variant]] = []
         for sid in spools - set(spool_rows):
             await self.space.drop_filament(sid)
         changes += await self.space.put_filaments(spool_rows.values())
+        for jid in jobs - set(job_rows):  # deleted by retention
+            self._ended.pop(jid, None)
+            await self.space.drop_job(jid)
         changes += await self._put_jobs([job_rows[j] for j in jobs if j in job_rows])
         for pid, view in views.items():
-            for jid in [j for j, p in self._job_printer.items() if p == pid]:
-                del self._job_printer[jid]
+            shown = self._printer_job.pop(pid, None)
+            if shown is not None and self._job_printer.get(shown) == pid:
+                del self._job_printer[shown]
             if view is None:
+                self._views.pop(pid, None)
                 await self.space.drop_printer(pid)
-            elif view.job:
-                self._job_printer[view.job["id"]] = pid
+                continue
+            self._views[pid] = view
+            if view.job:
+                jid = str(view.job["id"])
+                self._job_printer[jid] = pid
+                self._printer_job[pid] = jid
         changes += await self.space.put_printers(v for v in views.values() if v is not None)
         await self.space.write(changes)
         await self._emit(history, job_rows)

@@ -10,8 +10,9 @@ from mes.state import queries
 from mes.state.args import ID_PATTERN, MISSING, OPCUA_NAME_PATTERN, Args, present
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.intervals import close_interval, record_states
 from mes.state.shards import add_printer, check_address, remove_printer
-from mes.state.tables import filaments, printers
+from mes.state.tables import filaments, printer_status, printers
 from mes.state.urls import url_problem
 
 PRINTER_APIS = ("OctoPrint", "PrusaLink", "Mock")
@@ -109,6 +110,7 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
                                              **row))
     add_printer(ctx, printer_id)
+    record_states(ctx, [printer_id])
     ctx.changed("printer", printer_id, "created")
     return _read(ctx, printer_id)
 
@@ -148,6 +150,9 @@ def delete_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
                             f"printer {printer_id!r} has {active} queued or running jobs", "id")
     ctx.conn.execute(delete(printers).where(printers.c.id == printer_id))
     remove_printer(ctx, printer_id)
+    # A printer made again with this id starts unseen, not with this one's last status.
+    ctx.conn.execute(delete(printer_status).where(printer_status.c.printer_id == printer_id))
+    close_interval(ctx, printer_id)
     ctx.changed("printer", printer_id, "deleted")
     return {"id": printer_id, "deleted": True}
 

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from mes.metrics.workers import WorkerMetrics
 from mes.raft.writer import NoLeader
 from mes.state import queries
 from mes.state.machine import Outcome
@@ -91,8 +92,13 @@ class ShardLeader:
 class WorkerHost:
     """Runs this node's lease keeper, its worker pool and, while leading, the balancer."""
 
-    def __init__(self, port: FarmPort) -> None:
+    def __init__(self, port: FarmPort, metrics: WorkerMetrics | None = None,
+                 leader_tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> None:
         self.port = port
+        self.metrics = metrics
+        # Farm-wide jobs besides the balancer that run on the leader only (retention).
+        self.leader_tasks = list(leader_tasks)
+        self._leader_extra: list[asyncio.Task[None]] = []
         self.lease = LeaseKeeper(port)
         # Every lease renewal this node saw applied, and when (see ShardLeader).
         self.heard: dict[str, tuple[int, float]] = {}
@@ -133,7 +139,10 @@ class WorkerHost:
         valid = self.lease.valid()
         if valid and self.pool is None:
             log.info("lease held: driving the printers assigned to %s", self.port.self_address)
-            self.pool = WorkerPool(WorkerContext(self.port, self.lease.valid))
+            ctx = WorkerContext(self.port, self.lease.valid)
+            if self.metrics is not None:
+                ctx.metrics = self.metrics
+            self.pool = WorkerPool(ctx)
             self._pool_task = asyncio.create_task(self.pool.run(), name="worker-pool")
         elif self.pool is not None and (not valid or self._pool_task is None
                                         or self._pool_task.done()):
@@ -175,14 +184,18 @@ class WorkerHost:
         log.info("leading with epoch %d: balancing printers over the nodes", epoch)
         self.leader = ShardLeader(self.port, epoch, self.heard)
         self._leader_task = asyncio.create_task(self.leader.run(), name="shard-leader")
+        self._leader_extra = [asyncio.create_task(task(), name="leader-task")
+                              for task in self.leader_tasks]
 
     async def _end_leading(self) -> None:
         if self.leader is None:
             return
         log.info("no longer leading (epoch %d)", self.leader.epoch)
-        if self._leader_task is not None:
-            self._leader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._leader_task
+        for task in [self._leader_task, *self._leader_extra]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._leader_extra = []
         self.leader = None
         self._leader_task = None
