@@ -44,9 +44,10 @@ async def shown(node: FarmNode, printer: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_hub(node: FarmNode, args: dict[str, Any]) -> None:
-    """A hub must be one of this cluster's nodes (RAFT_SELF or RAFT_PEERS)."""
+    """A hub must be one of this cluster's nodes (its Raft members, as nodes are added and
+    removed)."""
     hub = args.get("hub")
-    members = [node.settings.raft_self, *node.settings.peers]
+    members = node.raft.members()
     if hub is not None and hub not in members:
         raise ApiError(422, "unknown_hub", f"hub: {hub!r} is not a node of this cluster "
                        f"({', '.join(members)})", "hub")
