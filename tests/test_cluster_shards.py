@@ -106,7 +106,14 @@ def check_every_job_done_once(cluster: Cluster, emulator: Emulator, jobs: int,
                               weight: int = 7) -> None:
     """Every job Done exactly once, started once at the printers, every spool charged once."""
     final = cluster.wait_leader()
-    wait_for(lambda: count(final, "Done") == jobs, 180, f"all {jobs} jobs Done")
+    try:
+        wait_for(lambda: count(final, "Done") == jobs, 180, f"all {jobs} jobs Done")
+    except AssertionError:
+        waiting = [(j["id"], j["status"], j["phase"], j["assigned_printer_id"], j["hold"])
+                   for j in jobs_on(final) if j["status"] != "Done"]
+        views = {p["id"]: (p["driven_by"], p["drive_state"]) for p in printers_of(final)}
+        raise AssertionError(f"not Done: {waiting}; printers: {views}; "
+                             f"cluster: {final.cluster()}") from None
     for job in jobs_on(final):
         history = final.client.get(f"/print_jobs/{job['id']}/history").json()
         assert [h["to_status"] for h in history] == ["Queued", "Running", "Done"], \
