@@ -338,3 +338,18 @@ def test_every_node_notes_when_it_saw_each_renewal_for_when_it_leads() -> None:
     lease = {"node": NODE, "seq": 3, "renewed_at": 0.0, "expired": False}
     assert silent_nodes([lease], host.heard, first + 9.9, 10.0) == []
     assert [s["node"] for s in silent_nodes([lease], host.heard, first + 10.1, 10.0)] == [NODE]
+
+
+def test_a_snapshot_from_before_shards_gets_hubs_and_assignments(farm: StateMachine) -> None:
+    import sqlite3
+
+    source = sqlite3.connect(":memory:")
+    source.deserialize(farm.snapshot())
+    for table in ("assignments", "node_leases", "counters"):
+        source.execute(f"DROP TABLE {table}")
+    source.execute("ALTER TABLE printers DROP COLUMN hub")
+    source.commit()
+    farm.restore(source.serialize())
+    assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p2'") == (None, 0)
+    assert place(farm, "p1") >= 1
+    assert do(farm, "printer.update", id="p2", hub=NODE)["hub"] == NODE

@@ -341,6 +341,7 @@ class StateMachine:
                 # A snapshot from an older version lacks newer (empty) tables: add them.
                 with self._conn.begin():
                     metadata.create_all(self._conn)
+                    shards.upgrade(self._conn)
         finally:
             source.close()
         for listener in self._restore_listeners:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from mes.state.args import Args
 from mes.state.context import ApplyContext
@@ -48,6 +48,18 @@ def next_epoch(ctx: ApplyContext) -> int:
         ctx.conn.execute(update(counters).where(counters.c.name == "assignment")
                          .values(value=epoch))
     return epoch
+
+
+def upgrade(conn: Connection) -> None:
+    """A snapshot from before shards: printers get their `hub` column and an assignment to
+    nobody (the leader places them). The same on every node that restores it."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(printers)")}
+    if "hub" not in columns:
+        conn.exec_driver_sql("ALTER TABLE printers ADD COLUMN hub VARCHAR(300)")
+    conn.exec_driver_sql(
+        "INSERT INTO assignments (printer_id, node, epoch, since, release) "
+        "SELECT id, NULL, 0, 0, 0 FROM printers "
+        "WHERE id NOT IN (SELECT printer_id FROM assignments)")
 
 
 def add_printer(ctx: ApplyContext, printer_id: str) -> None:
