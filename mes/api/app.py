@@ -13,15 +13,18 @@ from mes.api.errors import install_error_handlers
 from mes.api.routes import (
     audit,
     cluster,
+    dashboard,
     filaments,
     files,
     orders,
     print_jobs,
     printers,
+    session,
     tokens,
     users,
 )
 from mes.node import FarmNode
+from mes.web import install as install_web
 
 API_PREFIX = "/api/v1"
 
@@ -53,10 +56,11 @@ def create_app(node: FarmNode) -> FastAPI:
         API_PREFIX, node.settings.max_upload_mb * 2**20))
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster):
+                   cluster, session, dashboard):
         api.include_router(module.router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
+    install_web(app)
     install_error_handlers(app)
     return app
