@@ -51,6 +51,10 @@ function fmtDuration(seconds) {
   return hh ? `${hh} h ${mm} min` : mm ? `${mm} min ${ss} s` : `${ss} s`;
 }
 
+function fmtHours(hours) {
+  return hours < 1 ? `${(hours * 60).toFixed(0)} min` : `${hours.toFixed(1)} h`;
+}
+
 function fmtTime(iso) {
   if (!iso) return "–";
   const d = new Date(iso);
@@ -477,12 +481,16 @@ function localInput(date) {
 
 const loadUtilization = serial(async () => {
   const form = $("#util-form");
-  if (!form.elements.from.value) {
-    const now = new Date();
-    form.elements.to.value = localInput(now);
-    form.elements.from.value = localInput(new Date(now.getTime() - 24 * 3600 * 1000));
+  let from, to;
+  if (form.dataset.edited !== "true") {  // the last 24 hours up to this second
+    to = new Date();
+    from = new Date(to.getTime() - 24 * 3600 * 1000);
+    form.elements.to.value = localInput(to);
+    form.elements.from.value = localInput(from);
+  } else {
+    from = new Date(form.elements.from.value);
+    to = new Date(form.elements.to.value);
   }
-  const from = new Date(form.elements.from.value), to = new Date(form.elements.to.value);
   const note = $("#util-note");
   const chart = $("#util-chart");
   if (isNaN(from) || isNaN(to)) { note.textContent = "Choose a start and an end."; return; }
@@ -505,7 +513,7 @@ function renderUtilization(data) {
   const rows = [...data.printers].sort((a, b) => b.hours.printing - a.hours.printing);
   const shown = rows.slice(0, UTIL_MAX_ROWS);
   const t = data.total;
-  $("#util-note").textContent = `${t.printers} printer${t.printers === 1 ? "" : "s"}: ${t.hours.printing.toFixed(1)} h printing` +
+  $("#util-note").textContent = `${t.printers} printer${t.printers === 1 ? "" : "s"}: ${fmtHours(t.hours.printing)} printing` +
     (t.utilization === null || t.utilization === undefined ? "" : ` (${(100 * t.utilization).toFixed(0)} % of tracked time)`) +
     ` · jobs ${t.jobs.done} done, ${t.jobs.failed} failed, ${t.jobs.canceled} canceled · ${t.filament_grams} g` +
     (rows.length > shown.length ? ` · the ${shown.length} busiest printers shown` : "");
@@ -530,13 +538,13 @@ function renderUtilization(data) {
       const w = (r.hours[k] / max) * barW;
       if (w > 0) {
         const rect = svg("rect", { x, y, width: w, height: rowH - 5, fill: color, "data-state": k });
-        rect.append(svg("title", {}, `${r.printer_id}: ${r.hours[k].toFixed(2)} h ${k}`));
+        rect.append(svg("title", {}, `${r.printer_id}: ${fmtHours(r.hours[k])} ${k}`));
         root.append(rect);
       }
       x += w;
     }
     root.append(svg("text", { x: labelW + barW + 8, y: y + 13 },
-      `${r.hours.printing.toFixed(1)} h · ${r.jobs.done}/${r.jobs.failed}/${r.jobs.canceled} · ${r.filament_grams} g`));
+      `${fmtHours(r.hours.printing)} · ${r.jobs.done}/${r.jobs.failed}/${r.jobs.canceled} · ${r.filament_grams} g`));
   });
   $("#util-chart").replaceChildren(shown.length ? root : h("p", {}, "No printers in this report."));
   if (shown.length) $("#util-chart").append(h("p", { class: "meta" }, "per printer: hours printing · jobs done/failed/canceled · grams"));
@@ -724,6 +732,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#job-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.history); loadHistory(); });
   $("#job-form").addEventListener("submit", submitJob);
   $("#util-form").addEventListener("submit", (e) => { e.preventDefault(); loadUtilization(); });
+  for (const name of ["from", "to"]) {
+    $("#util-form").elements[name].addEventListener("input", () => { $("#util-form").dataset.edited = "true"; });
+  }
   pagerWiring("printers", S.printers, loadPrinters);
   pagerWiring("history", S.history, loadHistory);
   try {
