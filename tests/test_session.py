@@ -165,3 +165,33 @@ async def test_printer_cards_show_status_job_and_spool_by_role(
     assert too_many.status_code == 422
     assert (await api.get("/api/v1/dashboard/printers",
                           params={"state": "melting"})).status_code == 422
+
+
+async def test_a_user_sees_another_users_running_job_only_as_not_theirs(
+        api: httpx.AsyncClient) -> None:
+    await api.post("/api/v1/filaments", json={"id": "pla", "type": "PLA", "color": "red",
+                                              "total_weight_in_grams": 1000})
+    for printer in ("mine", "theirs"):
+        await api.post("/api/v1/printers", json={"id": printer})
+    student = await make_user(api, "student")
+    jobs = {"mine": student, "theirs": {}}  # the admin client's own token for "theirs"
+    for printer, headers in jobs.items():
+        job = await api.post("/api/v1/print_jobs", headers=headers, json={
+            "id": f"job-{printer}", "printer_id": printer, "filament_id": "pla",
+            "filepath": f"{printer}.gcode", "print_weight_in_grams": 5})
+        assert job.status_code == 201, job.text
+        started = await api.post(f"/api/v1/print_jobs/job-{printer}/status",
+                                 params={"status": "running"})
+        assert started.status_code == 200, started.text
+    as_student = {c["id"]: c["job"] for c in (await api.get(
+        "/api/v1/dashboard/printers", headers=student)).json()}
+    assert as_student["mine"]["mine"] is True
+    assert as_student["mine"]["filepath"] == "mine.gcode"
+    assert as_student["mine"]["owner_name"] == "student"
+    assert as_student["theirs"] == {"mine": False, "id": None, "filepath": None, "phase": None,
+                                    "owner_id": None, "owner_name": None,
+                                    "print_weight_in_grams": None}
+    as_admin = {c["id"]: c["job"] for c in (await api.get(
+        "/api/v1/dashboard/printers")).json()}
+    assert as_admin["theirs"]["owner_name"] == "admin"
+    assert as_admin["mine"]["owner_name"] == "student" and as_admin["mine"]["mine"] is False

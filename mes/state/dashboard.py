@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from mes.state.tables import filaments, print_jobs, printer_status, printers, users
 
@@ -61,13 +61,22 @@ def printer_cards(conn: Connection, where: CardFilter, after: str | None,
 def _running_jobs(conn: Connection, printer_ids: list[str]) -> dict[str, dict[str, Any]]:
     if not printer_ids:
         return {}
-    query = (select(print_jobs.c.id, print_jobs.c.filepath, print_jobs.c.status,
-                    print_jobs.c.phase, print_jobs.c.owner_id, print_jobs.c.assigned_printer_id,
-                    print_jobs.c.print_weight_in_grams, users.c.name.label("owner_name"))
+    # A job a worker sent has an assigned printer; one set Running by hand (the Raft3D
+    # brief's way) runs on the printer it asked for.
+    on = func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
+    query = (select(print_jobs.c.id, print_jobs.c.filepath, print_jobs.c.phase,
+                    print_jobs.c.owner_id, print_jobs.c.print_weight_in_grams,
+                    users.c.name.label("owner_name"), on.label("on_printer"))
              .select_from(print_jobs.outerjoin(users, users.c.id == print_jobs.c.owner_id))
-             .where(print_jobs.c.assigned_printer_id.in_(printer_ids),
-                    print_jobs.c.status == "Running"))
-    return {r.assigned_printer_id: dict(r._mapping) for r in conn.execute(query)}
+             .where(print_jobs.c.status == "Running",
+                    or_(print_jobs.c.assigned_printer_id.in_(printer_ids),
+                        and_(print_jobs.c.assigned_printer_id.is_(None),
+                             print_jobs.c.printer_id.in_(printer_ids)))))
+    jobs: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(query):
+        job = dict(row._mapping)
+        jobs[job.pop("on_printer")] = job
+    return jobs
 
 
 def _spools(conn: Connection, spool_ids: set[str]) -> dict[str, dict[str, Any]]:

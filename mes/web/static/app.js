@@ -11,7 +11,7 @@ const MAX_IDS = 200;           // ids per /dashboard/printers request
 
 const S = {
   me: null,
-  tab: "printers",
+  tab: location.hash.slice(1) || "printers",  // the tab survives a reload
   printers: { cursors: [null], page: 0, next: null, cards: new Map(), els: new Map() },
   history: { cursors: [null], page: 0, next: null },
   groups: new Set(),
@@ -184,8 +184,12 @@ function signedOut(message) {
 
 // ---------------------------------------------------------------- tabs
 
+const TABS = ["printers", "jobs", "spools", "cluster", "utilization"];
+
 function showTab(name) {
+  if (!TABS.includes(name)) name = "printers";
   S.tab = name;
+  if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
   for (const button of document.querySelectorAll(".tabs button")) {
     button.setAttribute("aria-selected", String(button.dataset.tab === name));
   }
