@@ -560,7 +560,7 @@ function renderUtilization(data) {
 // the REST API, at most once per entity per COALESCE_MS. Without the route (404) the page
 // polls every POLL_MS; while the stream is down it polls too and reconnects with backoff.
 const Live = {
-  es: null, mode: "off", backoff: 1000, timer: null, poll: null, stopped: true,
+  es: null, mode: "off", backoff: 1000, timer: null, poll: null, stopped: true, lastReload: 0,
   pending: new Map(), timers: new Map(), clusterTimer: null,
 
   start() {
@@ -606,8 +606,14 @@ const Live = {
     es.onmessage = onEvent;
     es.addEventListener("reload", () => {  // the server cannot resume: re-read, reconnect fresh
       es.close();
+      if (this.es === es) this.es = null;
       refreshTab(S.tab);
-      this.open();
+      const now = Date.now();  // reloads in a row: back off instead of reconnecting at once
+      const wait = now - this.lastReload < 5000 ? this.backoff : 0;
+      this.lastReload = now;
+      this.backoff = wait ? Math.min(this.backoff * 2, 30000) : this.backoff;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.open(), wait);
     });
     es.onerror = () => {  // a bare EventSource gives up after a 503: decide here instead
       es.close();
