@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cluster import ServerProcess
@@ -45,7 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     node = ServerProcess(0, base, {
         "MOCK_PRINTER_JOB_TIME": str(JOB_TICKS), "MOCK_PRINTER_INTERVAL": str(MOCK_TICK),
         "PRINTER_WORKER_INTERVAL": "0.2", "REQUIRE_APPROVAL": "true",
-        "AUTO_CLEAR_BED": "false"})
+        "AUTO_CLEAR_BED": "false",
+        # Where the event stream exists: a keep-alive (and its token check) every second.
+        "SSE_KEEPALIVE": "1"})
     try:
         node.start()
         wait_for(node.healthy, 30, "the server to be ready")
@@ -272,3 +275,22 @@ def test_events_drive_refreshes_and_a_503_is_retried(
     expect(page.locator("#live")).to_have_attribute("data-mode", "retry")
     _until(page, lambda: len(served) >= 4, 30, "the page to retry the stream after 503s")
     page.context.close()
+
+
+def test_the_event_stream_keeps_a_cookie_session_open(server: ServerProcess) -> None:
+    """EventSource sends no header: the stream must accept the session cookie, also at its
+    periodic token checks (not end with `reload` as for a revoked token)."""
+    base = f"http://127.0.0.1:{server.http_port}/api/v1"
+    with httpx.Client(base_url=base, timeout=10.0) as browser_like:
+        signed = browser_like.post("/session", json={"name": "staff", "password": PASSWORD})
+        assert signed.status_code == 200, signed.text
+        lines: list[str] = []
+        with browser_like.stream("GET", "/events", params={"telemetry": "false"}) as stream:
+            if stream.status_code == 404:
+                pytest.skip("this build has no GET /api/v1/events")
+            assert stream.status_code == 200
+            for line in stream.iter_lines():
+                lines.append(line)
+                if sum(x.startswith(":") for x in lines) >= 3 or "event: reload" in lines:
+                    break
+        assert "event: reload" not in lines, lines
