@@ -142,6 +142,24 @@ def test_a_wrong_password_shows_a_readable_message(
     page.context.close()
 
 
+def test_signing_in_with_an_api_token_keeps_the_token_after_sign_out(
+        browser: Any, server: ServerProcess) -> None:
+    student_id = next(u["id"] for u in server.every("/users") if u["name"] == "student")
+    token = _ok(server.client.post("/tokens", json={"name": "laptop", "user_id": student_id}))
+    page = _page(browser)
+    page.goto(_url(server))
+    page.get_by_text("Sign in with an API token instead").click()
+    page.get_by_label("API token").fill(token["token"])
+    page.get_by_role("button", name="Sign in with token").click()
+    expect(page.locator("#whoami")).to_have_text("student · user")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#sign-in-error")).to_have_text("You are signed out.")
+    again = httpx.get(f"{_url(server)}api/v1/session",
+                      headers={"Authorization": f"Bearer {token['token']}"})
+    assert again.status_code == 200 and again.json()["user"]["name"] == "student"
+    page.context.close()
+
+
 def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
         browser: Any, server: ServerProcess, shots: Path) -> None:
     student = _page(browser)
