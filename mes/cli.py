@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from mes.config import ConfigError, Settings, load_settings, masked_items
 from mes.logs import configure_logging
@@ -70,6 +71,18 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+def ending_streams(server_class: type[Any], node: Any) -> type[Any]:
+    """A uvicorn Server class that ends the node's event streams as soon as it is asked to
+    stop (uvicorn waits for open connections before the app's shutdown would end them)."""
+
+    class Server(server_class):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            node.events.close()
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
 def server(argv: Sequence[str] | None = None) -> None:
     """Run one node: Raft, state machine and REST API until SIGINT or SIGTERM."""
     parse_command_line("server", "Run one mes node: Raft-replicated farm state, printer "
@@ -93,6 +106,6 @@ def server(argv: Sequence[str] | None = None) -> None:
         config = uvicorn.Config(create_app(node), log_config=None,
                                 log_level=settings.log_level.lower(),
                                 access_log=settings.http_access_log)
-        uvicorn.Server(config).run(sockets=[http_socket])
+        ending_streams(uvicorn.Server, node)(config).run(sockets=[http_socket])
     finally:
         node.close()

@@ -83,12 +83,23 @@ class Settings(BaseSettings):
     raft_write_timeout: float = Field(5.0, gt=0, le=120)
     raft_snapshot_entries: int = Field(5000, ge=2)
     raft_snapshot_interval: float = Field(300.0, gt=0)
+    # Retention: finished jobs (with their history, emptied orders and files no job prints)
+    # and audit entries older than this many days are deleted by the leader; 0 keeps them.
+    job_retention_days: float = Field(365.0, ge=0)
+    audit_retention_days: float = Field(365.0, ge=0)
+    # Seconds between the leader's retention passes and between each node's blob sweeps.
+    retention_interval: float = Field(3600.0, gt=0)
+    # A G-code blob no file record names is deleted from disk only once it is this old
+    # (an upload stores its blob before it commits the record).
+    blob_grace_seconds: float = Field(3600.0, ge=0)
     # Tests only: record the synced journal length in `<journal>.synced` (power-cut test).
     raft_sync_trace: bool = False
     # The first admin's API token (used only when the state has no admin yet).
     mes_admin_token: str = Field("", max_length=4096)
     # Jobs submitted by the `user` role wait for an operator's approval.
     require_approval: bool = False
+    # /metrics without a token (a scraper on a trusted network); false: operators and admins.
+    metrics_public: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     http_access_log: bool = False
@@ -107,6 +118,28 @@ class Settings(BaseSettings):
     opcua_security: str = ""  # "Policy,Mode" e.g. "Basic256Sha256,SignAndEncrypt"; empty: None
     opcua_username: str = ""
     opcua_password: str = ""
+    # GET /api/v1/events: keep-alive comment period, the client's reconnect delay, how many
+    # recent events each node keeps for resuming, how many one client may have queued, and
+    # how long a resume waits for this node to reach an id it has not applied yet.
+    sse_keepalive: float = Field(15.0, gt=0, le=3600)
+    sse_retry_ms: int = Field(2000, ge=0, le=3_600_000)
+    sse_window: int = Field(10_000, ge=1, le=10_000_000)
+    sse_client_queue: int = Field(1000, ge=1, le=1_000_000)
+    sse_resume_wait: float = Field(5.0, ge=0, le=600)
+    # Webhooks: where their URLs may point (CIDRs; empty: anywhere), one attempt's timeout,
+    # the first retry's delay (doubling up to the cap) and how long after the event the
+    # farm keeps trying before the delivery is marked failed.
+    webhook_networks: str = ""
+    webhook_timeout: float = Field(10.0, gt=0, le=300)
+    webhook_retry_base: float = Field(5.0, gt=0, le=86_400)
+    webhook_retry_cap: float = Field(3600.0, gt=0, le=86_400)
+    webhook_max_age: float = Field(86_400.0, ge=0, le=30 * 86_400)
+    # How often the leader looks for deliveries whose retry is due (new ones go at once).
+    notify_interval: float = Field(1.0, gt=0, le=3600)
+    # E-mail to job owners: smtp://user:pass@host:port (STARTTLS when the server offers it),
+    # smtps://... (TLS from the start); empty: no e-mail. MAIL_FROM is the sender.
+    smtp_url: str = ""
+    mail_from: str = "mes@localhost"
 
     @field_validator("database_url")
     @classmethod
@@ -157,6 +190,28 @@ class Settings(BaseSettings):
     @classmethod
     def _printer_networks(cls, value: str) -> str:
         return ",".join(str(n) for n in parse_networks(value))
+
+    @field_validator("webhook_networks")
+    @classmethod
+    def _webhook_networks(cls, value: str) -> str:
+        try:
+            return ",".join(str(n) for n in parse_networks(value))
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("PRINTER_NETWORKS", "WEBHOOK_NETWORKS")) from None
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("smtp", "smtps") or not parts.hostname):
+            raise ValueError(f"SMTP_URL: {_mask_url(value)!r} is not smtp://[user:pass@]host"
+                             "[:port] or smtps://...")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("SMTP_URL: invalid port") from None
+        return value
 
     @field_validator("mes_admin_token")
     @classmethod
@@ -225,6 +280,11 @@ class Settings(BaseSettings):
     def printer_network_list(self) -> Networks:
         """PRINTER_NETWORKS parsed (empty: printers may be anywhere)."""
         return parse_networks(self.printer_networks)
+
+    @property
+    def webhook_network_list(self) -> Networks:
+        """WEBHOOK_NETWORKS parsed (empty: webhooks may point anywhere)."""
+        return parse_networks(self.webhook_networks)
 
     @property
     def raft_bind_address(self) -> str:

@@ -15,17 +15,23 @@ from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
 from mes.cluster_secret import blob_token, raft_password
 from mes.config import ConfigError, Settings
+from mes.events.hub import EventHub
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
+from mes.files.sync import run_sync
+from mes.metrics.node import NodeMetrics
 from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
+from mes.raft.read_barrier import AppliedWaiter, Linearizer
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
 from mes.state import queries
 from mes.state.machine import StateMachine
 
 if TYPE_CHECKING:
+    from mes.files.sweep import BlobSweeper
+    from mes.notify.loop import DeliveryLoop
     from mes.opcua.server import EmbeddedServer
     from mes.workers.leadership import LeaderLoop
 
@@ -42,6 +48,10 @@ class FarmNode:
         self.settings = settings
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)
+        # Before Raft starts: the stream's window sees the journal replayed at start too.
+        self.events = EventHub(self.machine.read, settings.sse_window, settings.sse_client_queue)
+        self.machine.add_listener(self.events.on_apply)
+        self.machine.add_restore_listener(self.events.on_restore)
         conf = build_conf(settings.data_dir, self.snapshots,
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
                           tuning or RaftTuning(), settings.raft_bind_address,
@@ -50,23 +60,35 @@ class FarmNode:
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.writer = Writer(self.raft, settings.raft_write_timeout)
+        self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
+        self.machine.add_listener(self.applied.on_apply)
+        self.linearizer = Linearizer(self._commit_noop)
         verifier = verifier_from(settings)
         oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
                                   lambda: not self.raft.is_leader(), oidc,
                                   lambda: self.machine.applied_count)
         self.machine.add_listener(self.auth.on_apply)
+        self.metrics = NodeMetrics(self)
+        self.machine.add_listener(self.metrics.on_apply)
         self.blobs = BlobStore(settings.upload_path)
         self.peers = BlobPeers(self.blobs, settings.advertise_url,
                                token=blob_token(settings.cluster_secret))
         self._background: list[asyncio.Task[None]] = []
         self.leader_loop: LeaderLoop | None = None
+        self.sweeper: BlobSweeper | None = None
+        self.deliveries: DeliveryLoop | None = None
         self.opcua: EmbeddedServer | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     async def read(self, query: Callable[[Connection], T]) -> T:
         """Read the applied state on a worker thread, off the event loop."""
         return await asyncio.to_thread(self.machine.read, query)
+
+    async def _commit_noop(self) -> int:
+        """Commit a no-op (a linearizable read's barrier); its index once applied here."""
+        outcome = await self.writer.submit("noop", {}, remember=False)
+        return outcome.index
 
     async def _record_token_use(self, token_id: str, at: float) -> None:
         await self.writer.submit("token.used", {"id": token_id, "at": at}, remember=False)
@@ -81,8 +103,9 @@ class FarmNode:
 
     @property
     def cluster_size(self) -> int:
-        """How many nodes the cluster has, this one included."""
-        return len(self.settings.peers) + 1
+        """How many nodes the cluster has, this one included (nodes added or removed
+        through the API count)."""
+        return len(self.raft.members())
 
     def peer_urls(self) -> list[str]:
         """The REST URLs the other nodes announced."""
@@ -100,11 +123,20 @@ class FarmNode:
 
     async def start_background(self) -> None:
         """Announce this node's URL and run the printer workers whenever this node leads."""
+        from mes.files.sweep import BlobSweeper
+        from mes.notify.loop import DeliveryLoop
         from mes.workers.leadership import LeaderLoop
 
+        self.events.attach(asyncio.get_running_loop())
         self.leader_loop = LeaderLoop(self)
+        self.sweeper = BlobSweeper(self)
+        self.deliveries = DeliveryLoop(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
-                            asyncio.create_task(self.leader_loop.run(), name="leader-loop")]
+                            asyncio.create_task(self.leader_loop.run(), name="leader-loop"),
+                            asyncio.create_task(self.sweeper.run(), name="blob-sweep"),
+                            asyncio.create_task(run_sync(self.machine, self.blobs.has,
+                                                         self.hold_blob), name="file-sync"),
+                            asyncio.create_task(self.deliveries.run(), name="deliveries")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 
@@ -131,7 +163,8 @@ class FarmNode:
             await asyncio.sleep(1.0)
 
     async def stop_background(self) -> None:
-        """Stop the workers and the announcement."""
+        """Stop the workers and the announcement; end the event streams."""
+        self.events.close()
         for task in self._background:
             task.cancel()
         for task in self._background:

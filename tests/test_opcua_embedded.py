@@ -15,7 +15,8 @@ from asyncua import Client, Node, ua
 
 from mes.node import FarmNode
 from tests.farm_helpers import eventually, running_farm, upload
-from tests.opcua_secured import PASSWORD, POLICIES, call, client_certificate, make_user
+from tests.opcua_farm import Farm, opcua_farm
+from tests.opcua_secured import PASSWORD, POLICIES, call, client_certificate
 from tests.ports import free_port
 
 FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
@@ -26,43 +27,43 @@ CLIENT_URI = "urn:mes-tests:opcua-client"
 
 
 @dataclass
-class Farm:
-    node: FarmNode
-    api: httpx.AsyncClient
-    url: str
+class Secured:
+    """The farm and a client certificate the server accepts."""
+
+    farm: Farm
     cert: Path
     key: Path
 
+    @property
+    def node(self) -> FarmNode:
+        return self.farm.node
+
+    @property
+    def api(self) -> httpx.AsyncClient:
+        return self.farm.api
+
+    @property
+    def url(self) -> str:
+        return self.farm.url
+
 
 @pytest.fixture
-async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
-    url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
+async def farm(tmp_path: Path) -> AsyncIterator[Secured]:
     cert, key = await client_certificate(tmp_path / "client", CLIENT_URI)
     # Beds are cleared by hand here: ClearBed is one of the methods under test.
-    async with running_farm(tmp_path, opcua_enabled=True, opcua_endpoint=url,
-                            auto_clear_bed=False, mock_printer_job_time=4) as (node, api):
-        async def ready() -> bool:
-            return node.opcua is not None and node.opcua.ready.is_set()
-
-        await eventually(ready, 60, "the OPC UA farm to be built")
-        await make_user(api, "ada", "user")
-        await make_user(api, "otto", "operator")
-        spool = {"id": "pla", "type": "PLA", "color": "black", "total_weight_in_grams": 1000}
-        assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
-        printer = {"id": "m1", "api": "Mock", "worker": True, "filament_id": "pla",
-                   "opcua_name": "Printer1", "company": "Prusa Research", "model": "MK4"}
-        assert (await api.post("/api/v1/printers", json=printer)).status_code == 201
-        yield Farm(node, api, url, cert, key)
+    async with opcua_farm(tmp_path, {"ada": "user", "otto": "operator"}, printer=True,
+                          auto_clear_bed=False, mock_printer_job_time=4) as farm:
+        yield Secured(farm, cert, key)
 
 
 @pytest.fixture
-async def session(farm: Farm) -> AsyncIterator[Client]:
+async def session(farm: Secured) -> AsyncIterator[Client]:
     """Ada (role user) over Basic256Sha256 SignAndEncrypt."""
     async with connected(farm, "ada") as client:
         yield client
 
 
-def connected(farm: Farm, user: str | None, password: str = PASSWORD) -> Client:
+def connected(farm: Secured, user: str | None, password: str = PASSWORD) -> Client:
     client = Client(farm.url, timeout=30, watchdog_intervall=10)
     client.application_uri = CLIENT_URI
     if user is not None:
@@ -71,21 +72,21 @@ def connected(farm: Farm, user: str | None, password: str = PASSWORD) -> Client:
     return client
 
 
-async def secure(client: Client, farm: Farm) -> Client:
+async def secure(client: Client, farm: Secured) -> Client:
     await client.set_security(POLICIES["Basic256Sha256"], str(farm.cert), str(farm.key),
                               mode=ua.MessageSecurityMode.SignAndEncrypt)
     return client
 
 
 @pytest.fixture
-async def ada(farm: Farm) -> AsyncIterator[Client]:
+async def ada(farm: Secured) -> AsyncIterator[Client]:
     client = await secure(connected(farm, "ada"), farm)
     async with client:
         yield client
 
 
 @pytest.fixture
-async def otto(farm: Farm) -> AsyncIterator[Client]:
+async def otto(farm: Secured) -> AsyncIterator[Client]:
     client = await secure(connected(farm, "otto"), farm)
     async with client:
         yield client
@@ -96,7 +97,7 @@ def text(value: str) -> ua.Variant:
 
 
 async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
-        farm: Farm, ada: Client, otto: Client) -> None:
+        farm: Secured, ada: Client, otto: Client) -> None:
     names = await ada.get_namespace_array()
     ns, machinery = names.index(FARM_URI), names.index(MACHINERY_URI)
     by_machines = await ada.nodes.objects.get_child([f"{machinery}:Machines", f"{ns}:Printer1"])
@@ -171,7 +172,7 @@ async def _async(value: bool) -> bool:
     return value
 
 
-async def test_refused_wrong_password_anonymous_and_writes(farm: Farm, ada: Client) -> None:
+async def test_refused_wrong_password_anonymous_and_writes(farm: Secured, ada: Client) -> None:
     with pytest.raises(ua.UaStatusCodeError):
         async with await secure(connected(farm, "ada", "wrong password"), farm):
             pass
@@ -219,7 +220,7 @@ def _order(**fields: Any) -> ua.Variant:
 
 
 async def test_isa95_store_waits_for_start_and_store_and_start_queues(
-        farm: Farm, ada: Client, otto: Client) -> None:
+        farm: Secured, ada: Client, otto: Client) -> None:
     names = await ada.get_namespace_array()
     ns = names.index(FARM_URI)
     path = [f"{ns}:PrintFarm", f"{names.index(MACHINERY_JOBS_URI)}:JobManagement",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,10 +12,9 @@ import httpx
 import pytest
 from asyncua import Client, Node, ua
 
-from mes.node import FarmNode
 from mes.opcua.mirror import Mirror
-from tests.farm_helpers import eventually, running_farm, upload
-from tests.ports import free_port
+from tests.farm_helpers import eventually, upload
+from tests.opcua_farm import Farm, opcua_farm
 
 FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
 MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"
@@ -25,26 +23,13 @@ AM_URI = "http://opcfoundation.org/UA/AdditiveManufacturing/"
 MT_URI = "http://opcfoundation.org/UA/MachineTool/"
 
 
-@dataclass
-class Farm:
-    node: FarmNode
-    api: httpx.AsyncClient
-    url: str
-
-
 @pytest.fixture
 async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
-    url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
     # Read-only anonymous sessions (security None) for the mirror; tests/test_opcua_security.py
     # and the node-opcua test use accounts over SignAndEncrypt.
-    async with running_farm(tmp_path, opcua_enabled=True, opcua_endpoint=url,
-                            opcua_allow_anonymous=True,
-                            mock_printer_job_time=4) as (node, api):
-        async def ready() -> bool:
-            return node.opcua is not None and node.opcua.ready.is_set()
-
-        await eventually(ready, 60, "the OPC UA farm to be built")
-        yield Farm(node, api, url)
+    async with opcua_farm(tmp_path, opcua_allow_anonymous=True,
+                          mock_printer_job_time=4) as farm:
+        yield farm
 
 
 @pytest.fixture
@@ -343,6 +328,23 @@ async def test_a_restored_snapshot_rebuilds_the_address_space(farm: Farm, client
     await eventually(lambda: _gone(client, [f"{n.farm}:PrintFarm", f"{n.farm}:Filaments",
                                             f"{n.farm}:later"]), 10, "the later spool to go")
     assert await value_at(client, path) == 1000.0
+
+
+async def test_a_job_deleted_by_retention_leaves_the_address_space(farm: Farm,
+                                                                     client: Client) -> None:
+    await add_spool(farm.api, "old")
+    job = {"id": "old-job", "filament_id": "old", "filepath": "a.gcode",
+           "print_weight_in_grams": 1}
+    assert (await farm.api.post("/api/v1/print_jobs", json=job)).status_code == 201
+    canceled = await farm.api.post("/api/v1/print_jobs/old-job/status?status=canceled")
+    assert canceled.status_code == 200
+    n = await names(client)
+    path = [f"{n.farm}:PrintFarm", f"{n.farm}:Jobs", f"{n.farm}:old-job"]
+    await eventually(lambda: _present(client, path), 10, "the job in the address space")
+    pruned = await farm.node.writer.submit("retention.prune", {
+        "jobs_before": time.time() + 1, "audit_before": None, "limit": 10})
+    assert pruned.value["jobs"] == 1
+    await eventually(lambda: _gone(client, path), 10, "the pruned job to disappear")
 
 
 async def test_methods_appear_and_go_with_their_printer(farm: Farm, client: Client) -> None:

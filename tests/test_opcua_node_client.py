@@ -8,47 +8,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from mes.node import FarmNode
-from tests.farm_helpers import eventually, running_farm, upload
+from tests.farm_helpers import upload
 from tests.node_opcua import require_node_opcua, run_node_opcua
-from tests.opcua_secured import PASSWORD, make_user
-from tests.ports import free_port
+from tests.opcua_farm import Farm, opcua_farm
+from tests.opcua_secured import PASSWORD
 
 FARM = "http://mes-printfarm.org/UA/PrintFarm/"
 MACHINERY = "http://opcfoundation.org/UA/Machinery/"
 
 
-@dataclass
-class Farm:
-    node: FarmNode
-    api: httpx.AsyncClient
-    url: str
-
-
 @pytest.fixture
 async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
     require_node_opcua()
-    url = f"opc.tcp://127.0.0.1:{free_port()}/mes/"
-    async with running_farm(tmp_path, opcua_enabled=True, opcua_endpoint=url,
-                            auto_clear_bed=False, mock_printer_job_time=30) as (node, api):
-        async def ready() -> bool:
-            return node.opcua is not None and node.opcua.ready.is_set()
-
-        await eventually(ready, 60, "the OPC UA farm to be built")
-        await make_user(api, "otto", "operator")
-        spool = {"id": "pla", "type": "PLA", "color": "black", "total_weight_in_grams": 1000}
-        assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
-        printer = {"id": "m1", "api": "Mock", "worker": True, "filament_id": "pla",
-                   "opcua_name": "Printer1", "company": "Prusa Research", "model": "MK4"}
-        assert (await api.post("/api/v1/printers", json=printer)).status_code == 201
-        yield Farm(node, api, url)
+    async with opcua_farm(tmp_path, {"otto": "operator"}, printer=True, auto_clear_bed=False,
+                          mock_printer_job_time=30) as farm:
+        yield farm
 
 
 def plan(farm: Farm, steps: list[dict[str, Any]], user: str | None = "otto",

@@ -138,9 +138,9 @@ async def test_restarted_node_is_not_ready_while_it_replays(
 
     original = StateMachine.apply
 
-    def slow(self: StateMachine, command: Mapping[str, Any]) -> Outcome:
+    def slow(self: StateMachine, command: Mapping[str, Any], index: int = 0) -> Outcome:
         time.sleep(0.005)  # replay at about 200 commands/s
-        return original(self, command)
+        return original(self, command, index)
 
     monkeypatch.setattr(StateMachine, "apply", slow)
     second = FarmNode(settings_for(tmp_path, raft_port))

@@ -60,8 +60,24 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/cluster"): (200, 200, 200),
     ("GET", "/api/v1/cluster/digest"): (403, 200, 200),
     ("GET", "/api/v1/workers"): (403, 200, 200),
+    # Admins only: a real change would leave this single node without a quorum, so the
+    # admin's call is refused by validation (bad address) or names no member (404).
+    ("POST", "/api/v1/cluster/nodes"): (403, 403, 400),
+    ("DELETE", "/api/v1/cluster/nodes/{address}"): (403, 403, 404),
     ("GET", "/api/v1/health"): (200, 200, 200),
     ("GET", "/api/v1/health/live"): (200, 200, 200),
+    ("GET", "/api/v1/utilization"): (200, 200, 200),
+    # Prometheus' path, outside /api/v1 (METRICS_PUBLIC false, the default).
+    ("GET", "/metrics"): (403, 200, 200),
+    # An id that is not this farm's: the stream says `reload` and ends (an open stream
+    # would never end here); tests/test_events.py covers the stream itself.
+    ("GET", "/api/v1/events"): (200, 200, 200),
+    ("POST", "/api/v1/webhooks"): (403, 201, 201),
+    ("GET", "/api/v1/webhooks"): (403, 200, 200),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): (403, 200, 200),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): (403, 200, 200),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): (403, 200, 200),
+    ("GET", "/api/v1/deliveries"): (403, 200, 200),
     # Signing in needs no token (the body carries a name and password); the web page's
     # other routes need one (a bearer token or the session cookie).
     ("POST", "/api/v1/session"): (200, 200, 200),
@@ -126,6 +142,14 @@ async def other_user(api: httpx.AsyncClient) -> str:
 
 async def admin_token(api: httpx.AsyncClient) -> str:
     return str((await ok(await api.post("/api/v1/tokens", json={"name": fresh("t")})))["id"])
+
+
+def webhook_fields() -> dict[str, Any]:
+    return {"url": "http://127.0.0.1:9/hook", "types": ["job.done"]}
+
+
+async def webhook(api: httpx.AsyncClient) -> str:
+    return str((await ok(await api.post("/api/v1/webhooks", json=webhook_fields())))["id"])
 
 
 def job_fields() -> dict[str, Any]:
@@ -240,8 +264,22 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/v1/cluster"): const(Call("/api/v1/cluster")),
     ("GET", "/api/v1/cluster/digest"): const(Call("/api/v1/cluster/digest")),
     ("GET", "/api/v1/workers"): const(Call("/api/v1/workers")),
+    ("POST", "/api/v1/cluster/nodes"): creating("/api/v1/cluster/nodes",
+                                                lambda: {"address": "no port"}),
+    ("DELETE", "/api/v1/cluster/nodes/{address}"): const(
+        Call("/api/v1/cluster/nodes/127.0.0.1:1")),
     ("GET", "/api/v1/health"): const(Call("/api/v1/health")),
     ("GET", "/api/v1/health/live"): const(Call("/api/v1/health/live")),
+    ("GET", "/api/v1/utilization"): const(Call("/api/v1/utilization")),
+    ("GET", "/metrics"): const(Call("/metrics")),
+    ("GET", "/api/v1/events"): const(Call("/api/v1/events", params={"after": "x"})),
+    ("POST", "/api/v1/webhooks"): creating("/api/v1/webhooks", webhook_fields),
+    ("GET", "/api/v1/webhooks"): const(Call("/api/v1/webhooks")),
+    ("GET", "/api/v1/webhooks/{webhook_id}"): with_id("/api/v1/webhooks/{}", webhook),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): with_id("/api/v1/webhooks/{}", webhook),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): with_id(
+        "/api/v1/webhooks/{}/deliveries", webhook),
+    ("GET", "/api/v1/deliveries"): const(Call("/api/v1/deliveries")),
     ("POST", "/api/v1/session"): _sign_in,
     ("GET", "/api/v1/session"): const(Call("/api/v1/session")),
     ("DELETE", "/api/v1/session"): const(Call("/api/v1/session")),

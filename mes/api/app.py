@@ -10,19 +10,26 @@ from fastapi_offline import FastAPIOffline
 
 from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
+from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
     cluster,
     dashboard,
+    events,
     filaments,
     files,
+    membership,
+    metrics,
     orders,
     print_jobs,
     printers,
     session,
     tokens,
     users,
+    utilization,
+    webhooks,
 )
+from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
 from mes.web import install as install_web
 
@@ -54,13 +61,18 @@ def create_app(node: FarmNode) -> FastAPI:
     app.state.node = node
     app.add_middleware(BodyLimit, limit_for=upload_limits(
         API_PREFIX, node.settings.max_upload_mb * 2**20))
+    app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster, session, dashboard):
+                   cluster, membership, utilization, events, webhooks, session, dashboard):
         api.include_router(module.router)
+    api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
     install_web(app)
+    app.include_router(metrics.router)
+    # Outermost: counts every answer, the body limit's and the error handlers' included.
+    app.add_middleware(RequestMetrics, metrics=node.metrics)
     install_error_handlers(app)
     return app

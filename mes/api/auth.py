@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from mes.api.consistency import read_consistency
 from mes.api.deps import NodeDep
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, ErrorOut
 from mes.auth.authenticator import AuthError
 from mes.auth.principal import Principal
 
-_bearer = HTTPBearer(auto_error=False, description=(
+bearer_scheme = HTTPBearer(auto_error=False, description=(
     "An API token (`mes_...`) or, when OpenID Connect is configured, a JWT from the provider"))
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
@@ -46,7 +47,7 @@ def request_token(request: Request) -> str | None:
 
 
 async def authenticate(request: Request, node: NodeDep, credentials: Annotated[
-        HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
     """The user the request's bearer token (or session cookie) proves, or a 401.
 
     A request authenticated by the cookie that may change state must carry
@@ -89,4 +90,4 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 def authenticated_router(prefix: str, tag: str) -> APIRouter:
     """A router whose every route needs a valid token (routes may then require a role)."""
     return APIRouter(prefix=prefix, tags=[tag], responses={**ERROR_RESPONSES, **UNAUTHORIZED},
-                     dependencies=[Depends(authenticate)])
+                     dependencies=[Depends(authenticate), Depends(read_consistency)])

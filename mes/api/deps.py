@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Connection
 
 from mes.api.errors import ApiError, from_domain
+from mes.api.raft_index import note_index
 from mes.auth.principal import Principal
 from mes.node import FarmNode
 from mes.raft.writer import NoLeader
@@ -82,6 +83,7 @@ async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None,
                    f"header 'Idempotency-Key: {key}' so that it applies at most once")
         raise ApiError(503, "no_leader", message,
                        headers={"Retry-After": "1", "Idempotency-Key": key}) from None
+    note_index(outcome.index)
     if outcome.error is not None:
         if outcome.error.get("code") == "idempotency_key_reused":
             raise ApiError(422, "idempotency_key_reused", f"Idempotency-Key {key!r} was already "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -20,6 +21,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # Blobs stored by this object so far (a metric rescans the store when it changes).
+        self.stored = 0
 
     def path(self, sha: str) -> Path:
         """Where the blob `sha` lives (whether or not it is there)."""
@@ -38,6 +41,7 @@ class BlobStore:
             raise ValueError(f"content hashes to {sha}, not {expected_sha}")
         target = self.path(sha)
         if target.is_file():
+            _touch(target)
             return sha
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
@@ -50,6 +54,7 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self.stored += 1
         return sha
 
     def incoming(self, expected_sha: str | None = None) -> IncomingBlob:
@@ -59,6 +64,12 @@ class BlobStore:
     def read(self, sha: str) -> bytes:
         """The blob's bytes; FileNotFoundError if this node lacks it."""
         return self.path(sha).read_bytes()
+
+
+def _touch(path: Path) -> None:
+    """Mark a blob stored again now, so that the sweep of unreferenced blobs spares it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path)
 
 
 class IncomingBlob:
@@ -103,10 +114,12 @@ class IncomingBlob:
         self._out.close()
         target = self._store.path(sha)
         if target.is_file():
+            _touch(target)
             self._tmp.unlink(missing_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._tmp, target)
+            self._store.stored += 1
         self._tmp = None
         return sha
 

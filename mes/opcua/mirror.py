@@ -217,6 +217,9 @@ class Mirror:
         for sid in spools - set(spool_rows):
             await self.space.drop_filament(sid)
         changes += await self.space.put_filaments(spool_rows.values())
+        for jid in jobs - set(job_rows):  # deleted by retention
+            self._ended.pop(jid, None)
+            await self.space.drop_job(jid)
         changes += await self._put_jobs([job_rows[j] for j in jobs if j in job_rows])
         for pid, view in views.items():
             shown = self._printer_job.pop(pid, None)

@@ -80,7 +80,8 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
         # memory copy of the database happens on the Raft thread now (mes.raft.snapshot), so
         # nodes may compact together, as soon as the bound is crossed.
         logCompactionSplit=False,
-        dynamicMembershipChange=False,
+        # Nodes are added and removed through the API (mes/raft/membership.py).
+        dynamicMembershipChange=True,
         # Listen where the node's address says (pysyncobj would take 0.0.0.0), and give up
         # after a few tries so that a taken port stops the node instead of a silent retry.
         bindAddress=bind_address,
@@ -128,6 +129,11 @@ class RaftNode(AppliedView, SafeReplication, DurableSyncObj):
     def is_leader(self) -> bool:
         """Whether this node is the Raft leader now."""
         return bool(self._isLeader())
+
+    def members(self) -> list[str]:
+        """The Raft addresses of the cluster's nodes as this node knows them, itself included
+        (they change as nodes are added and removed)."""
+        return sorted({str(self.selfNode.id), *(str(n.id) for n in self.otherNodes)})
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: Mapping[str, Any]) -> Outcome:

@@ -24,7 +24,7 @@ from mes.state.machine import StateMachine
 
 # The schema of the image: raise it whenever a table changes, so that an image of another
 # schema is refused (and rebuilt from peers) instead of being applied to.
-FORMAT = "mes-snapshot-2"
+FORMAT = "mes-snapshot-3"
 log = logging.getLogger(__name__)
 
 

@@ -25,6 +25,8 @@ MIN_ROLE = {
     "job.request": "user", "file.register": "user",
     "user.create": "admin", "user.update": "user",
     "token.create": "user", "token.revoke": "user",
+    "node.forget": "admin", "retention.prune": "admin",
+    "webhook.create": "operator", "webhook.delete": "operator",
 }
 # Commands on one job that a user may carry only for their own jobs.
 _OWN_JOB_OPS = ("job.set_status", "job.request")

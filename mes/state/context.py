@@ -26,6 +26,10 @@ class ApplyContext:
     # The user whose request carried the command and their role (None: the farm itself).
     actor: str | None = None
     actor_role: str | None = None
+    # The command's Raft log index (0 outside Raft): deterministic ids of derived rows.
+    index: int = 0
+    # Job status changes of this command (job id, from, to), for the notifications.
+    transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
 
     @property
     def staff(self) -> bool:

@@ -15,6 +15,7 @@ from mes.state import queries
 from mes.state.args import MISSING, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.intervals import record_states
 from mes.state.jobs import end_job, record_history
 from mes.state.tables import leadership, print_jobs, printer_status, printers
 
@@ -250,6 +251,7 @@ def bed_cleared(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("needs_attention", f"printer {printer['id']!r} needs an operator: "
                             f"{printer['attention']}", "id")
     _set_printer(ctx, printer["id"], bed_clear=True, attention=None)
+    record_states(ctx, [printer["id"]])
     return _read_printer(ctx, printer["id"])
 
 
@@ -261,6 +263,7 @@ def needs_attention(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     printer = _printer(ctx, args.ident("id"))
     reason = args.text("reason", 1000)
     _set_printer(ctx, printer["id"], bed_clear=False, attention=reason)
+    record_states(ctx, [printer["id"]])
     return _read_printer(ctx, printer["id"])
 
 
@@ -317,6 +320,7 @@ def telemetry(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         ctx.conn.execute(insert(printer_status), [rows[pid] for pid in ids])
         for printer_id in ids:
             ctx.changed("printer_status", printer_id, "updated")
+        record_states(ctx, ids)
     return {"written": len(rows)}
 
 

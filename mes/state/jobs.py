@@ -40,6 +40,7 @@ def record_history(ctx: ApplyContext, job_id: str, before: str | None, after: st
     ctx.conn.execute(_INSERT_HISTORY, {"job_id": job_id, "from_status": before,
                                        "to_status": after, "at": ctx.ts, "cause": cause,
                                        "actor": ctx.actor})
+    ctx.transitions.append((job_id, before, after))
 
 
 JOB_FIELDS = ("id", "printer_id", "filament_id", "filepath", "file_id", "print_weight_in_grams")

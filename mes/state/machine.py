@@ -21,7 +21,18 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
-from mes.state import authz, farm, filaments, jobs, orders, printers, stored_files, users
+from mes.state import (
+    authz,
+    farm,
+    filaments,
+    jobs,
+    notifications,
+    orders,
+    printers,
+    retention,
+    stored_files,
+    users,
+)
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.database import Database, sync_sqlite_url
@@ -44,6 +55,7 @@ HANDLERS: dict[str, Handler] = {
     "job.set_status": jobs.set_status,
     "file.register": stored_files.register,
     "node.announce": stored_files.announce_node,
+    "node.forget": stored_files.forget_node,
     "leader.begin": farm.begin_epoch,
     "job.claim": farm.claim,
     "job.started": farm.started,
@@ -69,6 +81,10 @@ HANDLERS: dict[str, Handler] = {
     "token.create": users.create_token,
     "token.revoke": users.revoke_token,
     "token.used": users.token_used,
+    "retention.prune": retention.prune,
+    "webhook.create": notifications.create_webhook,
+    "webhook.delete": notifications.delete_webhook,
+    "delivery.result": notifications.delivery_result,
     "noop": lambda ctx, args: None,
 }
 
@@ -171,6 +187,7 @@ class StateMachine:
         self._lock = threading.RLock()
         self._conn = self._db.writer.connect()
         self._listeners: list[Callable[[Mapping[str, Any], Outcome], None]] = []
+        self._restore_listeners: list[Callable[[], None]] = []
         self.applied_count = 0
         self.reset()
 
@@ -186,6 +203,10 @@ class StateMachine:
         """Call `listener(command, outcome)` after every apply (on the applying thread)."""
         self._listeners.append(listener)
 
+    def add_restore_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after a snapshot replaced the state (history was skipped)."""
+        self._restore_listeners.append(listener)
+
     def apply(self, command: Mapping[str, Any], index: int = 0) -> Outcome:
         """Apply one command atomically; a rejected command changes nothing.
 
@@ -196,7 +217,7 @@ class StateMachine:
         entry forever on every node. Every failure becomes a deterministic rejection.
         """
         with self._lock:
-            outcome = self._apply_locked(command)
+            outcome = self._apply_locked(command, index)
             if index:
                 outcome = replace(outcome, index=index)
             self.applied_count += 1
@@ -207,9 +228,9 @@ class StateMachine:
                 log.exception("a change listener failed on %r", _op_of(command))
         return outcome
 
-    def _apply_locked(self, command: Mapping[str, Any]) -> Outcome:
+    def _apply_locked(self, command: Mapping[str, Any], index: int = 0) -> Outcome:
         try:
-            return self._apply_remembered(command)
+            return self._apply_remembered(command, index)
         except Exception as exc:
             # Last resort: the request memory itself failed. Undo whatever was begun.
             with contextlib.suppress(Exception):
@@ -218,7 +239,7 @@ class StateMachine:
                       _op_of(command), exc)
             return Outcome(error=_unexpected(exc))
 
-    def _apply_remembered(self, command: Mapping[str, Any]) -> Outcome:
+    def _apply_remembered(self, command: Mapping[str, Any], index: int) -> Outcome:
         key = request_key(command.get("rid") if isinstance(command, Mapping) else None)
         fingerprint = command_fingerprint(command) if key is not None else None
         if key is not None:
@@ -233,7 +254,7 @@ class StateMachine:
                 return Outcome(value=data["value"], error=data["error"], replayed=True)
         try:
             with self._conn.begin():
-                ctx, value = self._dispatch(command)
+                ctx, value = self._dispatch(command, index)
                 outcome = Outcome(value=value, events=tuple(ctx.events))
                 if key is not None:
                     self._remember(key, fingerprint, outcome)
@@ -254,7 +275,7 @@ class StateMachine:
                 self._remember(key, fingerprint, outcome)
         return outcome
 
-    def _dispatch(self, command: Mapping[str, Any]) -> tuple[ApplyContext, Any]:
+    def _dispatch(self, command: Mapping[str, Any], index: int) -> tuple[ApplyContext, Any]:
         if not isinstance(command, Mapping):
             raise InvalidCommand("invalid_command", "a command must be a mapping")
         op = command.get("op")
@@ -267,10 +288,11 @@ class StateMachine:
         actor = command.get("actor")
         if actor is not None and not isinstance(actor, str):
             raise InvalidCommand("invalid_actor", "a command's actor is a user id", "actor")
-        ctx = ApplyContext(conn=self._conn, ts=float(ts), actor=actor)
+        ctx = ApplyContext(conn=self._conn, ts=float(ts), actor=actor, index=index)
         args = Args(command.get("args", {}))
         authz.check(ctx, str(op), args)
         value = handler(ctx, args)
+        notifications.derive(ctx, str(op), args)
         if actor is not None:
             target = args.raw("id")
             self._conn.execute(_AUDIT, {"at": ctx.ts, "actor": actor, "op": op, "target": (
@@ -312,8 +334,16 @@ class StateMachine:
             with self._lock:
                 self._conn.rollback()
                 source.backup(self._sqlite())
+                # A snapshot from an older version lacks newer (empty) tables: add them.
+                with self._conn.begin():
+                    metadata.create_all(self._conn)
         finally:
             source.close()
+        for listener in self._restore_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("a restore listener failed")
 
     def _sqlite(self) -> sqlite3.Connection:
         raw = self._conn.connection.driver_connection

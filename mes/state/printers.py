@@ -10,7 +10,8 @@ from mes.state import queries
 from mes.state.args import ID_PATTERN, MISSING, OPCUA_NAME_PATTERN, Args, present
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
-from mes.state.tables import filaments, printers
+from mes.state.intervals import close_interval, record_states
+from mes.state.tables import filaments, printer_status, printers
 from mes.state.urls import url_problem
 
 PRINTER_APIS = ("OctoPrint", "PrusaLink", "Mock")
@@ -98,6 +99,7 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     row = {"company": "", "model": "", **values}
     ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
                                              **row))
+    record_states(ctx, [printer_id])
     ctx.changed("printer", printer_id, "created")
     return _read(ctx, printer_id)
 
@@ -136,6 +138,9 @@ def delete_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("printer_in_use",
                             f"printer {printer_id!r} has {active} queued or running jobs", "id")
     ctx.conn.execute(delete(printers).where(printers.c.id == printer_id))
+    # A printer made again with this id starts unseen, not with this one's last status.
+    ctx.conn.execute(delete(printer_status).where(printer_status.c.printer_id == printer_id))
+    close_interval(ctx, printer_id)
     ctx.changed("printer", printer_id, "deleted")
     return {"id": printer_id, "deleted": True}
 

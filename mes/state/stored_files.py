@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 
 from mes.files.store import SHA256_PATTERN
 from mes.state import queries
@@ -48,3 +48,13 @@ def announce_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         ctx.conn.execute(insert(nodes).values(raft_address=raft_address, http_url=http_url,
                                               updated_at=ctx.ts))
     return {"raft_address": raft_address, "http_url": http_url}
+
+
+def forget_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Forget a node that left the cluster (its HTTP address is no longer a peer's)."""
+    args.reject_unknown(("raft_address",))
+    raft_address = args.text("raft_address", 300)
+    gone = ctx.conn.execute(delete(nodes).where(nodes.c.raft_address == raft_address)).rowcount
+    if gone:
+        ctx.changed("node", raft_address, "deleted")
+    return {"raft_address": raft_address, "forgotten": bool(gone)}

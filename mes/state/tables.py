@@ -149,6 +149,9 @@ print_jobs = Table(
     Index("ix_print_jobs_assigned_status", "assigned_printer_id", "status"),
     Index("ix_print_jobs_owner", "owner_id", "created_at", "id"),
     Index("ix_print_jobs_order", "order_id", "created_at", "id"),
+    # Retention: finished jobs by the time they ended, and whether a file is still printed.
+    Index("ix_print_jobs_finished", "status", "updated_at", "id"),
+    Index("ix_print_jobs_file", "file_id", sqlite_where=text("file_id IS NOT NULL")),
 )
 
 job_history = Table(
@@ -162,6 +165,26 @@ job_history = Table(
     Column("cause", Text, nullable=False, default=""),
     # The user whose command made the change (None: the farm itself, e.g. a worker).
     Column("actor", String(64)),
+    # Utilisation reports: the jobs that ended within a window.
+    Index("ix_job_history_end", "to_status", "at"),
+)
+
+# How long each printer spent in each state (printing, paused, idle, offline, error): one
+# row per stretch, `ended_at` NULL for the open one; written by apply (mes.state.intervals).
+printer_state_intervals = Table(
+    "printer_state_intervals",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("printer_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    # At most one open stretch per printer; also the current state of every printer.
+    Index("ix_printer_state_open", "printer_id", unique=True,
+          sqlite_where=text("ended_at IS NULL")),
+    # Windows: the closed stretches that end after a window's start (covering the report).
+    Index("ix_printer_state_ended", "ended_at", "started_at", "printer_id", "state",
+          sqlite_where=text("ended_at IS NOT NULL")),
 )
 
 # Results of commands that carried a request id, so that a retried command is answered
@@ -218,6 +241,8 @@ audit_log = Table(
     Column("actor", String(64), nullable=False),
     Column("op", String(64), nullable=False),
     Column("target", String(64)),
+    # Retention deletes the oldest entries first.
+    Index("ix_audit_log_at", "at", "seq"),
 )
 
 orders = Table(
@@ -229,4 +254,55 @@ orders = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_orders_created", "created_at", "id"),
     Index("ix_orders_owner", "owner_id", "created_at", "id"),
+)
+
+# Webhook subscriptions (operators'): where to POST which notification types, signed with
+# the secret (stored as given: every leader signs with it; shown to its creator once).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(200), nullable=False),
+    # JSON list of notification types ("*": all) and of printer ids (empty: every printer).
+    Column("types", Text, nullable=False),
+    Column("printer_ids", Text, nullable=False),
+    Column("description", String(500), nullable=False, default=""),
+    Column("created_by", String(64)),
+    Column("created_at", Float, nullable=False),
+)
+
+# One notification to send (a webhook POST or an e-mail), created inside apply when a
+# matching change happens; the leader's delivery loop sends it and commits the result.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # Stable across retries and leaders: the `webhook-id` header (msg_<index>_<n>).
+    Column("id", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # webhook | email
+    Column("webhook_id", String(64)),
+    Column("target", String(2048), nullable=False),  # URL or e-mail address
+    Column("type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | failed | skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("last_attempt_at", Float),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("finished_at", Float),
+    Index("ix_deliveries_due", "status", "next_at"),
+    Index("ix_deliveries_webhook", "webhook_id", "seq"),
+    Index("ix_deliveries_finished", "finished_at"),
+)
+
+# Printers last seen in a state that raised a notification (error, offline), so that one
+# stretch in that state notifies once.
+printer_alerts = Table(
+    "printer_alerts",
+    metadata,
+    Column("printer_id", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
 )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mes.metrics.workers import WorkerMetrics
 from mes.printers.base import PrinterStatus
 from mes.state import queries
 
@@ -48,6 +49,8 @@ class WorkerContext:
     fenced: bool = False
     # Told of every status observed (printer id, status, time.time()); must not block.
     observer: Callable[[str, PrinterStatus, float], None] | None = None
+    # The node's worker metrics (unexported ones when none are given).
+    metrics: WorkerMetrics = field(default_factory=lambda: WorkerMetrics(None))
     _view: FarmView | None = None
 
     def view(self) -> FarmView:

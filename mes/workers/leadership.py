@@ -11,6 +11,7 @@ from mes.auth.bootstrap import ensure_admin
 from mes.raft.writer import NoLeader
 from mes.workers.context import WorkerContext
 from mes.workers.pool import WorkerPool
+from mes.workers.retention import run_retention
 
 if TYPE_CHECKING:
     from mes.node import FarmNode
@@ -27,6 +28,7 @@ class LeaderLoop:
         self.node = node
         self.pool: WorkerPool | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -53,17 +55,21 @@ class LeaderLoop:
             return
         epoch = int(outcome.value["epoch"])
         log.info("leading with epoch %d: starting printer workers", epoch)
-        self.pool = WorkerPool(WorkerContext(self.node, epoch))
+        self.pool = WorkerPool(WorkerContext(self.node, epoch,
+                                               metrics=self.node.metrics.workers))
         self._task = asyncio.create_task(self.pool.run(), name="worker-pool")
+        self._retention = asyncio.create_task(run_retention(self.node), name="retention")
 
     async def _end(self) -> None:
         if self.pool is None:
             return
         log.info("no longer leading (epoch %d): stopping printer workers", self.pool.ctx.epoch)
         self.pool.ctx.fenced = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self.pool = None
         self._task = None
+        self._retention = None

@@ -79,8 +79,11 @@ class PrinterWorker:
         """Tick until cancelled or fenced."""
         interval = self.ctx.node.settings.printer_worker_interval
         next_tick = time.monotonic()
+        metrics = self.ctx.metrics
         while not self.ctx.fenced:
-            self.lags.append(max(0.0, time.monotonic() - next_tick))
+            lag = max(0.0, time.monotonic() - next_tick)
+            self.lags.append(lag)
+            metrics.tick_lag.observe(lag)
             try:
                 await self.tick()
                 self._failures = 0
@@ -93,6 +96,7 @@ class PrinterWorker:
                 log.exception("worker of printer %s failed (%d in a row)", self.printer_id,
                               self._failures)
             self.ticks += 1
+            metrics.ticks.inc()
             pause = interval if not self._failures else min(interval * 2**self._failures,
                                                              MAX_BACKOFF)
             next_tick = max(next_tick + pause, time.monotonic())
@@ -105,8 +109,10 @@ class PrinterWorker:
             async with asyncio.timeout(timeout):  # no extra task per poll, unlike wait_for
                 status = await self.client.status(expect_job)
         except (PrinterError, TimeoutError) as exc:
+            self.ctx.metrics.polls_failed.inc()
             status = PrinterStatus(state="offline", error=str(exc) or "timed out")
         except Exception as exc:  # a printer answering nonsense must not stop the worker
+            self.ctx.metrics.polls_failed.inc()
             # the exception may quote the far side: name its type only
             log.warning("printer %s: unreadable status (%s)", self.printer_id,
                         type(exc).__name__)

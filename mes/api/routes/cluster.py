@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from mes.api.auth import UNAUTHORIZED, Operator, authenticate
+from mes.api.consistency import read_consistency
 from mes.api.deps import NodeDep
 from mes.api.errors import error_body
 from mes.node import FarmNode
@@ -18,7 +19,7 @@ from mes.raft.readiness import not_ready_reasons, progress_of
 from mes.state.digest import state_digest
 
 router = APIRouter(tags=["cluster"], responses=UNAUTHORIZED,
-                   dependencies=[Depends(authenticate)])
+                   dependencies=[Depends(authenticate), Depends(read_consistency)])
 # Health answers everyone (load balancers and orchestrators carry no token).
 health_router = APIRouter(tags=["cluster"])
 

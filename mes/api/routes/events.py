@@ -1,0 +1,61 @@
+"""`/api/v1/events`: the farm's change events as Server-Sent Events, filtered by role."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from mes.api.auth import Caller, authenticated_router, request_token
+from mes.api.deps import NodeDep
+from mes.auth.authenticator import AuthError
+from mes.events.hub import Subscriber, parse_id, visible_to
+from mes.events.stream import reload_message, stream
+
+router = authenticated_router("/events", "events")
+
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "an endless text/event-stream (see the README's Events section)",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+@router.get("", response_class=StreamingResponse, responses=STREAM_RESPONSE)
+async def events(
+    request: Request, node: NodeDep, who: Caller,
+    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+    after: Annotated[str | None, Query(max_length=40, description=(
+        "resume after this event id (as the Last-Event-ID header, which wins)"))] = None,
+    telemetry: Annotated[bool, Query(description=(
+        "also stream printers' telemetry (live only: no id, the latest per printer)"))] = True,
+) -> StreamingResponse:
+    """Every change of the farm's state as it is applied on this node: `change` events
+    with ids `<raft index>-<n>` (the same on every node: resume on any node with
+    `Last-Event-ID`), `telemetry` events without id, `hello` with the current position on a
+    fresh connection, and `reload` (then the stream closes) when this node cannot resume
+    from the given id: read the state again and reconnect without an id. Users see printers,
+    spools and their own jobs and orders; operators and admins see everything."""
+    settings = node.settings
+    resume = last_event_id or after
+    key = parse_id(resume) if resume else None
+    credentials = request_token(request) or ""  # the bearer token or the session cookie
+
+    async def still_allowed() -> bool:
+        try:
+            await node.auth.principal(credentials)
+        except AuthError:
+            return False
+        return True
+
+    if resume and key is None:
+        async def refuse() -> Any:
+            yield f"retry: {settings.sse_retry_ms}\n\n"
+            yield reload_message("this is not an event id of this farm")
+        body: Any = refuse()
+    else:
+        subscriber = Subscriber(visible_to(who.user_id, who.staff), telemetry,
+                                node.events.capacity)
+        body = stream(node.events, subscriber, key, settings.sse_retry_ms,
+                      settings.sse_keepalive, settings.sse_resume_wait, still_allowed)
+    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)

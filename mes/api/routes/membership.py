@@ -1,0 +1,77 @@
+"""`/api/v1/cluster/nodes`: add and remove nodes while the cluster runs (admins).
+
+Adding is the first step of starting a new hub: commit the new address, then start the new
+node with RAFT_PEERS naming every current node (and the same CLUSTER_SECRET); it catches up
+from the leader's snapshot. Removing a node commits its removal and forgets its HTTP address;
+stop its process afterwards. One change at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mes.api.auth import Admin, authenticated_router
+from mes.api.deps import NodeDep, commit
+from mes.api.errors import ApiError
+from mes.raft.membership import (
+    MembershipRefused,
+    MembershipTimeout,
+    change,
+    valid_address,
+)
+
+router = authenticated_router("/cluster/nodes", "cluster")
+
+
+class NewNode(BaseModel):
+    """A node to add: its Raft address as it will set RAFT_SELF."""
+
+    address: str = Field(min_length=3, max_length=261, examples=["10.0.0.14:7000"])
+
+
+def _checked(address: str) -> str:
+    if not valid_address(address):
+        raise ApiError(400, "invalid_address", "a Raft address is host:port (port 1-65535)",
+                       "address")
+    return address
+
+
+async def _change(node: NodeDep, action: str, address: str) -> None:
+    try:
+        await change(node.raft, "add" if action == "add" else "remove", address,
+                     node.settings.raft_write_timeout)
+    except MembershipRefused as exc:
+        raise ApiError(409, "membership_change_refused", str(exc)) from None
+    except MembershipTimeout as exc:
+        raise ApiError(503, "no_leader", str(exc), headers={"Retry-After": "1"}) from None
+
+
+def _answer(node: NodeDep) -> dict[str, Any]:
+    return {"members": node.raft.members(), "leader": node.cluster()["leader"]}
+
+
+@router.post("", status_code=201)
+async def add_node(body: NewNode, node: NodeDep, _: Admin) -> dict[str, Any]:
+    """Add a node to the cluster; then start it with RAFT_PEERS naming every member."""
+    address = _checked(body.address)
+    if address in node.raft.members():
+        raise ApiError(409, "already_member", f"{address} is already a member", "address")
+    await _change(node, "add", address)
+    return {"added": address, **_answer(node)}
+
+
+@router.delete("/{address}")
+async def remove_node(address: str, node: NodeDep, who: Admin) -> dict[str, Any]:
+    """Remove a node from the cluster (not the leader); then stop its process."""
+    _checked(address)
+    if address not in node.raft.members():
+        raise ApiError(404, "node_not_found", f"{address} is not a member of the cluster")
+    if address == node.cluster()["leader"]:
+        raise ApiError(409, "cannot_remove_leader", f"{address} leads the cluster now; stop "
+                       "it (another node takes over) or wait for leadership to move, then "
+                       "remove it")
+    await _change(node, "remove", address)
+    await commit(node, "node.forget", {"raft_address": address}, None, who)
+    return {"removed": address, **_answer(node)}

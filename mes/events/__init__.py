@@ -1,0 +1,1 @@
+"""The change-event stream of a node (Server-Sent Events)."""

@@ -1,0 +1,74 @@
+"""One Server-Sent Events stream: the text a subscriber's events become on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from mes.events.hub import EventHub, Key, StreamEvent, Subscriber, format_id
+
+
+def sse(event: str, data: str, event_id: str | None = None) -> str:
+    """One SSE message (`data` is one line of JSON)."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+def reload_message(reason: str) -> str:
+    """The message that tells a client to reload its state and reconnect without an id."""
+    return sse("reload", json.dumps({"reason": reason}))
+
+
+def _message(event: StreamEvent) -> str:
+    if event.key is None:
+        return sse("telemetry", event.data)
+    return sse("change", event.data, format_id(event.key))
+
+
+async def stream(hub: EventHub, subscriber: Subscriber, after: Key | None, retry_ms: int,
+                 keepalive: float, resume_wait: float,
+                 still_allowed: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
+    """The stream of one client until it leaves, falls behind, or the server stops.
+
+    `after` is the key of the client's Last-Event-ID: the stream first waits (up to
+    `resume_wait`) for this node to apply that index, then replays the window after it.
+    `still_allowed` is checked at each keep-alive (a revoked token ends the stream).
+    """
+    yield f"retry: {retry_ms}\n\n"
+    if hub.closed:  # shutting down (or never started): the client resumes elsewhere
+        return
+    if after is not None and not await hub.wait_index(after[0], resume_wait):
+        yield reload_message("this node has not reached that event id")
+        return
+    backlog, reason = hub.subscribe(subscriber, after)
+    try:
+        if reason is not None:
+            yield reload_message(reason)
+            return
+        if after is None:
+            # The position this stream starts at, so a reconnect resumes from here.
+            yield sse("hello", json.dumps({"index": hub.last_index}),
+                      format_id((hub.last_index, 2**31)))
+        for event in backlog:
+            yield _message(event)
+        while True:
+            if not subscriber.wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscriber.wake.wait(), keepalive)
+            events = subscriber.take()
+            if events:
+                yield "".join(_message(e) for e in events)
+            if subscriber.reload is not None:
+                yield reload_message(subscriber.reload)
+                return
+            if subscriber.closing or hub.closed:
+                return
+            if not events:
+                if not await still_allowed():
+                    yield reload_message("this token is no longer valid")
+                    return
+                yield ": keep-alive\n\n"
+    finally:
+        hub.unsubscribe(subscriber)

@@ -1,0 +1,1 @@
+"""Prometheus metrics of one node: a registry per node (tests run several in one process)."""

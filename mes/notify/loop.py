@@ -1,0 +1,127 @@
+"""The leader's delivery loop: send due deliveries, commit each attempt's result.
+
+Runs on every node and works only while the node leads. A delivery is sent at least once:
+its result is committed after the attempt, so a leader that dies in between leaves it
+pending and the next leader sends it again with the same `webhook-id` (receivers drop the
+repeat). Nothing is sent twice while one leader lives: in-flight ids are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select
+
+from mes.notify.senders import Attempt, MailSender, WebhookSender
+from mes.raft.writer import NoLeader
+from mes.state.machine import Outcome
+from mes.state.tables import deliveries, webhooks
+
+if TYPE_CHECKING:
+    from mes.node import FarmNode
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+CONCURRENCY = 32
+
+
+def due(conn: Connection, now: float, limit: int) -> list[dict[str, Any]]:
+    """Pending deliveries whose next attempt is due, oldest first, with their secrets."""
+    query = (select(deliveries, webhooks.c.secret)
+             .outerjoin(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+             .where(deliveries.c.status == "pending", deliveries.c.next_at <= now)
+             .order_by(deliveries.c.next_at, deliveries.c.seq).limit(limit))
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+class DeliveryLoop:
+    """Sends pending deliveries while this node is the Raft leader."""
+
+    def __init__(self, node: FarmNode) -> None:
+        self.node = node
+        settings = node.settings
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self.webhooks = WebhookSender(settings.webhook_network_list, settings.webhook_timeout)
+        self.mail = (MailSender(settings.smtp_url, settings.mail_from, settings.webhook_timeout)
+                     if settings.smtp_url else None)
+        self.sent = 0
+        node.machine.add_listener(self._on_apply)
+
+    def _on_apply(self, command: Mapping[str, Any], outcome: Outcome) -> None:
+        if any(e.entity == "delivery" and e.change == "created" for e in outcome.events):
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        interval = self.node.settings.notify_interval
+        try:
+            while True:
+                self._wake.clear()
+                if self.node.raft.is_leader():
+                    try:
+                        await self._tick()
+                    except Exception:
+                        log.exception("the delivery loop failed; it goes on")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), interval)
+        finally:
+            for task in list(self._in_flight.values()):
+                task.cancel()
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            await self.webhooks.aclose()
+
+    async def _tick(self) -> None:
+        # A delivery in flight when the read began may finish during it: the read may then
+        # show it pending although its result is applied. Skip it this time.
+        busy = set(self._in_flight)
+        rows = await self.node.read(lambda c: due(c, time.time(), BATCH + len(busy)))
+        for row in rows:
+            if row["id"] not in busy and row["id"] not in self._in_flight:
+                self._in_flight[row["id"]] = asyncio.create_task(self._deliver(row),
+                                                                 name=f"deliver-{row['id']}")
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        try:
+            async with self._limit:
+                if not self.node.raft.is_leader():
+                    return
+                attempt = await self._attempt(row)
+                self.sent += attempt.result == "ok"
+                await self._record(row["id"], attempt)
+        except Exception:
+            log.exception("delivery %s failed unexpectedly", row["id"])
+        finally:
+            self._in_flight.pop(row["id"], None)
+
+    async def _attempt(self, row: dict[str, Any]) -> Attempt:
+        if row["kind"] == "email":
+            if self.mail is None:
+                return Attempt("skip", time.time(), None, "SMTP_URL is not set on the leader")
+            return await self.mail.send(row)
+        if row["secret"] is None:
+            return Attempt("skip", time.time(), None, "the webhook was removed")
+        return await self.webhooks.send(row)
+
+    async def _record(self, delivery_id: str, attempt: Attempt) -> None:
+        settings = self.node.settings
+        args = {"results": [attempt.as_args(delivery_id)],
+                "retry_base": settings.webhook_retry_base,
+                "retry_cap": settings.webhook_retry_cap, "max_age": settings.webhook_max_age}
+        try:
+            outcome = await self.node.writer.submit("delivery.result", args)
+            if outcome.error is not None:
+                log.error("the result of delivery %s was refused: %s", delivery_id,
+                          outcome.error)
+        except NoLeader:
+            log.warning("the result of delivery %s was not committed; it will be sent again",
+                        delivery_id)

@@ -1,0 +1,119 @@
+"""Sending one delivery: a signed webhook POST, or an e-mail through SMTP_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import ssl
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from mes.notify.signing import headers
+from mes.printers.networks import AddressRefused, Networks, printer_transport
+
+USER_AGENT = "mes-webhooks/0.1"
+MAX_ERROR = 300
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt came to, as delivery.result records it."""
+
+    result: str  # ok | error | skip
+    at: float
+    status_code: int | None = None
+    error: str | None = None
+
+    def as_args(self, delivery_id: str) -> dict[str, Any]:
+        """The entry of a delivery.result command."""
+        args: dict[str, Any] = {"id": delivery_id, "result": self.result, "at": self.at}
+        if self.status_code is not None:
+            args["status_code"] = self.status_code
+        if self.error is not None:
+            args["error"] = self.error
+        return args
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:MAX_ERROR]
+
+
+class WebhookSender:
+    """POSTs signed JSON; only to addresses inside WEBHOOK_NETWORKS when that is set."""
+
+    def __init__(self, networks: Networks, timeout: float) -> None:
+        self._client = httpx.AsyncClient(transport=printer_transport(networks),
+                                         timeout=timeout, follow_redirects=False,
+                                         headers={"user-agent": USER_AGENT})
+
+    async def send(self, delivery: dict[str, Any]) -> Attempt:
+        """One attempt: 2xx is done; anything else (or no answer) is an error to retry."""
+        body = delivery["payload"].encode()
+        now = int(time.time())
+        try:
+            response = await self._client.post(delivery["target"], content=body, headers=headers(
+                delivery["secret"], delivery["id"], now, body))
+        except AddressRefused as exc:
+            return Attempt("error", time.time(), None, f"refused: {exc}")
+        except httpx.HTTPError as exc:
+            return Attempt("error", time.time(), None, f"{type(exc).__name__}: {_short(exc)}")
+        code = response.status_code
+        if 200 <= code < 300:
+            return Attempt("ok", time.time(), code)
+        return Attempt("error", time.time(), code, f"the receiver answered HTTP {code}")
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._client.aclose()
+
+
+class MailSender:
+    """Sends a job owner's message through SMTP_URL (smtplib, on a worker thread)."""
+
+    def __init__(self, smtp_url: str, mail_from: str, timeout: float) -> None:
+        self._url = urlsplit(smtp_url)
+        self._from = mail_from
+        self._timeout = timeout
+
+    async def send(self, delivery: dict[str, Any]) -> Attempt:
+        """One attempt: accepted by the SMTP server is done; a refusal or no answer retries."""
+        try:
+            await asyncio.to_thread(self._send, delivery)
+        except (OSError, smtplib.SMTPException, ValueError) as exc:
+            return Attempt("error", time.time(), None, f"{type(exc).__name__}: {_short(exc)}")
+        return Attempt("ok", time.time())
+
+    def _send(self, delivery: dict[str, Any]) -> None:
+        content = json.loads(delivery["payload"])
+        message = EmailMessage()
+        message["From"] = self._from
+        message["To"] = formataddr((content.get("to_name", ""), delivery["target"]))
+        message["Subject"] = content["subject"]
+        # Stable per delivery: a mail server or client may drop a repeated attempt.
+        domain = self._from.rpartition("@")[2] or "mes.local"
+        message["Message-ID"] = f"<{delivery['id']}@{domain}>"
+        message.set_content(content["text"])
+        url = self._url
+        host, port = url.hostname or "localhost", url.port
+        if url.scheme == "smtps":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(host, port or 465, timeout=self._timeout,
+                                                  context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(host, port or 25, timeout=self._timeout)
+        with smtp:
+            if url.scheme == "smtp":
+                smtp.ehlo()
+                if smtp.has_extn("starttls"):
+                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.ehlo()
+            if url.username:
+                smtp.login(unquote(url.username), unquote(url.password or ""))
+            smtp.send_message(message)

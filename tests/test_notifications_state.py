@@ -1,0 +1,130 @@
+"""Deliveries derived inside apply: ids from the Raft index, notification types, printer
+alerts once per stretch, and retries with backoff decided deterministically."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import count
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mes.state.machine import Outcome, StateMachine
+from mes.state.tables import deliveries
+
+SECRET = "whsec_" + "A" * 32
+
+
+@pytest.fixture
+def machine() -> Iterator[StateMachine]:
+    state = StateMachine()
+    yield state
+    state.close()
+
+
+class Log:
+    """Applies commands at increasing Raft indexes, as pysyncobj would."""
+
+    def __init__(self, machine: StateMachine) -> None:
+        self.machine = machine
+        self.index = count(10)
+        self.ts = 1000.0
+
+    def __call__(self, op: str, **args: Any) -> Outcome:
+        self.ts += 1
+        outcome = self.machine.apply({"op": op, "args": args, "ts": self.ts}, next(self.index))
+        assert outcome.ok, outcome.error
+        return outcome
+
+
+def rows(machine: StateMachine) -> list[dict[str, Any]]:
+    return machine.read(lambda c: [dict(r._mapping) for r in c.execute(
+        select(deliveries).order_by(deliveries.c.seq))])
+
+
+def test_job_changes_become_typed_deliveries_with_ids_from_the_index(
+        machine: StateMachine) -> None:
+    apply = Log(machine)
+    apply("user.create", id="u1", name="Ada", role="user", email="ada@uni.test")
+    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    created = apply("job.create", id="j1", filament_id="s", filepath="a.gcode",
+                    print_weight_in_grams=1, owner_id="u1")
+    apply("job.set_status", id="j1", status="Running")
+    apply("job.set_status", id="j1", status="Done")
+    found = rows(machine)
+    assert [(r["kind"], r["type"]) for r in found] == [
+        ("webhook", "job.created"), ("webhook", "job.started"), ("webhook", "job.done"),
+        ("email", "job.done")]
+    assert found[0]["id"] == f"msg_{created.index}_0"
+    assert found[-1]["id"].endswith("_1") and found[-1]["target"] == "ada@uni.test"
+    assert all(r["status"] == "pending" and r["next_at"] == r["created_at"] for r in found)
+
+
+def test_a_lost_print_is_failed_a_users_cancel_is_canceled(machine: StateMachine) -> None:
+    apply = Log(machine)
+    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET,
+          types=["job.failed", "job.canceled"])
+    apply("leader.begin", leader="me")
+    for job in ("lost", "canceled"):
+        apply("job.create", id=job, filament_id="s", filepath="a.gcode",
+              print_weight_in_grams=1)
+        apply("job.set_status", id=job, status="Running")
+    apply("job.lost", epoch=1, job_id="lost", cause="printer restarted")
+    apply("job.set_status", id="canceled", status="Canceled")
+    assert [r["type"] for r in rows(machine)] == ["job.failed", "job.canceled"]
+
+
+def test_a_printer_error_notifies_once_per_stretch(machine: StateMachine) -> None:
+    apply = Log(machine)
+    apply("printer.create", id="p")
+    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET,
+          types=["printer.error"], printer_ids=["p"])
+    apply("leader.begin", leader="me")
+    for state in ("idle", "error", "error", "idle", "error"):
+        apply("printer.telemetry", epoch=1, statuses=[
+            {"printer_id": "p", "state": state, "observed_at": apply.ts}])
+    assert [r["type"] for r in rows(machine)] == ["printer.error", "printer.error"]
+
+
+def test_results_retry_with_backoff_then_fail(machine: StateMachine) -> None:
+    apply = Log(machine)
+    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    apply("job.create", id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
+    (row,) = rows(machine)
+    policy = {"retry_base": 10.0, "retry_cap": 25.0, "max_age": 100.0}
+    start = row["created_at"]
+    next_at = []
+    for attempt_at in (start, start + 10, start + 30, start + 55):
+        apply("delivery.result", results=[{"id": row["id"], "result": "error", "at": attempt_at,
+                                           "status_code": 500, "error": "HTTP 500"}], **policy)
+        next_at.append(rows(machine)[0]["next_at"] - attempt_at)
+    assert next_at == [10.0, 20.0, 25.0, 25.0]  # doubling, capped
+    apply("delivery.result", results=[{"id": row["id"], "result": "error",
+                                       "at": start + 80}], **policy)
+    final = rows(machine)[0]
+    assert final["status"] == "failed" and final["attempts"] == 5
+    # a late success from a deposed leader changes nothing
+    apply("delivery.result", results=[{"id": row["id"], "result": "ok", "at": start + 81}],
+          **policy)
+    assert rows(machine)[0]["status"] == "failed"
+
+
+def test_a_snapshot_from_before_notifications_gets_their_tables(machine: StateMachine) -> None:
+    import sqlite3
+
+    apply = Log(machine)
+    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
+    source = sqlite3.connect(":memory:")
+    source.deserialize(machine.snapshot())
+    for table in ("webhooks", "deliveries", "printer_alerts"):
+        source.execute(f"DROP TABLE {table}")
+    source.commit()
+    machine.restore(source.serialize())
+    apply("job.create", id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
+    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    apply("job.set_status", id="j", status="Canceled")
+    assert [r["type"] for r in rows(machine)] == ["job.canceled"]
