@@ -14,6 +14,7 @@ from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
     cluster,
+    dashboard,
     events,
     filaments,
     files,
@@ -22,6 +23,7 @@ from mes.api.routes import (
     orders,
     print_jobs,
     printers,
+    session,
     tokens,
     users,
     utilization,
@@ -29,6 +31,7 @@ from mes.api.routes import (
 )
 from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
+from mes.web import install as install_web
 
 API_PREFIX = "/api/v1"
 
@@ -61,12 +64,13 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster, membership, utilization, events, webhooks):
+                   cluster, membership, utilization, events, webhooks, session, dashboard):
         api.include_router(module.router)
     api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)
     api.include_router(files.internal)
     app.include_router(api)
+    install_web(app)
     app.include_router(metrics.router)
     # Outermost: counts every answer, the body limit's and the error handlers' included.
     app.add_middleware(RequestMetrics, metrics=node.metrics)

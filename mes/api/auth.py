@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mes.api.consistency import read_consistency
@@ -29,15 +29,45 @@ def _unauthorized(message: str, invalid: bool) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
-async def authenticate(node: NodeDep, credentials: Annotated[
+# The web page's session: an API token in an HttpOnly cookie (see mes/api/routes/session.py).
+SESSION_COOKIE = "mes_session"
+# With cookie authentication a state-changing request must carry this header with this value
+# (a cross-site form or image cannot set it): the CSRF rule of cookie clients.
+CSRF_HEADER = "X-Requested-With"
+CSRF_VALUE = "mes"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def request_token(request: Request) -> str | None:
+    """The token a request authenticates with: the bearer token, else the session cookie."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
+async def authenticate(request: Request, node: NodeDep, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> Principal:
-    """The user the request's bearer token proves, or a 401."""
-    if credentials is None:
+    """The user the request's bearer token (or session cookie) proves, or a 401.
+
+    A request authenticated by the cookie that may change state must carry
+    `X-Requested-With: mes`, else 403: a page of another site cannot set that header.
+    """
+    by_cookie = credentials is None
+    token = request.cookies.get(SESSION_COOKIE) if credentials is None \
+        else credentials.credentials
+    if not token:
         raise _unauthorized("this needs a token: send 'Authorization: Bearer <token>'", False)
     try:
-        return await node.auth.principal(credentials.credentials)
+        who = await node.auth.principal(token)
     except AuthError as exc:
         raise _unauthorized(str(exc), True) from None
+    if by_cookie and request.method not in SAFE_METHODS and \
+            request.headers.get(CSRF_HEADER, "").lower() != CSRF_VALUE:
+        raise ApiError(403, "csrf_header_missing",
+                       f"a request signed in by the session cookie that changes state must "
+                       f"send the header '{CSRF_HEADER}: {CSRF_VALUE}'", CSRF_HEADER)
+    return who
 
 
 def require(role: str) -> Callable[[Principal], Awaitable[Principal]]:

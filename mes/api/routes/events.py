@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from mes.api.auth import Caller, authenticated_router
+from mes.api.auth import Caller, authenticated_router, request_token
 from mes.api.deps import NodeDep
 from mes.auth.authenticator import AuthError
 from mes.events.hub import Subscriber, parse_id, visible_to
@@ -39,7 +39,7 @@ async def events(
     settings = node.settings
     resume = last_event_id or after
     key = parse_id(resume) if resume else None
-    credentials = request.headers.get("authorization", "").partition(" ")[2]
+    credentials = request_token(request) or ""  # the bearer token or the session cookie
 
     async def still_allowed() -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from mes.api.auth import UNAUTHORIZED, authenticate, bearer_scheme, require
@@ -16,13 +16,13 @@ router = APIRouter(tags=["metrics"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-async def metrics_access(node: NodeDep, credentials: Annotated[
+async def metrics_access(request: Request, node: NodeDep, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> None:
     """Operators and admins (a bearer token, as Prometheus' `authorization` sends it), or
     anyone when METRICS_PUBLIC is true."""
     if node.settings.metrics_public:
         return
-    await require("operator")(await authenticate(node, credentials))
+    await require("operator")(await authenticate(request, node, credentials))
 
 
 METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,90 @@
+"""`/api/v1/dashboard/printers`: the web page's printer grid, one page per request."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Query, Request, Response
+from pydantic import BaseModel
+
+from mes.api.auth import Caller, authenticated_router
+from mes.api.deps import NodeDep, read
+from mes.api.errors import ApiError
+from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
+from mes.api.schemas import FilamentOut, PrinterOut, Text200, Timestamp
+from mes.auth.principal import Principal
+from mes.state.dashboard import CardFilter, printer_cards
+
+router = authenticated_router("/dashboard", "dashboard")
+
+CardState = Literal["offline", "idle", "printing", "paused", "finished", "error", "unknown"]
+MAX_IDS = 200
+
+
+class CardStatus(BaseModel):
+    """What the printer reported last."""
+
+    state: str
+    nozzle_actual: float | None = None
+    nozzle_target: float | None = None
+    bed_actual: float | None = None
+    bed_target: float | None = None
+    file_name: str | None = None
+    progress: float | None = None
+    time_printed: float | None = None
+    time_left: float | None = None
+    error: str | None = None
+    observed_at: Timestamp | None = None
+
+
+class CardJob(BaseModel):
+    """The printer's running job. A `user` sees another user's job only as `mine: false`."""
+
+    mine: bool
+    id: str | None = None
+    filepath: str | None = None
+    phase: str | None = None
+    owner_id: str | None = None
+    owner_name: str | None = None
+    print_weight_in_grams: int | None = None
+
+
+class PrinterCard(PrinterOut):
+    """A printer with its status, running job and loaded spool."""
+
+    status: CardStatus | None
+    job: CardJob | None
+    spool: FilamentOut | None
+
+
+def _shown_job(job: dict[str, Any] | None, who: Principal) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    mine = job["owner_id"] == who.user_id
+    if not (mine or who.staff):
+        return {"mine": False}
+    return {**job, "mine": mine}
+
+
+@router.get("/printers", response_model=list[PrinterCard])
+async def printer_cards_page(
+    request: Request, response: Response, node: NodeDep, who: Caller,
+    state: Annotated[CardState | None, Query(
+        description="only printers in this state (unknown: never reported)")] = None,
+    group: Annotated[Text200 | None, Query(description="only printers of this group")] = None,
+    ids: Annotated[list[str] | None, Query(
+        alias="id", description=f"only these printers (repeat `id`, at most {MAX_IDS})")] = None,
+    limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
+) -> Any:
+    """Printers by id with their latest status, running job (and owner) and loaded spool,
+    one page at a time, filtered by state and group: what the web page's grid shows."""
+    if ids is not None and len(ids) > MAX_IDS:
+        raise ApiError(422, "too_many_ids", f"at most {MAX_IDS} ids at once", "id")
+    after = decode_cursor(cursor, str)
+    where = CardFilter(state, group, ids)
+    rows = await read(node, lambda c: printer_cards(c, where, after[0] if after else None,
+                                                    limit + 1))
+    page = paged(request, response, rows, limit, lambda r: [r["id"]])
+    for card in page:
+        card["job"] = _shown_job(card["job"], who)
+    return page

@@ -1,0 +1,31 @@
+"""The web dashboard: static files served by every node at `/` (no build step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = Path(__file__).parent / "static"
+# The page may talk only to this node: no inline scripts, no other origin.
+CSP = ("default-src 'self'; img-src 'self' data: http: https:; style-src 'self'; "
+       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+
+
+def install(app: FastAPI) -> None:
+    """Serve the page at `/` and its files at `/static/` (kept out of the OpenAPI)."""
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={
+            "Cache-Control": "no-cache", "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
+
+    @app.get("/index.html", include_in_schema=False)
+    async def index_html() -> RedirectResponse:
+        return RedirectResponse("/")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,0 +1,756 @@
+// mes dashboard: plain JavaScript (fetch + EventSource), no build step.
+// Every request goes to this node's REST API at /api/v1 with the session cookie and the
+// X-Requested-With header that cookie requests which change state must carry (CSRF rule).
+"use strict";
+
+const API = "/api/v1";
+const POLL_MS = 2000;          // polling period when /api/v1/events is missing or down
+const COALESCE_MS = 300;       // at most one refresh per entity per this period
+const CLUSTER_POLL_MS = 5000;  // reachability changes make no events: poll while shown
+const MAX_IDS = 200;           // ids per /dashboard/printers request
+
+const S = {
+  me: null,
+  tab: location.hash.slice(1) || "printers",  // the tab survives a reload
+  printers: { cursors: [null], page: 0, next: null, cards: new Map(), els: new Map() },
+  history: { cursors: [null], page: 0, next: null },
+  groups: new Set(),
+  spools: [],
+};
+
+// ---------------------------------------------------------------- small helpers
+
+function $(selector, root = document) { return root.querySelector(selector); }
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "style") el.style.cssText = value;  // CSSOM: allowed by the page's CSP
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function fmtTemp(actual, target) {
+  const a = typeof actual === "number" ? actual.toFixed(0) : "–";
+  const t = typeof target === "number" && target > 0 ? ` / ${target.toFixed(0)}` : "";
+  return `${a}${t} °C`;
+}
+
+function fmtDuration(seconds) {
+  if (typeof seconds !== "number" || !isFinite(seconds)) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  const hh = Math.floor(s / 3600), mm = Math.floor((s % 3600) / 60), ss = s % 60;
+  return hh ? `${hh} h ${mm} min` : mm ? `${mm} min ${ss} s` : `${ss} s`;
+}
+
+function fmtHours(hours) {
+  return hours < 1 ? `${(hours * 60).toFixed(0)} min` : `${hours.toFixed(1)} h`;
+}
+
+function fmtTime(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status; this.code = code; this.field = field;
+  }
+}
+
+async function api(method, path, { json, form, params } = {}) {
+  const headers = { "X-Requested-With": "mes", "Accept": "application/json" };
+  let body;
+  if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
+  else if (form) body = form;
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params || {})) {
+    for (const v of Array.isArray(value) ? value : [value]) {
+      if (v !== null && v !== undefined && v !== "") query.append(key, v);
+    }
+  }
+  const url = API + path + (query.toString() ? `?${query}` : "");
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body, credentials: "same-origin" });
+  } catch (err) {
+    throw new ApiError(0, "network", "The server did not answer: check the connection and try again.");
+  }
+  const text = response.status === 204 ? "" : await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  if (!response.ok) {
+    const e = data && data.error ? data.error
+      : { code: `http_${response.status}`, message: `The server answered ${response.status} ${response.statusText}`.trim() };
+    throw new ApiError(response.status, e.code, e.message || "request failed", e.field);
+  }
+  return { data, response };
+}
+
+function showMessage(text, ok = false) {
+  const box = $("#message");
+  box.replaceChildren(h("span", {}, text),
+    h("button", { class: "outline secondary small", type: "button", "aria-label": "dismiss",
+      onclick: () => { box.hidden = true; } }, "×"));
+  box.className = ok ? "ok" : "";
+  box.hidden = false;
+}
+
+// Run an action; any failure becomes a readable message (a 401 ends the session).
+async function attempt(action, done) {
+  try {
+    const result = await action();
+    if (done) showMessage(done, true);
+    return result;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401 && S.me) {
+      signedOut("Your session has ended: sign in again.");
+    } else {
+      showMessage(err instanceof ApiError ? err.message : "Something went wrong in the page: reload it.");
+      if (!(err instanceof ApiError)) console.error(err);
+    }
+    return undefined;
+  }
+}
+
+// A loader that never runs twice at once: a call while it runs asks for one more run.
+function serial(fn) {
+  let running = null, again = false;
+  const run = async () => {
+    if (running) { again = true; return running; }
+    running = (async () => {
+      do { again = false; await attempt(fn); } while (again && S.me);
+    })();
+    try { await running; } finally { running = null; }
+  };
+  return run;
+}
+
+const staff = () => S.me && S.me.role !== "user";
+
+// ---------------------------------------------------------------- sign-in
+
+async function signInWith(body) {
+  const err = $("#sign-in-error");
+  err.hidden = true;
+  try {
+    const { data } = await api("POST", "/session", { json: body });
+    signedIn(data.user);
+  } catch (e) {
+    err.textContent = e instanceof ApiError ? e.message : "Signing in failed: try again.";
+    err.hidden = false;
+  }
+}
+
+function signedIn(user) {
+  S.me = user;
+  $("#whoami").textContent = `${user.name} · ${user.role}`;
+  $("#whoami").hidden = false;
+  $("#sign-out").hidden = false;
+  $("#sign-in").hidden = true;
+  $("#app").hidden = false;
+  $("#message").hidden = true;
+  document.body.dataset.role = user.role;
+  for (const el of document.querySelectorAll(".staff-only")) el.hidden = !staff();
+  for (const form of document.querySelectorAll("#sign-in form")) form.reset();
+  Live.start();
+  showTab(S.tab);
+}
+
+function signedOut(message) {
+  S.me = null;
+  Live.stop();
+  $("#app").hidden = true;
+  $("#whoami").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#sign-in").hidden = false;
+  $("#printer-grid").replaceChildren();
+  S.printers.cards.clear(); S.printers.els.clear();
+  const err = $("#sign-in-error");
+  err.textContent = message || "";
+  err.hidden = !message;
+  $("#message").hidden = true;
+}
+
+// ---------------------------------------------------------------- tabs
+
+const TABS = ["printers", "jobs", "spools", "cluster", "utilization"];
+
+function showTab(name) {
+  if (!TABS.includes(name)) name = "printers";
+  S.tab = name;
+  if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+  for (const button of document.querySelectorAll(".tabs button")) {
+    button.setAttribute("aria-selected", String(button.dataset.tab === name));
+  }
+  for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== `tab-${name}`;
+  refreshTab(name);
+}
+
+function refreshTab(name) {
+  if (!S.me) return;
+  if (name === "printers") loadPrinters();
+  else if (name === "jobs") { loadSpools(); loadQueue(); loadHistory(); }
+  else if (name === "spools") loadSpools();
+  else if (name === "cluster") loadCluster();
+  else if (name === "utilization") loadUtilization();
+}
+
+// ---------------------------------------------------------------- printers
+
+function printerParams() {
+  const form = new FormData($("#printer-filter"));
+  return { state: form.get("state"), group: form.get("group").trim(), limit: form.get("limit") };
+}
+
+const loadPrinters = serial(async () => {
+  const p = S.printers;
+  const { data, response } = await api("GET", "/dashboard/printers",
+    { params: { ...printerParams(), cursor: p.cursors[p.page] } });
+  p.next = response.headers.get("X-Next-Cursor");
+  renderGrid(data);
+  const pager = $('.pager[data-for="printers"]');
+  $('[data-page="prev"]', pager).disabled = p.page === 0;
+  $('[data-page="next"]', pager).disabled = !p.next;
+  $(".page-label", pager).textContent = `page ${p.page + 1} · ${data.length} printer${data.length === 1 ? "" : "s"}`;
+});
+
+function renderGrid(cards) {
+  const p = S.printers;
+  p.cards.clear(); p.els.clear();
+  const els = cards.map((card) => {
+    const el = cardEl(card);
+    p.cards.set(card.id, card); p.els.set(card.id, el);
+    return el;
+  });
+  $("#printer-grid").replaceChildren(...els);
+  if (!cards.length) $("#printer-grid").append(h("p", {}, "No printers match."));
+  noteGroups(cards);
+}
+
+function noteGroups(cards) {
+  let added = false;
+  for (const card of cards) {
+    if (card.group && !S.groups.has(card.group)) { S.groups.add(card.group); added = true; }
+  }
+  if (added) $("#groups").replaceChildren(...[...S.groups].sort().map((g) => h("option", { value: g })));
+}
+
+// Re-read only the given printers (those on the page), in one request per MAX_IDS.
+async function refreshCards(ids) {
+  const p = S.printers;
+  const shown = [...ids].filter((id) => p.cards.has(id));
+  for (let i = 0; i < shown.length; i += MAX_IDS) {
+    const chunk = shown.slice(i, i + MAX_IDS);
+    const { data } = await api("GET", "/dashboard/printers", { params: { id: chunk, limit: MAX_IDS } });
+    const seen = new Set();
+    for (const card of data) {
+      seen.add(card.id);
+      const old = p.els.get(card.id);
+      if (!old) continue;
+      const el = cardEl(card);
+      old.replaceWith(el);
+      p.cards.set(card.id, card); p.els.set(card.id, el);
+    }
+    for (const id of chunk) {
+      if (!seen.has(id)) { p.els.get(id)?.remove(); p.els.delete(id); p.cards.delete(id); }
+    }
+    noteGroups(data);
+  }
+}
+
+function cardEl(card) {
+  const st = card.status || { state: "unknown" };
+  const active = st.state === "printing" || st.state === "paused";
+  const job = card.job;
+  const spool = card.spool;
+  const rows = [
+    h("div", { class: "row" }, h("span", {}, "Nozzle"), h("span", { class: "nozzle" }, fmtTemp(st.nozzle_actual, st.nozzle_target))),
+    h("div", { class: "row" }, h("span", {}, "Bed"), h("span", { class: "bed" }, fmtTemp(st.bed_actual, st.bed_target))),
+  ];
+  if (active || typeof st.progress === "number") {
+    const pct = typeof st.progress === "number" ? st.progress : 0;
+    rows.push(h("progress", { value: pct.toFixed(1), max: 100 }),
+      h("div", { class: "row" }, h("span", { class: "progress-text" }, `${pct.toFixed(0)} %`),
+        h("span", { class: "time-left" }, `${fmtDuration(st.time_left)} left`)));
+  }
+  if (job) {
+    rows.push(h("div", { class: "row job" }, h("span", {}, "Job"),
+      h("span", { class: "wrap" }, job.mine === false && !job.id ? "another user's print"
+        : `${job.filepath || job.id}${job.owner_name || job.owner_id ? ` · ${job.mine ? "you" : job.owner_name || job.owner_id}` : ""}`)));
+  }
+  rows.push(h("div", { class: "row" }, h("span", {}, "Spool"),
+    h("span", { class: "spool" }, spool ? `${spool.type} ${spool.color} · ${spool.remaining_weight_in_grams} g`
+      : card.filament_id ? card.filament_id : "none loaded")));
+  if (st.error) rows.push(h("div", { class: "attention" }, st.error));
+  if (card.attention) rows.push(h("div", { class: "attention" }, card.attention));
+  if (!card.bed_clear) rows.push(h("div", { class: "attention bed-flag" }, "The bed must be cleared"));
+  if (card.reserved_by) rows.push(h("div", { class: "meta" }, `Reserved by ${card.reserved_by}`));
+  if (card.camera_url) {
+    rows.push(h("a", { href: card.camera_url, target: "_blank", rel: "noopener noreferrer", class: "camera" }, "Camera ↗"));
+  }
+  const actions = [];
+  if (staff()) {
+    if (job && job.id && active) {
+      const paused = st.state === "paused";
+      actions.push(button(paused ? "Resume" : "Pause", "outline small",
+        () => jobAction(job.id, paused ? "resume" : "pause", card.id)));
+      actions.push(button("Cancel", "outline secondary small", () => cancelJob(job.id, card.id)));
+    }
+    if (!card.bed_clear) {
+      actions.push(button("Clear bed", "small", () => attempt(async () => {
+        await api("POST", `/printers/${encodeURIComponent(card.id)}/bed_cleared`);
+        await refreshCards([card.id]);
+      }, `Bed of ${card.id} marked clear.`)));
+    }
+  }
+  return h("article", { class: "card", dataset: { id: card.id, state: st.state } },
+    h("h4", {}, h("span", {}, card.id), h("span", { class: "state" }, st.state)),
+    h("div", { class: "meta" }, [card.company, card.model].filter(Boolean).join(" ") || "–",
+      card.group ? ` · ${card.group}` : ""),
+    rows,
+    actions.length ? h("div", { class: "actions" }, actions) : null);
+}
+
+function button(label, cls, onclick) {
+  return h("button", { type: "button", class: cls, onclick }, label);
+}
+
+function jobAction(jobId, action, printerId) {
+  return attempt(async () => {
+    await api("POST", `/print_jobs/${encodeURIComponent(jobId)}/${action}`);
+    if (printerId) await refreshCards([printerId]);
+  }, `Asked the printer to ${action} job ${jobId}.`);
+}
+
+function cancelJob(jobId, printerId) {
+  if (!window.confirm(`Cancel job ${jobId}?`)) return undefined;
+  return attempt(async () => {
+    await api("POST", `/print_jobs/${encodeURIComponent(jobId)}/status`, { params: { status: "Canceled" } });
+    if (printerId) await refreshCards([printerId]);
+    if (S.tab === "jobs") { loadQueue(); loadHistory(); }
+  }, `Job ${jobId} canceled.`);
+}
+
+// ---------------------------------------------------------------- jobs
+
+const JOB_HEAD = ["Job", "File", "Status", "Waiting for", "Owner", "Printer", "Spool", "g", "Created", ""];
+
+function jobRow(job) {
+  const actions = [];
+  const mine = S.me && job.owner_id === S.me.id;
+  if (staff() && job.approval === "pending" && job.status === "Queued") {
+    actions.push(button("Approve", "small", () => attempt(async () => {
+      await api("POST", `/print_jobs/${encodeURIComponent(job.id)}/approve`);
+      loadQueue();
+    }, `Job ${job.id} approved.`)));
+    actions.push(button("Reject", "outline secondary small", () => {
+      const reason = window.prompt(`Why is job ${job.id} rejected?`, "rejected by an operator");
+      if (!reason) return;
+      attempt(async () => {
+        await api("POST", `/print_jobs/${encodeURIComponent(job.id)}/reject`, { json: { reason } });
+        loadQueue(); loadHistory();
+      }, `Job ${job.id} rejected.`);
+    }));
+  }
+  if ((staff() || mine) && (job.status === "Queued" || job.status === "Running")) {
+    actions.push(button("Cancel", "outline secondary small", () => cancelJob(job.id, null)));
+  }
+  const waiting = job.approval === "pending" ? "approval" : job.hold ? job.hold.message : job.last_error || "";
+  return h("tr", { dataset: { id: job.id, status: job.status } },
+    h("td", {}, job.id), h("td", { class: "wrap" }, job.filepath),
+    h("td", { class: "status" }, job.status + (job.phase ? ` (${job.phase})` : "")),
+    h("td", { class: "wrap" }, waiting),
+    h("td", {}, mine ? "you" : job.owner_id || "–"),
+    h("td", {}, job.assigned_printer_id || job.printer_id || "any"),
+    h("td", {}, job.filament_id || "–"), h("td", {}, job.print_weight_in_grams),
+    h("td", {}, fmtTime(job.created_at)),
+    h("td", {}, h("div", { class: "actions" }, actions)));
+}
+
+function fillTable(table, head, rows, empty) {
+  $("thead", table).replaceChildren(h("tr", {}, head.map((label) => h("th", {}, label))));
+  $("tbody", table).replaceChildren(...rows);
+  if (!rows.length) $("tbody", table).append(h("tr", {}, h("td", { colspan: head.length }, empty)));
+}
+
+const loadQueue = serial(async () => {
+  const [queued, running] = await Promise.all(["Queued", "Running"].map((status) =>
+    api("GET", "/print_jobs", { params: { status, limit: 200 } })));
+  const jobs = [...running.data, ...queued.data];
+  fillTable($("#queue-table"), JOB_HEAD, jobs.map(jobRow), "The queue is empty.");
+});
+
+function historyParams() {
+  const form = new FormData($("#job-filter"));
+  const since = form.get("since");
+  return {
+    status: form.get("status"),
+    owner_id: staff() ? form.get("owner_id").trim() : "",
+    created_after: since ? String(Date.now() / 1000 - Number(since)) : "",
+  };
+}
+
+const loadHistory = serial(async () => {
+  const hst = S.history;
+  const { data, response } = await api("GET", "/print_jobs",
+    { params: { ...historyParams(), limit: 50, cursor: hst.cursors[hst.page] } });
+  hst.next = response.headers.get("X-Next-Cursor");
+  fillTable($("#history-table"), JOB_HEAD, data.map(jobRow), "No jobs match.");
+  const pager = $('.pager[data-for="history"]');
+  $('[data-page="prev"]', pager).disabled = hst.page === 0;
+  $('[data-page="next"]', pager).disabled = !hst.next;
+  $(".page-label", pager).textContent = `page ${hst.page + 1}`;
+});
+
+async function submitJob(event) {
+  event.preventDefault();
+  const form = event.target;
+  const data = new FormData(form);
+  if (!data.get("printer_id")) data.delete("printer_id");
+  const file = data.get("file");
+  if (!file || !file.name) { showMessage("Choose a G-code file to print."); return; }
+  const submitButton = $("button[type=submit]", form);
+  submitButton.disabled = true;
+  try {
+    const job = await attempt(async () => (await api("POST", "/print_jobs", { form: data })).data);
+    if (job) {
+      showMessage(`Job ${job.id} (${job.filepath}) submitted${job.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+      form.reset();
+      loadQueue(); loadHistory(); loadSpools();
+    }
+  } finally { submitButton.disabled = false; }
+}
+
+// ---------------------------------------------------------------- spools
+
+const loadSpools = serial(async () => {
+  const spools = [];
+  let cursor = null;
+  do {  // every spool (a farm has far fewer spools than printers), 1,000 a request
+    const { data, response } = await api("GET", "/filaments", { params: { limit: 1000, cursor } });
+    spools.push(...data);
+    cursor = response.headers.get("X-Next-Cursor");
+  } while (cursor && spools.length < 10000);
+  S.spools = spools;
+  const select = $("#spool-select");
+  const chosen = select.value;
+  select.replaceChildren(h("option", { value: "" }, "choose a spool"), ...spools.map((s) =>
+    h("option", { value: s.id }, `${s.id} · ${s.type} ${s.color} · ${s.remaining_weight_in_grams - s.reserved_weight_in_grams} g free`)));
+  select.value = spools.some((s) => s.id === chosen) ? chosen : "";
+  fillTable($("#spool-table"), ["Spool", "Type", "Colour", "Total g", "Remaining g", "Reserved g", "Free g", ""],
+    spools.map((s) => {
+      const total = Math.max(1, s.total_weight_in_grams);
+      const free = s.remaining_weight_in_grams - s.reserved_weight_in_grams;
+      return h("tr", { dataset: { id: s.id } }, h("td", {}, s.id), h("td", {}, s.type), h("td", {}, s.color),
+        h("td", {}, s.total_weight_in_grams), h("td", { class: "remaining" }, s.remaining_weight_in_grams),
+        h("td", { class: "reserved" }, s.reserved_weight_in_grams), h("td", {}, free),
+        h("td", {}, h("span", { class: "bar", title: `${s.remaining_weight_in_grams} of ${total} g left, ${s.reserved_weight_in_grams} g reserved` },
+          h("span", { class: "used", style: `width:${(100 * Math.max(0, free) / total).toFixed(1)}%` }),
+          h("span", { class: "reserved", style: `left:${(100 * Math.max(0, free) / total).toFixed(1)}%;width:${(100 * s.reserved_weight_in_grams / total).toFixed(1)}%` }))));
+    }), "No spools yet.");
+});
+
+// ---------------------------------------------------------------- cluster
+
+const loadCluster = serial(async () => {
+  const { data } = await api("GET", "/cluster");
+  $("#cluster-summary").textContent = `This node ${data.id} is ${data.role}; leader: ${data.leader || "none"} · term ${data.term} · commit ${data.commit_index} · applied ${data.applied_index} · ${data.has_quorum ? "quorum" : "NO quorum"}`;
+  fillTable($("#cluster-table"), ["Node", "Role", "Reachable", "REST", ""],
+    data.nodes.map((n) => h("tr", { dataset: { id: n.id } }, h("td", {}, n.id), h("td", {}, n.role),
+      h("td", {}, n.reachable ? "yes" : "no"),
+      h("td", {}, n.http_url ? h("a", { href: `${n.http_url.replace(/\/$/, "")}/`, rel: "noopener" }, n.http_url) : "–"),
+      h("td", {}, n.self ? "this node" : ""))), "No nodes.");
+});
+
+// ---------------------------------------------------------------- utilisation
+
+const UTIL_STATES = [["printing", "#1e88e5"], ["paused", "#fb8c00"], ["idle", "#43a047"], ["offline", "#9e9e9e"], ["error", "#e53935"]];
+const UTIL_MAX_ROWS = 200;
+
+function localInput(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+const loadUtilization = serial(async () => {
+  const form = $("#util-form");
+  let from, to;
+  if (form.dataset.edited !== "true") {  // the last 24 hours up to this second
+    to = new Date();
+    from = new Date(to.getTime() - 24 * 3600 * 1000);
+    form.elements.to.value = localInput(to);
+    form.elements.from.value = localInput(from);
+  } else {
+    from = new Date(form.elements.from.value);
+    to = new Date(form.elements.to.value);
+  }
+  const note = $("#util-note");
+  const chart = $("#util-chart");
+  if (isNaN(from) || isNaN(to)) { note.textContent = "Choose a start and an end."; return; }
+  let data;
+  try {
+    ({ data } = await api("GET", "/utilization", { params: {
+      from: from.toISOString(), to: to.toISOString(), group: form.elements.group.value.trim() } }));
+  } catch (err) {
+    chart.replaceChildren(); $("#util-legend").replaceChildren();
+    if (err instanceof ApiError && err.status === 404 && err.code !== "group_not_found") {
+      note.textContent = "This server does not offer utilisation reports yet (GET /api/v1/utilization answered 404).";
+      return;
+    }
+    throw err;
+  }
+  renderUtilization(data);
+});
+
+function renderUtilization(data) {
+  const rows = [...data.printers].sort((a, b) => b.hours.printing - a.hours.printing);
+  const shown = rows.slice(0, UTIL_MAX_ROWS);
+  const t = data.total;
+  $("#util-note").textContent = `${t.printers} printer${t.printers === 1 ? "" : "s"}: ${fmtHours(t.hours.printing)} printing` +
+    (t.utilization === null || t.utilization === undefined ? "" : ` (${(100 * t.utilization).toFixed(0)} % of tracked time)`) +
+    ` · jobs ${t.jobs.done} done, ${t.jobs.failed} failed, ${t.jobs.canceled} canceled · ${t.filament_grams} g` +
+    (rows.length > shown.length ? ` · the ${shown.length} busiest printers shown` : "");
+  $("#util-legend").replaceChildren(...UTIL_STATES.map(([name, color]) =>
+    h("span", {}, h("i", { style: `background:${color}` }), name)));
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs, text) => {
+    const el = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    if (text !== undefined) el.textContent = text;
+    return el;
+  };
+  const rowH = 20, labelW = 140, barW = 480, infoW = 250, width = labelW + barW + infoW;
+  const max = Math.max(1e-9, ...shown.map((r) => UTIL_STATES.reduce((sum, [k]) => sum + r.hours[k], 0)));
+  const root = svg("svg", { viewBox: `0 0 ${width} ${Math.max(1, shown.length) * rowH + 4}`, role: "img",
+    "aria-label": "hours per state per printer" });
+  shown.forEach((r, i) => {
+    const y = i * rowH + 2;
+    root.append(svg("text", { x: 0, y: y + 13 }, r.printer_id + (r.exists ? "" : " (deleted)")));
+    let x = labelW;
+    for (const [k, color] of UTIL_STATES) {
+      const w = (r.hours[k] / max) * barW;
+      if (w > 0) {
+        const rect = svg("rect", { x, y, width: w, height: rowH - 5, fill: color, "data-state": k });
+        rect.append(svg("title", {}, `${r.printer_id}: ${fmtHours(r.hours[k])} ${k}`));
+        root.append(rect);
+      }
+      x += w;
+    }
+    root.append(svg("text", { x: labelW + barW + 8, y: y + 13 },
+      `${fmtHours(r.hours.printing)} · ${r.jobs.done}/${r.jobs.failed}/${r.jobs.canceled} · ${r.filament_grams} g`));
+  });
+  $("#util-chart").replaceChildren(shown.length ? root : h("p", {}, "No printers in this report."));
+  if (shown.length) $("#util-chart").append(h("p", { class: "meta" }, "per printer: hours printing · jobs done/failed/canceled · grams"));
+}
+
+// ---------------------------------------------------------------- live updates
+
+// Changes arrive from /api/v1/events (EventSource, with the cookie) and are re-read through
+// the REST API, at most once per entity per COALESCE_MS. Without the route (404) the page
+// polls every POLL_MS; while the stream is down it polls too and reconnects with backoff.
+const Live = {
+  es: null, mode: "off", backoff: 1000, timer: null, poll: null, stopped: true, lastReload: 0,
+  pending: new Map(), timers: new Map(), clusterTimer: null,
+
+  start() {
+    this.stopped = false;
+    this.backoff = 1000;
+    this.open();
+    this.clusterTimer = setInterval(() => { if (S.tab === "cluster" && !document.hidden) loadCluster(); }, CLUSTER_POLL_MS);
+  },
+
+  stop() {
+    this.stopped = true;
+    if (this.es) this.es.close();
+    this.es = null;
+    clearTimeout(this.timer);
+    clearInterval(this.clusterTimer);
+    this.stopPolling();
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear(); this.pending.clear();
+    this.setMode("off");
+  },
+
+  setMode(mode) {
+    this.mode = mode;
+    const badge = $("#live");
+    badge.dataset.mode = mode;
+    badge.textContent = { events: "live", polling: `live · polling every ${POLL_MS / 1000} s`,
+      retry: "reconnecting · polling", off: "offline" }[mode];
+  },
+
+  open() {
+    if (this.stopped) return;
+    const es = new EventSource(`${API}/events`);
+    this.es = es;
+    es.onopen = () => {
+      this.backoff = 1000;
+      this.setMode("events");
+      this.stopPolling();
+      refreshTab(S.tab);  // whatever happened while not connected
+    };
+    const onEvent = (e) => this.onEvent(e);
+    es.addEventListener("change", onEvent);
+    es.addEventListener("telemetry", onEvent);
+    es.onmessage = onEvent;
+    es.addEventListener("reload", () => {  // the server cannot resume: re-read, reconnect fresh
+      es.close();
+      if (this.es === es) this.es = null;
+      refreshTab(S.tab);
+      const now = Date.now();  // reloads in a row: back off instead of reconnecting at once
+      const wait = now - this.lastReload < 5000 ? this.backoff : 0;
+      this.lastReload = now;
+      this.backoff = wait ? Math.min(this.backoff * 2, 30000) : this.backoff;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.open(), wait);
+    });
+    es.onerror = () => {  // a bare EventSource gives up after a 503: decide here instead
+      es.close();
+      if (this.es === es) this.es = null;
+      this.diagnose();
+    };
+  },
+
+  async diagnose() {
+    if (this.stopped) return;
+    let status = 0;
+    try {
+      const ctrl = new AbortController();
+      const response = await fetch(`${API}/events?telemetry=false`, { signal: ctrl.signal,
+        headers: { Accept: "text/event-stream" }, credentials: "same-origin" });
+      status = response.status;
+      ctrl.abort();
+    } catch (_) { status = 0; }
+    if (this.stopped) return;
+    if (status === 401) { signedOut("Your session has ended: sign in again."); return; }
+    this.startPolling();
+    if (status === 404 || status === 405) { this.setMode("polling"); return; }  // no event stream here
+    this.setMode("retry");
+    const wait = this.backoff * (0.75 + Math.random() / 2);
+    this.backoff = Math.min(this.backoff * 2, 30000);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.open(), wait);
+  },
+
+  startPolling() {
+    if (this.poll) return;
+    this.poll = setInterval(() => {
+      if (!document.hidden && S.tab !== "utilization") refreshTab(S.tab);
+    }, POLL_MS);
+  },
+
+  stopPolling() { clearInterval(this.poll); this.poll = null; },
+
+  onEvent(e) {
+    let data;
+    try { data = JSON.parse(e.data); } catch (_) { return; }
+    if (!data || typeof data !== "object") return;
+    const entity = data.entity || (e.type === "telemetry" ? "printer_status" : null);
+    const id = data.id ?? data.printer_id ?? (data.data && (data.data.id ?? data.data.printer_id));
+    if (!entity) return;
+    if (entity === "printer" && data.change !== "updated") this.queue("printer_list", "*");
+    else this.queue(entity, id);
+    if (entity === "print_job" && data.data) {  // the job's printer shows it too
+      const printer = data.data.assigned_printer_id || data.data.printer_id;
+      if (printer) this.queue("printer_status", printer);
+    }
+  },
+
+  queue(entity, id) {
+    if (!this.pending.has(entity)) this.pending.set(entity, new Set());
+    if (id !== undefined && id !== null) this.pending.get(entity).add(String(id));
+    if (!this.timers.has(entity)) {
+      this.timers.set(entity, setTimeout(() => this.flush(entity), COALESCE_MS));
+    }
+  },
+
+  flush(entity) {
+    this.timers.delete(entity);
+    const ids = this.pending.get(entity) || new Set();
+    this.pending.delete(entity);
+    if (!S.me) return;
+    const p = S.printers;
+    if (entity === "printer_list") { if (S.tab === "printers") loadPrinters(); return; }
+    if (entity === "printer" || entity === "printer_status") {
+      if (S.tab === "printers") attempt(() => refreshCards(ids));
+    } else if (entity === "print_job") {
+      if (S.tab === "jobs") { loadQueue(); loadHistory(); }
+      if (S.tab === "printers") {
+        const cards = [...p.cards.values()].filter((c) => c.job && ids.has(c.job.id)).map((c) => c.id);
+        if (cards.length) attempt(() => refreshCards(cards));
+      }
+    } else if (entity === "filament") {
+      if (S.tab === "spools" || S.tab === "jobs") loadSpools();
+      if (S.tab === "printers") {
+        const cards = [...p.cards.values()].filter((c) => ids.has(c.filament_id)).map((c) => c.id);
+        if (cards.length) attempt(() => refreshCards(cards));
+      }
+    } else if (entity === "node") {
+      if (S.tab === "cluster") loadCluster();
+    }
+  },
+};
+
+// ---------------------------------------------------------------- wiring
+
+function pagerWiring(name, state, load) {
+  const pager = $(`.pager[data-for="${name}"]`);
+  $('[data-page="next"]', pager).addEventListener("click", () => {
+    if (!state.next) return;
+    state.cursors[state.page + 1] = state.next;
+    state.page += 1;
+    load();
+  });
+  $('[data-page="prev"]', pager).addEventListener("click", () => {
+    if (state.page === 0) return;
+    state.page -= 1;
+    load();
+  });
+}
+
+function resetPaging(state) { state.cursors = [null]; state.page = 0; state.next = null; }
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("#password-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    signInWith({ name: f.get("name"), password: f.get("password") });
+  });
+  $("#token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    signInWith({ token: new FormData(e.target).get("token").trim() });
+  });
+  $("#sign-out").addEventListener("click", async () => {
+    try { await api("DELETE", "/session"); } catch (_) { /* signed out either way */ }
+    signedOut("You are signed out.");
+  });
+  for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+  $("#printer-filter").addEventListener("change", () => { resetPaging(S.printers); loadPrinters(); });
+  $("#printer-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.printers); loadPrinters(); });
+  $("#job-filter").addEventListener("change", () => { resetPaging(S.history); loadHistory(); });
+  $("#job-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.history); loadHistory(); });
+  $("#job-form").addEventListener("submit", submitJob);
+  $("#util-form").addEventListener("submit", (e) => { e.preventDefault(); loadUtilization(); });
+  for (const name of ["from", "to"]) {
+    $("#util-form").elements[name].addEventListener("input", () => { $("#util-form").dataset.edited = "true"; });
+  }
+  pagerWiring("printers", S.printers, loadPrinters);
+  pagerWiring("history", S.history, loadHistory);
+  try {
+    const { data } = await api("GET", "/session");
+    signedIn(data.user);
+  } catch (err) {
+    signedOut(err instanceof ApiError && err.status !== 401 ? err.message : "");
+  }
+});
