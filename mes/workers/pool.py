@@ -10,7 +10,7 @@ from typing import Any
 
 from mes.opcua.external import ExternalWriter, external_enabled
 from mes.printers.factory import client_for
-from mes.printers.http import ClientGroups
+from mes.printers.http import SharedSession
 from mes.state import queries
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import PrinterWorker
@@ -38,7 +38,7 @@ class WorkerPool:
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
         self.claims = 0
-        self.http = ClientGroups(ctx.node.settings.printer_network_list)
+        self.http = SharedSession(ctx.node.settings.printer_network_list)
         # External-server mode: this node writes the printers it drives into the lab's server.
         self.external = ExternalWriter(ctx.node.settings) \
             if external_enabled(ctx.node.settings) else None
@@ -77,7 +77,7 @@ class WorkerPool:
                 continue
             try:
                 client = client_for(printer, printer.get("api_key"), self.ctx.node.settings,
-                                    self.http.next)
+                                    self.http.get)
             except ValueError as exc:
                 log.warning("no worker for printer %s: %s", printer_id, exc)
                 continue

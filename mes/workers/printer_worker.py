@@ -42,7 +42,7 @@ CLAIM_TIMEOUT = 60.0
 OWN_FILE = re.compile(r"^mes-([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\.b?gcode$")
 MAX_BACKOFF = 30.0
 # How many recent tick lags each worker keeps for its statistics.
-LAG_HISTORY = 300
+LAG_HISTORY = 30
 
 
 @dataclass
