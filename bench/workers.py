@@ -47,10 +47,11 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def register(api: httpx.Client, bodies: list[dict[str, Any]]) -> None:
-    """POST every printer, 16 at a time (one by one takes minutes once workers poll)."""
+def register(api: httpx.Client, bodies: list[dict[str, Any]], path: str = "/printers"
+             ) -> None:
+    """POST every body, 16 at a time (one by one takes minutes once workers poll)."""
     def post(body: dict[str, Any]) -> int:
-        return api.post("/printers", json=body, timeout=60).status_code
+        return api.post(path, json=body, timeout=60).status_code
 
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(post, bodies))
@@ -74,15 +75,15 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         node.start()
         wait_for(lambda: node.cluster()["role"] == "leader", 20, "the node to lead")
         api = node.client
+        api.timeout = httpx.Timeout(60.0)  # a node polling 1,000+ printers answers slowly
         spool = {"id": "s", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}
         assert api.post("/filaments", json=spool).status_code == 201
         register(api, [{"id": f"p{i}", "api": "OctoPrint", "url": f"http://127.0.0.1:{port + i}",
                         "api_key": "mockkey", "worker": True, "filament_id": "s"}
                        for i in range(count)])
         file_id = api.post("/files", files={"file": ("b.gcode", GCODE)}).json()["id"]
-        for _ in range(count // 10):
-            api.post("/print_jobs", json={"filament_id": "s", "file_id": file_id,
-                                          "print_weight_in_grams": 1})
+        job = {"filament_id": "s", "file_id": file_id, "print_weight_in_grams": 1}
+        register(api, [job] * (count // 10), "/print_jobs")
         wait_for(lambda: api.get("/workers").json().get("printers") == count, 60,
                  "a worker per printer")
         # warm-up, not synchronisation: every worker reaches steady ticks, and the lags the

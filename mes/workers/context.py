@@ -29,6 +29,10 @@ class Seen:
     at: float
 
 
+# The farm view is read again at least this often, even when no command changed the farm.
+VIEW_MAX_AGE = 5.0
+
+
 @dataclass
 class FarmView:
     """The replicated printers and their active jobs, read once for all workers."""
@@ -36,6 +40,7 @@ class FarmView:
     printers: dict[str, dict[str, Any]]
     active_jobs: dict[str, dict[str, Any]]
     read_at: float
+    version: int = -1  # the state machine's farm_version before it was read
 
 
 @dataclass
@@ -49,15 +54,24 @@ class WorkerContext:
     # Told of every status observed (printer id, status, time.time()); must not block.
     observer: Callable[[str, PrinterStatus, float], None] | None = None
     _view: FarmView | None = None
+    # The scheduler's last read: (farm version, ready printers, bound) and the jobs found.
+    startable: tuple[tuple[int, frozenset[str], int], list[dict[str, Any]]] | None = None
 
     def view(self) -> FarmView:
-        """The farm as last read, re-read when older than half a worker interval."""
-        max_age = self.node.settings.printer_worker_interval / 2
+        """The farm as last read, read again once a command other than telemetry applied
+        (or VIEW_MAX_AGE passed), at most every half worker interval: 1,000 printers'
+        rows cost milliseconds to read, and telemetry alone changes neither."""
         now = time.monotonic()
-        if self._view is None or now - self._view.read_at > max_age:
-            read = self.node.machine.read
-            printers = {p["id"]: p for p in read(queries.worker_printers)}
-            self._view = FarmView(printers, read(queries.active_jobs_by_printer), now)
+        view = self._view
+        if view is not None:
+            age = now - view.read_at
+            if age < self.node.settings.printer_worker_interval / 2 or (
+                    age < VIEW_MAX_AGE and view.version == self.node.machine.farm_version):
+                return view
+        version = self.node.machine.farm_version  # before reading: a later change re-reads
+        read = self.node.machine.read
+        printers = {p["id"]: p for p in read(queries.worker_printers)}
+        self._view = FarmView(printers, read(queries.active_jobs_by_printer), now, version)
         return self._view
 
     def invalidate(self) -> None:
