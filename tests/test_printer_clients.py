@@ -395,3 +395,19 @@ async def test_octoprint_idle_poll_without_expected_job_skips_the_job_request() 
                            ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
     assert (await printing.status(expect_job=False)).file_name == "benchy.gcode"
     assert [r.url.path for r in rec2.requests] == ["/api/printer", "/api/job"]
+
+
+async def test_prusalink_reads_a_jobs_file_once_while_it_prints() -> None:
+    jobs = [PRUSA_JOB, {**PRUSA_JOB, "id": 8, "file": {"name": "CUBE2~1.GCO",
+                                                         "display_name": "cube2.gcode"}}]
+    status = {**PRUSA_STATUS}
+    client, rec = await prusa({("GET", "/api/v1/status"): lambda r: httpx.Response(
+        200, json=status), ("GET", "/api/v1/job"): lambda r: httpx.Response(200, json=jobs[0])})
+    for _ in range(3):
+        assert (await client.status()).file_name == "cube.gcode"
+    assert [r.url.path for r in rec.requests].count("/api/v1/job") == 1
+    status["job"] = {**PRUSA_STATUS["job"], "id": 8, "progress": 2.0}  # a new job
+    jobs[0] = jobs[1]
+    second = await client.status()
+    assert (second.file_name, second.progress) == ("cube2.gcode", 2.0)
+    assert [r.url.path for r in rec.requests].count("/api/v1/job") == 2

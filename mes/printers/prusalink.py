@@ -33,16 +33,28 @@ class PrusaLinkClient:
         self._http = HttpPrinter(url, headers, digest=digest, session=session,
                                  networks=networks)
         self._storage = storage
+        # The current job as GET /api/v1/job last showed it, by id: status names the job's
+        # id, so while the same job prints its file name is known without asking again.
+        self._known_job: tuple[int, dict[str, Any]] | None = None
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
-        """GET /api/v1/status, and /api/v1/job for the file name when a job exists."""
+        """GET /api/v1/status, and /api/v1/job for the file name of a job not seen before."""
         data = await self._http.json("GET", "/api/v1/status")
         printer = data.get("printer")
         if not isinstance(printer, dict) or not isinstance(printer.get("state"), str):
             raise PrinterError("unexpected answer from the printer (no printer.state)")
         raw_state = printer["state"].upper()
         state = STATES.get(raw_state, "error")
-        job = None if not expect_job and raw_state in ("IDLE", "READY") else await self._job()
+        job_id = section(data, "job").get("id")
+        if not expect_job and raw_state in ("IDLE", "READY"):
+            job = None
+        elif isinstance(job_id, int) and self._known_job is not None \
+                and self._known_job[0] == job_id:
+            job = self._known_job[1]  # a job's file never changes: no need to ask again
+        else:
+            job = await self._job()
+            known = job.get("id") if job is not None else None
+            self._known_job = (known, job) if isinstance(known, int) and job else None
         file_name = None
         if job is not None:
             file = section(job, "file")
