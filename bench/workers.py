@@ -117,6 +117,8 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
             "cpu_core": (cpu1 - cpu0) / elapsed,
             "peak_rss_mb": peak_rss_mb(pid),
             "raft_cmds_per_s": (index1 - index0) / elapsed,
+            "view_reads_per_s": (last.get("view_reads", 0) - first.get("view_reads", 0))
+            / elapsed,
             "jobs_done": done,
         }
     finally:
@@ -138,7 +140,7 @@ def main() -> None:
           "a tenth of them printing; 2-core machine shared with the emulator\n")
     print(f"{'printers':>8} {'polls/s':>8} {'lag p50':>9} {'lag p99':>9} {'node CPU':>9} "
           f"{'CPU/poll':>9} {'peak RSS':>9} {'raft cmd/s':>10} {'jobs done':>9} "
-          f"{'emulator':>9}")
+          f"{'emulator':>9} {'views/s':>7}")
     fits = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.counts:
@@ -147,7 +149,7 @@ def main() -> None:
                   f"{r['lag_p99_ms']:>7.1f}ms {r['cpu_core']:>8.0%} "
                   f"{r['cpu_ms_per_poll']:>7.2f}ms {r['peak_rss_mb']:>7.0f}MB "
                   f"{r['raft_cmds_per_s']:>10.1f} {r['jobs_done']:>9} "
-                  f"{r['emulator_core']:>8.0%}", flush=True)
+                  f"{r['emulator_core']:>8.0%} {r['view_reads_per_s']:>7.1f}", flush=True)
             fits.append(1000 / r["cpu_ms_per_poll"])
     print(f"\nnode CPU is the node process's own (user + system), the emulator's shown apart; "
           f"at these costs one core polls about {min(fits):,.0f}-{max(fits):,.0f} printers "

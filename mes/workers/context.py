@@ -56,6 +56,7 @@ class WorkerContext:
     _view: FarmView | None = None
     # The scheduler's last read: (farm version, ready printers, bound) and the jobs found.
     startable: tuple[tuple[int, frozenset[str], int], list[dict[str, Any]]] | None = None
+    view_reads: int = 0  # how often the farm view was read (GET /workers shows it)
 
     def view(self) -> FarmView:
         """The farm as last read, read again once a command other than telemetry applied
@@ -68,6 +69,7 @@ class WorkerContext:
             if age < self.node.settings.printer_worker_interval / 2 or (
                     age < VIEW_MAX_AGE and view.version == self.node.machine.farm_version):
                 return view
+        self.view_reads += 1
         version = self.node.machine.farm_version  # before reading: a later change re-reads
         read = self.node.machine.read
         printers = {p["id"]: p for p in read(queries.worker_printers)}

@@ -11,7 +11,6 @@ from typing import Any
 from mes.opcua.external import ExternalWriter, external_enabled
 from mes.printers.factory import client_for
 from mes.printers.http import SharedSession
-from mes.state import queries
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import PrinterWorker
 from mes.workers.scheduler import schedule
@@ -67,7 +66,7 @@ class WorkerPool:
             await self.stop()
 
     async def _sync_workers(self) -> None:
-        wanted = {p["id"]: p for p in self.ctx.node.machine.read(queries.worker_printers)}
+        wanted = self.ctx.view().printers  # read again only when the farm changed
         for printer_id in list(self.workers):
             printer = wanted.get(printer_id)
             if printer is None or _signature(printer) != self.workers[printer_id][2]:
@@ -105,6 +104,7 @@ class WorkerPool:
             "lag_p50_ms": None if p50 is None else round(p50 * 1000, 2),
             "lag_p99_ms": None if p99 is None else round(p99 * 1000, 2),
             "telemetry_commands": self.telemetry.commands,
+            "view_reads": self.ctx.view_reads,
             "claims": self.claims,
         }
 
