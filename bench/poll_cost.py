@@ -89,13 +89,15 @@ async def _aiohttp(urls: list[str], rounds: int) -> float:
 
 
 async def _mes_client(urls: list[str], rounds: int) -> float:
-    """mes's own OctoPrintClient.status() as the workers call it (a printing printer, so
-    both requests), over the pool's shared HTTP clients, PrinterStatus built."""
-    from mes.printers.http import ClientGroups
+    """mes's own OctoPrintClient.status() as the workers call it (a job expected, so both
+    requests), over the pool's shared session (PRINTER_NETWORKS guard on), PrinterStatus
+    built."""
+    from mes.printers.http import SharedSession
+    from mes.printers.networks import parse_networks
     from mes.printers.octoprint import OctoPrintClient
 
-    groups = ClientGroups()
-    clients = [OctoPrintClient(url, "mockkey", client=groups.next()) for url in urls]
+    shared = SharedSession(parse_networks("127.0.0.0/8"))
+    clients = [OctoPrintClient(url, "mockkey", session=shared.get()) for url in urls]
 
     async def poll(i: int) -> Any:
         return await clients[i].status(expect_job=True)
@@ -105,7 +107,7 @@ async def _mes_client(urls: list[str], rounds: int) -> float:
     finally:
         for client in clients:
             await client.aclose()
-        await groups.aclose()
+        await shared.aclose()
 
 
 async def _measure(poll: Callable[[int], Awaitable[Any]], count: int, rounds: int) -> float:
@@ -121,7 +123,7 @@ OPTIONS: dict[str, Callable[[list[str], int], Awaitable[float]]] = {
     "httpx, groups of 5 clients (old mes)": _httpx_groups,
     "httpx over httpx-aiohttp, one client": _httpx_aiohttp,
     "aiohttp, one ClientSession": _aiohttp,
-    "mes OctoPrintClient.status()": _mes_client,
+    "mes OctoPrintClient.status() (now)": _mes_client,
 }
 
 
