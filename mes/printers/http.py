@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from mes.printers.base import (
     PrinterBusy,
@@ -33,6 +34,8 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=CONNECT_SECONDS,
 # An upload may take this long plus a second per UPLOAD_RATE bytes, no longer.
 UPLOAD_BASE_SECONDS = 30.0
 UPLOAD_RATE = 50_000
+# Parsed URLs each printer keeps (its poll's few paths; file paths come and go).
+MAX_URLS = 16
 
 
 def printer_session(networks: Networks = (),
@@ -91,6 +94,7 @@ class HttpPrinter:
         self._session = session
         self._networks = networks
         self._timeout = timeout
+        self._urls: dict[str, URL] = {}  # parsed once: a poll asks the same paths each tick
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -110,9 +114,14 @@ class HttpPrinter:
             data = json.dumps(json_body, separators=(",", ":"))
             sent_headers = {**sent_headers, "Content-Type": "application/json"}
         options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= MAX_URLS:
+                self._urls.clear()
+            url = self._urls[path] = URL(self._base + path)
         try:
             async with self._client().request(
-                    method, self._base + path, headers=sent_headers, data=data,
+                    method, url, headers=sent_headers, data=data,
                     allow_redirects=False, middlewares=self._middlewares,
                     **options) as response:
                 status = response.status
