@@ -86,8 +86,8 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         register(api, [job] * (count // 10), "/print_jobs")
         wait_for(lambda: api.get("/workers").json().get("printers") == count, 60,
                  "a worker per printer")
-        # warm-up, not synchronisation: every worker reaches steady ticks, and the lags the
-        # node keeps (its workers' last LAG_HISTORY ticks) are then all inside the window
+        # warm-up, not synchronisation: every worker reaches steady ticks; the lags the node
+        # reports are those of the last 30 s (LAG_WINDOW), the window's when it is 30 s
         time.sleep(10)
         pid = node.process.pid  # type: ignore[union-attr]
         first, cpu0, index0 = api.get("/workers").json(), cpu_seconds(pid), \

@@ -1,5 +1,6 @@
 """The workers' shared farm view: read again after a command changed the farm, not after
-telemetry (which changes neither printers nor jobs), and never more than twice an interval."""
+telemetry (which changes neither printers nor jobs), never more than twice an interval; and
+workers that tick at their own points of the interval."""
 
 from __future__ import annotations
 
@@ -40,3 +41,13 @@ async def test_view_is_read_again_only_when_the_farm_changed(node: FarmNode) -> 
 
     _age(ctx, VIEW_MAX_AGE)  # nothing changed, but read long ago: read again all the same
     assert ctx.view() is not second
+
+
+def test_workers_tick_at_points_spread_over_the_interval() -> None:
+    from mes.workers.printer_worker import phase
+
+    phases = [phase(f"p{i}") for i in range(1000)]
+    assert all(0.0 <= p < 1.0 for p in phases)
+    assert phase("p1") == phase("p1")  # fixed per printer
+    tenths = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
+    assert min(tenths) > 60 and max(tenths) < 140, tenths  # no burst of all at once
