@@ -91,7 +91,7 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         time.sleep(10)
         pid = node.process.pid  # type: ignore[union-attr]
         first, cpu0, index0 = api.get("/workers").json(), cpu_seconds(pid), \
-            node.cluster()["applied_index"]
+            api.get("/cluster").json()["applied_index"]
         emulator_cpu0 = cpu_seconds(emulator.pid)
         started = time.monotonic()
         spy = None if profile is None else subprocess.Popen(
@@ -104,7 +104,7 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         if spy is not None:
             spy.wait(60)
         last, cpu1, index1 = api.get("/workers").json(), cpu_seconds(pid), \
-            node.cluster()["applied_index"]
+            api.get("/cluster").json()["applied_index"]
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu0
         polls = last["ticks"] - first["ticks"]
         done = sum(1 for j in api.get("/print_jobs").json() if j["status"] == "Done")
