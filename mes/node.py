@@ -94,6 +94,12 @@ class FarmNode:
         """This node's Raft address."""
         return self.settings.raft_self
 
+    @property
+    def farm_version(self) -> int:
+        """Changes whenever a command other than telemetry is applied here (workers re-read
+        their view of the farm then)."""
+        return self.machine.farm_version
+
     def read_now(self, query: Callable[[Connection], T]) -> T:
         """Read the applied state on the calling thread (short reads)."""
         return self.machine.read(query)

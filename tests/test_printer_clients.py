@@ -1,9 +1,12 @@
-"""Printer clients at the HTTP boundary (httpx.MockTransport): requests sent, answers read."""
+"""Printer clients at the HTTP boundary (a stand-in server on loopback): requests sent,
+answers read, and every way a connection fails mapped to the right PrinterError."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -18,27 +21,44 @@ from mes.printers.base import (
 from mes.printers.mock import MockPrinter
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
+from tests.printer_stand_in import (
+    CLOSE,
+    GARBAGE,
+    HANG,
+    RESET,
+    Routes,
+    StandIn,
+    quick_session,
+    refused_url,
+    stand_in,
+    unreachable,
+)
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Recorder = StandIn
+# What the running test started: stand-ins and clients, all stopped when it ends.
+_started: list[contextlib.AsyncExitStack] = []
 
 
-class Recorder:
-    """A MockTransport that records requests and answers from a route table."""
+@pytest.fixture(autouse=True)
+async def _stop_what_the_test_started() -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        _started.append(stack)
+        try:
+            yield
+        finally:
+            _started.pop()
 
-    def __init__(self, routes: dict[tuple[str, str], httpx.Response | Handler]) -> None:
-        self.routes = routes
-        self.requests: list[httpx.Request] = []
-        self.transport = httpx.MockTransport(self.handle)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.routes.get((request.method, request.url.path))
-        if answer is None:
-            return httpx.Response(404, json={"error": "no route"})
-        return answer(request) if callable(answer) else answer
+async def _serve(routes: Routes) -> StandIn:
+    return await _started[-1].enter_async_context(stand_in(routes))
 
-    def sent(self, method: str, path: str) -> httpx.Request:
-        return next(r for r in self.requests if r.method == method and r.url.path == path)
+
+Client = TypeVar("Client", OctoPrintClient, PrusaLinkClient)
+
+
+def _closing(client: Client) -> Client:
+    _started[-1].push_async_callback(client.aclose)
+    return client
 
 
 OCTO_PRINTING = {
@@ -52,14 +72,13 @@ OCTO_JOB = {"job": {"file": {"name": "benchy.gcode"}},
             "state": "Printing"}
 
 
-def octo(routes: dict[tuple[str, str], httpx.Response | Handler]) -> tuple[OctoPrintClient,
-                                                                           Recorder]:
-    recorder = Recorder(routes)
-    return OctoPrintClient("http://octo.test", "KEY", transport=recorder.transport), recorder
+async def octo(routes: Routes) -> tuple[OctoPrintClient, Recorder]:
+    recorder = await _serve(routes)
+    return _closing(OctoPrintClient(recorder.url, "KEY")), recorder
 
 
 async def test_octoprint_status_reads_printer_and_job() -> None:
-    client, rec = octo({("GET", "/api/printer"): httpx.Response(200, json=OCTO_PRINTING),
+    client, rec = await octo({("GET", "/api/printer"): httpx.Response(200, json=OCTO_PRINTING),
                         ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
     status = await client.status()
     assert status.state == "printing"
@@ -84,7 +103,7 @@ async def test_octoprint_state_mapping(flags: dict[str, bool], completion: float
                                        expected: str) -> None:
     printer = {"state": {"text": "Some text", "flags": flags}, "temperature": {}}
     job = {"job": {"file": {"name": None}}, "progress": {"completion": completion}}
-    client, _ = octo({("GET", "/api/printer"): httpx.Response(200, json=printer),
+    client, _ = await octo({("GET", "/api/printer"): httpx.Response(200, json=printer),
                       ("GET", "/api/job"): httpx.Response(200, json=job)})
     status = await client.status()
     assert status.state == expected
@@ -93,7 +112,7 @@ async def test_octoprint_state_mapping(flags: dict[str, bool], completion: float
 
 
 async def test_octoprint_disconnected_is_offline_and_connects() -> None:
-    client, rec = octo({
+    client, rec = await octo({
         ("GET", "/api/printer"): httpx.Response(409, text="Printer is not operational"),
         ("POST", "/api/connection"): httpx.Response(204)})
     status = await client.status()
@@ -102,7 +121,7 @@ async def test_octoprint_disconnected_is_offline_and_connects() -> None:
 
 
 async def test_octoprint_upload_does_not_print_and_start_is_one_short_command() -> None:
-    client, rec = octo({("POST", "/api/files/local"): httpx.Response(
+    client, rec = await octo({("POST", "/api/files/local"): httpx.Response(
         201, json={"done": True, "effectivePrint": False, "effectiveSelect": False}),
         ("POST", "/api/files/local/job 1.gcode"): httpx.Response(204)})
     await client.upload("job 1.gcode", b"G28\nG1 X10\n")
@@ -115,45 +134,60 @@ async def test_octoprint_upload_does_not_print_and_start_is_one_short_command() 
     assert sent.url.raw_path == b"/api/files/local/job%201.gcode"
     assert json.loads(sent.content) == {"command": "select", "print": True}
 
-    busy, _ = octo({("POST", "/api/files/local/a.gcode"): httpx.Response(
+    busy, _ = await octo({("POST", "/api/files/local/a.gcode"): httpx.Response(
         409, json={"error": "Printer is already printing"})})
     with pytest.raises(PrinterBusy):
         await busy.start("a.gcode")
-    missing, _ = octo({})
+    missing, _ = await octo({})
     with pytest.raises(PrinterRefused):
         await missing.start("a.gcode")
 
 
-def _raising(exc: Exception) -> Handler:
-    def handle(request: httpx.Request) -> httpx.Response:
-        raise exc
+def _clients(url: str, **timeouts: float) -> list[OctoPrintClient | PrusaLinkClient]:
+    """An OctoPrint and a PrusaLink client of `url`, with short timeouts."""
+    session = quick_session(**timeouts)
+    _started[-1].push_async_callback(session.close)
+    return [OctoPrintClient(url, "KEY", session=session),
+            PrusaLinkClient(url, api_key="KEY", session=session)]
 
-    return handle
+
+START_PATHS = ("/api/files/local/a.gcode", "/api/v1/files/local/a.gcode")
 
 
 @pytest.mark.parametrize(
-    ("exc", "expected"),
-    [(httpx.ConnectError("refused"), PrinterNotSent),
-     (httpx.ConnectTimeout("connect"), PrinterNotSent),
-     (httpx.ReadTimeout("read"), PrinterNoAnswer),
-     (httpx.WriteTimeout("write"), PrinterNoAnswer),
-     (httpx.RemoteProtocolError("Server disconnected without sending a response."),
-      PrinterNoAnswer),
-     (httpx.ReadError("reset"), PrinterNoAnswer)],
+    ("misbehaviour", "expected", "words"),
+    [(HANG, PrinterNoAnswer, "timed out waiting for the answer"),
+     (CLOSE, PrinterNoAnswer, "the connection broke (ServerDisconnectedError)"),
+     (RESET, PrinterNoAnswer, "the connection broke"),
+     (GARBAGE, PrinterNoAnswer, "unexpected answer from the printer (not valid HTTP)")],
 )
-async def test_only_a_connection_never_made_counts_as_not_sent(
-        exc: Exception, expected: type[Exception]) -> None:
-    for client, path in ((octo({("POST", "/api/files/local/a.gcode"): _raising(exc)})[0],
-                          "octo"),
-                         (prusa({("POST", "/api/v1/files/local/a.gcode"): _raising(exc)})[0],
-                          "prusa")):
+async def test_a_start_that_may_have_arrived_is_no_answer(
+        misbehaviour: str, expected: type[Exception], words: str) -> None:
+    server = await _serve({("POST", path): misbehaviour for path in START_PATHS})
+    for client in _clients(server.url, sock_read=0.3):
         with pytest.raises(PrinterError) as raised:
             await client.start("a.gcode")
-        assert type(raised.value) is expected, path
+        assert type(raised.value) is expected, (type(client), raised.value)
+        assert words in str(raised.value)
+        assert "SECRET" not in str(raised.value)
+    assert [r.url.path for r in server.requests] == list(START_PATHS)  # each sent once
+
+
+async def test_only_a_connection_never_made_counts_as_not_sent() -> None:
+    for client in _clients(refused_url()):
+        with pytest.raises(PrinterNotSent, match="connection refused"):
+            await client.start("a.gcode")
+    async with unreachable() as url:
+        for client in _clients(url, connect=0.3, sock_connect=0.3):
+            with pytest.raises(PrinterNotSent, match="could not connect in time"):
+                await client.start("a.gcode")
+    for client in _clients("http://printer.invalid"):
+        with pytest.raises(PrinterNotSent, match="host name does not resolve"):
+            await client.start("a.gcode")
 
 
 async def test_a_5xx_answer_to_a_start_is_not_a_refusal() -> None:
-    client, _ = octo({("POST", "/api/files/local/a.gcode"): httpx.Response(500)})
+    client, _ = await octo({("POST", "/api/files/local/a.gcode"): httpx.Response(500)})
     with pytest.raises(PrinterError) as raised:
         await client.start("a.gcode")
     assert not isinstance(raised.value, PrinterRefused | PrinterNotSent)
@@ -168,22 +202,22 @@ async def test_a_5xx_answer_to_a_start_is_not_a_refusal() -> None:
     ],
 )
 async def test_octoprint_job_commands(call: str, body: dict[str, str]) -> None:
-    client, rec = octo({("POST", "/api/job"): httpx.Response(204)})
+    client, rec = await octo({("POST", "/api/job"): httpx.Response(204)})
     await getattr(client, call)()
     assert json.loads(rec.sent("POST", "/api/job").content) == body
 
-    refused, _ = octo({("POST", "/api/job"): httpx.Response(409, text="nothing to cancel")})
+    refused, _ = await octo({("POST", "/api/job"): httpx.Response(409, text="nothing to cancel")})
     with pytest.raises(PrinterBusy):
         await getattr(refused, call)()
 
 
 async def test_octoprint_delete_file() -> None:
-    client, rec = octo({("DELETE", "/api/files/local/a.gcode"): httpx.Response(204)})
+    client, rec = await octo({("DELETE", "/api/files/local/a.gcode"): httpx.Response(204)})
     await client.delete_file("a.gcode")
     assert rec.requests[0].method == "DELETE"
-    missing, _ = octo({("DELETE", "/api/files/local/a.gcode"): httpx.Response(404)})
+    missing, _ = await octo({("DELETE", "/api/files/local/a.gcode"): httpx.Response(404)})
     await missing.delete_file("a.gcode")
-    printing, _ = octo({("DELETE", "/api/files/local/a.gcode"): httpx.Response(409)})
+    printing, _ = await octo({("DELETE", "/api/files/local/a.gcode"): httpx.Response(409)})
     with pytest.raises(PrinterBusy):
         await printing.delete_file("a.gcode")
 
@@ -194,27 +228,17 @@ async def test_octoprint_delete_file() -> None:
      httpx.Response(200, text="<html>not json</html>"), httpx.Response(200, json=[1, 2])],
 )
 async def test_octoprint_errors_and_garbage_raise_printer_error(answer: httpx.Response) -> None:
-    client, _ = octo({("GET", "/api/printer"): answer,
+    client, _ = await octo({("GET", "/api/printer"): answer,
                       ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
     with pytest.raises(PrinterError):
         await client.status()
 
 
 async def test_timeouts_and_refused_connections_raise_printer_error() -> None:
-    def timeout(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    for fail in (timeout, refused):
-        client, _ = octo({("GET", "/api/printer"): fail})
+    server = await _serve({("GET", "/api/printer"): HANG, ("GET", "/api/v1/status"): HANG})
+    for client in _clients(server.url, sock_read=0.3) + _clients(refused_url()):
         with pytest.raises(PrinterError):
             await client.status()
-        link = PrusaLinkClient("http://p.test", api_key="K",
-                               transport=httpx.MockTransport(fail))
-        with pytest.raises(PrinterError):
-            await link.status()
 
 
 PRUSA_STATUS = {"printer": {"state": "PRINTING", "temp_nozzle": 214.0, "target_nozzle": 215.0,
@@ -225,16 +249,14 @@ PRUSA_JOB = {"id": 7, "state": "PRINTING", "progress": 31.0, "time_remaining": 6
                                             "path": "/local"}}
 
 
-def prusa(routes: dict[tuple[str, str], httpx.Response | Handler],
-          **kwargs: str) -> tuple[PrusaLinkClient, Recorder]:
-    recorder = Recorder(routes)
+async def prusa(routes: Routes, **kwargs: str) -> tuple[PrusaLinkClient, Recorder]:
+    recorder = await _serve(routes)
     options = kwargs or {"api_key": "KEY"}
-    return PrusaLinkClient("http://prusa.test", transport=recorder.transport,
-                           **options), recorder  # type: ignore[arg-type]
+    return _closing(PrusaLinkClient(recorder.url, **options)), recorder  # type: ignore[arg-type]
 
 
 async def test_prusalink_status_and_job() -> None:
-    client, rec = prusa({("GET", "/api/v1/status"): httpx.Response(200, json=PRUSA_STATUS),
+    client, rec = await prusa({("GET", "/api/v1/status"): httpx.Response(200, json=PRUSA_STATUS),
                          ("GET", "/api/v1/job"): httpx.Response(200, json=PRUSA_JOB)})
     status = await client.status()
     assert status.state == "printing"
@@ -249,7 +271,7 @@ async def test_prusalink_status_and_job() -> None:
      ("STOPPED", "idle"), ("ERROR", "error"), ("ATTENTION", "paused"), ("BUSY", "idle")],
 )
 async def test_prusalink_state_names_and_204_without_job(state: str, expected: str) -> None:
-    client, _ = prusa({("GET", "/api/v1/status"): httpx.Response(
+    client, _ = await prusa({("GET", "/api/v1/status"): httpx.Response(
         200, json={"printer": {"state": state}}),
         ("GET", "/api/v1/job"): httpx.Response(204)})
     status = await client.status()
@@ -258,7 +280,7 @@ async def test_prusalink_state_names_and_204_without_job(state: str, expected: s
 
 
 async def test_prusalink_raw_upload_without_printing_then_start() -> None:
-    client, rec = prusa({("PUT", "/api/v1/files/local/job 1.gcode"): httpx.Response(201),
+    client, rec = await prusa({("PUT", "/api/v1/files/local/job 1.gcode"): httpx.Response(201),
                          ("POST", "/api/v1/files/local/job 1.gcode"): httpx.Response(204)})
     await client.upload("job 1.gcode", b"G28\n")
     sent = rec.requests[0]
@@ -271,7 +293,7 @@ async def test_prusalink_raw_upload_without_printing_then_start() -> None:
     start = rec.requests[1]
     assert (start.method, start.url.raw_path) == ("POST", b"/api/v1/files/local/job%201.gcode")
     assert start.content == b""
-    busy, _ = prusa({("POST", "/api/v1/files/local/a.gcode"): httpx.Response(
+    busy, _ = await prusa({("POST", "/api/v1/files/local/a.gcode"): httpx.Response(
         409, json={"code": "CONFLICT", "title": "Busy", "text": "printer is busy", "url": ""})})
     with pytest.raises(PrinterBusy, match=r"HTTP 409 from the printer \(busy\)"):
         await busy.start("a.gcode")
@@ -283,22 +305,22 @@ async def test_prusalink_raw_upload_without_printing_then_start() -> None:
      ("resume", "PUT", "/api/v1/job/7/resume")],
 )
 async def test_prusalink_job_commands_use_the_job_id(call: str, method: str, path: str) -> None:
-    client, rec = prusa({("GET", "/api/v1/job"): httpx.Response(200, json=PRUSA_JOB),
+    client, rec = await prusa({("GET", "/api/v1/job"): httpx.Response(200, json=PRUSA_JOB),
                          (method, path): httpx.Response(204)})
     await getattr(client, call)()
     assert rec.requests[-1].method == method and rec.requests[-1].url.path == path
     for refusal, error in ((404, PrinterError), (409, PrinterBusy)):
-        refused, _ = prusa({("GET", "/api/v1/job"): httpx.Response(200, json=PRUSA_JOB),
+        refused, _ = await prusa({("GET", "/api/v1/job"): httpx.Response(200, json=PRUSA_JOB),
                             (method, path): httpx.Response(refusal)})
         with pytest.raises(error):
             await getattr(refused, call)()
-    idle, _ = prusa({("GET", "/api/v1/job"): httpx.Response(204)})
+    idle, _ = await prusa({("GET", "/api/v1/job"): httpx.Response(204)})
     with pytest.raises(PrinterError, match="no current job"):
         await getattr(idle, call)()
 
 
 async def test_prusalink_auth_errors() -> None:
-    client, _ = prusa({("GET", "/api/v1/status"): httpx.Response(403, json={
+    client, _ = await prusa({("GET", "/api/v1/status"): httpx.Response(403, json={
         "code": "FORBIDDEN", "title": "Forbidden", "text": "bad key", "url": ""})})
     with pytest.raises(PrinterError, match="403"):
         await client.status()
@@ -314,7 +336,7 @@ async def test_prusalink_digest_auth_answers_the_challenge() -> None:
         assert 'username="maker"' in request.headers["authorization"]
         return httpx.Response(200, json={"printer": {"state": "IDLE"}})
 
-    client, rec = prusa({("GET", "/api/v1/status"): status,
+    client, rec = await prusa({("GET", "/api/v1/status"): status,
                          ("GET", "/api/v1/job"): httpx.Response(204)},
                         user="maker", password="secret")
     assert (await client.status()).state == "idle"
@@ -322,10 +344,10 @@ async def test_prusalink_digest_auth_answers_the_challenge() -> None:
 
 
 async def test_prusalink_delete_file() -> None:
-    client, rec = prusa({("DELETE", "/api/v1/files/local/a.gcode"): httpx.Response(204)})
+    client, rec = await prusa({("DELETE", "/api/v1/files/local/a.gcode"): httpx.Response(204)})
     await client.delete_file("a.gcode")
     assert rec.requests[0].url.path == "/api/v1/files/local/a.gcode"
-    printing, _ = prusa({("DELETE", "/api/v1/files/local/a.gcode"): httpx.Response(409)})
+    printing, _ = await prusa({("DELETE", "/api/v1/files/local/a.gcode"): httpx.Response(409)})
     with pytest.raises(PrinterBusy):
         await printing.delete_file("a.gcode")
 
@@ -364,12 +386,28 @@ async def test_mock_printer_heats_prints_finishes_and_refuses_a_second_start() -
 async def test_octoprint_idle_poll_without_expected_job_skips_the_job_request() -> None:
     idle = {"state": {"text": "Operational", "flags": {"operational": True, "ready": True}},
             "temperature": {"tool0": {"actual": 25.0, "target": 0.0}}}
-    client, rec = octo({("GET", "/api/printer"): httpx.Response(200, json=idle),
+    client, rec = await octo({("GET", "/api/printer"): httpx.Response(200, json=idle),
                         ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
     status = await client.status(expect_job=False)
     assert status.state == "idle" and status.nozzle_actual == 25.0
     assert [r.url.path for r in rec.requests] == ["/api/printer"]
-    printing, rec2 = octo({("GET", "/api/printer"): httpx.Response(200, json=OCTO_PRINTING),
+    printing, rec2 = await octo({("GET", "/api/printer"): httpx.Response(200, json=OCTO_PRINTING),
                            ("GET", "/api/job"): httpx.Response(200, json=OCTO_JOB)})
     assert (await printing.status(expect_job=False)).file_name == "benchy.gcode"
     assert [r.url.path for r in rec2.requests] == ["/api/printer", "/api/job"]
+
+
+async def test_prusalink_reads_a_jobs_file_once_while_it_prints() -> None:
+    jobs = [PRUSA_JOB, {**PRUSA_JOB, "id": 8, "file": {"name": "CUBE2~1.GCO",
+                                                         "display_name": "cube2.gcode"}}]
+    status = {**PRUSA_STATUS}
+    client, rec = await prusa({("GET", "/api/v1/status"): lambda r: httpx.Response(
+        200, json=status), ("GET", "/api/v1/job"): lambda r: httpx.Response(200, json=jobs[0])})
+    for _ in range(3):
+        assert (await client.status()).file_name == "cube.gcode"
+    assert [r.url.path for r in rec.requests].count("/api/v1/job") == 1
+    status["job"] = {**PRUSA_STATUS["job"], "id": 8, "progress": 2.0}  # a new job
+    jobs[0] = jobs[1]
+    second = await client.status()
+    assert (second.file_name, second.progress) == ("cube2.gcode", 2.0)
+    assert [r.url.path for r in rec.requests].count("/api/v1/job") == 2

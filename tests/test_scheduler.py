@@ -73,6 +73,10 @@ class CountingMachine:
         self.rows.append(len(value) if isinstance(value, list | dict) else 1)
         return value
 
+    @property
+    def farm_version(self) -> int:
+        return self.machine.farm_version
+
 
 
 
@@ -85,6 +89,7 @@ class FakeContext:
         self.seen = {p: Seen(PrinterStatus(state="idle"), 0.0) for p in idle}
         self.claimed: set[str] = set()
         self.claims: list[tuple[str, str]] = []
+        self.startable: Any = None
 
     def view(self) -> FarmView:
         read = self.farm.machine.read
@@ -114,6 +119,26 @@ async def test_a_tick_reads_only_what_ready_printers_can_start(farm: Farm) -> No
     assert ctx.claims == [("c1", "ready")]
     # one ready printer: at most one row for it and one for its spool
     assert sum(ctx.node.rows) <= 2
+
+
+async def test_an_unchanged_farm_is_not_read_again(farm: Farm) -> None:
+    farm.spool("s")
+    for n in range(3):
+        farm.printer(f"p{n}", "s")
+    farm.spool("other")
+    farm.job("j0", None, "other")  # no ready printer can take it
+    ctx = FakeContext(farm, idle=["p0", "p1", "p2"])
+    assert await schedule(cast(WorkerContext, ctx)) == 0
+    reads = len(ctx.node.machine.rows)
+    assert reads >= 1
+    assert await schedule(cast(WorkerContext, ctx)) == 0
+    assert len(ctx.node.machine.rows) == reads  # same printers, same farm: nothing read
+    del ctx.seen["p2"]  # fewer ready printers: read again
+    assert await schedule(cast(WorkerContext, ctx)) == 0
+    assert len(ctx.node.machine.rows) > reads
+    farm.job("j1", None, "s")  # a command changed the farm: read again, and claim it
+    assert await schedule(cast(WorkerContext, ctx)) == 1
+    assert ctx.claims == [("j1", "p0")]
 
 
 async def test_at_most_max_claims_per_tick(farm: Farm) -> None:

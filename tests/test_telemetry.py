@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mes.printers.base import PrinterStatus
@@ -59,15 +60,36 @@ async def test_one_batched_command_per_flush_and_nothing_when_unchanged() -> Non
 
 async def test_an_unchanged_status_is_committed_again_after_the_refresh_period() -> None:
     from mes.workers.context import Seen
-    from mes.workers.telemetry import REFRESH_SECONDS
+    from mes.workers.telemetry import REFRESH_SECONDS, refresh_after
 
     ctx = FakeContext()
     flusher = TelemetryFlusher()
     idle = PrinterStatus(state="idle", nozzle_actual=22.0)
     ctx.seen["p"] = Seen(idle, 1000.0)
     assert await flusher.flush(ctx) == 1  # type: ignore[arg-type]
-    ctx.seen["p"] = Seen(idle, 1000.0 + REFRESH_SECONDS - 1)
+    after = float(math.ceil(refresh_after("p")))  # whole seconds: no rounding at the edge
+    assert REFRESH_SECONDS / 2 <= after <= REFRESH_SECONDS
+    ctx.seen["p"] = Seen(idle, 1000.0 + after - 1)
     assert await flusher.flush(ctx) == 0  # type: ignore[arg-type]
-    ctx.seen["p"] = Seen(idle, 1000.0 + REFRESH_SECONDS)
+    ctx.seen["p"] = Seen(idle, 1000.0 + after)
     assert await flusher.flush(ctx) == 1  # type: ignore[arg-type]
-    assert ctx.sent[-1][1]["statuses"][0]["observed_at"] == 1000.0 + REFRESH_SECONDS
+    assert ctx.sent[-1][1]["statuses"][0]["observed_at"] == 1000.0 + after
+
+
+async def test_printers_seen_together_are_refreshed_spread_over_time() -> None:
+    from mes.workers.context import Seen
+    from mes.workers.telemetry import REFRESH_SECONDS
+
+    ctx = FakeContext()
+    flusher = TelemetryFlusher()
+    idle = PrinterStatus(state="idle", nozzle_actual=22.0)
+    for i in range(1000):
+        ctx.seen[f"p{i}"] = Seen(idle, 1000.0)
+    assert await flusher.flush(ctx) == 1000  # type: ignore[arg-type]
+    per_second = []
+    for second in range(1, int(REFRESH_SECONDS) + 1):
+        for i in range(1000):
+            ctx.seen[f"p{i}"] = Seen(idle, 1000.0 + second)
+        per_second.append(await flusher.flush(ctx))  # type: ignore[arg-type]
+    assert sum(per_second) == 1000  # each refreshed once within REFRESH_SECONDS
+    assert max(per_second) < 150  # spread over the second half of the period

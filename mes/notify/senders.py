@@ -13,10 +13,10 @@ from email.utils import formataddr
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
+import aiohttp
 
 from mes.notify.signing import headers
-from mes.printers.networks import AddressRefused, Networks, printer_transport
+from mes.printers.networks import AddressRefused, Networks, guarded_connector
 
 USER_AGENT = "mes-webhooks/0.1"
 MAX_ERROR = 300
@@ -50,29 +50,40 @@ class WebhookSender:
     """POSTs signed JSON; only to addresses inside WEBHOOK_NETWORKS when that is set."""
 
     def __init__(self, networks: Networks, timeout: float) -> None:
-        self._client = httpx.AsyncClient(transport=printer_transport(networks),
-                                         timeout=timeout, follow_redirects=False,
-                                         headers={"user-agent": USER_AGENT})
+        self._networks = networks
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=guarded_connector(self._networks), timeout=self._timeout,
+                trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": USER_AGENT})
+        return self._session
 
     async def send(self, delivery: dict[str, Any]) -> Attempt:
         """One attempt: 2xx is done; anything else (or no answer) is an error to retry."""
         body = delivery["payload"].encode()
         now = int(time.time())
+        signed = headers(delivery["secret"], delivery["id"], now, body)  # JSON content type
         try:
-            response = await self._client.post(delivery["target"], content=body, headers=headers(
-                delivery["secret"], delivery["id"], now, body))
+            async with self._client().post(delivery["target"], data=body, headers=signed,
+                                           allow_redirects=False) as response:
+                code = response.status
         except AddressRefused as exc:
             return Attempt("error", time.time(), None, f"refused: {exc}")
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return Attempt("error", time.time(), None, f"{type(exc).__name__}: {_short(exc)}")
-        code = response.status_code
         if 200 <= code < 300:
             return Attempt("ok", time.time(), code)
         return Attempt("error", time.time(), code, f"the receiver answered HTTP {code}")
 
     async def aclose(self) -> None:
         """Close the connections."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class MailSender:

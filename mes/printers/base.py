@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
 PrinterState = Literal["offline", "idle", "printing", "paused", "finished", "error"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrinterStatus:
     """What a printer says now, the same for OctoPrint, PrusaLink and mock printers.
 
@@ -27,8 +27,12 @@ class PrinterStatus:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data, as it goes into a telemetry command."""
-        return asdict(self)
+        """Plain data, as it goes into a telemetry command (every field is a plain value, so
+        no deep copy as dataclasses.asdict makes)."""
+        return {name: getattr(self, name) for name in STATUS_FIELDS}
+
+
+STATUS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PrinterStatus))
 
 
 class PrinterError(Exception):

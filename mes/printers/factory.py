@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import aiohttp
 
 from mes.config import Settings
 from mes.printers.base import PrinterClient
@@ -21,10 +21,10 @@ def is_mock(printer: dict[str, Any]) -> bool:
 
 
 def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
-               http: Callable[[], httpx.AsyncClient] | None = None) -> PrinterClient:
+               http: Callable[[], aiohttp.ClientSession] | None = None) -> PrinterClient:
     """A new client for `printer` (a row with url and api); raises ValueError if none fits.
 
-    Networked printers take their HTTP client from `http` (shared by groups) when given;
+    Networked printers take their HTTP session from `http` (shared by all) when given;
     either way they connect only inside PRINTER_NETWORKS.
     """
     if is_mock(printer):
@@ -39,9 +39,9 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
         raise ValueError(f"printer {printer['id']!r}: its url {problem}")
     networks = settings.printer_network_list
     if printer.get("api") == "OctoPrint":
-        return OctoPrintClient(url, api_key or "", client=http() if http else None,
+        return OctoPrintClient(url, api_key or "", session=http() if http else None,
                                networks=networks)
     if printer.get("api") == "PrusaLink":
-        return PrusaLinkClient(url, api_key=api_key, client=http() if http else None,
+        return PrusaLinkClient(url, api_key=api_key, session=http() if http else None,
                                networks=networks)
     raise ValueError(f"printer {printer['id']!r} has no api (OctoPrint, PrusaLink or Mock)")

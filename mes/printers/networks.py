@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.helpers import is_ip_address
+from aiohttp.tracing import Trace
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Networks = tuple[Network, ...]
 # How long one name lookup may take, at the REST edge and before a connection.
 RESOLVE_TIMEOUT = 5.0
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+# Connections open to one printer at most, and how long an idle one is kept (a printer is
+# polled every PRINTER_WORKER_INTERVAL, so one connection stays in use).
+PER_PRINTER = 4
+KEEPALIVE_SECONDS = 30.0
 
 
 class AddressRefused(Exception):
@@ -84,47 +89,50 @@ async def checked_addresses(host: str, port: int, networks: Networks) -> list[st
     return addresses
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves each host itself and connects only to addresses inside the networks, so a
-    name that resolves elsewhere after it was accepted still reaches nothing."""
+class GuardedResolver(AbstractResolver):
+    """Resolves names with `resolve` and answers only addresses inside the networks."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend, networks: Networks) -> None:
-        self._inner = inner
+    def __init__(self, networks: Networks) -> None:
         self._networks = networks
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None
-                          ) -> httpcore.AsyncNetworkStream:
-        """Connect to the first checked address that answers."""
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        """Every address of `host`, all checked; AddressRefused if one is outside."""
         addresses = await checked_addresses(host, port, self._networks)
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address,
-                                                     socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
+        return [{"hostname": host, "host": address, "port": port,
+                 "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST} for address in addresses]
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None
-                                  ) -> httpcore.AsyncNetworkStream:
-        """Printers are never on a Unix socket."""
-        raise AddressRefused("unix sockets are not printer addresses")
-
-    async def sleep(self, seconds: float) -> None:
-        """As the inner backend sleeps."""
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
-def printer_transport(networks: Networks, limits: httpx.Limits | None = None
-                      ) -> httpx.AsyncHTTPTransport:
-    """An httpx transport for printers; with networks given, it connects only to addresses
-    inside them. (A client given a transport uses no proxy from the environment either.)"""
-    transport = httpx.AsyncHTTPTransport(limits=limits or DEFAULT_LIMITS)
+class GuardedConnector(aiohttp.TCPConnector):
+    """Connects only to addresses inside the networks: a name is resolved again for every
+    new connection (no DNS cache), so one that resolves elsewhere later reaches nothing; an
+    address written in the URL (which aiohttp never hands to a resolver) is checked here."""
+
+    def __init__(self, networks: Networks, **kwargs: Any) -> None:
+        super().__init__(resolver=GuardedResolver(networks), use_dns_cache=False, **kwargs)
+        self._networks = networks
+
+    async def _resolve_host(self, host: str, port: int,
+                            traces: Sequence[Trace] | None = None) -> list[ResolveResult]:
+        if is_ip_address(host) and not allowed(host.strip("[]"), self._networks):
+            raise NetworkRefused(host.strip("[]"))
+        results: list[ResolveResult] = await super()._resolve_host(host, port, traces)
+        for result in results:  # never reached otherwise: checked once more all the same
+            if not allowed(result["host"], self._networks):
+                raise NetworkRefused(result["host"])
+        return results
+
+
+def guarded_connector(networks: Networks) -> aiohttp.TCPConnector:
+    """An aiohttp connector for printers: no limit on connections in all (every printer keeps
+    one alive), at most PER_PRINTER to one printer; with networks given, it connects only to
+    addresses inside them."""
+    options: dict[str, Any] = {"limit": 0, "limit_per_host": PER_PRINTER,
+                               "keepalive_timeout": KEEPALIVE_SECONDS}
     if networks:
-        pool = transport._pool  # httpx builds the pool; its backend is the one hook it has
-        pool._network_backend = GuardedBackend(pool._network_backend, networks)
-    return transport
+        return GuardedConnector(networks, **options)
+    return aiohttp.TCPConnector(**options)

@@ -6,10 +6,10 @@ import contextlib
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
-from mes.printers.http import HttpPrinter, json_object, number, section
+from mes.printers.http import HttpPrinter, json_object, number, section, upload_timeout
 from mes.printers.networks import Networks
 
 # No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
@@ -19,16 +19,17 @@ CONNECT = {"command": "connect"}
 class OctoPrintClient:
     """Drives one OctoPrint instance with its API key."""
 
-    def __init__(self, url: str, api_key: str,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 client: httpx.AsyncClient | None = None, networks: Networks = ()) -> None:
-        self._http = HttpPrinter(url, {"X-Api-Key": api_key}, transport=transport,
-                                 client=client, networks=networks)
+    def __init__(self, url: str, api_key: str, session: aiohttp.ClientSession | None = None,
+                 networks: Networks = ()) -> None:
+        """With no `session` the client makes its own (inside the event loop, when first
+        used); one shared by many printers is cheaper."""
+        self._http = HttpPrinter(url, {"X-Api-Key": api_key}, session=session,
+                                 networks=networks)
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
         """GET /api/printer and /api/job; connects the printer when OctoPrint is disconnected."""
         response = await self._http.request("GET", "/api/printer", ok=(200, 409))
-        if response.status_code == 409:  # "Printer is not operational": not connected
+        if response.status == 409:  # "Printer is not operational": not connected
             await self._connect()
             return PrinterStatus(state="offline", error="printer not connected to OctoPrint")
         printer = json_object(response)
@@ -42,33 +43,35 @@ class OctoPrintClient:
 
     async def _connect(self) -> None:
         with contextlib.suppress(PrinterError):  # reported offline; the next tick tries again
-            await self._http.request("POST", "/api/connection", json=CONNECT)
+            await self._http.request("POST", "/api/connection", json_body=CONNECT)
 
     async def upload(self, name: str, data: bytes) -> None:
         """POST /api/files/local without select or print: only stores the file."""
-        await self._http.request(
-            "POST", "/api/files/local", ok=(200, 201),
-            files={"file": (name, data, "application/octet-stream")},
-            data={"select": "false", "print": "false"})
+        form = aiohttp.FormData(quote_fields=False)
+        form.add_field("file", data, filename=name, content_type="application/octet-stream")
+        form.add_field("select", "false")
+        form.add_field("print", "false")
+        await self._http.request("POST", "/api/files/local", ok=(200, 201), data=form,
+                                 timeout=upload_timeout(len(data)))
 
     async def start(self, name: str) -> None:
         """POST /api/files/local/NAME select and print: 204 started, 409 busy, 404 no file."""
         await self._http.request("POST", f"/api/files/local/{quote(name)}",
-                                 json={"command": "select", "print": True})
+                                 json_body={"command": "select", "print": True})
 
     async def pause(self) -> None:
         """POST /api/job pause."""
         await self._http.request("POST", "/api/job",
-                                 json={"command": "pause", "action": "pause"})
+                                 json_body={"command": "pause", "action": "pause"})
 
     async def resume(self) -> None:
         """POST /api/job resume."""
         await self._http.request("POST", "/api/job",
-                                 json={"command": "pause", "action": "resume"})
+                                 json_body={"command": "pause", "action": "resume"})
 
     async def cancel(self) -> None:
         """POST /api/job cancel."""
-        await self._http.request("POST", "/api/job", json={"command": "cancel"})
+        await self._http.request("POST", "/api/job", json_body={"command": "cancel"})
 
     async def delete_file(self, name: str) -> None:
         """DELETE /api/files/local/NAME; a missing file is fine, one still printing is busy."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
-from mes.printers.http import HttpPrinter, number, section
+from mes.printers.http import HttpPrinter, number, section, upload_timeout
 from mes.printers.networks import Networks
 
 STATES: dict[str, PrinterState] = {
@@ -24,23 +25,36 @@ class PrusaLinkClient:
 
     def __init__(self, url: str, api_key: str | None = None, user: str | None = None,
                  password: str | None = None, storage: str = "local",
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 client: httpx.AsyncClient | None = None, networks: Networks = ()) -> None:
+                 session: aiohttp.ClientSession | None = None, networks: Networks = ()) -> None:
+        """With an API key it is sent as X-Api-Key; else user and password answer Digest
+        challenges. With no `session` the client makes its own when first used."""
         headers = {"X-Api-Key": api_key} if api_key else {}
-        auth = httpx.DigestAuth(user, password) if user and password and not api_key else None
-        self._http = HttpPrinter(url, headers, auth=auth, transport=transport, client=client,
+        digest = (user, password) if user and password and not api_key else None
+        self._http = HttpPrinter(url, headers, digest=digest, session=session,
                                  networks=networks)
         self._storage = storage
+        # The current job as GET /api/v1/job last showed it, by id: status names the job's
+        # id, so while the same job prints its file name is known without asking again.
+        self._known_job: tuple[int, dict[str, Any]] | None = None
 
     async def status(self, expect_job: bool = True) -> PrinterStatus:
-        """GET /api/v1/status, and /api/v1/job for the file name when a job exists."""
+        """GET /api/v1/status, and /api/v1/job for the file name of a job not seen before."""
         data = await self._http.json("GET", "/api/v1/status")
         printer = data.get("printer")
         if not isinstance(printer, dict) or not isinstance(printer.get("state"), str):
             raise PrinterError("unexpected answer from the printer (no printer.state)")
         raw_state = printer["state"].upper()
         state = STATES.get(raw_state, "error")
-        job = None if not expect_job and raw_state in ("IDLE", "READY") else await self._job()
+        job_id = section(data, "job").get("id")
+        if not expect_job and raw_state in ("IDLE", "READY"):
+            job = None
+        elif isinstance(job_id, int) and self._known_job is not None \
+                and self._known_job[0] == job_id:
+            job = self._known_job[1]  # a job's file never changes: no need to ask again
+        else:
+            job = await self._job()
+            known = job.get("id") if job is not None else None
+            self._known_job = (known, job) if isinstance(known, int) and job else None
         file_name = None
         if job is not None:
             file = section(job, "file")
@@ -67,10 +81,10 @@ class PrusaLinkClient:
 
     async def _job(self) -> dict[str, Any] | None:
         response = await self._http.request("GET", "/api/v1/job", ok=(200, 204))
-        if response.status_code == 204 or not response.content:
+        if response.status == 204 or not response.body:
             return None
         try:
-            data = response.json()
+            data = json.loads(response.body)
         except ValueError as exc:
             raise PrinterError("unexpected answer from the printer (job is not JSON)") from exc
         return data if isinstance(data, dict) else None
@@ -87,8 +101,9 @@ class PrusaLinkClient:
     async def upload(self, name: str, data: bytes) -> None:
         """PUT the raw file without Print-After-Upload: only stores it."""
         await self._http.request(
-            "PUT", self._file_path(name), ok=(200, 201, 204), content=data,
-            headers={"Content-Type": "application/octet-stream", "Overwrite": "?1"})
+            "PUT", self._file_path(name), ok=(200, 201, 204), data=data,
+            headers={"Content-Type": "application/octet-stream", "Overwrite": "?1"},
+            timeout=upload_timeout(len(data)))
 
     async def start(self, name: str) -> None:
         """POST /api/v1/files/{storage}/NAME: start printing it; 409 when busy."""

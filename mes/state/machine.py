@@ -193,6 +193,9 @@ class StateMachine:
         self._listeners: list[Callable[[Mapping[str, Any], Outcome], None]] = []
         self._restore_listeners: list[Callable[[], None]] = []
         self.applied_count = 0
+        # Counts applied commands other than telemetry (which writes printer_status only):
+        # a reader that caches printers and jobs re-reads when it moved.
+        self.farm_version = 0
         self.reset()
 
     def reset(self) -> None:
@@ -225,6 +228,8 @@ class StateMachine:
             if index:
                 outcome = replace(outcome, index=index)
             self.applied_count += 1
+            if _op_of(command) != "printer.telemetry":
+                self.farm_version += 1
         for listener in self._listeners:
             try:
                 listener(command, outcome)

@@ -33,6 +33,10 @@ class Seen:
     at: float
 
 
+# The farm view is read again at least this often, even when no command changed the farm.
+VIEW_MAX_AGE = 5.0
+
+
 @dataclass
 class FarmView:
     """This node's printers (with their assignment epochs) and their active jobs, read once
@@ -41,6 +45,7 @@ class FarmView:
     printers: dict[str, dict[str, Any]]
     active_jobs: dict[str, dict[str, Any]]
     read_at: float
+    version: int = -1  # the state machine's farm_version before it was read
 
 
 def always() -> bool:
@@ -68,19 +73,29 @@ class WorkerContext:
     # The node's worker metrics (unexported ones when none are given).
     metrics: WorkerMetrics = field(default_factory=lambda: WorkerMetrics(None))
     _view: FarmView | None = None
+    # The scheduler's last read: (farm version, ready printers, bound) and the jobs found.
+    startable: tuple[tuple[int, frozenset[str], int], list[dict[str, Any]]] | None = None
+    view_reads: int = 0  # how often the farm view was read (GET /workers shows it)
 
     def view(self) -> FarmView:
-        """This node's printers as last read, re-read when older than half a worker
-        interval."""
-        max_age = self.node.settings.printer_worker_interval / 2
+        """This node's printers as last read, read again once a command other than telemetry
+        applied (or VIEW_MAX_AGE passed), at most every half worker interval: 1,000
+        printers' rows cost milliseconds to read, and telemetry alone changes neither."""
         now = time.monotonic()
-        if self._view is None or now - self._view.read_at > max_age:
-            me = self.node.self_address
-            printers = {p["id"]: p for p in self.node.read_now(
-                lambda c: queries.driven_printers(c, me))}
-            active = self.node.read_now(
-                lambda c: queries.active_jobs_by_printer(c, list(printers)))
-            self._view = FarmView(printers, active, now)
+        view = self._view
+        if view is not None:
+            age = now - view.read_at
+            if age < self.node.settings.printer_worker_interval / 2 or (
+                    age < VIEW_MAX_AGE and view.version == self.node.farm_version):
+                return view
+        self.view_reads += 1
+        version = self.node.farm_version  # before reading: a later change re-reads
+        me = self.node.self_address
+        printers = {p["id"]: p for p in self.node.read_now(
+            lambda c: queries.driven_printers(c, me))}
+        active = self.node.read_now(
+            lambda c: queries.active_jobs_by_printer(c, list(printers)))
+        self._view = FarmView(printers, active, now, version)
         return self._view
 
     def invalidate(self) -> None:

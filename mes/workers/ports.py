@@ -22,6 +22,10 @@ class FarmPort(Protocol):
     def self_address(self) -> str:
         """This node's Raft address: the name assignments and leases use for it."""
 
+    @property
+    def farm_version(self) -> int:
+        """A number that changes whenever a command other than telemetry is applied here."""
+
     def read_now(self, query: Callable[[Connection], T]) -> T:
         """Read the applied state here and now (a short read, on the calling thread)."""
 

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,10 @@ LEFTOVER_TRIES = 5
 CLAIM_TIMEOUT = 60.0
 OWN_FILE = re.compile(r"^mes-([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\.b?gcode$")
 MAX_BACKOFF = 30.0
-# How many recent tick lags each worker keeps for its statistics.
-LAG_HISTORY = 300
+# Tick lags each worker keeps for its statistics: (when, lag), at most LAG_HISTORY of
+# them, and the statistics count only those of the last LAG_WINDOW seconds.
+LAG_HISTORY = 60
+LAG_WINDOW = 30.0
 
 
 @dataclass
@@ -52,6 +55,11 @@ class StartWatch:
     seen: float  # when this worker first saw the job starting
     sent: float | None = None  # when its start request may have left
     checks: int = 0  # polls since then that did not show the print
+
+
+def phase(printer_id: str) -> float:
+    """Where in the worker interval this printer's ticks fall, in [0, 1), fixed per id."""
+    return (zlib.crc32(printer_id.encode()) % 10_000) / 10_000
 
 
 def printer_filename(job: dict[str, Any]) -> str:
@@ -79,16 +87,21 @@ class PrinterWorker:
         # Our files left on the printer by a cancelled print: deleted once it stops printing.
         self._leftovers: dict[str, int] = {}
         self.ticks = 0
-        self.lags: deque[float] = deque(maxlen=LAG_HISTORY)
+        self.lags: deque[tuple[float, float]] = deque(maxlen=LAG_HISTORY)
 
     async def run(self) -> None:
         """Tick until cancelled, retired or fenced."""
         interval = self.ctx.node.settings.printer_worker_interval
-        next_tick = time.monotonic()
         metrics = self.ctx.metrics
+        # Workers started together (a new leader starts them all at once) would otherwise
+        # tick together: 1,000 polls in one burst each interval, the last ones late by the
+        # whole burst. Each starts at its own fixed point of the interval instead.
+        next_tick = time.monotonic() + interval * phase(self.printer_id)
+        await asyncio.sleep(next_tick - time.monotonic())
         while not self.ctx.fenced and not self.retiring:
-            lag = max(0.0, time.monotonic() - next_tick)
-            self.lags.append(lag)
+            now = time.monotonic()
+            lag = max(0.0, now - next_tick)
+            self.lags.append((now, lag))
             metrics.tick_lag.observe(lag)
             try:
                 await self.tick()

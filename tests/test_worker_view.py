@@ -1,0 +1,53 @@
+"""The workers' shared farm view: read again after a command changed the farm, not after
+telemetry (which changes neither printers nor jobs), never more than twice an interval; and
+workers that tick at their own points of the interval."""
+
+from __future__ import annotations
+
+from mes.node import FarmNode
+from mes.workers.context import VIEW_MAX_AGE, WorkerContext
+
+
+def _age(ctx: WorkerContext, seconds: float) -> None:
+    """Make the cached view `seconds` older (instead of waiting)."""
+    assert ctx._view is not None
+    ctx._view.read_at -= seconds
+
+
+async def test_view_is_read_again_only_when_the_farm_changed(node: FarmNode) -> None:
+    begun = await node.writer.submit("leader.begin", {"leader": node.settings.raft_self})
+    ctx = WorkerContext(node, epoch=int(begun.value["epoch"]))
+    first = ctx.view()
+    assert first.printers == {}
+    _age(ctx, 0.6)  # past half an interval (1 s), no command since: the same view
+    assert ctx.view() is first
+
+    assert await ctx.command("printer.telemetry", statuses=[]) is not None
+    assert ctx.view() is first  # telemetry writes printer status rows only
+
+    created = await node.writer.submit("printer.create", {
+        "id": "p1", "api": "Mock", "url": "http://mock-1", "worker": True})
+    assert created.error is None, created.error
+    second = ctx.view()
+    assert second is not first and set(second.printers) == {"p1"}
+
+    again = await node.writer.submit("printer.create", {
+        "id": "p2", "api": "Mock", "url": "http://mock-2", "worker": True})
+    assert again.error is None, again.error
+    assert ctx.view() is second  # changed, but read less than half an interval ago
+    _age(ctx, 0.6)
+    second = ctx.view()
+    assert set(second.printers) == {"p1", "p2"}
+
+    _age(ctx, VIEW_MAX_AGE)  # nothing changed, but read long ago: read again all the same
+    assert ctx.view() is not second
+
+
+def test_workers_tick_at_points_spread_over_the_interval() -> None:
+    from mes.workers.printer_worker import phase
+
+    phases = [phase(f"p{i}") for i in range(1000)]
+    assert all(0.0 <= p < 1.0 for p in phases)
+    assert phase("p1") == phase("p1")  # fixed per printer
+    tenths = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
+    assert min(tenths) > 60 and max(tenths) < 140, tenths  # no burst of all at once
