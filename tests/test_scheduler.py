@@ -129,13 +129,13 @@ async def test_an_unchanged_farm_is_not_read_again(farm: Farm) -> None:
     farm.job("j0", None, "other")  # no ready printer can take it
     ctx = FakeContext(farm, idle=["p0", "p1", "p2"])
     assert await schedule(cast(WorkerContext, ctx)) == 0
-    reads = len(ctx.node.machine.rows)
+    reads = len(ctx.node.rows)
     assert reads >= 1
     assert await schedule(cast(WorkerContext, ctx)) == 0
-    assert len(ctx.node.machine.rows) == reads  # same printers, same farm: nothing read
+    assert len(ctx.node.rows) == reads  # same printers, same farm: nothing read
     del ctx.seen["p2"]  # fewer ready printers: read again
     assert await schedule(cast(WorkerContext, ctx)) == 0
-    assert len(ctx.node.machine.rows) > reads
+    assert len(ctx.node.rows) > reads
     farm.job("j1", None, "s")  # a command changed the farm: read again, and claim it
     assert await schedule(cast(WorkerContext, ctx)) == 1
     assert ctx.claims == [("j1", "p0")]

@@ -81,6 +81,7 @@ async def test_printers_seen_together_are_refreshed_spread_over_time() -> None:
     from mes.workers.telemetry import REFRESH_SECONDS
 
     ctx = FakeContext()
+    ctx.epochs.update({f"p{i}": 7 for i in range(1000)})  # all driven here
     flusher = TelemetryFlusher()
     idle = PrinterStatus(state="idle", nozzle_actual=22.0)
     for i in range(1000):

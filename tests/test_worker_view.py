@@ -4,8 +4,11 @@ workers that tick at their own points of the interval."""
 
 from __future__ import annotations
 
+import time
+
 from mes.node import FarmNode
 from mes.workers.context import VIEW_MAX_AGE, WorkerContext
+from tests.shard_helpers import do, place
 
 
 def _age(ctx: WorkerContext, seconds: float) -> None:
@@ -15,29 +18,29 @@ def _age(ctx: WorkerContext, seconds: float) -> None:
 
 
 async def test_view_is_read_again_only_when_the_farm_changed(node: FarmNode) -> None:
-    begun = await node.writer.submit("leader.begin", {"leader": node.settings.raft_self})
-    ctx = WorkerContext(node, epoch=int(begun.value["epoch"]))
+    ctx = WorkerContext(node)
     first = ctx.view()
     assert first.printers == {}
     _age(ctx, 0.6)  # past half an interval (1 s), no command since: the same view
     assert ctx.view() is first
 
-    assert await ctx.command("printer.telemetry", statuses=[]) is not None
+    telemetry = node.machine.apply({"op": "printer.telemetry", "args": {"statuses": []},
+                                    "ts": time.time()})
+    assert telemetry.error is None, telemetry.error
     assert ctx.view() is first  # telemetry writes printer status rows only
 
-    created = await node.writer.submit("printer.create", {
-        "id": "p1", "api": "Mock", "url": "http://mock-1", "worker": True})
-    assert created.error is None, created.error
+    me = node.self_address
+    do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)
+    place(node.machine, "p1", me)
     second = ctx.view()
     assert second is not first and set(second.printers) == {"p1"}
 
-    again = await node.writer.submit("printer.create", {
-        "id": "p2", "api": "Mock", "url": "http://mock-2", "worker": True})
-    assert again.error is None, again.error
+    do(node.machine, "printer.create", id="p2", api="Mock", url="http://mock-2", worker=True)
+    place(node.machine, "p2", me)
     assert ctx.view() is second  # changed, but read less than half an interval ago
     _age(ctx, 0.6)
     second = ctx.view()
-    assert set(second.printers) == {"p1", "p2"}
+    assert set(second.printers) == {"p1", "p2"}  # only the printers this node drives
 
     _age(ctx, VIEW_MAX_AGE)  # nothing changed, but read long ago: read again all the same
     assert ctx.view() is not second
