@@ -244,6 +244,10 @@ def test_spools_cluster_and_utilisation_tabs(
     page.get_by_role("tab", name="Cluster").click()
     expect(page.locator("#cluster-summary")).to_contain_text("is leader")
     expect(page.locator("#cluster-table tbody tr")).to_have_count(1)
+    # The single node drives the farm's printer under a live lease.
+    expect(page.locator("#cluster-table td.drives")).to_contain_text(PRINTER)
+    expect(page.locator("#cluster-table td.lease")).to_have_text("live")
+    expect(page.locator("#cluster-undriven")).to_have_text("Every printer is driven by a node.")
     page.screenshot(path=shots / "dashboard-cluster.png", full_page=True)
     page.get_by_role("tab", name="Utilisation").click()
     # Either the chart (GET /api/v1/utilization exists) or a readable note that it does not.

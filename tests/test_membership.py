@@ -29,6 +29,11 @@ def test_a_node_added_through_the_api_joins_and_a_removed_one_stops_counting(
         leader = cluster.wait_leader()
         follower = next(n for n in cluster.nodes if n is not leader)
         assert leader.client.post("/printers", json={"id": "before"}).status_code == 201
+        # Floating mock printers, spread over the nodes by the leader.
+        for n in range(8):
+            printer = {"id": f"m{n}", "api": "Mock", "url": f"http://mock-printer{n}:5000",
+                       "worker": True}
+            assert leader.client.post("/printers", json=printer).status_code == 201
         upload = leader.client.post("/files", files={"file": ("part.gcode", b"G28\nG1 X1\n")})
         assert upload.status_code == 201, upload.text
         sha = upload.json()["id"]
@@ -63,6 +68,15 @@ def test_a_node_added_through_the_api_joins_and_a_removed_one_stops_counting(
         every = sorted(n.raft_address for n in cluster.nodes)
         wait_for(lambda: all(members(n) == every for n in cluster.nodes), 20,
                  "every node to list four members")
+
+        def driven_by_new() -> list[str]:
+            view = leader.client.get("/cluster").json()
+            entry = next((e for e in view["nodes"] if e["address"] == new.raft_address), {})
+            return [p for p in entry.get("printers") or [] if p.startswith("m")]
+
+        # The new hub takes its share of the floating printers (8 over 4 nodes: 2).
+        wait_for(lambda: len(driven_by_new()) >= 2, 60,
+                 "floating printers to move to the new node")
 
         # A node dies and is removed: three members remain, so one more loss is survivable.
         doomed = next(n for n in cluster.nodes[:3] if n is not cluster.wait_leader())

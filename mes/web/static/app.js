@@ -466,11 +466,23 @@ const loadSpools = serial(async () => {
 const loadCluster = serial(async () => {
   const { data } = await api("GET", "/cluster");
   $("#cluster-summary").textContent = `This node ${data.id} is ${data.role}; leader: ${data.leader || "none"} · term ${data.term} · commit ${data.commit_index} · applied ${data.applied_index} · ${data.has_quorum ? "quorum" : "NO quorum"}`;
-  fillTable($("#cluster-table"), ["Node", "Role", "Reachable", "REST", ""],
+  const drives = (n) => {  // the printers this node drives (hubs and shards)
+    const ids = n.printers || [];
+    if (!ids.length) return "none";
+    const shown = ids.slice(0, 12).join(", ");
+    return ids.length > 12 ? `${ids.length}: ${shown}, …` : `${ids.length}: ${shown}`;
+  };
+  const lease = (n) => !n.lease ? "–" : (n.lease.expired ? "expired" : "live");
+  fillTable($("#cluster-table"), ["Node", "Role", "Reachable", "Lease", "Drives", "REST", ""],
     data.nodes.map((n) => h("tr", { dataset: { id: n.id } }, h("td", {}, n.id), h("td", {}, n.role),
-      h("td", {}, n.reachable ? "yes" : "no"),
+      h("td", {}, n.reachable ? "yes" : "no"), h("td", { class: "lease" }, lease(n)),
+      h("td", { class: "drives" }, drives(n)),
       h("td", {}, n.http_url ? h("a", { href: `${n.http_url.replace(/\/$/, "")}/`, rel: "noopener" }, n.http_url) : "–"),
       h("td", {}, n.self ? "this node" : ""))), "No nodes.");
+  const undriven = data.undriven_printers || [];
+  $("#cluster-undriven").textContent = undriven.length
+    ? `Not driven now: ${undriven.map((p) => `${p.id} (${p.drive_state}${p.hub ? `, hub ${p.hub}` : ""})`).join(", ")}`
+    : "Every printer is driven by a node.";
 });
 
 // ---------------------------------------------------------------- utilisation
