@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long stopping waits for background tasks, and for each part that closes after them.
+STOP_SECONDS = 10.0
 
 
 class FarmNode:
@@ -204,15 +206,26 @@ class FarmNode:
         self.events.close()
         for task in self._background:
             task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._background:
+            # Bounded: a task that does not end after its cancellation must not hold up the
+            # node's shutdown; it is named in the log instead.
+            _, stuck = await asyncio.wait(self._background, timeout=STOP_SECONDS)
+            for task in stuck:
+                log.error("background task %s did not stop within %g s after being "
+                          "cancelled", task.get_name(), STOP_SECONDS)
         self._background = []
+        for name, closing in (("OPC UA server", self._stop_opcua()),
+                              ("file peers", self.peers.aclose()),
+                              ("authenticator", self.auth.aclose())):
+            try:
+                await asyncio.wait_for(closing, STOP_SECONDS)
+            except TimeoutError:
+                log.error("the %s did not stop within %g s", name, STOP_SECONDS)
+
+    async def _stop_opcua(self) -> None:
         if self.opcua is not None:
             await self.opcua.stop()
             self.opcua = None
-        await self.peers.aclose()
-        await self.auth.aclose()
 
     def close(self) -> None:
         """Stop Raft and release the database."""

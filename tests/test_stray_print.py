@@ -82,10 +82,19 @@ def worker(machine: StateMachine, epoch: int, client: Printing) -> PrinterWorker
         return b"G28\n"
 
     writer = Writer(machine)
-    node = SimpleNamespace(read_now=machine.read, submit=writer.submit, settings=settings,
-                           blob=blob, self_address=NODE)
+    node = _Node(read_now=machine.read, submit=writer.submit, settings=settings,
+                 blob=blob, self_address=NODE, machine=machine)
     ctx = WorkerContext(node, claimed={"j"})  # claimed here
     return PrinterWorker("p1", client, ctx, epoch)  # type: ignore[arg-type]
+
+
+class _Node(SimpleNamespace):
+    """The node as a worker sees it (mes.workers.ports.FarmPort), over a bare machine."""
+
+    @property
+    def farm_version(self) -> int:
+        version: int = self.machine.farm_version
+        return version
 
 
 def attention(machine: StateMachine) -> Any:
