@@ -42,3 +42,19 @@ async def api(node: FarmNode) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=transport, base_url="http://mes",
                                  headers=admin_headers()) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _descriptor_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With MES_FD_REPORT set to a file, note every test after which this process holds more
+    open descriptors than before it (a leak shows as a steady climb over the run)."""
+    report = os.environ.get("MES_FD_REPORT")
+    if not report:
+        yield
+        return
+    before = len(os.listdir("/proc/self/fd"))
+    yield
+    after = len(os.listdir("/proc/self/fd"))
+    if after > before:
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(f"{after - before:+d} {after} {request.node.nodeid}\n")

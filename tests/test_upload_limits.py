@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
+import selectors
 import socket
 import statistics
 import threading
@@ -48,12 +48,14 @@ def _push_chunked(port: int, head: str, total: int, first: bytes = b"") -> tuple
     """Send a chunked body of `total` bytes until the server answers; (status, bytes sent)."""
     piece = first + b"G1 X1\n" * ((MB - len(first)) // 6)
     sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, \
+            selectors.DefaultSelector() as selector:
+        # epoll, not select(): select() fails on descriptors above 1024 in a long test run.
+        selector.register(sock, selectors.EVENT_READ)
         sock.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n")
         answer = b""
         while sent < total:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
+            if selector.select(0):
                 break
             try:
                 sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")

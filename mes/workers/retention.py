@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mes.raft.writer import NoLeader
 from mes.state import retention
-
-if TYPE_CHECKING:
-    from mes.node import FarmNode
+from mes.workers.ports import FarmPort
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +18,7 @@ BATCH = 500
 DAY = 86_400.0
 
 
-def cutoffs(node: FarmNode, now: float) -> tuple[float | None, float | None]:
+def cutoffs(node: FarmPort, now: float) -> tuple[float | None, float | None]:
     """The (jobs, audit) cutoff timestamps for a pass at `now`; None keeps that kind."""
     settings = node.settings
     jobs = now - settings.job_retention_days * DAY if settings.job_retention_days > 0 else None
@@ -29,7 +27,7 @@ def cutoffs(node: FarmNode, now: float) -> tuple[float | None, float | None]:
     return jobs, audit
 
 
-async def prune_once(node: FarmNode) -> dict[str, int]:
+async def prune_once(node: FarmPort) -> dict[str, int]:
     """Delete everything past retention, one batch per command, while this node leads.
 
     Returns the totals deleted. The cutoffs are fixed once per pass, in every command.
@@ -42,8 +40,8 @@ async def prune_once(node: FarmNode) -> dict[str, int]:
         return totals
     args: dict[str, Any] = {"jobs_before": jobs_before, "audit_before": audit_before,
                             "limit": BATCH}
-    while node.raft.is_leader():
-        outcome = await node.writer.submit("retention.prune", args, remember=False)
+    while node.is_leader():
+        outcome = await node.submit("retention.prune", args, remember=False)
         if outcome.error is not None:
             log.error("retention: the prune command was refused: %s", outcome.error)
             break
@@ -57,7 +55,7 @@ async def prune_once(node: FarmNode) -> dict[str, int]:
     return totals
 
 
-async def run_retention(node: FarmNode) -> None:
+async def run_retention(node: FarmPort) -> None:
     """Until cancelled: a pass now, then one every RETENTION_INTERVAL seconds."""
     while True:
         try:
