@@ -47,6 +47,32 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def runtime_samples(api: httpx.Client) -> dict[tuple[str, str], float]:
+    """The node's GC pause and loop lag histograms from /metrics: (sample, label) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = api.get("/metrics", timeout=60).text
+    return {(s.name, s.labels.get("le", "") + s.labels.get("generation", "")): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name in ("mes_gc_pause_seconds", "mes_event_loop_lag_seconds")
+            for s in family.samples}
+
+
+def runtime_delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+                  ) -> dict[str, float]:
+    """Over a window: full collections and their pause, loop probes, and those late by more
+    than 100 ms."""
+    def grew(key: tuple[str, str]) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    probes = grew(("mes_event_loop_lag_seconds_count", ""))
+    return {"gc2_count": grew(("mes_gc_pause_seconds_count", "2")),
+            "gc2_seconds": grew(("mes_gc_pause_seconds_sum", "2")),
+            "gc_seconds": sum(grew(("mes_gc_pause_seconds_sum", g)) for g in "012"),
+            "loop_probes": probes,
+            "loop_late_100ms": probes - grew(("mes_event_loop_lag_seconds_bucket", "0.1"))}
+
+
 def register(api: httpx.Client, bodies: list[dict[str, Any]], path: str = "/printers"
              ) -> None:
     """POST every body, 16 at a time (one by one takes minutes once workers poll)."""
@@ -58,8 +84,8 @@ def register(api: httpx.Client, bodies: list[dict[str, Any]], path: str = "/prin
     assert codes == [201] * len(bodies), sorted(set(codes))
 
 
-def run(count: int, window: float, base: Path, profile: Path | None = None
-        ) -> dict[str, Any]:
+def run(count: int, window: float, base: Path, profile: Path | None = None,
+        opcua: bool = False) -> dict[str, Any]:
     """One measurement with `count` printers (py-spy samples the node into `profile`)."""
     port = free_ports(count)
     log = (base / f"emulator-{count}.log").open("wb")
@@ -67,6 +93,7 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         [sys.executable, "-m", "mes.emulator.cli", "--api", "OctoPrint", "--port", str(port),
          "--count", str(count), "--job-time", "8"], stdout=log, stderr=subprocess.STDOUT)
     node = ServerProcess(0, base / f"n{count}", {"PRINTER_WORKER_INTERVAL": "1",
+                                                 "OPCUA_ENABLED": str(opcua).lower(),
                                                  "AUTO_CLEAR_BED": "true"})
     node.data_dir.mkdir(parents=True)
     try:
@@ -93,6 +120,7 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         first, cpu0, index0 = api.get("/workers").json(), cpu_seconds(pid), \
             api.get("/cluster").json()["applied_index"]
         emulator_cpu0 = cpu_seconds(emulator.pid)
+        runtime0 = runtime_samples(api)
         started = time.monotonic()
         spy = None if profile is None else subprocess.Popen(
             [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
@@ -106,6 +134,7 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
         last, cpu1, index1 = api.get("/workers").json(), cpu_seconds(pid), \
             api.get("/cluster").json()["applied_index"]
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu0
+        runtime = runtime_delta(runtime0, runtime_samples(api))
         polls = last["ticks"] - first["ticks"]
         done = sum(1 for j in api.get("/print_jobs").json() if j["status"] == "Done")
         return {
@@ -120,6 +149,7 @@ def run(count: int, window: float, base: Path, profile: Path | None = None
             "view_reads_per_s": (last.get("view_reads", 0) - first.get("view_reads", 0))
             / elapsed,
             "jobs_done": done,
+            **runtime,
         }
     finally:
         node.stop()
@@ -135,21 +165,29 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured per N")
     parser.add_argument("--profile", type=Path,
                         help="a folder for py-spy's samples of the node (collapsed stacks)")
+    parser.add_argument("--opcua", action="store_true",
+                        help="run the node's embedded OPC UA server too (it mirrors every "
+                        "printer; off by default: this measures the poll path)")
     args = parser.parse_args()
     print("one leader node, PRINTER_WORKER_INTERVAL=1, emulated OctoPrint printers, "
-          "a tenth of them printing; 2-core machine shared with the emulator\n")
+          "a tenth of them printing; 2-core machine shared with the emulator; OPC UA "
+          f"server {'on' if args.opcua else 'off'}\n")
     print(f"{'printers':>8} {'polls/s':>8} {'lag p50':>9} {'lag p99':>9} {'node CPU':>9} "
           f"{'CPU/poll':>9} {'peak RSS':>9} {'raft cmd/s':>10} {'jobs done':>9} "
           f"{'emulator':>9} {'views/s':>7}")
     fits = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.counts:
-            r = run(count, args.window, Path(tmp), args.profile)
+            r = run(count, args.window, Path(tmp), args.profile, args.opcua)
             print(f"{r['printers']:>8} {r['polls_per_s']:>8.0f} {r['lag_p50_ms']:>7.1f}ms "
                   f"{r['lag_p99_ms']:>7.1f}ms {r['cpu_core']:>8.0%} "
                   f"{r['cpu_ms_per_poll']:>7.2f}ms {r['peak_rss_mb']:>7.0f}MB "
                   f"{r['raft_cmds_per_s']:>10.1f} {r['jobs_done']:>9} "
                   f"{r['emulator_core']:>8.0%} {r['view_reads_per_s']:>7.1f}", flush=True)
+            print(f"{'':>8} GC: {r['gc_seconds'] * 1000:.0f} ms paused in the window, "
+                  f"{r['gc2_count']:.0f} full collections ({r['gc2_seconds'] * 1000:.0f} ms); "
+                  f"event loop: {r['loop_late_100ms']:.0f} of {r['loop_probes']:.0f} probes "
+                  "more than 100 ms late", flush=True)
             fits.append(1000 / r["cpu_ms_per_poll"])
     print(f"\nnode CPU is the node process's own (user + system), the emulator's shown apart; "
           f"at these costs one core polls about {min(fits):,.0f}-{max(fits):,.0f} printers "

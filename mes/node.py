@@ -175,7 +175,9 @@ class FarmNode:
                             asyncio.create_task(self.sweeper.run(), name="blob-sweep"),
                             asyncio.create_task(run_sync(self.machine, self.blobs.has,
                                                          self.hold_blob), name="file-sync"),
-                            asyncio.create_task(self.deliveries.run(), name="deliveries")]
+                            asyncio.create_task(self.deliveries.run(), name="deliveries"),
+                            asyncio.create_task(self.metrics.runtime.probe_loop(),
+                                                name="loop-lag-probe")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,21 @@ async def test_worker_ticks_lag_and_failed_polls(tmp_path: Path) -> None:
         assert value(samples, "mes_worker_polls_failed_total") < value(
             samples, "mes_worker_ticks_total")
         assert value(samples, "mes_printers", state="offline") >= 1
+
+
+async def test_gc_pauses_and_event_loop_lag_are_measured(tmp_path: Path) -> None:
+    async with running_farm(tmp_path) as (_, api):
+        gc.collect()  # a full collection, timed by the node's gc callback
+        time.sleep(0.3)  # blocks the event loop on purpose: the probe wakes 0.3 s late
+
+        async def measured() -> Samples | None:
+            samples = await scrape(api)
+            ready = (value(samples, "mes_gc_pause_seconds_count", generation="2") >= 1
+                     and value(samples, "mes_event_loop_lag_seconds_count") >= 3)
+            return samples if ready else None
+
+        samples = await eventually(measured, 20, "a timed collection and loop probes")
+        late = value(samples, "mes_event_loop_lag_seconds_count") - value(
+            samples, "mes_event_loop_lag_seconds_bucket", le="0.25")
+        assert late >= 1  # the blocked probe, 0.3 s late, lies above the 0.25 s bucket
+        assert value(samples, "mes_gc_pause_seconds_sum", generation="2") > 0

@@ -14,6 +14,7 @@ from prometheus_client import (
 )
 
 from mes.metrics.farm import FarmCollector
+from mes.metrics.runtime import RuntimeMetrics
 from mes.metrics.workers import WorkerMetrics
 from mes.state.machine import HANDLERS, Outcome
 
@@ -44,6 +45,7 @@ class NodeMetrics:
             "mes_http_request_duration_seconds", "Time to answer an HTTP request",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
         self.workers = WorkerMetrics(registry)
+        self.runtime = RuntimeMetrics(registry)
         registry.register(FarmCollector(node))
         ProcessCollector(registry=registry)
 
