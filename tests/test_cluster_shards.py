@@ -200,14 +200,17 @@ def test_a_killed_node_loses_its_printers_within_its_lease_and_no_print_starts_t
         cluster.stop()
 
 
+@pytest.mark.parametrize("role", ["follower", "leader"])
 def test_a_node_stopped_past_its_lease_never_acts_on_the_printers_it_lost(
-        tmp_path: Path, start_emulator: StartEmulator) -> None:
+        role: str, tmp_path: Path, start_emulator: StartEmulator) -> None:
+    """A stopped leader also loses its leadership: the others elect a new one, which moves
+    the stopped node's printers; resumed, the old leader acts on none of them."""
     emulator = start_emulator("OctoPrint", count=PRINTERS, job_time=8.0)
     cluster = Cluster(3, tmp_path / "cluster", **SETTINGS)
     try:
         _, file_id = build_farm(cluster, emulator)
         shards = spread_over_every_node(cluster)
-        victim = cluster.followers()[0]
+        victim = cluster.followers()[0] if role == "follower" else cluster.wait_leader()
         viewer = next(n for n in cluster.nodes if n is not victim)
         lost = set(shards[victim.raft_address])
         jobs = 45
