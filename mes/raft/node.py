@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,6 +121,22 @@ class RaftNode(AppliedView, SafeReplication, DurableSyncObj):
             # does, so every write would wait a whole tick. Wake it while writes are pending.
             self._wakeup = PipeNotifier(self._poller)
             self.addOnTickCallback(self._wake_if_uncommitted)
+
+    def destroy_synchronous(self) -> None:
+        """Stop the Raft thread, close its connections and wait for it; then close the wake-up
+        pipes, which pysyncobj leaves open (four descriptors per node otherwise leak)."""
+        super().destroy_synchronous()
+        notifiers = [getattr(self, "_SyncObj__pipeNotifier", None),
+                     getattr(self, "_wakeup", None)]
+        for notifier in notifiers:
+            if notifier is None:
+                continue
+            for name in ("_PipeNotifier__pipeR", "_PipeNotifier__pipeW"):
+                fd = getattr(notifier, name, None)
+                if isinstance(fd, int):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                    setattr(notifier, name, -1)
 
     def _wake_if_uncommitted(self) -> None:
         # pysyncobj is pinned (0.3.17): its last log index is only reachable by this name.
