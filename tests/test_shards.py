@@ -234,11 +234,13 @@ def test_every_plan_places_every_floating_printer_evenly(nodes: list[str | None]
     load = Counter({n: 0 for n in live}) + Counter(where.values())
     counts = [load[n] for n in live]
     assert max(counts) - min(counts) <= 1
-    # Only printers off a live node, or on an overloaded one, move.
-    fair = -(-len(start) // len(live))
-    stayed_over = Counter(s.node for s in start if s.node in live)
+    # Only printers off a live node, or above their node's fair share, move: the fullest
+    # nodes keep the rounded-up share, the others the rounded-down one.
+    floor, extra = divmod(len(start), len(live))
+    kept = sorted((c for n, c in Counter(s.node for s in start).items() if n in live),
+                  reverse=True)
     bound = sum(1 for s in start if s.node not in live) + sum(
-        max(0, c - fair) for c in stayed_over.values())
+        max(0, c - (floor + (1 if rank < extra else 0))) for rank, c in enumerate(kept))
     assert len(moves) <= bound
     assert plan([Slot(s.printer_id, None, where[s.printer_id], s.epoch) for s in start],
                 live) == []

@@ -54,3 +54,25 @@ def test_workers_tick_at_points_spread_over_the_interval() -> None:
     assert phase("p1") == phase("p1")  # fixed per printer
     tenths = [sum(1 for p in phases if k / 10 <= p < (k + 1) / 10) for k in range(10)]
     assert min(tenths) > 60 and max(tenths) < 140, tenths  # no burst of all at once
+
+
+async def test_may_act_follows_every_applied_assignment_and_a_snapshot(node: FarmNode) -> None:
+    ctx = WorkerContext(node)
+    me = node.self_address
+    do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)
+    assert not ctx.may_act("p1", 0)  # driven by nobody yet
+    epoch = place(node.machine, "p1", me)
+    assert ctx.may_act("p1", epoch)  # read again: the assignment was applied since
+    reads = ctx._epochs_at
+    telemetry = node.machine.apply({"op": "printer.telemetry", "args": {"statuses": []},
+                                    "ts": time.time()})
+    assert telemetry.error is None
+    assert ctx.may_act("p1", epoch) and ctx._epochs_at is reads  # telemetry: no read
+    image = node.machine.snapshot()
+
+    moved = place(node.machine, "p1", "127.0.0.1:1")  # handed to another node
+    assert moved != epoch
+    assert not ctx.may_act("p1", epoch) and not ctx.may_act("p1", moved)
+
+    node.machine.restore(image)  # a snapshot from before the move: p1 is this node's again
+    assert ctx.may_act("p1", epoch)

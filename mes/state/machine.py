@@ -195,7 +195,7 @@ class StateMachine:
         self.applied_count = 0
         # Counts applied commands other than telemetry (which writes printer_status only):
         # a reader that caches printers and jobs re-reads when it moved.
-        self.farm_version = 0
+        self.farm_version = 0  # moved by reset, restore and every apply but telemetry's
         self.reset()
 
     def reset(self) -> None:
@@ -205,6 +205,7 @@ class StateMachine:
             self._conn.exec_driver_sql("BEGIN")
             metadata.drop_all(self._conn)
             metadata.create_all(self._conn)
+            self.farm_version += 1
 
     def add_listener(self, listener: Callable[[Mapping[str, Any], Outcome], None]) -> None:
         """Call `listener(command, outcome)` after every apply (on the applying thread)."""
@@ -347,6 +348,7 @@ class StateMachine:
                 with self._conn.begin():
                     metadata.create_all(self._conn)
                     shards.upgrade(self._conn)
+                self.farm_version += 1  # everything may have changed
         finally:
             source.close()
         for listener in self._restore_listeners:

@@ -90,11 +90,11 @@ def driven_printers(conn: Connection, node: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def assignment_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:
-    """Which node drives a printer, under which epoch."""
-    row = conn.execute(select(assignments).where(
-        assignments.c.printer_id == printer_id)).first()
-    return dict(row._mapping) if row else None
+def epochs_of_node(conn: Connection, node: str) -> dict[str, int]:
+    """The assignment epoch of every printer assigned to `node`."""
+    rows = conn.execute(select(assignments.c.printer_id, assignments.c.epoch)
+                        .where(assignments.c.node == node))
+    return {str(printer_id): int(epoch) for printer_id, epoch in rows}
 
 
 def leases(conn: Connection) -> list[dict[str, Any]]:

@@ -76,6 +76,9 @@ class WorkerContext:
     # The scheduler's last read: (farm version, ready printers, bound) and the jobs found.
     startable: tuple[tuple[int, frozenset[str], int], list[dict[str, Any]]] | None = None
     view_reads: int = 0  # how often the farm view was read (GET /workers shows it)
+    # This node's assignments {printer id: epoch} at a farm version: may_act reads them
+    # again only when a command other than telemetry (or a snapshot) was applied since.
+    _epochs_at: tuple[int, dict[str, int]] | None = None
 
     def view(self) -> FarmView:
         """This node's printers as last read, read again once a command other than telemetry
@@ -107,9 +110,21 @@ class WorkerContext:
         state applied here, the printer is still assigned to it under `epoch`."""
         if self.fenced or not self.lease_valid():
             return False
-        row = self.node.read_now(lambda c: queries.assignment_of(c, printer_id))
-        return row is not None and row["node"] == self.node.self_address \
-            and row["epoch"] == epoch
+        return self.applied_epochs().get(printer_id) == epoch
+
+    def applied_epochs(self) -> dict[str, int]:
+        """The epoch of each printer assigned to this node in the state applied here: read
+        again whenever the farm version moved (it moves after every command that can change
+        an assignment is applied, and after a snapshot), so it is never older than the
+        version read before it. One read per change instead of one per poll."""
+        version = self.node.farm_version  # before reading: a later change re-reads
+        cached = self._epochs_at
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        me = self.node.self_address
+        epochs = self.node.read_now(lambda c: queries.epochs_of_node(c, me))
+        self._epochs_at = (version, epochs)
+        return epochs
 
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
         """Submit a worker command (fenced by the epoch in `args`); None if a rule refused
