@@ -309,8 +309,9 @@ async def test_a_node_that_cannot_renew_its_lease_stops_its_workers_in_time(
             return host.pool is None
 
         await eventually(stopped, 10, "the workers stopped")
-        # Stopped once the lease (less its margin) ran out, within a check period or two.
-        assert 0 <= stopped_at[0] - host.lease.valid_until < 0.5
+        # Stopped once the lease (less its margin) ran out, never before, and soon after (a
+        # check period or two; generous for a loaded machine: may_act refuses meanwhile).
+        assert 0 <= stopped_at[0] - host.lease.valid_until < 2.0
         assert not ctx.may_act("m0", worker.epoch)
         assert not host.lease.valid()
         # The lease commits again: the node drives its printer again, same assignment.
