@@ -282,6 +282,12 @@ async def test_mock_printers_printing_and_idle_are_measured(tmp_path: Path) -> N
             return bool(got["status"] == "Done")
 
         await eventually(done, 30, "the mock print to finish")
+
+        async def idle_again() -> bool:
+            # The job's end is committed first, the printer's next status a tick later.
+            return (await _states(node, "m0"))[-1] == "idle"
+
+        await eventually(idle_again, 10, "the printer's finished status to be committed")
         got = (await api.get("/api/v1/utilization")).json()
         printers = {p["printer_id"]: p for p in got["printers"]}
         m0, m1 = printers["m0"], printers["m1"]
@@ -289,10 +295,11 @@ async def test_mock_printers_printing_and_idle_are_measured(tmp_path: Path) -> N
         assert m0["filament_grams"] == 12
         assert m0["hours"]["printing"] > 0 and m1["hours"]["printing"] == 0
         assert m1["hours"]["idle"] > 0
-        # The printing stretch matches the job's run as its history recorded it.
+        # The printing stretch matches the job's run as its history recorded it (both ends
+        # seen by the same worker, each within a tick and a commit).
         history = (await api.get("/api/v1/print_jobs/j1/history")).json()
         ran = _seconds(history[-1]["at"]) - _seconds(history[-2]["at"])
-        assert m0["hours"]["printing"] * 3600 == pytest.approx(ran, abs=1.0)
+        assert m0["hours"]["printing"] * 3600 == pytest.approx(ran, abs=2.0)
         states = await _states(node, "m0")
         assert "printing" in states and states[-1] == "idle"
         groups = {g["group"]: g for g in got["groups"]}
