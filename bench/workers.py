@@ -51,7 +51,7 @@ def runtime_samples(api: httpx.Client) -> dict[tuple[str, str], float]:
     """The node's GC pause and loop lag histograms from /metrics: (sample, label) -> value."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = api.get("/metrics", timeout=60).text
+    text = api.get(str(api.base_url.copy_with(path="/metrics")), timeout=60).text
     return {(s.name, s.labels.get("le", "") + s.labels.get("generation", "")): s.value
             for family in text_string_to_metric_families(text)
             if family.name in ("mes_gc_pause_seconds", "mes_event_loop_lag_seconds")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, select
 
@@ -175,6 +175,9 @@ SPOOLS = ["s0", "s1", "s2"]
                             st.booleans()), max_size=40),
     bound=st.integers(1, 6),
 )
+# Two jobs for one printer ahead of one for another: both printers get a job in one tick.
+@example(loaded=["s0"] * 5, ready=["p0", "p1"], bound=2,
+         jobs=[("p0", "s0", True), ("p0", "s0", True), ("p1", "s0", True)])
 def test_bounded_reads_choose_what_the_whole_queue_would(
         loaded: list[str | None], ready: list[str],
         jobs: list[tuple[str | None, str, bool]], bound: int) -> None:
@@ -198,3 +201,29 @@ def test_bounded_reads_choose_what_the_whole_queue_would(
         assert chosen == expected
     finally:
         farm.machine.close()
+
+
+def test_many_ready_printers_cost_a_few_queries(farm: Farm) -> None:
+    farm.spool("s")
+    for n in range(200):
+        farm.printer(f"p{n:03d}", "s")
+    printers = farm.machine.read(queries.worker_printers)
+    statements: list[str] = []
+
+    def counted(conn: Connection) -> list[dict[str, Any]]:
+        real = conn.execute
+
+        def execute(*args: Any, **kwargs: Any) -> Any:
+            statements.append(str(args[0]))
+            return real(*args, **kwargs)
+
+        conn.execute = execute  # type: ignore[method-assign]
+        return queries.startable_jobs(conn, printers, MAX_CLAIMS_PER_TICK)
+
+    assert farm.machine.read(counted) == []
+    assert len(statements) == 1  # nothing dispatchable: one look, whatever the printers
+    farm.job("j0", "p150", "s")
+    farm.job("j1", None, "s")
+    statements.clear()
+    assert [j["id"] for j in farm.machine.read(counted)] == ["j0", "j1"]
+    assert len(statements) == 3  # the look, the named jobs, the one spool's jobs

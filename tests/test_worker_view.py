@@ -28,6 +28,8 @@ async def test_view_is_read_again_only_when_the_farm_changed(node: FarmNode) -> 
                                     "ts": time.time()})
     assert telemetry.error is None, telemetry.error
     assert ctx.view() is first  # telemetry writes printer status rows only
+    do(node.machine, "node.lease", node=node.self_address)
+    assert ctx.view() is first  # nor does a lease renewal (every node, every few seconds)
 
     me = node.self_address
     do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)

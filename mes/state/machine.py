@@ -178,6 +178,13 @@ def _stop_node(exc: Exception) -> NoReturn:
     os._exit(EXIT_DATABASE_FAILED)
 
 
+# Commands that change neither printers, jobs, spools nor assignments: telemetry writes
+# printer statuses (and state intervals), a lease renewal a node's lease row. They do not
+# move farm_version, so the workers' cached views survive them (every node renews every
+# NODE_LEASE_RENEW seconds).
+FARM_NEUTRAL_OPS = frozenset({"printer.telemetry", "node.lease"})
+
+
 class StateMachine:
     """The replicated state of the farm in one SQLite database owned by this object.
 
@@ -193,8 +200,8 @@ class StateMachine:
         self._listeners: list[Callable[[Mapping[str, Any], Outcome], None]] = []
         self._restore_listeners: list[Callable[[], None]] = []
         self.applied_count = 0
-        # Counts applied commands other than telemetry (which writes printer_status only):
-        # a reader that caches printers and jobs re-reads when it moved.
+        # Counts applied commands other than FARM_NEUTRAL_OPS: a reader that caches printers,
+        # jobs and assignments re-reads when it moved.
         self.farm_version = 0  # moved by reset, restore and every apply but telemetry's
         self.reset()
 
@@ -229,7 +236,7 @@ class StateMachine:
             if index:
                 outcome = replace(outcome, index=index)
             self.applied_count += 1
-            if _op_of(command) != "printer.telemetry":
+            if _op_of(command) not in FARM_NEUTRAL_OPS:
                 self.farm_version += 1
         for listener in self._listeners:
             try:

@@ -187,16 +187,20 @@ def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
     """The oldest `per_printer` dispatchable jobs each ready printer could take, oldest first.
 
     A job can go to a printer that it names, or (naming none) to one with its spool loaded.
-    Every lookup is one indexed range of at most `per_printer` rows, so the cost depends on
-    the ready printers, never on the length of the queue.
+    A few queries whatever the number of ready printers (the scheduler asks for 1,000 idle
+    printers whenever the farm changed): none past the first when nothing is dispatchable,
+    one for the jobs naming any of them (numbered per printer in SQL), one per spool loaded.
     """
-    found: dict[str, dict[str, Any]] = {}
-    spools: set[str | None] = set()
-    for printer in ready:
-        query = _STARTABLE.where(print_jobs.c.printer_id == printer["id"]).limit(per_printer)
-        found.update((r.id, dict(r._mapping)) for r in conn.execute(query))
-        spools.add(printer["filament_id"])
-    for spool in spools:
+    if conn.execute(_STARTABLE.with_only_columns(print_jobs.c.id).limit(1)).first() is None:
+        return []
+    rank = func.row_number().over(partition_by=print_jobs.c.printer_id,
+                                  order_by=(print_jobs.c.created_at, print_jobs.c.id))
+    ranked = (_STARTABLE.add_columns(rank.label("rank"))
+              .where(print_jobs.c.printer_id.in_([p["id"] for p in ready])).subquery())
+    named = select(*(ranked.c[c.name] for c in print_jobs.c)).where(
+        ranked.c.rank <= per_printer)
+    found = {r.id: dict(r._mapping) for r in conn.execute(named)}
+    for spool in {printer["filament_id"] for printer in ready}:
         match = (print_jobs.c.filament_id.is_(None) if spool is None
                  else print_jobs.c.filament_id == spool)
         query = _STARTABLE.where(print_jobs.c.printer_id.is_(None), match).limit(per_printer)
