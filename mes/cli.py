@@ -92,9 +92,11 @@ def server(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
     from mes.api.app import create_app
+    from mes.interpreter import tune_for_node
     from mes.node import FarmNode
     from mes.raft.node import RaftBindError
 
+    tune_for_node()
     http_socket = bind_http(settings.http_host, settings.http_port)
     try:
         node = FarmNode(settings)

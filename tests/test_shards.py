@@ -13,9 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mes.node import FarmNode
 from mes.raft.writer import NoLeader
 from mes.state.machine import Outcome, StateMachine
 from mes.workers.balancer import Move, Slot, plan, silent_nodes
+from mes.workers.host import ShardLeader
 from tests.farm_helpers import eventually, running_farm
 from tests.shard_helpers import NODE, OTHER, do, epoch_of, leader_epoch, place
 
@@ -356,3 +358,21 @@ def test_a_snapshot_from_before_shards_gets_hubs_and_assignments(farm: StateMach
     assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p2'") == (None, 0)
     assert place(farm, "p1") >= 1
     assert do(farm, "printer.update", id="p2", hub=NODE)["hub"] == NODE
+
+
+async def test_the_balancer_reads_the_slots_again_only_after_a_change(node: FarmNode) -> None:
+    me = node.self_address
+    do(node.machine, "node.lease", node=me)
+    epoch = int(do(node.machine, "leader.begin", leader=me)["epoch"])
+    balancer = ShardLeader(node, epoch)
+    do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)
+    assert await balancer.step() and balancer.slot_reads == 1
+    assert epoch_of(node.machine, "p1") > 0  # placed on this node (committed through Raft)
+    assert await balancer.step() and balancer.slot_reads == 2  # the placement changed it
+    for _ in range(3):
+        do(node.machine, "node.lease", node=me)  # renewals change no slot
+        assert await balancer.step()
+    assert balancer.slot_reads == 2
+    do(node.machine, "printer.create", id="p2", api="Mock", url="http://mock-2", worker=True)
+    assert await balancer.step() and balancer.slot_reads == 3
+    assert epoch_of(node.machine, "p2") > 0

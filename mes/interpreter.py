@@ -1,0 +1,24 @@
+"""Interpreter settings for a node process: its event loop shares the GIL with the Raft
+thread and the read threads, and allocates fast (1,000 printers polled a second).
+
+Measured with `bench/workers.py` (1,000 emulated printers, one node): with CPython's 5 ms
+switch interval the loop, which gives the GIL up on every socket call, waited up to 5 ms to
+get it back each time another thread ran Python code; a third to a half of the printers'
+ticks started more than 50 ms late though the loop's own probes were on time. At 0.5 ms
+no tick was more than 100 ms late in steady state. A first-generation threshold of 10,000
+objects (700 by default) cut the collector's pauses from 3-4 % of the time to about 1 %.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+SWITCH_INTERVAL = 0.0005
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_for_node() -> None:
+    """Apply the node's interpreter settings (the server calls this once at start)."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.set_threshold(*GC_THRESHOLDS)
