@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,12 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
         register(api, [job] * (count // 10), "/print_jobs")
         wait_for(lambda: api.get("/workers").json().get("printers") == count, 60,
                  "a worker per printer")
-        wait_for(lambda: running(api) == count // 10, 120, "every print to run")
+        try:
+            wait_for(lambda: running(api) == count // 10, 120, "every print to run")
+        except AssertionError:
+            jobs = api.get("/print_jobs", params={"limit": "1000"}).json()
+            print(Counter((j["status"], j.get("phase")) for j in jobs), flush=True)
+            raise
         # warm-up, not synchronisation: the starts' uploads and commands are over and every
         # worker ticks steadily; the lags the node reports are those of the last 30 s
         # (LAG_WINDOW), the window's when it is 30 s
