@@ -98,7 +98,7 @@ class FarmNode:
 
     @property
     def farm_version(self) -> int:
-        """Changes whenever a command other than telemetry is applied here (workers re-read
+        """Changes whenever a command that can change the farm is applied here (workers re-read
         their view of the farm then)."""
         return self.machine.farm_version
 

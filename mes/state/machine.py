@@ -200,9 +200,9 @@ class StateMachine:
         self._listeners: list[Callable[[Mapping[str, Any], Outcome], None]] = []
         self._restore_listeners: list[Callable[[], None]] = []
         self.applied_count = 0
-        # Counts applied commands other than FARM_NEUTRAL_OPS: a reader that caches printers,
-        # jobs and assignments re-reads when it moved.
-        self.farm_version = 0  # moved by reset, restore and every apply but telemetry's
+        # Moved by reset, restore and every applied command but FARM_NEUTRAL_OPS: a reader
+        # that caches printers, jobs and assignments re-reads when it moved.
+        self.farm_version = 0
         self.reset()
 
     def reset(self) -> None:

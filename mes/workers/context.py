@@ -77,13 +77,14 @@ class WorkerContext:
     startable: tuple[tuple[int, frozenset[str], int], list[dict[str, Any]]] | None = None
     view_reads: int = 0  # how often the farm view was read (GET /workers shows it)
     # This node's assignments {printer id: epoch} at a farm version: may_act reads them
-    # again only when a command other than telemetry (or a snapshot) was applied since.
+    # again only when the farm version moved (any command but telemetry and lease renewals,
+    # or a snapshot).
     _epochs_at: tuple[int, dict[str, int]] | None = None
 
     def view(self) -> FarmView:
-        """This node's printers as last read, read again once a command other than telemetry
-        applied (or VIEW_MAX_AGE passed), at most every half worker interval: 1,000
-        printers' rows cost milliseconds to read, and telemetry alone changes neither."""
+        """This node's printers as last read, read again once the farm version moved (or
+        VIEW_MAX_AGE passed), at most every half worker interval: 1,000 printers' rows cost
+        milliseconds to read, and telemetry and lease renewals change neither."""
         now = time.monotonic()
         view = self._view
         if view is not None:

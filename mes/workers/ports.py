@@ -24,7 +24,8 @@ class FarmPort(Protocol):
 
     @property
     def farm_version(self) -> int:
-        """A number that changes whenever a command other than telemetry is applied here."""
+        """A number that changes whenever a command other than telemetry or a lease renewal is
+        applied here, and after a snapshot."""
 
     def read_now(self, query: Callable[[Connection], T]) -> T:
         """Read the applied state here and now (a short read, on the calling thread)."""
