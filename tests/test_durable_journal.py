@@ -249,3 +249,39 @@ def test_a_node_that_lost_its_log_does_not_vote_until_rebuilt(tmp_path: Path) ->
         assert node.journal.getVotedForNodeId() == peer
     finally:
         node.destroy_synchronous()
+
+
+def test_a_crash_between_the_snapshot_and_the_compaction_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot is renamed into place, then the journal is compacted: a node killed in
+    between restarts with a journal that starts before the snapshot. pysyncobj clears such a
+    journal, entries after the snapshot too (acknowledged ones); ours must replay them."""
+    data_dir = tmp_path / "n0"
+
+    def lone_node() -> tuple[RaftNode, StateMachine]:
+        machine = StateMachine()
+        snapshots = SnapshotFiles(machine)
+        conf = build_conf(data_dir, snapshots, 8, 300.0, RaftTuning())
+        return RaftNode(f"127.0.0.1:{free_port()}", [], machine, conf, snapshots), machine
+
+    # Every compaction "crashes" right after the snapshot's rename: the journal stays whole.
+    monkeypatch.setattr(SyncedJournal, "deleteEntriesTo", lambda self, entry_to: None)
+    node, machine = lone_node()
+    try:
+        wait_for(node.is_leader, 10, "the lone node to lead")
+        done = threading.Semaphore(0)
+        for i in range(40):
+            node.apply_command(spool(i), callback=lambda *_: done.release())
+            assert done.acquire(timeout=20)
+        wait_for(lambda: (data_dir / "raft.snapshot").exists(), 10, "a snapshot")
+        assert node.journal[0][1] == 1  # never compacted
+    finally:
+        node.destroy_synchronous()
+    monkeypatch.undo()
+    restarted, machine = lone_node()
+    try:
+        wait_for(lambda: "f39" in dump(machine), 10, "the entries after the snapshot")
+        assert all(f"'f{i}'" in dump(machine) for i in range(40))
+        assert restarted.journal[0][1] > 1  # compacted to the snapshot at load
+    finally:
+        restarted.destroy_synchronous()

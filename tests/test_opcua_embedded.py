@@ -168,6 +168,24 @@ async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
     await subscription.delete()
 
 
+async def test_what_a_method_made_is_there_when_it_answers(farm: Secured, ada: Client) -> None:
+    """SubmitJob answers once the address space shows the new job: a client that browses
+    right after the call finds it (the mirror's passes run apart from the method)."""
+    ns = (await ada.get_namespace_array()).index(FARM_URI)
+    farm_folder = await ada.nodes.objects.get_child(f"{ns}:PrintFarm")
+    stored = await upload(farm.api)
+    for i in range(12):
+        submitted = await call(farm_folder, ns, "SubmitJob", text("pla"),
+                               ua.Variant(5, ua.VariantType.UInt32), text(stored["id"]),
+                               text(""), text(f"quick-{i}"))
+        assert submitted.StatusCode.is_good(), submitted.StatusCode
+        status = await ada.nodes.objects.get_child(
+            [f"{ns}:PrintFarm", f"{ns}:Jobs", f"{ns}:quick-{i}", f"{ns}:Status"])
+        assert await status.read_value() in ("Queued", "Assigned", "Running")
+    mirror = farm.node.opcua.mirror if farm.node.opcua is not None else None
+    assert mirror is not None and mirror.shown_index >= 12
+
+
 async def _async(value: bool) -> bool:
     return value
 

@@ -43,8 +43,14 @@ def missing_jobs(node: ServerProcess, acknowledged: set[str]) -> set[str]:
 
 def assert_all_held(nodes: list[ServerProcess], acknowledged: set[str], timeout: float) -> None:
     for node in nodes:
-        wait_for(lambda n=node: not missing_jobs(n, acknowledged), timeout,  # type: ignore[misc]
-                 f"node {node.index} to hold all {len(acknowledged)} acknowledged jobs")
+        try:
+            wait_for(lambda n=node: not missing_jobs(n, acknowledged),  # type: ignore[misc]
+                     timeout, f"node {node.index} to hold all {len(acknowledged)} jobs")
+        except AssertionError as exc:
+            health = node.client.get("/health", timeout=2.0)
+            raise AssertionError(f"{exc}; missing {sorted(missing_jobs(node, acknowledged))}; "
+                                 f"health {health.status_code} {health.text}; "
+                                 f"log tail:\n{node.log_tail()}") from None
 
 
 def write_until_stopped(node: ServerProcess, prefix: str, stop: threading.Event,

@@ -7,6 +7,8 @@ consistency dependency (reads) note an index in it, and the header goes on the r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from starlette.datastructures import MutableHeaders
@@ -54,3 +56,14 @@ class RaftIndexHeader:
             await self.app(scope, receive, send_with_index)
         finally:
             _current.reset(token)
+
+
+@contextmanager
+def noting_index() -> Iterator[_Holder]:
+    """Collect the indexes noted inside the block (outside a request: an OPC UA method)."""
+    holder = _Holder()
+    token = _current.set(holder)
+    try:
+        yield holder
+    finally:
+        _current.reset(token)

@@ -22,6 +22,7 @@ from asyncua import Node, ua
 from sqlalchemy import Connection
 
 from mes.api.errors import ApiError
+from mes.api.raft_index import noting_index
 from mes.auth.principal import Principal
 from mes.files.store import SHA256_PATTERN
 from mes.opcua.job_orders import JobOrderInvalid, job_args
@@ -144,12 +145,21 @@ class FarmMethods:
         self.require_approval = require_approval
 
     @classmethod
-    def for_node(cls, node: FarmNode) -> FarmMethods:
-        """Methods that commit through `node` (any node: the command goes to the leader)."""
+    def for_node(cls, node: FarmNode,
+                 shown: Callable[[int], Awaitable[object]] | None = None) -> FarmMethods:
+        """Methods that commit through `node` (any node: the command goes to the leader).
+
+        `shown(index)` waits until the address space shows the write at that Raft index: a
+        client that browses right after a call finds what the call made (a new job's node).
+        """
         from mes.api.deps import commit  # the API package imports the node: import late
 
         async def submit(op: str, args: dict[str, Any], who: Principal) -> Any:
-            return await commit(node, op, args, None, who)
+            with noting_index() as noted:
+                value = await commit(node, op, args, None, who)
+            if shown is not None and noted.index:
+                await shown(noted.index)
+            return value
 
         return cls(submit, node.read, lambda: node.settings.require_approval)
 

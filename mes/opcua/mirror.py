@@ -76,6 +76,11 @@ class Mirror:
         self.build_cpu_seconds: float | None = None  # this thread's CPU (reads excluded)
         self.passes = 0
         self.built = asyncio.Event()
+        # The highest Raft index whose changes reached the loop, and the highest whose changes
+        # the address space shows: a method that committed at index i answers once i is shown.
+        self._noted_index = 0
+        self.shown_index = 0
+        self._shown = asyncio.Condition()
 
     # -- wiring (any thread)
 
@@ -108,7 +113,7 @@ class Mirror:
         changes = [(e.entity, e.entity_id) for e in outcome.events if e.entity in ENTITIES]
         if changes:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._note, changes)
+                loop.call_soon_threadsafe(self._note, changes, outcome.index)
 
     def request_rebuild(self) -> None:
         """Resynchronise everything from the state (any thread)."""
@@ -121,7 +126,8 @@ class Mirror:
         self._rebuild = True
         self._wake.set()
 
-    def _note(self, changes: list[tuple[str, str]]) -> None:
+    def _note(self, changes: list[tuple[str, str]], index: int = 0) -> None:
+        self._noted_index = max(self._noted_index, index)
         for entity, entity_id in changes:
             if entity == "printer_status":
                 self._statuses.add(entity_id)
@@ -141,11 +147,13 @@ class Mirror:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            target = self._noted_index
             try:
                 if self._rebuild:
                     await self._build()
                 else:
                     await self._apply()
+                await self._show(target)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -155,6 +163,23 @@ class Mirror:
                 await asyncio.sleep(1.0)
             self.passes += 1
             await asyncio.sleep(PACE)
+
+    async def wait_shown(self, index: int, timeout: float) -> bool:
+        """Wait until the address space shows the changes of Raft index `index` (those of
+        the farm's printers, jobs and spools); False if it did not within `timeout` s."""
+        async with self._shown:
+            try:
+                await asyncio.wait_for(
+                    self._shown.wait_for(lambda: self.shown_index >= index), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _show(self, index: int) -> None:
+        if index > self.shown_index:
+            async with self._shown:
+                self.shown_index = index
+                self._shown.notify_all()
 
     async def _build(self) -> None:
         self._rebuild = False

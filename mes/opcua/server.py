@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0
 # Longest the garbage collector stays off while the model and the farm are built (seconds).
 GC_PAUSE_LIMIT = 120.0
+# Longest a method's answer waits for the address space to show what the call committed
+# (seconds; the mirror's passes take milliseconds, a node still building takes longer).
+SHOWN_TIMEOUT = 5.0
 
 
 class ReadOnlyUsers(UserManager):  # type: ignore[misc]
@@ -247,7 +250,11 @@ async def _attach_methods(embedded: EmbeddedServer) -> None:
     a printer object is created; a deleted printer takes its methods with it)."""
     if embedded.space is None:
         return
-    farm = FarmMethods.for_node(embedded.node)
+    async def shown(index: int) -> bool:
+        mirror = embedded.mirror
+        return mirror is None or await mirror.wait_shown(index, SHOWN_TIMEOUT)
+
+    farm = FarmMethods.for_node(embedded.node, shown)
     ns = embedded.farm_ns
     server = embedded.server
     await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)

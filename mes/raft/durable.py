@@ -56,6 +56,7 @@ class DurableSyncObj(SyncObj):  # type: ignore[misc]
         self.rebuilding = lost
         if snapshots is not None:
             snapshots.on_unreadable = self._rebuild_from_peers if peers else None
+            snapshots.on_loaded = self._align_journal
         with _pysyncobj_journal(self.journal):
             super().__init__(self_address, peers, conf)
         if lost:  # the meta file may still name a commit index of the lost log
@@ -76,6 +77,28 @@ class DurableSyncObj(SyncObj):  # type: ignore[misc]
                      snapshot_file, self.journal[0][1])
         self.journal.reset_empty(EMPTY_LOG_ENTRY)
         return True
+
+    def _align_journal(self, raft_data: Any) -> None:
+        """Compact a journal that starts before the snapshot being loaded.
+
+        A snapshot is renamed into place before the journal is compacted to it: a node killed
+        in between holds a journal that starts earlier. pysyncobj then clears the whole
+        journal (entries after the snapshot too, which this node may have acknowledged);
+        compacted to the snapshot's last two entries instead, the journal is kept.
+        """
+        before_last, last = raft_data[2], raft_data[1]
+        journal = self.journal
+        if not len(journal) or tuple(journal[0]) == tuple(before_last):
+            return
+        position = before_last[1] - journal[0][1]
+        if not 0 < position < len(journal) - 1:
+            return
+        if (_same_entry(journal[position], before_last)
+                and _same_entry(journal[position + 1], last)):
+            log.warning("the journal starts at entry %d, before the snapshot (a stop between "
+                        "the snapshot and the compaction): compacted to entry %d",
+                        journal[0][1], before_last[1])
+            journal.deleteEntriesTo(position)
 
     def _rebuild_from_peers(self) -> None:
         """Forget the log (its snapshot was unreadable): the leader sends a snapshot again."""
@@ -122,3 +145,9 @@ class DurableSyncObj(SyncObj):  # type: ignore[misc]
             self._held_replies.append((node, reset, nextNodeIdx, success))
         else:
             SyncObj._SyncObj__sendNextNodeIdx(self, node, reset, nextNodeIdx, success)
+
+
+def _same_entry(entry: Any, other: Any) -> bool:
+    """Whether two journal entries (command, index, term) are the same."""
+    return (bytes(entry[0]) == bytes(other[0])
+            and (entry[1], entry[2]) == (other[1], other[2]))

@@ -69,6 +69,9 @@ class SnapshotFiles:
         # Set by RaftNode: forget the log so that the leader sends a snapshot again. None on a
         # node without peers: an unreadable snapshot then stops it (nothing to rebuild from).
         self.on_unreadable: Callable[[], None] | None = None
+        # Set by RaftNode: called with pysyncobj's data of a snapshot being loaded, before
+        # pysyncobj compares the journal with it (see DurableSyncObj._align_journal).
+        self.on_loaded: Callable[[Any], None] | None = None
         self.raft_thread_seconds = 0.0
         self.completed = 0
 
@@ -119,10 +122,12 @@ class SnapshotFiles:
             if not isinstance(payload, dict) or payload.get("format") != FORMAT:
                 raise ValueError(f"{file_name} is not a mes snapshot")
             self._machine.restore(payload["db"])
-            return payload["raft"]
         except Exception as exc:
             self._unreadable(file_name, exc)
             raise
+        if self.on_loaded is not None:
+            self.on_loaded(payload["raft"])
+        return payload["raft"]
 
     def _unreadable(self, file_name: str, exc: Exception) -> None:
         if self.on_unreadable is None:
