@@ -86,7 +86,7 @@ class DurableSyncObj(SyncObj):  # type: ignore[misc]
         journal (entries after the snapshot too, which this node may have acknowledged);
         compacted to the snapshot's last two entries instead, the journal is kept.
         """
-        before_last, last = raft_data[2], raft_data[1]
+        last, before_last = raft_data[0], raft_data[1]  # pysyncobj's (last, before, cluster)
         journal = self.journal
         if not len(journal) or tuple(journal[0]) == tuple(before_last):
             return
