@@ -229,7 +229,9 @@ def test_cluster_with_the_secret_commits_and_copies_files(cluster: Cluster) -> N
     assert response.status_code == 201, response.text
     sha = response.json()["id"]
     other = next(n for n in cluster.nodes if n is not follower)
-    download = other.client.get(f"/files/{sha}")
+    # read-your-writes: `other` may be a follower that has not applied the record yet
+    download = other.client.get(f"/files/{sha}",
+                                headers={"X-Min-Raft-Index": response.headers["X-Raft-Index"]})
     assert download.status_code == 200 and download.content == GCODE
     # a majority held it before the upload was answered, the third gets it in the background
     wait_for(lambda: all((n.data_dir / "upload" / sha[:2] / sha).exists()

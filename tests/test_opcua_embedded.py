@@ -52,7 +52,7 @@ async def farm(tmp_path: Path) -> AsyncIterator[Secured]:
     cert, key = await client_certificate(tmp_path / "client", CLIENT_URI)
     # Beds are cleared by hand here: ClearBed is one of the methods under test.
     async with opcua_farm(tmp_path, {"ada": "user", "otto": "operator"}, printer=True,
-                          auto_clear_bed=False, mock_printer_job_time=4) as farm:
+                          auto_clear_bed=False, mock_printer_job_time=30) as farm:
         yield Secured(farm, cert, key)
 
 

@@ -169,7 +169,7 @@ async def test_workers_do_not_wait_for_a_slow_or_absent_lab_server(
         stats = pool.stats()
         assert stats["lag_p99_ms"] is not None and stats["lag_p99_ms"] < 1000, stats
         for took in (slow, away):
-            assert took < normal * 1.5 + 1.0, (normal, slow, away)
+            assert took < normal * 2 + 2.0, (normal, slow, away)
 
         # It comes back on the same port with new node ids: the values resume.
         lab.writes.clear()

@@ -47,7 +47,7 @@ async def _setup(api: httpx.AsyncClient) -> None:
 
 
 async def test_printer_methods_follow_the_rules(tmp_path: Path) -> None:
-    async with running_farm(tmp_path, auto_clear_bed=False, mock_printer_job_time=60) as (
+    async with running_farm(tmp_path, auto_clear_bed=False, mock_printer_job_time=600) as (
             node, api):
         await _setup(api)
         stored = await upload(api)

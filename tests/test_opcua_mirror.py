@@ -28,7 +28,7 @@ async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
     # Read-only anonymous sessions (security None) for the mirror; tests/test_opcua_security.py
     # and the node-opcua test use accounts over SignAndEncrypt.
     async with opcua_farm(tmp_path, opcua_allow_anonymous=True,
-                          mock_printer_job_time=4) as farm:
+                          mock_printer_job_time=30) as farm:
         yield farm
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.auth import admin_headers
 from tests.cluster import Cluster, ServerProcess
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -146,6 +147,9 @@ def test_latency_of_each_level_on_a_follower(cluster: Cluster) -> None:
     """Figures for the report (the machine is shared: wall times are indicative)."""
     follower = cluster.followers()[0]
     index = write_printer(cluster.wait_leader(), "latency")
+    # A local read may miss the write until the follower applies it (that is the level).
+    wait_for(lambda: follower.client.get("/printers/latency").status_code == 200, 10,
+             "the follower to apply the printer")
     levels = {"local": {}, "min_index": {"X-Min-Raft-Index": str(index)},
               "linearizable": {"X-Read-Consistency": "linearizable"}}
     for name, headers in levels.items():

@@ -162,7 +162,7 @@ def test_health_stays_quick_during_a_large_upload(tmp_path: Path) -> None:
         # Generous bounds (a loaded CI machine had one 541 ms probe): a loop blocked by the
         # upload would stall every probe for the seconds the upload takes.
         assert statistics.median(latencies) < 0.1, "/health slow during the upload"
-        assert p99 < 1.0, f"/health p99 {p99 * 1000:.0f} ms during the upload"
+        assert p99 < 2.0, f"/health p99 {p99 * 1000:.0f} ms during the upload"
         stored = node.data_dir / "upload"
         assert _stored_bytes(stored) == len(content)
         assert not [p for p in stored.rglob(".incoming-*")]
