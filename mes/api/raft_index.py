@@ -44,23 +44,19 @@ class RaftIndexHeader:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        holder = _Holder()
-        token = _current.set(holder)
+        with noting_index() as holder:
 
-        async def send_with_index(message: Message) -> None:
-            if message["type"] == "http.response.start" and holder.index:
-                MutableHeaders(scope=message).append(RAFT_INDEX_HEADER, str(holder.index))
-            await send(message)
+            async def send_with_index(message: Message) -> None:
+                if message["type"] == "http.response.start" and holder.index:
+                    MutableHeaders(scope=message).append(RAFT_INDEX_HEADER, str(holder.index))
+                await send(message)
 
-        try:
             await self.app(scope, receive, send_with_index)
-        finally:
-            _current.reset(token)
 
 
 @contextmanager
 def noting_index() -> Iterator[_Holder]:
-    """Collect the indexes noted inside the block (outside a request: an OPC UA method)."""
+    """Collect the indexes noted inside the block (a request, or an OPC UA method call)."""
     holder = _Holder()
     token = _current.set(holder)
     try:

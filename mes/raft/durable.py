@@ -88,9 +88,9 @@ class DurableSyncObj(SyncObj):  # type: ignore[misc]
         """
         last, before_last = raft_data[0], raft_data[1]  # pysyncobj's (last, before, cluster)
         journal = self.journal
-        if not len(journal) or tuple(journal[0]) == tuple(before_last):
+        if not len(journal):
             return
-        position = before_last[1] - journal[0][1]
+        position = before_last[1] - journal[0][1]  # 0: the journal starts at the snapshot
         if not 0 < position < len(journal) - 1:
             return
         if (_same_entry(journal[position], before_last)
