@@ -10,24 +10,16 @@ import argparse
 import socket
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from mes.config import ConfigError, Settings, load_settings, masked_items
 from mes.logs import configure_logging
+from mes.version import package_version
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_START = 1
 CONFIGURATION_HELP = ("Configuration comes from the environment or a .env file in the working "
                       "directory (see .env.example); `setting` prints the effective values.")
-
-
-def package_version() -> str:
-    """The installed version of mes."""
-    try:
-        return version("mes")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def parse_command_line(prog: str, description: str, argv: Sequence[str] | None) -> None:
@@ -95,6 +87,8 @@ def server(argv: Sequence[str] | None = None) -> None:
     from mes.interpreter import tune_for_node
     from mes.node import FarmNode
     from mes.raft.node import RaftBindError
+    from mes.state.errors import NewerData
+    from mes.version import EXIT_NEWER_DATA
 
     tune_for_node()
     http_socket = bind_http(settings.http_host, settings.http_port)
@@ -102,6 +96,8 @@ def server(argv: Sequence[str] | None = None) -> None:
         node = FarmNode(settings)
     except RaftBindError as exc:
         raise _fail(str(exc)) from None
+    except NewerData as exc:
+        raise _fail(str(exc), EXIT_NEWER_DATA) from None
     except Exception as exc:  # the data dir is unusable, ...
         raise _fail(f"cannot start node: {exc}", EXIT_CANNOT_START) from None
     try:

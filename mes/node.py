@@ -16,6 +16,7 @@ from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
 from mes.cluster_secret import blob_token, raft_password
 from mes.config import ConfigError, Settings
+from mes.data_version import check_and_mark
 from mes.events.hub import EventHub
 from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
@@ -27,8 +28,10 @@ from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
-from mes.state import queries
+from mes.state import cluster_versions, queries
 from mes.state.machine import Outcome, StateMachine
+from mes.version import DATA_LEVEL, RELEASE
+from mes.versions import ClusterVersion, VersionReporter
 from mes.workers.host import WorkerHost
 
 if TYPE_CHECKING:
@@ -49,6 +52,8 @@ class FarmNode:
         if settings.peers and not settings.cluster_secret:  # load_settings says so first
             raise ConfigError("CLUSTER_SECRET: required when RAFT_PEERS names other nodes")
         self.settings = settings
+        # Before anything is read: a data directory of a newer release is refused.
+        check_and_mark(settings.data_dir)
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)
         # Before Raft starts: the stream's window sees the journal replayed at start too.
@@ -62,7 +67,10 @@ class FarmNode:
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
-        self.writer = Writer(self.raft, settings.raft_write_timeout)
+        self.cluster_version = ClusterVersion(self.machine.read)
+        self.machine.add_listener(self.cluster_version.on_apply)
+        self.machine.add_restore_listener(self.cluster_version.on_restore)
+        self.writer = Writer(self.raft, settings.raft_write_timeout, self.cluster_version.check)
         self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
         self.machine.add_listener(self.applied.on_apply)
         self.linearizer = Linearizer(self._commit_noop)
@@ -134,8 +142,17 @@ class FarmNode:
         """This node's view of the cluster, with the REST URL each node announced."""
         view = cluster_view(self.raft.getStatus(), self.machine.applied_count)
         urls = {n["raft_address"]: n["http_url"] for n in self.machine.read(queries.list_nodes)}
+        versions = self.machine.read(cluster_versions.reported)
         for entry in view["nodes"]:
             entry["http_url"] = urls.get(entry["address"])
+            # What the node reported through Raft (None: not yet, or an older release).
+            reported = versions.get(entry["address"], {})
+            entry["version"] = reported.get("release")
+            entry["level"] = reported.get("level")
+        # This node's own release, and the data level the whole cluster may use.
+        view["version"] = RELEASE
+        view["level"] = DATA_LEVEL
+        view["cluster_version"] = self.cluster_version.level()
         return view
 
     @property
@@ -177,7 +194,9 @@ class FarmNode:
                                                          self.hold_blob), name="file-sync"),
                             asyncio.create_task(self.deliveries.run(), name="deliveries"),
                             asyncio.create_task(self.metrics.runtime.probe_loop(),
-                                                name="loop-lag-probe")]
+                                                name="loop-lag-probe"),
+                            asyncio.create_task(self.versions_reporter().run(),
+                                                name="versions")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 
@@ -185,6 +204,12 @@ class FarmNode:
             # Never delays the REST API: the server binds and builds on its own thread.
             self._background.append(asyncio.create_task(self._start_opcua(self.opcua),
                                                         name="opcua-start"))
+
+    def versions_reporter(self) -> VersionReporter:
+        """Reports this node's release through Raft; leading, raises the cluster version."""
+        return VersionReporter(self.settings.raft_self, self.machine.read,
+                               lambda op, args: self.writer.submit(op, args),
+                               self.is_leader, self.raft.members, self.cluster_version)
 
     @staticmethod
     async def _start_opcua(server: EmbeddedServer) -> None:

@@ -353,6 +353,7 @@ def test_a_snapshot_from_before_shards_gets_hubs_and_assignments(farm: StateMach
     for table in ("assignments", "node_leases", "counters"):
         source.execute(f"DROP TABLE {table}")
     source.execute("ALTER TABLE printers DROP COLUMN hub")
+    source.execute("PRAGMA user_version = 0")  # as every image before release 0.2.0
     source.commit()
     farm.restore(source.serialize())
     assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p2'") == (None, 0)

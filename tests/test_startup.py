@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 from tests.cluster import Cluster
 from tests.ports import free_port
 
-SCRIPTS = ["server", "setting", "mock-printer"]
+SCRIPTS = ["server", "setting", "mock-printer", "backup", "restore"]
+PROJECT_VERSION = tomllib.loads(
+    (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
 
 
 def _script(name: str) -> str:
@@ -42,7 +45,7 @@ def test_every_script_answers_help_and_version_without_starting(
         assert result.stdout.startswith(f"usage: {script}")
         assert "=" not in result.stdout.split("\n", 1)[0]  # not the settings listing
     else:
-        assert result.stdout.strip() == f"{script} 0.1.0"
+        assert result.stdout.strip() == f"{script} {PROJECT_VERSION}"
     assert not (tmp_path / "data").exists()  # nothing started, nothing written
 
 

@@ -279,17 +279,18 @@ def test_unexpected_errors_reject_the_command_and_the_log_goes_on(farm: Farm) ->
     outcome = farm.do("printer.create", id="p9", model="\ud800")
     assert outcome.error is not None and outcome.error["code"] == "invalid_text"
     # whatever else goes wrong inside a handler rejects that command only
-    from mes.state import machine
+    from mes.state import commands
 
     def broken(ctx: Any, args: Any) -> None:
         raise UnicodeEncodeError("utf-8", "x", 0, 1, "surprise")
 
-    machine.HANDLERS["test.broken"] = broken
+    commands.COMMANDS["test.broken"] = commands.Command(
+        commands.Op.NOOP, {1: commands.Format(broken)})
     try:
         failed = farm.do("test.broken")
         assert failed.error is not None and failed.error["code"] == "apply_failed"
     finally:
-        del machine.HANDLERS["test.broken"]
+        del commands.COMMANDS["test.broken"]
     assert farm.dump() == before
     assert farm.do("printer.create", id="p9", model="fine").ok
 

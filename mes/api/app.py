@@ -13,6 +13,7 @@ from mes.api.errors import install_error_handlers
 from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
+    backup,
     cluster,
     dashboard,
     events,
@@ -31,6 +32,7 @@ from mes.api.routes import (
 )
 from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
+from mes.version import RELEASE
 from mes.web import install as install_web
 
 API_PREFIX = "/api/v1"
@@ -53,7 +55,7 @@ def create_app(node: FarmNode) -> FastAPI:
         lifespan=lifespan,
         title="mes",
         summary="Print-farm manufacturing execution server on Raft-replicated state",
-        version="0.1.0",
+        version=RELEASE,
         docs_url=f"{API_PREFIX}/docs",
         openapi_url=f"{API_PREFIX}/openapi.json",
         redoc_url=None,
@@ -64,7 +66,7 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(RaftIndexHeader)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster, membership, utilization, events, webhooks, session, dashboard):
+                   cluster, membership, backup, utilization, events, webhooks, session, dashboard):
         api.include_router(module.router)
     api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)

@@ -21,9 +21,9 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from mes.cli import package_version
 from mes.emulator import octoprint_api, prusalink_api
 from mes.emulator.printer import Printer
+from mes.version import package_version
 
 APIS: dict[str, Callable[[dict[int, Printer], str], Starlette]] = {
     "OctoPrint": octoprint_api.create_app,

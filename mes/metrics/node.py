@@ -16,7 +16,8 @@ from prometheus_client import (
 from mes.metrics.farm import FarmCollector
 from mes.metrics.runtime import RuntimeMetrics
 from mes.metrics.workers import WorkerMetrics
-from mes.state.machine import HANDLERS, Outcome
+from mes.state.commands import declared
+from mes.state.machine import Outcome
 
 if TYPE_CHECKING:
     from mes.node import FarmNode
@@ -52,7 +53,7 @@ class NodeMetrics:
     def on_apply(self, command: Mapping[str, Any], outcome: Outcome) -> None:
         """A state machine listener: count the command (runs on the Raft thread)."""
         op = command.get("op") if isinstance(command, Mapping) else None
-        label = op if isinstance(op, str) and op in HANDLERS else "unknown"
+        label = op if declared(op) is not None else "unknown"
         if outcome.error is None:
             self.commands_applied.labels(label).inc()
             return

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from asyncua import Node, Server, ua
@@ -31,6 +32,7 @@ from mes.opcua.mirror import Mirror
 from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
 from mes.opcua.security import secure
 from mes.opcua.speedups import install_speedups
+from mes.version import DATA_LEVEL, RELEASE, RELEASE_DATE
 from opcua_model.loader import load_model
 from opcua_model.nodesets import MACHINERY_JOBS_URI
 
@@ -168,6 +170,10 @@ class EmbeddedServer:
         server.set_server_name(f"mes node {self.settings.raft_self}")
         server.product_uri = "urn:mes:print-farm"
         server.manufacturer_name = "mes"
+        # BuildInfo names this release (asyncua's init wrote "1.0pre").
+        await server.set_build_info(server.product_uri, server.manufacturer_name, "mes",
+                                    RELEASE, f"level {DATA_LEVEL}",
+                                    datetime.fromisoformat(RELEASE_DATE).replace(tzinfo=UTC))
         await self.service_level.update()  # 0 until the farm is built
         await server.start()
 

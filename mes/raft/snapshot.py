@@ -20,10 +20,13 @@ from typing import Any
 from pysyncobj.config import SERIALIZER_STATE
 
 from mes.raft.journal import fsync_dir, move_aside, stop_unrecoverable
-from mes.state.machine import StateMachine
+from mes.state.errors import NewerData
+from mes.state.machine import StateMachine, stop_newer
+from mes.version import DATA_LEVEL, RELEASE, SCHEMA, SCHEMA_MIN_READER
 
-# The schema of the image: raise it whenever a table changes, so that an image of another
-# schema is refused (and rebuilt from peers) instead of being applied to.
+# The container's name, the same since release 0.1.0 (which refuses any other): what the
+# image holds is told by `schema` (the SQLite image's, migrated on restore) and `min_reader`
+# (the oldest schema whose code may read it; a node older than that stops, exit status 2).
 FORMAT = "mes-snapshot-3"
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,23 @@ class _Write:
             self.error = exc
         finally:
             self._payload = None
+
+
+def snapshot_versions() -> dict[str, Any]:
+    """What a snapshot written now says of the code that wrote it."""
+    return {"schema": SCHEMA, "min_reader": SCHEMA_MIN_READER, "release": RELEASE,
+            "level": DATA_LEVEL}
+
+
+def refuse_newer(payload: dict[str, Any], source: str) -> None:
+    """Raise NewerData if this code may not read a snapshot `payload` (0.1.0's have no
+    versions: schema 1, readable)."""
+    min_reader = payload.get("min_reader", 1)
+    if not isinstance(min_reader, int) or min_reader > SCHEMA:
+        raise NewerData(
+            f"{source} was written by release {payload.get('release', '?')} (schema "
+            f"{payload.get('schema', '?')}, readable from schema {min_reader}); this node runs "
+            f"release {RELEASE} (schema {SCHEMA}) and cannot read it. Upgrade this node.")
 
 
 def _load(file_name: str) -> Any:
@@ -83,7 +103,8 @@ class SnapshotFiles:
         """
         started = time.perf_counter()
         final = file_name.removesuffix(".tmp")
-        payload = {"format": FORMAT, "db": self._machine.snapshot(), "raft": raft_data}
+        payload = {"format": FORMAT, "db": self._machine.snapshot(), "raft": raft_data,
+                   **snapshot_versions()}
         self._write = _Write(final, payload, self._generation)
         self._write.thread.start()
         self.raft_thread_seconds = time.perf_counter() - started
@@ -121,7 +142,10 @@ class SnapshotFiles:
             payload = _load(file_name)
             if not isinstance(payload, dict) or payload.get("format") != FORMAT:
                 raise ValueError(f"{file_name} is not a mes snapshot")
+            refuse_newer(payload, file_name)
             self._machine.restore(payload["db"])
+        except NewerData as exc:
+            stop_newer(str(exc))
         except Exception as exc:
             self._unreadable(file_name, exc)
             raise

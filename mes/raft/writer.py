@@ -6,11 +6,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pysyncobj import FAIL_REASON
 
+from mes.state.commands import current_version
 from mes.state.machine import Outcome
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,12 @@ def new_request_id() -> str:
 class Writer:
     """Turns commands into committed outcomes, retrying idempotently until a deadline."""
 
-    def __init__(self, node: CommandApplier, timeout: float) -> None:
+    def __init__(self, node: CommandApplier, timeout: float,
+                 gate: Callable[[str], None] | None = None) -> None:
         self._node = node
         self._timeout = timeout
+        # Raises (mes.versions.NotUpgraded) for a format the cluster cannot apply yet.
+        self._gate = gate
 
     async def submit(self, op: str, args: Mapping[str, Any], request_id: str | None = None,
                      remember: bool = True, actor: str | None = None) -> Outcome:
@@ -51,8 +55,12 @@ class Writer:
         no request id is stored, so retries may apply it twice. `actor` is the user whose
         request this is (None: the farm itself); apply checks their role and audits it.
         """
+        if self._gate is not None:
+            self._gate(op)
         rid = (request_id or new_request_id()) if remember else None
-        command: dict[str, Any] = {"op": op, "args": dict(args), "rid": rid, "ts": time.time()}
+        # `v`: the format version, so that every node gives the command the meaning it has now.
+        command: dict[str, Any] = {"op": op, "v": current_version(op), "args": dict(args),
+                                   "rid": rid, "ts": time.time()}
         if actor is not None:
             command["actor"] = actor
         loop = asyncio.get_running_loop()

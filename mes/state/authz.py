@@ -7,29 +7,14 @@ command the edge should never have built.
 
 from __future__ import annotations
 
-from mes.state import queries
+from mes.state import commands, queries
 from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.errors import Forbidden, NotFound
 from mes.state.users import RANK, get_user
 
-# The least role whose requests may carry each command; commands missing here are the
-# farm's own (workers, the leader) and no user's request may carry them.
-MIN_ROLE = {
-    "printer.create": "operator", "printer.update": "operator", "printer.delete": "operator",
-    "printer.bed_cleared": "operator", "printer.reserve": "operator",
-    "printer.release": "operator",
-    "filament.create": "operator", "filament.update": "operator", "filament.delete": "operator",
-    "job.approve": "operator", "job.reject": "operator",
-    "job.create": "user", "order.create": "user", "job.set_status": "user",
-    "job.request": "user", "file.register": "user",
-    "user.create": "admin", "user.update": "user",
-    "token.create": "user", "token.revoke": "user",
-    "node.forget": "admin", "retention.prune": "admin",
-    "webhook.create": "operator", "webhook.delete": "operator",
-}
 # Commands on one job that a user may carry only for their own jobs.
-_OWN_JOB_OPS = ("job.set_status", "job.request")
+_OWN_JOB_OPS = (commands.Op.JOB_SET_STATUS, commands.Op.JOB_REQUEST)
 
 
 def check(ctx: ApplyContext, op: str, args: Args) -> None:
@@ -43,7 +28,7 @@ def check(ctx: ApplyContext, op: str, args: Args) -> None:
     if user is None or user["disabled"]:
         raise Forbidden("account_disabled", "this account is disabled or no longer exists")
     ctx.actor_role = user["role"]
-    need = MIN_ROLE.get(op)
+    need = commands.min_role(op)
     if need is None or RANK[user["role"]] < RANK[need]:
         raise Forbidden("forbidden", f"the {user['role']} role may not do this")
     if ctx.staff:
@@ -53,7 +38,8 @@ def check(ctx: ApplyContext, op: str, args: Args) -> None:
         job = queries.get_job(ctx.conn, job_id) if isinstance(job_id, str) else None
         if job is not None and job["owner_id"] != ctx.actor:
             raise NotFound("job_not_found", f"print job {job_id!r} does not exist", "id")
-        if op == "job.set_status" and str(args.raw("status")).lower() != "canceled":
+        if op == commands.Op.JOB_SET_STATUS and str(args.raw("status")).lower() != "canceled":
             raise Forbidden("forbidden", "users may only cancel their jobs", "status")
-    if op in ("job.create", "order.create") and args.raw("owner_id") not in (None, ctx.actor):
+    if (op in (commands.Op.JOB_CREATE, commands.Op.ORDER_CREATE)
+            and args.raw("owner_id") not in (None, ctx.actor)):
         raise Forbidden("forbidden", "users submit jobs only in their own name", "owner_id")

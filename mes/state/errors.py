@@ -41,3 +41,8 @@ class Forbidden(DomainError):
     """The command's actor may not do this (role, ownership, disabled account)."""
 
     kind = "forbidden"
+
+
+class NewerData(Exception):
+    """The log or a snapshot holds what only a newer release understands: the node stops
+    (exit status 2) instead of applying it, so it never diverges from the nodes that can."""

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,76 +22,23 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
 
-from mes.state import (
-    authz,
-    farm,
-    filaments,
-    jobs,
-    notifications,
-    orders,
-    printers,
-    retention,
-    shards,
-    stored_files,
-    users,
-)
+from mes.state import authz, commands, migrations, notifications
 from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.database import Database, sync_sqlite_url
-from mes.state.errors import DomainError, InvalidCommand
+from mes.state.errors import DomainError, InvalidCommand, NewerData
 from mes.state.tables import applied_requests, audit_log, metadata
+from mes.version import DATA_LEVEL, EXIT_NEWER_DATA, RELEASE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 __all__ = ["Outcome", "StateMachine", "sync_sqlite_url"]
 Handler = Callable[[ApplyContext, Args], Any]
 
+# Today's handler of each command (the registry, mes.state.commands, is the one place they
+# are declared; apply dispatches on a command's op and format version).
 HANDLERS: dict[str, Handler] = {
-    "printer.create": printers.create,
-    "printer.update": printers.update_,
-    "printer.delete": printers.delete_,
-    "filament.create": filaments.create,
-    "filament.update": filaments.update_,
-    "filament.delete": filaments.delete_,
-    "job.create": jobs.create,
-    "job.set_status": jobs.set_status,
-    "file.register": stored_files.register,
-    "node.announce": stored_files.announce_node,
-    "node.forget": stored_files.forget_node,
-    "leader.begin": farm.begin_epoch,
-    "node.lease": shards.renew_lease,
-    "shard.assign": shards.assign,
-    "shard.release": shards.release,
-    "job.claim": farm.claim,
-    "job.started": farm.started,
-    "job.sending": farm.sending,
-    "job.start_failed": farm.start_failed,
-    "job.finished": farm.finished,
-    "job.lost": farm.lost,
-    "job.phase": farm.set_phase,
-    "job.external": farm.external,
-    "job.request": farm.request_action,
-    "printer.bed_cleared": farm.bed_cleared,
-    "printer.attention": farm.needs_attention,
-    "printer.reserve": farm.reserve,
-    "printer.release": farm.release,
-    "printer.telemetry": farm.telemetry,
-    "job.approve": jobs.approve,
-    "job.reject": jobs.reject,
-    "order.create": orders.create,
-    "user.bootstrap": users.bootstrap,
-    "user.create": users.create,
-    "user.update": users.update_,
-    "user.oidc_login": users.oidc_login,
-    "token.create": users.create_token,
-    "token.revoke": users.revoke_token,
-    "token.used": users.token_used,
-    "retention.prune": retention.prune,
-    "webhook.create": notifications.create_webhook,
-    "webhook.delete": notifications.delete_webhook,
-    "delivery.result": notifications.delivery_result,
-    "noop": lambda ctx, args: None,
-}
+    op: command.formats[command.current].handler for op, command in commands.COMMANDS.items()}
 
 _STORED_OUTCOME = select(applied_requests.c.outcome, applied_requests.c.fingerprint).where(
     applied_requests.c.request_id == bindparam("rid"))
@@ -171,6 +119,19 @@ def _node_fault(exc: BaseException) -> bool:
     return isinstance(code, int) and (code & 0xFF) in _NODE_FAULTS
 
 
+def format_version(command: Any) -> Any:
+    """A command's format version: `v`, or 1 for release 0.1.0's commands (they had none)."""
+    return command.get("v", 1) if isinstance(command, Mapping) else 1
+
+
+def stop_newer(message: str) -> NoReturn:
+    """Stop rather than apply what only a newer release understands (exit status 2)."""
+    log.critical("%s", message)
+    logging.shutdown()
+    print(f"mes: {message}", file=sys.stderr, flush=True)
+    os._exit(EXIT_NEWER_DATA)
+
+
 def _stop_node(exc: Exception) -> NoReturn:
     log.critical("this node's database failed while applying a command (%r); stopping "
                  "rather than diverging from the other nodes", exc)
@@ -178,11 +139,10 @@ def _stop_node(exc: Exception) -> NoReturn:
     os._exit(EXIT_DATABASE_FAILED)
 
 
-# Commands that change neither printers, jobs, spools nor assignments: telemetry writes
-# printer statuses (and state intervals), a lease renewal a node's lease row. They do not
-# move farm_version, so the workers' cached views survive them (every node renews every
-# NODE_LEASE_RENEW seconds).
-FARM_NEUTRAL_OPS = frozenset({"printer.telemetry", "node.lease"})
+# Commands that change neither printers, jobs, spools nor assignments (telemetry, lease
+# renewals, versions): they do not move farm_version, so the workers' cached views survive them.
+FARM_NEUTRAL_OPS = frozenset(op for op, command in commands.COMMANDS.items()
+                             if not command.moves_farm)
 
 
 class StateMachine:
@@ -212,6 +172,7 @@ class StateMachine:
             self._conn.exec_driver_sql("BEGIN")
             metadata.drop_all(self._conn)
             metadata.create_all(self._conn)
+            migrations.set_schema(self._conn)
             self.farm_version += 1
 
     def add_listener(self, listener: Callable[[Mapping[str, Any], Outcome], None]) -> None:
@@ -231,12 +192,17 @@ class StateMachine:
         Never raises: an exception escaping apply would make pysyncobj retry the same log
         entry forever on every node. Every failure becomes a deterministic rejection.
         """
+        version = format_version(command)
+        if isinstance(version, int) and not isinstance(version, bool) and version > DATA_LEVEL:
+            stop_newer(f"the Raft log holds a command {_op_of(command)!r} of format level "
+                        f"{version}, written by a newer release; this node ({RELEASE}) "
+                        f"applies up to level {DATA_LEVEL}. Upgrade this node.")
         with self._lock:
             outcome = self._apply_locked(command, index)
             if index:
                 outcome = replace(outcome, index=index)
             self.applied_count += 1
-            if _op_of(command) not in FARM_NEUTRAL_OPS:
+            if commands.moves_farm(_op_of(command)):
                 self.farm_version += 1
         for listener in self._listeners:
             try:
@@ -278,6 +244,8 @@ class StateMachine:
             return outcome
         except DomainError as exc:
             outcome = Outcome(error=exc.as_dict())
+        except NewerData as exc:
+            stop_newer(str(exc))
         except Exception as exc:
             if _node_fault(exc):
                 # Not the command's fault but this node's (disk, lock): rejecting it here
@@ -296,9 +264,18 @@ class StateMachine:
         if not isinstance(command, Mapping):
             raise InvalidCommand("invalid_command", "a command must be a mapping")
         op = command.get("op")
-        handler = HANDLERS.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise InvalidCommand("unknown_op", f"unknown command {op!r}", "op")
+        version = format_version(command)
+        understood = (commands.format_of(op, version)
+                      if isinstance(version, int) and not isinstance(version, bool) else None)
+        if understood is None:
+            # Never silent: a command this code cannot give a meaning to is a bug or damage.
+            log.error("rejected a command this release cannot understand: op %r, format "
+                      "version %r", op, version)
+            if commands.declared(op) is None:
+                raise InvalidCommand("unknown_op", f"unknown command {op!r}", "op")
+            raise InvalidCommand("unknown_format", f"command {op!r} has no format version "
+                                 f"{version!r}", "v")
+        handler = understood.handler
         ts = command.get("ts")
         if not isinstance(ts, int | float) or isinstance(ts, bool) or ts < 0:
             raise InvalidCommand("invalid_timestamp", "a command needs a timestamp", "ts")
@@ -341,7 +318,8 @@ class StateMachine:
             return self._db.image(self._sqlite())
 
     def restore(self, image: bytes) -> None:
-        """Replace the whole database with a snapshot image, through SQLite's backup API.
+        """Replace the whole database with a snapshot image, through SQLite's backup API,
+        and migrate it to this release's schema (mes.state.migrations).
 
         Readers see the restored state from their next read transaction on.
         """
@@ -351,10 +329,9 @@ class StateMachine:
             with self._lock:
                 self._conn.rollback()
                 source.backup(self._sqlite())
-                # A snapshot from an older version lacks newer (empty) tables: add them.
+                # A snapshot of an older schema is migrated, in order, to this one.
                 with self._conn.begin():
-                    metadata.create_all(self._conn)
-                    shards.upgrade(self._conn)
+                    migrations.migrate(self._conn)
                 self.farm_version += 1  # everything may have changed
         finally:
             source.close()

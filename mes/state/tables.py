@@ -345,3 +345,23 @@ printer_alerts = Table(
     Column("printer_id", String(64), primary_key=True),
     Column("state", String(16), nullable=False),
 )
+
+# Schema 2. The release and data level each node reported through Raft (node.version).
+node_versions = Table(
+    "node_versions",
+    metadata,
+    Column("node", String(300), primary_key=True),
+    Column("release", String(64), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("reported_at", Float, nullable=False),
+)
+
+# Schema 2. One row: the data level every member supports, committed by the leader
+# (cluster.version); formats above it are not submitted. No row: level 1 (release 0.1.0).
+cluster_version = Table(
+    "cluster_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("level", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+)

@@ -1,0 +1,212 @@
+"""Every command the state machine applies, declared once: its name, handler, least role,
+whether it moves the farm version, and its format versions with what each meant.
+
+A command's format version (`v` in the command) is the data level (mes.version.DATA_LEVEL)
+its format was defined at: release 0.1.0 wrote level 1 and no `v` at all. A format keeps
+its meaning forever: when an op changes, its old format keeps its handler (or a
+deterministic translation to the new one) and the new format gets the new level. A format
+of a level above the cluster version is submitted only once the leader has committed a
+cluster version every member supports (`mes.versions.ClusterVersion.check`), except formats marked
+`before_gate`: older nodes reject those as unknown and change nothing, harmlessly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from mes.state import (
+    cluster_versions,
+    farm,
+    filaments,
+    jobs,
+    notifications,
+    orders,
+    printers,
+    retention,
+    shards,
+    stored_files,
+    users,
+)
+from mes.state.args import Args
+from mes.state.context import ApplyContext
+
+Handler = Callable[[ApplyContext, Args], Any]
+
+
+class Op(StrEnum):
+    """The name of every command (its `op`)."""
+
+    PRINTER_CREATE = "printer.create"
+    PRINTER_UPDATE = "printer.update"
+    PRINTER_DELETE = "printer.delete"
+    FILAMENT_CREATE = "filament.create"
+    FILAMENT_UPDATE = "filament.update"
+    FILAMENT_DELETE = "filament.delete"
+    JOB_CREATE = "job.create"
+    JOB_SET_STATUS = "job.set_status"
+    FILE_REGISTER = "file.register"
+    NODE_ANNOUNCE = "node.announce"
+    NODE_FORGET = "node.forget"
+    LEADER_BEGIN = "leader.begin"
+    NODE_LEASE = "node.lease"
+    SHARD_ASSIGN = "shard.assign"
+    SHARD_RELEASE = "shard.release"
+    JOB_CLAIM = "job.claim"
+    JOB_STARTED = "job.started"
+    JOB_SENDING = "job.sending"
+    JOB_START_FAILED = "job.start_failed"
+    JOB_FINISHED = "job.finished"
+    JOB_LOST = "job.lost"
+    JOB_PHASE = "job.phase"
+    JOB_EXTERNAL = "job.external"
+    JOB_REQUEST = "job.request"
+    PRINTER_BED_CLEARED = "printer.bed_cleared"
+    PRINTER_ATTENTION = "printer.attention"
+    PRINTER_RESERVE = "printer.reserve"
+    PRINTER_RELEASE = "printer.release"
+    PRINTER_TELEMETRY = "printer.telemetry"
+    JOB_APPROVE = "job.approve"
+    JOB_REJECT = "job.reject"
+    ORDER_CREATE = "order.create"
+    USER_BOOTSTRAP = "user.bootstrap"
+    USER_CREATE = "user.create"
+    USER_UPDATE = "user.update"
+    USER_OIDC_LOGIN = "user.oidc_login"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
+    TOKEN_USED = "token.used"
+    RETENTION_PRUNE = "retention.prune"
+    WEBHOOK_CREATE = "webhook.create"
+    WEBHOOK_DELETE = "webhook.delete"
+    DELIVERY_RESULT = "delivery.result"
+    NOOP = "noop"
+    NODE_VERSION = "node.version"
+    CLUSTER_VERSION = "cluster.version"
+
+
+@dataclass(frozen=True)
+class Format:
+    """One format version of a command: the handler that gives it the meaning it had."""
+
+    handler: Handler
+    meaning: str = ""
+    # Older nodes reject this format as an unknown op and change nothing: it may be
+    # submitted before the cluster version reaches its level.
+    before_gate: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its formats by version, who may send it, what it moves."""
+
+    op: Op
+    formats: Mapping[int, Format]
+    # The least role of a user whose request may carry it; None: the farm's own command
+    # (workers, the leader), which no user's request may carry.
+    min_role: str | None = None
+    # False for commands that change neither printers, jobs, spools nor assignments
+    # (telemetry, lease renewals, versions): workers' cached views survive them.
+    moves_farm: bool = True
+
+    @property
+    def current(self) -> int:
+        """The format version this release writes."""
+        return max(self.formats)
+
+
+def _noop(ctx: ApplyContext, args: Args) -> None:
+    return None
+
+
+def _v1(handler: Handler, op: Op, min_role: str | None = None,
+        moves_farm: bool = True) -> Command:
+    """A command whose only format is release 0.1.0's (level 1)."""
+    return Command(op, {1: Format(handler, "as in release 0.1.0")}, min_role, moves_farm)
+
+
+_DECLARED = (
+    _v1(printers.create, Op.PRINTER_CREATE, "operator"),
+    _v1(printers.update_, Op.PRINTER_UPDATE, "operator"),
+    _v1(printers.delete_, Op.PRINTER_DELETE, "operator"),
+    _v1(filaments.create, Op.FILAMENT_CREATE, "operator"),
+    _v1(filaments.update_, Op.FILAMENT_UPDATE, "operator"),
+    _v1(filaments.delete_, Op.FILAMENT_DELETE, "operator"),
+    _v1(jobs.create, Op.JOB_CREATE, "user"),
+    _v1(jobs.set_status, Op.JOB_SET_STATUS, "user"),
+    _v1(stored_files.register, Op.FILE_REGISTER, "user"),
+    _v1(stored_files.announce_node, Op.NODE_ANNOUNCE),
+    _v1(stored_files.forget_node, Op.NODE_FORGET, "admin"),
+    _v1(farm.begin_epoch, Op.LEADER_BEGIN),
+    _v1(shards.renew_lease, Op.NODE_LEASE, moves_farm=False),
+    _v1(shards.assign, Op.SHARD_ASSIGN),
+    _v1(shards.release, Op.SHARD_RELEASE),
+    _v1(farm.claim, Op.JOB_CLAIM),
+    _v1(farm.started, Op.JOB_STARTED),
+    _v1(farm.sending, Op.JOB_SENDING),
+    _v1(farm.start_failed, Op.JOB_START_FAILED),
+    _v1(farm.finished, Op.JOB_FINISHED),
+    _v1(farm.lost, Op.JOB_LOST),
+    _v1(farm.set_phase, Op.JOB_PHASE),
+    _v1(farm.external, Op.JOB_EXTERNAL),
+    _v1(farm.request_action, Op.JOB_REQUEST, "user"),
+    _v1(farm.bed_cleared, Op.PRINTER_BED_CLEARED, "operator"),
+    _v1(farm.needs_attention, Op.PRINTER_ATTENTION),
+    _v1(farm.reserve, Op.PRINTER_RESERVE, "operator"),
+    _v1(farm.release, Op.PRINTER_RELEASE, "operator"),
+    _v1(farm.telemetry, Op.PRINTER_TELEMETRY, moves_farm=False),
+    _v1(jobs.approve, Op.JOB_APPROVE, "operator"),
+    _v1(jobs.reject, Op.JOB_REJECT, "operator"),
+    _v1(orders.create, Op.ORDER_CREATE, "user"),
+    _v1(users.bootstrap, Op.USER_BOOTSTRAP),
+    _v1(users.create, Op.USER_CREATE, "admin"),
+    _v1(users.update_, Op.USER_UPDATE, "user"),
+    _v1(users.oidc_login, Op.USER_OIDC_LOGIN),
+    _v1(users.create_token, Op.TOKEN_CREATE, "user"),
+    _v1(users.revoke_token, Op.TOKEN_REVOKE, "user"),
+    _v1(users.token_used, Op.TOKEN_USED),
+    _v1(retention.prune, Op.RETENTION_PRUNE, "admin"),
+    _v1(notifications.create_webhook, Op.WEBHOOK_CREATE, "operator"),
+    _v1(notifications.delete_webhook, Op.WEBHOOK_DELETE, "operator"),
+    _v1(notifications.delivery_result, Op.DELIVERY_RESULT),
+    _v1(_noop, Op.NOOP),
+    Command(Op.NODE_VERSION, {2: Format(
+        cluster_versions.report, "a node reports the release and data level it runs",
+        before_gate=True)}, moves_farm=False),
+    Command(Op.CLUSTER_VERSION, {2: Format(
+        cluster_versions.set_cluster_version, "the leader raises the cluster version",
+        before_gate=True)}, moves_farm=False),
+)
+
+COMMANDS: dict[str, Command] = {command.op: command for command in _DECLARED}
+
+
+def declared(op: Any) -> Command | None:
+    """The declaration of `op`, or None for a name no release of this code knows."""
+    return COMMANDS.get(op) if isinstance(op, str) else None
+
+
+def format_of(op: Any, version: int) -> Format | None:
+    """The handler of `op` in format `version`, or None if this code has no such format."""
+    command = declared(op)
+    return command.formats.get(version) if command is not None else None
+
+
+def min_role(op: str) -> str | None:
+    """The least role whose requests may carry `op` (None: no user's request may)."""
+    command = declared(op)
+    return command.min_role if command is not None else None
+
+
+def moves_farm(op: Any) -> bool:
+    """Whether applying `op` may change printers, jobs, spools or assignments."""
+    command = declared(op)
+    return command is None or command.moves_farm
+
+
+def current_version(op: str) -> int:
+    """The format version this release writes for `op` (1 for an op it does not declare)."""
+    command = declared(op)
+    return command.current if command is not None else 1

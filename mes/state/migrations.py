@@ -1,0 +1,68 @@
+"""Ordered migrations of the SQLite image, from any older schema to this release's.
+
+The schema an image has is SQLite's `user_version`: 0 in images of release 0.1.0 and before
+(schema 1 then), `SCHEMA` in images this release writes. Each migration is a function of
+the connection, deterministic, and runs inside the restore's transaction, so every node
+that restores the same image holds the same database after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+from mes.state import shards
+from mes.state.tables import cluster_version, metadata, node_versions
+from mes.version import SCHEMA
+
+log = logging.getLogger(__name__)
+Migration = Callable[[Connection], None]
+
+
+def _to_schema_1(conn: Connection) -> None:
+    """Release 0.1.0's tables (images from before it lacked some): printers get their hub
+    column and an assignment to nobody."""
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables
+                                      if t.name not in ("node_versions", "cluster_version")])
+    shards.upgrade(conn)
+
+
+def _to_schema_2(conn: Connection) -> None:
+    """Node versions and the cluster version (no rows: the cluster is at level 1)."""
+    node_versions.create(conn, checkfirst=True)
+    cluster_version.create(conn, checkfirst=True)
+
+
+# MIGRATIONS[n] takes an image of schema n to schema n + 1.
+MIGRATIONS: dict[int, Migration] = {0: _to_schema_1, 1: _to_schema_2}
+
+
+def schema_of(conn: Connection) -> int:
+    """The schema of the database on `conn` (SQLite's user_version)."""
+    value = conn.exec_driver_sql("PRAGMA user_version").scalar()
+    return int(value or 0)
+
+
+def set_schema(conn: Connection, schema: int = SCHEMA) -> None:
+    """Record `schema` in the database (SQLite's user_version)."""
+    conn.exec_driver_sql(f"PRAGMA user_version = {int(schema)}")
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the database on `conn` to SCHEMA; returns the schema it had.
+
+    An image of a newer schema is left as it is: whether this code may read it was decided
+    before (the snapshot's `min_reader`), and a newer image only adds what this code ignores.
+    """
+    found = schema_of(conn)
+    schema = found
+    while schema < SCHEMA:
+        MIGRATIONS[schema](conn)
+        schema += 1
+    if found < SCHEMA:
+        # 0.1.0's images say 0: they hold schema 1, and the first step is harmless on them.
+        log.info("migrated a snapshot of schema %d to schema %d", max(found, 1), SCHEMA)
+        set_schema(conn)
+    return found

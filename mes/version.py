@@ -1,0 +1,36 @@
+"""Which release this is and which data formats it reads and writes.
+
+- `RELEASE`: the package version (pyproject.toml), shown by `server --version`,
+  `GET /api/v1/cluster` and the OPC UA BuildInfo.
+- `DATA_LEVEL`: the newest command format level this code applies. Every command carries
+  the level its format was defined at (`v`); release 0.1.0 wrote commands without one, which
+  mean level 1. A node refuses (exit status 2) a command of a level above its own: it was
+  written by a newer release.
+- `SCHEMA`: the schema of the SQLite image in snapshots; `SCHEMA_MIN_READER`: the oldest
+  schema whose code can still read an image written now (additive changes keep it).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+# Level 1: release 0.1.0 (commands without a "v"). Level 2: node.version, cluster.version.
+DATA_LEVEL = 2
+# Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables.
+SCHEMA = 2
+SCHEMA_MIN_READER = 1
+# The day this release was made (the OPC UA BuildInfo's BuildDate).
+RELEASE_DATE = "2026-12-06"
+# Exit status of a node that finds data written by a newer release.
+EXIT_NEWER_DATA = 2
+
+
+def package_version() -> str:
+    """The installed version of mes ("unknown" when run from a tree that is not installed)."""
+    try:
+        return version("mes")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+RELEASE = package_version()

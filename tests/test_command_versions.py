@@ -1,0 +1,312 @@
+"""Versioned commands and state: the registry, format versions, migrations of old images,
+newer data refused (exit status 2), the cluster version and its gate."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mes.node import FarmNode
+from mes.raft.snapshot import FORMAT, refuse_newer
+from mes.state import cluster_versions, commands, migrations
+from mes.state.commands import Op
+from mes.state.errors import NewerData
+from mes.state.machine import HANDLERS, StateMachine
+from mes.state.users import ROLES
+from mes.version import DATA_LEVEL, EXIT_NEWER_DATA, RELEASE, SCHEMA
+from mes.versions import ClusterVersion, NotUpgraded, VersionReporter
+from tests.polling import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def apply(machine: StateMachine, op: str, ts: float = 1000.0, **extra: Any) -> Any:
+    return machine.apply({"op": op, "ts": ts, "rid": None, **extra})
+
+
+# The registry ---------------------------------------------------------------------------
+
+def test_every_command_is_declared_once_with_a_handler_role_and_formats() -> None:
+    assert set(commands.COMMANDS) == {op.value for op in Op}
+    for op, command in commands.COMMANDS.items():
+        assert command.op == op
+        assert command.formats and all(1 <= v <= DATA_LEVEL for v in command.formats)
+        assert command.min_role in (None, *ROLES)
+        assert HANDLERS[op] is command.formats[command.current].handler
+    # the farm's own commands are no user's to send; telemetry and leases move no view
+    assert commands.min_role(Op.SHARD_ASSIGN) is None
+    assert commands.min_role(Op.JOB_CREATE) == "user"
+    assert not commands.moves_farm(Op.PRINTER_TELEMETRY)
+    assert not commands.moves_farm(Op.NODE_LEASE)
+    assert commands.moves_farm(Op.JOB_CREATE)
+
+
+# Format versions ------------------------------------------------------------------------
+
+def _printer(version: int | None) -> dict[str, Any]:
+    command: dict[str, Any] = {"op": "printer.create", "ts": 5.0, "rid": None,
+                               "args": {"id": "p1", "company": "Prusa", "model": "MK4"}}
+    if version is not None:
+        command["v"] = version
+    return command
+
+
+def test_a_command_of_release_0_1_0_without_a_version_means_what_format_1_means() -> None:
+    old, new = StateMachine(), StateMachine()
+    try:
+        assert old.apply(_printer(None)).ok
+        assert new.apply(_printer(1)).ok
+        assert old.snapshot() == new.snapshot()
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_format_this_code_has_not_is_an_error_in_the_log_and_changes_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    machine = StateMachine()
+    try:
+        before = machine.snapshot()
+        with caplog.at_level(logging.ERROR, logger="mes.state.machine"):
+            unknown_op = apply(machine, "printer.explode", v=1, args={})
+            unknown_format = apply(machine, Op.NODE_VERSION, v=1, args={
+                "node": "127.0.0.1:7000", "release": "x", "level": 2})
+            bad_version = apply(machine, "printer.create", v="one", args={"id": "p2"})
+        assert unknown_op.error is not None and unknown_op.error["code"] == "unknown_op"
+        assert unknown_format.error is not None
+        assert unknown_format.error["code"] == "unknown_format"
+        assert bad_version.error is not None and bad_version.error["code"] == "unknown_format"
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any("'printer.explode'" in m and "version 1" in m for m in messages), messages
+        assert any("'node.version'" in m and "version 1" in m for m in messages), messages
+        assert machine.snapshot() == before
+    finally:
+        machine.close()
+
+
+NEWER_COMMAND = textwrap.dedent("""
+    from mes.state.machine import StateMachine
+    machine = StateMachine()
+    assert machine.apply({"op": "printer.create", "ts": 1.0, "args": {"id": "p1"}}).ok
+    machine.apply({"op": "printer.create", "v": %d, "ts": 2.0, "args": {"id": "p2"}})
+    print("APPLIED")
+""")
+
+
+def test_a_command_of_a_newer_release_stops_the_node_before_it_is_applied() -> None:
+    result = subprocess.run([sys.executable, "-c", NEWER_COMMAND % (DATA_LEVEL + 1)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == EXIT_NEWER_DATA, result.stderr
+    assert "APPLIED" not in result.stdout
+    assert f"format level {DATA_LEVEL + 1}" in result.stderr
+    assert "newer release" in result.stderr
+
+
+# Snapshots: migrated when older, refused when newer -----------------------------------
+
+def _release_0_1_0_image() -> bytes:
+    """An image as release 0.1.0 wrote it: no version tables, user_version 0."""
+    machine = StateMachine()
+    try:
+        assert machine.apply(_printer(None)).ok
+        image = machine.snapshot()
+    finally:
+        machine.close()
+    db = sqlite3.connect(":memory:")
+    db.deserialize(image)
+    db.execute("DROP TABLE node_versions")
+    db.execute("DROP TABLE cluster_version")
+    db.execute("PRAGMA user_version = 0")
+    db.commit()
+    old = db.serialize()
+    db.close()
+    return old
+
+
+def test_an_image_of_release_0_1_0_is_migrated_to_this_schema_on_restore() -> None:
+    machine = StateMachine()
+    try:
+        machine.restore(_release_0_1_0_image())
+        assert machine.read(migrations.schema_of) == SCHEMA
+        assert machine.read(cluster_versions.current_level) == 1
+        assert machine.read(cluster_versions.reported) == {}
+        # the migrated state takes today's commands, the version ones included
+        assert apply(machine, Op.NODE_VERSION, v=2, args={
+            "node": "127.0.0.1:7000", "release": RELEASE, "level": DATA_LEVEL}).ok
+        printers = machine.read(lambda c: c.exec_driver_sql("SELECT id FROM printers").all())
+        assert [p[0] for p in printers] == ["p1"]
+    finally:
+        machine.close()
+
+
+def test_a_snapshot_readable_only_by_a_newer_schema_is_refused() -> None:
+    refuse_newer({"format": FORMAT}, "0.1.0's")  # no versions: readable
+    refuse_newer({"format": FORMAT, "schema": SCHEMA + 5, "min_reader": SCHEMA}, "additive")
+    with pytest.raises(NewerData, match=r"release 9\.0\.0 .*cannot read it"):
+        refuse_newer({"format": FORMAT, "schema": SCHEMA + 1, "min_reader": SCHEMA + 1,
+                      "release": "9.0.0"}, "raft.snapshot")
+
+
+def _server(data_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    from tests.ports import free_port
+
+    env = {"DATA_DIR": str(data_dir), "UPLOAD_PATH": str(tmp_path / "up"),
+           "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(free_port()),
+           "RAFT_SELF": f"127.0.0.1:{free_port()}", "OPCUA_ENABLED": "false",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "mes"], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+
+
+def _one_snapshot(tmp_path: Path) -> Path:
+    """A data directory with a snapshot, written by this release (in-process node)."""
+    from mes.config import Settings
+    from tests.ports import free_port
+
+    data = tmp_path / "data"
+    settings = Settings(_env_file=None, data_dir=data,  # type: ignore[call-arg]
+                        upload_path=tmp_path / "up", raft_self=f"127.0.0.1:{free_port()}",
+                        raft_write_timeout=3.0)
+    node = FarmNode(settings)
+    try:
+        wait_for(node.raft.is_leader, 10, "the single node to lead")
+        node.raft.forceLogCompaction()
+        wait_for(lambda: (data / "raft.snapshot").exists() and node.snapshots.completed, 10,
+                 "a snapshot")
+    finally:
+        node.close()
+    return data
+
+
+def test_a_node_refuses_a_snapshot_of_a_newer_schema_with_exit_status_2(tmp_path: Path) -> None:
+    data = _one_snapshot(tmp_path)
+    snapshot = data / "raft.snapshot"
+    payload = pickle.loads(snapshot.read_bytes())
+    assert payload["schema"] == SCHEMA and payload["release"] == RELEASE
+    payload.update(schema=SCHEMA + 1, min_reader=SCHEMA + 1, release="99.0.0")
+    snapshot.write_bytes(pickle.dumps(payload))
+    (data / "mes-version.json").unlink()  # only the snapshot says it is newer
+    result = _server(data, tmp_path)
+    assert result.returncode == EXIT_NEWER_DATA, result.stderr[-2000:]
+    assert "written by release 99.0.0" in result.stderr
+    assert f"release {RELEASE}" in result.stderr
+
+
+def test_a_node_refuses_a_data_directory_of_a_newer_release_before_reading_it(
+        tmp_path: Path) -> None:
+    data = _one_snapshot(tmp_path)
+    journal_before = (data / "raft.journal").read_bytes()
+    (data / "mes-version.json").write_text(
+        f'{{"release": "99.0.0", "level": {DATA_LEVEL + 1}, "schema": {SCHEMA}}}')
+    result = _server(data, tmp_path)
+    assert result.returncode == EXIT_NEWER_DATA, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mes: ")]
+    assert len(lines) == 1 and "written by release 99.0.0" in lines[0], result.stderr
+    assert (data / "raft.journal").read_bytes() == journal_before
+    assert "99.0.0" in (data / "mes-version.json").read_text()  # left as it was
+
+
+# The cluster version ------------------------------------------------------------------
+
+A, B = "127.0.0.1:7001", "127.0.0.1:7002"
+
+
+def _report(machine: StateMachine, node: str, level: int = DATA_LEVEL) -> Any:
+    return apply(machine, Op.NODE_VERSION, v=2,
+                 args={"node": node, "release": "r", "level": level})
+
+
+def _raise(machine: StateMachine, level: int, members: list[str]) -> Any:
+    return apply(machine, Op.CLUSTER_VERSION, v=2,
+                 args={"level": level, "members": members})
+
+
+def test_the_cluster_version_rises_only_when_every_member_reported_it() -> None:
+    machine = StateMachine()
+    try:
+        assert _report(machine, A).ok
+        behind = _raise(machine, 2, [A, B])
+        assert behind.error is not None and behind.error["code"] == "members_behind"
+        assert B in behind.error["message"]
+        assert machine.read(cluster_versions.current_level) == 1
+        assert _report(machine, B, level=1).ok
+        assert _raise(machine, 2, [A, B]).error["code"] == "members_behind"
+        assert _report(machine, B).ok
+        assert _report(machine, "127.0.0.1:7099").ok  # removed from the cluster since
+        assert _raise(machine, 2, [A, B]).ok
+        assert machine.read(cluster_versions.current_level) == 2
+        assert set(machine.read(cluster_versions.reported)) == {A, B}
+        lowered = _raise(machine, 1, [A, B])
+        assert lowered.error is not None and lowered.error["code"] == "cluster_version_lowered"
+        assert machine.read(cluster_versions.current_level) == 2
+    finally:
+        machine.close()
+
+
+RAISED_BEYOND = textwrap.dedent("""
+    from mes.state.machine import StateMachine
+    m = StateMachine()
+    node = {"node": "127.0.0.1:7001", "release": "99", "level": %(level)d}
+    assert m.apply({"op": "node.version", "v": 2, "ts": 1.0, "args": node}).ok
+    m.apply({"op": "cluster.version", "v": 2, "ts": 2.0,
+             "args": {"level": %(level)d, "members": ["127.0.0.1:7001"]}})
+    print("APPLIED")
+""")
+
+
+def test_a_node_below_a_raised_cluster_version_stops_instead_of_following() -> None:
+    result = subprocess.run([sys.executable, "-c", RAISED_BEYOND % {"level": DATA_LEVEL + 1}],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == EXIT_NEWER_DATA, result.stderr
+    assert "APPLIED" not in result.stdout
+    assert "Upgrade this node" in result.stderr
+
+
+def test_a_format_above_the_cluster_version_waits_for_it() -> None:
+    machine = StateMachine()
+    gated = "test.gated"
+    commands.COMMANDS[gated] = commands.Command(
+        Op.NOOP, {1: commands.Format(lambda c, a: None),
+                  2: commands.Format(lambda c, a: "new")})
+    try:
+        version = ClusterVersion(machine.read)
+        machine.add_listener(version.on_apply)
+        with pytest.raises(NotUpgraded, match="cluster is at 1"):
+            version.check(gated)
+        version.check(Op.NODE_VERSION)  # before_gate: older nodes ignore it
+        version.check(Op.JOB_CREATE)
+        assert _report(machine, A).ok and _raise(machine, 2, [A]).ok
+        version.check(gated)  # the cached level followed the commit
+        assert version.level() == 2
+    finally:
+        del commands.COMMANDS[gated]
+        machine.close()
+
+
+async def test_a_node_reports_its_version_and_the_leader_raises_the_cluster_version(
+        node: FarmNode, api: httpx.AsyncClient) -> None:
+    wait_for(node.raft.is_leader, 10, "the single node to lead")
+    before = (await api.get("/api/v1/cluster")).json()
+    assert before["version"] == RELEASE and before["level"] == DATA_LEVEL
+    assert before["cluster_version"] == 1
+    assert before["nodes"][0]["version"] is None
+    reporter = VersionReporter(node.settings.raft_self, node.machine.read,
+                               lambda op, args: node.writer.submit(op, args),
+                               node.is_leader, node.raft.members, node.cluster_version)
+    await reporter.step()  # reports, then (leading) raises the cluster version
+    after = (await api.get("/api/v1/cluster")).json()
+    assert after["cluster_version"] == DATA_LEVEL
+    assert after["nodes"][0]["version"] == RELEASE
+    assert after["nodes"][0]["level"] == DATA_LEVEL
+    applied = node.machine.applied_count
+    await reporter.step()  # nothing left to say
+    assert node.machine.applied_count == applied
