@@ -11,12 +11,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mes.state.machine import Outcome
+from mes.state.ops import Op
 
 log = logging.getLogger("mes.farm")
 
 # Ops whose value is the job after the change.
-_JOB_OPS = ("job.create", "job.set_status", "job.started", "job.start_failed", "job.finished",
-            "job.lost", "job.external", "job.claim")
+_JOB_OPS = (Op.JOB_CREATE, Op.JOB_SET_STATUS, Op.JOB_STARTED, Op.JOB_START_FAILED, Op.JOB_FINISHED,
+            Op.JOB_LOST, Op.JOB_EXTERNAL, Op.JOB_CLAIM)
 
 
 def farm_logger(is_leader: Callable[[], bool]) -> Callable[[Mapping[str, Any], Outcome], None]:
@@ -26,7 +27,7 @@ def farm_logger(is_leader: Callable[[], bool]) -> Callable[[Mapping[str, Any], O
         op = command.get("op")
         if not outcome.ok or outcome.replayed or not isinstance(outcome.value, dict):
             return
-        if op not in _JOB_OPS and op not in ("printer.attention", "printer.bed_cleared"):
+        if op not in _JOB_OPS and op not in (Op.PRINTER_ATTENTION, Op.PRINTER_BED_CLEARED):
             return
         if not is_leader():
             return
@@ -36,11 +37,11 @@ def farm_logger(is_leader: Callable[[], bool]) -> Callable[[Mapping[str, Any], O
             log.info("job %s is %s (printer %s, %s)", value.get("id"), value.get("status"),
                      printer, op, extra={"job_id": value.get("id"),
                                          "job_status": value.get("status")})
-            if op in ("job.finished", "job.set_status") and value.get("status") == "Done":
+            if op in (Op.JOB_FINISHED, Op.JOB_SET_STATUS) and value.get("status") == "Done":
                 log.info("spool %s charged %s g for job %s", value.get("filament_id"),
                          value.get("print_weight_in_grams"), value.get("id"),
                          extra={"filament_id": value.get("filament_id")})
-        elif op == "printer.attention":
+        elif op == Op.PRINTER_ATTENTION:
             log.warning("printer %s held for an operator: %s", value.get("id"),
                         value.get("attention"))
         else:

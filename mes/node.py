@@ -30,6 +30,7 @@ from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import Writer
 from mes.state import cluster_versions, queries
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 from mes.version import DATA_LEVEL, RELEASE
 from mes.versions import ClusterVersion, VersionReporter
 from mes.workers.host import WorkerHost
@@ -132,11 +133,11 @@ class FarmNode:
 
     async def _commit_noop(self) -> int:
         """Commit a no-op (a linearizable read's barrier); its index once applied here."""
-        outcome = await self.writer.submit("noop", {}, remember=False)
+        outcome = await self.writer.submit(Op.NOOP, {}, remember=False)
         return outcome.index
 
     async def _record_token_use(self, token_id: str, at: float) -> None:
-        await self.writer.submit("token.used", {"id": token_id, "at": at}, remember=False)
+        await self.writer.submit(Op.TOKEN_USED, {"id": token_id, "at": at}, remember=False)
 
     def cluster(self) -> dict[str, Any]:
         """This node's view of the cluster, with the REST URL each node announced."""
@@ -223,7 +224,7 @@ class FarmNode:
         args = {"raft_address": self.settings.raft_self, "http_url": self.settings.advertise_url}
         while True:
             with contextlib.suppress(Exception):
-                outcome = await self.writer.submit("node.announce", args)
+                outcome = await self.writer.submit(Op.NODE_ANNOUNCE, args)
                 if outcome.ok:
                     return
             await asyncio.sleep(1.0)

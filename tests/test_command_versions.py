@@ -310,3 +310,55 @@ async def test_a_node_reports_its_version_and_the_leader_raises_the_cluster_vers
     applied = node.machine.applied_count
     await reporter.step()  # nothing left to say
     assert node.machine.applied_count == applied
+
+
+async def test_the_writer_logs_plain_data_with_the_format_version() -> None:
+    from mes.raft.writer import Writer
+    from mes.state.machine import Outcome
+
+    written: list[Any] = []
+
+    class Log:
+        def apply_command(self, command: Any, callback: Any) -> None:
+            written.append(pickle.dumps(command))
+            callback(Outcome(value=1), 0)
+
+    gate_calls: list[str] = []
+    await Writer(Log(), 1.0, gate_calls.append).submit(Op.JOB_CREATE, {"id": "j1"})
+    await Writer(Log(), 1.0).submit(Op.NODE_VERSION, {"node": A})
+    first, second = (pickle.loads(w) for w in written)
+    assert first["op"] == "job.create" and type(first["op"]) is str and first["v"] == 1
+    assert second["op"] == "node.version" and second["v"] == 2
+    # an older release unpickles the entry without any module of this one
+    assert all(b"mes." not in w for w in written)
+    assert gate_calls == ["job.create"]
+
+
+def test_readers_never_see_an_image_before_its_migration() -> None:
+    import threading
+
+    machine = StateMachine()
+    old = _release_0_1_0_image()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_forever() -> None:
+        while not stop.is_set():
+            try:
+                machine.read(cluster_versions.current_level)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read_forever) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for _ in range(30):
+            machine.restore(old)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        machine.close()
+    assert errors == []

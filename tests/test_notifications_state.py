@@ -140,6 +140,7 @@ def test_a_snapshot_from_before_notifications_gets_their_tables(machine: StateMa
     source.deserialize(machine.snapshot())
     for table in ("webhooks", "deliveries", "printer_alerts"):
         source.execute(f"DROP TABLE {table}")
+    source.execute("PRAGMA user_version = 0")  # as every image before release 0.2.0
     source.commit()
     machine.restore(source.serialize())
     apply("job.create", id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)

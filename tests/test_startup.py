@@ -4,6 +4,7 @@ the Raft port listens where RAFT_SELF says."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,5 +90,22 @@ def test_the_raft_port_listens_where_raft_self_says(tmp_path: Path) -> None:
     try:
         port = int(cluster.nodes[0].raft_address.rsplit(":", 1)[1])
         assert _listening(port) == {"127.0.0.1"}
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_node_cleanly_and_removes_its_scratch_database(
+        tmp_path: Path, sig: int) -> None:
+    cluster = Cluster(1, tmp_path / "one").start()
+    node = cluster.nodes[0]
+    try:
+        assert (node.data_dir / "applied-state.sqlite").exists()
+        assert node.process is not None
+        node.process.send_signal(sig)
+        assert node.process.wait(30) == 0, node.log_tail()
+        leftovers = sorted(p.name for p in node.data_dir.glob("applied-state.sqlite*"))
+        assert leftovers == [], leftovers
+        assert (node.data_dir / "raft.journal").exists()
     finally:
         cluster.stop()

@@ -15,6 +15,7 @@ from mes.auth.principal import Principal
 from mes.files.peers import NotEnoughCopies
 from mes.files.validate import BadUpload, check_head, check_name, check_size
 from mes.node import FarmNode
+from mes.state.ops import Op
 
 # Size of the pieces an upload is copied in.
 PIECE = 1 << 20
@@ -41,6 +42,6 @@ async def store_upload(node: FarmNode, upload: Any, by: Principal) -> dict[str, 
         await node.peers.replicate(sha, node.peer_urls(), node.cluster_size)
     except NotEnoughCopies as exc:
         raise ApiError(503, "not_enough_copies", str(exc), headers={"Retry-After": "2"}) from None
-    value: dict[str, Any] = await commit(node, "file.register",
+    value: dict[str, Any] = await commit(node, Op.FILE_REGISTER,
                                          {"id": sha, "name": name, "size": size}, None, by)
     return value

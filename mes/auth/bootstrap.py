@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mes.auth.secrets import new_token, token_hash
+from mes.state.ops import Op
 
 if TYPE_CHECKING:
     from mes.node import FarmNode
@@ -28,7 +29,7 @@ async def ensure_admin(node: FarmNode) -> bool:
     args = {"user_id": ADMIN_ID, "name": "admin", "token_name": "bootstrap",
             "token_id": "bootstrap-" + hashlib.sha256(digest.encode()).hexdigest()[:12],
             "token_hash": digest}
-    outcome = await node.writer.submit("user.bootstrap", args)
+    outcome = await node.writer.submit(Op.USER_BOOTSTRAP, args)
     if outcome.error is not None:
         log.error("could not create the first admin: %s", outcome.error["message"])
         return False

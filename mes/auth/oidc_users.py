@@ -12,6 +12,7 @@ from mes.auth.authenticator import AuthError
 from mes.auth.oidc import OidcError, OidcIdentity, OidcVerifier, looks_like_jwt
 from mes.auth.principal import Principal
 from mes.state.machine import Outcome
+from mes.state.ops import Op
 from mes.state.tables import users
 
 Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
@@ -66,12 +67,12 @@ class OidcUsers:
         if email is not None and "@" in email and " " not in email:
             args["email"] = email
         try:
-            outcome = await self._submit("user.oidc_login", args)
+            outcome = await self._submit(Op.USER_OIDC_LOGIN, args)
         except Exception as exc:  # no leader: the user cannot be created right now
             raise AuthError(f"cannot sign in a new OpenID Connect user now: {exc}") from None
         if outcome.error is not None and outcome.error.get("field") == "email":
             args.pop("email")
-            outcome = await self._submit("user.oidc_login", args)
+            outcome = await self._submit(Op.USER_OIDC_LOGIN, args)
         if outcome.error is not None:
             raise AuthError(f"cannot sign in this OpenID Connect user: "
                             f"{outcome.error['message']}")

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from mes.state.machine import Outcome
+from mes.state.ops import Op
 from mes.state.tables import orders, print_jobs
 
 Key = tuple[int, int]
@@ -203,7 +204,7 @@ class EventHub:
         for record in [value, *(nested if isinstance(nested, list) else [])]:
             if isinstance(record, Mapping) and isinstance(record.get("id"), str):
                 records.setdefault(record["id"], []).append(record)
-        statuses = _statuses(command) if op == "printer.telemetry" else {}
+        statuses = _statuses(command) if op == Op.PRINTER_TELEMETRY else {}
         result = []
         for n, change in enumerate(outcome.events):
             telemetry = change.entity == "printer_status"

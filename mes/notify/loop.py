@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 from mes.notify.senders import Attempt, MailSender, WebhookSender
 from mes.raft.writer import NoLeader
 from mes.state.machine import Outcome
+from mes.state.ops import Op
 from mes.state.tables import deliveries, webhooks
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class DeliveryLoop:
                 "retry_base": settings.webhook_retry_base,
                 "retry_cap": settings.webhook_retry_cap, "max_age": settings.webhook_max_age}
         try:
-            outcome = await self.node.writer.submit("delivery.result", args)
+            outcome = await self.node.writer.submit(Op.DELIVERY_RESULT, args)
             if outcome.error is not None:
                 log.error("the result of delivery %s was refused: %s", delivery_id,
                           outcome.error)

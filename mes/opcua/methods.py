@@ -29,6 +29,7 @@ from mes.opcua.job_orders import JobOrderInvalid, job_args
 from mes.opcua.security import current_principal
 from mes.state import queries
 from mes.state.args import ID_PATTERN, MAX_GRAMS
+from mes.state.ops import Op
 
 if TYPE_CHECKING:
     from mes.node import FarmNode
@@ -216,7 +217,7 @@ class FarmMethods:
             if not who.staff:
                 raise Refused(ua.StatusCodes.BadUserAccessDenied, "clearing a bed needs an "
                               "operator")
-            await self.submit("printer.bed_cleared", {"id": printer_id}, who)
+            await self.submit(Op.PRINTER_BED_CLEARED, {"id": printer_id}, who)
             return []
 
         await self._method(printer, ns, "ClearBed", clear_bed, (), (),
@@ -276,7 +277,7 @@ class FarmMethods:
             if not who.staff:
                 raise Refused(ua.StatusCodes.BadUserAccessDenied, "starting a stored job "
                               "needs an operator")
-            await self.submit("job.approve", {"id": job_id}, who)
+            await self.submit(Op.JOB_APPROVE, {"id": job_id}, who)
             return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
 
         await self._method(job_order_control, ns, "Start", start, _JOB_ORDER_ARGS,
@@ -307,7 +308,7 @@ class FarmMethods:
             args.setdefault("filepath", RECORD_ONLY_PATH)
         if held or (self.require_approval() and not who.staff):
             args["needs_approval"] = True
-        job: dict[str, Any] = await self.submit("job.create", args, who)
+        job: dict[str, Any] = await self.submit(Op.JOB_CREATE, args, who)
         return job
 
     async def _current_job(self, printer_id: str) -> dict[str, Any]:
@@ -328,9 +329,9 @@ class FarmMethods:
         if not who.staff and job["owner_id"] != who.user_id:
             raise Refused(ua.StatusCodes.BadUserAccessDenied, "another user's job")
         if action == "cancel":
-            await self.submit("job.set_status", {"id": job["id"], "status": "Canceled"}, who)
+            await self.submit(Op.JOB_SET_STATUS, {"id": job["id"], "status": "Canceled"}, who)
         else:
-            await self.submit("job.request", {"id": job["id"], "action": action}, who)
+            await self.submit(Op.JOB_REQUEST, {"id": job["id"], "action": action}, who)
         return [ua.Variant(job["id"], ua.VariantType.String)]
 
 

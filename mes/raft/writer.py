@@ -59,7 +59,9 @@ class Writer:
             self._gate(op)
         rid = (request_id or new_request_id()) if remember else None
         # `v`: the format version, so that every node gives the command the meaning it has now.
-        command: dict[str, Any] = {"op": op, "v": current_version(op), "args": dict(args),
+        # The op as a plain string: the log is read by every release, and an enum would pickle
+        # as a reference to this release's module.
+        command: dict[str, Any] = {"op": str(op), "v": current_version(op), "args": dict(args),
                                    "rid": rid, "ts": time.time()}
         if actor is not None:
             command["actor"] = actor

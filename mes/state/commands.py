@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from mes.state import (
@@ -32,59 +31,11 @@ from mes.state import (
 )
 from mes.state.args import Args
 from mes.state.context import ApplyContext
+from mes.state.ops import Op
+
+__all__ = ["COMMANDS", "Command", "Format", "Op"]
 
 Handler = Callable[[ApplyContext, Args], Any]
-
-
-class Op(StrEnum):
-    """The name of every command (its `op`)."""
-
-    PRINTER_CREATE = "printer.create"
-    PRINTER_UPDATE = "printer.update"
-    PRINTER_DELETE = "printer.delete"
-    FILAMENT_CREATE = "filament.create"
-    FILAMENT_UPDATE = "filament.update"
-    FILAMENT_DELETE = "filament.delete"
-    JOB_CREATE = "job.create"
-    JOB_SET_STATUS = "job.set_status"
-    FILE_REGISTER = "file.register"
-    NODE_ANNOUNCE = "node.announce"
-    NODE_FORGET = "node.forget"
-    LEADER_BEGIN = "leader.begin"
-    NODE_LEASE = "node.lease"
-    SHARD_ASSIGN = "shard.assign"
-    SHARD_RELEASE = "shard.release"
-    JOB_CLAIM = "job.claim"
-    JOB_STARTED = "job.started"
-    JOB_SENDING = "job.sending"
-    JOB_START_FAILED = "job.start_failed"
-    JOB_FINISHED = "job.finished"
-    JOB_LOST = "job.lost"
-    JOB_PHASE = "job.phase"
-    JOB_EXTERNAL = "job.external"
-    JOB_REQUEST = "job.request"
-    PRINTER_BED_CLEARED = "printer.bed_cleared"
-    PRINTER_ATTENTION = "printer.attention"
-    PRINTER_RESERVE = "printer.reserve"
-    PRINTER_RELEASE = "printer.release"
-    PRINTER_TELEMETRY = "printer.telemetry"
-    JOB_APPROVE = "job.approve"
-    JOB_REJECT = "job.reject"
-    ORDER_CREATE = "order.create"
-    USER_BOOTSTRAP = "user.bootstrap"
-    USER_CREATE = "user.create"
-    USER_UPDATE = "user.update"
-    USER_OIDC_LOGIN = "user.oidc_login"
-    TOKEN_CREATE = "token.create"
-    TOKEN_REVOKE = "token.revoke"
-    TOKEN_USED = "token.used"
-    RETENTION_PRUNE = "retention.prune"
-    WEBHOOK_CREATE = "webhook.create"
-    WEBHOOK_DELETE = "webhook.delete"
-    DELIVERY_RESULT = "delivery.result"
-    NOOP = "noop"
-    NODE_VERSION = "node.version"
-    CLUSTER_VERSION = "cluster.version"
 
 
 @dataclass(frozen=True)

@@ -321,20 +321,13 @@ class StateMachine:
         """Replace the whole database with a snapshot image, through SQLite's backup API,
         and migrate it to this release's schema (mes.state.migrations).
 
-        Readers see the restored state from their next read transaction on.
+        Readers see the restored state from their next read transaction on, migrated: the
+        image is migrated in memory before it replaces the database.
         """
-        source = sqlite3.connect(":memory:")
-        try:
-            source.deserialize(image)
-            with self._lock:
-                self._conn.rollback()
-                source.backup(self._sqlite())
-                # A snapshot of an older schema is migrated, in order, to this one.
-                with self._conn.begin():
-                    migrations.migrate(self._conn)
-                self.farm_version += 1  # everything may have changed
-        finally:
-            source.close()
+        with migrations.migrated(image) as source, self._lock:
+            self._conn.rollback()
+            source.backup(self._sqlite())
+            self.farm_version += 1  # everything may have changed
         for listener in self._restore_listeners:
             try:
                 listener()

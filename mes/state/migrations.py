@@ -8,10 +8,13 @@ that restores the same image holds the same database after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.pool import StaticPool
 
 from mes.state import shards
 from mes.state.tables import cluster_version, metadata, node_versions
@@ -66,3 +69,18 @@ def migrate(conn: Connection) -> int:
         log.info("migrated a snapshot of schema %d to schema %d", max(found, 1), SCHEMA)
         set_schema(conn)
     return found
+
+
+@contextlib.contextmanager
+def migrated(image: bytes) -> Iterator[sqlite3.Connection]:
+    """An in-memory database holding `image` migrated to SCHEMA (closed on leaving)."""
+    source = sqlite3.connect(":memory:", check_same_thread=False)
+    engine = create_engine("sqlite://", creator=lambda: source, poolclass=StaticPool)
+    try:
+        source.deserialize(image)
+        with engine.connect() as conn, conn.begin():
+            migrate(conn)
+        yield source
+    finally:
+        engine.dispose()
+        source.close()

@@ -21,6 +21,7 @@ from mes.state import queries
 from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.ops import Op
 from mes.state.tables import deliveries, printer_alerts, printer_status, webhooks
 from mes.state.urls import url_problem
 from mes.state.users import get_user
@@ -183,7 +184,7 @@ def delivery_result(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 def derive(ctx: ApplyContext, op: str, args: Args) -> None:
     """Insert the deliveries this command's changes call for (see the module's text)."""
-    if not ctx.transitions and op not in ("printer.attention", "printer.telemetry"):
+    if not ctx.transitions and op not in (Op.PRINTER_ATTENTION, Op.PRINTER_TELEMETRY):
         return
     hooks = list_webhooks(ctx.conn)
     notices = _notices(ctx, op, args, bool(hooks))
@@ -230,12 +231,12 @@ def _notices(ctx: ApplyContext, op: str, args: Args, hooks: bool) -> list[Notice
         if kind and job is not None:
             data = {k: job.get(k) for k in _JOB_FIELDS}
             notices.append((kind, job, job["assigned_printer_id"] or job["printer_id"], data))
-    if op == "printer.attention" and hooks:
+    if op == Op.PRINTER_ATTENTION and hooks:
         printer = queries.get_printer(ctx.conn, str(args.raw("id")))
         if printer is not None:
             data = {k: printer.get(k) for k in _PRINTER_FIELDS}
             notices.append(("printer.attention", {}, printer["id"], data))
-    if op == "printer.telemetry":  # always: the alert table must follow every state
+    if op == Op.PRINTER_TELEMETRY:  # always: the alert table must follow every state
         notices.extend(_printer_alerts(ctx))
     return notices
 
@@ -247,7 +248,7 @@ def _job_notice(op: str, before: str | None, after: str) -> str | None:
         return None
     if after == "Canceled":
         # The worker found the print gone or stopped at the printer: it failed.
-        return "job.failed" if op == "job.lost" else "job.canceled"
+        return "job.failed" if op == Op.JOB_LOST else "job.canceled"
     return {"Running": "job.started", "Done": "job.done"}.get(after)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from mes.metrics.workers import WorkerMetrics
 from mes.printers.base import PrinterStatus
 from mes.state import queries
+from mes.state.ops import Op
 from mes.workers.ports import FarmPort
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,8 @@ class WorkerContext:
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
         """Submit a worker command (fenced by the epoch in `args`); None if a rule refused
         it; Fenced if the printer's epoch is stale."""
-        outcome = await self.node.submit(op, args, remember=op != "printer.telemetry")
-        if op != "printer.telemetry":
+        outcome = await self.node.submit(op, args, remember=op != Op.PRINTER_TELEMETRY)
+        if op != Op.PRINTER_TELEMETRY:
             self.invalidate()
         if outcome.error is None:
             value: dict[str, Any] | None = outcome.value

@@ -20,6 +20,7 @@ from mes.metrics.workers import WorkerMetrics
 from mes.raft.writer import NoLeader
 from mes.state import queries
 from mes.state.machine import Outcome
+from mes.state.ops import Op
 from mes.workers.balancer import Slot, plan, silent_nodes
 from mes.workers.context import WorkerContext
 from mes.workers.lease import LeaseKeeper
@@ -71,7 +72,7 @@ class ShardLeader:
             return True
         args = {"leader_epoch": self.epoch, "now": time.time(), "expire": silent,
                 "moves": [m.as_dict() for m in moves]}
-        outcome = await self.port.submit("shard.assign", args, remember=False)
+        outcome = await self.port.submit(Op.SHARD_ASSIGN, args, remember=False)
         self.commands += 1
         if outcome.error is not None:
             if outcome.error["code"] == "stale_epoch":
@@ -122,7 +123,7 @@ class WorkerHost:
     def _observe(self, command: Mapping[str, Any], outcome: Outcome) -> None:
         """On the Raft thread: note when each renewal was applied here. Replayed renewals
         are noted late, which only makes the lease look younger (the safe side)."""
-        if command.get("op") == "node.lease" and outcome.ok \
+        if command.get("op") == Op.NODE_LEASE and outcome.ok \
                 and isinstance(outcome.value, dict):
             node, seq = outcome.value.get("node"), outcome.value.get("seq")
             seen = self.heard.get(node) if isinstance(node, str) else None
@@ -184,7 +185,7 @@ class WorkerHost:
     async def _begin_leading(self) -> None:
         try:
             await self.port.on_leading()
-            outcome = await self.port.submit("leader.begin",
+            outcome = await self.port.submit(Op.LEADER_BEGIN,
                                              {"leader": self.port.self_address})
         except NoLeader:
             return

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from mes.state.ops import Op
 from mes.workers.ports import FarmPort
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class LeaseKeeper:
         budget = self.lease_seconds - lease_margin(self.lease_seconds)
         try:
             async with asyncio.timeout(budget):
-                outcome = await self.port.submit("node.lease",
+                outcome = await self.port.submit(Op.NODE_LEASE,
                                                  {"node": self.port.self_address},
                                                  remember=False)
         except Exception as exc:  # no leader, timeout: the lease simply runs down

@@ -18,6 +18,7 @@ from typing import Any
 from mes.opcua.external import ExternalWriter, external_enabled
 from mes.printers.factory import client_for
 from mes.printers.http import SharedSession
+from mes.state.ops import Op
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import LAG_WINDOW, PrinterWorker
 from mes.workers.scheduler import schedule
@@ -145,7 +146,7 @@ class WorkerPool:
             if printer_id in self.workers:
                 await self._drop(printer_id)
         try:
-            outcome = await self.ctx.node.submit("shard.release",
+            outcome = await self.ctx.node.submit(Op.SHARD_RELEASE,
                                                  {"printer_id": printer_id, "epoch": epoch})
         except Exception as exc:  # the next tick asks again
             log.info("release of printer %s not committed: %s", printer_id, exc)

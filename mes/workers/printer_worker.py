@@ -29,6 +29,7 @@ from mes.printers.base import (
 )
 from mes.printers.mock import MockPrinter
 from mes.state import queries
+from mes.state.ops import Op
 from mes.workers.context import Fenced, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -200,11 +201,11 @@ class PrinterWorker:
                          known["id"])
                 await self._try(self.client.cancel())
             elif known is None:
-                await self.command("job.external", job_id=f"ext-{uuid.uuid4().hex[:12]}",
+                await self.command(Op.JOB_EXTERNAL, job_id=f"ext-{uuid.uuid4().hex[:12]}",
                                        printer_id=self.printer_id, file_name=name)
         elif (not printer["bed_clear"] and not printer.get("attention")
               and self.ctx.node.settings.auto_clear_bed):
-            await self.command("printer.bed_cleared", id=self.printer_id)
+            await self.command(Op.PRINTER_BED_CLEARED, id=self.printer_id)
 
     async def _own_file_without_job(self, name: str, job_id: str) -> None:
         """One of our files prints here while no job is claimed or running here."""
@@ -212,7 +213,7 @@ class PrinterWorker:
         if job is not None and job["status"] == "Queued" and job["phase"] is None:
             # A start that went back to the queue arrived after all: take the job back if
             # the rules let this printer have it, rather than let it print a second time.
-            if await self.command("job.claim", job_id=job_id, printer_id=self.printer_id,
+            if await self.command(Op.JOB_CLAIM, job_id=job_id, printer_id=self.printer_id,
                                   printer_filename=name) is not None:
                 self.ctx.claimed.add(job_id)
                 log.warning("printer %s prints queued job %s (a late start): claimed it here",
@@ -250,7 +251,7 @@ class PrinterWorker:
                   self.printer_id, name, why)
         reason = (f"cancelled {name}, started late ({why}); check the printer and its bed, "
                   "then clear the bed")
-        if await self.command("printer.attention", id=self.printer_id,
+        if await self.command(Op.PRINTER_ATTENTION, id=self.printer_id,
                                   reason=reason[:1000]) is None:
             return
         await self._try(self.client.cancel())
@@ -275,7 +276,7 @@ class PrinterWorker:
         watch = self._watches.setdefault(job["id"], StartWatch(seen=now))
         if status.file_name == name and status.state in ("printing", "paused", "finished"):
             self._watches.pop(job["id"], None)
-            await self.command("job.started", job_id=job["id"])
+            await self.command(Op.JOB_STARTED, job_id=job["id"])
             return
         if status.state in ("printing", "paused"):
             other = str(status.file_name or "")
@@ -318,7 +319,7 @@ class PrinterWorker:
         except PrinterError as exc:  # nothing was started: an upload alone prints nothing
             await self._start_failed(job, f"upload failed: {exc}")
             return
-        if await self.command("job.sending", job_id=job["id"],
+        if await self.command(Op.JOB_SENDING, job_id=job["id"],
                                   printer_id=self.printer_id) is None:
             return  # no longer claimed here (canceled meanwhile): send nothing
         self.guard()
@@ -344,7 +345,7 @@ class PrinterWorker:
 
     async def _start_failed(self, job: dict[str, Any], reason: str) -> None:
         self._watches.pop(job["id"], None)
-        await self.command("job.start_failed", job_id=job["id"], reason=reason)
+        await self.command(Op.JOB_START_FAILED, job_id=job["id"], reason=reason)
 
     def _deadline(self) -> float:
         return max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
@@ -356,27 +357,27 @@ class PrinterWorker:
         if ours and status.state in ("printing", "paused"):
             phase = "paused" if status.state == "paused" else "printing"
             if phase != job["phase"]:
-                await self.command("job.phase", job_id=job["id"], phase=phase)
+                await self.command(Op.JOB_PHASE, job_id=job["id"], phase=phase)
             if job["requested_action"] == "pause" and phase == "printing":
                 await self._try(self.client.pause())
             elif job["requested_action"] == "resume" and phase == "paused":
                 await self._try(self.client.resume())
         elif ours and status.state == "finished":
-            await self.command("job.finished", job_id=job["id"])
+            await self.command(Op.JOB_FINISHED, job_id=job["id"])
             if job["from_server"]:
                 await self._try(self.client.delete_file(name))
             if self.ctx.node.settings.auto_clear_bed and not printer.get("attention"):
-                await self.command("printer.bed_cleared", id=self.printer_id)
+                await self.command(Op.PRINTER_BED_CLEARED, id=self.printer_id)
         elif status.state == "offline":
             return  # the printer may come back; the job stays Running meanwhile
         elif status.state == "error":
-            await self.command("job.lost", job_id=job["id"],
+            await self.command(Op.JOB_LOST, job_id=job["id"],
                                    cause=f"printer error: {status.error or 'unknown'}")
         else:
             other = str(status.file_name or "")
             if status.state in ("printing", "paused") and OWN_FILE.match(other):
                 await self._stray(other, f"job {job['id']} was running there")
-            await self.command("job.lost", job_id=job["id"], cause=self._why_gone(name))
+            await self.command(Op.JOB_LOST, job_id=job["id"], cause=self._why_gone(name))
 
     def _why_gone(self, name: str) -> str:
         if isinstance(self.client, MockPrinter) and name not in self.client.starts:

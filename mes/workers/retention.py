@@ -9,6 +9,7 @@ from typing import Any
 
 from mes.raft.writer import NoLeader
 from mes.state import retention
+from mes.state.ops import Op
 from mes.workers.ports import FarmPort
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ async def prune_once(node: FarmPort) -> dict[str, int]:
     args: dict[str, Any] = {"jobs_before": jobs_before, "audit_before": audit_before,
                             "limit": BATCH}
     while node.is_leader():
-        outcome = await node.submit("retention.prune", args, remember=False)
+        outcome = await node.submit(Op.RETENTION_PRUNE, args, remember=False)
         if outcome.error is not None:
             log.error("retention: the prune command was refused: %s", outcome.error)
             break

@@ -15,6 +15,7 @@ from typing import Any
 
 from mes.state import queries
 from mes.state.farm import is_reserved
+from mes.state.ops import Op
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import printer_filename
 
@@ -82,7 +83,7 @@ async def schedule(ctx: WorkerContext) -> int:
     claimed = 0
     for job, printer in assign(jobs, ready, bound):
         try:
-            if await ctx.command("job.claim", job_id=job["id"], printer_id=printer["id"],
+            if await ctx.command(Op.JOB_CLAIM, job_id=job["id"], printer_id=printer["id"],
                                  epoch=printer["drive_epoch"],
                                  printer_filename=printer_filename(job)) is not None:
                 ctx.claimed.add(job["id"])

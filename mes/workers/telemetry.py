@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from mes.state.ops import Op
 from mes.workers.context import WorkerContext
 
 # An unchanged status is committed again after this many seconds, so that every node knows
@@ -65,7 +66,7 @@ class TelemetryFlusher:
             return 0
         rows = [{"printer_id": pid, "epoch": ctx.epochs[pid], "observed_at": at, **status}
                 for pid, status, at in batch]
-        result = await ctx.command("printer.telemetry", statuses=rows)
+        result = await ctx.command(Op.PRINTER_TELEMETRY, statuses=rows)
         if result is not None:
             refused = set(result.get("stale") or ())
             self.stale |= refused

@@ -11,6 +11,7 @@ from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
 from mes.api.schemas import FilamentCreate, FilamentOut, FilamentUpdate
 from mes.state import listing, queries
+from mes.state.ops import Op
 
 router = authenticated_router("/filaments", "filaments")
 
@@ -28,7 +29,7 @@ async def create_filament(body: FilamentCreate, node: NodeDep, who: Operator,
     """Register a spool."""
     args = body.model_dump(exclude_none=True)
     args.setdefault("id", new_id(idempotency_key, who))
-    return await commit(node, "filament.create", args, idempotency_key, who)
+    return await commit(node, Op.FILAMENT_CREATE, args, idempotency_key, who)
 
 
 @router.get("/{filament_id}", response_model=FilamentOut)
@@ -43,12 +44,12 @@ async def update_filament(filament_id: str, body: FilamentUpdate, node: NodeDep,
                           idempotency_key: IdempotencyKey = None) -> Any:
     """Change fields of a spool."""
     args = {"id": filament_id, **body.model_dump(exclude_none=True)}
-    return await commit(node, "filament.update", args, idempotency_key, who)
+    return await commit(node, Op.FILAMENT_UPDATE, args, idempotency_key, who)
 
 
 @router.delete("/{filament_id}", status_code=204)
 async def delete_filament(filament_id: str, node: NodeDep, who: Operator,
                           idempotency_key: IdempotencyKey = None) -> Response:
     """Remove a spool that no queued or running job needs."""
-    await commit(node, "filament.delete", {"id": filament_id}, idempotency_key, who)
+    await commit(node, Op.FILAMENT_DELETE, {"id": filament_id}, idempotency_key, who)
     return Response(status_code=204)

@@ -21,6 +21,7 @@ from mes.raft.membership import (
     change,
     valid_address,
 )
+from mes.state.ops import Op
 
 router = authenticated_router("/cluster/nodes", "cluster")
 
@@ -73,5 +74,5 @@ async def remove_node(address: str, node: NodeDep, who: Admin) -> dict[str, Any]
                        "it (another node takes over) or wait for leadership to move, then "
                        "remove it")
     await _change(node, "remove", address)
-    await commit(node, "node.forget", {"raft_address": address}, None, who)
+    await commit(node, Op.NODE_FORGET, {"raft_address": address}, None, who)
     return {"removed": address, **_answer(node)}

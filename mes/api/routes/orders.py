@@ -13,6 +13,7 @@ from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.routes.print_jobs import needs_approval
 from mes.state import listing
+from mes.state.ops import Op
 from mes.state.orders import get_order
 
 router = authenticated_router("/orders", "orders")
@@ -35,7 +36,7 @@ async def create_order(body: OrderCreate, node: NodeDep, who: Caller,
         args["name"] = body.name
     if needs_approval(node, who):
         args["needs_approval"] = True
-    return await commit(node, "order.create", args, idempotency_key, who)
+    return await commit(node, Op.ORDER_CREATE, args, idempotency_key, who)
 
 
 @router.get("", response_model=list[OrderOut])

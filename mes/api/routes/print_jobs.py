@@ -28,6 +28,7 @@ from mes.api.uploads import store_upload
 from mes.auth.principal import Principal
 from mes.node import FarmNode
 from mes.state import listing, queries
+from mes.state.ops import Op
 
 router = authenticated_router("/print_jobs", "print jobs")
 
@@ -124,7 +125,7 @@ async def create_job(request: Request, node: NodeDep, who: Caller,
     args["owner_id"] = who.user_id
     if needs_approval(node, who):
         args["needs_approval"] = True
-    return await with_hold(node, await commit(node, "job.create", args, idempotency_key, who))
+    return await with_hold(node, await commit(node, Op.JOB_CREATE, args, idempotency_key, who))
 
 
 def needs_approval(node: FarmNode, who: Principal) -> bool:
@@ -173,7 +174,7 @@ async def set_status(job_id: str, node: NodeDep, who: Caller,
         raise ApiError(403, "forbidden", "users may only cancel their jobs (status=Canceled)",
                        "status")
     return await with_hold(node, await commit(
-        node, "job.set_status", {"id": job_id, "status": status}, idempotency_key, who))
+        node, Op.JOB_SET_STATUS, {"id": job_id, "status": status}, idempotency_key, who))
 
 
 @router.post("/{job_id}/pause", response_model=PrintJobOut)
@@ -182,7 +183,7 @@ async def pause(job_id: str, node: NodeDep, who: Caller,
     """Ask the printer to pause this running job (carried out within one worker tick)."""
     await _owned(node, job_id, who)
     return await with_hold(node, await commit(
-        node, "job.request", {"id": job_id, "action": "pause"}, idempotency_key, who))
+        node, Op.JOB_REQUEST, {"id": job_id, "action": "pause"}, idempotency_key, who))
 
 
 @router.post("/{job_id}/resume", response_model=PrintJobOut)
@@ -191,7 +192,7 @@ async def resume(job_id: str, node: NodeDep, who: Caller,
     """Ask the printer to resume this paused job (carried out within one worker tick)."""
     await _owned(node, job_id, who)
     return await with_hold(node, await commit(
-        node, "job.request", {"id": job_id, "action": "resume"}, idempotency_key, who))
+        node, Op.JOB_REQUEST, {"id": job_id, "action": "resume"}, idempotency_key, who))
 
 
 @router.get("/{job_id}/history", response_model=list[JobHistoryOut])
@@ -209,7 +210,7 @@ async def job_history(job_id: str, request: Request, response: Response, node: N
 async def approve(job_id: str, node: NodeDep, who: Operator,
                   idempotency_key: IdempotencyKey = None) -> Any:
     """Let a job that waits for approval be printed (operators and admins)."""
-    return await with_hold(node, await commit(node, "job.approve", {"id": job_id},
+    return await with_hold(node, await commit(node, Op.JOB_APPROVE, {"id": job_id},
                                               idempotency_key, who))
 
 
@@ -218,4 +219,4 @@ async def reject(job_id: str, body: RejectIn, node: NodeDep, who: Operator,
                  idempotency_key: IdempotencyKey = None) -> Any:
     """Refuse a job that waits for approval: it is canceled with the reason."""
     return await with_hold(node, await commit(
-        node, "job.reject", {"id": job_id, "reason": body.reason}, idempotency_key, who))
+        node, Op.JOB_REJECT, {"id": job_id, "reason": body.reason}, idempotency_key, who))

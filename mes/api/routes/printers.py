@@ -22,6 +22,7 @@ from mes.api.schemas import (
 from mes.printers.factory import is_mock
 from mes.printers.networks import HostUnresolved, NetworkRefused, checked_addresses
 from mes.state import listing, queries
+from mes.state.ops import Op
 from mes.state.urls import url_problem
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ async def create_printer(body: PrinterCreate, node: NodeDep, who: Operator,
     args.setdefault("id", new_id(idempotency_key, who))
     check_hub(node, args)
     await check_network(node, args, None)
-    return await shown(node, await commit(node, "printer.create", args, idempotency_key, who))
+    return await shown(node, await commit(node, Op.PRINTER_CREATE, args, idempotency_key, who))
 
 
 @router.get("/{printer_id}", response_model=PrinterOut)
@@ -84,7 +85,7 @@ async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep, wh
         if current is not None:
             await check_network(node, args, current)
     check_hub(node, args)
-    return await shown(node, await commit(node, "printer.update", args, idempotency_key, who))
+    return await shown(node, await commit(node, Op.PRINTER_UPDATE, args, idempotency_key, who))
 
 
 async def check_network(node: FarmNode, args: dict[str, Any],
@@ -115,7 +116,7 @@ async def check_network(node: FarmNode, args: dict[str, Any],
 async def delete_printer(printer_id: str, node: NodeDep, who: Operator,
                          idempotency_key: IdempotencyKey = None) -> Response:
     """Remove a printer that no queued or running job needs."""
-    await commit(node, "printer.delete", {"id": printer_id}, idempotency_key, who)
+    await commit(node, Op.PRINTER_DELETE, {"id": printer_id}, idempotency_key, who)
     return Response(status_code=204)
 
 
@@ -141,7 +142,7 @@ async def printer_status(printer_id: str, node: NodeDep) -> Any:
 async def bed_cleared(printer_id: str, node: NodeDep, who: Operator,
                       idempotency_key: IdempotencyKey = None) -> Any:
     """The finished print was taken off the bed: the printer may receive jobs again."""
-    return await commit(node, "printer.bed_cleared", {"id": printer_id}, idempotency_key, who)
+    return await commit(node, Op.PRINTER_BED_CLEARED, {"id": printer_id}, idempotency_key, who)
 
 
 @router.post("/{printer_id}/reservation", response_model=PrinterOut)
@@ -149,7 +150,7 @@ async def reserve(printer_id: str, body: ReservationIn, node: NodeDep, who: Oper
                   idempotency_key: IdempotencyKey = None) -> Any:
     """Reserve the printer for a holder; the scheduler skips it until it expires or is released."""
     until = time.time() + body.duration_seconds
-    return await commit(node, "printer.reserve",
+    return await commit(node, Op.PRINTER_RESERVE,
                         {"id": printer_id, "holder": body.holder, "until": until},
                         idempotency_key, who)
 
@@ -158,4 +159,4 @@ async def reserve(printer_id: str, body: ReservationIn, node: NodeDep, who: Oper
 async def release(printer_id: str, node: NodeDep, who: Operator,
                   idempotency_key: IdempotencyKey = None) -> Any:
     """End the printer's reservation."""
-    return await commit(node, "printer.release", {"id": printer_id}, idempotency_key, who)
+    return await commit(node, Op.PRINTER_RELEASE, {"id": printer_id}, idempotency_key, who)

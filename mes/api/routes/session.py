@@ -22,6 +22,7 @@ from mes.auth.authenticator import AuthError
 from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, PasswordCheck, password_check
 from mes.auth.principal import Principal
 from mes.auth.secrets import new_token, token_hash
+from mes.state.ops import Op
 from mes.state.users import get_token
 
 SESSION_TOKEN_NAME = "web session"
@@ -113,7 +114,7 @@ async def sign_in(body: SessionIn, request: Request, response: Response,
         raise _wrong_login("wrong user name or password")
     token = new_token()
     expires_at = time.time() + SESSION_SECONDS
-    await commit(node, "token.create", {
+    await commit(node, Op.TOKEN_CREATE, {
         "id": new_id(), "user_id": found.user_id, "name": SESSION_TOKEN_NAME,
         "token_hash": token_hash(token), "expires_at": expires_at}, None, found)
     _set_cookie(request, response, token, SESSION_SECONDS)
@@ -143,6 +144,6 @@ async def sign_out(request: Request, node: NodeDep, who: Caller) -> Response:
         record = await read(node, lambda c: get_token(c, who.token_id or ""))
         if record is not None and record["name"] == SESSION_TOKEN_NAME \
                 and record["revoked_at"] is None:
-            await commit(node, "token.revoke", {"id": who.token_id}, None, who)
+            await commit(node, Op.TOKEN_REVOKE, {"id": who.token_id}, None, who)
     _clear_cookie(request, response)
     return response

@@ -15,6 +15,7 @@ from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.auth.secrets import new_token, token_hash
 from mes.state import listing
+from mes.state.ops import Op
 from mes.state.users import get_token
 
 router = authenticated_router("/tokens", "tokens")
@@ -37,7 +38,7 @@ async def create_token(body: TokenCreate, node: NodeDep, who: Caller,
                             "name": body.name, "token_hash": token_hash(token)}
     if body.expires_in_seconds is not None:
         args["expires_at"] = time.time() + body.expires_in_seconds
-    value = await commit(node, "token.create", args, idempotency_key, who)
+    value = await commit(node, Op.TOKEN_CREATE, args, idempotency_key, who)
     if value["token_hash"] != args["token_hash"]:
         raise ApiError(409, "token_already_shown", "this Idempotency-Key already made a token, "
                        "whose value was shown once; revoke it if it was lost and make another")
@@ -76,4 +77,4 @@ async def revoke(token_id: str, node: NodeDep, who: Caller,
     """Revoke a token (yours; admins: anyone's). It stops working on every node as soon as
     that node applies the revocation."""
     await get_one(token_id, node, who)
-    return _record(await commit(node, "token.revoke", {"id": token_id}, idempotency_key, who))
+    return _record(await commit(node, Op.TOKEN_REVOKE, {"id": token_id}, idempotency_key, who))

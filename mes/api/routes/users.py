@@ -15,6 +15,7 @@ from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
 from mes.auth.secrets import hash_password
 from mes.node import FarmNode
 from mes.state import listing
+from mes.state.ops import Op
 from mes.state.tables import users
 from mes.state.users import get_user
 
@@ -50,7 +51,7 @@ async def create_user(body: UserCreate, node: NodeDep, who: Admin,
     args.setdefault("id", new_id(idempotency_key, who))
     if body.password is not None:
         args["password_hash"] = await asyncio.to_thread(hash_password, body.password)
-    return _public(await commit(node, "user.create", args, idempotency_key, who))
+    return _public(await commit(node, Op.USER_CREATE, args, idempotency_key, who))
 
 
 @router.get("/me", response_model=UserOut)
@@ -85,4 +86,4 @@ async def update_user(user_id: str, body: UserUpdate, node: NodeDep, who: Caller
                                               or k == "email"}}
     if body.password is not None:
         args["password_hash"] = await asyncio.to_thread(hash_password, body.password)
-    return _public(await commit(node, "user.update", args, idempotency_key, who))
+    return _public(await commit(node, Op.USER_UPDATE, args, idempotency_key, who))

@@ -16,6 +16,7 @@ from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from mes.notify.signing import new_secret
 from mes.printers.networks import AddressRefused, checked_addresses
 from mes.state.notifications import get_webhook, list_webhooks, webhook_url_problem
+from mes.state.ops import Op
 from mes.state.tables import deliveries
 
 router = authenticated_router("/webhooks", "webhooks")
@@ -48,7 +49,7 @@ async def create_webhook(body: WebhookCreate, node: NodeDep, who: Operator,
     args: dict[str, Any] = {"id": body.id or new_id(idempotency_key, who), "url": body.url,
                             "secret": secret, "types": list(body.types),
                             "printer_ids": body.printer_ids, "description": body.description}
-    value = await commit(node, "webhook.create", args, idempotency_key, who)
+    value = await commit(node, Op.WEBHOOK_CREATE, args, idempotency_key, who)
     if value["secret"] != secret:
         raise ApiError(409, "secret_already_shown", "this Idempotency-Key already made a "
                        "webhook, whose secret was shown once; delete it and make another")
@@ -73,7 +74,7 @@ async def delete_webhook(webhook_id: str, node: NodeDep, who: Operator,
                          idempotency_key: IdempotencyKey = None) -> Any:
     """Remove a webhook and its deliveries; pending ones are not sent."""
     await get_one(webhook_id, node, who)
-    return _public(await commit(node, "webhook.delete", {"id": webhook_id}, idempotency_key,
+    return _public(await commit(node, Op.WEBHOOK_DELETE, {"id": webhook_id}, idempotency_key,
                                 who))
 
 
