@@ -186,6 +186,18 @@ async def test_what_a_method_made_is_there_when_it_answers(farm: Secured, ada: C
     assert mirror is not None and mirror.shown_index >= 12
 
 
+async def test_build_info_names_the_release(ada: Client) -> None:
+    from mes.version import DATA_LEVEL, RELEASE
+
+    build = ada.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_BuildInfo))
+    info = await build.read_value()
+    assert info.SoftwareVersion == RELEASE
+    assert info.BuildNumber == f"level {DATA_LEVEL}"
+    assert info.ProductUri == "urn:mes:print-farm" and info.ManufacturerName == "mes"
+    version = ada.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_BuildInfo_SoftwareVersion))
+    assert await version.read_value() == RELEASE
+
+
 async def _async(value: bool) -> bool:
     return value
 
