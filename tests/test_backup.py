@@ -183,3 +183,47 @@ async def test_restore_refuses_damaged_and_newer_backups_and_used_data_dirs(
     with pytest.raises(BackupError, match="new node only"):
         seed_data_dir(used / "data", backup, "127.0.0.1:7000", [])
     assert (used / "data" / "raft.journal").read_bytes() == b"something"
+
+
+def test_a_backup_of_release_0_1_0_state_is_migrated_when_restored(tmp_path: Path) -> None:
+    """0.1.0 had no backup route: its snapshot image (tests/corpus) packed as a backup of
+    schema 1 is restored by this release and migrated, every 0.1.0 row kept."""
+    import hashlib
+    import pickle
+    import sqlite3
+
+    from mes.backup import IMAGE, MANIFEST
+    from mes.state import migrations
+    from tests.corpus.record_release import unpack
+
+    corpus = Path(__file__).parent / "corpus" / "release-0.1.0" / "data.tar.gz"
+    data, _ = unpack(corpus, tmp_path / "corpus")
+    payload = pickle.loads((data / "raft.snapshot").read_bytes())
+    image, index = payload["db"], payload["raft"][0][1]
+    manifest = {"kind": KIND, "release": "0.1.0", "schema": 1, "min_reader": 1,
+                "raft_index": index, "image_sha256": hashlib.sha256(image).hexdigest(),
+                "files": []}
+    archive = tmp_path / "old.tar"
+    archive.write_bytes(_archive({MANIFEST: json.dumps(manifest).encode(),
+                                  IMAGE: image}).getvalue())
+    raft_self = f"127.0.0.1:{free_port()}"
+    result = _restore(archive, tmp_path / "new" / "data", tmp_path / "new" / "upload",
+                      raft_self)
+    assert result.returncode == 0, result.stderr
+
+    old = sqlite3.connect(":memory:")
+    old.deserialize(image)
+    tables = [r[0] for r in old.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    restored = _node(tmp_path, "new", raft_self)
+    try:
+        wait_for(lambda: restored.raft.raftLastApplied >= index, 15, "the restored state")
+        assert restored.machine.read(migrations.schema_of) == SCHEMA
+        for table in tables:
+            rows = sorted(map(repr, old.execute(f"SELECT * FROM {table}")))
+            now = restored.machine.read(lambda c, t=table: sorted(
+                repr(tuple(r)) for r in c.exec_driver_sql(f"SELECT * FROM {t}")))
+            assert now == rows, table
+        assert len(tables) > 15
+    finally:
+        restored.close()
+        old.close()
