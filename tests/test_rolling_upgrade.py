@@ -351,8 +351,7 @@ def upgrade_while_printing(size: int, base: Path, release: Path,
         printed = [f"d{n:02d}" for n in range(printers)]
         submit_jobs(cluster.nodes, printed, file_id)
         wait_for(lambda: all(jobs_on(api).get(j, {}).get("status") == "Done" for j in printed),
-                 90,
-                 "the first jobs Done on 0.1.0")
+                 90, "the first jobs Done on 0.1.0")
         before = {job_id: history(api, job_id) for job_id in printed}
         for changes in before.values():
             assert [h["to_status"] for h in changes] == ["Queued", "Running", "Done"], changes
@@ -361,6 +360,9 @@ def upgrade_while_printing(size: int, base: Path, release: Path,
         submit_jobs(cluster.nodes, pending, file_id)
         wait_for(lambda: statuses(api)["Running"] >= min(printers, 2), 60,
                  "prints running on 0.1.0")
+        at_start = statuses(api)
+        print(f"\njobs when the upgrade begins: {dict(at_start)}")
+        assert at_start["Done"] and at_start["Running"] and at_start["Queued"], at_start
         timings["jobs Done, Running, Queued on 0.1.0"] = time.monotonic() - began
 
         writer = Writer(cluster.nodes, file_id)
