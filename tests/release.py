@@ -1,8 +1,9 @@
 """Release 0.1.0 from this repository's own history, run as a node of a test cluster.
 
 `extract_release` writes the tree of commit RELEASE_COMMIT (`git archive`) into a session
-tmp dir once per test session. Without the commit (a shallow clone, a source tarball) the
-test is skipped, or fails when CI is "true": CI must run the upgrade test.
+tmp dir once per test session. Without the commit (a shallow clone, a source tarball) it
+takes the same tree from VENDORED; without either the test is skipped, or fails when CI is
+"true": CI must run the upgrade test.
 
 A `ReleaseServerProcess` runs that tree with this interpreter (the test venv: 0.1.0
 declares the same dependencies), PYTHONPATH naming the extracted tree and its cwd inside it,
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,6 +31,8 @@ from tests.polling import wait_for
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE_COMMIT = "d64c92f"
 RELEASE_NAME = "0.1.0"
+# `git archive d64c92f mes opcua_model pyproject.toml`, for a checkout without that history.
+VENDORED = ROOT / "tests" / "corpus" / "release-0.1.0" / "source.tar.gz"
 
 # One extracted tree per test session (a process runs one session).
 _extracted: dict[str, Path] = {}
@@ -68,23 +72,32 @@ def _check_imports_release(tree: Path) -> None:
             f"a release node would import {imported}, not the release tree {tree}")
 
 
+def in_history() -> bool:
+    """Whether this checkout's git history holds the release's commit."""
+    if shutil.which("git") is None:
+        return False
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+         f"{RELEASE_COMMIT}^{{commit}}"], capture_output=True, text=True, check=False)
+    return found.returncode == 0
+
+
 def extract_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tree of release 0.1.0, extracted once per session (skips or fails without it)."""
     if RELEASE_COMMIT in _extracted:
         return _extracted[RELEASE_COMMIT]
-    if shutil.which("git") is None:
-        _unavailable("git is not installed")
-    found = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
-         f"{RELEASE_COMMIT}^{{commit}}"], capture_output=True, text=True, check=False)
-    if found.returncode != 0:
-        shallow = subprocess.run(["git", "-C", str(ROOT), "rev-parse",
-                                  "--is-shallow-repository"], capture_output=True, text=True,
-                                 check=False).stdout.strip()
-        _unavailable("the commit is not in this repository's history"
-                     + (" (a shallow clone)" if shallow == "true" else "")
-                     + (f": {found.stderr.strip()}" if found.stderr.strip() else ""))
     tree = tmp_path_factory.mktemp(f"release-{RELEASE_NAME}")
+    if not in_history():
+        # A shallow clone or a source tarball: the same tree, kept beside the corpus
+        # (test_vendored_release_is_the_commit checks it against the history when present).
+        if not VENDORED.is_file():
+            _unavailable("the commit is not in this repository's history and "
+                         f"{VENDORED} is missing")
+        with tarfile.open(VENDORED) as vendored:
+            vendored.extractall(tree, filter="data")
+        _check_imports_release(tree)
+        _extracted[RELEASE_COMMIT] = tree
+        return tree
     archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", "--format=tar",
                                 RELEASE_COMMIT], stdout=subprocess.PIPE)
     assert archive.stdout is not None

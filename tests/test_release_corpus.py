@@ -144,3 +144,27 @@ def _epoch(value: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_vendored_release_is_the_commit() -> None:
+    """tests/corpus/release-0.1.0/source.tar.gz (used without the history) holds exactly the
+    files of commit d64c92f that a release node imports."""
+    import io
+    import subprocess
+    import tarfile
+
+    from tests.release import RELEASE_COMMIT, ROOT, VENDORED, in_history
+
+    if not in_history():
+        pytest.skip("this checkout lacks the history to compare the vendored tree with")
+    archived = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar",
+                               RELEASE_COMMIT, "mes", "opcua_model", "pyproject.toml"],
+                              capture_output=True, check=True).stdout
+
+    def files(tar: tarfile.TarFile) -> dict[str, bytes]:
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar if m.isfile()}
+
+    with tarfile.open(fileobj=io.BytesIO(archived)) as git_tar, \
+            tarfile.open(VENDORED) as vendored:
+        assert files(vendored) == files(git_tar)
