@@ -208,8 +208,10 @@ class FarmNode:
 
     def versions_reporter(self) -> VersionReporter:
         """Reports this node's release through Raft; leading, raises the cluster version."""
+        # Not remembered by request id: a node of an older release rejects these commands,
+        # and its request memory (replicated state) must not hold what newer nodes do not.
         return VersionReporter(self.settings.raft_self, self.machine.read,
-                               lambda op, args: self.writer.submit(op, args),
+                               lambda op, args: self.writer.submit(op, args, remember=False),
                                self.is_leader, self.raft.members, self.cluster_version)
 
     @staticmethod

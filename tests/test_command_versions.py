@@ -23,7 +23,7 @@ from mes.state.errors import NewerData
 from mes.state.machine import HANDLERS, StateMachine
 from mes.state.users import ROLES
 from mes.version import DATA_LEVEL, EXIT_NEWER_DATA, RELEASE, SCHEMA
-from mes.versions import ClusterVersion, NotUpgraded, VersionReporter
+from mes.versions import ClusterVersion, NotUpgraded
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,9 +299,9 @@ async def test_a_node_reports_its_version_and_the_leader_raises_the_cluster_vers
     assert before["version"] == RELEASE and before["level"] == DATA_LEVEL
     assert before["cluster_version"] == 1
     assert before["nodes"][0]["version"] is None
-    reporter = VersionReporter(node.settings.raft_self, node.machine.read,
-                               lambda op, args: node.writer.submit(op, args),
-                               node.is_leader, node.raft.members, node.cluster_version)
+    remembered = node.machine.read(lambda c: c.exec_driver_sql(
+        "SELECT count(*) FROM applied_requests").scalar())
+    reporter = node.versions_reporter()
     await reporter.step()  # reports, then (leading) raises the cluster version
     after = (await api.get("/api/v1/cluster")).json()
     assert after["cluster_version"] == DATA_LEVEL
@@ -310,6 +310,9 @@ async def test_a_node_reports_its_version_and_the_leader_raises_the_cluster_vers
     applied = node.machine.applied_count
     await reporter.step()  # nothing left to say
     assert node.machine.applied_count == applied
+    # an older node rejects both: neither may leave a trace in the request memory
+    assert node.machine.read(lambda c: c.exec_driver_sql(
+        "SELECT count(*) FROM applied_requests").scalar()) == remembered
 
 
 async def test_the_writer_logs_plain_data_with_the_format_version() -> None:

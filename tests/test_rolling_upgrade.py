@@ -42,7 +42,10 @@ JOB_TIME = 4.0  # seconds an emulated print takes
 LEASE = 5.0
 SETTINGS = {"PRINTER_WORKER_INTERVAL": "0.3", "AUTO_CLEAR_BED": "true",
             "NODE_LEASE_SECONDS": str(LEASE), "NODE_LEASE_RENEW": "1",
-            "SHARD_BALANCE_INTERVAL": "0.3"}
+            "SHARD_BALANCE_INTERVAL": "0.3",
+            # Snapshots every few dozen entries: old nodes snapshot the mixed phase, and
+            # the upgraded code must restore what 0.1.0 wrote and agree with the others.
+            "RAFT_SNAPSHOT_ENTRIES": "60"}
 PAINTED = "painted"  # the spool whose colour the writer keeps changing
 LOCAL = {"X-Read-Consistency": "local"}
 
