@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
+from pathlib import Path
 
 RAFT_LABEL = b"mes-raft"
 BLOBS_LABEL = b"mes-internal-blobs"
@@ -39,3 +42,35 @@ def bearer_matches(authorization: str | None, secret: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+# A node started without CLUSTER_SECRET (a single node) authenticates its Raft port with a
+# secret of its own, generated once into DATA_DIR: nothing reaching that port is unpickled
+# unless it carries the key, and only this node has it.
+INSTALL_SECRET_FILE = "raft.key"
+
+
+def install_secret(data_dir: Path) -> str:
+    """This install's own secret (DATA_DIR/raft.key, mode 0600), created on first use."""
+    path = data_dir / INSTALL_SECRET_FILE
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+        if len(secret) >= 32:
+            return secret
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secret + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    return secret
+
+
+def raft_secret(cluster_secret: str, data_dir: Path) -> str:
+    """The secret the Raft transport is keyed with: CLUSTER_SECRET, or this install's own."""
+    return cluster_secret or install_secret(data_dir)

@@ -14,7 +14,7 @@ from mes.auth.authenticator import Authenticator
 from mes.auth.bootstrap import ensure_admin
 from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
-from mes.cluster_secret import blob_token, raft_password
+from mes.cluster_secret import blob_token, raft_password, raft_secret
 from mes.config import ConfigError, Settings
 from mes.data_version import check_and_mark
 from mes.events.hub import EventHub
@@ -64,7 +64,8 @@ class FarmNode:
         conf = build_conf(settings.data_dir, self.snapshots,
                           settings.raft_snapshot_entries, settings.raft_snapshot_interval,
                           tuning or RaftTuning(), settings.raft_bind_address,
-                          raft_password(settings.cluster_secret))
+                          raft_password(raft_secret(settings.cluster_secret,
+                                                    settings.data_dir)))
         self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
                              self.snapshots, settings.raft_sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))

@@ -85,12 +85,23 @@ def _single(tmp_path: Path, secret: str) -> FarmNode:
     return FarmNode(settings)
 
 
-def test_single_node_encrypts_raft_only_with_a_secret(tmp_path: Path) -> None:
+def test_a_single_node_encrypts_raft_with_its_own_secret_without_one(tmp_path: Path) -> None:
+    from mes.cluster_secret import INSTALL_SECRET_FILE
+
     plain = _single(tmp_path / "plain", "")
+    key = tmp_path / "plain" / "data" / INSTALL_SECRET_FILE
     try:
-        assert plain.raft.conf.password is None
+        own = key.read_text().strip()
+        assert len(own) >= 32 and key.stat().st_mode & 0o777 == 0o600
+        assert plain.raft.conf.password == raft_password(own)
+        assert plain.raft.encryptor is not None
     finally:
         plain.close()
+    again = _single(tmp_path / "plain", "")  # the same key after a restart
+    try:
+        assert again.raft.conf.password == raft_password(own)
+    finally:
+        again.close()
     secret = _single(tmp_path / "secret", SECRET)
     try:
         assert secret.raft.conf.password == raft_password(SECRET)

@@ -23,6 +23,7 @@ from pysyncobj import SyncObj, SyncObjConf
 
 from mes.raft.journal import SyncedJournal, open_journal, stop_unrecoverable
 from mes.raft.snapshot import SnapshotFiles
+from mes.raft.transport import GuardedTransport
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class DurableSyncObj(SyncObj):  # type: ignore[misc]
             snapshots.on_unreadable = self._rebuild_from_peers if peers else None
             snapshots.on_loaded = self._align_journal
         with _pysyncobj_journal(self.journal):
-            super().__init__(self_address, peers, conf)
+            super().__init__(self_address, peers, conf, transportClass=GuardedTransport)
         if lost:  # the meta file may still name a commit index of the lost log
             self._SyncObj__raftCommitIndex = 1
         self.addOnTickCallback(self._sync_journal)

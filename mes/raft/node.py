@@ -13,11 +13,17 @@ from typing import Any
 from pysyncobj import SyncObjConf, SyncObjException, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
+from mes.raft import transport, wire
 from mes.raft.applied import AppliedView
 from mes.raft.durable import DurableSyncObj
 from mes.raft.replication import SafeReplication
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
+
+# Nothing from the network names a callable (mes.raft.wire); frames are bounded before they
+# are buffered (mes.raft.transport).
+wire.install()
+transport.install()
 
 # How often the Raft port is tried before the node gives up on it.
 BIND_ATTEMPTS = 3

@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from typing import Any
 
 from pysyncobj import SyncObj
+
+from mes.raft import wire
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class SafeReplication(SyncObj):  # type: ignore[misc]
         received: Any = self.__dict__["_SyncObj__recvTransmission"]
         if not isinstance(received, bytes):
             return None  # no start seen: pysyncobj's own handling decides
-        entry = pickle.loads(received + message["data"])
+        entry = wire.loads(received + message["data"])
         self._SyncObj__recvTransmission = ""
         regular = {k: v for k, v in message.items() if k not in ("transmission", "data")}
         regular["entries"] = [entry]

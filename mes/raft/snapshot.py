@@ -19,6 +19,7 @@ from typing import Any
 
 from pysyncobj.config import SERIALIZER_STATE
 
+from mes.raft import wire
 from mes.raft.journal import fsync_dir, move_aside, stop_unrecoverable
 from mes.state.errors import NewerData
 from mes.state.machine import StateMachine, stop_newer
@@ -76,7 +77,7 @@ def refuse_newer(payload: dict[str, Any], source: str) -> None:
 def _load(file_name: str) -> Any:
     """A snapshot's payload (an earlier version's gzip file is unreadable: rebuilt)."""
     with open(file_name, "rb") as src:
-        return pickle.load(src)
+        return wire.load(src)
 
 
 class SnapshotFiles:
