@@ -59,6 +59,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/audit"): (403, 403, 200),
     ("GET", "/api/v1/cluster"): (200, 200, 200),
     ("GET", "/api/v1/cluster/digest"): (403, 200, 200),
+    ("GET", "/api/v1/cluster/backup"): (403, 403, 200),
     ("GET", "/api/v1/workers"): (403, 200, 200),
     # Admins only: a real change would leave this single node without a quorum, so the
     # admin's call is refused by validation (bad address) or names no member (404).
@@ -263,6 +264,7 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/v1/audit"): const(Call("/api/v1/audit")),
     ("GET", "/api/v1/cluster"): const(Call("/api/v1/cluster")),
     ("GET", "/api/v1/cluster/digest"): const(Call("/api/v1/cluster/digest")),
+    ("GET", "/api/v1/cluster/backup"): const(Call("/api/v1/cluster/backup")),
     ("GET", "/api/v1/workers"): const(Call("/api/v1/workers")),
     ("POST", "/api/v1/cluster/nodes"): creating("/api/v1/cluster/nodes",
                                                 lambda: {"address": "no port"}),
