@@ -15,6 +15,7 @@ from mes.backup import BackupError, read_backup, seed_data_dir
 from mes.config import ConfigError, load_settings
 from mes.data_version import check_and_mark
 from mes.files.store import BlobStore
+from mes.private_dirs import make_private, private_files
 from mes.state.errors import NewerData
 from mes.version import EXIT_NEWER_DATA, package_version
 
@@ -81,6 +82,8 @@ def restore(argv: Sequence[str] | None = None) -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}", 2) from None
+    private_files()
+    make_private(settings.data_dir, settings.upload_path)
     try:
         with open(args.backup, "rb") as source:
             restored = read_backup(source, BlobStore(settings.upload_path))

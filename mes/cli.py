@@ -99,11 +99,13 @@ def server(argv: Sequence[str] | None = None) -> None:
     from mes.api.app import create_app
     from mes.interpreter import tune_for_node
     from mes.node import FarmNode
+    from mes.private_dirs import private_files
     from mes.raft.node import RaftBindError
     from mes.state.errors import NewerData
     from mes.version import EXIT_NEWER_DATA
 
     tune_for_node()
+    private_files()
     http_socket = bind_http(settings.http_host, settings.http_port)
     try:
         node = FarmNode(settings)

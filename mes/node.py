@@ -23,6 +23,7 @@ from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
 from mes.files.sync import run_sync
 from mes.metrics.node import NodeMetrics
+from mes.private_dirs import make_private
 from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
@@ -54,6 +55,7 @@ class FarmNode:
             raise ConfigError("CLUSTER_SECRET: required when RAFT_PEERS names other nodes")
         self.settings = settings
         # Before anything is read: a data directory of a newer release is refused.
+        make_private(settings.data_dir, settings.upload_path)
         check_and_mark(settings.data_dir)
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)

@@ -109,3 +109,24 @@ def test_a_signal_stops_the_node_cleanly_and_removes_its_scratch_database(
         assert (node.data_dir / "raft.journal").exists()
     finally:
         cluster.stop()
+
+
+def test_the_data_and_upload_directories_are_the_nodes_alone(tmp_path: Path) -> None:
+    from tests.farm_helpers import GCODE
+
+    cluster = Cluster(1, tmp_path / "one").start()
+    node = cluster.nodes[0]
+    try:
+        stored = node.client.post("/files", files={"file": ("part.gcode", GCODE)})
+        assert stored.status_code == 201, stored.text
+        upload = node.data_dir / "upload"
+        for directory in (node.data_dir, upload):
+            assert directory.stat().st_mode & 0o777 == 0o700, directory
+        files = [p for p in (*node.data_dir.iterdir(), *upload.rglob("*")) if p.is_file()]
+        names = {p.name for p in files}
+        assert {"raft.journal", "raft.key", "mes-version.json", stored.json()["id"]} <= names
+        loose = {p.name: oct(p.stat().st_mode & 0o777) for p in files
+                 if p.stat().st_mode & 0o077}
+        assert loose == {}, loose
+    finally:
+        cluster.stop()
