@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 
@@ -86,6 +86,11 @@ class WebhookSender:
             self._session = None
 
 
+def plaintext_allowed(query: str) -> bool:
+    """Whether SMTP_URL says a password may travel unencrypted (`?plaintext=allow`)."""
+    return "allow" in parse_qs(query).get("plaintext", [])
+
+
 class MailSender:
     """Sends a job owner's message through SMTP_URL (smtplib, on a worker thread)."""
 
@@ -120,11 +125,17 @@ class MailSender:
         else:
             smtp = smtplib.SMTP(host, port or 25, timeout=self._timeout)
         with smtp:
+            encrypted = url.scheme == "smtps"
             if url.scheme == "smtp":
                 smtp.ehlo()
                 if smtp.has_extn("starttls"):
                     smtp.starttls(context=ssl.create_default_context())
                     smtp.ehlo()
+                    encrypted = True
+            if url.username and not encrypted and not plaintext_allowed(url.query):
+                raise ValueError(
+                    "the SMTP server offers no STARTTLS: the password is not sent in clear "
+                    "(add ?plaintext=allow to SMTP_URL to allow it)")
             if url.username:
                 smtp.login(unquote(url.username), unquote(url.password or ""))
             smtp.send_message(message)
