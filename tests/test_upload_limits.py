@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from mes.cluster_secret import blob_token
-from tests.auth import admin_headers
+from tests.auth import ADMIN_TOKEN, admin_headers
 from tests.cluster import TEST_CLUSTER_SECRET, Cluster, ServerProcess
 
 pytestmark = pytest.mark.cluster
@@ -101,7 +101,8 @@ def test_a_declared_huge_body_is_refused_before_it_is_read(
     node = small_limit_node
     with socket.create_connection(("127.0.0.1", node.http_port), timeout=10) as sock:
         sock.sendall(b"POST /api/v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/"
-                     b"form-data; boundary=b\r\nContent-Length: 314572800\r\n\r\n")
+                     b"form-data; boundary=b\r\nContent-Length: 314572800\r\n"
+                     + f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
         answer = b""
         while chunk := sock.recv(65536):  # the server closes after its answer
             answer += chunk
@@ -116,6 +117,7 @@ def test_a_declared_huge_body_is_refused_before_it_is_read(
 def test_a_chunked_multipart_upload_stops_at_the_limit(small_limit_node: ServerProcess) -> None:
     node = small_limit_node
     head = ("POST /api/v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
             "Content-Type: multipart/form-data; boundary=xyz\r\n")
     first = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.gcode"\r\n'
              b"Content-Type: application/octet-stream\r\n\r\n")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from mes.api.auth_first import AuthBeforeBody
 from mes.api.body_limit import BodyLimit, upload_limits
 from mes.api.errors import install_error_handlers
 from mes.api.raft_index import RaftIndexHeader
@@ -64,6 +65,8 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(BodyLimit, limit_for=upload_limits(
         API_PREFIX, node.settings.max_upload_mb * 2**20))
     app.add_middleware(RaftIndexHeader)
+    # Added after BodyLimit, so it runs before it: a 401 even for a too large body.
+    app.add_middleware(AuthBeforeBody, auth=node.auth, api_prefix=API_PREFIX)
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
                    cluster, membership, backup, utilization, events, webhooks, session, dashboard):
