@@ -4,16 +4,18 @@ anonymous access, per-user writes, trusted client certificates."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
-from asyncua import ua
+from asyncua import Client, ua
 from asyncua.ua.uaerrors import BadIdentityTokenRejected, BadUserAccessDenied, UaError
 from cryptography import x509
 
@@ -134,11 +136,10 @@ async def test_anonymous_allowed_is_read_only(node: FarmNode, api: httpx.AsyncCl
             printer = await printer_node(client, secured.ns, "p1")
             assert (await call(printer, secured.ns, "ClearBed")).StatusCode.name == \
                 "BadUserAccessDenied"
-        # an operator on an unsigned channel acts as anonymous: no methods, no writes
-        async with connect(secured, "olga", policy=None) as client:
-            printer = await printer_node(client, secured.ns, "p1")
-            assert (await call(printer, secured.ns, "ClearBed")).StatusCode.name == \
-                "BadUserAccessDenied"
+        # an operator's password in clear on an unsigned channel: refused, not anonymous
+        with pytest.raises((BadUserAccessDenied, BadIdentityTokenRejected, UaError)):
+            async with _plaintext_session(secured, "olga"):
+                pass
         async with connect(secured, "olga") as client:
             printer = await printer_node(client, secured.ns, "p1")
             assert (await call(printer, secured.ns, "ClearBed")).StatusCode.is_good()
@@ -245,3 +246,40 @@ def test_the_wrapped_asyncua_code_is_what_the_wrapper_expects() -> None:
     assert not inspect.iscoroutinefunction(InternalSession.activate_session)
     assert "self.iserver.user_manager.get_user(" in activate
     assert "self.iserver.decrypt_user_token(self, id_token)" in activate
+
+
+@contextlib.asynccontextmanager
+async def _plaintext_session(secured: Any, user: str) -> Any:
+    """What the review did: a security None channel and a user-name token whose password
+    is sent in clear, whatever endpoints the server offers."""
+    client = Client(secured.endpoint, timeout=10)
+    client.application_uri = secured.client_uri
+    client.set_user(user)
+    client.set_password(PASSWORD)
+    client.server_policy = lambda _kind: ua.UserTokenPolicy(  # type: ignore[method-assign]
+        PolicyId="username", TokenType=ua.UserTokenType.UserName, SecurityPolicyUri=None)
+    # asyncua's client would stop at "no matching endpoint"; a hostile one does not
+    original = Client.find_endpoint
+    Client.find_endpoint = staticmethod(  # type: ignore[method-assign]
+        lambda endpoints, _mode, _uri: endpoints[0])
+    try:
+        async with client:
+            yield client
+    finally:
+        Client.find_endpoint = original  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("anonymous", [False, True])
+async def test_a_password_in_clear_on_an_unencrypted_channel_is_refused(
+        node: FarmNode, api: httpx.AsyncClient, tmp_path: Path, anonymous: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    await make_user(api, "olga", "operator")
+    async with secured_server(node, tmp_path, ("p1",),
+                              opcua_allow_anonymous=anonymous) as secured:
+        with pytest.raises((BadUserAccessDenied, BadIdentityTokenRejected, UaError)):
+            async with _plaintext_session(secured, "olga"):
+                pass
+        assert "sent in clear" in caplog.text
+        # the same account over an encrypted channel signs in
+        async with connect(secured, "olga") as client:
+            assert await _read_state(client, secured.ns) == "ready"

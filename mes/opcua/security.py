@@ -9,7 +9,9 @@ Decisions (see the README's OPC UA section):
   and SignAndEncrypt. Security None and anonymous sessions only with OPCUA_ALLOW_ANONYMOUS,
   and then read-only: a session on a None channel never acts as its user.
 - Sessions sign in with the user name (or id) and password of a farm account. Remote users
-  get asyncua's `UserRole.User`, never `Admin` (which bypasses every check).
+  get asyncua's `UserRole.User`, never `Admin` (which bypasses every check). A password
+  sent in clear (not encrypted for the server, on a channel without encryption) is refused
+  without being checked, whether or not anonymous access is allowed.
 - Writes: anonymous and `user` sessions are refused whole write requests; for operators
   and admins every written node is decided by a `WritePolicy` (default: nothing is
   writable, the farm changes through methods only). The server's own writes pass.
@@ -179,7 +181,12 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
             token = params.UserIdentityToken
             session = self.session or self.iserver.lookup_external_session(
                 requesthdr.AuthenticationToken)
-            if isinstance(token, ua.UserNameIdentityToken) and session is not None:
+            if isinstance(token, ua.UserNameIdentityToken) and not _secret_kept(self, token):
+                # A password in clear on an unencrypted channel: refused, never checked.
+                log.warning("OPC UA: refused a user name and password sent in clear on a "
+                            "channel without encryption (user %r)", token.UserName)
+                _checked.set((_REFUSED, None, None))
+            elif isinstance(token, ua.UserNameIdentityToken) and session is not None:
                 username, password = self.iserver.decrypt_user_token(session, token)
                 if isinstance(username, str) and isinstance(password, str | None):
                     who = await check(username, password or "")
@@ -192,6 +199,15 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
 
 
 UaProcessor._process_message = _activate
+# What the user manager sees for a refused user-name token: no user name matches it.
+_REFUSED = "\x00refused"
+
+
+def _secret_kept(processor: UaProcessor, token: ua.UserNameIdentityToken) -> bool:
+    """Whether a user-name token's password travelled protected: on a SignAndEncrypt
+    channel, or encrypted for the server (its EncryptionAlgorithm set)."""
+    channel = getattr(processor._connection.security_policy, "Mode", None)
+    return channel == ua.MessageSecurityMode.SignAndEncrypt or bool(token.EncryptionAlgorithm)
 
 
 def _host_name(settings: Settings) -> str:
