@@ -14,6 +14,7 @@ from mes.auth.authenticator import Authenticator
 from mes.auth.bootstrap import ensure_admin
 from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
+from mes.auth.throttle import SignInGuard
 from mes.cluster_secret import blob_token, raft_password, raft_secret
 from mes.config import ConfigError, Settings
 from mes.data_version import check_and_mark
@@ -84,6 +85,8 @@ class FarmNode:
                                   lambda: not self.raft.is_leader(), oidc,
                                   lambda: self.machine.applied_count)
         self.machine.add_listener(self.auth.on_apply)
+        # Password sign-in (REST and OPC UA), throttled per account and source.
+        self.sign_in = SignInGuard(self.read)
         self.metrics = NodeMetrics(self)
         self.machine.add_listener(self.metrics.on_apply)
         self.blobs = BlobStore(settings.upload_path)

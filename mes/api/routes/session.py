@@ -19,9 +19,10 @@ from mes.api.deps import NodeDep, commit, new_id, read
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, Timestamp, _Input
 from mes.auth.authenticator import AuthError
-from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, PasswordCheck, password_check
+from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, PasswordCheck
 from mes.auth.principal import Principal
 from mes.auth.secrets import new_token, token_hash
+from mes.auth.throttle import TooManyAttempts
 from mes.state.ops import Op
 from mes.state.users import get_token
 
@@ -66,10 +67,18 @@ class SessionOut(BaseModel):
 
 
 def _checker(request: Request) -> PasswordCheck:
-    state = request.app.state
-    if getattr(state, "password_check", None) is None:
-        state.password_check = password_check(request.app.state.node.read)
-    check: PasswordCheck = state.password_check
+    """The node's sign-in guard, as a check of this request's name and password."""
+    guard = request.app.state.node.sign_in
+    source = request.client.host if request.client else None
+
+    async def check(login: str, password: str) -> Principal | None:
+        try:
+            who: Principal | None = await guard.check(login, password, source)
+        except TooManyAttempts as exc:
+            raise ApiError(429, "too_many_attempts", str(exc),
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+        return who
+
     return check
 
 
