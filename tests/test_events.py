@@ -300,3 +300,29 @@ async def test_a_resume_waits_for_this_node_to_reach_the_id() -> None:
     threading.Thread(target=apply_later).start()
     assert await waiting is True
     assert await hub.wait_index(99, timeout=0.05) is False
+
+
+@pytest.mark.parametrize("live", [{"sse_keepalive": 60.0}], indirect=True)
+@pytest.mark.parametrize("change", [{"role": "user"}, {"disabled": True}])
+async def test_a_demoted_or_disabled_reader_gets_nothing_applied_after_the_change(
+        live: tuple[FarmNode, httpx.AsyncClient], change: dict[str, Any]) -> None:
+    """Checked before the next event, not at the next keep-alive (here a minute away)."""
+    _node, client = live
+    olga = await make_user(client, "olga", role="operator")
+    bob = await make_user(client, "bob")
+    await spool(client, "shared")
+    async with open_stream(client, headers=olga) as stream:
+        await stream.next()
+        changed = await client.patch("/api/v1/users/olga", json=change)
+        assert changed.status_code == 200, changed.text
+        response = await client.post("/api/v1/print_jobs", headers=bob, json={
+            "id": "bobs", "filament_id": "shared", "filepath": "x.gcode",
+            "print_weight_in_grams": 1})
+        assert response.status_code == 201, response.text
+        seen = []
+        message = await stream.next(timeout=10)
+        while message is not None and message.event != "reload":
+            seen.append(message.json())
+            message = await stream.next(timeout=10)
+    assert message is not None and "rights changed" in message.json()["reason"]
+    assert not [e for e in seen if e.get("id") == "bobs"], seen

@@ -37,6 +37,9 @@ _SECRET_PARTS = ("secret", "hash", "password", "api_key", "token")
 # Entities the `user` role sees: every printer and spool, and only their own jobs and orders.
 USER_ENTITIES = frozenset({"printer", "printer_status", "filament"})
 OWNED_ENTITIES = frozenset({"print_job", "order"})
+# Changes of accounts and tokens: every open stream checks its token again before it
+# delivers anything applied after one (a revoked, disabled or demoted reader stops there).
+AUTH_ENTITIES = frozenset({"user", "api_token"})
 OWNER_CACHE = 100_000
 
 
@@ -107,7 +110,7 @@ class Subscriber:
             if event.key <= self.last_key:
                 continue
             self.last_key = event.key
-            if not self.visible(event):
+            if not self.visible(event) and event.entity not in AUTH_ENTITIES:
                 continue
             if len(self.queue) >= self.capacity:
                 self.end("this client fell too far behind")

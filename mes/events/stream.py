@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from mes.events.hub import EventHub, Key, StreamEvent, Subscriber, format_id
+from mes.events.hub import AUTH_ENTITIES, EventHub, Key, StreamEvent, Subscriber, format_id
 
 
 def sse(event: str, data: str, event_id: str | None = None) -> str:
@@ -34,7 +34,8 @@ async def stream(hub: EventHub, subscriber: Subscriber, after: Key | None, retry
 
     `after` is the key of the client's Last-Event-ID: the stream first waits (up to
     `resume_wait`) for this node to apply that index, then replays the window after it.
-    `still_allowed` is checked at each keep-alive (a revoked token ends the stream).
+    `still_allowed` is checked at each keep-alive and before anything applied after a change
+    of an account or token (a revoked token, a disabled or demoted reader ends the stream).
     """
     yield f"retry: {retry_ms}\n\n"
     if hub.closed:  # shutting down (or never started): the client resumes elsewhere
@@ -58,8 +59,23 @@ async def stream(hub: EventHub, subscriber: Subscriber, after: Key | None, retry
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(subscriber.wake.wait(), keepalive)
             events = subscriber.take()
-            if events:
-                yield "".join(_message(e) for e in events)
+            pending: list[str] = []
+            for event in events:
+                if event.entity in AUTH_ENTITIES:
+                    # Before anything applied after an account or token change: is the
+                    # reader still who it was, with the same rights?
+                    if pending:
+                        yield "".join(pending)
+                        pending = []
+                    if not await still_allowed():
+                        yield reload_message("this token is no longer valid or its rights "
+                                             "changed: sign in and reconnect")
+                        return
+                    if not subscriber.visible(event):
+                        continue
+                pending.append(_message(event))
+            if pending:
+                yield "".join(pending)
             if subscriber.reload is not None:
                 yield reload_message(subscriber.reload)
                 return

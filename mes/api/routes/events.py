@@ -42,11 +42,12 @@ async def events(
     credentials = request_token(request) or ""  # the bearer token or the session cookie
 
     async def still_allowed() -> bool:
+        """The token still signs in, as the same user with the same role."""
         try:
-            await node.auth.principal(credentials)
+            now = await node.auth.principal(credentials)
         except AuthError:
             return False
-        return True
+        return now.user_id == who.user_id and now.role == who.role
 
     if resume and key is None:
         async def refuse() -> Any:
