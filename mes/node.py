@@ -75,7 +75,8 @@ class FarmNode:
         self.cluster_version = ClusterVersion(self.machine.read)
         self.machine.add_listener(self.cluster_version.on_apply)
         self.machine.add_restore_listener(self.cluster_version.on_restore)
-        self.writer = Writer(self.raft, settings.raft_write_timeout, self.cluster_version.check)
+        self.writer = Writer(self.raft, settings.raft_write_timeout,
+                             self.cluster_version.writable)
         self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
         self.machine.add_listener(self.applied.on_apply)
         self.linearizer = Linearizer(self._commit_noop)

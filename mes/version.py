@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-# Level 1: release 0.1.0 (commands without a "v"). Level 2: node.version, cluster.version.
-DATA_LEVEL = 2
+# Level 1: release 0.1.0 (commands without a "v"). Level 2 (0.2.0): node.version,
+# cluster.version. Level 3 (0.3.0): user.update ends web sessions on a new password.
+DATA_LEVEL = 3
 # Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables.
 SCHEMA = 2
 SCHEMA_MIN_READER = 1

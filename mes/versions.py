@@ -62,16 +62,29 @@ class ClusterVersion:
             level = self._level = int(self._read_now(cluster_versions.current_level))
         return level
 
-    def check(self, op: str) -> None:
-        """Raise NotUpgraded if `op`'s format is above the cluster version."""
+    def writable(self, op: str, args: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The newest format of `op` the cluster version allows, and `args` in it: a newer
+        format falls back to the one before it where it says how (`Format.older`), else
+        NotUpgraded."""
+        plain = dict(args)
         command = commands.declared(op)
         if command is None:
-            return
+            return 1, plain
         version = command.current
-        if version > 1 and not command.formats[version].before_gate:
+        while version > 1 and not command.formats[version].before_gate:
             cluster_level = self.level()
-            if version > cluster_level:
+            if version <= cluster_level:
+                break
+            older = command.formats[version].older
+            if older is None:
                 raise NotUpgraded(op, version, cluster_level)
+            plain = older(plain)
+            version = max(v for v in command.formats if v < version)
+        return version, plain
+
+    def check(self, op: str) -> None:
+        """Raise NotUpgraded if no format of `op` may be written at the cluster version."""
+        self.writable(op, {})
 
 
 Submit = Callable[[str, Mapping[str, Any]], Awaitable[Any]]

@@ -3,6 +3,7 @@ newer data refused (exit status 2), the cluster version and its gate."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import sqlite3
@@ -327,10 +328,16 @@ async def test_the_writer_logs_plain_data_with_the_format_version() -> None:
             callback(Outcome(value=1), 0)
 
     gate_calls: list[str] = []
-    await Writer(Log(), 1.0, gate_calls.append).submit(Op.JOB_CREATE, {"id": "j1"})
+
+    def gate(op: str, args: Any) -> tuple[int, dict[str, Any]]:
+        gate_calls.append(op)
+        return 1, {**args, "chosen": True}
+
+    await Writer(Log(), 1.0, gate).submit(Op.JOB_CREATE, {"id": "j1"})
     await Writer(Log(), 1.0).submit(Op.NODE_VERSION, {"node": A})
     first, second = (pickle.loads(w) for w in written)
     assert first["op"] == "job.create" and type(first["op"]) is str and first["v"] == 1
+    assert first["args"] == {"id": "j1", "chosen": True}  # as the gate wrote them
     assert second["op"] == "node.version" and second["v"] == 2
     # an older release unpickles the entry without any module of this one
     assert all(b"mes." not in w for w in written)
@@ -365,3 +372,83 @@ def test_readers_never_see_an_image_before_its_migration() -> None:
             reader.join()
         machine.close()
     assert errors == []
+
+
+# A new password ends web sessions: user.update of level 3 --------------------------------
+
+OLD_HASH, NEW_HASH = "$argon2id$" + "o" * 20, "$argon2id$" + "n" * 20
+
+
+def _accounts(machine: StateMachine) -> None:
+    assert apply(machine, "user.create", args={
+        "id": "ada", "name": "Ada", "role": "user", "password_hash": OLD_HASH}).ok
+    for token_id, name in (("s1", "web session"), ("s2", "web session"), ("api", "script")):
+        assert apply(machine, "token.create", args={
+            "id": token_id, "user_id": "ada", "name": name,
+            "token_hash": hashlib.sha256(token_id.encode()).hexdigest(),
+            "expires_at": None}).ok
+
+
+def _revoked(machine: StateMachine) -> set[str]:
+    rows = machine.read(lambda c: c.exec_driver_sql(
+        "SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL").all())
+    return {r[0] for r in rows}
+
+
+def test_user_update_keeps_its_level_1_meaning_and_level_3_ends_other_sessions() -> None:
+    old, new = StateMachine(), StateMachine()
+    try:
+        for machine in (old, new):
+            _accounts(machine)
+        # a level 1 command (as 0.1.0 and 0.2.0 wrote it) changes the password only
+        assert apply(old, "user.update", args={"id": "ada", "password_hash": NEW_HASH}).ok
+        assert _revoked(old) == set()
+        # level 3: the other web session ends; the one that changed it and API tokens stay
+        assert apply(new, "user.update", v=3, args={
+            "id": "ada", "password_hash": NEW_HASH, "keep_token": "s1"}).ok
+        assert _revoked(new) == {"s2"}
+        # the same password again ends nothing; other changes end nothing
+        assert apply(new, "user.update", v=3, args={"id": "ada", "name": "Ada L."}).ok
+        assert _revoked(new) == {"s2"}
+        # level 1 refuses the level 3 argument, as 0.2.0 would
+        refused = apply(old, "user.update", args={"id": "ada", "keep_token": "s1"})
+        assert refused.error is not None and refused.error["code"] == "unknown_field"
+    finally:
+        old.close()
+        new.close()
+
+
+def test_below_cluster_version_3_a_password_change_is_written_in_level_1() -> None:
+    machine = StateMachine()
+    try:
+        version = ClusterVersion(machine.read)
+        machine.add_listener(version.on_apply)
+        args = {"id": "ada", "password_hash": "new", "keep_token": "s1"}
+        assert version.writable(Op.USER_UPDATE, args) == (
+            1, {"id": "ada", "password_hash": "new"})
+        assert _report(machine, A).ok and _raise(machine, DATA_LEVEL, [A]).ok
+        assert version.writable(Op.USER_UPDATE, args) == (3, args)
+        assert version.writable(Op.JOB_CREATE, {"id": "j"}) == (1, {"id": "j"})
+    finally:
+        machine.close()
+
+
+async def test_a_new_password_signs_out_the_users_other_web_sessions(
+        node: FarmNode, api: httpx.AsyncClient) -> None:
+    from tests.accounts import make_user
+
+    await make_user(api, "ada", password="first password 1")
+    await node.versions_reporter().step()  # the single node raises the cluster version
+
+    async def session() -> dict[str, str]:
+        signed = await api.post("/api/v1/session", headers={"Authorization": ""},
+                                json={"name": "ada", "password": "first password 1"})
+        assert signed.status_code == 200, signed.text
+        return {"Authorization": f"Bearer {signed.cookies['mes_session']}"}
+
+    laptop, phone = await session(), await session()
+    changed = await api.patch("/api/v1/users/ada", headers=laptop,
+                              json={"password": "second password 2"})
+    assert changed.status_code == 200, changed.text
+    assert (await api.get("/api/v1/users/me", headers=laptop)).status_code == 200
+    assert (await api.get("/api/v1/users/me", headers=phone)).status_code == 401

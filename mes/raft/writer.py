@@ -17,6 +17,7 @@ from mes.state.machine import Outcome
 log = logging.getLogger(__name__)
 
 Pending = asyncio.Future[tuple[Any, int]]
+Gate = Callable[[str, Mapping[str, Any]], tuple[int, dict[str, Any]]]
 
 # How long one attempt may wait before it is retried with the same request id.
 ATTEMPT_TIMEOUT = 1.0
@@ -41,10 +42,11 @@ class Writer:
     """Turns commands into committed outcomes, retrying idempotently until a deadline."""
 
     def __init__(self, node: CommandApplier, timeout: float,
-                 gate: Callable[[str], None] | None = None) -> None:
+                 gate: Gate | None = None) -> None:
         self._node = node
         self._timeout = timeout
-        # Raises (mes.versions.NotUpgraded) for a format the cluster cannot apply yet.
+        # The format (and the arguments in it) the cluster version allows for an op; raises
+        # (mes.versions.NotUpgraded) when it allows none yet.
         self._gate = gate
 
     async def submit(self, op: str, args: Mapping[str, Any], request_id: str | None = None,
@@ -55,13 +57,13 @@ class Writer:
         no request id is stored, so retries may apply it twice. `actor` is the user whose
         request this is (None: the farm itself); apply checks their role and audits it.
         """
-        if self._gate is not None:
-            self._gate(op)
+        version, plain = (self._gate(op, args) if self._gate is not None
+                          else (current_version(op), dict(args)))
         rid = (request_id or new_request_id()) if remember else None
-        # `v`: the format version, so that every node gives the command the meaning it has now.
-        # The op as a plain string: the log is read by every release, and an enum would pickle
-        # as a reference to this release's module.
-        command: dict[str, Any] = {"op": str(op), "v": current_version(op), "args": dict(args),
+        # `v`: the format it is written in, so that every node gives the command the meaning
+        # it has now. The op as a plain string: the log is read by every release, and an enum
+        # would pickle as a reference to this release's module.
+        command: dict[str, Any] = {"op": str(op), "v": version, "args": plain,
                                    "rid": rid, "ts": time.time()}
         if actor is not None:
             command["actor"] = actor

@@ -28,6 +28,10 @@ class Args:
         """The argument as given (None when absent), for a handler that checks it itself."""
         return self._raw.get(name)
 
+    def without(self, name: str) -> Args:
+        """These arguments without `name` (a newer format's extra argument)."""
+        return Args({k: v for k, v in self._raw.items() if k != name})
+
     def has(self, name: str) -> bool:
         """Whether the argument is present (even if null)."""
         return name in self._raw

@@ -47,6 +47,9 @@ class Format:
     # Older nodes reject this format as an unknown op and change nothing: it may be
     # submitted before the cluster version reaches its level.
     before_gate: bool = False
+    # How the same request is written in the format before this one, while the cluster
+    # version is below this format's level (None: it cannot be, and must wait).
+    older: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,12 @@ _DECLARED = (
     _v1(orders.create, Op.ORDER_CREATE, "user"),
     _v1(users.bootstrap, Op.USER_BOOTSTRAP),
     _v1(users.create, Op.USER_CREATE, "admin"),
-    _v1(users.update_, Op.USER_UPDATE, "user"),
+    Command(Op.USER_UPDATE, {
+        1: Format(users.update_, "as in release 0.1.0"),
+        3: Format(users.update_ending_sessions, "as level 1, and a new password ends the "
+                  "user's web sessions but `keep_token`",
+                  older=lambda args: {k: v for k, v in args.items() if k != "keep_token"}),
+    }, "user"),
     _v1(users.oidc_login, Op.USER_OIDC_LOGIN),
     _v1(users.create_token, Op.TOKEN_CREATE, "user"),
     _v1(users.revoke_token, Op.TOKEN_REVOKE, "user"),

@@ -22,6 +22,8 @@ TOKEN_HASH = re.compile(r"^[0-9a-f]{64}$")
 PASSWORD_HASH = re.compile(r"^\$argon2id\$[\x21-\x7e]{10,240}$")
 EMAIL = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,255}$")
 USER_FIELDS = ("name", "email", "role", "disabled", "password_hash")
+# The name of the tokens that password sign-in makes (the web page's sessions).
+SESSION_TOKEN_NAME = "web session"
 
 
 def get_user(conn: Any, user_id: str) -> dict[str, Any] | None:
@@ -109,6 +111,25 @@ def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
                          .values(updated_at=ctx.ts, **values))
         ctx.changed("user", user["id"], "updated")
     return _user(ctx, user["id"])
+
+
+def update_ending_sessions(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """user.update of level 3: as before, and a new password ends the user's web sessions
+    (tokens named SESSION_TOKEN_NAME), all but `keep_token` (the session that changed it)."""
+    keep = args.ident("keep_token", required=False)
+    plain = args.without("keep_token")
+    before = _user(ctx, plain.ident("id"))
+    changed = update_(ctx, plain)
+    if plain.has("password_hash") and plain.raw("password_hash") != before["password_hash"]:
+        sessions = select(api_tokens.c.id).where(
+            api_tokens.c.user_id == changed["id"], api_tokens.c.name == SESSION_TOKEN_NAME,
+            api_tokens.c.revoked_at.is_(None)).order_by(api_tokens.c.id)
+        for (token_id,) in ctx.conn.execute(sessions).all():
+            if token_id != keep:
+                ctx.conn.execute(update(api_tokens).where(api_tokens.c.id == token_id)
+                                 .values(revoked_at=ctx.ts))
+                ctx.changed("api_token", token_id, "updated")
+    return changed
 
 
 def bootstrap(ctx: ApplyContext, args: Args) -> dict[str, Any]:

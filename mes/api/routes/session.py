@@ -24,9 +24,8 @@ from mes.auth.principal import Principal
 from mes.auth.secrets import new_token, token_hash
 from mes.auth.throttle import TooManyAttempts
 from mes.state.ops import Op
-from mes.state.users import get_token
+from mes.state.users import SESSION_TOKEN_NAME, get_token
 
-SESSION_TOKEN_NAME = "web session"
 SESSION_SECONDS = 12 * 3600
 
 router = APIRouter(prefix="/session", tags=["session"], responses=ERROR_RESPONSES)

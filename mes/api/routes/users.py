@@ -72,7 +72,8 @@ async def get_one(user_id: str, node: NodeDep, who: Caller) -> Any:
 async def update_user(user_id: str, body: UserUpdate, node: NodeDep, who: Caller,
                       idempotency_key: IdempotencyKey = None) -> Any:
     """Change a user. Admins change anything (the last admin stays an admin); others
-    change their own name, e-mail and password. Disabling a user stops all their tokens."""
+    change their own name, e-mail and password. Disabling a user stops all their tokens; a
+    new password ends the user's web sessions (but the one that set it)."""
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     if not who.at_least("admin"):
         if user_id != who.user_id:
@@ -86,4 +87,7 @@ async def update_user(user_id: str, body: UserUpdate, node: NodeDep, who: Caller
                                               or k == "email"}}
     if body.password is not None:
         args["password_hash"] = await asyncio.to_thread(hash_password, body.password)
+        if who.user_id == user_id and who.token_id:
+            # A new password ends the user's web sessions, but not the one that set it.
+            args["keep_token"] = who.token_id
     return _public(await commit(node, Op.USER_UPDATE, args, idempotency_key, who))
