@@ -316,3 +316,16 @@ def test_the_event_stream_keeps_a_cookie_session_open(server: ServerProcess) -> 
                 if sum(x.startswith(":") for x in lines) >= 3 or "event: reload" in lines:
                     break
         assert "event: reload" not in lines, lines
+
+
+def test_the_api_docs_page_runs_under_its_security_policy(
+        browser: Any, server: ServerProcess) -> None:
+    page = _page(browser)
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    answer = page.goto(_url(server) + "api/v1/docs")
+    assert answer is not None and "unsafe-inline" in answer.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("mes")
+    expect(page.locator(".opblock-tag-section").first).to_be_visible()
+    assert refused == [], refused

@@ -31,3 +31,21 @@ async def test_openapi_documents_multipart_jobs_and_examples(api: httpx.AsyncCli
     assert job["filament_id"]["examples"] == ["pla-black"]
     assert "whole grams" in job["print_weight_in_grams"]["description"]
     assert "printer-1" not in str(schema)  # no example that names the wrong kind of thing
+
+
+async def test_every_answer_carries_the_security_headers(api: httpx.AsyncClient) -> None:
+    from mes.api.security_headers import API_POLICY
+
+    for path in ("/api/v1/printers", "/api/v1/nothing-here", "/api/v1/openapi.json",
+                 "/api/v1/health", "/metrics"):
+        answer = await api.get(path)
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["x-frame-options"] == "DENY", path
+        assert answer.headers["content-security-policy"] == API_POLICY, path
+    docs = await api.get("/api/v1/docs")
+    assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+    assert docs.headers["x-content-type-options"] == "nosniff"
+    page = await api.get("/")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy
+    assert "img-src 'self' data:;" in policy  # no other origin

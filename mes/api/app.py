@@ -31,6 +31,7 @@ from mes.api.routes import (
     utilization,
     webhooks,
 )
+from mes.api.security_headers import SecurityHeaders
 from mes.metrics.http import RequestMetrics
 from mes.node import FarmNode
 from mes.version import RELEASE
@@ -67,6 +68,7 @@ def create_app(node: FarmNode) -> FastAPI:
     app.add_middleware(RaftIndexHeader)
     # Added after BodyLimit, so it runs before it: a 401 even for a too large body.
     app.add_middleware(AuthBeforeBody, auth=node.auth, api_prefix=API_PREFIX)
+    app.add_middleware(SecurityHeaders, docs_prefix=f"{API_PREFIX}/docs")
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
                    cluster, membership, backup, utilization, events, webhooks, session, dashboard):

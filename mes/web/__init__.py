@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
 # The page may talk only to this node: no inline scripts, no other origin.
-CSP = ("default-src 'self'; img-src 'self' data: http: https:; style-src 'self'; "
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
 
