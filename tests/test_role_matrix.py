@@ -57,7 +57,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/tokens/{token_id}"): (404, 404, 200),
     ("DELETE", "/api/v1/tokens/{token_id}"): (404, 404, 200),
     ("GET", "/api/v1/audit"): (403, 403, 200),
-    ("GET", "/api/v1/cluster"): (200, 200, 200),
+    ("GET", "/api/v1/cluster"): (403, 200, 200),
     ("GET", "/api/v1/cluster/digest"): (403, 200, 200),
     ("GET", "/api/v1/cluster/backup"): (403, 403, 200),
     ("GET", "/api/v1/workers"): (403, 200, 200),

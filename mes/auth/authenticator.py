@@ -72,15 +72,17 @@ class Authenticator:
         if any(e.entity in ("user", "api_token") for e in outcome.events):
             self._cache.clear()
 
-    async def principal(self, token: str) -> Principal:
-        """The user a bearer token proves, or AuthError."""
+    async def principal(self, token: str, fresh: bool = False) -> Principal:
+        """The user a bearer token proves, or AuthError. `fresh`: read the applied state,
+        not the cache (which a change is cleared from on the applying thread, possibly just
+        after the caller heard of it)."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthError("the bearer token is not valid")
         if not token.startswith(TOKEN_PREFIX) and self.oidc is not None \
                 and self.oidc.handles(token):
             return await self.oidc.principal(token)
         digest = token_hash(token)
-        row = self._cache.get(digest) or await self._lookup(digest)
+        row = (None if fresh else self._cache.get(digest)) or await self._lookup(digest)
         if row is None:
             raise AuthError("the bearer token is not valid")
         now = time.time()

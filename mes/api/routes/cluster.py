@@ -30,9 +30,10 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/cluster")
-async def cluster(node: NodeDep) -> dict[str, Any]:
+async def cluster(node: NodeDep, _: Operator) -> dict[str, Any]:
     """This node, its role, the leader, term, commit and applied index, and every node with
-    its lease and the printers it drives (`printers`), plus the printers no node drives."""
+    its lease and the printers it drives (`printers`), plus the printers no node drives
+    (operators and admins: it names every node's Raft address)."""
     view = node.cluster()
     shards = await node.read(shard_view)
     for entry in view["nodes"]:

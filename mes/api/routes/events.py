@@ -44,7 +44,7 @@ async def events(
     async def still_allowed() -> bool:
         """The token still signs in, as the same user with the same role."""
         try:
-            now = await node.auth.principal(credentials)
+            now = await node.auth.principal(credentials, fresh=True)
         except AuthError:
             return False
         return now.user_id == who.user_id and now.role == who.role
