@@ -5,8 +5,9 @@ Every call is committed through Raft as the session's user (`current_principal`)
 REST API's rules: users act only on their own jobs, clearing a bed needs an operator,
 anonymous sessions call nothing. Results are status codes: BadNotFound (no such printer,
 job, spool or file), BadInvalidState (the rules refuse the transition, or the printer has
-no current job), BadUserAccessDenied (the role may not, or another user's job: jobs and
-their owners are visible in the address space anyway), BadInvalidArgument (bad values).
+no current job), BadUserAccessDenied (the role may not, or another user's job on a
+printer), BadInvalidArgument (bad values). JobOrderControl's methods by JobOrderID answer
+another user's job as BadNotFound, as REST does.
 Handlers are async: sync ones run in a thread pool and lose the session's user.
 """
 
@@ -261,7 +262,9 @@ class FarmMethods:
                 job_id = _ident(values[0], "JobOrderID")
                 assert job_id is not None
                 job = await self.read(lambda c: queries.get_job(c, job_id))
-                if job is None:
+                if job is None or (not who.staff and job["owner_id"] != who.user_id):
+                    # Another user's job answers as a missing one (as REST's 404): the
+                    # answer tells nobody which job ids exist.
                     raise Refused(ua.StatusCodes.BadNotFound, f"no job {job_id!r}")
                 await self._job_action(who, job, action)
                 return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
