@@ -98,12 +98,13 @@ class ServerProcess:
         data: dict[str, Any] = response.json()
         return data
 
-    def every(self, path: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    def every(self, path: str, timeout: float = 5.0,
+              headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Every row of a paged list, following its next cursor to the last page."""
         rows: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "1000"}
         while True:
-            response = self.client.get(path, params=params, timeout=timeout)
+            response = self.client.get(path, params=params, timeout=timeout, headers=headers)
             response.raise_for_status()
             rows.extend(response.json())
             cursor = response.headers.get("X-Next-Cursor")

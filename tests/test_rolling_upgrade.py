@@ -61,16 +61,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def local_rows(node: ServerProcess, path: str) -> list[dict[str, Any]]:
     """Every row of a list, read from this node's own applied state (local reads)."""
-    rows: list[dict[str, Any]] = []
-    params = {"limit": "1000"}
-    while True:
-        response = node.client.get(path, params=params, headers=LOCAL, timeout=10.0)
-        response.raise_for_status()
-        rows.extend(response.json())
-        cursor = response.headers.get("X-Next-Cursor")
-        if not cursor:
-            return rows
-        params = {"limit": "1000", "cursor": cursor}
+    return node.every(path, timeout=10.0, headers=LOCAL)
 
 
 def jobs_on(node: ServerProcess) -> dict[str, dict[str, Any]]:
