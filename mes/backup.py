@@ -13,12 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import sqlite3
 import tarfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +25,7 @@ import pysyncobj.syncobj
 from pysyncobj.node import TCPNode
 
 from mes.files.store import SHA256_PATTERN, BlobStore
+from mes.raft.journal import write_durably
 from mes.raft.snapshot import FORMAT, refuse_newer
 from mes.version import DATA_LEVEL, RELEASE, SCHEMA, SCHEMA_MIN_READER
 
@@ -161,17 +160,6 @@ def seed_data_dir(data_dir: Path, backup: Backup, self_address: str,
                "schema": backup.info.get("schema", 1),
                "min_reader": backup.info.get("min_reader", 1),
                "release": backup.info.get("release"), "level": backup.info.get("level")}
-    tmp = snapshot.with_suffix(".restoring")
-    with open(tmp, "wb") as out:
-        pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, snapshot)
+    write_durably(str(snapshot), pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL),
+                  mode=0o600)
     return snapshot
-
-
-def take_backup(read_at_applied: Callable[[Callable[[], bytes]], tuple[int, bytes]],
-                snapshot: Callable[[], bytes]) -> tuple[int, bytes]:
-    """The state machine's image and the Raft index it was taken at (no apply in between)."""
-    return read_at_applied(snapshot)

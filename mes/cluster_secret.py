@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from mes.raft.journal import write_durably
 
 RAFT_LABEL = b"mes-raft"
 BLOBS_LABEL = b"mes-internal-blobs"
@@ -61,13 +62,7 @@ def install_secret(data_dir: Path) -> str:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(secret + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    write_durably(str(path), (secret + "\n").encode("ascii"), mode=0o600)
     return secret
 
 

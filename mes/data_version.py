@@ -4,10 +4,10 @@ the directory before it reads anything (a downgrade) instead of misreading it.""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from mes.raft.journal import write_durably
 from mes.state.errors import NewerData
 from mes.version import DATA_LEVEL, RELEASE, SCHEMA
 
@@ -39,8 +39,5 @@ def check_and_mark(data_dir: Path) -> None:
                 f"schema {SCHEMA}), which cannot read it. Run that release or a newer one, or "
                 "restore a backup taken before the upgrade")
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / FILE_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"release": RELEASE, "level": DATA_LEVEL, "schema": SCHEMA}),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    write_durably(str(data_dir / FILE_NAME), json.dumps(
+        {"release": RELEASE, "level": DATA_LEVEL, "schema": SCHEMA}).encode())

@@ -53,10 +53,14 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a synced temporary file and a synced rename."""
+def write_durably(path: str, data: bytes, mode: int | None = None) -> None:
+    """Write `data` to `path` through a synced temporary file and a synced rename; with
+    `mode`, the file has that mode from its creation on (whatever the umask)."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as out:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+    if mode is not None:
+        os.fchmod(fd, mode)  # a leftover .tmp keeps its old mode through O_CREAT
+    with os.fdopen(fd, "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
