@@ -114,7 +114,7 @@ class VersionReporter:
     async def step(self) -> None:
         """One check: report this node's version; leading, raise the cluster version."""
         reports = await asyncio.to_thread(self._read, cluster_versions.reported)
-        level = await asyncio.to_thread(self._read, cluster_versions.current_level)
+        level = self._cluster.level()  # cached until a cluster.version or snapshot applies
         mine = reports.get(self.address)
         now = asyncio.get_running_loop().time()
         stale = mine is None or (mine["release"], mine["level"]) != (RELEASE, DATA_LEVEL)

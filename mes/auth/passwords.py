@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,9 +14,6 @@ from mes.state.tables import users
 
 MAX_NAME = 200
 MAX_PASSWORD = 1024
-# At most this many argon2 checks at once (each ~0.2 s of one core): a flood of sign-ins
-# waits here instead of taking every worker thread.
-CONCURRENT_CHECKS = 2
 
 Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 PasswordCheck = Callable[[str, str], Awaitable[Principal | None]]
@@ -46,21 +42,3 @@ def verify(user: dict[str, Any] | None, password: str) -> Principal | None:
     if not password_matches(user["password_hash"], password) or user["disabled"]:
         return None
     return Principal(user["id"], user["name"], user["role"])
-
-
-def password_check(read: Reader) -> PasswordCheck:
-    """A check of name and password against the users `read` sees, argon2 off the event loop.
-
-    Refused (None): unknown users (after a decoy hash, so they cost the same time), wrong
-    passwords, disabled users and users without a password.
-    """
-    gate = asyncio.Semaphore(CONCURRENT_CHECKS)
-
-    async def check(login: str, password: str) -> Principal | None:
-        if not login or len(login) > MAX_NAME or len(password) > MAX_PASSWORD:
-            return None
-        user = await read(lambda conn: find_user(conn, login))
-        async with gate:
-            return await asyncio.to_thread(verify, user, password)
-
-    return check

@@ -17,12 +17,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-from sqlalchemy import Connection
-
-from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, find_user, verify
+from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, Reader, find_user, verify
 from mes.auth.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -39,7 +36,6 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 MEMORY = 10_000
 
-Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 
 
 class TooManyAttempts(Exception):

@@ -119,9 +119,11 @@ def _node_fault(exc: BaseException) -> bool:
     return isinstance(code, int) and (code & 0xFF) in _NODE_FAULTS
 
 
-def format_version(command: Any) -> Any:
-    """A command's format version: `v`, or 1 for release 0.1.0's commands (they had none)."""
-    return command.get("v", 1) if isinstance(command, Mapping) else 1
+def format_version(command: Any) -> int | None:
+    """A command's format version: `v`, or 1 for release 0.1.0's commands (they had none);
+    None when `v` is not a plain integer."""
+    version = command.get("v", 1) if isinstance(command, Mapping) else 1
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def stop_newer(message: str) -> NoReturn:
@@ -139,12 +141,6 @@ def _stop_node(exc: Exception) -> NoReturn:
     os._exit(EXIT_DATABASE_FAILED)
 
 
-# Commands that change neither printers, jobs, spools nor assignments (telemetry, lease
-# renewals, versions): they do not move farm_version, so the workers' cached views survive them.
-FARM_NEUTRAL_OPS = frozenset(op for op, command in commands.COMMANDS.items()
-                             if not command.moves_farm)
-
-
 class StateMachine:
     """The replicated state of the farm in one SQLite database owned by this object.
 
@@ -160,8 +156,9 @@ class StateMachine:
         self._listeners: list[Callable[[Mapping[str, Any], Outcome], None]] = []
         self._restore_listeners: list[Callable[[], None]] = []
         self.applied_count = 0
-        # Moved by reset, restore and every applied command but FARM_NEUTRAL_OPS: a reader
-        # that caches printers, jobs and assignments re-reads when it moved.
+        # Moved by reset, restore and every applied command declared to move the farm
+        # (mes.state.commands): a reader that caches printers, jobs and assignments re-reads
+        # when it moved.
         self.farm_version = 0
         self.reset()
 
@@ -193,7 +190,7 @@ class StateMachine:
         entry forever on every node. Every failure becomes a deterministic rejection.
         """
         version = format_version(command)
-        if isinstance(version, int) and not isinstance(version, bool) and version > DATA_LEVEL:
+        if version is not None and version > DATA_LEVEL:
             stop_newer(f"the Raft log holds a command {_op_of(command)!r} of format level "
                         f"{version}, written by a newer release; this node ({RELEASE}) "
                         f"applies up to level {DATA_LEVEL}. Upgrade this node.")
@@ -265,16 +262,15 @@ class StateMachine:
             raise InvalidCommand("invalid_command", "a command must be a mapping")
         op = command.get("op")
         version = format_version(command)
-        understood = (commands.format_of(op, version)
-                      if isinstance(version, int) and not isinstance(version, bool) else None)
+        understood = commands.format_of(op, version) if version is not None else None
         if understood is None:
             # Never silent: a command this code cannot give a meaning to is a bug or damage.
             log.error("rejected a command this release cannot understand: op %r, format "
-                      "version %r", op, version)
+                      "version %r", op, command.get("v", 1))
             if commands.declared(op) is None:
                 raise InvalidCommand("unknown_op", f"unknown command {op!r}", "op")
             raise InvalidCommand("unknown_format", f"command {op!r} has no format version "
-                                 f"{version!r}", "v")
+                                 f"{command.get('v', 1)!r}", "v")
         handler = understood.handler
         ts = command.get("ts")
         if not isinstance(ts, int | float) or isinstance(ts, bool) or ts < 0:
