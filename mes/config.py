@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mes.printers.networks import Networks, parse_networks
+from mes.printers.networks import Networks, Targets, parse_networks
 
 MIN_SECRET_LENGTH = 16
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Comma-separated CIDRs printers may be at (empty: anywhere); checked when a printer's
     # URL is given and again before every connection to a printer.
     printer_networks: str = ""
+    # Whether printers and webhooks may be at loopback, unspecified ("0.0.0.0"), link-local
+    # or cloud-metadata addresses (the server's own host and its cloud's secrets): refused
+    # unless set (tests and a printer emulator on the same machine set it).
+    allow_local_addresses: bool = False
     mock_printer_interval: float = Field(0.1, gt=0, le=60)
     mock_printer_job_time: int = Field(30, gt=0, le=1_000_000)
     mock_printer_target_bed_temperature: float = Field(60.0, ge=0, le=150)
@@ -145,6 +149,10 @@ class Settings(BaseSettings):
     # smtps://... (TLS from the start); empty: no e-mail. MAIL_FROM is the sender.
     smtp_url: str = ""
     mail_from: str = "mes@localhost"
+    # HTTPS for the REST listener: a PEM certificate (chain) and its PEM private key, both or
+    # neither (checked at start: readable, unencrypted key, key matches the certificate).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -280,10 +288,28 @@ class Settings(BaseSettings):
                              f"together; missing: {', '.join(missing)}")
         return self
 
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_path(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            missing = "TLS_KEY_FILE" if self.tls_cert_file else "TLS_CERT_FILE"
+            raise ValueError(f"HTTPS needs TLS_CERT_FILE and TLS_KEY_FILE together; "
+                             f"missing: {missing}")
+        return self
+
     @property
     def oidc_enabled(self) -> bool:
         """True when bearer JWTs from an OpenID Connect provider are accepted."""
         return bool(self.oidc_issuer)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when the REST listener serves HTTPS itself (TLS_CERT_FILE and TLS_KEY_FILE)."""
+        return bool(self.tls_cert_file)
 
     @property
     def peers(self) -> list[str]:
@@ -301,6 +327,16 @@ class Settings(BaseSettings):
         return parse_networks(self.webhook_networks)
 
     @property
+    def printer_targets(self) -> Targets:
+        """Where printers may be: PRINTER_NETWORKS and ALLOW_LOCAL_ADDRESSES."""
+        return Targets(self.printer_network_list, self.allow_local_addresses)
+
+    @property
+    def webhook_targets(self) -> Targets:
+        """Where webhooks may point: WEBHOOK_NETWORKS and ALLOW_LOCAL_ADDRESSES."""
+        return Targets(self.webhook_network_list, self.allow_local_addresses)
+
+    @property
     def raft_bind_address(self) -> str:
         """Where the Raft port listens: RAFT_BIND if set, else RAFT_SELF."""
         return self.raft_bind or self.raft_self
@@ -312,7 +348,8 @@ class Settings(BaseSettings):
             return self.http_advertise_url.rstrip("/")
         wildcard = self.http_host in ("0.0.0.0", "::", "")
         host = self.raft_self.rsplit(":", 1)[0] if wildcard else self.http_host
-        return f"http://{host}:{self.http_port}"
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://{host}:{self.http_port}"
 
     @property
     def opcua_embedded(self) -> bool:

@@ -45,7 +45,8 @@ class ServerProcess:
                "RAFT_SELF": self.raft_address, "RAFT_PEERS": ",".join(self.peers),
                "OPCUA_ENDPOINT": self.opcua_url,
                "DATA_DIR": str(self.data_dir), "UPLOAD_PATH": str(self.data_dir / "upload"),
-               "LOG_LEVEL": "WARNING", "MES_ADMIN_TOKEN": ADMIN_TOKEN, **self.extra_env}
+               "LOG_LEVEL": "WARNING", "MES_ADMIN_TOKEN": ADMIN_TOKEN,
+               "ALLOW_LOCAL_ADDRESSES": "true", **self.extra_env}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

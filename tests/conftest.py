@@ -21,6 +21,8 @@ from tests.real_octoprint import octoprint  # noqa: F401
 
 # Every server a test starts, in this process or as a child, bootstraps this admin token.
 os.environ["MES_ADMIN_TOKEN"] = ADMIN_TOKEN
+# Printers (emulators) and webhook receivers of tests are on this host: allow local addresses.
+os.environ["ALLOW_LOCAL_ADDRESSES"] = "true"
 # No OPC UA server unless a test asks for one (they bind free ports then).
 os.environ["OPCUA_ENABLED"] = "false"
 

@@ -51,7 +51,7 @@ class DeliveryLoop:
         self._loop = asyncio.get_running_loop()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(CONCURRENCY)
-        self.webhooks = WebhookSender(settings.webhook_network_list, settings.webhook_timeout)
+        self.webhooks = WebhookSender(settings.webhook_targets, settings.webhook_timeout)
         self.mail = (MailSender(settings.smtp_url, settings.mail_from, settings.webhook_timeout)
                      if settings.smtp_url else None)
         self.sent = 0

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiohttp
 
 from mes.notify.signing import headers
-from mes.printers.networks import AddressRefused, Networks, guarded_connector
+from mes.printers.networks import AddressRefused, Networks, Targets, guarded_connector
 
 USER_AGENT = "mes-webhooks/0.1"
 MAX_ERROR = 300
@@ -49,7 +49,7 @@ def _short(exc: BaseException) -> str:
 class WebhookSender:
     """POSTs signed JSON; only to addresses inside WEBHOOK_NETWORKS when that is set."""
 
-    def __init__(self, networks: Networks, timeout: float) -> None:
+    def __init__(self, networks: Targets | Networks, timeout: float) -> None:
         self._networks = networks
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None

@@ -37,7 +37,7 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
     problem = url_problem(url)  # stored before the rule was this strict
     if problem is not None:
         raise ValueError(f"printer {printer['id']!r}: its url {problem}")
-    networks = settings.printer_network_list
+    networks = settings.printer_targets
     if printer.get("api") == "OctoPrint":
         return OctoPrintClient(url, api_key or "", session=http() if http else None,
                                networks=networks)

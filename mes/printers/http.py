@@ -24,7 +24,7 @@ from mes.printers.base import (
     PrinterNotSent,
     PrinterRefused,
 )
-from mes.printers.networks import AddressRefused, Networks, guarded_connector
+from mes.printers.networks import AddressRefused, Networks, Targets, guarded_connector
 
 # Connecting (name lookup and TCP) may take 2 s; the answer may be 5 s apart between reads.
 CONNECT_SECONDS = 2.0
@@ -38,7 +38,7 @@ UPLOAD_RATE = 50_000
 MAX_URLS = 16
 
 
-def printer_session(networks: Networks = (),
+def printer_session(networks: Targets | Networks = (),
                     timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
                     user_agent: str | None = None) -> aiohttp.ClientSession:
     """An aiohttp session for printers: our timeouts, no proxy from the environment, no
@@ -53,7 +53,7 @@ def printer_session(networks: Networks = (),
 class SharedSession:
     """One aiohttp session for every printer of a worker pool, made on first use."""
 
-    def __init__(self, networks: Networks = (), user_agent: str | None = None) -> None:
+    def __init__(self, networks: Targets | Networks = (), user_agent: str | None = None) -> None:
         self._networks = networks
         self._user_agent = user_agent  # tells the printer's log (and the emulator) who asked
         self._session: aiohttp.ClientSession | None = None
@@ -89,7 +89,7 @@ class HttpPrinter:
 
     def __init__(self, base_url: str, headers: Mapping[str, str],
                  digest: tuple[str, str] | None = None,
-                 session: aiohttp.ClientSession | None = None, networks: Networks = (),
+                 session: aiohttp.ClientSession | None = None, networks: Targets | Networks = (),
                  timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT) -> None:
         self._base = base_url.rstrip("/")
         self._headers = dict(headers)

@@ -10,7 +10,7 @@ import aiohttp
 
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, json_object, number, section, upload_timeout
-from mes.printers.networks import Networks
+from mes.printers.networks import Networks, Targets
 
 # No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
 CONNECT = {"command": "connect"}
@@ -20,7 +20,7 @@ class OctoPrintClient:
     """Drives one OctoPrint instance with its API key."""
 
     def __init__(self, url: str, api_key: str, session: aiohttp.ClientSession | None = None,
-                 networks: Networks = ()) -> None:
+                 networks: Targets | Networks = ()) -> None:
         """With no `session` the client makes its own (inside the event loop, when first
         used); one shared by many printers is cheaper."""
         self._http = HttpPrinter(url, {"X-Api-Key": api_key}, session=session,

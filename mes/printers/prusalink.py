@@ -10,7 +10,7 @@ import aiohttp
 
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, number, section, upload_timeout
-from mes.printers.networks import Networks
+from mes.printers.networks import Networks, Targets
 
 STATES: dict[str, PrinterState] = {
     "IDLE": "idle", "READY": "idle", "BUSY": "printing", "PRINTING": "printing",
@@ -25,7 +25,8 @@ class PrusaLinkClient:
 
     def __init__(self, url: str, api_key: str | None = None, user: str | None = None,
                  password: str | None = None, storage: str = "local",
-                 session: aiohttp.ClientSession | None = None, networks: Networks = ()) -> None:
+                 session: aiohttp.ClientSession | None = None,
+                 networks: Targets | Networks = ()) -> None:
         """With an API key it is sent as X-Api-Key; else user and password answer Digest
         challenges. With no `session` the client makes its own when first used."""
         headers = {"X-Api-Key": api_key} if api_key else {}

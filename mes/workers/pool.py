@@ -47,7 +47,7 @@ class WorkerPool:
         self.claims = 0
         self.released = 0
         self._releases: dict[str, asyncio.Task[None]] = {}
-        self.http = SharedSession(ctx.node.settings.printer_network_list,
+        self.http = SharedSession(ctx.node.settings.printer_targets,
                                   user_agent=f"mes node {ctx.node.self_address}")
         # External-server mode: this node writes the printers it drives into the lab's server.
         self.external = ExternalWriter(ctx.node.settings) \

@@ -20,7 +20,12 @@ from mes.api.schemas import (
     ReservationIn,
 )
 from mes.printers.factory import is_mock
-from mes.printers.networks import HostUnresolved, NetworkRefused, checked_addresses
+from mes.printers.networks import (
+    HostUnresolved,
+    LocalRefused,
+    NetworkRefused,
+    checked_addresses,
+)
 from mes.state import listing, queries
 from mes.state.ops import Op
 from mes.state.urls import url_problem
@@ -90,23 +95,29 @@ async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep, wh
 
 async def check_network(node: FarmNode, args: dict[str, Any],
                         current: dict[str, Any] | None) -> None:
-    """With PRINTER_NETWORKS set, refuse a driven printer's URL whose host does not resolve
-    or resolves outside them (simulated printers are never connected to, so not checked)."""
-    networks = node.settings.printer_network_list
+    """Refuse a driven printer's URL whose host resolves to an address it may not be at (a
+    local one unless ALLOW_LOCAL_ADDRESSES, one outside PRINTER_NETWORKS when that is set), or,
+    with PRINTER_NETWORKS set, does not resolve. Simulated printers are never connected to,
+    so not checked; every connection is checked again."""
+    targets = node.settings.printer_targets
     printer = {**(current or {}), **args}
     url = printer.get("url")
-    if not networks or not url or is_mock(printer) or url_problem(url) is not None:
+    if targets.unrestricted or not url or is_mock(printer) or url_problem(url) is not None:
         return  # a malformed url is refused by the state machine with its own message
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     try:
-        await checked_addresses(host, port, networks)
+        await checked_addresses(host, port, targets)
     except NetworkRefused as exc:
         raise ApiError(422, "printer_network_refused",
                        f"url: {host} resolves to {exc.address}, outside PRINTER_NETWORKS "
                        f"({node.settings.printer_networks})", "url") from None
+    except LocalRefused as exc:
+        raise ApiError(422, "printer_address_refused", f"url: {host}: {exc}", "url") from None
     except HostUnresolved:
+        if not targets.networks:
+            return  # checked again when a connection is made
         raise ApiError(422, "printer_host_unresolved",
                        f"url: {host} does not resolve (PRINTER_NETWORKS is set, so every "
                        "printer's host must resolve inside it)", "url") from None

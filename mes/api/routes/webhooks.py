@@ -14,7 +14,7 @@ from mes.api.errors import ApiError
 from mes.api.notify_schemas import DeliveryOut, WebhookCreate, WebhookCreatedOut, WebhookOut
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.notify.signing import new_secret
-from mes.printers.networks import AddressRefused, checked_addresses
+from mes.printers.networks import AddressRefused, HostUnresolved, checked_addresses
 from mes.state.notifications import get_webhook, list_webhooks, webhook_url_problem
 from mes.state.ops import Op
 from mes.state.tables import deliveries
@@ -34,14 +34,18 @@ async def create_webhook(body: WebhookCreate, node: NodeDep, who: Operator,
     problem = webhook_url_problem(body.url)
     if problem is not None:
         raise ApiError(422, "invalid_url", f"url {problem}", "url")
-    networks = node.settings.webhook_network_list
-    if networks:
+    targets = node.settings.webhook_targets
+    if not targets.unrestricted:
         parts = body.url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
         host, _, port = parts.rpartition(":") if not parts.endswith("]") else (parts, "", "")
         if not port.isdigit():
             host, port = parts, ""
         try:
-            await checked_addresses(host, int(port or 443), networks)
+            await checked_addresses(host, int(port or 443), targets)
+        except HostUnresolved:
+            if targets.networks:
+                raise ApiError(422, "address_refused", "url: host name does not resolve "
+                               "(WEBHOOK_NETWORKS is set)", "url") from None
         except AddressRefused as exc:
             message = str(exc).replace("PRINTER_NETWORKS", "WEBHOOK_NETWORKS")
             raise ApiError(422, "address_refused", f"url: {message}", "url") from None
