@@ -16,9 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 # Level 1: release 0.1.0 (commands without a "v"). Level 2 (0.2.0): node.version,
 # cluster.version. Level 3 (0.3.0): user.update ends web sessions on a new password.
-DATA_LEVEL = 3
-# Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables.
-SCHEMA = 2
+# Level 4 (0.4.0): user names and ids never collide; a user prints only files they uploaded.
+DATA_LEVEL = 4
+# Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables. Schema 3:
+# file_owners.
+SCHEMA = 3
 SCHEMA_MIN_READER = 1
 # The day this release was made (the OPC UA BuildInfo's BuildDate).
 RELEASE_DATE = "2026-12-06"

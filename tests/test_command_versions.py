@@ -427,8 +427,26 @@ def test_below_cluster_version_3_a_password_change_is_written_in_level_1() -> No
         assert version.writable(Op.USER_UPDATE, args) == (
             1, {"id": "ada", "password_hash": "new"})
         assert _report(machine, A).ok and _raise(machine, DATA_LEVEL, [A]).ok
+        assert version.writable(Op.USER_UPDATE, args) == (DATA_LEVEL, args)
+        assert version.writable(Op.JOB_CREATE, {"id": "j"}) == (4, {"id": "j"})
+    finally:
+        machine.close()
+
+
+def test_level_4_formats_are_written_as_level_1_or_3_until_the_cluster_reaches_4() -> None:
+    machine = StateMachine()
+    try:
+        version = ClusterVersion(machine.read)
+        machine.add_listener(version.on_apply)
+        assert _report(machine, A).ok and _raise(machine, 3, [A]).ok
+        args = {"id": "ada", "name": "Ada", "keep_token": "s1"}
         assert version.writable(Op.USER_UPDATE, args) == (3, args)
-        assert version.writable(Op.JOB_CREATE, {"id": "j"}) == (1, {"id": "j"})
+        for op in (Op.JOB_CREATE, Op.ORDER_CREATE, Op.FILE_REGISTER, Op.USER_CREATE):
+            assert version.writable(op, {"id": "x"}) == (1, {"id": "x"})
+        assert _raise(machine, 4, [A]).ok
+        for op in (Op.JOB_CREATE, Op.ORDER_CREATE, Op.FILE_REGISTER, Op.USER_CREATE,
+                   Op.USER_UPDATE):
+            assert version.writable(op, {"id": "x"}) == (4, {"id": "x"})
     finally:
         machine.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from sqlalchemy import Connection, func, or_, select
 from mes.auth.principal import Principal
 from mes.auth.secrets import hash_password, password_matches
 from mes.state.tables import users
+
+log = logging.getLogger(__name__)
 
 MAX_NAME = 200
 MAX_PASSWORD = 1024
@@ -26,12 +29,16 @@ def _decoy_hash() -> str:
 
 
 def find_user(conn: Connection, login: str) -> dict[str, Any] | None:
-    """The user whose name (any letter case) or id is `login`; the name wins."""
+    """The one user whose name (any letter case) or id is `login`; None when there is none,
+    or when it is one user's name and another's id (possible only in data from before
+    level 4, which refuses such names): a sign-in never picks between two accounts."""
     rows = conn.execute(select(users).where(or_(
         func.lower(users.c.name) == login.lower(), users.c.id == login))).all()
-    by_name = [r for r in rows if r.name.lower() == login.lower()]
-    chosen = by_name or rows
-    return dict(chosen[0]._mapping) if chosen else None
+    if len({r.id for r in rows}) > 1:
+        log.warning("sign-in as %r refused: it is the name or id of %d users (%s); rename "
+                    "one", login[:MAX_NAME], len(rows), ", ".join(sorted(r.id for r in rows)))
+        return None
+    return dict(rows[0]._mapping) if rows else None
 
 
 def verify(user: dict[str, Any] | None, password: str) -> Principal | None:

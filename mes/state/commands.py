@@ -81,6 +81,18 @@ def _v1(handler: Handler, op: Op, min_role: str | None = None,
     return Command(op, {1: Format(handler, "as in release 0.1.0")}, min_role, moves_farm)
 
 
+def _same(args: dict[str, Any]) -> dict[str, Any]:
+    return args
+
+
+def _to_level_4(op: Op, v1: Handler, v4: Handler, meaning: str,
+                min_role: str | None = None) -> Command:
+    """A command of release 0.1.0 whose level-4 format adds a check: the same arguments,
+    written as level 1 (without the check) while the cluster is below level 4."""
+    return Command(op, {1: Format(v1, "as in release 0.1.0"),
+                        4: Format(v4, meaning, older=_same)}, min_role)
+
+
 _DECLARED = (
     _v1(printers.create, Op.PRINTER_CREATE, "operator"),
     _v1(printers.update_, Op.PRINTER_UPDATE, "operator"),
@@ -88,9 +100,12 @@ _DECLARED = (
     _v1(filaments.create, Op.FILAMENT_CREATE, "operator"),
     _v1(filaments.update_, Op.FILAMENT_UPDATE, "operator"),
     _v1(filaments.delete_, Op.FILAMENT_DELETE, "operator"),
-    _v1(jobs.create, Op.JOB_CREATE, "user"),
+    _to_level_4(Op.JOB_CREATE, jobs.create, jobs.create_owned, "as level 1, and a user "
+                "(not staff) may name only a file they uploaded or a job of theirs prints; "
+                "another's file is not found", "user"),
     _v1(jobs.set_status, Op.JOB_SET_STATUS, "user"),
-    _v1(stored_files.register, Op.FILE_REGISTER, "user"),
+    _to_level_4(Op.FILE_REGISTER, stored_files.register, stored_files.register_owned,
+                "as level 1, and the uploader is recorded as an owner of the file", "user"),
     _v1(stored_files.announce_node, Op.NODE_ANNOUNCE),
     _v1(stored_files.forget_node, Op.NODE_FORGET, "admin"),
     _v1(farm.begin_epoch, Op.LEADER_BEGIN),
@@ -113,14 +128,18 @@ _DECLARED = (
     _v1(farm.telemetry, Op.PRINTER_TELEMETRY, moves_farm=False),
     _v1(jobs.approve, Op.JOB_APPROVE, "operator"),
     _v1(jobs.reject, Op.JOB_REJECT, "operator"),
-    _v1(orders.create, Op.ORDER_CREATE, "user"),
+    _to_level_4(Op.ORDER_CREATE, orders.create, orders.create_owned, "as level 1, each job "
+                "as job.create level 4", "user"),
     _v1(users.bootstrap, Op.USER_BOOTSTRAP),
-    _v1(users.create, Op.USER_CREATE, "admin"),
+    _to_level_4(Op.USER_CREATE, users.create, users.create_distinct, "as level 1, and the "
+                "id is no user's name, the name no other user's id (any letter case)", "admin"),
     Command(Op.USER_UPDATE, {
         1: Format(users.update_, "as in release 0.1.0"),
         3: Format(users.update_ending_sessions, "as level 1, and a new password ends the "
                   "user's web sessions but `keep_token`",
                   older=lambda args: {k: v for k, v in args.items() if k != "keep_token"}),
+        4: Format(users.update_distinct, "as level 3, and a new name is no other user's id "
+                  "(any letter case)", older=_same),
     }, "user"),
     _v1(users.oidc_login, Op.USER_OIDC_LOGIN),
     _v1(users.create_token, Op.TOKEN_CREATE, "user"),

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 
 from mes.files.store import SHA256_PATTERN
-from mes.state import queries
+from mes.state import queries, stored_files
 from mes.state.args import MISSING, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
@@ -55,8 +55,16 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     return create_in(ctx, args, None)
 
 
-def create_in(ctx: ApplyContext, args: Args, order_id: str | None) -> dict[str, Any]:
-    """Queue one job (of an order when `order_id` is set); see `create`."""
+def create_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 4 of `create`: a user's job prints only a file they may use (see
+    `stored_files.may_use_file`); another's file is not found, as a missing one."""
+    return create_in(ctx, args, None, owned_files=True)
+
+
+def create_in(ctx: ApplyContext, args: Args, order_id: str | None,
+              owned_files: bool = False) -> dict[str, Any]:
+    """Queue one job (of an order when `order_id` is set); see `create`. With `owned_files`
+    (level 4), a user who is not staff may name only a file they may use."""
     if args.has("status"):
         raise InvalidCommand("status_not_allowed", "status cannot be set when creating a job",
                              "status")
@@ -76,6 +84,9 @@ def create_in(ctx: ApplyContext, args: Args, order_id: str | None) -> dict[str, 
         raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "printer_id")
     if file_id not in (None, MISSING):
         stored = queries.get_file(ctx.conn, file_id)
+        if stored is not None and owned_files and not ctx.staff and ctx.actor is not None \
+                and not stored_files.may_use_file(ctx.conn, ctx.actor, file_id):
+            stored = None
         if stored is None:
             raise NotFound("file_not_found", f"file {file_id!r} is not stored", "file_id")
         if filepath is MISSING:

@@ -13,11 +13,11 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, insert, select
 from sqlalchemy.pool import StaticPool
 
 from mes.state import shards
-from mes.state.tables import cluster_version, metadata, node_versions
+from mes.state.tables import audit_log, cluster_version, file_owners, files, metadata, node_versions
 from mes.version import SCHEMA
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ def _to_schema_1(conn: Connection) -> None:
     """Release 0.1.0's tables (images from before it lacked some): printers get their hub
     column and an assignment to nobody."""
     metadata.create_all(conn, tables=[t for t in metadata.sorted_tables
-                                      if t.name not in ("node_versions", "cluster_version")])
+                                      if t.name not in ("node_versions", "cluster_version",
+                                                                     "file_owners")])
     shards.upgrade(conn)
 
 
@@ -38,8 +39,24 @@ def _to_schema_2(conn: Connection) -> None:
     cluster_version.create(conn, checkfirst=True)
 
 
+
+def _to_schema_3(conn: Connection) -> None:
+    """Who uploaded each file, from the audit entries of `file.register` still kept (older
+    uploads are known only through the jobs that print them)."""
+    file_owners.create(conn, checkfirst=True)
+    known = select(audit_log.c.target, audit_log.c.actor, audit_log.c.at).where(
+        audit_log.c.op == "file.register", audit_log.c.target.in_(select(files.c.id))
+    ).order_by(audit_log.c.seq)
+    seen: set[tuple[str, str]] = set()
+    for file_id, user_id, at in conn.execute(known):
+        if (file_id, user_id) not in seen:
+            seen.add((file_id, user_id))
+            conn.execute(insert(file_owners).values(file_id=file_id, user_id=user_id,
+                                                    created_at=at))
+
+
 # MIGRATIONS[n] takes an image of schema n to schema n + 1.
-MIGRATIONS: dict[int, Migration] = {0: _to_schema_1, 1: _to_schema_2}
+MIGRATIONS: dict[int, Migration] = {0: _to_schema_1, 1: _to_schema_2, 2: _to_schema_3}
 
 
 def schema_of(conn: Connection) -> int:

@@ -15,7 +15,12 @@ from mes.state.tables import orders, print_jobs
 MAX_ORDER_JOBS = 100
 
 
-def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+def create_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 4 of `create`: each job as `jobs.create_owned`."""
+    return create(ctx, args, owned_files=True)
+
+
+def create(ctx: ApplyContext, args: Args, owned_files: bool = False) -> dict[str, Any]:
     """Create an order and all its jobs, or nothing: one job refused refuses the order."""
     args.reject_unknown(("id", "name", "owner_id", "jobs", "needs_approval"))
     order_id = args.ident("id")
@@ -39,7 +44,8 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
             raise InvalidCommand("invalid_jobs", f"jobs[{index}] must be an object", "jobs")
         try:
             jobs.create_in(ctx, Args({**item, "owner_id": owner_id,
-                                      "needs_approval": needs_approval}), order_id)
+                                      "needs_approval": needs_approval}), order_id,
+                           owned_files)
         except DomainError as exc:
             exc.message = f"jobs[{index}]: {exc.message}"
             exc.field = f"jobs.{index}.{exc.field}" if exc.field else "jobs"

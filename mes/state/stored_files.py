@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 
 from mes.files.store import SHA256_PATTERN
 from mes.state import queries
 from mes.state.args import MISSING, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand
-from mes.state.tables import files, nodes
+from mes.state.tables import file_owners, files, nodes
 
 MAX_FILE_BYTES = 10 * 2**30
 
@@ -31,6 +31,28 @@ def register(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     ctx.conn.execute(insert(files).values(**row))
     ctx.changed("file", file_id, "created")
     return row
+
+
+def register_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 4 of `register`: the uploader is recorded as one of the file's owners."""
+    row = register(ctx, args)
+    if ctx.actor is not None and not owns_file(ctx.conn, ctx.actor, row["id"]):
+        ctx.conn.execute(insert(file_owners).values(file_id=row["id"], user_id=ctx.actor,
+                                                    created_at=ctx.ts))
+    return row
+
+
+def owns_file(conn: Any, user_id: str, file_id: str) -> bool:
+    """Whether `user_id` uploaded the file `file_id` (recorded since level 4)."""
+    return conn.execute(select(file_owners.c.user_id).where(
+        file_owners.c.file_id == file_id, file_owners.c.user_id == user_id)).first() is not None
+
+
+def may_use_file(conn: Any, user_id: str, file_id: str) -> bool:
+    """Whether a user may print or download a file: they uploaded it, or a job of theirs
+    prints it (uploads from before level 4 are known only so)."""
+    return owns_file(conn, user_id, file_id) or queries.owns_job_with_file(conn, user_id,
+                                                                          file_id)
 
 
 def announce_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:

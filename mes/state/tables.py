@@ -110,6 +110,16 @@ files = Table(
     Index("ix_files_created", "created_at", "id"),
 )
 
+# Who uploaded each stored file (anyone who uploaded the same content counts): a user may
+# print and download only files they uploaded or that a job of theirs prints (schema 3).
+file_owners = Table(
+    "file_owners",
+    metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
 # Each node's HTTP address, announced by the node itself, for copying blobs between nodes.
 nodes = Table(
     "nodes",

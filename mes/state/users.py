@@ -66,6 +66,19 @@ def _name_free(ctx: ApplyContext, name: str, user_id: str) -> None:
         raise RuleViolation("name_taken", f"another user is named {name!r}", "name")
 
 
+def _no_collision(ctx: ApplyContext, user_id: str, name: str | None) -> None:
+    """Level 4: a user's name is no other user's id, and their id no other user's name (in
+    any letter case), so a sign-in name can never mean two accounts."""
+    if name is not None and ctx.conn.execute(select(users.c.id).where(
+            func.lower(users.c.id) == name.lower(), users.c.id != user_id)).first():
+        raise RuleViolation("name_taken", f"{name!r} is another user's id; choose another "
+                            "name", "name")
+    if name is None and ctx.conn.execute(select(users.c.id).where(
+            func.lower(users.c.name) == user_id.lower())).first():
+        raise RuleViolation("already_exists", f"{user_id!r} is another user's name; choose "
+                            "another id", "id")
+
+
 def _insert_user(ctx: ApplyContext, user_id: str, values: dict[str, Any]) -> None:
     if get_user(ctx.conn, user_id) is not None:
         raise RuleViolation("already_exists", f"user {user_id!r} already exists", "id")
@@ -83,6 +96,16 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     assert user_id is not None
     _insert_user(ctx, user_id, _fields(args, required=True))
     return _user(ctx, user_id)
+
+
+def create_distinct(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 4 of `create`: the new id is no user's name, the name no other user's id."""
+    user_id, name = args.raw("id"), args.raw("name")
+    if isinstance(user_id, str):
+        _no_collision(ctx, user_id, None)
+        if isinstance(name, str):
+            _no_collision(ctx, user_id, name)
+    return create(ctx, args)
 
 
 def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
@@ -130,6 +153,14 @@ def update_ending_sessions(ctx: ApplyContext, args: Args) -> dict[str, Any]:
                                  .values(revoked_at=ctx.ts))
                 ctx.changed("api_token", token_id, "updated")
     return changed
+
+
+def update_distinct(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 4 of `update`: as level 3, and a new name is no other user's id."""
+    user_id, name = args.raw("id"), args.raw("name")
+    if isinstance(user_id, str) and isinstance(name, str):
+        _no_collision(ctx, user_id, name)
+    return update_ending_sessions(ctx, args)
 
 
 def bootstrap(ctx: ApplyContext, args: Args) -> dict[str, Any]:

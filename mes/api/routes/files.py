@@ -18,6 +18,7 @@ from mes.api.uploads import store_upload
 from mes.cluster_secret import bearer_matches
 from mes.files.store import SHA256_PATTERN
 from mes.state import listing, queries
+from mes.state.stored_files import may_use_file
 
 
 async def cluster_node(request: Request, node: NodeDep) -> None:
@@ -51,10 +52,11 @@ async def list_files(request: Request, response: Response, node: NodeDep, _: Ope
 @router.get("/{file_id}", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def download_file(file_id: str, node: NodeDep, who: Caller) -> Response:
-    """The file's content under its original name (users: files of their own jobs)."""
+    """The file's content under its original name (users: files they uploaded or their jobs
+    print; any other is not found)."""
     record = await read(node, lambda c: queries.get_file(c, file_id))
     if record is not None and not who.staff and not await read(
-            node, lambda c: queries.owns_job_with_file(c, who.user_id, file_id)):
+            node, lambda c: may_use_file(c, who.user_id, file_id)):
         record = None
     record = found(record, "file", file_id)
     if not await node.hold_blob(file_id):
