@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     opcua_enabled: bool = True
     upload_path: Path = Path("./upload")
     max_upload_mb: int = Field(200, gt=0, le=10_000)
+    # What one user (not an operator or admin) may hold at once; 0: no limit. Stored bytes of
+    # their uploads, jobs waiting or printing, orders with such jobs, live API tokens.
+    quota_upload_mb: int = Field(2048, ge=0, le=10_000_000)
+    quota_jobs: int = Field(100, ge=0, le=1_000_000)
+    quota_orders: int = Field(20, ge=0, le=1_000_000)
+    quota_tokens: int = Field(20, ge=0, le=1_000_000)
     auto_schedule: bool = True
     auto_clear_bed: bool = False
     printer_worker_interval: float = Field(1.0, gt=0, le=3600)

@@ -8,13 +8,16 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
+from mes import quotas
 from mes.api.errors import ApiError, from_domain
 from mes.api.raft_index import note_index
 from mes.auth.principal import Principal
 from mes.node import FarmNode
 from mes.raft.writer import NoLeader
+from mes.state.machine import request_key
+from mes.state.tables import applied_requests
 
 T = TypeVar("T")
 
@@ -62,22 +65,40 @@ def found(value: T | None, what: str, ident: str) -> T:
     return value
 
 
+async def _within(node: FarmNode, quota: quotas.Check, user_id: str, request_id: str) -> None:
+    """Raise 429 `quota_exceeded` if the user reached `quota` and the request is new."""
+    stored = request_key(request_id)
+
+    def query(conn: Connection) -> str | None:
+        if conn.execute(select(applied_requests.c.seq).where(
+                applied_requests.c.request_id == stored)).first() is not None:
+            return None  # a retry: its stored outcome answers it
+        return quota(conn, user_id)
+
+    message = await read(node, query)
+    if message is not None:
+        raise ApiError(429, "quota_exceeded", message)
+
+
 async def commit(node: FarmNode, op: str, args: dict[str, Any], key: str | None,
-                 by: Principal | None) -> Any:
+                 by: Principal | None, quota: quotas.Check | None = None) -> Any:
     """Replicate a command on behalf of `by` and return its value once applied here, or
     raise an ApiError.
 
     A write without an `Idempotency-Key` gets one here, so that a 503 (outcome unknown) can
-    tell the client which key makes its retry safe.
+    tell the client which key makes its retry safe. `quota`: a per-user quota a `user`'s
+    request must stay within (429 `quota_exceeded`), unless it was already applied.
     """
     key = key or uuid.uuid4().hex
     # A key names one request of one user: the same key on another target, or from another
     # user, is another request (and never answers with someone else's outcome).
     target = "" if op.endswith(".create") else f":{args.get('id', '')}"
     actor = by.user_id if by is not None else None
+    request_id = f"{op}{target}:{actor or ''}:{key}"
+    if quota is not None and by is not None and not by.staff:
+        await _within(node, quota, by.user_id, request_id)
     try:
-        outcome = await node.writer.submit(op, args, f"{op}{target}:{actor or ''}:{key}",
-                                           actor=actor)
+        outcome = await node.writer.submit(op, args, request_id, actor=actor)
     except NoLeader as exc:
         message = (f"outcome unknown: {exc}; the write may still be applied. Retry with the "
                    f"header 'Idempotency-Key: {key}' so that it applies at most once")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mes.api.deps import commit
+from mes import quotas
+from mes.api.deps import commit, read
 from mes.api.errors import ApiError
 from mes.auth.principal import Principal
 from mes.files.peers import NotEnoughCopies
@@ -38,6 +39,11 @@ async def store_upload(node: FarmNode, upload: Any, by: Principal) -> dict[str, 
         size = blob.size
     except BadUpload as exc:
         raise ApiError(exc.status, exc.code, exc.message, exc.field) from None
+    if not by.staff:
+        reached = await read(node, lambda c: quotas.upload_quota(node.settings, sha, size)(
+            c, by.user_id))
+        if reached is not None:
+            raise ApiError(429, "quota_exceeded", reached, "file")
     try:
         await node.peers.replicate(sha, node.peer_urls(), node.cluster_size)
     except NotEnoughCopies as exc:

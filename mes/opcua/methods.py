@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asyncua import Node, ua
 from sqlalchemy import Connection
 
+from mes import quotas
 from mes.api.errors import ApiError
 from mes.api.raft_index import noting_index
 from mes.auth.principal import Principal
@@ -50,7 +51,7 @@ RETURN_OK = 0
 _BY_HTTP = {400: ua.StatusCodes.BadInvalidArgument, 401: ua.StatusCodes.BadUserAccessDenied,
             403: ua.StatusCodes.BadUserAccessDenied, 404: ua.StatusCodes.BadNotFound,
             409: ua.StatusCodes.BadInvalidState, 422: ua.StatusCodes.BadInvalidArgument,
-            503: ua.StatusCodes.BadTimeout}
+            429: ua.StatusCodes.BadTooManyOperations, 503: ua.StatusCodes.BadTimeout}
 
 
 class Refused(Exception):
@@ -158,7 +159,8 @@ class FarmMethods:
 
         async def submit(op: str, args: dict[str, Any], who: Principal) -> Any:
             with noting_index() as noted:
-                value = await commit(node, op, args, None, who)
+                quota = quotas.jobs_quota(node.settings) if op == Op.JOB_CREATE else None
+                value = await commit(node, op, args, None, who, quota)
             if shown is not None and noted.index:
                 await shown(noted.index)
             return value

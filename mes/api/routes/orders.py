@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
 
+from mes import quotas
 from mes.api.account_schemas import OrderCreate, OrderOut
 from mes.api.auth import Caller, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
@@ -36,7 +37,8 @@ async def create_order(body: OrderCreate, node: NodeDep, who: Caller,
         args["name"] = body.name
     if needs_approval(node, who):
         args["needs_approval"] = True
-    return await commit(node, Op.ORDER_CREATE, args, idempotency_key, who)
+    return await commit(node, Op.ORDER_CREATE, args, idempotency_key, who,
+                        quotas.order_quota(node.settings, len(jobs)))
 
 
 @router.get("", response_model=list[OrderOut])

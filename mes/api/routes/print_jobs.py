@@ -10,6 +10,7 @@ from fastapi import Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from mes import quotas
 from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
@@ -125,7 +126,8 @@ async def create_job(request: Request, node: NodeDep, who: Caller,
     args["owner_id"] = who.user_id
     if needs_approval(node, who):
         args["needs_approval"] = True
-    return await with_hold(node, await commit(node, Op.JOB_CREATE, args, idempotency_key, who))
+    return await with_hold(node, await commit(node, Op.JOB_CREATE, args, idempotency_key, who,
+                                             quotas.jobs_quota(node.settings)))
 
 
 def needs_approval(node: FarmNode, who: Principal) -> bool:

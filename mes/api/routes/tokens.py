@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
 
+from mes import quotas
 from mes.api.account_schemas import TokenCreate, TokenCreatedOut, TokenOut
 from mes.api.auth import Caller, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
@@ -38,7 +39,8 @@ async def create_token(body: TokenCreate, node: NodeDep, who: Caller,
                             "name": body.name, "token_hash": token_hash(token)}
     if body.expires_in_seconds is not None:
         args["expires_at"] = time.time() + body.expires_in_seconds
-    value = await commit(node, Op.TOKEN_CREATE, args, idempotency_key, who)
+    value = await commit(node, Op.TOKEN_CREATE, args, idempotency_key, who,
+                         quotas.token_quota(node.settings))
     if value["token_hash"] != args["token_hash"]:
         raise ApiError(409, "token_already_shown", "this Idempotency-Key already made a token, "
                        "whose value was shown once; revoke it if it was lost and make another")

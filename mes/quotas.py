@@ -1,0 +1,97 @@
+"""Per-user quotas: what one `user` (not an operator or admin) may hold at once.
+
+Checked by the application layer against the committed state before a write is submitted,
+so a client is told at once which quota it reached (429 `quota_exceeded`). A request that
+was already applied (a retry with the same Idempotency-Key) is never refused: its stored
+outcome answers it. Concurrent requests of one user may overshoot a quota by the number in
+flight; the quotas bound what a user can pile up, they are not invariants of the state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection, exists, func, select
+
+from mes.config import Settings
+from mes.state.tables import api_tokens, file_owners, files, orders, print_jobs
+from mes.state.users import SESSION_TOKEN_NAME
+
+# A check: the message naming the quota a user has reached, or None.
+Check = Callable[[Connection, str], str | None]
+UNFINISHED = ("Queued", "Running")
+
+
+def _reached(setting: str, limit: int, used: int, what: str, adding: int = 1) -> str | None:
+    if limit <= 0 or used + adding <= limit:
+        return None
+    return (f"quota {setting} reached: you have {used} {what} and may have at most {limit}"
+            + (f"; this request adds {adding}" if adding > 1 else ""))
+
+
+def unfinished_jobs(conn: Connection, user_id: str) -> int:
+    """Jobs of `user_id` waiting or printing."""
+    return int(conn.execute(select(func.count()).select_from(print_jobs).where(
+        print_jobs.c.owner_id == user_id, print_jobs.c.status.in_(UNFINISHED))).scalar_one())
+
+
+def open_orders(conn: Connection, user_id: str) -> int:
+    """Orders of `user_id` with a job waiting or printing."""
+    unfinished = exists().where(print_jobs.c.order_id == orders.c.id,
+                                print_jobs.c.status.in_(UNFINISHED))
+    return int(conn.execute(select(func.count()).select_from(orders).where(
+        orders.c.owner_id == user_id, unfinished)).scalar_one())
+
+
+def live_tokens(conn: Connection, user_id: str) -> int:
+    """API tokens of `user_id` neither revoked nor expired (web sessions not counted)."""
+    now = time.time()
+    return int(conn.execute(select(func.count()).select_from(api_tokens).where(
+        api_tokens.c.user_id == user_id, api_tokens.c.revoked_at.is_(None),
+        api_tokens.c.name != SESSION_TOKEN_NAME,
+        (api_tokens.c.expires_at.is_(None)) | (api_tokens.c.expires_at > now))).scalar_one())
+
+
+def uploaded_bytes(conn: Connection, user_id: str) -> int:
+    """Bytes of the stored files `user_id` uploaded."""
+    return int(conn.execute(select(func.coalesce(func.sum(files.c.size), 0)).select_from(
+        files.join(file_owners, file_owners.c.file_id == files.c.id)).where(
+        file_owners.c.user_id == user_id)).scalar_one())
+
+
+def jobs_quota(settings: Settings, adding: int = 1) -> Check:
+    """QUOTA_JOBS: jobs a user has waiting or printing."""
+    return lambda conn, user_id: _reached(
+        "QUOTA_JOBS", settings.quota_jobs, unfinished_jobs(conn, user_id),
+        "jobs waiting or printing", adding)
+
+
+def order_quota(settings: Settings, jobs: int) -> Check:
+    """QUOTA_ORDERS (open orders), and QUOTA_JOBS for the order's `jobs`."""
+    def check(conn: Connection, user_id: str) -> str | None:
+        return _reached("QUOTA_ORDERS", settings.quota_orders, open_orders(conn, user_id),
+                        "open orders") or jobs_quota(settings, jobs)(conn, user_id)
+    return check
+
+
+def token_quota(settings: Settings) -> Check:
+    """QUOTA_TOKENS: a user's live API tokens."""
+    return lambda conn, user_id: _reached(
+        "QUOTA_TOKENS", settings.quota_tokens, live_tokens(conn, user_id), "API tokens")
+
+
+def upload_quota(settings: Settings, sha: str, size: int) -> Check:
+    """QUOTA_UPLOAD_MB: stored bytes a user uploaded (content they uploaded before is free)."""
+    def check(conn: Connection, user_id: str) -> str | None:
+        limit = settings.quota_upload_mb * 2**20
+        if limit <= 0 or conn.execute(select(file_owners.c.file_id).where(
+                file_owners.c.file_id == sha, file_owners.c.user_id == user_id)).first():
+            return None
+        used = uploaded_bytes(conn, user_id)
+        if used + size <= limit:
+            return None
+        return (f"quota QUOTA_UPLOAD_MB reached: your stored uploads take "
+                f"{used / 2**20:.1f} MiB, this file {size / 2**20:.1f} MiB, and you may store "
+                f"at most {settings.quota_upload_mb} MiB; delete jobs or ask an operator")
+    return check
