@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from mes.auth.authenticator import Authenticator
 from mes.auth.bootstrap import ensure_admin
+from mes.auth.failed_sign_ins import FailedSignIns
 from mes.auth.oidc import verifier_from
 from mes.auth.oidc_users import OidcUsers
 from mes.auth.throttle import SignInGuard
@@ -87,7 +88,8 @@ class FarmNode:
                                   lambda: self.machine.applied_count)
         self.machine.add_listener(self.auth.on_apply)
         # Password sign-in (REST and OPC UA), throttled per account and source.
-        self.sign_in = SignInGuard(self.read)
+        self.failed_sign_ins = FailedSignIns(self.submit)
+        self.sign_in = SignInGuard(self.read, on_failure=self.failed_sign_ins.failed)
         self.metrics = NodeMetrics(self)
         self.machine.add_listener(self.metrics.on_apply)
         self.blobs = BlobStore(settings.upload_path)
@@ -204,7 +206,9 @@ class FarmNode:
                             asyncio.create_task(self.metrics.runtime.probe_loop(),
                                                 name="loop-lag-probe"),
                             asyncio.create_task(self.versions_reporter().run(),
-                                                name="versions")]
+                                                name="versions"),
+                            asyncio.create_task(self.failed_sign_ins.run(),
+                                                name="failed-sign-ins")]
         if self.settings.opcua_enabled and self.settings.opcua_embedded:
             from mes.opcua.server import EmbeddedServer
 

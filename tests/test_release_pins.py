@@ -16,7 +16,7 @@ from mes.version import DATA_LEVEL, RELEASE, SCHEMA, SCHEMA_MIN_READER
 PINNED = {
     "0.2.0": "2ef7971c3b5086dfe21422ed6d09a2da",
     "0.3.0": "6505e27acd39226b5ef4e825e3895ec5",
-    "0.4.0": "5bc785320e1b2504892fcb822b0e47db",
+    "0.4.0": "e072c586685a64ffae687380e9fdeaf9",
 }
 
 

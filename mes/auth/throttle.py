@@ -73,8 +73,11 @@ class _Failures:
 class SignInGuard:
     """Checks a name and password, throttled as the module says."""
 
-    def __init__(self, read: Reader, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, read: Reader, clock: Callable[[], float] = time.monotonic,
+                 on_failure: Callable[[str, str | None, str], None] | None = None) -> None:
         self._read = read
+        # Told of each failure (account, source, interface): the audit log's report.
+        self._on_failure = on_failure
         self._clock = clock
         self._gate = asyncio.Semaphore(CONCURRENT_CHECKS)
         self._in_line = 0
@@ -84,8 +87,8 @@ class SignInGuard:
         self.refused = 0
         self.failures = 0
 
-    async def check(self, login: str, password: str,
-                    source: str | None = None) -> Principal | None:
+    async def check(self, login: str, password: str, source: str | None = None,
+                    interface: str = "rest") -> Principal | None:
         """The user if the password is theirs; None if not; TooManyAttempts if not checked."""
         if not login or len(login) > MAX_NAME or len(password) > MAX_PASSWORD:
             return None
@@ -126,6 +129,9 @@ class SignInGuard:
                 self._sources.failed(origin, now)
             log.warning("failed sign-in for %r from %s", login[:64], source or "?",
                         extra={"login": login[:64], "source": source})
+            if self._on_failure is not None:
+                self._on_failure(user["id"] if user is not None else f"?{login.lower()}",
+                                 source, interface)
         else:
             self._accounts.clear(account)
         return who

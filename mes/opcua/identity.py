@@ -28,7 +28,7 @@ def password_check(node: FarmNode) -> PasswordCheck:
 
     async def check(login: str, password: str) -> Principal | None:
         try:
-            who: Principal | None = await guard.check(login, password)
+            who: Principal | None = await guard.check(login, password, interface="opcua")
         except TooManyAttempts as exc:
             log.warning("OPC UA sign-in of %r not checked: %s", login[:64], exc)
             return None

@@ -26,6 +26,7 @@ from mes.state import (
     printers,
     retention,
     shards,
+    sign_in_audit,
     stored_files,
     users,
 )
@@ -150,6 +151,9 @@ _DECLARED = (
     _v1(notifications.delete_webhook, Op.WEBHOOK_DELETE, "operator"),
     _v1(notifications.delivery_result, Op.DELIVERY_RESULT),
     _v1(_noop, Op.NOOP),
+    Command(Op.SIGN_IN_FAILED, {4: Format(
+        sign_in_audit.record, "a node reports failed sign-ins to the audit log")},
+        moves_farm=False),
     Command(Op.NODE_VERSION, {2: Format(
         cluster_versions.report, "a node reports the release and data level it runs",
         before_gate=True)}, moves_farm=False),

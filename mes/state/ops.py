@@ -55,3 +55,4 @@ class Op(StrEnum):
     NOOP = "noop"
     NODE_VERSION = "node.version"
     CLUSTER_VERSION = "cluster.version"
+    SIGN_IN_FAILED = "audit.sign_in_failed"
