@@ -44,6 +44,19 @@ async def upload(api: httpx.AsyncClient, name: str = "part.gcode",
     return data
 
 
+async def upload_as(api: httpx.AsyncClient, user_id: str, name: str = "part.gcode",
+                    content: bytes = GCODE) -> dict[str, Any]:
+    """Upload a file as `user_id` (a token made by the admin client `api`): a user prints
+    only files they uploaded."""
+    token = await api.post("/api/v1/tokens", json={"name": "upload", "user_id": user_id})
+    assert token.status_code == 201, token.text
+    response = await api.post("/api/v1/files", files={"file": (name, content)},
+                              headers={"Authorization": f"Bearer {token.json()['token']}"})
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
 def farm_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """A single node with fast workers and fast mock printers, its files under tmp_path."""
     values: dict[str, Any] = {

@@ -14,7 +14,7 @@ import pytest
 from asyncua import Client, Node, ua
 
 from mes.node import FarmNode
-from tests.farm_helpers import eventually, running_farm, upload
+from tests.farm_helpers import eventually, running_farm, upload_as
 from tests.opcua_farm import Farm, opcua_farm
 from tests.opcua_secured import PASSWORD, POLICIES, call, client_certificate
 from tests.ports import free_port
@@ -120,7 +120,7 @@ async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
     await subscription.subscribe_data_change(progress_node)
     await subscription.subscribe_events(ada.nodes.server, [ada.get_node(ua.NodeId(1002, ns))])
 
-    stored = await upload(farm.api)
+    stored = await upload_as(farm.api, "ada")
     farm_folder = await ada.nodes.objects.get_child(f"{ns}:PrintFarm")
     submitted = await call(farm_folder, ns, "SubmitJob", text("pla"),
                            ua.Variant(10, ua.VariantType.UInt32), text(stored["id"]),
@@ -173,7 +173,7 @@ async def test_what_a_method_made_is_there_when_it_answers(farm: Secured, ada: C
     right after the call finds it (the mirror's passes run apart from the method)."""
     ns = (await ada.get_namespace_array()).index(FARM_URI)
     farm_folder = await ada.nodes.objects.get_child(f"{ns}:PrintFarm")
-    stored = await upload(farm.api)
+    stored = await upload_as(farm.api, "ada")
     for i in range(12):
         submitted = await call(farm_folder, ns, "SubmitJob", text("pla"),
                                ua.Variant(5, ua.VariantType.UInt32), text(stored["id"]),

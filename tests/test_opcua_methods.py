@@ -10,7 +10,7 @@ import httpx
 from asyncua import Client, Node, ua
 
 from mes.node import FarmNode
-from tests.farm_helpers import eventually, running_farm, upload
+from tests.farm_helpers import eventually, running_farm, upload_as
 from tests.opcua_secured import Secured, call, connect, make_user, printer_node, secured_server
 
 U32 = ua.VariantType.UInt32
@@ -50,7 +50,7 @@ async def test_printer_methods_follow_the_rules(tmp_path: Path) -> None:
     async with running_farm(tmp_path, auto_clear_bed=False, mock_printer_job_time=600) as (
             node, api):
         await _setup(api)
-        stored = await upload(api)
+        stored = await upload_as(api, "alice")
         async with secured_server(node, tmp_path, ("m1", "ghost")) as secured:
             async with connect(secured, "alice") as alice:
                 printer = await printer_node(alice, secured.ns, "m1")

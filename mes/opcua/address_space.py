@@ -3,7 +3,9 @@
 Every node id is a string in our namespace derived from our ids (`Printers/<id>/...`,
 `Jobs/<id>/...`, `Filaments/<id>/...`): the same on every node and across restarts. Nodes are
 created with batched AddNodes calls (asyncua's per-node helpers cost about 11 times more) and
-values are written only when they changed.
+values are written only when they changed. Each private value (a job's Owner and FileName, a
+printer's CurrentJob/Owner) has its owner in `Privacy.owners`, changed with the value itself
+(mes/opcua/privacy.py decides who may see it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from asyncua import Server, ua
 
 from mes.opcua.farm_state import FarmState, PrinterView
 from mes.opcua.fast_nodes import NodeWriter
+from mes.opcua.privacy import NOBODY, Privacy
 from opcua_model.loader import FARM_URI
 from opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
 
@@ -85,6 +88,9 @@ PRINTER_VALUES = (
     "BedTemperature", "BedTargetTemperature", "BedClear", "CurrentJob/JobId",
     "CurrentJob/Progress", "CurrentJob/TimePrinted", "CurrentJob/TimeLeft", "CurrentJob/Owner",
 )
+_CURRENT_OWNER = PRINTER_VALUES.index("CurrentJob/Owner")
+# A private node -> who may read it (NOBODY: staff only; None: nothing private shown now).
+Owners = dict[ua.NodeId, str | None]
 
 
 def variant_of(plain: Plain) -> ua.Variant:
@@ -188,6 +194,9 @@ class AddressSpace:
         self._jobs: dict[str, list[ua.NodeId]] = {}
         self._filaments: dict[str, list[ua.NodeId]] = {}
         self._values: dict[ua.NodeId, Plain] = {}  # what each value node shows
+        self.privacy = Privacy.of(server)
+        # New owners of private nodes whose new value is still to be written.
+        self._owner_after: Owners = {}
         # Node ids of each printer's values (PRINTER_VALUES order), made once per printer.
         self._printer_value_ids: dict[str, tuple[ua.NodeId, ...]] = {}
         self._item_state_ids = {name: ua.NodeId(number, ns.machinery)
@@ -399,6 +408,17 @@ class AddressSpace:
                       _dtype(ua.VariantType.String))
         return items
 
+    def _printer_owners(self, view: PrinterView) -> Owners:
+        """Who may read the printer's CurrentJob/Owner (after `_printer_values`)."""
+        job = view.job
+        owner = str(job.get("owner_id") or NOBODY) if job else None
+        return {self._printer_value_ids[view.id][_CURRENT_OWNER]: owner}
+
+    def _job_owners(self, job: dict[str, Any]) -> Owners:
+        """Who may read the job's Owner and FileName: its owner."""
+        owner, base = str(job.get("owner_id") or NOBODY), f"Jobs/{job['id']}"
+        return {self.id(f"{base}/Owner"): owner, self.id(f"{base}/FileName"): owner}
+
     def _job_values(self, job: dict[str, Any]) -> dict[ua.NodeId, Plain]:
         s, base = ua.VariantType.String, f"Jobs/{job['id']}"
         values = {"Status": job["status"],
@@ -451,9 +471,15 @@ class AddressSpace:
         params = ua.DeleteNodesParameters(NodesToDelete=[
             ua.DeleteNodesItem(NodeId=nid, DeleteTargetReferences=True) for nid in ids])
         await self.server.iserver.isession.delete_nodes(params)
+        self._forget(ids)
+        self.node_count -= len(ids)
+
+    def _forget(self, ids: Iterable[ua.NodeId]) -> None:
+        owners = self.privacy.owners
         for nid in ids:
             self._values.pop(nid, None)
-        self.node_count -= len(ids)
+            owners.pop(nid, None)
+            self._owner_after.pop(nid, None)
 
     def _prefill(self, items: list[ua.AddNodesItem], values: dict[ua.NodeId, Plain]) -> None:
         """Give new nodes their values at creation (no separate write)."""
@@ -464,20 +490,30 @@ class AddressSpace:
                 self._values[item.RequestedNewNodeId] = plain
 
     def _stage(self, values: dict[ua.NodeId, Plain],
-               out: list[tuple[ua.NodeId, ua.Variant]]) -> None:
+               out: list[tuple[ua.NodeId, ua.Variant]], owners: Owners | None = None) -> None:
         """Queue the values that differ from those shown (compared as plain data: a Variant
-        is built only for a value that changed)."""
+        is built only for a value that changed). `owners` of private nodes take effect with
+        their value's write; at once for new nodes and unchanged values."""
         shown = self._values
         for nid, plain in values.items():
             if shown.get(nid) != plain:
                 shown[nid] = plain
                 out.append((nid, variant_of(plain)))
+                if owners and nid in owners:
+                    self._owner_after[nid] = owners.pop(nid)
+        if owners:
+            for nid in owners:
+                self._owner_after.pop(nid, None)
+            self.privacy.owners.update(owners)
 
     async def write(self, changes: list[tuple[ua.NodeId, ua.Variant]]) -> None:
         """Write values in batches, yielding to the event loop between batches."""
         aspace = self.server.iserver.aspace
+        pending, owners = self._owner_after, self.privacy.owners
         for start in range(0, len(changes), WRITE_BATCH):
             for nid, value in changes[start:start + WRITE_BATCH]:
+                if pending and nid in pending:  # with its value: write_attribute_value
+                    owners[nid] = pending.pop(nid)  # stores it before its first await
                 await aspace.write_attribute_value(nid, ua.AttributeIds.Value,
                                                    ua.DataValue(value))
             await asyncio.sleep(0)
@@ -493,6 +529,7 @@ class AddressSpace:
         for view in views:
             pid = view.id
             values = self._printer_values(view)
+            owners = self._printer_owners(view)
             if pid not in self._printers:
                 items = self._printer_items(view)
                 self._printers[pid] = items.ids
@@ -508,7 +545,7 @@ class AddressSpace:
             spool_items = await self._put_spool(pid, view.spool)
             self._prefill(spool_items, values)
             pending.extend(spool_items)
-            self._stage(values, changes)
+            self._stage(values, changes, owners)
             if count >= BUILD_BATCH:
                 await self._flush(pending, refs, added)
                 count = 0
@@ -576,8 +613,7 @@ class AddressSpace:
             await self.server.delete_nodes([root], recursive=True)
             aspace = self.server.iserver.aspace
             left = [nid for nid in reversed(ids) if nid in aspace]
-            for nid in ids:
-                self._values.pop(nid, None)
+            self._forget(ids)
             self.node_count -= len(ids) - len(left)
             await self._delete(left)
 
@@ -595,7 +631,7 @@ class AddressSpace:
                 pending.extend(items.items)
             else:
                 values = self._job_values(job)
-            self._stage(values, changes)
+            self._stage(values, changes, self._job_owners(job))
         await self._add(pending)
         return changes
 

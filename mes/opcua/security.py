@@ -12,6 +12,8 @@ Decisions (see the README's OPC UA section):
   get asyncua's `UserRole.User`, never `Admin` (which bypasses every check). A password
   sent in clear (not encrypted for the server, on a channel without encryption) is refused
   without being checked, whether or not anonymous access is allowed.
+- Reads: a job's owner and file name only for operators, admins and the job's owner
+  (mes/opcua/privacy.py); a session on a None channel reads as anonymous there too.
 - Writes: anonymous and `user` sessions are refused whole write requests; for operators
   and admins every written node is decided by a `WritePolicy` (default: nothing is
   writable, the farm changes through methods only). The server's own writes pass.
@@ -22,6 +24,7 @@ Decisions (see the README's OPC UA section):
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import os
 import socket
@@ -44,6 +47,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mes.auth.principal import Principal
 from mes.config import ConfigError, Settings
+from mes.opcua.privacy import guard_sessions
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +199,11 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
             log.debug("OPC UA session activation: unreadable user token", exc_info=True)
         except Exception:
             log.exception("OPC UA password check failed; the session is refused")
-    return await _original_process(self, typeid, requesthdr, seqhdr, body)
+    answer = await _original_process(self, typeid, requesthdr, seqhdr, body)
+    if (check is not None and typeid == _ACTIVATE
+            and _channel_mode(self) == ua.MessageSecurityMode.None_):
+        _as_anonymous(self.session)
+    return answer
 
 
 UaProcessor._process_message = _activate
@@ -203,11 +211,23 @@ UaProcessor._process_message = _activate
 _REFUSED = "\x00refused"
 
 
+def _channel_mode(processor: UaProcessor) -> Any:
+    return getattr(processor._connection.security_policy, "Mode", None)
+
+
 def _secret_kept(processor: UaProcessor, token: ua.UserNameIdentityToken) -> bool:
     """Whether a user-name token's password travelled protected: on a SignAndEncrypt
     channel, or encrypted for the server (its EncryptionAlgorithm set)."""
-    channel = getattr(processor._connection.security_policy, "Mode", None)
-    return channel == ua.MessageSecurityMode.SignAndEncrypt or bool(token.EncryptionAlgorithm)
+    return (_channel_mode(processor) == ua.MessageSecurityMode.SignAndEncrypt
+            or bool(token.EncryptionAlgorithm))
+
+
+def _as_anonymous(session: Any) -> None:
+    """A session activated on a security None channel keeps no farm account (as
+    `FarmRuleset.read_only` makes its requests anonymous, its reads are too)."""
+    user = getattr(session, "user", None)
+    if isinstance(user, FarmUser) and user.principal is not None:
+        session.user = dataclasses.replace(user, principal=None)
 
 
 def _host_name(settings: Settings) -> str:
@@ -280,6 +300,7 @@ async def secure(server: Server, settings: Settings, check_password: PasswordChe
     server.allow_remote_admin(False)
     server.iserver.set_user_manager(FarmUserManager(anonymous))
     server.iserver.mes_password_check = check_password
+    guard_sessions(server)
     _wrap_writes(server, writable or (lambda _who, _node: False))
     if settings.opcua_trusted_certs:
         await _trust(server, settings.opcua_trusted_certs)
