@@ -1,16 +1,20 @@
 """Console scripts: `server` starts a node, `setting` prints the effective configuration.
 
 Both answer `--help` and `--version` without starting anything. A node that cannot bind one
-of its ports stops at once with one line on stderr and exit status 2.
+of its ports, or whose TLS certificate and key cannot be used, stops at once with one line
+on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mes.config import ConfigError, Settings, load_settings, masked_items
@@ -50,6 +54,50 @@ def setting(argv: Sequence[str] | None = None) -> None:
         print(f"{name}={value}")
 
 
+def _tls_file(path: str, name: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _fail(f"invalid configuration: {name}: cannot read {path} ({exc.strerror})") \
+            from None
+
+
+def check_tls(cert_file: str, key_file: str) -> None:
+    """Stop with one line unless TLS_CERT_FILE holds PEM certificates, TLS_KEY_FILE an
+    unencrypted PEM private key, and that key is the first certificate's (uvicorn would
+    otherwise fail only after the node started, or prompt for a key's password)."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    try:
+        cert = x509.load_pem_x509_certificates(_tls_file(cert_file, "TLS_CERT_FILE"))[0]
+    except ValueError:
+        raise _fail(f"invalid configuration: TLS_CERT_FILE: {cert_file} holds no PEM "
+                    "certificate") from None
+    try:
+        key = load_pem_private_key(_tls_file(key_file, "TLS_KEY_FILE"), password=None)
+    except TypeError:
+        raise _fail(f"invalid configuration: TLS_KEY_FILE: {key_file} is encrypted; give "
+                    "the key without a password (readable by this user only)") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise _fail(f"invalid configuration: TLS_KEY_FILE: {key_file} holds no usable PEM "
+                    "private key") from None
+    spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise _fail(f"invalid configuration: TLS_KEY_FILE: {key_file} is not the key of the "
+                    f"certificate in TLS_CERT_FILE ({cert.subject.rfc4514_string() or cert_file})")
+    try:  # what uvicorn will do with them
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise _fail(f"invalid configuration: TLS_CERT_FILE, TLS_KEY_FILE: not usable for "
+                    f"TLS: {exc}") from None
+
+
 def bind_http(host: str, port: int) -> socket.socket:
     """The REST listener's socket, bound before anything else starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -76,6 +124,43 @@ def ending_streams(server_class: type[Any], node: Any) -> type[Any]:
     return Server
 
 
+# How long a closing TLS connection may wait for the client's close_notify during shutdown.
+TLS_CLOSE_GRACE = 1.0
+
+
+def closing_tls_promptly(server_class: type[Any]) -> type[Any]:
+    """A uvicorn Server class whose shutdown does not wait for idle TLS connections.
+
+    uvicorn closes an idle keep-alive connection at shutdown; over TLS that sends
+    close_notify and waits (30 s) for the client's, which an idle browser or pooled client
+    never sends, so a stop took half a minute. Connections still closing after
+    TLS_CLOSE_GRACE with nothing left to send are aborted; requests still running, and
+    answers still being sent, are not touched."""
+
+    class Server(server_class):  # type: ignore[misc]
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if not self.config.is_ssl:
+                await super().shutdown(sockets)
+                return
+            reaper = asyncio.create_task(self._abort_closing())
+            try:
+                await super().shutdown(sockets)
+            finally:
+                reaper.cancel()
+
+        async def _abort_closing(self) -> None:
+            await asyncio.sleep(TLS_CLOSE_GRACE)
+            while True:
+                for connection in list(self.server_state.connections):
+                    transport = getattr(connection, "transport", None)
+                    if transport is not None and transport.is_closing() \
+                            and not transport.get_write_buffer_size():
+                        transport.abort()
+                await asyncio.sleep(0.1)
+
+    return Server
+
+
 def _exit_cleanly_on_signals() -> None:
     """After its graceful shutdown uvicorn raises the signal that stopped it again, with the
     handlers it found: make those end the process through SystemExit(0), so that the node
@@ -93,6 +178,8 @@ def server(argv: Sequence[str] | None = None) -> None:
     parse_command_line("server", "Run one mes node: Raft-replicated farm state, printer "
                        "workers and the REST API at /api/v1.", argv)
     settings = _settings_or_exit()
+    if settings.tls_enabled:
+        check_tls(settings.tls_cert_file, settings.tls_key_file)
     configure_logging(settings.log_level, settings.log_format, settings.http_access_log)
     import uvicorn
 
@@ -117,9 +204,14 @@ def server(argv: Sequence[str] | None = None) -> None:
         raise _fail(f"cannot start node: {exc}", EXIT_CANNOT_START) from None
     _exit_cleanly_on_signals()
     try:
+        # uvicorn's defaults otherwise: proxy_headers on, trusted from FORWARDED_ALLOW_IPS
+        # (default 127.0.0.1 and ::1), see the README's "HTTPS and reverse proxies".
         config = uvicorn.Config(create_app(node), log_config=None,
                                 log_level=settings.log_level.lower(),
-                                access_log=settings.http_access_log)
-        ending_streams(uvicorn.Server, node)(config).run(sockets=[http_socket])
+                                access_log=settings.http_access_log,
+                                ssl_certfile=settings.tls_cert_file or None,
+                                ssl_keyfile=settings.tls_key_file or None)
+        server_class = closing_tls_promptly(ending_streams(uvicorn.Server, node))
+        server_class(config).run(sockets=[http_socket])
     finally:
         node.close()

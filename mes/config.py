@@ -414,7 +414,7 @@ def masked_items(settings: Settings) -> list[tuple[str, str]]:
     items = []
     for name, value in settings.model_dump().items():
         text = str(value)
-        if any(s in name for s in SECRET_NAMES) and text:
+        if any(s in name for s in SECRET_NAMES) and text and not name.endswith("_file"):
             text = "***"
         elif "://" in text:
             text = _mask_url(text)

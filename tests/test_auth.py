@@ -13,7 +13,7 @@ from mes.auth.secrets import token_hash
 from mes.node import FarmNode
 from tests.accounts import make_user
 from tests.auth import ADMIN_TOKEN, bearer
-from tests.farm_helpers import eventually, running_farm, upload
+from tests.farm_helpers import eventually, running_farm, upload_as
 from tests.test_api import assert_error
 
 SPOOL = {"id": "f1", "type": "PLA", "color": "black", "total_weight_in_grams": 1000}
@@ -228,8 +228,8 @@ async def test_approval_gates_the_scheduler(
     printer = {"id": "m0", "api": "Mock", "url": "http://mock-printer0:5000", "worker": True,
                "filament_id": "f1"}
     assert (await api.post("/api/v1/printers", json=printer)).status_code == 201
-    stored = await upload(api)
     alice = await make_user(api, "alice")
+    stored = await upload_as(api, "alice")  # a user prints only files they uploaded
     body = {"filament_id": "f1", "file_id": stored["id"], "print_weight_in_grams": 5}
     waiting = await api.post("/api/v1/print_jobs", json={**body, "id": "student"}, headers=alice)
     assert waiting.status_code == 201, waiting.text

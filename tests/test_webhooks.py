@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from mes.node import FarmNode
 from tests.accounts import make_user
-from tests.farm_helpers import eventually, running_farm, upload
+from tests.farm_helpers import eventually, running_farm, upload_as
 from tests.ports import free_port
 from tests.webhook_receiver import signature_valid, webhook_receiver
 
@@ -197,7 +197,7 @@ async def test_the_owner_gets_an_email_when_a_mock_print_is_done(
         assert (await api.post("/api/v1/printers", json={
             "id": "m0", "api": "Mock", "url": "http://mock0:5000", "worker": True,
             "filament_id": "s"})).status_code == 201
-        stored = await upload(api, name="owl.gcode")
+        stored = await upload_as(api, "student", name="owl.gcode")
         response = await api.post("/api/v1/print_jobs", headers=student, json={
             "id": "owl", "filament_id": "s", "file_id": stored["id"],
             "print_weight_in_grams": 5})

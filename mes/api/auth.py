@@ -31,6 +31,11 @@ def _unauthorized(message: str, invalid: bool) -> ApiError:
 
 # The web page's session: an API token in an HttpOnly cookie (see mes/api/routes/session.py).
 SESSION_COOKIE = "mes_session"
+# Its name when the node serves HTTPS itself (TLS_CERT_FILE): a browser keeps a `__Host-`
+# cookie only if it came over https with Secure, Path=/ and no Domain, so no other service
+# of the host name (plain http on another port, a subdomain) can set or replace it, and the
+# node then reads no other name.
+TLS_SESSION_COOKIE = "__Host-mes_session"
 # With cookie authentication a state-changing request must carry this header with this value
 # (a cross-site form or image cannot set it): the CSRF rule of cookie clients.
 CSRF_HEADER = "X-Requested-With"
@@ -38,12 +43,17 @@ CSRF_VALUE = "mes"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def session_cookie(request: Request) -> str:
+    """The session cookie's name on the node serving `request`."""
+    return TLS_SESSION_COOKIE if request.app.state.node.settings.tls_enabled else SESSION_COOKIE
+
+
 def request_token(request: Request) -> str | None:
     """The token a request authenticates with: the bearer token, else the session cookie."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(SESSION_COOKIE) or None
+    return request.cookies.get(session_cookie(request)) or None
 
 
 async def authenticate(request: Request, node: NodeDep, credentials: Annotated[
@@ -54,7 +64,7 @@ async def authenticate(request: Request, node: NodeDep, credentials: Annotated[
     `X-Requested-With: mes`, else 403: a page of another site cannot set that header.
     """
     by_cookie = credentials is None
-    token = request.cookies.get(SESSION_COOKIE) if credentials is None \
+    token = request.cookies.get(session_cookie(request)) if credentials is None \
         else credentials.credentials
     if not token:
         raise _unauthorized("this needs a token: send 'Authorization: Bearer <token>'", False)

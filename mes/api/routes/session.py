@@ -4,6 +4,12 @@ A password sign-in makes an API token for the user through the replicated token 
 (named "web session", valid SESSION_HOURS) and puts it in the cookie; signing out revokes
 it. A sign-in with an existing API token only puts that token in the cookie (signing out
 then keeps the token). Cookie requests that change state need `X-Requested-With: mes`.
+
+The cookie is `mes_session`, or `__Host-mes_session` when the node serves HTTPS itself. It
+is the bearer token and nothing else: a browser sends it to every service of the same host
+name whatever the port, and whatever else such a service sees (User-Agent, other cookies)
+it could replay as well, so no stateless binding would stop it (see the README's "HTTPS and
+reverse proxies").
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, model_validator
 
-from mes.api.auth import SESSION_COOKIE, UNAUTHORIZED, Caller, authenticate
+from mes.api.auth import (
+    TLS_SESSION_COOKIE,
+    UNAUTHORIZED,
+    Caller,
+    authenticate,
+    session_cookie,
+)
 from mes.api.deps import NodeDep, commit, new_id, read
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, Timestamp, _Input
@@ -81,14 +93,23 @@ def _checker(request: Request) -> PasswordCheck:
     return check
 
 
+def _cookie(request: Request) -> tuple[str, bool]:
+    """The cookie's name and whether it is Secure: `__Host-mes_session`, always Secure, when
+    this node serves HTTPS itself; else `mes_session`, Secure when the request came over
+    https (as a trusted proxy's X-Forwarded-Proto says)."""
+    name = session_cookie(request)
+    return name, name == TLS_SESSION_COOKIE or request.url.scheme == "https"
+
+
 def _set_cookie(request: Request, response: Response, token: str, max_age: int | None) -> None:
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+    name, secure = _cookie(request)
+    response.set_cookie(name, token, max_age=max_age, path="/", httponly=True,
+                        samesite="strict", secure=secure)
 
 
 def _clear_cookie(request: Request, response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+    name, secure = _cookie(request)
+    response.delete_cookie(name, path="/", httponly=True, samesite="strict", secure=secure)
 
 
 def _user(who: Principal) -> dict[str, Any]:
@@ -104,7 +125,8 @@ def _wrong_login(message: str) -> ApiError:
 async def sign_in(body: SessionIn, request: Request, response: Response,
                   node: NodeDep) -> Any:
     """Sign in with `name` and `password` (a 12-hour web session token is made) or with an
-    API `token`; the answer sets the HttpOnly `mes_session` cookie. Wrong credentials: 401."""
+    API `token`; the answer sets the HttpOnly `mes_session` cookie (`__Host-mes_session`
+    when the node serves HTTPS itself). Wrong credentials: 401."""
     if body.token is not None:
         try:
             who = await node.auth.principal(body.token)
