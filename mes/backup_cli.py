@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 from mes.backup import BackupError, read_backup, seed_data_dir
-from mes.config import ConfigError, load_settings
+from mes.cli import fail, settings_or_exit
 from mes.data_version import check_and_mark
 from mes.files.store import BlobStore
 from mes.private_dirs import make_private, private_files
@@ -23,8 +22,8 @@ EXIT_FAILED = 1
 
 
 def _fail(message: str, status: int = EXIT_FAILED) -> SystemExit:
-    print(f"mes: {message}", file=sys.stderr)
-    return SystemExit(status)
+    """As `mes.cli.fail`, with exit status 1 unless told otherwise."""
+    return fail(message, status)
 
 
 def backup(argv: Sequence[str] | None = None) -> None:
@@ -78,10 +77,7 @@ def restore(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("backup", type=Path, help="a file written by `backup`")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}", 2) from None
+    settings = settings_or_exit()
     private_files()
     make_private(settings.data_dir, settings.upload_path)
     try:

@@ -35,22 +35,24 @@ def parse_command_line(prog: str, description: str, argv: Sequence[str] | None) 
     parser.parse_args(argv)
 
 
-def _fail(message: str, status: int = EXIT_BAD_CONFIG) -> SystemExit:
+def fail(message: str, status: int = EXIT_BAD_CONFIG) -> SystemExit:
+    """One line on stderr, and the SystemExit to raise with `status`."""
     print(f"mes: {message}", file=sys.stderr)
     return SystemExit(status)
 
 
-def _settings_or_exit() -> Settings:
+def settings_or_exit() -> Settings:
+    """The settings, or exit status 2 with one line saying what is wrong."""
     try:
         return load_settings()
     except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}") from None
+        raise fail(f"invalid configuration: {exc}") from None
 
 
 def setting(argv: Sequence[str] | None = None) -> None:
     """Print NAME=value for every setting, secrets masked."""
     parse_command_line("setting", "Print the effective configuration, secrets masked.", argv)
-    for name, value in masked_items(_settings_or_exit()):
+    for name, value in masked_items(settings_or_exit()):
         print(f"{name}={value}")
 
 
@@ -58,7 +60,7 @@ def _tls_file(path: str, name: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise _fail(f"invalid configuration: {name}: cannot read {path} ({exc.strerror})") \
+        raise fail(f"invalid configuration: {name}: cannot read {path} ({exc.strerror})") \
             from None
 
 
@@ -77,24 +79,24 @@ def check_tls(cert_file: str, key_file: str) -> None:
     try:
         cert = x509.load_pem_x509_certificates(_tls_file(cert_file, "TLS_CERT_FILE"))[0]
     except ValueError:
-        raise _fail(f"invalid configuration: TLS_CERT_FILE: {cert_file} holds no PEM "
+        raise fail(f"invalid configuration: TLS_CERT_FILE: {cert_file} holds no PEM "
                     "certificate") from None
     try:
         key = load_pem_private_key(_tls_file(key_file, "TLS_KEY_FILE"), password=None)
     except TypeError:
-        raise _fail(f"invalid configuration: TLS_KEY_FILE: {key_file} is encrypted; give "
+        raise fail(f"invalid configuration: TLS_KEY_FILE: {key_file} is encrypted; give "
                     "the key without a password (readable by this user only)") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise _fail(f"invalid configuration: TLS_KEY_FILE: {key_file} holds no usable PEM "
+        raise fail(f"invalid configuration: TLS_KEY_FILE: {key_file} holds no usable PEM "
                     "private key") from None
     spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
-        raise _fail(f"invalid configuration: TLS_KEY_FILE: {key_file} is not the key of the "
+        raise fail(f"invalid configuration: TLS_KEY_FILE: {key_file} is not the key of the "
                     f"certificate in TLS_CERT_FILE ({cert.subject.rfc4514_string() or cert_file})")
     try:  # what uvicorn will do with them
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
     except (ssl.SSLError, OSError) as exc:
-        raise _fail(f"invalid configuration: TLS_CERT_FILE, TLS_KEY_FILE: not usable for "
+        raise fail(f"invalid configuration: TLS_CERT_FILE, TLS_KEY_FILE: not usable for "
                     f"TLS: {exc}") from None
 
 
@@ -107,7 +109,7 @@ def bind_http(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise _fail(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+        raise fail(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -177,7 +179,7 @@ def server(argv: Sequence[str] | None = None) -> None:
     """Run one node: Raft, state machine and REST API until SIGINT or SIGTERM."""
     parse_command_line("server", "Run one mes node: Raft-replicated farm state, printer "
                        "workers and the REST API at /api/v1.", argv)
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     if settings.tls_enabled:
         check_tls(settings.tls_cert_file, settings.tls_key_file)
     configure_logging(settings.log_level, settings.log_format, settings.http_access_log)
@@ -197,11 +199,11 @@ def server(argv: Sequence[str] | None = None) -> None:
     try:
         node = FarmNode(settings)
     except RaftBindError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except NewerData as exc:
-        raise _fail(str(exc), EXIT_NEWER_DATA) from None
+        raise fail(str(exc), EXIT_NEWER_DATA) from None
     except Exception as exc:  # the data dir is unusable, ...
-        raise _fail(f"cannot start node: {exc}", EXIT_CANNOT_START) from None
+        raise fail(f"cannot start node: {exc}", EXIT_CANNOT_START) from None
     _exit_cleanly_on_signals()
     try:
         # uvicorn's defaults otherwise: proxy_headers on, trusted from FORWARDED_ALLOW_IPS
