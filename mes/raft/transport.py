@@ -17,8 +17,10 @@ connection that never authenticated for the whole `connectionTimeout` (10 days h
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import socket
 import struct
 import time
@@ -137,6 +139,53 @@ _TRANSIENT_ACCEPT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
                                errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 
 
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+# Seconds between two warnings of a refused accept (a flood would log one per poll).
+ACCEPT_WARNING_INTERVAL = 10.0
+
+
+class _Reserve:
+    """One descriptor held back for shedding: out of descriptors, a pending connection stays
+    in the backlog and the level-triggered poller reports it again at once, for ever. Closing
+    the reserve lets one accept() take it off the backlog, to be closed at once."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.last_warning = 0.0
+        self.shed = 0
+
+    def hold(self) -> None:
+        if self.fd is None:
+            with contextlib.suppress(OSError):
+                self.fd = os.open(os.devnull, os.O_RDONLY)
+
+    def shed_one(self, listener: socket.socket) -> bool:
+        """Accept and close one pending connection with the reserve's descriptor."""
+        if self.fd is None:
+            return False
+        os.close(self.fd)
+        self.fd = None
+        try:
+            sock, _addr = listener.accept()
+        except OSError:
+            self.hold()
+            return False
+        sock.close()
+        self.shed += 1
+        self.hold()
+        return True
+
+    def warn(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self.last_warning >= ACCEPT_WARNING_INTERVAL:
+            self.last_warning = now
+            log.warning("the Raft port could not accept a connection: %s (%d shed so far)",
+                        exc, self.shed)
+
+
+_RESERVE = _Reserve()
+
+
 def _on_new_connection(self: Any, descr: Any, event: int) -> None:
     """pysyncobj's accept step, draining up to ACCEPT_BATCH connections, never unbinding the
     port for an error of one connection."""
@@ -149,7 +198,9 @@ def _on_new_connection(self: Any, descr: Any, event: int) -> None:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     break
                 if exc.errno in _TRANSIENT_ACCEPT:
-                    log.warning("the Raft port could not accept a connection: %s", exc)
+                    _RESERVE.warn(exc)
+                    if exc.errno in _OUT_OF_DESCRIPTORS:
+                        _RESERVE.shed_one(listener)  # or the poller spins on it
                     break
                 self.unbind()
                 return
@@ -184,6 +235,7 @@ _ORIGINAL = {(cls, name): getattr(cls, name) for cls, name in _PATCHED}
 
 def install() -> None:
     """Replace pysyncobj's accept, read and parse steps (for every node of this process)."""
+    _RESERVE.hold()
     for (cls, name), replacement in _PATCHED.items():
         setattr(cls, name, replacement)
 
