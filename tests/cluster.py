@@ -70,6 +70,10 @@ class ServerProcess:
             raise AssertionError(f"node {self.index} exited: {self.log_tail()}")
         return self.client.get("/health", timeout=1.0).status_code == 200
 
+    def admin_ready(self) -> bool:
+        """The admin's token works: the first leader committed the admin (after /health)."""
+        return self.healthy() and self.client.get("/users", timeout=2.0).status_code == 200
+
     def digest(self) -> tuple[int, str]:
         """This node's applied index and the digest of its state at that index."""
         response = self.client.get("/cluster/digest", timeout=10.0)

@@ -166,7 +166,7 @@ def test_node_cut_off_alone_answers_503(make_cluster: type[Cluster]) -> None:
     assert job_ids(lone) == before
     view = lone.cluster()
     assert view["role"] in ("follower", "candidate")
-    health = wait_for(lambda: (r := lone.client.get("/health")).status_code == 503 and r, 5,
+    health = wait_for(lambda: (r := lone.client.get("/health")).status_code == 503 and r, 15,
                       "the lone node's /health to say 503")
     assert "no leader is known" in health.json()["reasons"]
     assert not any(n["reachable"] for n in view["nodes"] if not n["self"])

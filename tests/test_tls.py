@@ -122,7 +122,7 @@ def tls_node(tmp_path: Path, pki: Pki) -> Iterator[ServerProcess]:
     node = _over_https(ServerProcess(0, tmp_path, _tls_env(pki)), pki)
     try:
         node.start()
-        wait_for(node.healthy, 30, "the node to be ready")
+        wait_for(node.admin_ready, 30, "the node to be ready and its admin made")
         yield node
     finally:
         node.stop()
