@@ -9,15 +9,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+import tests.examples  # noqa: F401  (Hypothesis profiles: full in CI, fewer examples otherwise)
 from mes.api.app import create_app
 from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings
 from mes.node import FarmNode
 from tests.auth import ADMIN_TOKEN, admin_headers
 from tests.emulators import start_emulator  # noqa: F401  (fixtures for every test module)
+from tests.farm_helpers import SINGLE_NODE
 from tests.netfilter import partition  # noqa: F401  (iptables partitions on loopback)
 from tests.ports import free_port
 from tests.real_octoprint import octoprint  # noqa: F401
+from tests.tiers import mark_tiers
 
 # Every server a test starts, in this process or as a child, bootstraps this admin token.
 os.environ["MES_ADMIN_TOKEN"] = ADMIN_TOKEN
@@ -32,7 +35,7 @@ def node(tmp_path: Path) -> Iterator[FarmNode]:
     settings = Settings(_env_file=None, data_dir=tmp_path / "data",  # type: ignore[call-arg]
                         upload_path=tmp_path / "upload",
                         raft_self=f"127.0.0.1:{free_port()}", raft_write_timeout=3.0)
-    farm = FarmNode(settings)
+    farm = FarmNode(settings, tuning=SINGLE_NODE)
     yield farm
     farm.close()
 
@@ -60,3 +63,8 @@ def _descriptor_report(request: pytest.FixtureRequest) -> Iterator[None]:
     if after > before:
         with open(report, "a", encoding="utf-8") as out:
             out.write(f"{after - before:+d} {after} {request.node.nodeid}\n")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test gets its tier (tests/tiers.py): unit, node, process, cluster."""
+    mark_tiers(items)

@@ -15,7 +15,7 @@ from mes.events.hub import EventHub, StreamEvent, Subscriber, parse_id, visible_
 from mes.node import FarmNode
 from tests.accounts import make_user
 from tests.auth import admin_headers
-from tests.farm_helpers import eventually, farm_settings
+from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings
 from tests.live_server import serving
 from tests.sse_client import open_stream
 
@@ -25,7 +25,7 @@ async def live(tmp_path: Path, request: pytest.FixtureRequest
                ) -> AsyncIterator[tuple[FarmNode, httpx.AsyncClient]]:
     overrides: dict[str, Any] = {"sse_keepalive": 0.3, "sse_resume_wait": 0.5,
                                  "auto_schedule": False, **getattr(request, "param", {})}
-    node = FarmNode(farm_settings(tmp_path, **overrides))
+    node = FarmNode(farm_settings(tmp_path, **overrides), tuning=SINGLE_NODE)
     try:
         async with serving(node) as url, httpx.AsyncClient(
                 base_url=url, headers=admin_headers(), timeout=10.0) as client:

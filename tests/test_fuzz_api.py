@@ -16,6 +16,8 @@ from mes.config import Settings
 from mes.node import FarmNode
 from mes.state import queries
 from tests.auth import admin_headers
+from tests.examples import examples
+from tests.farm_helpers import SINGLE_NODE
 from tests.ports import free_port
 
 
@@ -24,7 +26,8 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmNode]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
     node = FarmNode(Settings(_env_file=None, data_dir=data_dir,  # type: ignore[call-arg]
                              upload_path=data_dir.parent / "upload",
-                             raft_self=f"127.0.0.1:{free_port()}", raft_write_timeout=3.0))
+                             raft_self=f"127.0.0.1:{free_port()}", raft_write_timeout=3.0),
+                    tuning=SINGLE_NODE)
     yield node
     node.close()
 
@@ -68,7 +71,7 @@ def fuzz_operation(operation: Any, fuzz_node: FarmNode, calls: dict[str, int]) -
     label = f"{operation.method.upper()} {operation.path}"
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=examples(60), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def fuzz(case: Any) -> None:
         before = entities(fuzz_node)

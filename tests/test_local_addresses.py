@@ -22,7 +22,7 @@ from mes.printers.base import PrinterNotSent
 from mes.printers.networks import Targets, local_kind, refusal
 from mes.printers.prusalink import PrusaLinkClient
 from tests.auth import admin_headers
-from tests.farm_helpers import eventually, farm_settings, running_farm
+from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings, running_farm
 from tests.recording_server import always, json_answer, recording_server
 
 STRICT = Targets((), allow_local=False)
@@ -68,7 +68,7 @@ def test_the_default_refuses_local_addresses(tmp_path: Path,
 
 @asynccontextmanager
 async def strict_api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    node = FarmNode(farm_settings(tmp_path, allow_local_addresses=False))
+    node = FarmNode(farm_settings(tmp_path, allow_local_addresses=False), tuning=SINGLE_NODE)
     try:
         await ensure_admin(node)
         transport = httpx.ASGITransport(app=create_app(node))

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 from mes.state import queries
 from mes.state.machine import HANDLERS, StateMachine, command_fingerprint, request_key
 from mes.state.tables import applied_requests, print_jobs
+from tests.examples import examples
 
 
 def _seeded() -> StateMachine:
@@ -109,7 +110,7 @@ ARGS = st.fixed_dictionaries({}, optional={
 }) | ANY_JSON
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(OPS, ARGS, RIDS, ANY_JSON), min_size=1, max_size=30))
 def test_random_commands_never_stop_the_log(
         commands: list[tuple[str, Any, Any, Any]]) -> None:
@@ -166,7 +167,7 @@ KEYS = st.one_of(st.none(), st.binary(min_size=1, max_size=150),
 PATH_IDS = st.text(min_size=1, max_size=200).map(lambda s: quote(s, safe=""))
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=examples(60), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["status", "pause", "resume", "create"]), PATH_IDS,
                           KEYS), min_size=1, max_size=6))

@@ -14,6 +14,7 @@ from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings
 from mes.node import FarmNode
 from tests.auth import admin_headers, bearer
+from tests.farm_helpers import SINGLE_NODE
 from tests.ports import free_port
 from tests.test_oidc import AUDIENCE, ISSUER, ROLE_CLAIM, In, JwksServer, Keys, token
 
@@ -31,7 +32,7 @@ async def oidc_api(tmp_path: Path, provider: JwksServer) -> AsyncIterator[httpx.
                         upload_path=tmp_path / "upload", raft_self=f"127.0.0.1:{free_port()}",
                         oidc_issuer=ISSUER, oidc_audience=AUDIENCE,
                         oidc_jwks_url=provider.url, oidc_role_claim=ROLE_CLAIM)
-    node = FarmNode(settings)
+    node = FarmNode(settings, tuning=SINGLE_NODE)
     try:
         await ensure_admin(node)
         transport = httpx.ASGITransport(app=create_app(node))

@@ -32,7 +32,7 @@ from mes.state.tables import printers
 from mes.state.urls import url_problem
 from tests.auth import admin_headers
 from tests.emulators import StartEmulator
-from tests.farm_helpers import eventually, farm_settings, running_farm, upload
+from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings, running_farm, upload
 from tests.recording_server import (
     SECRET_BODY,
     Answer,
@@ -309,7 +309,7 @@ async def test_full_farm_never_shows_or_logs_the_key(
 @asynccontextmanager
 async def _api_with(tmp_path: Path, **overrides: Any
                     ) -> AsyncIterator[httpx.AsyncClient]:
-    node = FarmNode(farm_settings(tmp_path, **overrides))
+    node = FarmNode(farm_settings(tmp_path, **overrides), tuning=SINGLE_NODE)
     try:
         await ensure_admin(node)  # as the leader loop does (no lifespan runs here)
         transport = httpx.ASGITransport(app=create_app(node))

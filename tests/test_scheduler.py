@@ -18,6 +18,7 @@ from mes.state.machine import StateMachine
 from mes.state.tables import print_jobs
 from mes.workers.context import FarmView, Seen, WorkerContext
 from mes.workers.scheduler import MAX_CLAIMS_PER_TICK, assign, schedule
+from tests.examples import examples
 from tests.shard_helpers import NODE, place
 
 T = TypeVar("T")
@@ -167,7 +168,7 @@ PRINTERS = [f"p{n}" for n in range(5)]
 SPOOLS = ["s0", "s1", "s2"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     loaded=st.lists(st.sampled_from([*SPOOLS, None]), min_size=5, max_size=5),
     ready=st.lists(st.sampled_from(PRINTERS), unique=True, min_size=1),

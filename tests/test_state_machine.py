@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from mes.state import queries
 from mes.state.machine import Outcome, StateMachine
 from mes.state.tables import filaments, job_history, print_jobs
+from tests.examples import examples
 from tests.shard_helpers import OTHER, place
 
 
@@ -250,7 +251,7 @@ def check_invariants(machine: StateMachine, applied_changes: int) -> None:
     assert history == applied_changes
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(COMMANDS, min_size=1, max_size=40))
 def test_random_commands_keep_invariants(commands: list[tuple[str, dict[str, Any]]]) -> None:
     machine = StateMachine()
