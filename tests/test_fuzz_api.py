@@ -18,6 +18,7 @@ from mes.state import queries
 from tests.auth import admin_headers
 from tests.examples import examples
 from tests.farm_helpers import SINGLE_NODE
+from tests.polling import wait_for
 from tests.ports import free_port
 
 
@@ -39,6 +40,10 @@ def fuzz_app(fuzz_node: FarmNode) -> FastAPI:
     from fastapi.testclient import TestClient
 
     with TestClient(app, headers=admin_headers()) as client:
+        # The leader makes the admin after the app starts: wait for its token to work (a
+        # request before it answered 401 when the election took longer).
+        wait_for(lambda: client.get("/api/v1/users/me").status_code == 200, 30,
+                 "the admin's token to work")
         assert client.post("/api/v1/printers", json={"id": "p1"}).status_code == 201
         spool = {"id": "f1", "type": "PLA", "color": "red", "total_weight_in_grams": 1000}
         assert client.post("/api/v1/filaments", json=spool).status_code == 201
