@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, exists, func, select
 
 from mes.config import Settings
+from mes.state.stored_files import owns_file
 from mes.state.tables import api_tokens, file_owners, files, orders, print_jobs
 from mes.state.users import SESSION_TOKEN_NAME
 
@@ -85,8 +86,7 @@ def upload_quota(settings: Settings, sha: str, size: int) -> Check:
     """QUOTA_UPLOAD_MB: stored bytes a user uploaded (content they uploaded before is free)."""
     def check(conn: Connection, user_id: str) -> str | None:
         limit = settings.quota_upload_mb * 2**20
-        if limit <= 0 or conn.execute(select(file_owners.c.file_id).where(
-                file_owners.c.file_id == sha, file_owners.c.user_id == user_id)).first():
+        if limit <= 0 or owns_file(conn, user_id, sha):
             return None
         used = uploaded_bytes(conn, user_id)
         if used + size <= limit:

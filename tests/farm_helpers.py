@@ -74,6 +74,20 @@ def farm_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
+async def api_with(tmp_path: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API of a node with `overrides`, as the admin, without workers or lifespan."""
+    node = FarmNode(farm_settings(tmp_path, **overrides), tuning=SINGLE_NODE)
+    try:
+        await ensure_admin(node)  # as the leader loop does (no lifespan runs here)
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mes",
+                                     headers=admin_headers()) as client:
+            yield client
+    finally:
+        node.close()
+
+
+@contextlib.asynccontextmanager
 async def running_farm(tmp_path: Path, **overrides: Any
                        ) -> AsyncIterator[tuple[FarmNode, httpx.AsyncClient]]:
     """A node with its workers running, and a client of its REST API."""

@@ -5,24 +5,17 @@ name that resolves to loopback later)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from mes.api.app import create_app
-from mes.auth.bootstrap import ensure_admin
-from mes.node import FarmNode
 from mes.notify.senders import WebhookSender
 from mes.printers import networks
 from mes.printers.base import PrinterNotSent
 from mes.printers.networks import Targets, local_kind, refusal
 from mes.printers.prusalink import PrusaLinkClient
-from tests.auth import admin_headers
-from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings, running_farm
+from tests.farm_helpers import api_with, eventually, farm_settings, running_farm
 from tests.recording_server import always, json_answer, recording_server
 
 STRICT = Targets((), allow_local=False)
@@ -66,25 +59,12 @@ def test_the_default_refuses_local_addresses(tmp_path: Path,
     assert settings.printer_targets == STRICT and settings.webhook_targets == STRICT
 
 
-@asynccontextmanager
-async def strict_api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    node = FarmNode(farm_settings(tmp_path, allow_local_addresses=False), tuning=SINGLE_NODE)
-    try:
-        await ensure_admin(node)
-        transport = httpx.ASGITransport(app=create_app(node))
-        async with httpx.AsyncClient(transport=transport, base_url="http://mes",
-                                     headers=admin_headers()) as client:
-            yield client
-    finally:
-        node.close()
-
-
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:5999", "http://localhost:5999", "http://[::1]:80/",
     "http://[::ffff:127.0.0.1]:5999", "http://0.0.0.0:5999", "http://169.254.169.254/",
 ])
 async def test_a_printer_at_a_local_address_is_refused(tmp_path: Path, url: str) -> None:
-    async with strict_api(tmp_path) as api:
+    async with api_with(tmp_path, allow_local_addresses=False) as api:
         refused = await api.post("/api/v1/printers", json={
             "id": "p", "api": "OctoPrint", "url": url, "api_key": "K"})
         assert refused.status_code == 422, refused.text
@@ -104,7 +84,7 @@ async def test_a_printer_at_a_local_address_is_refused(tmp_path: Path, url: str)
 
 
 async def test_a_webhook_to_a_local_address_is_refused(tmp_path: Path) -> None:
-    async with strict_api(tmp_path) as api:
+    async with api_with(tmp_path, allow_local_addresses=False) as api:
         for url in ("http://127.0.0.1:9/x", "https://[::1]/x", "http://169.254.169.254/latest"):
             refused = await api.post("/api/v1/webhooks", json={"url": url, "types": ["*"]})
             assert refused.status_code == 422, refused.text

@@ -18,10 +18,7 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
-from mes.api.app import create_app
-from mes.auth.bootstrap import ensure_admin
 from mes.config import Settings, masked_items
-from mes.node import FarmNode
 from mes.printers import networks
 from mes.printers.base import PrinterNotSent
 from mes.printers.networks import parse_networks
@@ -30,9 +27,8 @@ from mes.printers.prusalink import PrusaLinkClient
 from mes.state.machine import StateMachine
 from mes.state.tables import printers
 from mes.state.urls import url_problem
-from tests.auth import admin_headers
 from tests.emulators import StartEmulator
-from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings, running_farm, upload
+from tests.farm_helpers import api_with, eventually, running_farm, upload
 from tests.recording_server import (
     SECRET_BODY,
     Answer,
@@ -306,24 +302,10 @@ async def test_full_farm_never_shows_or_logs_the_key(
     assert leaked == [] and key not in caplog.text
 
 
-@asynccontextmanager
-async def _api_with(tmp_path: Path, **overrides: Any
-                    ) -> AsyncIterator[httpx.AsyncClient]:
-    node = FarmNode(farm_settings(tmp_path, **overrides), tuning=SINGLE_NODE)
-    try:
-        await ensure_admin(node)  # as the leader loop does (no lifespan runs here)
-        transport = httpx.ASGITransport(app=create_app(node))
-        async with httpx.AsyncClient(transport=transport, base_url="http://mes",
-                                     headers=admin_headers()) as client:
-            yield client
-    finally:
-        node.close()
-
-
 async def test_printer_networks_at_the_edge(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     loopback = {"id": "lo", "api": "OctoPrint", "url": "http://127.0.0.1:5999", "api_key": "K"}
-    async with _api_with(tmp_path / "a", printer_networks="10.0.0.0/8") as api:
+    async with api_with(tmp_path / "a", printer_networks="10.0.0.0/8") as api:
         refused = await api.post("/api/v1/printers", json=loopback)
         assert refused.status_code == 422
         assert refused.json()["error"]["code"] == "printer_network_refused"
@@ -350,7 +332,7 @@ async def test_printer_networks_at_the_edge(tmp_path: Path,
         assert unresolved.status_code == 422
         assert unresolved.json()["error"]["code"] == "printer_host_unresolved"
     monkeypatch.undo()
-    async with _api_with(tmp_path / "b", printer_networks="127.0.0.0/8") as api:
+    async with api_with(tmp_path / "b", printer_networks="127.0.0.0/8") as api:
         assert (await api.post("/api/v1/printers", json=loopback)).status_code == 201
 
 

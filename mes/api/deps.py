@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from mes import quotas
 from mes.api.errors import ApiError, from_domain
@@ -16,8 +16,7 @@ from mes.api.raft_index import note_index
 from mes.auth.principal import Principal
 from mes.node import FarmNode
 from mes.raft.writer import NoLeader
-from mes.state.machine import request_key
-from mes.state.tables import applied_requests
+from mes.state.machine import was_applied
 
 T = TypeVar("T")
 
@@ -67,11 +66,8 @@ def found(value: T | None, what: str, ident: str) -> T:
 
 async def _within(node: FarmNode, quota: quotas.Check, user_id: str, request_id: str) -> None:
     """Raise 429 `quota_exceeded` if the user reached `quota` and the request is new."""
-    stored = request_key(request_id)
-
     def query(conn: Connection) -> str | None:
-        if conn.execute(select(applied_requests.c.seq).where(
-                applied_requests.c.request_id == stored)).first() is not None:
+        if was_applied(conn, request_id):
             return None  # a retry: its stored outcome answers it
         return quota(conn, user_id)
 

@@ -93,6 +93,12 @@ def request_key(rid: Any) -> str | None:
     return f"sha256:{digest}"
 
 
+def was_applied(conn: Connection, rid: str) -> bool:
+    """Whether the request `rid` was applied (its outcome is remembered)."""
+    return conn.execute(select(applied_requests.c.seq).where(
+        applied_requests.c.request_id == request_key(rid))).first() is not None
+
+
 def command_fingerprint(command: Mapping[str, Any]) -> str | None:
     """SHA-256 of a command's op and arguments (None if they are not plain data)."""
     try:

@@ -19,10 +19,11 @@ INTERFACES = ("rest", "opcua")
 
 def _entry(index: int, item: Any) -> tuple[str, str]:
     where = f"failures.{index}"
-    if not isinstance(item, dict) or set(item) - {"account", "source", "interface", "count"}:
+    if not isinstance(item, dict):
         raise InvalidCommand("invalid_failures", f"{where} must be an object of account, "
                              "source, interface and count", where)
     entry = Args(item)
+    entry.reject_unknown(("account", "source", "interface", "count"))
     account = entry.text("account", 64)
     source = entry.text("source", 64, required=False, nullable=True)
     interface = entry.text("interface", 8)
