@@ -62,7 +62,9 @@ def build_and_print(cluster: Cluster, emulator_urls: list[str]) -> tuple[ServerP
     assert api.client.post("/users", json={"id": "ada", "name": "Ada", "role": "user"}
                            ).status_code == 201
     token = api.client.post("/tokens", json={"name": "lab", "user_id": "ada"}).json()["token"]
-    stored = api.client.post("/files", files={"file": ("part.gcode", GCODE)})
+    # the user uploads the file their jobs print: since level 4 a user prints only their own
+    stored = api.client.post("/files", files={"file": ("part.gcode", GCODE)},
+                             headers={**bearer(token)})
     assert stored.status_code == 201, stored.text
     file_id = stored.json()["id"]
     for n in range(JOBS):
