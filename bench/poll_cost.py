@@ -93,7 +93,7 @@ async def _mes_client(urls: list[str], rounds: int) -> float:
     requests), over the pool's shared session (PRINTER_NETWORKS guard on), PrinterStatus
     built."""
     from mes.printers.http import SharedSession
-    from mes.printers.networks import parse_networks
+    from mes.networks import parse_networks
     from mes.printers.octoprint import OctoPrintClient
 
     shared = SharedSession(parse_networks("127.0.0.0/8"))

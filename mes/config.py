@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mes.printers.networks import Networks, Targets, parse_networks
+from mes.networks import Networks, Targets, parse_networks
 
 MIN_SECRET_LENGTH = 16
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 
+from mes.app.commands import CommandDoor
+from mes.app.errors import DomainError
 from mes.auth.authenticator import Authenticator
 from mes.auth.bootstrap import ensure_admin
 from mes.auth.failed_sign_ins import FailedSignIns
@@ -30,7 +32,7 @@ from mes.raft.cluster import cluster_view
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
 from mes.raft.snapshot import SnapshotFiles
-from mes.raft.writer import Writer
+from mes.raft.writer import NoLeader, Writer
 from mes.state import cluster_versions, queries
 from mes.state.machine import Outcome, StateMachine
 from mes.state.ops import Op
@@ -41,6 +43,7 @@ from mes.workers.host import WorkerHost
 if TYPE_CHECKING:
     from mes.files.sweep import BlobSweeper
     from mes.notify.loop import DeliveryLoop
+    from mes.opcua.external import ExternalWriter
     from mes.opcua.server import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ class FarmNode:
         self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
         self.machine.add_listener(self.applied.on_apply)
         self.linearizer = Linearizer(self._commit_noop)
+        # The one door through which every interface submits a principal's command.
+        self.commands = CommandDoor(self.writer, self.read)
         verifier = verifier_from(settings)
         oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
@@ -140,6 +145,61 @@ class FarmNode:
         """Tell `listener` of every applied command (on the Raft thread)."""
         self.machine.add_listener(listener)
 
+    def on_restore(self, listener: Callable[[], None]) -> None:
+        """Tell `listener` whenever a snapshot replaced the state (on the Raft thread)."""
+        self.machine.add_restore_listener(listener)
+
+    # Read levels (mes.app.ports.ReadLevels).
+
+    def applied_index(self) -> int:
+        """The Raft index this node has applied."""
+        return self.applied.applied()
+
+    async def wait_applied(self, index: int, timeout: float) -> bool:
+        """Whether this node applied `index` within `timeout` seconds."""
+        return await self.applied.wait(index, timeout)
+
+    async def barrier(self) -> int:
+        """Commit a no-op through the leader and return its index once applied here."""
+        try:
+            return await self.linearizer.barrier()
+        except NoLeader as exc:
+            raise DomainError("unavailable", "no_leader",
+                              f"a linearizable read needs a leader: {exc}") from None
+
+    def state_image(self) -> tuple[int, bytes]:
+        """The applied state as a database image and the index it was taken at (blocks:
+        call it off the event loop)."""
+        index, image = self.raft.read_at_applied(self.machine.snapshot)
+        return int(index), image
+
+    # Live printer status (mes.app.ports.PrinterStatus).
+
+    def printer_seen_at(self, printer_id: str) -> float | None:
+        """When this node's worker last heard from the printer (None: not driven here)."""
+        pool = self.workers.pool if self.workers is not None else None
+        live = pool.ctx.seen.get(printer_id) if pool is not None else None
+        return live.at if live is not None else None
+
+    def workers_running(self) -> int:
+        """How many printer workers run on this node."""
+        pool = self.workers.pool if self.workers is not None else None
+        return len(pool.workers) if pool is not None else 0
+
+    def workers_view(self) -> dict[str, Any]:
+        """This node's printer workers, its lease and, on the leader, the balancer."""
+        host = self.workers
+        if host is None:
+            return {"running": False}
+        extra: dict[str, Any] = {"lease_remaining": round(host.lease.remaining(), 3),
+                                 "lease_renewals": host.lease.renewals}
+        if host.leader is not None:
+            extra["balancer"] = {"epoch": host.leader.epoch, "commands": host.leader.commands,
+                                 "expired": host.leader.expired}
+        if host.pool is None:
+            return {"running": False, **extra}
+        return {"running": True, **host.pool.stats(), **extra}
+
     async def _commit_noop(self) -> int:
         """Commit a no-op (a linearizable read's barrier); its index once applied here."""
         outcome = await self.writer.submit(Op.NOOP, {}, remember=False)
@@ -194,7 +254,8 @@ class FarmNode:
 
         self.events.attach(asyncio.get_running_loop())
         self.workers = WorkerHost(self, metrics=self.metrics.workers,
-                                  leader_tasks=[lambda: run_retention(self)])
+                                  leader_tasks=[lambda: run_retention(self)],
+                                  status_sink=self._external_writer)
         self.sweeper = BlobSweeper(self)
         self.deliveries = DeliveryLoop(self)
         self._background = [asyncio.create_task(self._announce(), name="announce"),
@@ -216,6 +277,12 @@ class FarmNode:
             # Never delays the REST API: the server binds and builds on its own thread.
             self._background.append(asyncio.create_task(self._start_opcua(self.opcua),
                                                         name="opcua-start"))
+
+    def _external_writer(self) -> ExternalWriter | None:
+        """External-server mode: each worker pool writes its printers into the lab's server."""
+        from mes.opcua.external import ExternalWriter, external_enabled
+
+        return ExternalWriter(self.settings) if external_enabled(self.settings) else None
 
     def versions_reporter(self) -> VersionReporter:
         """Reports this node's release through Raft; leading, raises the cluster version."""

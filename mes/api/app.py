@@ -32,15 +32,15 @@ from mes.api.routes import (
     webhooks,
 )
 from mes.api.security_headers import SecurityHeaders
+from mes.app.ports import Farm
 from mes.metrics.http import RequestMetrics
-from mes.node import FarmNode
 from mes.version import RELEASE
 from mes.web import install as install_web
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(node: FarmNode) -> FastAPI:
+def create_app(node: Farm) -> FastAPI:
     """The REST API at /api/v1 with OpenAPI docs at /api/v1/docs."""
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

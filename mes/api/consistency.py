@@ -19,8 +19,7 @@ from fastapi import Request
 
 from mes.api.deps import NodeDep
 from mes.api.errors import ApiError
-from mes.api.raft_index import note_index
-from mes.raft.writer import NoLeader
+from mes.app.raft_index import note_index
 
 CONSISTENCY_HEADER = "X-Read-Consistency"
 CONSISTENCY_QUERY = "consistency"
@@ -72,14 +71,10 @@ async def read_consistency(request: Request, node: NodeDep) -> None:
     index = _min_index(request)
     timeout = node.settings.raft_write_timeout
     if level == "linearizable":
-        try:
-            index = max(index, await node.linearizer.barrier())
-        except NoLeader as exc:
-            raise ApiError(503, "no_leader", f"a linearizable read needs a leader: {exc}",
-                           headers={"Retry-After": "1"}) from None
-    if index and not await node.applied.wait(index, timeout):
+        index = max(index, await node.barrier())
+    if index and not await node.wait_applied(index, timeout):
         raise ApiError(503, "raft_index_not_reached",
-                       f"this node has applied Raft index {node.applied.applied()}; index "
+                       f"this node has applied Raft index {node.applied_index()}; index "
                        f"{index} was not reached within {timeout:g} s", MIN_INDEX_QUERY,
                        headers={"Retry-After": "1"})
-    note_index(node.applied.applied())
+    note_index(node.applied_index())

@@ -10,9 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mes.app.errors import DomainError, Kind
+
 log = logging.getLogger(__name__)
 
-STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "rule": 409, "forbidden": 403}
+# The HTTP status of each kind of the application layer's DomainError (one table).
+STATUS_OF_KIND: dict[Kind, int] = {"invalid": 422, "not_found": 404, "rule": 409,
+                                   "forbidden": 403, "quota": 429, "unavailable": 503}
 # Validation error types of our own that answer with their own code instead of invalid_input.
 OWN_CODES = frozenset({"invalid_url"})
 
@@ -35,10 +39,16 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     return {"error": {"code": code, "message": message, "field": field}}
 
 
-def from_domain(error: dict[str, Any]) -> ApiError:
-    """Map a state-machine error to its HTTP answer."""
-    return ApiError(STATUS_OF_KIND.get(error["kind"], 409), error["code"], error["message"],
-                    error.get("field"))
+def from_domain(error: DomainError) -> ApiError:
+    """The HTTP answer of the application layer's error."""
+    if error.kind == "unavailable" and error.retry_key is not None:
+        key = error.retry_key
+        return ApiError(503, error.code, f"{error.message}. Retry with the header "
+                        f"'Idempotency-Key: {key}' so that it applies at most once",
+                        error.field, headers={"Retry-After": "1", "Idempotency-Key": key})
+    headers = {"Retry-After": "1"} if error.kind == "unavailable" else None
+    return ApiError(STATUS_OF_KIND[error.kind], error.code, error.message, error.field,
+                    headers=headers)
 
 
 def _field_of(loc: Any) -> str | None:
@@ -53,6 +63,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.field), exc.status,
                             headers=exc.headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return await _api_error(request, from_domain(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

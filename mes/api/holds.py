@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select
 
 from mes.api.deps import read
-from mes.node import FarmNode
+from mes.app.ports import Farm
 from mes.state import queries
 from mes.state.holds import FarmView, hold_of
 from mes.state.queries import printer_row
@@ -31,7 +31,7 @@ def farm_view(conn: Connection, jobs: list[dict[str, Any]]) -> FarmView:
     return FarmView(found, statuses, busy, time.time())
 
 
-async def with_holds(node: FarmNode, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def with_holds(node: Farm, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`jobs`, each with its `hold` ({code, message}, or None when it does not wait)."""
     waiting = [j for j in jobs if j["status"] in _WAITING]
     view = await read(node, lambda c: farm_view(c, waiting)) if waiting else None
@@ -41,6 +41,6 @@ async def with_holds(node: FarmNode, jobs: list[dict[str, Any]]) -> list[dict[st
     return jobs
 
 
-async def with_hold(node: FarmNode, job: dict[str, Any]) -> dict[str, Any]:
+async def with_hold(node: Farm, job: dict[str, Any]) -> dict[str, Any]:
     """One job with its `hold`."""
     return (await with_holds(node, [job]))[0]

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from mes.api.deps import read
 from mes.api.errors import ApiError
-from mes.node import FarmNode
+from mes.app.ports import Farm
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -69,7 +69,7 @@ def paged(request: Request, response: Response, rows: list[dict[str, Any]], limi
     return page
 
 
-async def page_by_id(request: Request, response: Response, node: FarmNode,
+async def page_by_id(request: Request, response: Response, node: Farm,
                      page: Callable[[Connection, str | None, int], list[dict[str, Any]]],
                      limit: int, cursor: str | None) -> list[dict[str, Any]]:
     """One page of a list ordered by id; `page(conn, after_id, count)` reads its rows."""

@@ -1,37 +1,19 @@
 """The `X-Raft-Index` response header: the Raft index a write was applied at, or the index
 a read's state includes at least.
 
-A pure ASGI middleware gives each request a holder; `commit` (writes) and the read
-consistency dependency (reads) note an index in it, and the header goes on the response.
+A pure ASGI middleware opens `mes.app.raft_index.noting_index()` for each request; the
+command door (writes) and the read consistency dependency (reads) note an index in it, and
+the header goes on the response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mes.app.raft_index import noting_index
+
 RAFT_INDEX_HEADER = "X-Raft-Index"
-
-
-class _Holder:
-    __slots__ = ("index",)
-
-    def __init__(self) -> None:
-        self.index = 0
-
-
-_current: ContextVar[_Holder | None] = ContextVar("raft_index", default=None)
-
-
-def note_index(index: int) -> None:
-    """Report `index` on this request's response (the highest noted wins)."""
-    holder = _current.get()
-    if holder is not None and index > holder.index:
-        holder.index = index
 
 
 class RaftIndexHeader:
@@ -52,14 +34,3 @@ class RaftIndexHeader:
                 await send(message)
 
             await self.app(scope, receive, send_with_index)
-
-
-@contextmanager
-def noting_index() -> Iterator[_Holder]:
-    """Collect the indexes noted inside the block (a request, or an OPC UA method call)."""
-    holder = _Holder()
-    token = _current.set(holder)
-    try:
-        yield holder
-    finally:
-        _current.reset(token)

@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mes import quotas
 from mes.api.deps import commit, read
 from mes.api.errors import ApiError
+from mes.app import quotas
+from mes.app.ports import Farm
 from mes.auth.principal import Principal
 from mes.files.peers import NotEnoughCopies
 from mes.files.validate import BadUpload, check_head, check_name, check_size
-from mes.node import FarmNode
 from mes.state.ops import Op
 
 # Size of the pieces an upload is copied in.
 PIECE = 1 << 20
 
 
-async def store_upload(node: FarmNode, upload: Any, by: Principal) -> dict[str, Any]:
+async def store_upload(node: Farm, upload: Any, by: Principal) -> dict[str, Any]:
     """Store one uploaded file and return its committed record; nothing is kept if refused."""
     if not hasattr(upload, "read"):  # an UploadFile, not a plain form field
         raise ApiError(422, "missing_file", "a multipart field 'file' is required", "file")

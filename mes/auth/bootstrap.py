@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING
 
 from mes.auth.secrets import new_token, token_hash
+from mes.service_port import ServicePort
 from mes.state.ops import Op
-
-if TYPE_CHECKING:
-    from mes.node import FarmNode
 
 log = logging.getLogger(__name__)
 
 ADMIN_ID = "admin"
 
 
-async def ensure_admin(node: FarmNode) -> bool:
+async def ensure_admin(node: ServicePort) -> bool:
     """Create the admin and its token unless an admin exists; True if this call did.
 
     The token is MES_ADMIN_TOKEN when set; otherwise a new one, printed once to this
@@ -29,7 +26,7 @@ async def ensure_admin(node: FarmNode) -> bool:
     args = {"user_id": ADMIN_ID, "name": "admin", "token_name": "bootstrap",
             "token_id": "bootstrap-" + hashlib.sha256(digest.encode()).hexdigest()[:12],
             "token_hash": digest}
-    outcome = await node.writer.submit(Op.USER_BOOTSTRAP, args)
+    outcome = await node.submit(Op.USER_BOOTSTRAP, args)
     if outcome.error is not None:
         log.error("could not create the first admin: %s", outcome.error["message"])
         return False

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+from mes.state.args import SHA256_PATTERN
+
+__all__ = ["SHA256_PATTERN", "BlobStore"]
+
 # How much of a blob's start is kept for checking its kind (text or binary G-code).
 HEAD_BYTES = 64 * 1024
 

@@ -16,17 +16,28 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, select
 
 from mes.files.store import SHA256_PATTERN, BlobStore
+from mes.raft.applied import AppliedView
 from mes.raft.readiness import not_ready_reasons, progress_of
+from mes.service_port import ServicePort
 from mes.state.machine import Outcome
 from mes.state.tables import files
 
-if TYPE_CHECKING:
-    from mes.node import FarmNode
+
+class SweepPort(ServicePort, Protocol):
+    """What the sweeper needs of its node: its Raft progress and its blob store too."""
+
+    @property
+    def raft(self) -> AppliedView:
+        """The node's Raft engine (its progress only)."""
+
+    @property
+    def blobs(self) -> BlobStore:
+        """This node's blob store."""
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +90,12 @@ def remove_stale(store: BlobStore, known: Collection[str], grace: float) -> int:
 class BlobSweeper:
     """Sweeps this node's blob store every RETENTION_INTERVAL and soon after records go."""
 
-    def __init__(self, node: FarmNode) -> None:
+    def __init__(self, node: SweepPort) -> None:
         self.node = node
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.removed = 0
-        node.machine.add_listener(self._on_apply)
+        node.on_apply(self._on_apply)
 
     def _on_apply(self, _: Mapping[str, Any], outcome: Outcome) -> None:
         """On the Raft thread: wake the sweep when a command deleted file records."""

@@ -10,21 +10,40 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select
 
+from mes.files.store import BlobStore
+from mes.raft.applied import AppliedView
 from mes.raft.cluster import ROLES
 from mes.state.intervals import UTILIZATION_STATES, state_expression
 from mes.state.jobs import JOB_STATUSES
 from mes.state.tables import print_jobs, printer_status, printers
 
-if TYPE_CHECKING:
-    from mes.node import FarmNode
+T = TypeVar("T")
+
+
+class ScrapedNode(Protocol):
+    """What the collector reads of its node (mes.node.FarmNode is one)."""
+
+    @property
+    def raft(self) -> AppliedView:
+        """The node's Raft engine (its counters only)."""
+
+    @property
+    def blobs(self) -> BlobStore:
+        """This node's blob store."""
+
+    def read_now(self, query: Callable[[Connection], T]) -> T:
+        """Read the applied state on the calling thread."""
+
+    def workers_running(self) -> int:
+        """How many printer workers run on this node."""
 
 # The blob store is scanned again when this node stored a blob, else at most this often (a
 # scan stats every file).
@@ -81,7 +100,7 @@ def blob_usage(root: Path) -> tuple[int, int]:
 class FarmCollector(Collector):
     """Reads the node's current state whenever the registry is collected."""
 
-    def __init__(self, node: FarmNode) -> None:
+    def __init__(self, node: ScrapedNode) -> None:
         self._node = node
         self._blobs: tuple[float, int, int, int] | None = None
         self._blob_lock = threading.Lock()
@@ -89,7 +108,7 @@ class FarmCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every gauge of this collector, as of now."""
         yield from self._raft()
-        counts = self._node.machine.read(lambda c: (printers_by_state(c), jobs_by_status(c)))
+        counts = self._node.read_now(lambda c: (printers_by_state(c), jobs_by_status(c)))
         by_state = GaugeMetricFamily("mes_printers", "Printers in each state now "
                                      "(as the utilisation report counts them)", labels=["state"])
         for state, count in counts[0].items():
@@ -105,10 +124,8 @@ class FarmCollector(Collector):
                                 value=files)
         yield GaugeMetricFamily("mes_blob_store_bytes", "Bytes of G-code stored on this node",
                                 value=size)
-        host = self._node.workers
-        pool = host.pool if host is not None else None
         yield GaugeMetricFamily("mes_workers_running", "Printer workers running on this node",
-                                value=len(pool.workers) if pool is not None else 0)
+                                value=self._node.workers_running())
 
     def _raft(self) -> Iterator[Metric]:
         raft = self._node.raft

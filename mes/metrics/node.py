@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,14 +13,11 @@ from prometheus_client import (
     generate_latest,
 )
 
-from mes.metrics.farm import FarmCollector
+from mes.metrics.farm import FarmCollector, ScrapedNode
 from mes.metrics.runtime import RuntimeMetrics
 from mes.metrics.workers import WorkerMetrics
 from mes.state.commands import declared
 from mes.state.machine import Outcome
-
-if TYPE_CHECKING:
-    from mes.node import FarmNode
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_CODE_LENGTH = 64
@@ -30,7 +27,7 @@ class NodeMetrics:
     """Everything /metrics shows for one node, in a registry of its own (not the global
     default one: tests run several nodes in one process)."""
 
-    def __init__(self, node: FarmNode) -> None:
+    def __init__(self, node: ScrapedNode) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         registry = self.registry
         self.commands_applied = Counter(

@@ -13,18 +13,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select
 
 from mes.notify.senders import Attempt, MailSender, WebhookSender
 from mes.raft.writer import NoLeader
+from mes.service_port import ServicePort
 from mes.state.machine import Outcome
 from mes.state.ops import Op
 from mes.state.tables import deliveries, webhooks
-
-if TYPE_CHECKING:
-    from mes.node import FarmNode
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,7 @@ def due(conn: Connection, now: float, limit: int) -> list[dict[str, Any]]:
 class DeliveryLoop:
     """Sends pending deliveries while this node is the Raft leader."""
 
-    def __init__(self, node: FarmNode) -> None:
+    def __init__(self, node: ServicePort) -> None:
         self.node = node
         settings = node.settings
         self._wake = asyncio.Event()
@@ -55,7 +53,7 @@ class DeliveryLoop:
         self.mail = (MailSender(settings.smtp_url, settings.mail_from, settings.webhook_timeout)
                      if settings.smtp_url else None)
         self.sent = 0
-        node.machine.add_listener(self._on_apply)
+        node.on_apply(self._on_apply)
 
     def _on_apply(self, command: Mapping[str, Any], outcome: Outcome) -> None:
         if any(e.entity == "delivery" and e.change == "created" for e in outcome.events):
@@ -68,7 +66,7 @@ class DeliveryLoop:
         try:
             while True:
                 self._wake.clear()
-                if self.node.raft.is_leader():
+                if self.node.is_leader():
                     try:
                         await self._tick()
                     except Exception:
@@ -94,7 +92,7 @@ class DeliveryLoop:
     async def _deliver(self, row: dict[str, Any]) -> None:
         try:
             async with self._limit:
-                if not self.node.raft.is_leader():
+                if not self.node.is_leader():
                     return
                 attempt = await self._attempt(row)
                 self.sent += attempt.result == "ok"
@@ -119,7 +117,7 @@ class DeliveryLoop:
                 "retry_base": settings.webhook_retry_base,
                 "retry_cap": settings.webhook_retry_cap, "max_age": settings.webhook_max_age}
         try:
-            outcome = await self.node.writer.submit(Op.DELIVERY_RESULT, args)
+            outcome = await self.node.submit(Op.DELIVERY_RESULT, args)
             if outcome.error is not None:
                 log.error("the result of delivery %s was refused: %s", delivery_id,
                           outcome.error)

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 
+from mes.networks import AddressRefused, Networks, Targets, guarded_connector
 from mes.notify.signing import headers
-from mes.printers.networks import AddressRefused, Networks, Targets, guarded_connector
 
 USER_AGENT = "mes-webhooks/0.1"
 MAX_ERROR = 300

@@ -10,14 +10,14 @@ from mes.auth.principal import Principal
 from mes.auth.throttle import TooManyAttempts
 
 if TYPE_CHECKING:
-    from mes.node import FarmNode
+    from mes.app.ports import Farm
     from mes.opcua.security import PasswordCheck
 
 log = logging.getLogger(__name__)
 __all__ = ["MAX_NAME", "MAX_PASSWORD", "find_user", "password_check", "verify"]
 
 
-def password_check(node: FarmNode) -> PasswordCheck:
+def password_check(node: Farm) -> PasswordCheck:
     """A PasswordCheck against `node`'s replicated users table, argon2 off the event loop,
     through the node's sign-in guard (the same backoff and queue bound as REST).
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asyncua import Node, ua
 from sqlalchemy import Connection
 
-from mes import quotas
-from mes.api.errors import ApiError
-from mes.api.raft_index import noting_index
+from mes.app import quotas
+from mes.app.errors import DomainError, Kind
+from mes.app.raft_index import noting_index
 from mes.auth.principal import Principal
 from mes.files.store import SHA256_PATTERN
 from mes.opcua.job_orders import JobOrderInvalid, job_args
@@ -34,7 +34,7 @@ from mes.state.args import ID_PATTERN, MAX_GRAMS
 from mes.state.ops import Op
 
 if TYPE_CHECKING:
-    from mes.node import FarmNode
+    from mes.app.ports import Farm
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,10 +48,11 @@ RECORD_ONLY_PATH = "(no file: submitted over OPC UA)"
 # ISA-95 Job Control ReturnStatus: 0 is success (failures answer with the Call status code).
 RETURN_OK = 0
 
-_BY_HTTP = {400: ua.StatusCodes.BadInvalidArgument, 401: ua.StatusCodes.BadUserAccessDenied,
-            403: ua.StatusCodes.BadUserAccessDenied, 404: ua.StatusCodes.BadNotFound,
-            409: ua.StatusCodes.BadInvalidState, 422: ua.StatusCodes.BadInvalidArgument,
-            429: ua.StatusCodes.BadTooManyOperations, 503: ua.StatusCodes.BadTimeout}
+# The OPC UA status of each kind of the application layer's DomainError (one table).
+STATUS_OF_KIND: dict[Kind, int] = {
+    "invalid": ua.StatusCodes.BadInvalidArgument, "not_found": ua.StatusCodes.BadNotFound,
+    "rule": ua.StatusCodes.BadInvalidState, "forbidden": ua.StatusCodes.BadUserAccessDenied,
+    "quota": ua.StatusCodes.BadTooManyOperations, "unavailable": ua.StatusCodes.BadTimeout}
 
 
 class Refused(Exception):
@@ -148,19 +149,17 @@ class FarmMethods:
         self.require_approval = require_approval
 
     @classmethod
-    def for_node(cls, node: FarmNode,
+    def for_node(cls, node: Farm,
                  shown: Callable[[int], Awaitable[object]] | None = None) -> FarmMethods:
         """Methods that commit through `node` (any node: the command goes to the leader).
 
         `shown(index)` waits until the address space shows the write at that Raft index: a
         client that browses right after a call finds what the call made (a new job's node).
         """
-        from mes.api.deps import commit  # the API package imports the node: import late
-
         async def submit(op: str, args: dict[str, Any], who: Principal) -> Any:
             with noting_index() as noted:
                 quota = quotas.jobs_quota(node.settings) if op == Op.JOB_CREATE else None
-                value = await commit(node, op, args, None, who, quota)
+                value = await node.commands.submit(op, args, who, quota=quota)
             if shown is not None and noted.index:
                 await shown(noted.index)
             return value
@@ -180,9 +179,9 @@ class FarmMethods:
             except Refused as refused:
                 log.info("OPC UA %s refused: %s", name, refused)
                 return ua.StatusCode(refused.code)
-            except ApiError as error:
+            except DomainError as error:
                 log.info("OPC UA %s refused: %s %s", name, error.code, error.message)
-                return ua.StatusCode(_BY_HTTP.get(error.status, ua.StatusCodes.BadInternalError))
+                return ua.StatusCode(STATUS_OF_KIND[error.kind])
             except Exception:
                 log.exception("OPC UA method %s failed", name)
                 return ua.StatusCode(ua.StatusCodes.BadInternalError)

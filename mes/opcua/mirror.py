@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from asyncua import ua
 from sqlalchemy import Connection
 
+from mes.app.ports import ChangeFeed
 from mes.opcua.address_space import AddressSpace
 from mes.opcua.events import FarmEvents
 from mes.opcua.farm_state import (
@@ -33,7 +34,7 @@ from mes.opcua.farm_state import (
     read_printers,
     read_statuses,
 )
-from mes.state.machine import Outcome, StateMachine
+from mes.state.machine import Outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,9 +53,9 @@ ENDED = ("Done", "Canceled")
 class Mirror:
     """Mirrors the farm's state into an AddressSpace."""
 
-    def __init__(self, machine: StateMachine, read: Reader[Any], space: AddressSpace,
+    def __init__(self, feed: ChangeFeed, read: Reader[Any], space: AddressSpace,
                  events: FarmEvents | None, recent_jobs: int = RECENT_JOBS) -> None:
-        self.machine = machine
+        self.feed = feed
         self._read = read
         self.space = space
         self.events = events
@@ -71,7 +72,6 @@ class Mirror:
         self._ended: dict[str, float] = {}  # shown finished job -> updated_at
         self._job_printer: dict[str, str] = {}  # current job shown on a printer -> printer
         self._printer_job: dict[str, str] = {}  # and back: printer -> its current job
-        self._original_restore: Callable[[bytes], None] | None = None
         self.build_seconds: float | None = None
         self.build_cpu_seconds: float | None = None  # this thread's CPU (reads excluded)
         self.passes = 0
@@ -87,23 +87,12 @@ class Mirror:
     def attach(self) -> None:
         """Listen to the state machine (call on the server's event loop)."""
         self._loop = asyncio.get_running_loop()
-        self.machine.add_listener(self.listener)
-        # The state machine has no restore hook: wrap this instance's restore.
-        original = self.machine.restore
-        self._original_restore = original
-
-        def restore(image: bytes) -> None:
-            original(image)
-            self.request_rebuild()
-
-        setattr(self.machine, "restore", restore)  # noqa: B010 - this instance only
+        self.feed.on_apply(self.listener)
+        self.feed.on_restore(self.request_rebuild)  # a snapshot replaced the state
 
     def detach(self) -> None:
-        """Stop listening (the listener stays registered but does nothing)."""
+        """Stop listening (the listeners stay registered but do nothing)."""
         self._loop = None
-        if self._original_restore is not None:
-            setattr(self.machine, "restore", self._original_restore)  # noqa: B010
-            self._original_restore = None
 
     def listener(self, command: Mapping[str, Any], outcome: Outcome) -> None:
         """A state machine listener (Raft thread): hand the changes to the event loop."""

@@ -37,7 +37,7 @@ from opcua_model.loader import load_model
 from opcua_model.nodesets import MACHINERY_JOBS_URI
 
 if TYPE_CHECKING:
-    from mes.node import FarmNode
+    from mes.app.ports import Farm
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ReadOnlyUsers(UserManager):  # type: ignore[misc]
 class EmbeddedServer:
     """The node's OPC UA server: model, farm mirror, events and redundancy."""
 
-    def __init__(self, node: FarmNode) -> None:
+    def __init__(self, node: Farm) -> None:
         self.node = node
         self.settings = node.settings
         self.server: Server = Server(user_manager=ReadOnlyUsers())
@@ -193,7 +193,7 @@ class EmbeddedServer:
         await self.events.init()
         self.job_order_control = await self._job_management()
         await _attach_methods(self)
-        self.mirror = Mirror(self.node.machine, self.node.read, self.space, self.events)
+        self.mirror = Mirror(self.node, self.node.read, self.space, self.events)
         self.mirror.attach()
         run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
         try:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from mes.networks import AddressRefused, Networks, Targets, guarded_connector
 from mes.printers.base import (
     PrinterBusy,
     PrinterError,
@@ -24,7 +25,6 @@ from mes.printers.base import (
     PrinterNotSent,
     PrinterRefused,
 )
-from mes.printers.networks import AddressRefused, Networks, Targets, guarded_connector
 
 # Connecting (name lookup and TCP) may take 2 s; the answer may be 5 s apart between reads.
 CONNECT_SECONDS = 2.0

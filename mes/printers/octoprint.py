@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import aiohttp
 
+from mes.networks import Networks, Targets
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, json_object, number, section, upload_timeout
-from mes.printers.networks import Networks, Targets
 
 # No port: OctoPrint connects with its saved serial settings (VIRTUAL for the virtual printer).
 CONNECT = {"command": "connect"}

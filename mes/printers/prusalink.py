@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import aiohttp
 
+from mes.networks import Networks, Targets
 from mes.printers.base import PrinterError, PrinterState, PrinterStatus
 from mes.printers.http import HttpPrinter, number, section, upload_timeout
-from mes.printers.networks import Networks, Targets
 
 STATES: dict[str, PrinterState] = {
     "IDLE": "idle", "READY": "idle", "BUSY": "printing", "PRINTING": "printing",

@@ -10,6 +10,8 @@ from typing import Any
 from mes.state.errors import InvalidCommand
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# A stored file's id: the SHA-256 of its content, in lower-case hex.
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 OPCUA_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 MAX_GRAMS = 100_000
 

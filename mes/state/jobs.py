@@ -6,9 +6,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, update
 
-from mes.files.store import SHA256_PATTERN
 from mes.state import queries, stored_files
-from mes.state.args import MISSING, Args
+from mes.state.args import MISSING, SHA256_PATTERN, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
 from mes.state.tables import filaments, job_history, print_jobs, printers

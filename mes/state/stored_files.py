@@ -6,9 +6,8 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from mes.files.store import SHA256_PATTERN
 from mes.state import queries
-from mes.state.args import MISSING, Args
+from mes.state.args import MISSING, SHA256_PATTERN, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand
 from mes.state.tables import file_owners, files, nodes

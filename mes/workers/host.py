@@ -24,7 +24,7 @@ from mes.state.ops import Op
 from mes.workers.balancer import Slot, plan, silent_nodes
 from mes.workers.context import WorkerContext
 from mes.workers.lease import LeaseKeeper
-from mes.workers.pool import WorkerPool
+from mes.workers.pool import StatusSink, WorkerPool
 from mes.workers.ports import FarmPort
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,12 @@ class WorkerHost:
     """Runs this node's lease keeper, its worker pool and, while leading, the balancer."""
 
     def __init__(self, port: FarmPort, metrics: WorkerMetrics | None = None,
-                 leader_tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> None:
+                 leader_tasks: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+                 status_sink: Callable[[], StatusSink | None] = lambda: None) -> None:
         self.port = port
         self.metrics = metrics
+        # Makes what receives each new pool's statuses (external OPC UA mode), if anything.
+        self.status_sink = status_sink
         # Farm-wide jobs besides the balancer that run on the leader only (retention).
         self.leader_tasks = list(leader_tasks)
         self._leader_extra: list[asyncio.Task[None]] = []
@@ -153,7 +156,7 @@ class WorkerHost:
             ctx = WorkerContext(self.port, self.lease.valid)
             if self.metrics is not None:
                 ctx.metrics = self.metrics
-            self.pool = WorkerPool(ctx)
+            self.pool = WorkerPool(ctx, self.status_sink())
             self._pool_task = asyncio.create_task(self.pool.run(), name="worker-pool")
         elif self.pool is not None and (not valid or self._pool_task is None
                                         or self._pool_task.done()):

@@ -13,9 +13,8 @@ import contextlib
 import gc
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from mes.opcua.external import ExternalWriter, external_enabled
 from mes.printers.factory import client_for
 from mes.printers.http import SharedSession
 from mes.state.ops import Op
@@ -37,10 +36,24 @@ def _signature(printer: dict[str, Any]) -> tuple[Any, ...]:
     return (printer.get("url"), printer.get("api"), printer.get("api_key"))
 
 
+class StatusSink(Protocol):
+    """Receives every status a pool's workers observe (the external OPC UA server's writer,
+    `mes.opcua.external.ExternalWriter`, is one); made by the node for each pool."""
+
+    def attach(self, ctx: WorkerContext) -> None:
+        """Start receiving the statuses the workers of `ctx` observe."""
+
+    def start(self) -> None:
+        """Start its own task (on the pool's event loop)."""
+
+    async def stop(self) -> None:
+        """Stop and let go of its connections."""
+
+
 class WorkerPool:
     """Runs while this node's lease is fresh, for the printers assigned to this node."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, sink: StatusSink | None = None) -> None:
         self.ctx = ctx
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
@@ -50,8 +63,7 @@ class WorkerPool:
         self.http = SharedSession(ctx.node.settings.printer_targets,
                                   user_agent=f"mes node {ctx.node.self_address}")
         # External-server mode: this node writes the printers it drives into the lab's server.
-        self.external = ExternalWriter(ctx.node.settings) \
-            if external_enabled(ctx.node.settings) else None
+        self.external = sink
         if self.external is not None:
             self.external.attach(ctx)
 

@@ -28,7 +28,7 @@ CHUNK = 1 << 20
           "description": "a tar: backup.json, state.sqlite and blobs/<sha256>"}})
 async def backup(node: NodeDep, _: Admin) -> StreamingResponse:
     """A tar of the farm's state (as applied on this node) and the G-code files it names."""
-    index, image = await asyncio.to_thread(node.raft.read_at_applied, node.machine.snapshot)
+    index, image = await asyncio.to_thread(node.state_image)
     spool = tempfile.TemporaryFile(dir=node.settings.data_dir)  # noqa: SIM115 (closed by _chunks)
     try:
         info = await asyncio.to_thread(write_backup, spool, index, image, node.blobs)

@@ -14,7 +14,7 @@ from mes.api.auth import UNAUTHORIZED, Operator, authenticate
 from mes.api.consistency import read_consistency
 from mes.api.deps import NodeDep
 from mes.api.errors import error_body
-from mes.node import FarmNode
+from mes.app.ports import Farm
 from mes.raft.cluster import ROLES
 from mes.raft.readiness import not_ready_reasons, progress_of
 from mes.state import queries
@@ -66,7 +66,7 @@ def shard_view(conn: Connection) -> dict[str, Any]:
 async def digest(node: NodeDep, _: Operator) -> dict[str, Any]:
     """A SHA-256 of this node's whole applied state and the applied index it was taken at."""
     index, value = await asyncio.to_thread(
-        node.raft.read_at_applied, lambda: node.machine.read(state_digest))
+        node.raft.read_at_applied, lambda: node.read_now(state_digest))
     return {"applied_index": index, "digest": value}
 
 
@@ -74,17 +74,7 @@ async def digest(node: NodeDep, _: Operator) -> dict[str, Any]:
 async def workers(node: NodeDep, _: Operator) -> dict[str, Any]:
     """The printer workers of this node (for the printers assigned to it), its lease and,
     on the leader, the balancer."""
-    host = node.workers
-    if host is None:
-        return {"running": False}
-    extra: dict[str, Any] = {"lease_remaining": round(host.lease.remaining(), 3),
-                             "lease_renewals": host.lease.renewals}
-    if host.leader is not None:
-        extra["balancer"] = {"epoch": host.leader.epoch, "commands": host.leader.commands,
-                             "expired": host.leader.expired}
-    if host.pool is None:
-        return {"running": False, **extra}
-    return {"running": True, **host.pool.stats(), **extra}
+    return node.workers_view()
 
 
 @health_router.get("/health", responses=NOT_READY)
@@ -115,5 +105,5 @@ async def live(node: NodeDep) -> Any:
     return {"status": "ok", **body}
 
 
-def _role(node: FarmNode) -> str:
+def _role(node: Farm) -> str:
     return ROLES.get(node.raft.getStatus()["state"], "unknown")

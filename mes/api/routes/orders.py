@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
 
-from mes import quotas
 from mes.api.account_schemas import OrderCreate, OrderOut
 from mes.api.auth import Caller, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.routes.print_jobs import needs_approval
+from mes.app import quotas
 from mes.state import listing
 from mes.state.ops import Op
 from mes.state.orders import get_order

@@ -10,7 +10,6 @@ from fastapi import Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from mes import quotas
 from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
@@ -26,8 +25,9 @@ from mes.api.schemas import (
     Timestamp,
 )
 from mes.api.uploads import store_upload
+from mes.app import quotas
+from mes.app.ports import Farm
 from mes.auth.principal import Principal
-from mes.node import FarmNode
 from mes.state import listing, queries
 from mes.state.ops import Op
 
@@ -130,7 +130,7 @@ async def create_job(request: Request, node: NodeDep, who: Caller,
                                              quotas.jobs_quota(node.settings)))
 
 
-def needs_approval(node: FarmNode, who: Principal) -> bool:
+def needs_approval(node: Farm, who: Principal) -> bool:
     """Whether a job `who` submits waits for an operator (REQUIRE_APPROVAL, users only)."""
     return node.settings.require_approval and not who.staff
 
@@ -149,7 +149,7 @@ async def get_job(job_id: str, node: NodeDep, who: Caller) -> Any:
     return await with_hold(node, await visible_job(node, job_id, who))
 
 
-async def visible_job(node: FarmNode, job_id: str, who: Principal) -> dict[str, Any]:
+async def visible_job(node: Farm, job_id: str, who: Principal) -> dict[str, Any]:
     """The job, or a 404 when it does not exist or belongs to another user (for users)."""
     job = await read(node, lambda c: queries.get_job(c, job_id))
     if job is not None and not who.staff and job["owner_id"] != who.user_id:
@@ -157,7 +157,7 @@ async def visible_job(node: FarmNode, job_id: str, who: Principal) -> dict[str, 
     return found(job, "print_job", job_id)
 
 
-async def _owned(node: FarmNode, job_id: str, who: Principal) -> None:
+async def _owned(node: Farm, job_id: str, who: Principal) -> None:
     """For a user, a 404 unless the job is theirs (staff: apply checks the id itself)."""
     if not who.staff:
         await visible_job(node, job_id, who)

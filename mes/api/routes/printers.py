@@ -19,19 +19,19 @@ from mes.api.schemas import (
     PrinterUpdate,
     ReservationIn,
 )
-from mes.printers.factory import is_mock
-from mes.printers.networks import (
+from mes.networks import (
     HostUnresolved,
     LocalRefused,
     NetworkRefused,
     checked_addresses,
 )
+from mes.printers.factory import is_mock
 from mes.state import listing, queries
 from mes.state.ops import Op
 from mes.state.urls import url_problem
 
 if TYPE_CHECKING:
-    from mes.node import FarmNode
+    from mes.app.ports import Farm
 
 router = authenticated_router("/printers", "printers")
 
@@ -44,12 +44,12 @@ async def list_printers(request: Request, response: Response, node: NodeDep,
         c, listing.printers_page(c, after, count)), limit, cursor)
 
 
-async def shown(node: FarmNode, printer: dict[str, Any]) -> dict[str, Any]:
+async def shown(node: Farm, printer: dict[str, Any]) -> dict[str, Any]:
     """A printer with how it is driven (driven_by, drive_state, drive_epoch)."""
     return (await read(node, lambda c: queries.with_drive(c, [printer])))[0]
 
 
-def check_hub(node: FarmNode, args: dict[str, Any]) -> None:
+def check_hub(node: Farm, args: dict[str, Any]) -> None:
     """A hub must be one of this cluster's nodes (its Raft members, as nodes are added and
     removed)."""
     hub = args.get("hub")
@@ -93,7 +93,7 @@ async def update_printer(printer_id: str, body: PrinterUpdate, node: NodeDep, wh
     return await shown(node, await commit(node, Op.PRINTER_UPDATE, args, idempotency_key, who))
 
 
-async def check_network(node: FarmNode, args: dict[str, Any],
+async def check_network(node: Farm, args: dict[str, Any],
                         current: dict[str, Any] | None) -> None:
     """Refuse a driven printer's URL whose host resolves to an address it may not be at (a
     local one unless ALLOW_LOCAL_ADDRESSES, one outside PRINTER_NETWORKS when that is set), or,
@@ -139,9 +139,8 @@ async def printer_status(printer_id: str, node: NodeDep) -> Any:
     status = await read(node, lambda c: queries.printer_status_of(c, printer_id)) or {
         "printer_id": printer_id, "state": "unknown"}
     observed = status.get("observed_at")
-    pool = node.workers.pool if node.workers is not None else None
-    live = pool.ctx.seen.get(printer_id) if pool is not None else None
-    seen = live.at if live is not None else observed  # the driving node knows it exactly
+    live = node.printer_seen_at(printer_id)
+    seen = live if live is not None else observed  # the driving node knows it exactly
     return {**status, "last_seen_at": seen,
             "age_seconds": None if seen is None else max(0.0, time.time() - seen),
             "bed_clear": printer["bed_clear"], "attention": printer["attention"],

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
 
-from mes import quotas
 from mes.api.account_schemas import TokenCreate, TokenCreatedOut, TokenOut
 from mes.api.auth import Caller, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
+from mes.app import quotas
 from mes.auth.secrets import new_token, token_hash
 from mes.state import listing
 from mes.state.ops import Op

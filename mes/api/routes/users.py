@@ -12,8 +12,8 @@ from mes.api.auth import Admin, Caller, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, page_by_id
+from mes.app.ports import Farm
 from mes.auth.secrets import hash_password
-from mes.node import FarmNode
 from mes.state import listing
 from mes.state.ops import Op
 from mes.state.tables import users
@@ -22,7 +22,7 @@ from mes.state.users import get_user
 router = authenticated_router("/users", "users")
 
 
-async def _shown(node: FarmNode, user_id: str) -> dict[str, Any]:
+async def _shown(node: Farm, user_id: str) -> dict[str, Any]:
     def query(conn: Any) -> dict[str, Any] | None:
         row = conn.execute(users.select().where(users.c.id == user_id)).first()
         return listing.user_row(row) if row else None

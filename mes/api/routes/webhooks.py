@@ -13,8 +13,8 @@ from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
 from mes.api.notify_schemas import DeliveryOut, WebhookCreate, WebhookCreatedOut, WebhookOut
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
+from mes.networks import AddressRefused, HostUnresolved, checked_addresses
 from mes.notify.signing import new_secret
-from mes.printers.networks import AddressRefused, HostUnresolved, checked_addresses
 from mes.state.notifications import get_webhook, list_webhooks, webhook_url_problem
 from mes.state.ops import Op
 from mes.state.tables import deliveries
