@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import socket
 import ssl
@@ -20,6 +21,8 @@ from typing import Any
 from mes.config import ConfigError, Settings, load_settings, masked_items
 from mes.logs import configure_logging
 from mes.version import package_version
+
+log = logging.getLogger(__name__)
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_START = 1
@@ -183,6 +186,8 @@ def server(argv: Sequence[str] | None = None) -> None:
     if settings.tls_enabled:
         check_tls(settings.tls_cert_file, settings.tls_key_file)
     configure_logging(settings.log_level, settings.log_format, settings.http_access_log)
+    for line in settings.deprecations():
+        log.warning("%s", line)
     import uvicorn
 
     from mes.api.app import create_app

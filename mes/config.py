@@ -11,6 +11,17 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mes.config_groups import (
+    EventSettings,
+    HttpSettings,
+    NotifySettings,
+    OpcuaMode,
+    OpcuaSettings,
+    PrinterSettings,
+    QuotaSettings,
+    RaftSettings,
+    RetentionSettings,
+)
 from mes.networks import Networks, Targets, parse_networks
 
 MIN_SECRET_LENGTH = 16
@@ -52,9 +63,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     database_url: str = "sqlite+aiosqlite://"
+    # OPC UA: `embedded` (this node serves the farm's address space at OPCUA_ENDPOINT),
+    # `external` (it writes its printers into the lab's server at OPCUA_SERVER_URL) or `off`.
+    # Empty: the older form, deprecated: OPCUA_SERVER_URL containing "mock" is embedded,
+    # any other URL external, and OPCUA_ENABLED=false is off.
+    opcua_mode: Literal["", "embedded", "external", "off"] = ""
     opcua_server_url: str = "opc.tcp://mock-server:4840"
     opcua_endpoint: str = "opc.tcp://0.0.0.0:4840/mes/"
-    # The embedded OPC UA server (when OPCUA_SERVER_URL contains `mock`); false: none at all.
+    # false: no OPC UA at all, whatever the mode (the older form of OPCUA_MODE=off).
     opcua_enabled: bool = True
     upload_path: Path = Path("./upload")
     max_upload_mb: int = Field(200, gt=0, le=10_000)
@@ -286,6 +302,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _external_needs_url(self) -> Settings:
+        if self.opcua_mode == "external" and "opcua_server_url" not in self.model_fields_set:
+            raise ValueError("OPCUA_MODE=external needs OPCUA_SERVER_URL (the lab's OPC UA "
+                             "server, opc.tcp://host:port)")
+        return self
+
+    @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:
         names = ("oidc_issuer", "oidc_audience", "oidc_jwks_url")
         missing = [name.upper() for name in names if not getattr(self, name)]
@@ -358,9 +381,91 @@ class Settings(BaseSettings):
         return f"{scheme}://{host}:{self.http_port}"
 
     @property
+    def opcua_mode_in_effect(self) -> OpcuaMode:
+        """OPCUA_MODE, or what the older settings select when it is not set."""
+        if not self.opcua_enabled:
+            return "off"
+        if self.opcua_mode:
+            return self.opcua_mode
+        return "embedded" if "mock" in self.opcua_server_url else "external"
+
+    @property
     def opcua_embedded(self) -> bool:
-        """True when OPCUA_SERVER_URL selects the embedded server."""
-        return "mock" in self.opcua_server_url
+        """True when this node serves the embedded OPC UA server."""
+        return self.opcua_mode_in_effect == "embedded"
+
+    def deprecations(self) -> list[str]:
+        """One line for each deprecated form this configuration uses (logged at start)."""
+        lines = []
+        if not self.opcua_mode and "opcua_server_url" in self.model_fields_set \
+                and self.opcua_enabled:
+            mode = self.opcua_mode_in_effect
+            lines.append(f"OPCUA_SERVER_URL selects the OPC UA mode ({mode}) by "
+                         f"{'containing' if mode == 'embedded' else 'not containing'} "
+                         f"\"mock\"; this is deprecated: set OPCUA_MODE={mode}")
+        return lines
+
+    # Each component's group (mes.config_groups).
+
+    @property
+    def raft(self) -> RaftSettings:
+        """The Raft engine's settings."""
+        return RaftSettings(self.raft_self, tuple(self.peers), self.raft_bind_address,
+                            self.raft_write_timeout, self.raft_snapshot_entries,
+                            self.raft_snapshot_interval, self.raft_sync_trace,
+                            self.cluster_secret, self.data_dir)
+
+    @property
+    def http(self) -> HttpSettings:
+        """The REST listener's settings."""
+        return HttpSettings(self.http_host, self.http_port, self.advertise_url,
+                            self.http_access_log, self.max_upload_mb, self.tls_cert_file,
+                            self.tls_key_file, self.metrics_public)
+
+    @property
+    def opcua(self) -> OpcuaSettings:
+        """OPC UA's settings (the embedded server and the external writer)."""
+        return OpcuaSettings(self.opcua_mode_in_effect, self.opcua_server_url,
+                             self.opcua_endpoint, self.opcua_allow_anonymous,
+                             self.opcua_trusted_certs, self.opcua_server_namespace,
+                             self.opcua_security, self.opcua_username, self.opcua_password,
+                             self.data_dir, self.raft_self, tuple(self.peers))
+
+    @property
+    def printers(self) -> PrinterSettings:
+        """The printer workers' settings."""
+        return PrinterSettings(
+            self.printer_worker_interval, self.node_lease_seconds, self.node_lease_renew,
+            self.shard_balance_interval, self.printer_start_grace, self.printer_targets,
+            self.auto_schedule, self.auto_clear_bed, self.mock_printer_interval,
+            self.mock_printer_job_time, self.mock_printer_target_bed_temperature,
+            self.mock_printer_target_bed_nozzle)
+
+    @property
+    def notify(self) -> NotifySettings:
+        """Webhooks' and e-mail's settings."""
+        return NotifySettings(self.webhook_targets, self.webhook_timeout,
+                              self.webhook_retry_base, self.webhook_retry_cap,
+                              self.webhook_max_age, self.notify_interval, self.smtp_url,
+                              self.mail_from)
+
+    @property
+    def retention(self) -> RetentionSettings:
+        """Retention's settings."""
+        return RetentionSettings(self.job_retention_days, self.audit_retention_days,
+                                 self.retention_interval, self.blob_grace_seconds)
+
+    @property
+    def quotas(self) -> QuotaSettings:
+        """The per-user quotas."""
+        return QuotaSettings(self.quota_upload_mb, self.quota_jobs, self.quota_orders,
+                             self.quota_tokens)
+
+    @property
+    def events(self) -> EventSettings:
+        """The event stream's settings."""
+        return EventSettings(self.sse_keepalive, self.sse_retry_ms, self.sse_window,
+                             self.sse_client_queue, self.sse_resume_wait)
 
 
 def _nearest_existing(path: Path) -> Path:

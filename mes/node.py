@@ -270,7 +270,7 @@ class FarmNode:
                                                 name="versions"),
                             asyncio.create_task(self.failed_sign_ins.run(),
                                                 name="failed-sign-ins")]
-        if self.settings.opcua_enabled and self.settings.opcua_embedded:
+        if self.settings.opcua.mode == "embedded":
             from mes.opcua.server import EmbeddedServer
 
             self.opcua = EmbeddedServer(self)
@@ -282,7 +282,8 @@ class FarmNode:
         """External-server mode: each worker pool writes its printers into the lab's server."""
         from mes.opcua.external import ExternalWriter, external_enabled
 
-        return ExternalWriter(self.settings) if external_enabled(self.settings) else None
+        group = self.settings.opcua
+        return ExternalWriter(group) if external_enabled(group) else None
 
     def versions_reporter(self) -> VersionReporter:
         """Reports this node's release through Raft; leading, raises the cluster version."""
@@ -298,7 +299,7 @@ class FarmNode:
             await server.start()
         except Exception as exc:
             log.error("the OPC UA server could not start at %s: %s",
-                      server.settings.opcua_endpoint, exc)
+                      server.settings.endpoint, exc)
 
     async def _announce(self) -> None:
         args = {"raft_address": self.settings.raft_self, "http_url": self.settings.advertise_url}

@@ -74,7 +74,7 @@ async def secured_server(node: FarmNode, folder: Path, printers: tuple[str, ...]
     server = Server()
     await server.init()
     server.set_endpoint(endpoint)
-    await secure(server, config, password_check(node), writable)
+    await secure(server, config.opcua, password_check(node), writable)
     ns = await server.register_namespace(NS_URI)
     methods = FarmMethods.for_node(node)
     farm = await server.nodes.objects.add_folder(ua.NodeId("PrintFarm", ns), f"{ns}:PrintFarm")

@@ -46,6 +46,8 @@ def test_setting_prints_effective_configuration_with_secrets_masked(tmp_path: Pa
         ({"HTTP_PORT": "eighty"}, "HTTP_PORT"),
         ({"PRINTER_NETWORKS": "10.0.0.0/8,10.1.2.0/33"}, "PRINTER_NETWORKS"),
         ({"DATA_DIR": "/proc/mes-data"}, "DATA_DIR"),
+        ({"OPCUA_MODE": "mock"}, "OPCUA_MODE"),
+        ({"OPCUA_MODE": "external"}, "OPCUA_SERVER_URL"),
     ],
 )
 @pytest.mark.parametrize("script", ["setting", "server"])

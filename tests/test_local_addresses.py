@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from mes.networks import Targets, local_kind, refusal
 from mes.notify.senders import WebhookSender
 from mes.printers import networks
 from mes.printers.base import PrinterNotSent
-from mes.networks import Targets, local_kind, refusal
 from mes.printers.prusalink import PrusaLinkClient
 from tests.farm_helpers import api_with, eventually, farm_settings, running_farm
 from tests.recording_server import always, json_answer, recording_server

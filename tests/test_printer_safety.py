@@ -19,9 +19,9 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from mes.config import Settings, masked_items
+from mes.networks import parse_networks
 from mes.printers import networks
 from mes.printers.base import PrinterNotSent
-from mes.networks import parse_networks
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
 from mes.state.machine import StateMachine

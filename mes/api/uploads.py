@@ -40,8 +40,8 @@ async def store_upload(node: Farm, upload: Any, by: Principal) -> dict[str, Any]
     except BadUpload as exc:
         raise ApiError(exc.status, exc.code, exc.message, exc.field) from None
     if not by.staff:
-        reached = await read(node, lambda c: quotas.upload_quota(node.settings, sha, size)(
-            c, by.user_id))
+        quota = quotas.upload_quota(node.settings.quotas, sha, size)
+        reached = await read(node, lambda c: quota(c, by.user_id))
         if reached is not None:
             raise ApiError(429, "quota_exceeded", reached, "file")
     try:

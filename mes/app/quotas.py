@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
-from mes.config import Settings
+from mes.config_groups import QuotaSettings
 from mes.state.stored_files import owns_file
 from mes.state.usage import live_tokens, open_orders, unfinished_jobs, uploaded_bytes
 
@@ -28,31 +28,31 @@ def _reached(setting: str, limit: int, used: int, what: str, adding: int = 1) ->
             + (f"; this request adds {adding}" if adding > 1 else ""))
 
 
-def jobs_quota(settings: Settings, adding: int = 1) -> Check:
+def jobs_quota(settings: QuotaSettings, adding: int = 1) -> Check:
     """QUOTA_JOBS: jobs a user has waiting or printing."""
     return lambda conn, user_id: _reached(
-        "QUOTA_JOBS", settings.quota_jobs, unfinished_jobs(conn, user_id),
+        "QUOTA_JOBS", settings.jobs, unfinished_jobs(conn, user_id),
         "jobs waiting or printing", adding)
 
 
-def order_quota(settings: Settings, jobs: int) -> Check:
+def order_quota(settings: QuotaSettings, jobs: int) -> Check:
     """QUOTA_ORDERS (open orders), and QUOTA_JOBS for the order's `jobs`."""
     def check(conn: Connection, user_id: str) -> str | None:
-        return _reached("QUOTA_ORDERS", settings.quota_orders, open_orders(conn, user_id),
+        return _reached("QUOTA_ORDERS", settings.orders, open_orders(conn, user_id),
                         "open orders") or jobs_quota(settings, jobs)(conn, user_id)
     return check
 
 
-def token_quota(settings: Settings) -> Check:
+def token_quota(settings: QuotaSettings) -> Check:
     """QUOTA_TOKENS: a user's live API tokens."""
     return lambda conn, user_id: _reached(
-        "QUOTA_TOKENS", settings.quota_tokens, live_tokens(conn, user_id), "API tokens")
+        "QUOTA_TOKENS", settings.tokens, live_tokens(conn, user_id), "API tokens")
 
 
-def upload_quota(settings: Settings, sha: str, size: int) -> Check:
+def upload_quota(settings: QuotaSettings, sha: str, size: int) -> Check:
     """QUOTA_UPLOAD_MB: stored bytes a user uploaded (content they uploaded before is free)."""
     def check(conn: Connection, user_id: str) -> str | None:
-        limit = settings.quota_upload_mb * 2**20
+        limit = settings.upload_mb * 2**20
         if limit <= 0 or owns_file(conn, user_id, sha):
             return None
         used = uploaded_bytes(conn, user_id)
@@ -60,5 +60,5 @@ def upload_quota(settings: Settings, sha: str, size: int) -> Check:
             return None
         return (f"quota QUOTA_UPLOAD_MB reached: your stored uploads take "
                 f"{used / 2**20:.1f} MiB, this file {size / 2**20:.1f} MiB, and you may store "
-                f"at most {settings.quota_upload_mb} MiB; delete jobs or ask an operator")
+                f"at most {settings.upload_mb} MiB; delete jobs or ask an operator")
     return check

@@ -31,7 +31,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mes.config import Settings, parse_opcua_security
+from mes.config import parse_opcua_security
+from mes.config_groups import OpcuaSettings
 from mes.printers.base import PrinterStatus
 
 if TYPE_CHECKING:
@@ -57,10 +58,9 @@ _MISSING = object()
 _STALE_IDS = {StatusCodes.BadNodeIdUnknown, StatusCodes.BadNodeIdInvalid}
 
 
-def external_enabled(settings: Settings) -> bool:
-    """Whether this node writes into an external server (OPCUA_SERVER_URL without "mock")."""
-    # OPCUA_ENABLED (helper A's setting) turns every OPC UA part off when false.
-    return not settings.opcua_embedded and bool(getattr(settings, "opcua_enabled", True))
+def external_enabled(settings: OpcuaSettings) -> bool:
+    """Whether this node writes into an external server (OPCUA_MODE=external)."""
+    return settings.mode == "external"
 
 
 def lab_values(printer: Mapping[str, Any], status: PrinterStatus,
@@ -134,7 +134,7 @@ async def client_certificate(data_dir: Path) -> tuple[Path, Path]:
 class ExternalWriter:
     """Writes the printers this node drives into the external server, from its own task."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: OpcuaSettings) -> None:
         self.settings = settings
         self._mailbox: dict[str, tuple[str, dict[str, Any]]] = {}
         self._wake = asyncio.Event()
@@ -210,7 +210,7 @@ class ExternalWriter:
 
     async def run(self) -> None:
         """Connect, write whatever arrives, and reconnect with backoff, until cancelled."""
-        url = self.settings.opcua_server_url
+        url = self.settings.server_url
         backoff = FIRST_BACKOFF
         down_since: float | None = None
         while True:
@@ -235,29 +235,29 @@ class ExternalWriter:
 
     async def _connect(self) -> None:
         settings = self.settings
-        client = Client(settings.opcua_server_url, timeout=REQUEST_TIMEOUT,
+        client = Client(settings.server_url, timeout=REQUEST_TIMEOUT,
                         watchdog_intervall=max(REQUEST_TIMEOUT, 1.0))
         client.application_uri = APPLICATION_URI
         client.name = client.description = "mes print farm"
-        if settings.opcua_username:
-            client.set_user(settings.opcua_username)
-            client.set_password(settings.opcua_password)
+        if settings.username:
+            client.set_user(settings.username)
+            client.set_password(settings.password)
         self._client = client
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            security = parse_opcua_security(settings.opcua_security)
+            security = parse_opcua_security(settings.security)
             if security is not None:
                 cert, key = await client_certificate(settings.data_dir)
                 policy = getattr(security_policies, f"SecurityPolicy{security[0]}")
                 await client.set_security(policy, str(cert), str(key),
                                           mode=getattr(ua.MessageSecurityMode, security[1]))
             await client.connect()
-            self._ns = await client.get_namespace_index(settings.opcua_server_namespace)
+            self._ns = await client.get_namespace_index(settings.server_namespace)
         self._targets.clear()
         self._unknown_since.clear()
         self.connected = True
         self.connects += 1
         log.info("OPC UA external server %s connected (namespace %s is index %d)",
-                 settings.opcua_server_url, settings.opcua_server_namespace, self._ns)
+                 settings.server_url, settings.server_namespace, self._ns)
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -328,7 +328,7 @@ class ExternalWriter:
             self._warn_once(("unknown", name),
                             "OPC UA: no object %s under Objects in namespace %s of %s; its "
                             "printer is not written there", name,
-                            self.settings.opcua_server_namespace, self.settings.opcua_server_url)
+                            self.settings.server_namespace, self.settings.server_url)
         else:
             self._unknown_since.pop(name, None)
         return target

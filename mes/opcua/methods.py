@@ -158,7 +158,7 @@ class FarmMethods:
         """
         async def submit(op: str, args: dict[str, Any], who: Principal) -> Any:
             with noting_index() as noted:
-                quota = quotas.jobs_quota(node.settings) if op == Op.JOB_CREATE else None
+                quota = quotas.jobs_quota(node.settings.quotas) if op == Op.JOB_CREATE else None
                 value = await node.commands.submit(op, args, who, quota=quota)
             if shown is not None and noted.index:
                 await shown(noted.index)

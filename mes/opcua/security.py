@@ -46,7 +46,8 @@ from asyncua.ua.uaerrors import UaError
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mes.auth.principal import Principal
-from mes.config import ConfigError, Settings
+from mes.config import ConfigError
+from mes.config_groups import OpcuaSettings
 from mes.opcua.privacy import guard_sessions
 
 log = logging.getLogger(__name__)
@@ -230,12 +231,12 @@ def _as_anonymous(session: Any) -> None:
         session.user = dataclasses.replace(user, principal=None)
 
 
-def _host_name(settings: Settings) -> str:
-    host = urlsplit(settings.opcua_endpoint).hostname or ""
+def _host_name(settings: OpcuaSettings) -> str:
+    host = urlsplit(settings.endpoint).hostname or ""
     return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
 
 
-async def load_or_make_certificate(server: Server, settings: Settings) -> Path:
+async def load_or_make_certificate(server: Server, settings: OpcuaSettings) -> Path:
     """Load the server's key and certificate from DATA_DIR/opcua/, made there on first use.
 
     Returns the certificate's path.
@@ -278,7 +279,7 @@ def _none_read_only(server: Server) -> None:
     server._setup_server_nodes = setup_then_restrict
 
 
-async def secure(server: Server, settings: Settings, check_password: PasswordCheck,
+async def secure(server: Server, settings: OpcuaSettings, check_password: PasswordCheck,
                  writable: WritePolicy | None = None) -> None:
     """Secure `server` as the module docstring says.
 
@@ -287,7 +288,7 @@ async def secure(server: Server, settings: Settings, check_password: PasswordChe
     await load_or_make_certificate(server, settings)
     await server.set_application_uri(application_uri(settings.raft_self))
     server.product_uri = PRODUCT_URI
-    anonymous = settings.opcua_allow_anonymous
+    anonymous = settings.allow_anonymous
     policies = list(SECURE_POLICIES)
     if anonymous:
         policies.append(ua.SecurityPolicyType.NoSecurity)
@@ -302,5 +303,5 @@ async def secure(server: Server, settings: Settings, check_password: PasswordChe
     server.iserver.mes_password_check = check_password
     guard_sessions(server)
     _wrap_writes(server, writable or (lambda _who, _node: False))
-    if settings.opcua_trusted_certs:
-        await _trust(server, settings.opcua_trusted_certs)
+    if settings.trusted_certs:
+        await _trust(server, settings.trusted_certs)

@@ -62,7 +62,7 @@ class EmbeddedServer:
 
     def __init__(self, node: Farm) -> None:
         self.node = node
-        self.settings = node.settings
+        self.settings = node.settings.opcua
         self.server: Server = Server(user_manager=ReadOnlyUsers())
         self.farm_ns: int = -1
         self.application_uri = application_uri(self.settings.raft_self)
@@ -103,7 +103,7 @@ class EmbeddedServer:
 
     def status(self) -> dict[str, Any]:
         """Timings and size, for logs and diagnostics."""
-        return {"endpoint": self.settings.opcua_endpoint, "ready": self.ready.is_set(),
+        return {"endpoint": self.settings.endpoint, "ready": self.ready.is_set(),
                 "started_seconds": self.started_seconds, "model_seconds": self.model_seconds,
                 "build_seconds": self.build_seconds,
                 "nodes": self.space.node_count if self.space else 0,
@@ -130,7 +130,7 @@ class EmbeddedServer:
             bound.set_exception(exc)
             return
         self.started_seconds = time.perf_counter() - started
-        log.info("OPC UA server listening at %s after %.2f s", self.settings.opcua_endpoint,
+        log.info("OPC UA server listening at %s after %.2f s", self.settings.endpoint,
                  self.started_seconds)
         bound.set_result(None)
         if self._stop_requested:  # stop() came before the loop could be told
@@ -166,7 +166,7 @@ class EmbeddedServer:
         await server.init()
         await server.set_application_uri(self.application_uri)
         await _secure(self)
-        server.set_endpoint(self.settings.opcua_endpoint)
+        server.set_endpoint(self.settings.endpoint)
         server.set_server_name(f"mes node {self.settings.raft_self}")
         server.product_uri = "urn:mes:print-farm"
         server.manufacturer_name = "mes"

@@ -21,10 +21,9 @@ DAY = 86_400.0
 
 def cutoffs(node: FarmPort, now: float) -> tuple[float | None, float | None]:
     """The (jobs, audit) cutoff timestamps for a pass at `now`; None keeps that kind."""
-    settings = node.settings
-    jobs = now - settings.job_retention_days * DAY if settings.job_retention_days > 0 else None
-    audit = (now - settings.audit_retention_days * DAY
-             if settings.audit_retention_days > 0 else None)
+    settings = node.settings.retention
+    jobs = now - settings.job_days * DAY if settings.job_days > 0 else None
+    audit = now - settings.audit_days * DAY if settings.audit_days > 0 else None
     return jobs, audit
 
 
@@ -65,4 +64,4 @@ async def run_retention(node: FarmPort) -> None:
             log.info("retention: no leader committed the prune; next pass later")
         except Exception:
             log.exception("retention pass failed; next pass later")
-        await asyncio.sleep(node.settings.retention_interval)
+        await asyncio.sleep(node.settings.retention.interval)

@@ -36,7 +36,7 @@ async def events(
     fresh connection, and `reload` (then the stream closes) when this node cannot resume
     from the given id: read the state again and reconnect without an id. Users see printers,
     spools and their own jobs and orders; operators and admins see everything."""
-    settings = node.settings
+    settings = node.settings.events
     resume = last_event_id or after
     key = parse_id(resume) if resume else None
     credentials = request_token(request) or ""  # the bearer token or the session cookie
@@ -51,12 +51,12 @@ async def events(
 
     if resume and key is None:
         async def refuse() -> Any:
-            yield f"retry: {settings.sse_retry_ms}\n\n"
+            yield f"retry: {settings.retry_ms}\n\n"
             yield reload_message("this is not an event id of this farm")
         body: Any = refuse()
     else:
         subscriber = Subscriber(visible_to(who.user_id, who.staff), telemetry,
                                 node.events.capacity)
-        body = stream(node.events, subscriber, key, settings.sse_retry_ms,
-                      settings.sse_keepalive, settings.sse_resume_wait, still_allowed)
+        body = stream(node.events, subscriber, key, settings.retry_ms,
+                      settings.keepalive, settings.resume_wait, still_allowed)
     return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)

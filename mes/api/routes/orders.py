@@ -38,7 +38,7 @@ async def create_order(body: OrderCreate, node: NodeDep, who: Caller,
     if needs_approval(node, who):
         args["needs_approval"] = True
     return await commit(node, Op.ORDER_CREATE, args, idempotency_key, who,
-                        quotas.order_quota(node.settings, len(jobs)))
+                        quotas.order_quota(node.settings.quotas, len(jobs)))
 
 
 @router.get("", response_model=list[OrderOut])

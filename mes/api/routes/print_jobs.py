@@ -127,7 +127,7 @@ async def create_job(request: Request, node: NodeDep, who: Caller,
     if needs_approval(node, who):
         args["needs_approval"] = True
     return await with_hold(node, await commit(node, Op.JOB_CREATE, args, idempotency_key, who,
-                                             quotas.jobs_quota(node.settings)))
+                                             quotas.jobs_quota(node.settings.quotas)))
 
 
 def needs_approval(node: Farm, who: Principal) -> bool:

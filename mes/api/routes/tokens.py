@@ -40,7 +40,7 @@ async def create_token(body: TokenCreate, node: NodeDep, who: Caller,
     if body.expires_in_seconds is not None:
         args["expires_at"] = time.time() + body.expires_in_seconds
     value = await commit(node, Op.TOKEN_CREATE, args, idempotency_key, who,
-                         quotas.token_quota(node.settings))
+                         quotas.token_quota(node.settings.quotas))
     if value["token_hash"] != args["token_hash"]:
         raise ApiError(409, "token_already_shown", "this Idempotency-Key already made a token, "
                        "whose value was shown once; revoke it if it was lost and make another")
