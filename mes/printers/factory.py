@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from mes.config import Settings
+from mes.config_groups import PrinterSettings
 from mes.printers.base import PrinterClient
 from mes.printers.mock import MockPrinter
 from mes.printers.octoprint import OctoPrintClient
@@ -20,7 +20,7 @@ def is_mock(printer: dict[str, Any]) -> bool:
     return printer.get("api") == "Mock" or "mock" in (printer.get("url") or "").lower()
 
 
-def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
+def client_for(printer: dict[str, Any], api_key: str | None, settings: PrinterSettings,
                http: Callable[[], aiohttp.ClientSession] | None = None) -> PrinterClient:
     """A new client for `printer` (a row with url and api); raises ValueError if none fits.
 
@@ -28,16 +28,15 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: Settings,
     either way they connect only inside PRINTER_NETWORKS.
     """
     if is_mock(printer):
-        return MockPrinter(settings.mock_printer_interval, settings.mock_printer_job_time,
-                           settings.mock_printer_target_bed_temperature,
-                           settings.mock_printer_target_bed_nozzle)
+        return MockPrinter(settings.mock_interval, settings.mock_job_time,
+                           settings.mock_bed_temperature, settings.mock_nozzle_temperature)
     url = printer.get("url")
     if not url:
         raise ValueError(f"printer {printer['id']!r} has no url")
     problem = url_problem(url)  # stored before the rule was this strict
     if problem is not None:
         raise ValueError(f"printer {printer['id']!r}: its url {problem}")
-    networks = settings.printer_targets
+    networks = settings.targets
     if printer.get("api") == "OctoPrint":
         return OctoPrintClient(url, api_key or "", session=http() if http else None,
                                networks=networks)

@@ -90,7 +90,7 @@ class WorkerContext:
         view = self._view
         if view is not None:
             age = now - view.read_at
-            if age < self.node.settings.printer_worker_interval / 2 or (
+            if age < self.node.settings.printers.worker_interval / 2 or (
                     age < VIEW_MAX_AGE and view.version == self.node.farm_version):
                 return view
         self.view_reads += 1

@@ -56,7 +56,7 @@ class ShardLeader:
     async def step(self) -> bool:
         """Plan once and commit the plan if it changes anything; False once fenced."""
         leases = await self.port.read(queries.leases)
-        lease_seconds = self.port.settings.node_lease_seconds
+        lease_seconds = self.port.settings.printers.lease_seconds
         silent = silent_nodes(leases, self.heard, time.monotonic(), lease_seconds)
         gone = {s["node"] for s in silent}
         live = [lease["node"] for lease in leases
@@ -87,7 +87,7 @@ class ShardLeader:
 
     async def run(self) -> None:
         """Until cancelled or fenced."""
-        every = self.port.settings.shard_balance_interval
+        every = self.port.settings.printers.balance_interval
         while True:
             started = time.monotonic()
             try:

@@ -29,8 +29,8 @@ class LeaseKeeper:
 
     def __init__(self, port: FarmPort) -> None:
         self.port = port
-        self.lease_seconds = port.settings.node_lease_seconds
-        self.renew_every = port.settings.node_lease_renew
+        self.lease_seconds = port.settings.printers.lease_seconds
+        self.renew_every = port.settings.printers.lease_renew
         self.valid_until = 0.0  # monotonic
         self.renewals = 0
         self.failures = 0

@@ -60,7 +60,7 @@ class WorkerPool:
         self.claims = 0
         self.released = 0
         self._releases: dict[str, asyncio.Task[None]] = {}
-        self.http = SharedSession(ctx.node.settings.printer_targets,
+        self.http = SharedSession(ctx.node.settings.printers.targets,
                                   user_agent=f"mes node {ctx.node.self_address}")
         # External-server mode: this node writes the printers it drives into the lab's server.
         self.external = sink
@@ -69,7 +69,7 @@ class WorkerPool:
 
     async def run(self) -> None:
         """Every interval: match workers to assignments, schedule, commit telemetry."""
-        interval = self.ctx.node.settings.printer_worker_interval
+        interval = self.ctx.node.settings.printers.worker_interval
         if self.external is not None:
             self.external.start()
         try:
@@ -77,7 +77,7 @@ class WorkerPool:
                 started = time.monotonic()
                 try:
                     await self._sync_workers()
-                    if self.ctx.node.settings.auto_schedule:
+                    if self.ctx.node.settings.printers.auto_schedule:
                         self.claims += await schedule(self.ctx)
                     await self.telemetry.flush(self.ctx)
                     for printer_id in list(self.telemetry.stale):
@@ -120,8 +120,8 @@ class WorkerPool:
             if printer_id in self.workers:
                 continue
             try:
-                client = client_for(printer, printer.get("api_key"), self.ctx.node.settings,
-                                    self.http.get)
+                client = client_for(printer, printer.get("api_key"),
+                                    self.ctx.node.settings.printers, self.http.get)
             except ValueError as exc:
                 log.warning("no worker for printer %s: %s", printer_id, exc)
                 continue
@@ -152,7 +152,7 @@ class WorkerPool:
         if entry is not None:
             worker, task, _ = entry
             worker.retiring = True
-            timeout = max(2.0, self.ctx.node.settings.printer_worker_interval * 10)
+            timeout = max(2.0, self.ctx.node.settings.printers.worker_interval * 10)
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             if printer_id in self.workers:

@@ -92,7 +92,7 @@ class PrinterWorker:
 
     async def run(self) -> None:
         """Tick until cancelled, retired or fenced."""
-        interval = self.ctx.node.settings.printer_worker_interval
+        interval = self.ctx.node.settings.printers.worker_interval
         metrics = self.ctx.metrics
         # Workers started together (a new leader starts them all at once) would otherwise
         # tick together: 1,000 polls in one burst each interval, the last ones late by the
@@ -139,7 +139,7 @@ class PrinterWorker:
     async def poll(self, expect_job: bool = True) -> PrinterStatus:
         """The printer's status, or offline with the reason; raises only Fenced."""
         self.guard()
-        timeout = max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
+        timeout = max(2.0, self.ctx.node.settings.printers.worker_interval * 5)
         try:
             async with asyncio.timeout(timeout):  # no extra task per poll, unlike wait_for
                 status = await self.client.status(expect_job)
@@ -204,7 +204,7 @@ class PrinterWorker:
                 await self.command(Op.JOB_EXTERNAL, job_id=f"ext-{uuid.uuid4().hex[:12]}",
                                        printer_id=self.printer_id, file_name=name)
         elif (not printer["bed_clear"] and not printer.get("attention")
-              and self.ctx.node.settings.auto_clear_bed):
+              and self.ctx.node.settings.printers.auto_clear_bed):
             await self.command(Op.PRINTER_BED_CLEARED, id=self.printer_id)
 
     async def _own_file_without_job(self, name: str, job_id: str) -> None:
@@ -291,7 +291,7 @@ class PrinterWorker:
                 await self._start_failed(job, (
                     f"printer {status.state} for {now - watch.seen:.0f} s: {status.error or ''}"))
             return
-        grace = self.ctx.node.settings.printer_start_grace
+        grace = self.ctx.node.settings.printers.start_grace
         if watch.sent is None:
             if job["id"] not in self.ctx.claimed and now - watch.seen < grace:
                 return  # an earlier driver may have sent it: let the printer show it first
@@ -348,7 +348,7 @@ class PrinterWorker:
         await self.command(Op.JOB_START_FAILED, job_id=job["id"], reason=reason)
 
     def _deadline(self) -> float:
-        return max(2.0, self.ctx.node.settings.printer_worker_interval * 5)
+        return max(2.0, self.ctx.node.settings.printers.worker_interval * 5)
 
     async def _running(self, printer: dict[str, Any], job: dict[str, Any],
                        status: PrinterStatus) -> None:
@@ -366,7 +366,7 @@ class PrinterWorker:
             await self.command(Op.JOB_FINISHED, job_id=job["id"])
             if job["from_server"]:
                 await self._try(self.client.delete_file(name))
-            if self.ctx.node.settings.auto_clear_bed and not printer.get("attention"):
+            if self.ctx.node.settings.printers.auto_clear_bed and not printer.get("attention"):
                 await self.command(Op.PRINTER_BED_CLEARED, id=self.printer_id)
         elif status.state == "offline":
             return  # the printer may come back; the job stays Running meanwhile
