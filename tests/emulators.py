@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,31 +14,11 @@ import httpx
 import pytest
 
 from tests.polling import wait_for
+from tests.ports import free_ports
+
+__all__ = ["Emulator", "StartEmulator", "free_ports", "start_emulator"]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(count: int) -> int:
-    """First of ``count`` consecutive free loopback ports.
-
-    Searched below Linux's ephemeral range (32768+), where client connections in
-    TIME_WAIT would otherwise break up long runs of ports.
-    """
-    for _ in range(100):
-        first = random.randrange(10_000, 32_000 - count)
-        held: list[socket.socket] = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 @dataclass
