@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from mes.state.ops import Op  # noqa: E402
 from tests.auth import admin_headers  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
 from tests.webhook_receiver import webhook_receiver  # noqa: E402
@@ -161,7 +162,7 @@ async def synthetic(seconds: float, clients: int) -> None:
                     index = 1_000_000
                     while not stop.is_set():
                         index += 1
-                        node.events.on_apply({"op": "order.create", "ts": time.time()},
+                        node.events.on_apply({"op": Op.ORDER_CREATE, "ts": time.time()},
                                              Outcome(value=value, events=events, index=index))
                         fed[0] += len(events)
                         time.sleep(0)  # let the loop thread run (the GIL)

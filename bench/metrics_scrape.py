@@ -20,6 +20,7 @@ from sqlalchemy import select
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.state import utilization
+from mes.state.ops import Op
 from mes.state.tables import assignments
 from tests.ports import free_port
 
@@ -73,20 +74,20 @@ def run(node: FarmNode, count: int, jobs: int, days: int) -> None:
         assert outcome.ok, outcome.error
         return outcome.value
 
-    do(start, "filament.create", id="f1", type="PLA", color="red",
+    do(start, Op.FILAMENT_CREATE, id="f1", type="PLA", color="red",
        total_weight_in_grams=100_000)
-    do(start, "file.register", id=SHA, name="a.gcode", size=10)
-    leader = do(start, "leader.begin", leader="bench")["epoch"]
+    do(start, Op.FILE_REGISTER, id=SHA, name="a.gcode", size=10)
+    leader = do(start, Op.LEADER_BEGIN, leader="bench")["epoch"]
     for i, printer_id in enumerate(ids):
-        do(start, "printer.create", id=printer_id, group=f"g{i % 10}")
+        do(start, Op.PRINTER_CREATE, id=printer_id, group=f"g{i % 10}")
     me = node.settings.raft_self  # every printer driven by this node, as the leader would do
-    do(start, "node.lease", node=me)
-    do(start, "shard.assign", leader_epoch=leader, now=start,
+    do(start, Op.NODE_LEASE, node=me)
+    do(start, Op.SHARD_ASSIGN, leader_epoch=leader, now=start,
        moves=[{"printer_id": pid, "epoch": 0, "node": me} for pid in ids])
     epochs = {pid: epoch_of(node, pid) for pid in ids}
 
     def telemetry(at: float, step: int) -> None:
-        do(at, "printer.telemetry", statuses=[
+        do(at, Op.PRINTER_TELEMETRY, statuses=[
             {"printer_id": pid, "epoch": epochs[pid], "state": STATES[(step + i) % len(STATES)],
              "observed_at": at} for i, pid in enumerate(ids)])
 
@@ -102,12 +103,12 @@ def run(node: FarmNode, count: int, jobs: int, days: int) -> None:
     changing = cpu(lambda: telemetry(now, int(time.monotonic() * 1000)), 10)
     same = [{"printer_id": pid, "epoch": epochs[pid], "state": "idle", "observed_at": now,
              "bed_actual": 20.0} for pid in ids]
-    do(now, "printer.telemetry", statuses=same)
+    do(now, Op.PRINTER_TELEMETRY, statuses=same)
 
     def unchanged() -> None:
         for row in same:
             row["bed_actual"] += 1
-        do(now, "printer.telemetry", statuses=same)
+        do(now, Op.PRINTER_TELEMETRY, statuses=same)
 
     steady = cpu(unchanged, 10)
     print(f"apply of one telemetry command for {count} printers: every state changes "
@@ -116,7 +117,7 @@ def run(node: FarmNode, count: int, jobs: int, days: int) -> None:
 
     loaded = time.perf_counter()
     for j in range(jobs):
-        do(start + j, "job.create", id=f"j{j}", filament_id="f1", file_id=SHA,
+        do(start + j, Op.JOB_CREATE, id=f"j{j}", filament_id="f1", file_id=SHA,
            print_weight_in_grams=1)
     print(f"{jobs:,} jobs in {time.perf_counter() - loaded:.1f} s")
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.opcua.server import EmbeddedServer
+from mes.state.ops import Op
 from mes.state.tables import assignments
 from tests.ports import free_port
 
@@ -46,14 +47,14 @@ async def fill(node: FarmNode, count: int) -> None:
 
     for start in range(0, count, 100):
         ids = range(start, min(start + 100, count))
-        await asyncio.gather(*(submit("filament.create", {
+        await asyncio.gather(*(submit(Op.FILAMENT_CREATE, {
             "id": f"s{i}", "type": "PLA", "color": "black", "total_weight_in_grams": 1000})
             for i in ids))
-        await asyncio.gather(*(submit("printer.create", {
+        await asyncio.gather(*(submit(Op.PRINTER_CREATE, {
             "id": f"p{i}", "api": "Mock", "url": f"http://mock-{i}:5000", "worker": False,
             "opcua_name": f"Printer{i}", "filament_id": f"s{i}", "company": "Prusa",
             "model": "MK4"}) for i in ids))
-        await asyncio.gather(*(submit("job.create", {
+        await asyncio.gather(*(submit(Op.JOB_CREATE, {
             "id": f"j{i}", "filament_id": f"s{i}", "printer_id": f"p{i}",
             "filepath": "part.gcode", "print_weight_in_grams": 10}) for i in ids))
 
@@ -71,12 +72,12 @@ async def place_all(node: FarmNode) -> dict[str, int]:
     """Assign every printer to this node, as the leader's balancer would; returns each
     printer's assignment epoch (worker commands carry it)."""
     me = node.settings.raft_self
-    assert (await node.writer.submit("node.lease", {"node": me})).ok
-    leader = (await node.writer.submit("leader.begin", {"leader": me})).value["epoch"]
+    assert (await node.writer.submit(Op.NODE_LEASE, {"node": me})).ok
+    leader = (await node.writer.submit(Op.LEADER_BEGIN, {"leader": me})).value["epoch"]
     moves = [{"printer_id": printer_id, "epoch": 0, "node": me} for printer_id in
              node.machine.read(lambda c: c.execute(select(assignments.c.printer_id))
                                .scalars().all())]
-    outcome = await node.writer.submit("shard.assign", {
+    outcome = await node.writer.submit(Op.SHARD_ASSIGN, {
         "leader_epoch": leader, "now": time.time(), "moves": moves})
     assert outcome.ok, outcome.error
     rows = node.machine.read(lambda c: c.execute(
@@ -135,7 +136,7 @@ async def main(count: int, seconds: int) -> None:
             epochs = await place_all(node)
             cpu0, wall0 = thread_cpu(tid), time.perf_counter()
             for tick in range(seconds):
-                outcome = await node.writer.submit("printer.telemetry", {
+                outcome = await node.writer.submit(Op.PRINTER_TELEMETRY, {
                     "statuses": statuses(count, tick, epochs)})
                 assert outcome.ok, outcome.error
                 await asyncio.sleep(max(0.0, wall0 + tick + 1 - time.perf_counter()))

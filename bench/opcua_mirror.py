@@ -34,6 +34,7 @@ from mes.auth.secrets import hash_password
 from mes.config import Settings
 from mes.node import FarmNode
 from mes.opcua.server import EmbeddedServer
+from mes.state.ops import Op
 from tests.ports import free_port
 
 FARM = "http://mes-printfarm.org/UA/PrintFarm/"
@@ -101,7 +102,7 @@ async def telemetry(node: FarmNode, epochs: dict[str, int], count: int, seconds:
     for tick in range(1, seconds + 1):
         value = float(tick % 100)
         submitted[value] = time.time()
-        outcome = await node.writer.submit("printer.telemetry", {
+        outcome = await node.writer.submit(Op.PRINTER_TELEMETRY, {
             "statuses": statuses(count, tick, epochs)})
         assert outcome.ok, outcome.error
         committed[value] = time.time()
@@ -199,10 +200,10 @@ async def main(count: int, seconds: int, client_counts: list[int]) -> None:
             await fill(node, count)
             epochs = await place_all(node)
             for start in range(0, count, 100):  # a print on every printer: progress shows
-                await asyncio.gather(*(node.writer.submit("job.external", {
+                await asyncio.gather(*(node.writer.submit(Op.JOB_EXTERNAL, {
                     "epoch": epochs[f"p{i}"], "job_id": f"x{i}", "printer_id": f"p{i}",
                     "file_name": "part.gcode"}) for i in range(start, min(start + 100, count))))
-            await node.writer.submit("user.create", {
+            await node.writer.submit(Op.USER_CREATE, {
                 "id": "bench", "name": "bench", "role": "operator",
                 "password_hash": hash_password(PASSWORD)})
             # The same load without OPC UA: what the node spends on the farm itself.

@@ -92,8 +92,8 @@ async def _mes_client(urls: list[str], rounds: int) -> float:
     """mes's own OctoPrintClient.status() as the workers call it (a job expected, so both
     requests), over the pool's shared session (PRINTER_NETWORKS guard on), PrinterStatus
     built."""
-    from mes.printers.http import SharedSession
     from mes.networks import parse_networks
+    from mes.printers.http import SharedSession
     from mes.printers.octoprint import OctoPrintClient
 
     shared = SharedSession(parse_networks("127.0.0.0/8"))

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.raw_node import RawStore, raw_conf  # noqa: E402
 from mes.cluster_secret import raft_password  # noqa: E402
 from mes.raft.node import RaftTuning  # noqa: E402
+from mes.state.ops import Op  # noqa: E402
 from tests.auth import ADMIN_TOKEN  # noqa: E402
 from tests.cluster import TEST_CLUSTER_SECRET, Cluster, ServerProcess  # noqa: E402
 from tests.polling import wait_for  # noqa: E402
@@ -187,13 +188,13 @@ def apply_alone(count: int = 3000) -> float:
     from mes.state.machine import StateMachine
 
     machine = StateMachine()
-    machine.apply({"op": "printer.create", "args": {"id": "p"}, "ts": 1.0, "rid": "p"})
+    machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "p"}, "ts": 1.0, "rid": "p"})
     for i in range(SPOOLS):
-        machine.apply({"op": "filament.create", "ts": 1.0, "rid": f"s{i}", "args": {
+        machine.apply({"op": Op.FILAMENT_CREATE, "ts": 1.0, "rid": f"s{i}", "args": {
             "id": f"f{i}", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}})
     began = time.perf_counter()
     for n in range(count):
-        machine.apply({"op": "job.create", "ts": 2.0, "rid": f"r{n}", "args": {
+        machine.apply({"op": Op.JOB_CREATE, "ts": 2.0, "rid": f"r{n}", "args": {
             "id": f"j{n}", "printer_id": "p", "filament_id": f"f{n % SPOOLS}",
             "filepath": "bench.gcode", "print_weight_in_grams": 1}})
     return count / (time.perf_counter() - began)

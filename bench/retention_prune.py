@@ -22,6 +22,7 @@ from sqlalchemy import insert  # noqa: E402
 
 from mes.state import retention  # noqa: E402
 from mes.state.machine import StateMachine  # noqa: E402
+from mes.state.ops import Op  # noqa: E402
 from mes.state.tables import audit_log, files, job_history, print_jobs  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def filled(jobs: int, old: int, file_count: int) -> StateMachine:
                          "at": ended - 1, "cause": "created"},
                         {"job_id": f"job-{n:08d}", "from_status": "Queued",
                          "to_status": "Canceled", "at": ended, "cause": "api"}]
-            audit.append({"at": ended, "actor": "u", "op": "job.create",
+            audit.append({"at": ended, "actor": "u", "op": Op.JOB_CREATE,
                           "target": f"job-{n:08d}"})
         conn.execute(insert(print_jobs), rows)
         conn.execute(insert(job_history), history)
@@ -69,7 +70,7 @@ def main() -> None:
     cpu, more, total = [], True, 0
     while more:
         began = time.thread_time()
-        outcome = machine.apply({"op": "retention.prune", "ts": 2e6, "args": {
+        outcome = machine.apply({"op": Op.RETENTION_PRUNE, "ts": 2e6, "args": {
             "jobs_before": cutoff, "audit_before": cutoff, "limit": options.batch}})
         cpu.append(time.thread_time() - began)
         assert outcome.ok, outcome.error

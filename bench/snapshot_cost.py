@@ -21,16 +21,17 @@ from pysyncobj.config import SERIALIZER_STATE  # noqa: E402
 from mes.raft.journal import SyncedJournal  # noqa: E402
 from mes.raft.snapshot import SnapshotFiles  # noqa: E402
 from mes.state.machine import StateMachine  # noqa: E402
+from mes.state.ops import Op  # noqa: E402
 
 
 def filled_machine(jobs: int) -> StateMachine:
     """A state machine holding `jobs` queued jobs."""
     machine = StateMachine()
-    machine.apply({"op": "printer.create", "args": {"id": "p"}, "ts": 1.0, "rid": "p"})
-    machine.apply({"op": "filament.create", "ts": 1.0, "rid": "s", "args": {
+    machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "p"}, "ts": 1.0, "rid": "p"})
+    machine.apply({"op": Op.FILAMENT_CREATE, "ts": 1.0, "rid": "s", "args": {
         "id": "f", "type": "PLA", "color": "x", "total_weight_in_grams": 10**9}})
     for n in range(jobs):
-        machine.apply({"op": "job.create", "ts": 2.0, "rid": f"request-{n:032d}", "args": {
+        machine.apply({"op": Op.JOB_CREATE, "ts": 2.0, "rid": f"request-{n:032d}", "args": {
             "id": f"job-{n:08d}", "printer_id": "p", "filament_id": "f",
             "filepath": f"models/part-{n % 977}.gcode", "print_weight_in_grams": 1}})
     return machine

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 
 NODE = "127.0.0.1:7001"
 OTHER = "127.0.0.1:7002"
@@ -21,7 +22,7 @@ def do(machine: StateMachine, op: str, **args: Any) -> Any:
 def leader_epoch(machine: StateMachine) -> int:
     """The current leader epoch (one is begun if none was)."""
     value = machine.read(lambda c: c.exec_driver_sql("SELECT epoch FROM leadership").scalar())
-    return int(value) if value else int(do(machine, "leader.begin", leader="test")["epoch"])
+    return int(value) if value else int(do(machine, Op.LEADER_BEGIN, leader="test")["epoch"])
 
 
 def epoch_of(machine: StateMachine, printer_id: str) -> int:
@@ -35,10 +36,10 @@ def epoch_of(machine: StateMachine, printer_id: str) -> int:
 def place(machine: StateMachine, printer_id: str, node: str = NODE) -> int:
     """Give `printer_id` to `node` (renewing its lease), handing it over from a live node
     first if needed; returns its new assignment epoch."""
-    do(machine, "node.lease", node=node)
+    do(machine, Op.NODE_LEASE, node=node)
     epoch = epoch_of(machine, printer_id)
-    value = do(machine, "shard.assign", leader_epoch=leader_epoch(machine), now=time.time(),
+    value = do(machine, Op.SHARD_ASSIGN, leader_epoch=leader_epoch(machine), now=time.time(),
                moves=[{"printer_id": printer_id, "epoch": epoch, "node": node}])
     if value["moves"][printer_id] == "releasing":
-        do(machine, "shard.release", printer_id=printer_id, epoch=epoch)
+        do(machine, Op.SHARD_RELEASE, printer_id=printer_id, epoch=epoch)
     return epoch_of(machine, printer_id)

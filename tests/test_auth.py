@@ -11,6 +11,7 @@ import pytest
 
 from mes.auth.secrets import token_hash
 from mes.node import FarmNode
+from mes.state.ops import Op
 from tests.accounts import make_user
 from tests.auth import ADMIN_TOKEN, bearer
 from tests.farm_helpers import eventually, running_farm, upload_as
@@ -139,7 +140,7 @@ async def test_expired_token_and_disabled_user_are_refused(
         api: httpx.AsyncClient, node: FarmNode) -> None:
     alice = await make_user(api, "alice")
     token = "mes_short-lived-token-for-the-expiry-test-0000000000"
-    outcome = await node.writer.submit("token.create", {
+    outcome = await node.writer.submit(Op.TOKEN_CREATE, {
         "id": "short", "user_id": "alice", "name": "short", "token_hash": token_hash(token),
         "expires_at": time.time() + 0.5})
     assert outcome.ok, outcome.error
@@ -206,9 +207,9 @@ async def test_audit_shows_who_did_what_to_admins_only(api: httpx.AsyncClient) -
     assert (await api.post("/api/v1/print_jobs", json=job_body("j1"),
                            headers=alice)).status_code == 201
     entries = (await api.get("/api/v1/audit")).json()
-    assert ("admin", "filament.create", "f1") in {(e["actor"], e["op"], e["target"])
+    assert ("admin", Op.FILAMENT_CREATE, "f1") in {(e["actor"], e["op"], e["target"])
                                                    for e in entries}
-    assert ("alice", "job.create", "j1") in {(e["actor"], e["op"], e["target"]) for e in entries}
+    assert ("alice", Op.JOB_CREATE, "j1") in {(e["actor"], e["op"], e["target"]) for e in entries}
     only_alice = (await api.get("/api/v1/audit", params={"actor": "alice"})).json()
     assert {e["actor"] for e in only_alice} == {"alice"}
     assert_error(await api.get("/api/v1/audit", headers=alice), 403, "forbidden")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 
 HASH = "0" * 64
 ARGON = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -28,14 +29,14 @@ def do(machine: StateMachine, op: str, actor: str | None = None, **args: Any) ->
 
 
 def seed(machine: StateMachine) -> None:
-    assert do(machine, "user.bootstrap", user_id="admin", name="admin", token_id="t0",
+    assert do(machine, Op.USER_BOOTSTRAP, user_id="admin", name="admin", token_id="t0",
               token_name="bootstrap", token_hash=HASH).value == {
         "created": True, "user_id": "admin", "token_id": "t0"}
     for user_id, role in (("alice", "user"), ("bob", "user"), ("oscar", "operator")):
-        assert do(machine, "user.create", "admin", id=user_id, name=user_id, role=role).ok
-    assert do(machine, "filament.create", "oscar", id="f1", type="PLA", color="k",
+        assert do(machine, Op.USER_CREATE, "admin", id=user_id, name=user_id, role=role).ok
+    assert do(machine, Op.FILAMENT_CREATE, "oscar", id="f1", type="PLA", color="k",
               total_weight_in_grams=100).ok
-    assert do(machine, "job.create", "alice", id="ja", filament_id="f1", filepath="a",
+    assert do(machine, Op.JOB_CREATE, "alice", id="ja", filament_id="f1", filepath="a",
               print_weight_in_grams=1).ok
 
 
@@ -45,52 +46,52 @@ def code(outcome: Outcome) -> str | None:
 
 def test_roles_and_ownership_are_enforced_inside_apply(machine: StateMachine) -> None:
     seed(machine)
-    assert code(do(machine, "printer.create", "alice", id="p1")) == "forbidden"
-    assert code(do(machine, "user.create", "oscar", id="eve", name="eve", role="admin")) == \
+    assert code(do(machine, Op.PRINTER_CREATE, "alice", id="p1")) == "forbidden"
+    assert code(do(machine, Op.USER_CREATE, "oscar", id="eve", name="eve", role="admin")) == \
         "forbidden"
-    assert code(do(machine, "job.set_status", "bob", id="ja", status="Canceled")) == \
+    assert code(do(machine, Op.JOB_SET_STATUS, "bob", id="ja", status="Canceled")) == \
         "job_not_found"
-    assert code(do(machine, "job.set_status", "alice", id="ja", status="Running")) == "forbidden"
-    assert code(do(machine, "job.create", "bob", id="jb", filament_id="f1", filepath="b",
+    assert code(do(machine, Op.JOB_SET_STATUS, "alice", id="ja", status="Running")) == "forbidden"
+    assert code(do(machine, Op.JOB_CREATE, "bob", id="jb", filament_id="f1", filepath="b",
                    print_weight_in_grams=1, owner_id="alice")) == "forbidden"
-    assert code(do(machine, "leader.begin", "admin", leader="x")) == "forbidden"
-    assert code(do(machine, "user.update", "alice", id="alice", role="admin")) == "forbidden"
-    assert code(do(machine, "token.create", "alice", id="t1", user_id="bob", name="x",
+    assert code(do(machine, Op.LEADER_BEGIN, "admin", leader="x")) == "forbidden"
+    assert code(do(machine, Op.USER_UPDATE, "alice", id="alice", role="admin")) == "forbidden"
+    assert code(do(machine, Op.TOKEN_CREATE, "alice", id="t1", user_id="bob", name="x",
                    token_hash="1" * 64)) == "forbidden"
-    assert code(do(machine, "user.update", "alice", id="alice", password_hash="plain")) == \
+    assert code(do(machine, Op.USER_UPDATE, "alice", id="alice", password_hash="plain")) == \
         "invalid_format"
-    assert do(machine, "user.update", "alice", id="alice", password_hash=ARGON).ok
-    assert do(machine, "job.set_status", "alice", id="ja", status="Canceled").ok
+    assert do(machine, Op.USER_UPDATE, "alice", id="alice", password_hash=ARGON).ok
+    assert do(machine, Op.JOB_SET_STATUS, "alice", id="ja", status="Canceled").ok
     # A disabled actor is refused even with a command the edge let through.
-    assert do(machine, "user.update", "admin", id="bob", disabled=True).ok
-    assert code(do(machine, "job.create", "bob", id="jb", filament_id="f1", filepath="b",
+    assert do(machine, Op.USER_UPDATE, "admin", id="bob", disabled=True).ok
+    assert code(do(machine, Op.JOB_CREATE, "bob", id="jb", filament_id="f1", filepath="b",
                    print_weight_in_grams=1)) == "account_disabled"
-    assert code(do(machine, "noop", 7)) == "invalid_actor"
+    assert code(do(machine, Op.NOOP, 7)) == "invalid_actor"
 
 
 def test_bootstrap_happens_once_and_the_last_admin_stays(machine: StateMachine) -> None:
     seed(machine)
-    again = do(machine, "user.bootstrap", user_id="root", name="root", token_id="t9",
+    again = do(machine, Op.USER_BOOTSTRAP, user_id="root", name="root", token_id="t9",
                token_name="bootstrap", token_hash="9" * 64)
     assert again.value == {"created": False}
-    assert code(do(machine, "user.update", "admin", id="admin", role="operator")) == \
+    assert code(do(machine, Op.USER_UPDATE, "admin", id="admin", role="operator")) == \
         "last_admin"
-    assert do(machine, "user.update", "admin", id="oscar", role="admin").ok
-    assert do(machine, "user.update", "oscar", id="admin", disabled=True).ok
-    assert code(do(machine, "user.update", "oscar", id="oscar", disabled=True)) == "last_admin"
+    assert do(machine, Op.USER_UPDATE, "admin", id="oscar", role="admin").ok
+    assert do(machine, Op.USER_UPDATE, "oscar", id="admin", disabled=True).ok
+    assert code(do(machine, Op.USER_UPDATE, "oscar", id="oscar", disabled=True)) == "last_admin"
 
 
 def test_order_creation_is_atomic(machine: StateMachine) -> None:
     seed(machine)
     jobs = [{"id": "o1", "filament_id": "f1", "filepath": "a", "print_weight_in_grams": 1},
             {"id": "o2", "filament_id": "f1", "filepath": "a", "print_weight_in_grams": 500}]
-    failed = do(machine, "order.create", "alice", id="o", jobs=jobs)
+    failed = do(machine, Op.ORDER_CREATE, "alice", id="o", jobs=jobs)
     assert failed.error is not None
     assert failed.error["field"] == "jobs.1.print_weight_in_grams"
     before = machine.snapshot()
-    assert code(do(machine, "order.create", "alice", id="o", jobs=jobs)) == \
+    assert code(do(machine, Op.ORDER_CREATE, "alice", id="o", jobs=jobs)) == \
         "insufficient_filament"
     assert machine.snapshot() == before
     jobs[1]["print_weight_in_grams"] = 5
-    assert do(machine, "order.create", "alice", id="o", jobs=jobs).value["job_counts"] == {
+    assert do(machine, Op.ORDER_CREATE, "alice", id="o", jobs=jobs).value["job_counts"] == {
         "Queued": 2}

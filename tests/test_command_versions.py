@@ -54,7 +54,8 @@ def test_every_command_is_declared_once_with_a_handler_role_and_formats() -> Non
 # Format versions ------------------------------------------------------------------------
 
 def _printer(version: int | None) -> dict[str, Any]:
-    command: dict[str, Any] = {"op": "printer.create", "ts": 5.0, "rid": None,
+    # the command as it is on the wire (and as 0.1.0 wrote it without `v`): a plain str op
+    command: dict[str, Any] = {"op": "printer.create", "ts": 5.0, "rid": None,  # wire format
                                "args": {"id": "p1", "company": "Prusa", "model": "MK4"}}
     if version is not None:
         command["v"] = version
@@ -81,14 +82,15 @@ def test_a_format_this_code_has_not_is_an_error_in_the_log_and_changes_nothing(
             unknown_op = apply(machine, "printer.explode", v=1, args={})
             unknown_format = apply(machine, Op.NODE_VERSION, v=1, args={
                 "node": "127.0.0.1:7000", "release": "x", "level": 2})
-            bad_version = apply(machine, "printer.create", v="one", args={"id": "p2"})
+            bad_version = apply(machine, Op.PRINTER_CREATE, v="one", args={"id": "p2"})
         assert unknown_op.error is not None and unknown_op.error["code"] == "unknown_op"
         assert unknown_format.error is not None
         assert unknown_format.error["code"] == "unknown_format"
         assert bad_version.error is not None and bad_version.error["code"] == "unknown_format"
         messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert any("'printer.explode'" in m and "version 1" in m for m in messages), messages
-        assert any("'node.version'" in m and "version 1" in m for m in messages), messages
+        assert any(repr(Op.NODE_VERSION.value) in m and "version 1" in m for m in messages), \
+            messages
         assert machine.snapshot() == before
     finally:
         machine.close()
@@ -96,9 +98,10 @@ def test_a_format_this_code_has_not_is_an_error_in_the_log_and_changes_nothing(
 
 NEWER_COMMAND = textwrap.dedent("""
     from mes.state.machine import StateMachine
+    from mes.state.ops import Op
     machine = StateMachine()
-    assert machine.apply({"op": "printer.create", "ts": 1.0, "args": {"id": "p1"}}).ok
-    machine.apply({"op": "printer.create", "v": %d, "ts": 2.0, "args": {"id": "p2"}})
+    assert machine.apply({"op": Op.PRINTER_CREATE, "ts": 1.0, "args": {"id": "p1"}}).ok
+    machine.apply({"op": Op.PRINTER_CREATE, "v": %d, "ts": 2.0, "args": {"id": "p2"}})
     print("APPLIED")
 """)
 
@@ -255,10 +258,11 @@ def test_the_cluster_version_rises_only_when_every_member_reported_it() -> None:
 
 RAISED_BEYOND = textwrap.dedent("""
     from mes.state.machine import StateMachine
+    from mes.state.ops import Op
     m = StateMachine()
     node = {"node": "127.0.0.1:7001", "release": "99", "level": %(level)d}
-    assert m.apply({"op": "node.version", "v": 2, "ts": 1.0, "args": node}).ok
-    m.apply({"op": "cluster.version", "v": 2, "ts": 2.0,
+    assert m.apply({"op": Op.NODE_VERSION, "v": 2, "ts": 1.0, "args": node}).ok
+    m.apply({"op": Op.CLUSTER_VERSION, "v": 2, "ts": 2.0,
              "args": {"level": %(level)d, "members": ["127.0.0.1:7001"]}})
     print("APPLIED")
 """)
@@ -336,12 +340,14 @@ async def test_the_writer_logs_plain_data_with_the_format_version() -> None:
     await Writer(Log(), 1.0, gate).submit(Op.JOB_CREATE, {"id": "j1"})
     await Writer(Log(), 1.0).submit(Op.NODE_VERSION, {"node": A})
     first, second = (pickle.loads(w) for w in written)
-    assert first["op"] == "job.create" and type(first["op"]) is str and first["v"] == 1
+    # the log holds the op as a plain str, spelled as on the wire
+    assert first["op"] == "job.create" and first["v"] == 1  # wire format
+    assert type(first["op"]) is str
     assert first["args"] == {"id": "j1", "chosen": True}  # as the gate wrote them
-    assert second["op"] == "node.version" and second["v"] == 2
+    assert second["op"] == "node.version" and second["v"] == 2  # wire format
     # an older release unpickles the entry without any module of this one
     assert all(b"mes." not in w for w in written)
-    assert gate_calls == ["job.create"]
+    assert gate_calls == [Op.JOB_CREATE]
 
 
 def test_readers_never_see_an_image_before_its_migration() -> None:
@@ -380,10 +386,10 @@ OLD_HASH, NEW_HASH = "$argon2id$" + "o" * 20, "$argon2id$" + "n" * 20
 
 
 def _accounts(machine: StateMachine) -> None:
-    assert apply(machine, "user.create", args={
+    assert apply(machine, Op.USER_CREATE, args={
         "id": "ada", "name": "Ada", "role": "user", "password_hash": OLD_HASH}).ok
     for token_id, name in (("s1", "web session"), ("s2", "web session"), ("api", "script")):
-        assert apply(machine, "token.create", args={
+        assert apply(machine, Op.TOKEN_CREATE, args={
             "id": token_id, "user_id": "ada", "name": name,
             "token_hash": hashlib.sha256(token_id.encode()).hexdigest(),
             "expires_at": None}).ok
@@ -401,17 +407,17 @@ def test_user_update_keeps_its_level_1_meaning_and_level_3_ends_other_sessions()
         for machine in (old, new):
             _accounts(machine)
         # a level 1 command (as 0.1.0 and 0.2.0 wrote it) changes the password only
-        assert apply(old, "user.update", args={"id": "ada", "password_hash": NEW_HASH}).ok
+        assert apply(old, Op.USER_UPDATE, args={"id": "ada", "password_hash": NEW_HASH}).ok
         assert _revoked(old) == set()
         # level 3: the other web session ends; the one that changed it and API tokens stay
-        assert apply(new, "user.update", v=3, args={
+        assert apply(new, Op.USER_UPDATE, v=3, args={
             "id": "ada", "password_hash": NEW_HASH, "keep_token": "s1"}).ok
         assert _revoked(new) == {"s2"}
         # the same password again ends nothing; other changes end nothing
-        assert apply(new, "user.update", v=3, args={"id": "ada", "name": "Ada L."}).ok
+        assert apply(new, Op.USER_UPDATE, v=3, args={"id": "ada", "name": "Ada L."}).ok
         assert _revoked(new) == {"s2"}
         # level 1 refuses the level 3 argument, as 0.2.0 would
-        refused = apply(old, "user.update", args={"id": "ada", "keep_token": "s1"})
+        refused = apply(old, Op.USER_UPDATE, args={"id": "ada", "keep_token": "s1"})
         assert refused.error is not None and refused.error["code"] == "unknown_field"
     finally:
         old.close()

@@ -18,6 +18,7 @@ from mes.raft.journal import CorruptJournal, SyncedJournal
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from tests.polling import wait_for
 from tests.ports import free_port
 from tests.power_cut import cut_power_to_synced
@@ -97,7 +98,8 @@ def trio(tmp_path: Path) -> Iterator[list[RaftNode]]:
 
 def spool(i: int) -> dict[str, Any]:
     args = {"id": f"f{i}", "type": "PLA", "color": "red", "total_weight_in_grams": 1000}
-    return {"op": "filament.create", "args": args, "rid": f"r{i}", "ts": 0.0}
+    # straight into the Raft log: plain str, as the writer logs it
+    return {"op": Op.FILAMENT_CREATE.value, "args": args, "rid": f"r{i}", "ts": 0.0}
 
 
 def test_nothing_counts_an_entry_before_it_is_synced(trio: list[RaftNode],

@@ -13,6 +13,7 @@ import pytest
 
 from mes.events.hub import EventHub, StreamEvent, Subscriber, parse_id, visible_to
 from mes.node import FarmNode
+from mes.state.ops import Op
 from tests.accounts import make_user
 from tests.auth import admin_headers
 from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings
@@ -90,7 +91,7 @@ async def test_events_arrive_in_order_with_ids_and_the_right_headers(
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert all(k > key(hello.id) for k in keys)
     payload = events[-1].json()
-    assert payload["op"] == "job.create" and payload["index"] == keys[-1][0]
+    assert payload["op"] == Op.JOB_CREATE and payload["index"] == keys[-1][0]
     assert payload["data"]["owner_id"] == "admin" and payload["data"]["status"] == "Queued"
     printer = next(e.json() for e in events if e.json()["entity"] == "printer")
     assert printer["data"]["model"] == "MK4" and "api_key" not in printer["data"]
@@ -236,7 +237,7 @@ async def test_the_window_is_bounded_and_knows_its_horizon() -> None:
     from mes.state.machine import Outcome
 
     for index in range(10, 16):
-        hub.on_apply({"op": "filament.update", "ts": 1.0}, Outcome(
+        hub.on_apply({"op": Op.FILAMENT_UPDATE, "ts": 1.0}, Outcome(
             value={}, events=(ChangeEvent("filament", "f", "updated"),), index=index))
     assert hub.last_index == 15
     sub = Subscriber(visible_to("u", staff=False), telemetry=False, capacity=10)
@@ -287,14 +288,14 @@ async def test_a_resume_waits_for_this_node_to_reach_the_id() -> None:
 
     hub = EventHub(lambda query: None, window=10, capacity=10)
     hub.attach(asyncio.get_running_loop())
-    hub.on_apply({"op": "noop", "ts": 1.0}, Outcome(index=5))
+    hub.on_apply({"op": Op.NOOP, "ts": 1.0}, Outcome(index=5))
     waiting = asyncio.create_task(hub.wait_index(7, timeout=10))
     await asyncio.sleep(0)
     assert not waiting.done()
 
     def apply_later() -> None:  # as pysyncobj's thread applies the entries
         for index in (6, 7):
-            hub.on_apply({"op": "filament.update", "ts": 2.0}, Outcome(
+            hub.on_apply({"op": Op.FILAMENT_UPDATE, "ts": 2.0}, Outcome(
                 value={}, events=(ChangeEvent("filament", "f", "updated"),), index=index))
 
     threading.Thread(target=apply_later).start()

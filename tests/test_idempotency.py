@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from tests.test_api import assert_error
 
 SPOOL = {"type": "PLA", "color": "black", "total_weight_in_grams": 1000}
@@ -37,7 +38,7 @@ async def test_a_key_reused_with_another_body_is_refused(api: httpx.AsyncClient)
 
 def test_the_state_machine_refuses_a_reused_request_id() -> None:
     machine = StateMachine()
-    create = {"op": "printer.create", "args": {"id": "p1", "model": "MK4"}, "ts": 1.0,
+    create = {"op": Op.PRINTER_CREATE, "args": {"id": "p1", "model": "MK4"}, "ts": 1.0,
               "rid": "k"}
     assert machine.apply(create).ok
     changed = {**create, "args": {"id": "p1", "model": "XL"}, "ts": 2.0}

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from mes import networks
 from mes.networks import Targets, local_kind, refusal
 from mes.notify.senders import WebhookSender
-from mes.printers import networks
 from mes.printers.base import PrinterNotSent
 from mes.printers.prusalink import PrusaLinkClient
+from mes.state.ops import Op
 from tests.farm_helpers import api_with, eventually, farm_settings, running_farm
 from tests.recording_server import always, json_answer, recording_server
 
@@ -126,7 +127,7 @@ async def test_a_worker_never_reaches_a_local_printer(tmp_path: Path) -> None:
     with recording_server(always(200, "{}", "application/json")) as server:
         async with running_farm(tmp_path, printer_worker_interval=0.1,
                                 allow_local_addresses=False) as (node, api):
-            outcome = await node.writer.submit("printer.create", {
+            outcome = await node.writer.submit(Op.PRINTER_CREATE, {
                 "id": "lo", "api": "OctoPrint", "url": server.url, "api_key": "K"})
             assert outcome.ok, outcome.error
 

@@ -13,14 +13,15 @@ from sqlalchemy import func, select, text
 
 from mes.state import queries
 from mes.state.machine import HANDLERS, StateMachine, command_fingerprint, request_key
+from mes.state.ops import Op
 from mes.state.tables import applied_requests, print_jobs
 from tests.examples import examples
 
 
 def _seeded() -> StateMachine:
     machine = StateMachine()
-    machine.apply({"op": "printer.create", "args": {"id": "p1"}, "ts": 1.0, "rid": "s1"})
-    machine.apply({"op": "filament.create", "args": {
+    machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "p1"}, "ts": 1.0, "rid": "s1"})
+    machine.apply({"op": Op.FILAMENT_CREATE, "args": {
         "id": "f1", "type": "PLA", "color": "red", "total_weight_in_grams": 1000},
         "ts": 2.0, "rid": "s2"})
     return machine
@@ -36,17 +37,17 @@ def test_a_repeated_long_request_id_is_recognised() -> None:
     # key; it was stored cut to 128 characters and looked up whole.
     machine = _seeded()
     rid = f"job.set_status:{'j' * 130}:retry-1"
-    command = {"op": "job.set_status", "args": {"id": "j" * 130, "status": "running"},
+    command = {"op": Op.JOB_SET_STATUS, "args": {"id": "j" * 130, "status": "running"},
                "ts": 3.0, "rid": rid}
     first = machine.apply(command)
     second = machine.apply(command)
     assert first.error is not None and first.error["kind"] in ("not_found", "invalid")
     assert second.replayed and second.error == first.error
-    created = machine.apply({"op": "job.create", "args": {
+    created = machine.apply({"op": Op.JOB_CREATE, "args": {
         "id": "j1", "printer_id": "p1", "filament_id": "f1", "filepath": "a.gcode",
         "print_weight_in_grams": 5}, "ts": 4.0, "rid": "x" * 500})
     assert created.ok
-    again = machine.apply({"op": "job.create", "args": {
+    again = machine.apply({"op": Op.JOB_CREATE, "args": {
         "id": "j1", "printer_id": "p1", "filament_id": "f1", "filepath": "a.gcode",
         "print_weight_in_grams": 5}, "ts": 5.0, "rid": "x" * 500})
     assert again.replayed and again.ok and _job_count(machine) == 1
@@ -70,7 +71,7 @@ def test_a_failing_listener_does_not_escape_apply() -> None:
         raise RuntimeError("listener bug")
 
     machine.add_listener(broken)
-    outcome = machine.apply({"op": "printer.create", "args": {"id": "p2"}, "ts": 3.0})
+    outcome = machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "p2"}, "ts": 3.0})
     assert outcome.ok
 
 
@@ -82,11 +83,11 @@ def test_a_failing_request_memory_rejects_without_raising() -> None:
     writer = machine._conn  # white box: break the applying connection's request memory
     writer.execute(text("DROP TABLE applied_requests"))
     writer.commit()
-    outcome = machine.apply({"op": "printer.create", "args": {"id": "p2"}, "ts": 3.0,
+    outcome = machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "p2"}, "ts": 3.0,
                              "rid": "r-9"})
     assert outcome.error is not None and outcome.error["code"] == "apply_failed"
     assert machine.read(lambda c: queries.get_printer(c, "p2")) is None
-    later = machine.apply({"op": "printer.create", "args": {"id": "p3"}, "ts": 4.0})
+    later = machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "p3"}, "ts": 4.0})
     assert later.ok
 
 
@@ -130,7 +131,7 @@ def test_random_commands_never_stop_the_log(
                 assert outcome.error is not None
                 assert outcome.error["code"] == "idempotency_key_reused"
     # the log goes on: an ordinary command still applies, and every key is remembered once
-    assert machine.apply({"op": "printer.create", "args": {"id": "after"}, "ts": 99.0}).ok
+    assert machine.apply({"op": Op.PRINTER_CREATE, "args": {"id": "after"}, "ts": 99.0}).ok
     stored = machine.read(lambda c: c.execute(select(func.count()).select_from(
         applied_requests)).scalar_one())
     assert stored == len(seen) + 2  # the two seeding commands

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mes.config import Settings
 from mes.node import FarmNode
+from mes.state.ops import Op
 from tests.accounts import make_user
 from tests.farm_helpers import eventually, running_farm, upload
 from tests.ports import free_port
@@ -36,9 +37,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 async def place_all(node: FarmNode, ids: list[str]) -> dict[str, int]:
     """Place the printers on this node through Raft, as the leader does; their epochs."""
     me = node.settings.raft_self
-    assert (await node.writer.submit("node.lease", {"node": me})).ok
-    leader = (await node.writer.submit("leader.begin", {"leader": me})).value["epoch"]
-    placed = await node.writer.submit("shard.assign", {
+    assert (await node.writer.submit(Op.NODE_LEASE, {"node": me})).ok
+    leader = (await node.writer.submit(Op.LEADER_BEGIN, {"leader": me})).value["epoch"]
+    placed = await node.writer.submit(Op.SHARD_ASSIGN, {
         "leader_epoch": leader, "now": time.time(),
         "moves": [{"printer_id": p, "epoch": 0, "node": me} for p in ids]})
     assert placed.ok, placed.error
@@ -54,11 +55,11 @@ async def test_printers_by_state_follow_creation_and_telemetry(
     assert value(samples, "mes_printers", state="printing") == 0
     epochs = await place_all(node, ["p0", "p1", "p2"])
     now = time.time()
-    outcome = await node.writer.submit("printer.telemetry", {"statuses": [
+    outcome = await node.writer.submit(Op.PRINTER_TELEMETRY, {"statuses": [
         {"printer_id": "p0", "epoch": epochs["p0"], "state": "printing", "observed_at": now},
         {"printer_id": "p1", "epoch": epochs["p1"], "state": "finished", "observed_at": now}]})
     assert outcome.ok and outcome.value["stale"] == [], outcome
-    held = await node.writer.submit("printer.attention",
+    held = await node.writer.submit(Op.PRINTER_ATTENTION,
                                     {"epoch": epochs["p2"], "id": "p2", "reason": "x"})
     assert held.ok, held.error
     samples = await scrape(api)
@@ -76,12 +77,12 @@ async def test_applied_and_rejected_commands_are_counted_by_op_and_code(
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_exists"
     after = await scrape(api)
     name = "mes_commands_applied_total"
-    assert value(after, name, op="printer.create") - value(
-        before, name, op="printer.create") == 2
+    assert value(after, name, op=Op.PRINTER_CREATE) - value(
+        before, name, op=Op.PRINTER_CREATE) == 2
     rejected = "mes_commands_rejected_total"
-    assert value(after, rejected, op="printer.create", code="already_exists") - value(
-        before, rejected, op="printer.create", code="already_exists") == 1
-    assert value(after, name, op="printer.delete") == value(before, name, op="printer.delete")
+    assert value(after, rejected, op=Op.PRINTER_CREATE, code="already_exists") - value(
+        before, rejected, op=Op.PRINTER_CREATE, code="already_exists") == 1
+    assert value(after, name, op=Op.PRINTER_DELETE) == value(before, name, op=Op.PRINTER_DELETE)
 
 
 async def test_http_requests_are_counted_by_route_template_and_status(
@@ -155,13 +156,13 @@ def test_each_node_has_its_own_registry(node: FarmNode, tmp_path: Path) -> None:
                               upload_path=tmp_path / "other-upload",
                               raft_self=f"127.0.0.1:{free_port()}"))
     try:
-        command = {"op": "noop", "args": {}, "ts": time.time()}
+        command = {"op": Op.NOOP, "args": {}, "ts": time.time()}
         node.machine.apply(command)
         node.machine.apply(command)
         other.machine.apply(command)
         applied = "mes_commands_applied_total"
-        assert node.metrics.registry.get_sample_value(applied, {"op": "noop"}) == 2
-        assert other.metrics.registry.get_sample_value(applied, {"op": "noop"}) == 1
+        assert node.metrics.registry.get_sample_value(applied, {"op": Op.NOOP}) == 2
+        assert other.metrics.registry.get_sample_value(applied, {"op": Op.NOOP}) == 1
     finally:
         other.close()
 

@@ -18,6 +18,7 @@ from mes.node import FarmNode
 from mes.raft.writer import Writer
 from mes.state import migrations
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from mes.state.tables import metadata
 from tests.accounts import make_user
 from tests.farm_helpers import running_farm, upload
@@ -42,30 +43,30 @@ def _code(outcome: Any) -> str | None:
 def test_level_4_keeps_names_and_ids_apart_and_level_1_keeps_its_meaning() -> None:
     machine = StateMachine()
     try:
-        assert apply(machine, "user.create", {"id": "u-ada", "name": "Ada", "role": "user"},
+        assert apply(machine, Op.USER_CREATE, {"id": "u-ada", "name": "Ada", "role": "user"},
                      v=4).ok
-        assert apply(machine, "user.create", {"id": "u-bob", "name": "Bob", "role": "user"},
+        assert apply(machine, Op.USER_CREATE, {"id": "u-bob", "name": "Bob", "role": "user"},
                      v=4).ok
         # a name that is another user's id, in any letter case
         for version in (3, 4):
-            taken = apply(machine, "user.update", {"id": "u-bob", "name": "U-ADA"}, v=version)
+            taken = apply(machine, Op.USER_UPDATE, {"id": "u-bob", "name": "U-ADA"}, v=version)
             assert _code(taken) == ("name_taken" if version == 4 else None)
             if version == 3:  # level 3 meant what it meant: the rename happened
-                assert apply(machine, "user.update", {"id": "u-bob", "name": "Bob"}, v=4).ok
+                assert apply(machine, Op.USER_UPDATE, {"id": "u-bob", "name": "Bob"}, v=4).ok
         # an id that is another user's name; a name that is another's id, at creation
-        assert _code(apply(machine, "user.create", {"id": "bob", "name": "Robert",
+        assert _code(apply(machine, Op.USER_CREATE, {"id": "bob", "name": "Robert",
                                                     "role": "user"}, v=4)) == "already_exists"
-        assert _code(apply(machine, "user.create", {"id": "u-cy", "name": "u-bob",
+        assert _code(apply(machine, Op.USER_CREATE, {"id": "u-cy", "name": "u-bob",
                                                     "role": "user"}, v=4)) == "name_taken"
         # one's own id as one's name is no collision
-        assert apply(machine, "user.create", {"id": "dee", "name": "DEE", "role": "user"},
+        assert apply(machine, Op.USER_CREATE, {"id": "dee", "name": "DEE", "role": "user"},
                      v=4).ok
-        assert apply(machine, "user.update", {"id": "dee", "name": "dee"}, v=4).ok
+        assert apply(machine, Op.USER_UPDATE, {"id": "dee", "name": "dee"}, v=4).ok
         names = dict(machine.read(lambda c: c.execute(text(
             "SELECT id, name FROM users")).all()))
         assert names == {"u-ada": "Ada", "u-bob": "Bob", "dee": "dee"}
         # level 1 (as release 0.1.0 to 0.3.0 wrote it) still creates what it created
-        assert apply(machine, "user.create", {"id": "ada", "name": "x", "role": "user"}).ok
+        assert apply(machine, Op.USER_CREATE, {"id": "ada", "name": "x", "role": "user"}).ok
     finally:
         machine.close()
 
@@ -105,7 +106,7 @@ async def test_a_name_that_is_another_accounts_id_never_captures_its_sign_in(
 async def _apply_level_3(node: FarmNode) -> Any:
     """A level-3 user.update through Raft, as a 0.3.0 node in the cluster would write it."""
     level_3 = Writer(node.writer._node, 10.0, gate=lambda op, args: (3, dict(args)))
-    return await level_3.submit("user.update", {"id": "u-bob", "name": "u-ada"})
+    return await level_3.submit(Op.USER_UPDATE, {"id": "u-bob", "name": "u-ada"})
 
 
 async def test_a_files_sha_alone_neither_prints_nor_downloads_it(tmp_path: Path) -> None:
@@ -161,19 +162,19 @@ def test_level_1_job_create_keeps_its_meaning() -> None:
     """A job.create of release 0.3.0 in the log names any stored file, as it did then."""
     machine = StateMachine()
     try:
-        assert apply(machine, "user.create", {"id": "ada", "name": "Ada", "role": "user"}).ok
-        assert apply(machine, "user.create", {"id": "bob", "name": "Bob", "role": "user"}).ok
-        assert apply(machine, "filament.create", {
+        assert apply(machine, Op.USER_CREATE, {"id": "ada", "name": "Ada", "role": "user"}).ok
+        assert apply(machine, Op.USER_CREATE, {"id": "bob", "name": "Bob", "role": "user"}).ok
+        assert apply(machine, Op.FILAMENT_CREATE, {
             "id": "s1", "type": "PLA", "color": "red", "total_weight_in_grams": 100,
             "remaining_weight_in_grams": 100}).ok
         sha = hashlib.sha256(b"ada").hexdigest()
-        assert apply(machine, "file.register", {"id": sha, "name": "a.gcode", "size": 3},
+        assert apply(machine, Op.FILE_REGISTER, {"id": sha, "name": "a.gcode", "size": 3},
                      v=4, actor="ada").ok
         job = {"filament_id": "s1", "print_weight_in_grams": 1, "file_id": sha}
-        refused = apply(machine, "job.create", {**job, "id": "j4"}, v=4, actor="bob")
+        refused = apply(machine, Op.JOB_CREATE, {**job, "id": "j4"}, v=4, actor="bob")
         assert _code(refused) == "file_not_found"
-        assert apply(machine, "job.create", {**job, "id": "j1"}, actor="bob").ok
-        assert apply(machine, "job.create", {**job, "id": "j4a"}, v=4, actor="ada").ok
+        assert apply(machine, Op.JOB_CREATE, {**job, "id": "j1"}, actor="bob").ok
+        assert apply(machine, Op.JOB_CREATE, {**job, "id": "j4a"}, v=4, actor="ada").ok
     finally:
         machine.close()
 
@@ -189,8 +190,9 @@ def test_the_schema_3_migration_recovers_uploaders_from_the_audit_log() -> None:
         for seq, actor, target in ((1, "ada", sha), (2, "bob", sha), (3, "ada", sha),
                                    (4, "cy", gone)):
             conn.execute(text("INSERT INTO audit_log (seq, at, actor, op, target) VALUES "
-                              "(:seq, :seq, :actor, 'file.register', :target)"),
-                         {"seq": seq, "actor": actor, "target": target})
+                              "(:seq, :seq, :actor, :op, :target)"),
+                         {"seq": seq, "actor": actor, "op": Op.FILE_REGISTER.value,
+                          "target": target})
         migrations.set_schema(conn, 2)
         assert migrations.migrate(conn) == 2
         rows = conn.execute(text("SELECT file_id, user_id, created_at FROM file_owners "

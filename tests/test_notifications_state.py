@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 from mes.state.tables import deliveries
 from tests.shard_helpers import NODE, epoch_of
 
@@ -43,10 +44,10 @@ def place_printer(apply: Log, printer_id: str) -> int:
     """Create the printer if needed and place it on a node, as the leader does; its epoch."""
     if not apply.machine.read(lambda c: c.exec_driver_sql(
             "SELECT 1 FROM printers WHERE id = ?", (printer_id,)).first()):
-        apply("printer.create", id=printer_id, api="Mock", worker=True, filament_id="s")
-    leader = apply("leader.begin", leader="me").value["epoch"]
-    apply("node.lease", node=NODE)
-    apply("shard.assign", leader_epoch=leader, now=apply.ts,
+        apply(Op.PRINTER_CREATE, id=printer_id, api="Mock", worker=True, filament_id="s")
+    leader = apply(Op.LEADER_BEGIN, leader="me").value["epoch"]
+    apply(Op.NODE_LEASE, node=NODE)
+    apply(Op.SHARD_ASSIGN, leader_epoch=leader, now=apply.ts,
           moves=[{"printer_id": printer_id, "epoch": 0, "node": NODE}])
     return epoch_of(apply.machine, printer_id)
 
@@ -59,17 +60,19 @@ def rows(machine: StateMachine) -> list[dict[str, Any]]:
 def test_job_changes_become_typed_deliveries_with_ids_from_the_index(
         machine: StateMachine) -> None:
     apply = Log(machine)
-    apply("user.create", id="u1", name="Ada", role="user", email="ada@uni.test")
-    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
-    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
-    created = apply("job.create", id="j1", filament_id="s", filepath="a.gcode",
+    apply(Op.USER_CREATE, id="u1", name="Ada", role="user", email="ada@uni.test")
+    apply(Op.FILAMENT_CREATE, id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply(Op.WEBHOOK_CREATE, id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    created = apply(Op.JOB_CREATE, id="j1", filament_id="s", filepath="a.gcode",
                     print_weight_in_grams=1, owner_id="u1")
-    apply("job.set_status", id="j1", status="Running")
-    apply("job.set_status", id="j1", status="Done")
+    apply(Op.JOB_SET_STATUS, id="j1", status="Running")
+    apply(Op.JOB_SET_STATUS, id="j1", status="Done")
     found = rows(machine)
     assert [(r["kind"], r["type"]) for r in found] == [
-        ("webhook", "job.created"), ("webhook", "job.started"), ("webhook", "job.done"),
-        ("email", "job.done")]
+        # notification types, not ops, though "job.started" is spelled like one
+        ("webhook", "job.created"),
+        ("webhook", "job.started"),  # wire format
+        ("webhook", "job.done"), ("email", "job.done")]
     assert found[0]["id"] == f"msg_{created.index}_0"
     assert found[-1]["id"].endswith("_1") and found[-1]["target"] == "ada@uni.test"
     assert all(r["status"] == "pending" and r["next_at"] == r["created_at"] for r in found)
@@ -77,56 +80,56 @@ def test_job_changes_become_typed_deliveries_with_ids_from_the_index(
 
 def test_a_lost_print_is_failed_a_users_cancel_is_canceled(machine: StateMachine) -> None:
     apply = Log(machine)
-    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
-    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET,
+    apply(Op.FILAMENT_CREATE, id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply(Op.WEBHOOK_CREATE, id="w", url="http://127.0.0.1:9/h", secret=SECRET,
           types=["job.failed", "job.canceled"])
     epoch = place_printer(apply, "p")
-    apply("file.register", id="c" * 64, name="a.gcode", size=10)
-    apply("job.create", id="lost", filament_id="s", file_id="c" * 64, printer_id="p",
+    apply(Op.FILE_REGISTER, id="c" * 64, name="a.gcode", size=10)
+    apply(Op.JOB_CREATE, id="lost", filament_id="s", file_id="c" * 64, printer_id="p",
           print_weight_in_grams=1)
-    apply("job.claim", epoch=epoch, job_id="lost", printer_id="p",
+    apply(Op.JOB_CLAIM, epoch=epoch, job_id="lost", printer_id="p",
           printer_filename="mes-lost.gcode")
-    apply("job.started", epoch=epoch, job_id="lost", printer_id="p")
-    apply("job.create", id="canceled", filament_id="s", filepath="a.gcode",
+    apply(Op.JOB_STARTED, epoch=epoch, job_id="lost", printer_id="p")
+    apply(Op.JOB_CREATE, id="canceled", filament_id="s", filepath="a.gcode",
           print_weight_in_grams=1)
-    apply("job.set_status", id="canceled", status="Running")
-    apply("job.lost", epoch=epoch, job_id="lost", printer_id="p", cause="printer restarted")
-    apply("job.set_status", id="canceled", status="Canceled")
+    apply(Op.JOB_SET_STATUS, id="canceled", status="Running")
+    apply(Op.JOB_LOST, epoch=epoch, job_id="lost", printer_id="p", cause="printer restarted")
+    apply(Op.JOB_SET_STATUS, id="canceled", status="Canceled")
     assert [r["type"] for r in rows(machine)] == ["job.failed", "job.canceled"]
 
 
 def test_a_printer_error_notifies_once_per_stretch(machine: StateMachine) -> None:
     apply = Log(machine)
-    apply("printer.create", id="p")
-    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET,
+    apply(Op.PRINTER_CREATE, id="p")
+    apply(Op.WEBHOOK_CREATE, id="w", url="http://127.0.0.1:9/h", secret=SECRET,
           types=["printer.error"], printer_ids=["p"])
     epoch = place_printer(apply, "p")
     for state in ("idle", "error", "error", "idle", "error"):
-        apply("printer.telemetry", statuses=[
+        apply(Op.PRINTER_TELEMETRY, statuses=[
             {"printer_id": "p", "epoch": epoch, "state": state, "observed_at": apply.ts}])
     assert [r["type"] for r in rows(machine)] == ["printer.error", "printer.error"]
 
 
 def test_results_retry_with_backoff_then_fail(machine: StateMachine) -> None:
     apply = Log(machine)
-    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
-    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
-    apply("job.create", id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
+    apply(Op.FILAMENT_CREATE, id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply(Op.WEBHOOK_CREATE, id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    apply(Op.JOB_CREATE, id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
     (row,) = rows(machine)
     policy = {"retry_base": 10.0, "retry_cap": 25.0, "max_age": 100.0}
     start = row["created_at"]
     next_at = []
     for attempt_at in (start, start + 10, start + 30, start + 55):
-        apply("delivery.result", results=[{"id": row["id"], "result": "error", "at": attempt_at,
+        apply(Op.DELIVERY_RESULT, results=[{"id": row["id"], "result": "error", "at": attempt_at,
                                            "status_code": 500, "error": "HTTP 500"}], **policy)
         next_at.append(rows(machine)[0]["next_at"] - attempt_at)
     assert next_at == [10.0, 20.0, 25.0, 25.0]  # doubling, capped
-    apply("delivery.result", results=[{"id": row["id"], "result": "error",
+    apply(Op.DELIVERY_RESULT, results=[{"id": row["id"], "result": "error",
                                        "at": start + 80}], **policy)
     final = rows(machine)[0]
     assert final["status"] == "failed" and final["attempts"] == 5
     # a late success from a deposed leader changes nothing
-    apply("delivery.result", results=[{"id": row["id"], "result": "ok", "at": start + 81}],
+    apply(Op.DELIVERY_RESULT, results=[{"id": row["id"], "result": "ok", "at": start + 81}],
           **policy)
     assert rows(machine)[0]["status"] == "failed"
 
@@ -135,7 +138,7 @@ def test_a_snapshot_from_before_notifications_gets_their_tables(machine: StateMa
     import sqlite3
 
     apply = Log(machine)
-    apply("filament.create", id="s", type="PLA", color="red", total_weight_in_grams=100)
+    apply(Op.FILAMENT_CREATE, id="s", type="PLA", color="red", total_weight_in_grams=100)
     source = sqlite3.connect(":memory:")
     source.deserialize(machine.snapshot())
     for table in ("webhooks", "deliveries", "printer_alerts"):
@@ -143,7 +146,7 @@ def test_a_snapshot_from_before_notifications_gets_their_tables(machine: StateMa
     source.execute("PRAGMA user_version = 0")  # as every image before release 0.2.0
     source.commit()
     machine.restore(source.serialize())
-    apply("job.create", id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
-    apply("webhook.create", id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
-    apply("job.set_status", id="j", status="Canceled")
+    apply(Op.JOB_CREATE, id="j", filament_id="s", filepath="a.gcode", print_weight_in_grams=1)
+    apply(Op.WEBHOOK_CREATE, id="w", url="http://127.0.0.1:9/h", secret=SECRET, types=["*"])
+    apply(Op.JOB_SET_STATUS, id="j", status="Canceled")
     assert [r["type"] for r in rows(machine)] == ["job.canceled"]

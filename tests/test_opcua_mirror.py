@@ -13,6 +13,7 @@ import pytest
 from asyncua import Client, Node, ua
 
 from mes.opcua.mirror import Mirror
+from mes.state.ops import Op
 from tests.farm_helpers import eventually, upload
 from tests.opcua_farm import Farm, opcua_farm
 
@@ -341,7 +342,7 @@ async def test_a_job_deleted_by_retention_leaves_the_address_space(farm: Farm,
     n = await names(client)
     path = [f"{n.farm}:PrintFarm", f"{n.farm}:Jobs", f"{n.farm}:old-job"]
     await eventually(lambda: _present(client, path), 10, "the job in the address space")
-    pruned = await farm.node.writer.submit("retention.prune", {
+    pruned = await farm.node.writer.submit(Op.RETENTION_PRUNE, {
         "jobs_before": time.time() + 1, "audit_before": None, "limit": 10})
     assert pruned.value["jobs"] == 1
     await eventually(lambda: _gone(client, path), 10, "the pruned job to disappear")

@@ -21,6 +21,7 @@ from cryptography import x509
 
 from mes.node import FarmNode
 from mes.opcua.security import CERT_FILE, KEY_FILE, application_uri
+from mes.state.ops import Op
 from tests.opcua_secured import (
     PASSWORD,
     call,
@@ -72,7 +73,7 @@ async def test_password_check_runs_off_the_event_loop(node: FarmNode, api: httpx
     # A costly hash (the verification follows the parameters stored in it): checked on the
     # event loop, each wrong sign-in would hold the loop for its whole verification.
     costly = PasswordHasher(time_cost=20, memory_cost=65536).hash("right")
-    created = await node.writer.submit("user.create", {
+    created = await node.writer.submit(Op.USER_CREATE, {
         "id": "alice", "name": "alice", "role": "user", "password_hash": costly})
     assert created.ok, created.error
     check = time.monotonic()

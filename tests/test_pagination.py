@@ -11,6 +11,7 @@ import pytest
 from mes.api.pagination import MAX_LIMIT, NEXT_CURSOR_HEADER
 from mes.state import listing
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 
 JOBS = "/api/v1/print_jobs"
 
@@ -168,10 +169,10 @@ async def test_printers_filaments_files_and_history_are_paged(api: httpx.AsyncCl
 def test_jobs_with_the_same_time_are_paged_by_id() -> None:
     machine = StateMachine()
     try:
-        machine.apply({"op": "filament.create", "ts": 1.0, "args": {
+        machine.apply({"op": Op.FILAMENT_CREATE, "ts": 1.0, "args": {
             "id": "f", "type": "PLA", "color": "k", "total_weight_in_grams": 100}})
         for job_id in ("c", "a", "b", "d"):
-            machine.apply({"op": "job.create", "ts": 5.0, "args": {
+            machine.apply({"op": Op.JOB_CREATE, "ts": 5.0, "args": {
                 "id": job_id, "filament_id": "f", "filepath": "x", "print_weight_in_grams": 1}})
         where = listing.JobFilter()
         first = machine.read(lambda c: listing.jobs_page(c, where, None, 2))

@@ -18,13 +18,14 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+from mes import networks
 from mes.config import Settings, masked_items
 from mes.networks import parse_networks
-from mes.printers import networks
 from mes.printers.base import PrinterNotSent
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from mes.state.tables import printers
 from mes.state.urls import url_problem
 from tests.emulators import StartEmulator
@@ -95,11 +96,11 @@ async def test_bad_urls_are_422_and_change_nothing(api: httpx.AsyncClient, url: 
 @pytest.mark.parametrize("url", BAD_URLS)
 def test_state_machine_refuses_bad_urls_from_any_source(url: str) -> None:
     machine = StateMachine()
-    create = machine.apply({"op": "printer.create", "ts": 1.0, "rid": None,
+    create = machine.apply({"op": Op.PRINTER_CREATE, "ts": 1.0, "rid": None,
                             "args": {**OLD, "url": url}})
     assert create.error is not None and create.error["code"] == "invalid_url"
-    assert machine.apply({"op": "printer.create", "ts": 2.0, "rid": None, "args": OLD}).ok
-    update = machine.apply({"op": "printer.update", "ts": 3.0, "rid": None,
+    assert machine.apply({"op": Op.PRINTER_CREATE, "ts": 2.0, "rid": None, "args": OLD}).ok
+    update = machine.apply({"op": Op.PRINTER_UPDATE, "ts": 3.0, "rid": None,
                             "args": {"id": "op", "camera_url": url}})
     assert update.error is not None and update.error["field"] == "camera_url"
 
@@ -113,14 +114,14 @@ def test_new_url_clears_the_key_in_the_state_machine() -> None:
         value: dict[str, Any] = outcome.value
         return value
 
-    assert do(1, "printer.create", **OLD)["has_api_key"] is True
-    assert do(2, "printer.update", id="op", url=OLD["url"])["has_api_key"] is True  # same url
-    assert do(3, "printer.update", id="op", group="lab")["has_api_key"] is True
-    assert do(4, "printer.update", id="op", url="http://10.0.0.9")["has_api_key"] is False
-    assert do(5, "printer.update", id="op", api_key="K2")["has_api_key"] is True
-    both = do(6, "printer.update", id="op", url="http://10.0.0.10", api_key="K3")
+    assert do(1, Op.PRINTER_CREATE, **OLD)["has_api_key"] is True
+    assert do(2, Op.PRINTER_UPDATE, id="op", url=OLD["url"])["has_api_key"] is True  # same url
+    assert do(3, Op.PRINTER_UPDATE, id="op", group="lab")["has_api_key"] is True
+    assert do(4, Op.PRINTER_UPDATE, id="op", url="http://10.0.0.9")["has_api_key"] is False
+    assert do(5, Op.PRINTER_UPDATE, id="op", api_key="K2")["has_api_key"] is True
+    both = do(6, Op.PRINTER_UPDATE, id="op", url="http://10.0.0.10", api_key="K3")
     assert both["has_api_key"] is True
-    assert do(7, "printer.update", id="op", url=None)["has_api_key"] is False
+    assert do(7, Op.PRINTER_UPDATE, id="op", url=None)["has_api_key"] is False
 
 
 async def _read_all(api: httpx.AsyncClient, paths: list[str]) -> str:
@@ -372,7 +373,7 @@ async def test_worker_refuses_a_printer_outside_the_networks(tmp_path: Path) -> 
     with recording_server(always(200, "{}", "application/json")) as server:
         async with running_farm(tmp_path, printer_worker_interval=0.1,
                                 printer_networks="10.0.0.0/8") as (node, api):
-            outcome = await node.writer.submit("printer.create", {
+            outcome = await node.writer.submit(Op.PRINTER_CREATE, {
                 "id": "lo", "api": "OctoPrint", "url": server.url, "api_key": "K-EDGE-less"})
             assert outcome.ok, outcome.error
 
@@ -413,11 +414,11 @@ def test_setting_masks_printer_secrets(tmp_path: Path) -> None:
 def test_sql_errors_never_carry_row_values() -> None:
     """An SQL error's text may be logged: it must not quote a row's values (an API key)."""
     machine = StateMachine()
-    assert machine.apply({"op": "printer.create", "ts": 1.0, "rid": None, "args": OLD}).ok
+    assert machine.apply({"op": Op.PRINTER_CREATE, "ts": 1.0, "rid": None, "args": OLD}).ok
     duplicate = insert(printers).values(id="op", company="", model="", api_key="K-SQL-77",
                                         created_at=2.0, updated_at=2.0)
     with pytest.raises(IntegrityError) as caught, machine._conn.begin():
         machine._conn.execute(duplicate)
     assert "K-SQL-77" not in str(caught.value) and "K-SQL-77" not in repr(caught.value)
-    assert machine.apply({"op": "printer.update", "ts": 3.0, "rid": None,
+    assert machine.apply({"op": Op.PRINTER_UPDATE, "ts": 3.0, "rid": None,
                           "args": {"id": "op", "group": "lab"}}).ok

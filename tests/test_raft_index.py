@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from mes.node import FarmNode
+from mes.state.ops import Op
 
 
 async def test_outcomes_carry_increasing_raft_indexes(node: FarmNode) -> None:
-    first = await node.writer.submit("noop", {})
-    second = await node.writer.submit("noop", {})
+    first = await node.writer.submit(Op.NOOP, {})
+    second = await node.writer.submit(Op.NOOP, {})
     assert first.index > 0
     assert second.index > first.index
     # The node's applied index reached the second command's index exactly when it applied it.
@@ -16,6 +17,6 @@ async def test_outcomes_carry_increasing_raft_indexes(node: FarmNode) -> None:
 
 
 def test_apply_outside_raft_has_index_zero(node: FarmNode) -> None:
-    outcome = node.machine.apply({"op": "noop", "args": {}, "ts": 1.0})
+    outcome = node.machine.apply({"op": Op.NOOP, "args": {}, "ts": 1.0})
     assert outcome.index == 0
-    assert node.machine.apply({"op": "noop", "args": {}, "ts": 1.0}, index=42).index == 42
+    assert node.machine.apply({"op": Op.NOOP, "args": {}, "ts": 1.0}, index=42).index == 42

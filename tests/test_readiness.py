@@ -20,6 +20,7 @@ from mes.raft import readiness
 from mes.raft.readiness import RaftProgress, not_ready_reasons
 from mes.state.digest import state_digest
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 from tests.auth import admin_headers
 from tests.polling import wait_for
 from tests.ports import free_port
@@ -71,7 +72,7 @@ async def get(node: FarmNode, path: str) -> httpx.Response:
 
 
 async def write_noops(node: FarmNode, count: int) -> None:
-    await asyncio.gather(*(node.writer.submit("noop", {}) for _ in range(count)))
+    await asyncio.gather(*(node.writer.submit(Op.NOOP, {}) for _ in range(count)))
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ async def test_health_says_503_when_apply_is_stuck(farm: FarmNode,
 
     monkeypatch.setattr(farm.machine, "apply", broken)
     with pytest.raises(Exception):  # noqa: B017 (NoLeader: it commits but never applies)
-        await farm.writer.submit("noop", {})
+        await farm.writer.submit(Op.NOOP, {})
 
     async def not_ready() -> httpx.Response | None:
         response = await get(farm, "/health")
@@ -170,12 +171,12 @@ async def test_digest_route_matches_the_state_at_the_applied_index(
     # No last-use record of the token committed in the background between the two reads.
     monkeypatch.setattr(authenticator, "LAST_USED_EVERY", float("inf"))
     wait_leader(farm)
-    await farm.writer.submit("printer.create", {"id": "p1"})
+    await farm.writer.submit(Op.PRINTER_CREATE, {"id": "p1"})
     first = (await get(farm, "/cluster/digest")).json()
     assert first["applied_index"] == farm.raft.raftLastApplied
     assert first["digest"] == farm.machine.read(state_digest)
     assert len(first["digest"]) == 64
-    await farm.writer.submit("printer.update", {"id": "p1", "model": "MK4"})
+    await farm.writer.submit(Op.PRINTER_UPDATE, {"id": "p1", "model": "MK4"})
     second = (await get(farm, "/cluster/digest")).json()
     assert second["applied_index"] > first["applied_index"]
     assert second["digest"] != first["digest"]
@@ -189,8 +190,8 @@ def apply_all(machine: StateMachine, commands: list[dict[str, Any]]) -> str:
 
 def test_digest_is_equal_for_equal_states_and_sees_every_table() -> None:
     commands: list[dict[str, Any]] = [
-        {"op": "printer.create", "args": {"id": "p"}, "ts": 5.0, "rid": "a"},
-        {"op": "filament.create", "args": {"id": "f", "type": "ABS", "color": "k",
+        {"op": Op.PRINTER_CREATE, "args": {"id": "p"}, "ts": 5.0, "rid": "a"},
+        {"op": Op.FILAMENT_CREATE, "args": {"id": "f", "type": "ABS", "color": "k",
                                            "total_weight_in_grams": 50}, "ts": 6.0, "rid": "b"},
     ]
     one, two = StateMachine(), StateMachine()

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, func, select
 from mes.node import FarmNode
 from mes.state import listing
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from mes.state.tables import printers
 
 
@@ -45,7 +46,7 @@ def machine() -> Iterator[StateMachine]:
 
 
 def create_printer(printer_id: str, ts: float = 1.0) -> dict[str, Any]:
-    return {"op": "printer.create", "args": {"id": printer_id}, "ts": ts}
+    return {"op": Op.PRINTER_CREATE, "args": {"id": printer_id}, "ts": ts}
 
 
 def test_a_read_holding_its_transaction_does_not_hold_up_apply(machine: StateMachine) -> None:

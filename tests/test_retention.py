@@ -16,6 +16,7 @@ from mes.files.sweep import remove_stale
 from mes.state import retention
 from mes.state.context import ChangeEvent
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 from mes.state.tables import (
     audit_log,
     files,
@@ -52,33 +53,33 @@ def farm_with_history(jobs: int) -> Farm:
     """`jobs` jobs finished at t=2000+i (half Done, half Canceled, one order of two jobs
     among them), a Queued job printing file 0 made at t=1500, and audited user commands."""
     farm = Farm()
-    assert farm.at(1000, "filament.create", id="f1", type="PLA", color="red",
+    assert farm.at(1000, Op.FILAMENT_CREATE, id="f1", type="PLA", color="red",
                    total_weight_in_grams=100_000).ok
     for n in range(3):
-        assert farm.at(1000, "file.register", id=sha(n), name=f"part{n}.gcode", size=10).ok
-    assert farm.at(1100, "order.create", id="o1", owner_id="u1", jobs=[
+        assert farm.at(1000, Op.FILE_REGISTER, id=sha(n), name=f"part{n}.gcode", size=10).ok
+    assert farm.at(1100, Op.ORDER_CREATE, id="o1", owner_id="u1", jobs=[
         {"id": "oj1", "filament_id": "f1", "file_id": sha(1), "print_weight_in_grams": 1},
         {"id": "oj2", "filament_id": "f1", "file_id": sha(1), "print_weight_in_grams": 1},
     ]).ok
     for job_id in ("oj1", "oj2"):
-        assert farm.at(1200, "job.set_status", id=job_id, status="Canceled").ok
+        assert farm.at(1200, Op.JOB_SET_STATUS, id=job_id, status="Canceled").ok
     for i in range(jobs):
         job_id = f"j{i}"
-        assert farm.at(1500, "job.create", id=job_id, filament_id="f1", filepath="x.gcode",
+        assert farm.at(1500, Op.JOB_CREATE, id=job_id, filament_id="f1", filepath="x.gcode",
                        file_id=sha(2) if i == 0 else None, print_weight_in_grams=1).ok
         if i % 2:
-            assert farm.at(1600, "job.set_status", id=job_id, status="Running").ok
-            assert farm.at(2000 + i, "job.set_status", id=job_id, status="Done").ok
+            assert farm.at(1600, Op.JOB_SET_STATUS, id=job_id, status="Running").ok
+            assert farm.at(2000 + i, Op.JOB_SET_STATUS, id=job_id, status="Done").ok
         else:
-            assert farm.at(2000 + i, "job.set_status", id=job_id, status="Canceled").ok
-    assert farm.at(1500, "job.create", id="active", filament_id="f1",
+            assert farm.at(2000 + i, Op.JOB_SET_STATUS, id=job_id, status="Canceled").ok
+    assert farm.at(1500, Op.JOB_CREATE, id="active", filament_id="f1",
                    file_id=sha(0), print_weight_in_grams=1).ok
     return farm
 
 
 def prune(farm: Farm, jobs_before: float | None, audit_before: float | None = None,
           limit: int = 500) -> Outcome:
-    return farm.at(9_999_999, "retention.prune", jobs_before=jobs_before,
+    return farm.at(9_999_999, Op.RETENTION_PRUNE, jobs_before=jobs_before,
                    audit_before=audit_before, limit=limit)
 
 
@@ -157,7 +158,7 @@ def test_prune_refuses_bad_arguments_and_users() -> None:
     farm = Farm()
     assert prune(farm, -1).error["code"] == "invalid_cutoff"  # type: ignore[index]
     assert prune(farm, 10, limit=retention.MAX_BATCH + 1).error is not None
-    refused = farm.at(5, "retention.prune", actor="nobody", jobs_before=1, limit=1)
+    refused = farm.at(5, Op.RETENTION_PRUNE, actor="nobody", jobs_before=1, limit=1)
     assert refused.error is not None and refused.error["code"] == "account_disabled"
 
 

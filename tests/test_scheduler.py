@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select
 from mes.printers.base import PrinterStatus
 from mes.state import queries
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from mes.state.tables import print_jobs
 from mes.workers.context import FarmView, Seen, WorkerContext
 from mes.workers.scheduler import MAX_CLAIMS_PER_TICK, assign, schedule
@@ -31,7 +32,7 @@ class Farm:
     def __init__(self) -> None:
         self.machine = StateMachine()
         self.ts = 100.0
-        self.do("file.register", id=FILE, name="a.gcode", size=4)
+        self.do(Op.FILE_REGISTER, id=FILE, name="a.gcode", size=4)
 
     def do(self, op: str, **args: Any) -> Any:
         self.ts += 1
@@ -40,18 +41,18 @@ class Farm:
         return outcome.value
 
     def printer(self, printer_id: str, spool: str | None) -> None:
-        self.do("printer.create", id=printer_id, worker=True, filament_id=spool, api="Mock",
+        self.do(Op.PRINTER_CREATE, id=printer_id, worker=True, filament_id=spool, api="Mock",
                 url="http://mock.invalid")
         place(self.machine, printer_id)
 
     def spool(self, spool_id: str) -> None:
-        self.do("filament.create", id=spool_id, type="PLA", color="k",
+        self.do(Op.FILAMENT_CREATE, id=spool_id, type="PLA", color="k",
                 total_weight_in_grams=100_000)
 
     def job(self, job_id: str, printer_id: str | None, spool: str, with_file: bool = True
             ) -> None:
         extra: dict[str, Any] = {"file_id": FILE} if with_file else {"filepath": "x.gcode"}
-        self.do("job.create", id=job_id, printer_id=printer_id, filament_id=spool,
+        self.do(Op.JOB_CREATE, id=job_id, printer_id=printer_id, filament_id=spool,
                 print_weight_in_grams=1, **extra)
 
 
@@ -98,7 +99,7 @@ class FakeContext:
         return FarmView(printers, read(queries.active_jobs_by_printer), 0.0)
 
     async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
-        assert op == "job.claim"
+        assert op == Op.JOB_CLAIM
         self.claims.append((args["job_id"], args["printer_id"]))
         value: dict[str, Any] = self.farm.do(op, **args)
         return value

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from mes.node import FarmNode
 from mes.raft.writer import NoLeader
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 from mes.workers.balancer import Move, Slot, plan, silent_nodes
 from mes.workers.host import ShardLeader
 from tests.farm_helpers import eventually, running_farm
@@ -38,17 +39,17 @@ def row(machine: StateMachine, sql: str) -> tuple[Any, ...]:
 @pytest.fixture
 def farm() -> Iterator[StateMachine]:
     machine = StateMachine()
-    do(machine, "filament.create", id="f1", type="PLA", color="red", total_weight_in_grams=1000)
-    do(machine, "file.register", id=FILE, name="a.gcode", size=10)
+    do(machine, Op.FILAMENT_CREATE, id="f1", type="PLA", color="red", total_weight_in_grams=1000)
+    do(machine, Op.FILE_REGISTER, id=FILE, name="a.gcode", size=10)
     for printer in ("p1", "p2"):
-        do(machine, "printer.create", id=printer, api="Mock", worker=True, filament_id="f1")
-    do(machine, "job.create", id="j", filament_id="f1", file_id=FILE, print_weight_in_grams=5)
+        do(machine, Op.PRINTER_CREATE, id=printer, api="Mock", worker=True, filament_id="f1")
+    do(machine, Op.JOB_CREATE, id="j", filament_id="f1", file_id=FILE, print_weight_in_grams=5)
     yield machine
     machine.close()
 
 
 def claim(machine: StateMachine, epoch: int, printer: str = "p1") -> Outcome:
-    return apply(machine, "job.claim", job_id="j", printer_id=printer, epoch=epoch,
+    return apply(machine, Op.JOB_CLAIM, job_id="j", printer_id=printer, epoch=epoch,
                  printer_filename="mes-j.gcode")
 
 
@@ -73,32 +74,32 @@ def test_a_worker_command_about_a_job_on_another_printer_is_refused(
         farm: StateMachine) -> None:
     first, second = place(farm, "p1"), place(farm, "p2")
     assert claim(farm, first).ok
-    refused = apply(farm, "job.started", job_id="j", printer_id="p2", epoch=second)
+    refused = apply(farm, Op.JOB_STARTED, job_id="j", printer_id="p2", epoch=second)
     assert refused.error is not None and refused.error["code"] == "wrong_printer"
-    assert apply(farm, "job.started", job_id="j", printer_id="p1", epoch=first).ok
+    assert apply(farm, Op.JOB_STARTED, job_id="j", printer_id="p1", epoch=first).ok
 
 
 def test_a_move_from_a_live_node_is_a_handoff(farm: StateMachine) -> None:
     epoch = place(farm, "p1", NODE)
-    do(farm, "node.lease", node=OTHER)
-    moved = do(farm, "shard.assign", leader_epoch=leader_epoch(farm), now=time.time(),
+    do(farm, Op.NODE_LEASE, node=OTHER)
+    moved = do(farm, Op.SHARD_ASSIGN, leader_epoch=leader_epoch(farm), now=time.time(),
                moves=[{"printer_id": "p1", "epoch": epoch, "node": OTHER}])
     assert moved["moves"] == {"p1": "releasing"}
     # Until the driver lets go, it drives (its epoch holds) and nobody else does.
     assert row(farm, "SELECT node, epoch, release, moving_to FROM assignments "
                      "WHERE printer_id = 'p1'") == (NODE, epoch, 1, OTHER)
     assert claim(farm, epoch).ok
-    released = do(farm, "shard.release", printer_id="p1", epoch=epoch)
+    released = do(farm, Op.SHARD_RELEASE, printer_id="p1", epoch=epoch)
     assert released == {"printer_id": "p1", "node": OTHER}
     new = epoch_of(farm, "p1")
     assert new > epoch
-    refused = apply(farm, "job.started", job_id="j", printer_id="p1", epoch=epoch)
+    refused = apply(farm, Op.JOB_STARTED, job_id="j", printer_id="p1", epoch=epoch)
     assert refused.error is not None and refused.error["code"] == "stale_epoch"
-    assert apply(farm, "job.started", job_id="j", printer_id="p1", epoch=new).ok
+    assert apply(farm, Op.JOB_STARTED, job_id="j", printer_id="p1", epoch=new).ok
 
 
 def test_a_move_to_a_node_without_a_live_lease_is_skipped(farm: StateMachine) -> None:
-    value = do(farm, "shard.assign", leader_epoch=leader_epoch(farm), now=time.time(),
+    value = do(farm, Op.SHARD_ASSIGN, leader_epoch=leader_epoch(farm), now=time.time(),
                moves=[{"printer_id": "p1", "epoch": 0, "node": OTHER}])
     assert value["moves"] == {"p1": "skipped"}
     assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p1'") == (None, 0)
@@ -106,27 +107,27 @@ def test_a_move_to_a_node_without_a_live_lease_is_skipped(farm: StateMachine) ->
 
 def test_a_plan_on_a_stale_view_of_epochs_is_skipped(farm: StateMachine) -> None:
     place(farm, "p1", NODE)
-    do(farm, "node.lease", node=OTHER)
-    value = do(farm, "shard.assign", leader_epoch=leader_epoch(farm), now=time.time(),
+    do(farm, Op.NODE_LEASE, node=OTHER)
+    value = do(farm, Op.SHARD_ASSIGN, leader_epoch=leader_epoch(farm), now=time.time(),
                moves=[{"printer_id": "p1", "epoch": 0, "node": OTHER}])
     assert value["moves"] == {"p1": "skipped"}
 
 
 def test_expiry_needs_the_lease_unrenewed_then_moves_at_once(farm: StateMachine) -> None:
     epoch = place(farm, "p1", NODE)
-    do(farm, "printer.update", id="p2", hub=NODE)
+    do(farm, Op.PRINTER_UPDATE, id="p2", hub=NODE)
     pinned = place(farm, "p2", NODE)
-    do(farm, "node.lease", node=OTHER)
-    seq = do(farm, "node.lease", node=NODE)["seq"]
-    do(farm, "node.lease", node=NODE)  # renewed after the leader judged it silent
+    do(farm, Op.NODE_LEASE, node=OTHER)
+    seq = do(farm, Op.NODE_LEASE, node=NODE)["seq"]
+    do(farm, Op.NODE_LEASE, node=NODE)  # renewed after the leader judged it silent
     plan_args = {"leader_epoch": leader_epoch(farm), "now": time.time(),
                  "expire": [{"node": NODE, "seq": seq, "renewed_at": 0, "silent_for": 11}],
                  "moves": [{"printer_id": "p1", "epoch": epoch, "node": OTHER}]}
-    refused = apply(farm, "shard.assign", **plan_args)
+    refused = apply(farm, Op.SHARD_ASSIGN, **plan_args)
     assert refused.error is not None and refused.error["code"] == "lease_renewed"
     assert row(farm, f"SELECT expired FROM node_leases WHERE node = '{NODE}'") == (0,)
     assert epoch_of(farm, "p1") == epoch
-    value = do(farm, "shard.assign", **{**plan_args, "expire": [
+    value = do(farm, Op.SHARD_ASSIGN, **{**plan_args, "expire": [
         {"node": NODE, "seq": seq + 1, "renewed_at": 0, "silent_for": 11}]})
     assert value == {"expired": [NODE], "moves": {"p1": "moved", "p2": "unassigned"}}
     assert row(farm, "SELECT node FROM assignments WHERE printer_id = 'p1'") == (OTHER,)
@@ -134,22 +135,22 @@ def test_expiry_needs_the_lease_unrenewed_then_moves_at_once(farm: StateMachine)
     assert row(farm, "SELECT node FROM assignments WHERE printer_id = 'p2'") == (None,)
     assert epoch_of(farm, "p2") > pinned
     for printer, old in (("p1", epoch), ("p2", pinned)):
-        refused = apply(farm, "printer.attention", id=printer, epoch=old, reason="x")
+        refused = apply(farm, Op.PRINTER_ATTENTION, id=printer, epoch=old, reason="x")
         assert refused.error is not None and refused.error["code"] == "stale_epoch"
 
 
 def test_a_plan_of_a_deposed_leader_is_refused(farm: StateMachine) -> None:
     old = leader_epoch(farm)
-    do(farm, "leader.begin", leader="other")
-    do(farm, "node.lease", node=NODE)
-    refused = apply(farm, "shard.assign", leader_epoch=old, now=time.time(),
+    do(farm, Op.LEADER_BEGIN, leader="other")
+    do(farm, Op.NODE_LEASE, node=NODE)
+    refused = apply(farm, Op.SHARD_ASSIGN, leader_epoch=old, now=time.time(),
                     moves=[{"printer_id": "p1", "epoch": 0, "node": NODE}])
     assert refused.error is not None and refused.error["code"] == "stale_epoch"
 
 
 def test_telemetry_writes_current_statuses_and_lists_stale_ones(farm: StateMachine) -> None:
     epoch = place(farm, "p1")
-    value = do(farm, "printer.telemetry", statuses=[
+    value = do(farm, Op.PRINTER_TELEMETRY, statuses=[
         {"printer_id": "p1", "epoch": epoch, "state": "idle", "observed_at": 1.0},
         {"printer_id": "p2", "epoch": epoch, "state": "printing", "observed_at": 1.0}])
     assert value == {"written": 1, "stale": ["p2"]}
@@ -159,10 +160,10 @@ def test_telemetry_writes_current_statuses_and_lists_stale_ones(farm: StateMachi
 
 def test_a_hub_is_a_node_address(farm: StateMachine) -> None:
     for bad in ("nonsense", "host:0", "host:99999", "a b:7000", 7000):
-        refused = apply(farm, "printer.update", id="p1", hub=bad)
+        refused = apply(farm, Op.PRINTER_UPDATE, id="p1", hub=bad)
         assert refused.error is not None and refused.error["code"] == "invalid_node", bad
-    assert do(farm, "printer.update", id="p1", hub="10.0.0.5:7000")["hub"] == "10.0.0.5:7000"
-    assert do(farm, "printer.update", id="p1", hub=None)["hub"] is None
+    assert do(farm, Op.PRINTER_UPDATE, id="p1", hub="10.0.0.5:7000")["hub"] == "10.0.0.5:7000"
+    assert do(farm, Op.PRINTER_UPDATE, id="p1", hub=None)["hub"] is None
 
 
 # -- the balancer ---------------------------------------------------------------------------
@@ -297,7 +298,7 @@ async def test_a_node_that_cannot_renew_its_lease_stops_its_workers_in_time(
         real = node.submit
 
         async def no_quorum(op: str, args: Any, remember: bool = True) -> Outcome:
-            if op == "node.lease":
+            if op == Op.NODE_LEASE:
                 raise NoLeader("no leader committed node.lease")
             return await real(op, args, remember)
 
@@ -332,13 +333,13 @@ def test_every_node_notes_when_it_saw_each_renewal_for_when_it_leads() -> None:
     port = SimpleNamespace(settings=Settings(_env_file=None),  # type: ignore[call-arg]
                            on_apply=listeners.append)
     host = WorkerHost(port)
-    renewal = {"op": "node.lease", "args": {"node": NODE}}
+    renewal = {"op": Op.NODE_LEASE, "args": {"node": NODE}}
     listeners[0](renewal, Outcome(value={"node": NODE, "seq": 3}))
     seq, first = host.heard[NODE]
     assert seq == 3
     listeners[0](renewal, Outcome(value={"node": NODE, "seq": 3}))  # a replay: same note
     listeners[0](renewal, Outcome(error={"code": "invalid_node"}))
-    listeners[0]({"op": "noop"}, Outcome())
+    listeners[0]({"op": Op.NOOP}, Outcome())
     assert host.heard == {NODE: (3, first)}
     lease = {"node": NODE, "seq": 3, "renewed_at": 0.0, "expired": False}
     assert silent_nodes([lease], host.heard, first + 9.9, 10.0) == []
@@ -358,22 +359,22 @@ def test_a_snapshot_from_before_shards_gets_hubs_and_assignments(farm: StateMach
     farm.restore(source.serialize())
     assert row(farm, "SELECT node, epoch FROM assignments WHERE printer_id = 'p2'") == (None, 0)
     assert place(farm, "p1") >= 1
-    assert do(farm, "printer.update", id="p2", hub=NODE)["hub"] == NODE
+    assert do(farm, Op.PRINTER_UPDATE, id="p2", hub=NODE)["hub"] == NODE
 
 
 async def test_the_balancer_reads_the_slots_again_only_after_a_change(node: FarmNode) -> None:
     me = node.self_address
-    do(node.machine, "node.lease", node=me)
-    epoch = int(do(node.machine, "leader.begin", leader=me)["epoch"])
+    do(node.machine, Op.NODE_LEASE, node=me)
+    epoch = int(do(node.machine, Op.LEADER_BEGIN, leader=me)["epoch"])
     balancer = ShardLeader(node, epoch)
-    do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)
+    do(node.machine, Op.PRINTER_CREATE, id="p1", api="Mock", url="http://mock-1", worker=True)
     assert await balancer.step() and balancer.slot_reads == 1
     assert epoch_of(node.machine, "p1") > 0  # placed on this node (committed through Raft)
     assert await balancer.step() and balancer.slot_reads == 2  # the placement changed it
     for _ in range(3):
-        do(node.machine, "node.lease", node=me)  # renewals change no slot
+        do(node.machine, Op.NODE_LEASE, node=me)  # renewals change no slot
         assert await balancer.step()
     assert balancer.slot_reads == 2
-    do(node.machine, "printer.create", id="p2", api="Mock", url="http://mock-2", worker=True)
+    do(node.machine, Op.PRINTER_CREATE, id="p2", api="Mock", url="http://mock-2", worker=True)
     assert await balancer.step() and balancer.slot_reads == 3
     assert epoch_of(node.machine, "p2") > 0

@@ -12,6 +12,7 @@ import pytest
 from mes.config import Settings
 from mes.printers.base import PrinterStatus
 from mes.state.machine import Outcome, StateMachine
+from mes.state.ops import Op
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import PrinterWorker
 from tests.shard_helpers import NODE, OTHER, place
@@ -63,13 +64,13 @@ def done_job_farm(until: str | None = None) -> tuple[StateMachine, int]:
         assert outcome.ok, outcome.error
         return outcome.value
 
-    do("filament.create", id="f1", type="PLA", color="red", total_weight_in_grams=1000)
-    do("printer.create", id="p1", api="Mock", worker=True, filament_id="f1")
-    do("file.register", id="c" * 64, name="a.gcode", size=10)
-    do("job.create", id="j", filament_id="f1", file_id="c" * 64, print_weight_in_grams=5)
+    do(Op.FILAMENT_CREATE, id="f1", type="PLA", color="red", total_weight_in_grams=1000)
+    do(Op.PRINTER_CREATE, id="p1", api="Mock", worker=True, filament_id="f1")
+    do(Op.FILE_REGISTER, id="c" * 64, name="a.gcode", size=10)
+    do(Op.JOB_CREATE, id="j", filament_id="f1", file_id="c" * 64, print_weight_in_grams=5)
     epoch = place(machine, "p1")
-    for op, args in (("job.claim", {"printer_filename": "mes-j.gcode"}),
-                     ("job.started", {}), ("job.finished", {})):
+    for op, args in ((Op.JOB_CLAIM, {"printer_filename": "mes-j.gcode"}),
+                     (Op.JOB_STARTED, {}), (Op.JOB_FINISHED, {})):
         if op == until:
             break
         do(op, epoch=epoch, job_id="j", printer_id="p1", **args)
@@ -128,7 +129,7 @@ async def test_a_node_that_lost_the_printer_never_cancels() -> None:
 
 
 async def test_a_node_that_lost_the_printer_sends_no_start() -> None:
-    machine, epoch = done_job_farm(until="job.started")  # claimed, starting
+    machine, epoch = done_job_farm(until=Op.JOB_STARTED)  # claimed, starting
     client = Printing(None)
     current = worker(machine, epoch, client)
     place(machine, "p1", OTHER)
@@ -138,7 +139,7 @@ async def test_a_node_that_lost_the_printer_sends_no_start() -> None:
 
 
 async def test_the_driving_node_uploads_then_starts() -> None:
-    machine, epoch = done_job_farm(until="job.started")
+    machine, epoch = done_job_farm(until=Op.JOB_STARTED)
     client = Printing(None)
     await worker(machine, epoch, client).tick()
     assert (client.uploads, client.starts) == (["mes-j.gcode"], ["mes-j.gcode"])
@@ -156,7 +157,7 @@ class Busy(Printing):
 
 
 async def test_a_start_refused_as_busy_waits_for_the_printer_instead_of_requeueing() -> None:
-    machine, epoch = done_job_farm(until="job.started")
+    machine, epoch = done_job_farm(until=Op.JOB_STARTED)
     client = Busy(None)
     current = worker(machine, epoch, client)
     await current.tick()  # refused: busy

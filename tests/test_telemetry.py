@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from mes.printers.base import PrinterStatus
+from mes.state.ops import Op
 from mes.workers.context import WorkerContext
 from mes.workers.telemetry import TelemetryFlusher, changed
 
@@ -47,7 +48,7 @@ async def test_one_batched_command_per_flush_and_nothing_when_unchanged() -> Non
     for i in range(3):
         ctx.saw(f"p{i}", PrinterStatus(state="idle", nozzle_actual=22.0))
     assert await flusher.flush(ctx) == 3  # type: ignore[arg-type]
-    assert len(ctx.sent) == 1 and ctx.sent[0][0] == "printer.telemetry"
+    assert len(ctx.sent) == 1 and ctx.sent[0][0] == Op.PRINTER_TELEMETRY
     assert [s["printer_id"] for s in ctx.sent[0][1]["statuses"]] == ["p0", "p1", "p2"]
     ctx.saw("p1", PrinterStatus(state="idle", nozzle_actual=22.3))  # inside the deadband
     assert await flusher.flush(ctx) == 0  # type: ignore[arg-type]

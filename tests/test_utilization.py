@@ -12,6 +12,7 @@ import pytest
 from mes.node import FarmNode
 from mes.state import queries, utilization
 from mes.state.machine import StateMachine
+from mes.state.ops import Op
 from mes.state.tables import printer_state_intervals
 from tests.accounts import make_user
 from tests.farm_helpers import eventually, running_farm, upload
@@ -32,23 +33,23 @@ class Farm:
         self.epochs: dict[str, int] = {}  # each printer's assignment epoch (on NODE)
 
     def do(self, at: float, op: str, **args: Any) -> Any:
-        if "epoch" in args and op != "printer.telemetry":  # its printer's assignment epoch
+        if "epoch" in args and op != Op.PRINTER_TELEMETRY:  # its printer's assignment epoch
             printer_id = args.get("printer_id") or args.get("id")
             if printer_id is None:
                 job = self.machine.read(lambda c: queries.get_job(c, args["job_id"]))
                 assert job is not None
                 printer_id = args["printer_id"] = job["assigned_printer_id"]
             args["epoch"] = self.epochs.get(printer_id, 0) + args["epoch"] - self.epoch
-        if op == "printer.telemetry":
+        if op == Op.PRINTER_TELEMETRY:
             args["statuses"] = [{**s, "epoch": self.epochs.get(s["printer_id"], 0)
                                  + args.get("epoch", self.epoch) - self.epoch}
                                 for s in args["statuses"]]
             args.pop("epoch", None)
         outcome = self.machine.apply({"op": op, "args": args, "rid": None, "ts": at})
         assert outcome.ok, outcome.error
-        if op == "printer.create":  # placed on a node at once, as the leader does
-            self.machine.apply({"op": "node.lease", "args": {"node": NODE}, "ts": at})
-            placed = self.machine.apply({"op": "shard.assign", "ts": at, "args": {
+        if op == Op.PRINTER_CREATE:  # placed on a node at once, as the leader does
+            self.machine.apply({"op": Op.NODE_LEASE, "args": {"node": NODE}, "ts": at})
+            placed = self.machine.apply({"op": Op.SHARD_ASSIGN, "ts": at, "args": {
                 "leader_epoch": self.epoch, "now": at,
                 "moves": [{"printer_id": args["id"], "epoch": 0, "node": NODE}]}})
             assert placed.ok, placed.error
@@ -60,7 +61,7 @@ class Farm:
         return self.machine.read(lambda c: utilization.report(c, start, end, now, group))
 
     def status(self, at: float, printer_id: str, state: str) -> None:
-        self.do(at, "printer.telemetry", epoch=self.epoch, statuses=[
+        self.do(at, Op.PRINTER_TELEMETRY, epoch=self.epoch, statuses=[
             {"printer_id": printer_id, "state": state, "observed_at": at}])
 
     def intervals(self) -> list[tuple[str, str, float, float | None]]:
@@ -74,35 +75,35 @@ class Farm:
 def farm(tmp_path: Path) -> Iterator[Farm]:
     machine = StateMachine(scratch_dir=tmp_path)
     farm = Farm(machine)
-    farm.do(T0 - HOUR, "filament.create", id="f1", type="PLA", color="red",
+    farm.do(T0 - HOUR, Op.FILAMENT_CREATE, id="f1", type="PLA", color="red",
             total_weight_in_grams=1000)
-    farm.do(T0 - HOUR, "file.register", id=SHA, name="a.gcode", size=10)
-    farm.epoch = int(farm.do(T0 - HOUR, "leader.begin", leader="n1")["epoch"])
+    farm.do(T0 - HOUR, Op.FILE_REGISTER, id=SHA, name="a.gcode", size=10)
+    farm.epoch = int(farm.do(T0 - HOUR, Op.LEADER_BEGIN, leader="n1")["epoch"])
     yield farm
     machine.close()
 
 
 def print_job(farm: Farm, job_id: str, printer_id: str, start: float, grams: int) -> None:
-    farm.do(start, "job.create", id=job_id, printer_id=printer_id, filament_id="f1",
+    farm.do(start, Op.JOB_CREATE, id=job_id, printer_id=printer_id, filament_id="f1",
             file_id=SHA, print_weight_in_grams=grams)
-    farm.do(start, "job.claim", epoch=farm.epoch, job_id=job_id, printer_id=printer_id,
+    farm.do(start, Op.JOB_CLAIM, epoch=farm.epoch, job_id=job_id, printer_id=printer_id,
             printer_filename=f"mes-{job_id}.gcode")
-    farm.do(start, "job.started", epoch=farm.epoch, job_id=job_id)
+    farm.do(start, Op.JOB_STARTED, epoch=farm.epoch, job_id=job_id)
 
 
 def test_hours_per_state_are_exact_from_the_commands_times(farm: Farm) -> None:
-    farm.do(T0, "printer.create", id="p1", group="west")  # offline until it reports
+    farm.do(T0, Op.PRINTER_CREATE, id="p1", group="west")  # offline until it reports
     farm.status(T0 + 30 * MIN, "p1", "printing")
     print_job(farm, "j1", "p1", T0 + 30 * MIN, grams=25)
     farm.status(T0 + 30 * MIN + 1, "p1", "printing")  # the same state: no new interval
     farm.status(T0 + 2 * HOUR, "p1", "paused")
     farm.status(T0 + 2 * HOUR + 15 * MIN, "p1", "printing")
     farm.status(T0 + 2 * HOUR + 45 * MIN, "p1", "finished")  # counts as idle
-    farm.do(T0 + 2 * HOUR + 45 * MIN, "job.finished", epoch=farm.epoch, job_id="j1")
+    farm.do(T0 + 2 * HOUR + 45 * MIN, Op.JOB_FINISHED, epoch=farm.epoch, job_id="j1")
     farm.status(T0 + 3 * HOUR, "p1", "idle")  # finished -> idle: the same state
-    farm.do(T0 + 3 * HOUR + 45 * MIN, "printer.attention", epoch=farm.epoch, id="p1",
+    farm.do(T0 + 3 * HOUR + 45 * MIN, Op.PRINTER_ATTENTION, epoch=farm.epoch, id="p1",
             reason="check the bed")
-    farm.do(T0 + 4 * HOUR + 30 * MIN, "printer.bed_cleared", id="p1")
+    farm.do(T0 + 4 * HOUR + 30 * MIN, Op.PRINTER_BED_CLEARED, id="p1")
     farm.status(T0 + 5 * HOUR, "p1", "error")
 
     got = farm.report(T0, T0 + 6 * HOUR, now=T0 + 6 * HOUR)
@@ -121,7 +122,7 @@ def test_hours_per_state_are_exact_from_the_commands_times(farm: Farm) -> None:
 
 
 def test_a_window_clips_intervals_and_an_open_one_lasts_until_now(farm: Farm) -> None:
-    farm.do(T0, "printer.create", id="p1")
+    farm.do(T0, Op.PRINTER_CREATE, id="p1")
     farm.status(T0, "p1", "idle")
     farm.status(T0 + 2 * HOUR, "p1", "printing")  # still printing: open
     # Half of the idle stretch and an hour of the open printing one.
@@ -138,18 +139,18 @@ def test_a_window_clips_intervals_and_an_open_one_lasts_until_now(farm: Farm) ->
 
 
 def test_jobs_done_failed_and_canceled_per_printer_and_group(farm: Farm) -> None:
-    farm.do(T0, "printer.create", id="a1", group="A")
-    farm.do(T0, "printer.create", id="a2", group="A")
-    farm.do(T0, "printer.create", id="b1", group="B")
+    farm.do(T0, Op.PRINTER_CREATE, id="a1", group="A")
+    farm.do(T0, Op.PRINTER_CREATE, id="a2", group="A")
+    farm.do(T0, Op.PRINTER_CREATE, id="b1", group="B")
     print_job(farm, "done", "a1", T0, grams=40)
-    farm.do(T0 + HOUR, "job.finished", epoch=farm.epoch, job_id="done")
+    farm.do(T0 + HOUR, Op.JOB_FINISHED, epoch=farm.epoch, job_id="done")
     print_job(farm, "lost", "a2", T0, grams=30)
-    farm.do(T0 + HOUR, "job.lost", epoch=farm.epoch, job_id="lost", cause="printer error")
-    farm.do(T0, "job.create", id="queued", printer_id="b1", filament_id="f1",
+    farm.do(T0 + HOUR, Op.JOB_LOST, epoch=farm.epoch, job_id="lost", cause="printer error")
+    farm.do(T0, Op.JOB_CREATE, id="queued", printer_id="b1", filament_id="f1",
             file_id=SHA, print_weight_in_grams=5)
-    farm.do(T0 + HOUR, "job.set_status", id="queued", status="Canceled")
+    farm.do(T0 + HOUR, Op.JOB_SET_STATUS, id="queued", status="Canceled")
     print_job(farm, "late", "b1", T0 + 2 * HOUR, grams=50)
-    farm.do(T0 + 5 * HOUR, "job.finished", epoch=farm.epoch, job_id="late")  # after the window
+    farm.do(T0 + 5 * HOUR, Op.JOB_FINISHED, epoch=farm.epoch, job_id="late")  # after the window
 
     got = farm.report(T0, T0 + 4 * HOUR, now=T0 + 6 * HOUR)
     jobs = {p["printer_id"]: (p["jobs"], p["filament_grams"]) for p in got["printers"]}
@@ -169,24 +170,24 @@ def test_jobs_done_failed_and_canceled_per_printer_and_group(farm: Farm) -> None
 
 
 def test_a_deleted_printer_keeps_its_past_and_stops_counting(farm: Farm) -> None:
-    farm.do(T0, "printer.create", id="p1")
+    farm.do(T0, Op.PRINTER_CREATE, id="p1")
     farm.status(T0, "p1", "idle")
-    farm.do(T0 + HOUR, "printer.delete", id="p1")
+    farm.do(T0 + HOUR, Op.PRINTER_DELETE, id="p1")
     assert farm.intervals()[-1] == ("p1", "idle", T0, T0 + HOUR)
     got = farm.report(T0, T0 + 3 * HOUR, now=T0 + 3 * HOUR)
     assert got["printers"][0]["exists"] is False
     assert got["printers"][0]["hours"]["idle"] == 1.0
     # The same id again starts afresh.
-    farm.do(T0 + 2 * HOUR, "printer.create", id="p1")
+    farm.do(T0 + 2 * HOUR, Op.PRINTER_CREATE, id="p1")
     got = farm.report(T0, T0 + 3 * HOUR, now=T0 + 3 * HOUR)
     assert got["printers"][0]["hours"] == {"printing": 0, "paused": 0, "idle": 1.0,
                                            "offline": 1.0, "error": 0}
 
 
 def test_attention_counts_as_error_unless_the_printer_prints(farm: Farm) -> None:
-    farm.do(T0, "printer.create", id="p1")
+    farm.do(T0, Op.PRINTER_CREATE, id="p1")
     farm.status(T0, "p1", "printing")
-    farm.do(T0 + HOUR, "printer.attention", epoch=farm.epoch, id="p1", reason="stray")
+    farm.do(T0 + HOUR, Op.PRINTER_ATTENTION, epoch=farm.epoch, id="p1", reason="stray")
     farm.status(T0 + 2 * HOUR, "p1", "idle")
     got = farm.report(T0, T0 + 3 * HOUR, now=T0 + 3 * HOUR)["printers"][0]["hours"]
     assert (got["printing"], got["error"], got["idle"]) == (2.0, 1.0, 0)
@@ -195,8 +196,8 @@ def test_attention_counts_as_error_unless_the_printer_prints(farm: Farm) -> None
 def test_a_large_telemetry_batch_changes_only_its_printers(farm: Farm) -> None:
     ids = [f"p{i:03d}" for i in range(150)]  # more than are looked up one by one
     for printer_id in ids:
-        farm.do(T0, "printer.create", id=printer_id)
-    farm.do(T0 + HOUR, "printer.telemetry", epoch=farm.epoch, statuses=[
+        farm.do(T0, Op.PRINTER_CREATE, id=printer_id)
+    farm.do(T0 + HOUR, Op.PRINTER_TELEMETRY, epoch=farm.epoch, statuses=[
         {"printer_id": pid, "state": "printing" if i % 2 else "idle", "observed_at": T0}
         for i, pid in enumerate(ids[:100])])
     got = {p["printer_id"]: p["hours"] for p in
@@ -213,9 +214,9 @@ def test_a_large_telemetry_batch_changes_only_its_printers(farm: Farm) -> None:
 
 
 def test_a_rejected_telemetry_records_no_interval(farm: Farm) -> None:
-    farm.do(T0, "printer.create", id="p1")
+    farm.do(T0, Op.PRINTER_CREATE, id="p1")
     before = farm.intervals()
-    outcome = farm.machine.apply({"op": "printer.telemetry", "ts": T0 + 1, "args": {
+    outcome = farm.machine.apply({"op": Op.PRINTER_TELEMETRY, "ts": T0 + 1, "args": {
         "statuses": [{"printer_id": "p1", "epoch": farm.epochs["p1"] + 1, "state": "printing",
                       "observed_at": T0}]}})
     assert outcome.ok and outcome.value == {"written": 0, "stale": ["p1"]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from mes.node import FarmNode
+from mes.state.ops import Op
 from mes.workers.context import VIEW_MAX_AGE, WorkerContext
 from tests.shard_helpers import do, place
 
@@ -24,20 +25,20 @@ async def test_view_is_read_again_only_when_the_farm_changed(node: FarmNode) -> 
     _age(ctx, 0.6)  # past half an interval (1 s), no command since: the same view
     assert ctx.view() is first
 
-    telemetry = node.machine.apply({"op": "printer.telemetry", "args": {"statuses": []},
+    telemetry = node.machine.apply({"op": Op.PRINTER_TELEMETRY, "args": {"statuses": []},
                                     "ts": time.time()})
     assert telemetry.error is None, telemetry.error
     assert ctx.view() is first  # telemetry writes printer status rows only
-    do(node.machine, "node.lease", node=node.self_address)
+    do(node.machine, Op.NODE_LEASE, node=node.self_address)
     assert ctx.view() is first  # nor does a lease renewal (every node, every few seconds)
 
     me = node.self_address
-    do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)
+    do(node.machine, Op.PRINTER_CREATE, id="p1", api="Mock", url="http://mock-1", worker=True)
     place(node.machine, "p1", me)
     second = ctx.view()
     assert second is not first and set(second.printers) == {"p1"}
 
-    do(node.machine, "printer.create", id="p2", api="Mock", url="http://mock-2", worker=True)
+    do(node.machine, Op.PRINTER_CREATE, id="p2", api="Mock", url="http://mock-2", worker=True)
     place(node.machine, "p2", me)
     assert ctx.view() is second  # changed, but read less than half an interval ago
     _age(ctx, 0.6)
@@ -61,12 +62,12 @@ def test_workers_tick_at_points_spread_over_the_interval() -> None:
 async def test_may_act_follows_every_applied_assignment_and_a_snapshot(node: FarmNode) -> None:
     ctx = WorkerContext(node)
     me = node.self_address
-    do(node.machine, "printer.create", id="p1", api="Mock", url="http://mock-1", worker=True)
+    do(node.machine, Op.PRINTER_CREATE, id="p1", api="Mock", url="http://mock-1", worker=True)
     assert not ctx.may_act("p1", 0)  # driven by nobody yet
     epoch = place(node.machine, "p1", me)
     assert ctx.may_act("p1", epoch)  # read again: the assignment was applied since
     reads = ctx._epochs_at
-    telemetry = node.machine.apply({"op": "printer.telemetry", "args": {"statuses": []},
+    telemetry = node.machine.apply({"op": Op.PRINTER_TELEMETRY, "args": {"statuses": []},
                                     "ts": time.time()})
     assert telemetry.error is None
     assert ctx.may_act("p1", epoch) and ctx._epochs_at is reads  # telemetry: no read

@@ -44,8 +44,9 @@ def _to_schema_3(conn: Connection) -> None:
     """Who uploaded each file, from the audit entries of `file.register` still kept (older
     uploads are known only through the jobs that print them)."""
     file_owners.create(conn, checkfirst=True)
+    registered = "file.register"  # wire format: the op as audit rows stored it
     known = select(audit_log.c.target, audit_log.c.actor, audit_log.c.at).where(
-        audit_log.c.op == "file.register", audit_log.c.target.in_(select(files.c.id))
+        audit_log.c.op == registered, audit_log.c.target.in_(select(files.c.id))
     ).order_by(audit_log.c.seq)
     seen: set[tuple[str, str]] = set()
     for file_id, user_id, at in conn.execute(known):
