@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import Connection
 
@@ -29,8 +29,10 @@ from mes.files.sync import run_sync
 from mes.metrics.node import NodeMetrics
 from mes.private_dirs import make_private
 from mes.raft.cluster import cluster_view
+from mes.raft.membership import MembershipRefused, MembershipTimeout, change
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
+from mes.raft.readiness import RaftProgress, progress_of
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import NoLeader, Writer
 from mes.state import cluster_versions, queries
@@ -166,6 +168,39 @@ class FarmNode:
         except NoLeader as exc:
             raise DomainError("unavailable", "no_leader",
                               f"a linearizable read needs a leader: {exc}") from None
+
+    def read_at_applied(self, query: Callable[[Connection], T]) -> tuple[int, T]:
+        """Run `query` on the applied state and return it with the index it reflects
+        (blocks: call it off the event loop)."""
+        index, value = self.raft.read_at_applied(lambda: self.machine.read(query))
+        return int(index), value
+
+    def members(self) -> list[str]:
+        """The cluster's members' Raft addresses (nodes added or removed included)."""
+        return list(self.raft.members())
+
+    def progress(self) -> RaftProgress:
+        """This node's Raft progress (leader, applied and commit indexes), no query."""
+        return progress_of(self.raft)
+
+    def raft_alive(self) -> bool:
+        """Whether this node's Raft thread runs."""
+        return bool(self.raft.tick_thread_alive())
+
+    def raft_status(self) -> dict[str, Any]:
+        """pysyncobj's status of this node (its role is `state`)."""
+        status: dict[str, Any] = self.raft.getStatus()
+        return status
+
+    async def change_membership(self, action: Literal["add", "remove"], address: str) -> None:
+        """Commit adding or removing a node; DomainError `rule` if the leader refuses,
+        `unavailable` if no leader committed it in time."""
+        try:
+            await change(self.raft, action, address, self.settings.raft_write_timeout)
+        except MembershipRefused as exc:
+            raise DomainError("rule", "membership_change_refused", str(exc)) from None
+        except MembershipTimeout as exc:
+            raise DomainError("unavailable", "no_leader", str(exc)) from None
 
     def state_image(self) -> tuple[int, bytes]:
         """The applied state as a database image and the index it was taken at (blocks:

@@ -9,7 +9,7 @@ cluster view, the change feed, files, the printers' live status and the sign-in 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
@@ -21,7 +21,7 @@ from mes.events.hub import EventHub
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
 from mes.metrics.node import NodeMetrics
-from mes.raft.node import RaftNode
+from mes.raft.readiness import RaftProgress
 from mes.state.machine import Outcome
 
 T = TypeVar("T")
@@ -53,8 +53,6 @@ class ReadLevels(Protocol):
 class ClusterView(Protocol):
     """The cluster as this node sees it."""
 
-    raft: RaftNode
-
     def cluster(self) -> dict[str, Any]:
         """Nodes, roles, leader, versions and announced URLs."""
 
@@ -70,6 +68,24 @@ class ClusterView(Protocol):
 
     def state_image(self) -> tuple[int, bytes]:
         """The applied state as a database image and the index it was taken at."""
+
+    def read_at_applied(self, query: Callable[[Connection], T]) -> tuple[int, T]:
+        """`query` on the applied state, with the index it reflects (blocks)."""
+
+    def members(self) -> list[str]:
+        """The members' Raft addresses."""
+
+    def progress(self) -> RaftProgress:
+        """This node's Raft progress (readiness reads only this)."""
+
+    def raft_alive(self) -> bool:
+        """Whether this node's Raft thread runs."""
+
+    def raft_status(self) -> dict[str, Any]:
+        """The Raft engine's status of this node (its role is `state`)."""
+
+    async def change_membership(self, action: Literal["add", "remove"], address: str) -> None:
+        """Add or remove a member (DomainError `rule` or `unavailable`)."""
 
 
 class ChangeFeed(Protocol):

@@ -16,7 +16,7 @@ from mes.api.deps import NodeDep
 from mes.api.errors import error_body
 from mes.app.ports import Farm
 from mes.raft.cluster import ROLES
-from mes.raft.readiness import not_ready_reasons, progress_of
+from mes.raft.readiness import not_ready_reasons
 from mes.state import queries
 from mes.state.digest import state_digest
 
@@ -65,8 +65,7 @@ def shard_view(conn: Connection) -> dict[str, Any]:
 @router.get("/cluster/digest")
 async def digest(node: NodeDep, _: Operator) -> dict[str, Any]:
     """A SHA-256 of this node's whole applied state and the applied index it was taken at."""
-    index, value = await asyncio.to_thread(
-        node.raft.read_at_applied, lambda: node.read_now(state_digest))
+    index, value = await asyncio.to_thread(node.read_at_applied, state_digest)
     return {"applied_index": index, "digest": value}
 
 
@@ -81,7 +80,7 @@ async def workers(node: NodeDep, _: Operator) -> dict[str, Any]:
 async def health(node: NodeDep) -> Any:
     """Readiness: 200 when a leader is known, this node has caught up and it applies;
     503 with the reasons otherwise. Reads only the Raft engine's counters, no database."""
-    progress = progress_of(node.raft)
+    progress = node.progress()
     body = {"node": node.settings.raft_self, "role": _role(node),
             "leader": progress.leader, "applied_index": progress.applied_index,
             "commit_index": progress.commit_index}
@@ -99,11 +98,11 @@ RAFT_STOPPED: dict[int | str, dict[str, Any]] = {503: {"description": "the Raft 
 async def live(node: NodeDep) -> Any:
     """Liveness: 200 while the process answers and its Raft thread runs, ready or not."""
     body = {"node": node.settings.raft_self, "role": _role(node)}
-    if not node.raft.tick_thread_alive():
+    if not node.raft_alive():
         return JSONResponse({**error_body("raft_stopped", "the Raft thread has stopped"),
                              "status": "dead", **body}, 503)
     return {"status": "ok", **body}
 
 
 def _role(node: Farm) -> str:
-    return ROLES.get(node.raft.getStatus()["state"], "unknown")
+    return ROLES.get(node.raft_status()["state"], "unknown")

@@ -16,9 +16,6 @@ from mes.api.auth import Admin, authenticated_router
 from mes.api.deps import NodeDep, commit
 from mes.api.errors import ApiError
 from mes.raft.membership import (
-    MembershipRefused,
-    MembershipTimeout,
-    change,
     valid_address,
 )
 from mes.state.ops import Op
@@ -40,24 +37,18 @@ def _checked(address: str) -> str:
 
 
 async def _change(node: NodeDep, action: str, address: str) -> None:
-    try:
-        await change(node.raft, "add" if action == "add" else "remove", address,
-                     node.settings.raft_write_timeout)
-    except MembershipRefused as exc:
-        raise ApiError(409, "membership_change_refused", str(exc)) from None
-    except MembershipTimeout as exc:
-        raise ApiError(503, "no_leader", str(exc), headers={"Retry-After": "1"}) from None
+    await node.change_membership("add" if action == "add" else "remove", address)
 
 
 def _answer(node: NodeDep) -> dict[str, Any]:
-    return {"members": node.raft.members(), "leader": node.cluster()["leader"]}
+    return {"members": node.members(), "leader": node.cluster()["leader"]}
 
 
 @router.post("", status_code=201)
 async def add_node(body: NewNode, node: NodeDep, _: Admin) -> dict[str, Any]:
     """Add a node to the cluster; then start it with RAFT_PEERS naming every member."""
     address = _checked(body.address)
-    if address in node.raft.members():
+    if address in node.members():
         raise ApiError(409, "already_member", f"{address} is already a member", "address")
     await _change(node, "add", address)
     return {"added": address, **_answer(node)}
@@ -67,7 +58,7 @@ async def add_node(body: NewNode, node: NodeDep, _: Admin) -> dict[str, Any]:
 async def remove_node(address: str, node: NodeDep, who: Admin) -> dict[str, Any]:
     """Remove a node from the cluster (not the leader); then stop its process."""
     _checked(address)
-    if address not in node.raft.members():
+    if address not in node.members():
         raise ApiError(404, "node_not_found", f"{address} is not a member of the cluster")
     if address == node.cluster()["leader"]:
         raise ApiError(409, "cannot_remove_leader", f"{address} leads the cluster now; stop "

@@ -53,7 +53,7 @@ def check_hub(node: Farm, args: dict[str, Any]) -> None:
     """A hub must be one of this cluster's nodes (its Raft members, as nodes are added and
     removed)."""
     hub = args.get("hub")
-    members = node.raft.members()
+    members = node.members()
     if hub is not None and hub not in members:
         raise ApiError(422, "unknown_hub", f"hub: {hub!r} is not a node of this cluster "
                        f"({', '.join(members)})", "hub")
