@@ -212,7 +212,7 @@ def server(argv: Sequence[str] | None = None) -> None:
     _exit_cleanly_on_signals()
     try:
         # uvicorn's defaults otherwise: proxy_headers on, trusted from FORWARDED_ALLOW_IPS
-        # (default 127.0.0.1 and ::1), see the README's "HTTPS and reverse proxies".
+        # (default 127.0.0.1 and ::1), see docs/configuration.md, "HTTPS and reverse proxies".
         config = uvicorn.Config(create_app(node), log_config=None,
                                 log_level=settings.log_level.lower(),
                                 access_log=settings.http_access_log,

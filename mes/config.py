@@ -1,4 +1,4 @@
-"""Node configuration from the environment or `.env` (names as in the README)."""
+"""Node configuration from the environment or `.env` (names as in docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ helpers it calls and the fixtures it asks for), so a new test lands in its tier 
   the console scripts) or iptables;
 - `cluster`: several server processes (also marked by hand, as before);
 - `slow`: listed in tests/slow.txt (made by tests/slow_list.py from a timed run): tests
-  of the other tiers that take 2 s or more.
+  of the other tiers that take 1.5 s or more.
 
 The everyday tier is `pytest -m "not process and not cluster and not slow"`.
 """

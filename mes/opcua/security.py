@@ -1,6 +1,6 @@
 """Security of the embedded OPC UA server: certificate, policies, users and permissions.
 
-Decisions (see the README's OPC UA section):
+Decisions (see docs/opcua.md):
 
 - The server's key and self-signed certificate live in DATA_DIR/opcua/ and are made on
   the first start only; the certificate is renewed (same key) when it expires or when the

@@ -17,7 +17,7 @@ router = authenticated_router("/events", "events")
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
-    "description": "an endless text/event-stream (see the README's Events section)",
+    "description": "an endless text/event-stream (see docs/api.md, Events)",
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 

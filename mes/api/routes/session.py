@@ -8,8 +8,8 @@ then keeps the token). Cookie requests that change state need `X-Requested-With:
 The cookie is `mes_session`, or `__Host-mes_session` when the node serves HTTPS itself. It
 is the bearer token and nothing else: a browser sends it to every service of the same host
 name whatever the port, and whatever else such a service sees (User-Agent, other cookies)
-it could replay as well, so no stateless binding would stop it (see the README's "HTTPS and
-reverse proxies").
+it could replay as well, so no stateless binding would stop it (see docs/configuration.md,
+"HTTPS and reverse proxies", and docs/security.md).
 """
 
 from __future__ import annotations
