@@ -8,7 +8,6 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --no-cache-dir -r /tmp/requirements.txt
 COPY README.md ./
 COPY mes ./mes
-COPY opcua_model ./opcua_model
 RUN pip install --no-cache-dir --no-deps .
 
 # Run as an unprivileged user that owns only the node's data.

@@ -52,7 +52,17 @@ class ServerProcess:
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=self.data_dir.parent)
         log.close()
-        wait_for(self.answering, 30, f"node {self.index} to answer")
+        self.wait_answering(f"node {self.index} to answer")
+
+    def wait_answering(self, what: str) -> None:
+        """Wait until the process just started answers; if it never does (or Ctrl-C comes),
+        stop it before the error goes on: a test that called start() outside its try/finally
+        would otherwise leave it running."""
+        try:
+            wait_for(self.answering, 30, what)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def alive(self) -> bool:
@@ -96,6 +106,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+            except BaseException:  # Ctrl-C while it shuts down: it must not outlive the run
+                self.process.kill()
+                self.process.wait(10)
+                raise
 
     def cluster(self) -> dict[str, Any]:
         response = self.client.get("/cluster", timeout=2.0)
@@ -138,11 +152,18 @@ class Cluster:
             node.peers = [n.raft_address for n in self.nodes if n is not node]
 
     def start(self) -> Cluster:
-        for node in self.nodes:
-            node.start()
-        self.wait_leader()
-        for node in self.nodes:
-            wait_for(node.healthy, 30, f"node {node.index} to be ready")
+        """Start every node and wait until all are ready. If that fails (or Ctrl-C comes),
+        every node is stopped before the error goes on: tests and fixtures often call start()
+        before their try/finally or yield, which then never stops what it had started."""
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_leader()
+            for node in self.nodes:
+                wait_for(node.healthy, 30, f"node {node.index} to be ready")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def live(self) -> list[ServerProcess]:
@@ -186,6 +207,12 @@ class Cluster:
         return wait_for(compare, timeout, "every live node to report the same applied index")
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-            node.client.close()
+        try:
+            for node in self.nodes:
+                node.stop()
+        finally:
+            # A stop that raised (a second Ctrl-C) leaves none of the others running.
+            for node in self.nodes:
+                if node.alive:
+                    node.kill()
+                node.client.close()

@@ -17,6 +17,7 @@ from mes.node import FarmNode
 from tests.auth import ADMIN_TOKEN, admin_headers
 from tests.emulators import start_emulator  # noqa: F401  (fixtures for every test module)
 from tests.farm_helpers import SINGLE_NODE
+from tests.interrupt import pytest_runtest_setup  # noqa: F401  (Ctrl-C keeps the summary)
 from tests.netfilter import partition  # noqa: F401  (iptables partitions on loopback)
 from tests.ports import free_port
 from tests.real_octoprint import octoprint  # noqa: F401

@@ -52,6 +52,10 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout)
+            except BaseException:  # Ctrl-C while it shuts down: it must not outlive the run
+                self.proc.kill()
+                self.proc.wait(timeout)
+                raise
         return self.proc.returncode
 
 
@@ -91,7 +95,13 @@ def start_emulator(tmp_path: Path) -> Iterator[StartEmulator]:
         return emulator
 
     yield start
-    for emulator in started:
-        emulator.stop()
+    try:
+        for emulator in started:
+            emulator.stop()
+    finally:
+        for emulator in started:  # a stop that raised (a second Ctrl-C) leaves none running
+            if emulator.proc.poll() is None:
+                emulator.proc.kill()
+                emulator.proc.wait(10)
 
 

@@ -153,7 +153,7 @@ class ReleaseServerProcess(ServerProcess):
             self.process = subprocess.Popen(self.command, env=env, stdout=log,
                                             stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=self.release)
-        wait_for(self.answering, 30, f"node {self.index} (release {RELEASE_NAME}) to answer")
+        self.wait_answering(f"node {self.index} (release {RELEASE_NAME}) to answer")
         # The process runs in the release's tree (what `python -m mes` imports first).
         cwd = Path(f"/proc/{self.process.pid}/cwd")
         if cwd.exists():

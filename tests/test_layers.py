@@ -75,7 +75,7 @@ def test_no_module_of_mes_imports_itself_back() -> None:
 def test_the_layer_contracts_hold() -> None:
     linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if linter is None:
-        pytest.fail("lint-imports is not installed (pip install -e '.[test]')")
+        pytest.fail("lint-imports is not installed (pip install -e '.[test,dev]')")
     result = subprocess.run([linter, "--config", str(ROOT / ".importlinter"), "--no-cache"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -11,8 +11,8 @@ from asyncua import Server, ua
 
 from mes.opcua.address_space import AddressSpace, Namespaces
 from mes.opcua.farm_state import PrinterView
-from opcua_model.loader import FARM_URI, load_model
-from opcua_model.nodesets import (
+from mes.opcua_model.loader import FARM_URI, load_model
+from mes.opcua_model.nodesets import (
     REQUIRED,
     NodeSetError,
     bundle,

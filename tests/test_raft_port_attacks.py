@@ -73,12 +73,12 @@ class Writes:
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     started = Cluster(3, tmp_path / "cluster", NODE_LEASE_SECONDS="5",
                       NODE_LEASE_RENEW="1").start()
-    leader = started.wait_leader()
-    assert leader.client.post("/printers", json={"id": "p"}).status_code == 201
-    assert leader.client.post("/filaments", json={
-        "id": "f", "type": "PLA", "color": "red", "total_weight_in_grams": 100_000,
-    }).status_code == 201
     try:
+        leader = started.wait_leader()
+        assert leader.client.post("/printers", json={"id": "p"}).status_code == 201
+        assert leader.client.post("/filaments", json={
+            "id": "f", "type": "PLA", "color": "red", "total_weight_in_grams": 100_000,
+        }).status_code == 201
         yield started
     finally:
         started.stop()

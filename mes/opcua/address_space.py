@@ -20,8 +20,8 @@ from asyncua import Server, ua
 from mes.opcua.farm_state import FarmState, PrinterView
 from mes.opcua.fast_nodes import NodeWriter
 from mes.opcua.privacy import NOBODY, Privacy
-from opcua_model.loader import FARM_URI
-from opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
+from mes.opcua_model.loader import FARM_URI
+from mes.opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
 
 MACHINE_TOOL_URI = "http://opcfoundation.org/UA/MachineTool/"
 # Printers per AddNodes call while building; the loop yields between calls.

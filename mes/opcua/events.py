@@ -10,7 +10,7 @@ from typing import Any
 
 from asyncua import Server, ua
 
-JOB_STATUS_CHANGED = 1001  # numeric ids in our namespace (opcua_model/printfarm.xml)
+JOB_STATUS_CHANGED = 1001  # numeric ids in our namespace (mes/opcua_model/printfarm.xml)
 PRINT_COMPLETED = 1002
 
 

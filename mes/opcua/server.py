@@ -32,9 +32,9 @@ from mes.opcua.mirror import Mirror
 from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
 from mes.opcua.security import secure
 from mes.opcua.speedups import install_speedups
+from mes.opcua_model.loader import load_model
+from mes.opcua_model.nodesets import MACHINERY_JOBS_URI
 from mes.version import DATA_LEVEL, RELEASE, RELEASE_DATE
-from opcua_model.loader import load_model
-from opcua_model.nodesets import MACHINERY_JOBS_URI
 
 if TYPE_CHECKING:
     from mes.app.ports import Farm
@@ -70,7 +70,7 @@ class EmbeddedServer:
         self.mirror: Mirror | None = None
         self.events: FarmEvents | None = None
         self.job_order_control: Node | None = None
-        self.service_level = ServiceLevel(self.server, self.node.raft.getStatus)
+        self.service_level = ServiceLevel(self.server, self.node.raft_status)
         self.started_seconds: float | None = None  # until the endpoint listened
         self.model_seconds: float | None = None  # loading the NodeSets
         self.build_seconds: float | None = None  # the farm's first build

@@ -10,7 +10,7 @@ from importlib import resources
 
 from asyncua import Server
 
-from opcua_model.nodesets import DI_URI, required_nodesets
+from mes.opcua_model.nodesets import DI_URI, required_nodesets
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ FARM_XML = "printfarm.xml"
 
 def farm_xml() -> str:
     """Our own NodeSet2 XML (namespace FARM_URI)."""
-    return (resources.files("opcua_model") / FARM_XML).read_text(encoding="utf-8")
+    return (resources.files("mes.opcua_model") / FARM_XML).read_text(encoding="utf-8")
 
 
 # asyncua's importer logs dozens of known, harmless warnings for these NodeSets (DI's nine
