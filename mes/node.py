@@ -362,7 +362,8 @@ class FarmNode:
                               ("file peers", self.peers.aclose()),
                               ("authenticator", self.auth.aclose())):
             try:
-                await asyncio.wait_for(closing, STOP_SECONDS)
+                async with asyncio.timeout(STOP_SECONDS):
+                    await closing
             except TimeoutError:
                 log.error("the %s did not stop within %g s", name, STOP_SECONDS)
 

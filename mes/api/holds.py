@@ -5,14 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection
 
 from mes.api.deps import read
 from mes.app.ports import Farm
 from mes.state import queries
 from mes.state.holds import FarmView, hold_of
-from mes.state.queries import printer_row
-from mes.state.tables import printer_status, printers
 
 _WAITING = ("Queued", "Running")
 
@@ -22,11 +20,9 @@ def farm_view(conn: Connection, jobs: list[dict[str, Any]]) -> FarmView:
     statuses and active jobs: what deciding their holds needs, and no more."""
     named = {j["printer_id"] for j in jobs if j.get("printer_id")}
     spools = {j["filament_id"] for j in jobs if not j.get("printer_id") and j.get("filament_id")}
-    rows = conn.execute(select(printers).where(
-        or_(printers.c.id.in_(named), printers.c.filament_id.in_(spools))))
-    found = {p["id"]: p for p in queries.with_drive(conn, list(map(printer_row, rows)))}
-    statuses = {r.printer_id: dict(r._mapping) for r in conn.execute(
-        select(printer_status).where(printer_status.c.printer_id.in_(found)))}
+    rows = queries.printers_named_or_loaded(conn, named, spools)
+    found = {p["id"]: p for p in queries.with_drive(conn, rows)}
+    statuses = queries.printer_statuses(conn, found)
     busy = {pid: job["id"] for pid, job in queries.active_jobs_by_printer(conn, found).items()}
     return FarmView(found, statuses, busy, time.time())
 

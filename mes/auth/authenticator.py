@@ -13,12 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from mes.auth.principal import Principal
 from mes.auth.secrets import TOKEN_PREFIX, token_hash
+from mes.state.credentials import token_by_hash
 from mes.state.machine import Outcome
-from mes.state.tables import api_tokens, users
 from mes.state.users import enabled_admins
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,6 @@ CATCH_UP_STEP = 0.05
 # A token's last use is committed at most this often per token and node.
 LAST_USED_EVERY = 60.0
 MAX_TOKEN_LENGTH = 4096
-
-_BY_HASH = (select(api_tokens.c.id, api_tokens.c.user_id, api_tokens.c.expires_at,
-                   api_tokens.c.revoked_at, users.c.name, users.c.role, users.c.disabled)
-            .join(users, users.c.id == api_tokens.c.user_id))
-
 
 class AuthError(Exception):
     """The credentials prove nobody; the message says why, without revealing a secret."""
@@ -96,7 +91,7 @@ class Authenticator:
         return Principal(row["user_id"], row["name"], row["role"], row["id"])
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self._read(lambda c: _token_row(c, digest))
+        row: dict[str, Any] | None = await self._read(lambda c: token_by_hash(c, digest))
         if row is None and (self._catch_up() or await self._read(enabled_admins) == 0):
             deadline = time.monotonic() + CATCH_UP_SECONDS
             seen = self._applied()
@@ -105,7 +100,7 @@ class Authenticator:
                 if self._applied() == seen:
                     continue  # nothing applied since the last look: nothing new to find
                 seen = self._applied()
-                row = await self._read(lambda c: _token_row(c, digest))
+                row = await self._read(lambda c: token_by_hash(c, digest))
         if row is not None:
             self._cache[digest] = row
         return row
@@ -128,8 +123,3 @@ class Authenticator:
         """Wait for pending last-used records."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _token_row(conn: Connection, digest: str) -> dict[str, Any] | None:
-    row = conn.execute(_BY_HASH.where(api_tokens.c.token_hash == digest)).first()
-    return dict(row._mapping) if row else None

@@ -6,14 +6,14 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from mes.auth.authenticator import AuthError
 from mes.auth.oidc import OidcError, OidcIdentity, OidcVerifier, looks_like_jwt
 from mes.auth.principal import Principal
+from mes.state.credentials import user_by_oidc_subject
 from mes.state.machine import Outcome
 from mes.state.ops import Op
-from mes.state.tables import users
 
 Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 Submitter = Callable[[str, dict[str, Any]], Awaitable[Outcome]]
@@ -51,7 +51,7 @@ class OidcUsers:
             identity = await self._verifier.verify(token)
         except OidcError as exc:
             raise AuthError(f"the OpenID Connect token was refused: {exc.reason}") from None
-        row = await self._read(lambda c: _by_subject(c, identity.subject))
+        row = await self._read(lambda c: user_by_oidc_subject(c, identity.subject))
         if row is None or (identity.role is not None and identity.role != row["role"]):
             row = await self._sign_in(identity)
         if row["disabled"]:
@@ -78,9 +78,3 @@ class OidcUsers:
                             f"{outcome.error['message']}")
         value: dict[str, Any] = outcome.value
         return value
-
-
-def _by_subject(conn: Connection, subject: str) -> dict[str, Any] | None:
-    row = conn.execute(select(users.c.id, users.c.name, users.c.role, users.c.disabled)
-                       .where(users.c.oidc_subject == subject[:300])).first()
-    return dict(row._mapping) if row else None

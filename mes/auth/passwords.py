@@ -7,11 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection
 
 from mes.auth.principal import Principal
 from mes.auth.secrets import hash_password, password_matches
-from mes.state.tables import users
+from mes.state.credentials import users_by_login
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,12 @@ def find_user(conn: Connection, login: str) -> dict[str, Any] | None:
     """The one user whose name (any letter case) or id is `login`; None when there is none,
     or when it is one user's name and another's id (possible only in data from before
     level 4, which refuses such names): a sign-in never picks between two accounts."""
-    rows = conn.execute(select(users).where(or_(
-        func.lower(users.c.name) == login.lower(), users.c.id == login))).all()
-    if len({r.id for r in rows}) > 1:
+    rows = users_by_login(conn, login)
+    if len({r["id"] for r in rows}) > 1:
         log.warning("sign-in as %r refused: it is the name or id of %d users (%s); rename "
-                    "one", login[:MAX_NAME], len(rows), ", ".join(sorted(r.id for r in rows)))
+                    "one", login[:MAX_NAME], len(rows), ", ".join(sorted(r["id"] for r in rows)))
         return None
-    return dict(rows[0]._mapping) if rows else None
+    return rows[0] if rows else None
 
 
 def verify(user: dict[str, Any] | None, password: str) -> Principal | None:

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from mes.state.machine import Outcome
 from mes.state.ops import Op
-from mes.state.tables import orders, print_jobs
+from mes.state.queries import owner_of
 
 Key = tuple[int, int]
 # A key after every event of its index (`<index>` without `-<n>`).
@@ -239,9 +239,7 @@ class EventHub:
         elif cache_key in self._owners:
             return self._owners[cache_key]
         else:  # owners never change: one read per job or order this node streams
-            table = print_jobs if entity == "print_job" else orders
-            owner = self._read(lambda c: c.execute(
-                select(table.c.owner_id).where(table.c.id == entity_id)).scalar())
+            owner = self._read(lambda c: owner_of(c, entity, entity_id))
         self._owners[cache_key] = owner
         if len(self._owners) > OWNER_CACHE:
             self._owners.popitem(last=False)
@@ -272,7 +270,8 @@ class EventHub:
             if remaining <= 0 or self._index_changed is None:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._index_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._index_changed.wait()
         return self.last_index >= index
 
     def subscribe(self, subscriber: Subscriber, after: Key | None

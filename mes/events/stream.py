@@ -57,7 +57,8 @@ async def stream(hub: EventHub, subscriber: Subscriber, after: Key | None, retry
         while True:
             if not subscriber.wake.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(subscriber.wake.wait(), keepalive)
+                    async with asyncio.timeout(keepalive):
+                        await subscriber.wake.wait()
             events = subscriber.take()
             pending: list[str] = []
             for event in events:

@@ -18,14 +18,12 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, select
-
 from mes.files.store import SHA256_PATTERN, BlobStore
 from mes.raft.applied import AppliedView
 from mes.raft.readiness import not_ready_reasons, progress_of
 from mes.service_port import ServicePort
 from mes.state.machine import Outcome
-from mes.state.tables import files
+from mes.state.queries import file_ids
 
 
 class SweepPort(ServicePort, Protocol):
@@ -42,11 +40,6 @@ class SweepPort(ServicePort, Protocol):
 log = logging.getLogger(__name__)
 
 INCOMING_PREFIX = ".incoming-"
-
-
-def file_ids(conn: Connection) -> set[str]:
-    """Every file id the applied state records."""
-    return {row.id for row in conn.execute(select(files.c.id))}
 
 
 def stale_blobs(store: BlobStore, known: Collection[str], older_than: float) -> list[Path]:
@@ -127,7 +120,8 @@ class BlobSweeper:
         interval = self.node.settings.retention_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sweep()

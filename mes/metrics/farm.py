@@ -16,14 +16,12 @@ from typing import Protocol, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from mes.files.store import BlobStore
 from mes.raft.applied import AppliedView
 from mes.raft.cluster import ROLES
-from mes.state.intervals import UTILIZATION_STATES, state_expression
-from mes.state.jobs import JOB_STATUSES
-from mes.state.tables import print_jobs, printer_status, printers
+from mes.state.farm_counts import jobs_by_status, printers_by_state
 
 T = TypeVar("T")
 
@@ -48,28 +46,6 @@ class ScrapedNode(Protocol):
 # The blob store is scanned again when this node stored a blob, else at most this often (a
 # scan stats every file).
 BLOB_SCAN_SECONDS = 30.0
-
-
-def printers_by_state(conn: Connection) -> dict[str, int]:
-    """How many printers are in each utilisation state now (mes.state.intervals)."""
-    counts = dict.fromkeys(UTILIZATION_STATES, 0)
-    state = state_expression().label("state")
-    query = (select(state, func.count())
-             .select_from(printers.outerjoin(printer_status,
-                                             printer_status.c.printer_id == printers.c.id))
-             .group_by(state))
-    for name, count in conn.execute(query):
-        counts[str(name)] = int(count)
-    return counts
-
-
-def jobs_by_status(conn: Connection) -> dict[str, int]:
-    """How many print jobs have each status (one pass over the status index)."""
-    counts = dict.fromkeys(JOB_STATUSES, 0)
-    query = select(print_jobs.c.status, func.count()).group_by(print_jobs.c.status)
-    for status, count in conn.execute(query):
-        counts[str(status)] = int(count)
-    return counts
 
 
 def blob_usage(root: Path) -> tuple[int, int]:

@@ -15,28 +15,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, select
-
 from mes.notify.senders import Attempt, MailSender, WebhookSender
 from mes.raft.writer import NoLeader
 from mes.service_port import ServicePort
+from mes.state.delivery_reads import due_deliveries
 from mes.state.machine import Outcome
 from mes.state.ops import Op
-from mes.state.tables import deliveries, webhooks
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
 CONCURRENCY = 32
-
-
-def due(conn: Connection, now: float, limit: int) -> list[dict[str, Any]]:
-    """Pending deliveries whose next attempt is due, oldest first, with their secrets."""
-    query = (select(deliveries, webhooks.c.secret)
-             .outerjoin(webhooks, webhooks.c.id == deliveries.c.webhook_id)
-             .where(deliveries.c.status == "pending", deliveries.c.next_at <= now)
-             .order_by(deliveries.c.next_at, deliveries.c.seq).limit(limit))
-    return [dict(r._mapping) for r in conn.execute(query)]
 
 
 class DeliveryLoop:
@@ -72,7 +61,8 @@ class DeliveryLoop:
                     except Exception:
                         log.exception("the delivery loop failed; it goes on")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
         finally:
             for task in list(self._in_flight.values()):
                 task.cancel()
@@ -83,7 +73,7 @@ class DeliveryLoop:
         # A delivery in flight when the read began may finish during it: the read may then
         # show it pending although its result is applied. Skip it this time.
         busy = set(self._in_flight)
-        rows = await self.node.read(lambda c: due(c, time.time(), BATCH + len(busy)))
+        rows = await self.node.read(lambda c: due_deliveries(c, time.time(), BATCH + len(busy)))
         for row in rows:
             if row["id"] not in busy and row["id"] not in self._in_flight:
                 self._in_flight[row["id"]] = asyncio.create_task(self._deliver(row),

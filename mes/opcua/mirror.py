@@ -158,8 +158,8 @@ class Mirror:
         the farm's printers, jobs and spools); False if it did not within `timeout` s."""
         async with self._shown:
             try:
-                await asyncio.wait_for(
-                    self._shown.wait_for(lambda: self.shown_index >= index), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._shown.wait_for(lambda: self.shown_index >= index)
             except TimeoutError:
                 return False
         return True

@@ -198,7 +198,8 @@ class EmbeddedServer:
         run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
         try:
             try:  # never leave the collector off for long (a build failing over and over)
-                await asyncio.wait_for(asyncio.shield(self.mirror.built.wait()), GC_PAUSE_LIMIT)
+                async with asyncio.timeout(GC_PAUSE_LIMIT):
+                    await asyncio.shield(self.mirror.built.wait())
             except TimeoutError:
                 gc.enable()
                 await self.mirror.built.wait()

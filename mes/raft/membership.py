@@ -52,7 +52,8 @@ async def change(raft: DynamicRaft, action: Literal["add", "remove"], address: s
     call = raft.addNodeToCluster if action == "add" else raft.removeNodeFromCluster
     call(address, callback=done)
     try:
-        error = await asyncio.wait_for(future, timeout)
+        async with asyncio.timeout(timeout):
+            error = await future
     except TimeoutError:
         raise MembershipTimeout(f"no leader committed the change within {timeout:g} s; "
                                 "it may still be committed: check GET /cluster") from None

@@ -67,7 +67,8 @@ class AppliedWaiter:
                 if self._event is None:
                     self._event = asyncio.Event()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._event.wait(), min(remaining, POLL))
+                    async with asyncio.timeout(min(remaining, POLL)):
+                        await self._event.wait()
             return True
         finally:
             self._waiting -= 1

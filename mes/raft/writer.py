@@ -81,7 +81,8 @@ class Writer:
 
             self._node.apply_command(command, callback=done)
             try:
-                result, error = await asyncio.wait_for(future, min(remaining, ATTEMPT_TIMEOUT))
+                async with asyncio.timeout(min(remaining, ATTEMPT_TIMEOUT)):
+                    result, error = await future
             except TimeoutError:
                 log.info("write %s attempt %d timed out; retrying", op, attempt)
                 attempt += 1

@@ -105,6 +105,12 @@ def user_row(row: Any) -> dict[str, Any]:
     return data
 
 
+def user_by_id(conn: Connection, user_id: str) -> dict[str, Any] | None:
+    """One user as the API shows it (without the password hash), or None."""
+    row = conn.execute(users.select().where(users.c.id == user_id)).first()
+    return user_row(row) if row else None
+
+
 def users_page(conn: Connection, after: str | None, limit: int) -> list[dict[str, Any]]:
     """Up to `limit` users by id, after the id `after`."""
     query = select(users).order_by(users.c.id)

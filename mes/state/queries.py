@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, or_, select
 
 from mes.state.tables import (
     assignments,
@@ -14,6 +14,7 @@ from mes.state.tables import (
     job_history,
     node_leases,
     nodes,
+    orders,
     print_jobs,
     printer_status,
     printers,
@@ -45,6 +46,30 @@ def list_printers(conn: Connection) -> list[dict[str, Any]]:
     return [printer_row(r) for r in conn.execute(select(printers).order_by(printers.c.id))]
 
 
+def printers_with_ids(conn: Connection, ids: Collection[str]) -> list[dict[str, Any]]:
+    """The printers (without their API keys) of these ids, in one query."""
+    return [printer_row(r) for r in conn.execute(
+        select(printers).where(printers.c.id.in_(ids)))]
+
+
+def printers_named_or_loaded(conn: Connection, ids: Collection[str],
+                             spools: Collection[str]) -> list[dict[str, Any]]:
+    """The printers (without their API keys) of these ids or with one of these spools
+    loaded, in one query."""
+    return [printer_row(r) for r in conn.execute(select(printers).where(
+        or_(printers.c.id.in_(ids), printers.c.filament_id.in_(spools))))]
+
+
+def printer_statuses(conn: Connection, printer_ids: Collection[str] | None = None,
+                     ) -> dict[str, dict[str, Any]]:
+    """The last status of each printer (of `printer_ids`, or all) that has one, by printer
+    id, in one query."""
+    query = select(printer_status)
+    if printer_ids is not None:
+        query = query.where(printer_status.c.printer_id.in_(printer_ids))
+    return {r.printer_id: dict(r._mapping) for r in conn.execute(query)}
+
+
 def get_filament(conn: Connection, filament_id: str) -> dict[str, Any] | None:
     """One filament spool with its reserved weight, or None."""
     row = conn.execute(_FILAMENT_BY_ID, {"id": filament_id}).first()
@@ -54,6 +79,12 @@ def get_filament(conn: Connection, filament_id: str) -> dict[str, Any] | None:
 def list_filaments(conn: Connection) -> list[dict[str, Any]]:
     """All filament spools with their reserved weights, by id."""
     return [dict(r._mapping) for r in conn.execute(select(filaments).order_by(filaments.c.id))]
+
+
+def filaments_with_ids(conn: Connection, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The spools of these ids (missing ones left out) by id, in one query."""
+    return {r.id: dict(r._mapping) for r in conn.execute(
+        select(filaments).where(filaments.c.id.in_(ids)))}
 
 
 def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
@@ -66,6 +97,11 @@ def list_files(conn: Connection) -> list[dict[str, Any]]:
     """All stored G-code files, newest first."""
     query = select(files).order_by(files.c.created_at.desc())
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def file_ids(conn: Connection) -> set[str]:
+    """Every file id the applied state records."""
+    return {row.id for row in conn.execute(select(files.c.id))}
 
 
 def list_nodes(conn: Connection) -> list[dict[str, Any]]:
@@ -219,6 +255,20 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     """One print job, or None."""
     row = conn.execute(_JOB_BY_ID, {"id": job_id}).first()
     return dict(row._mapping) if row else None
+
+
+def jobs_with_ids(conn: Connection, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The print jobs of these ids (missing ones left out) by id, in one query."""
+    return {r.id: dict(r._mapping) for r in conn.execute(
+        select(print_jobs).where(print_jobs.c.id.in_(ids)))}
+
+
+def owner_of(conn: Connection, entity: str, entity_id: str) -> str | None:
+    """The `owner_id` of a print job (`entity` "print_job") or else of an order, or None."""
+    table = print_jobs if entity == "print_job" else orders
+    owner: str | None = conn.execute(
+        select(table.c.owner_id).where(table.c.id == entity_id)).scalar()
+    return owner
 
 
 def list_jobs(conn: Connection, status: str | None = None) -> list[dict[str, Any]]:

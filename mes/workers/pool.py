@@ -153,8 +153,15 @@ class WorkerPool:
             worker, task, _ = entry
             worker.retiring = True
             timeout = max(2.0, self.ctx.node.settings.printers.worker_interval * 10)
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), timeout)
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the pool itself is being cancelled: never swallow that
+            except Exception:
+                pass
             if printer_id in self.workers:
                 await self._drop(printer_id)
         try:

@@ -16,18 +16,13 @@ from mes.app.ports import Farm
 from mes.auth.secrets import hash_password
 from mes.state import listing
 from mes.state.ops import Op
-from mes.state.tables import users
 from mes.state.users import get_user
 
 router = authenticated_router("/users", "users")
 
 
 async def _shown(node: Farm, user_id: str) -> dict[str, Any]:
-    def query(conn: Any) -> dict[str, Any] | None:
-        row = conn.execute(users.select().where(users.c.id == user_id)).first()
-        return listing.user_row(row) if row else None
-
-    return found(await read(node, query), "user", user_id)
+    return found(await read(node, lambda c: listing.user_by_id(c, user_id)), "user", user_id)
 
 
 def _public(value: dict[str, Any]) -> dict[str, Any]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request, Response
-from sqlalchemy import Connection, select
 
 from mes.api.auth import Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
@@ -15,9 +13,9 @@ from mes.api.notify_schemas import DeliveryOut, WebhookCreate, WebhookCreatedOut
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.networks import AddressRefused, HostUnresolved, checked_addresses
 from mes.notify.signing import new_secret
+from mes.state.delivery_reads import deliveries_page
 from mes.state.notifications import get_webhook, list_webhooks, webhook_url_problem
 from mes.state.ops import Op
-from mes.state.tables import deliveries
 
 router = authenticated_router("/webhooks", "webhooks")
 deliveries_router = authenticated_router("/deliveries", "webhooks")
@@ -85,32 +83,11 @@ async def delete_webhook(webhook_id: str, node: NodeDep, who: Operator,
 Status = Literal["pending", "done", "failed", "skipped"]
 
 
-def _deliveries(conn: Connection, webhook_id: str | None, kind: str | None,
-                status: str | None, before: int | None, count: int) -> list[dict[str, Any]]:
-    query = select(deliveries).order_by(deliveries.c.seq.desc()).limit(count)
-    if webhook_id is not None:
-        query = query.where(deliveries.c.webhook_id == webhook_id)
-    if kind is not None:
-        query = query.where(deliveries.c.kind == kind)
-    if status is not None:
-        query = query.where(deliveries.c.status == status)
-    if before is not None:
-        query = query.where(deliveries.c.seq < before)
-    rows = []
-    for row in conn.execute(query):
-        data = dict(row._mapping)
-        data["payload"] = json.loads(data["payload"])
-        if data["status"] != "pending":
-            data["next_at"] = None
-        rows.append(data)
-    return rows
-
-
 async def _page(request: Request, response: Response, node: NodeDep, webhook_id: str | None,
                 kind: str | None, status: str | None, limit: int, cursor: str | None) -> Any:
     after = decode_cursor(cursor, int)
-    rows = await read(node, lambda c: _deliveries(c, webhook_id, kind, status,
-                                                  after[0] if after else None, limit + 1))
+    rows = await read(node, lambda c: deliveries_page(c, webhook_id, kind, status,
+                                                      after[0] if after else None, limit + 1))
     return paged(request, response, rows, limit, lambda r: [r["seq"]])
 
 

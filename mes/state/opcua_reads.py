@@ -1,0 +1,46 @@
+"""The reads only the OPC UA address space makes: its window of jobs, the job each waiting
+bed holds, and the job history it has not shown yet."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from mes.state.queries import ACTIVE_STATUSES
+from mes.state.tables import job_history, print_jobs
+
+
+def job_window(conn: Connection, recent: int) -> dict[str, dict[str, Any]]:
+    """Every active (Queued or Running) job and the `recent` jobs that ended last, by id."""
+    active = select(print_jobs).where(print_jobs.c.status.in_(ACTIVE_STATUSES))
+    ended = (select(print_jobs).where(print_jobs.c.status.not_in(ACTIVE_STATUSES))
+             .order_by(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc()).limit(recent))
+    jobs = {r.id: dict(r._mapping) for r in conn.execute(active)}
+    jobs.update((r.id, dict(r._mapping)) for r in conn.execute(ended))
+    return jobs
+
+
+def newest_done_jobs(conn: Connection, printer_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The Done job each of these printers finished last, by printer id, in one query."""
+    newest = func.row_number().over(
+        partition_by=print_jobs.c.assigned_printer_id,
+        order_by=(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc())).label("newest")
+    done = (select(print_jobs, newest)
+            .where(print_jobs.c.assigned_printer_id.in_(printer_ids),
+                   print_jobs.c.status == "Done").subquery())
+    query = select(*(done.c[c.name] for c in print_jobs.c)).where(done.c.newest == 1)
+    return {row.assigned_printer_id: dict(row._mapping) for row in conn.execute(query)}
+
+
+def last_history_seq(conn: Connection) -> int:
+    """The newest job history entry's sequence number (0 without any)."""
+    return int(conn.execute(select(func.max(job_history.c.seq))).scalar() or 0)
+
+
+def read_history(conn: Connection, after: int, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Job status changes with a sequence number above `after`, oldest first."""
+    query = (select(job_history).where(job_history.c.seq > after)
+             .order_by(job_history.c.seq).limit(limit))
+    return [dict(r._mapping) for r in conn.execute(query)]
