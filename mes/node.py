@@ -67,21 +67,21 @@ class FarmNode:
         self.machine = StateMachine(settings.database_url, scratch_dir=settings.data_dir)
         self.snapshots = SnapshotFiles(self.machine)
         # Before Raft starts: the stream's window sees the journal replayed at start too.
-        self.events = EventHub(self.machine.read, settings.sse_window, settings.sse_client_queue)
+        self.events = EventHub(self.machine.read, settings.events.window,
+                               settings.events.client_queue)
         self.machine.add_listener(self.events.on_apply)
         self.machine.add_restore_listener(self.events.on_restore)
-        conf = build_conf(settings.data_dir, self.snapshots,
-                          settings.raft_snapshot_entries, settings.raft_snapshot_interval,
-                          tuning or RaftTuning(), settings.raft_bind_address,
-                          raft_password(raft_secret(settings.cluster_secret,
-                                                    settings.data_dir)))
-        self.raft = RaftNode(settings.raft_self, settings.peers, self.machine, conf,
-                             self.snapshots, settings.raft_sync_trace)
+        raft = settings.raft
+        conf = build_conf(raft.data_dir, self.snapshots, raft.snapshot_entries,
+                          raft.snapshot_interval, tuning or RaftTuning(), raft.bind_address,
+                          raft_password(raft_secret(raft.cluster_secret, raft.data_dir)))
+        self.raft = RaftNode(raft.self_address, list(raft.peers), self.machine, conf,
+                             self.snapshots, raft.sync_trace)
         self.machine.add_listener(farm_logger(self.raft.is_leader))
         self.cluster_version = ClusterVersion(self.machine.read)
         self.machine.add_listener(self.cluster_version.on_apply)
         self.machine.add_restore_listener(self.cluster_version.on_restore)
-        self.writer = Writer(self.raft, settings.raft_write_timeout,
+        self.writer = Writer(self.raft, raft.write_timeout,
                              self.cluster_version.writable)
         self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
         self.machine.add_listener(self.applied.on_apply)

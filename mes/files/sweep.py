@@ -108,7 +108,7 @@ class BlobSweeper:
         if not self.caught_up():
             return 0
         known = await self.node.read(file_ids)
-        grace = self.node.settings.blob_grace_seconds
+        grace = self.node.settings.retention.blob_grace_seconds
         removed = await asyncio.to_thread(remove_stale, self.node.blobs, known, grace)
         if removed:
             log.info("deleted %d G-code blobs that no file record names", removed)
@@ -117,7 +117,7 @@ class BlobSweeper:
 
     async def run(self) -> None:
         """Until cancelled."""
-        interval = self.node.settings.retention_interval
+        interval = self.node.settings.retention.interval
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):

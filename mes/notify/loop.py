@@ -33,7 +33,7 @@ class DeliveryLoop:
 
     def __init__(self, node: ServicePort) -> None:
         self.node = node
-        settings = node.settings
+        settings = node.settings.notify
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -51,7 +51,7 @@ class DeliveryLoop:
 
     async def run(self) -> None:
         """Until cancelled."""
-        interval = self.node.settings.notify_interval
+        interval = self.node.settings.notify.interval
         try:
             while True:
                 self._wake.clear()
@@ -102,10 +102,10 @@ class DeliveryLoop:
         return await self.webhooks.send(row)
 
     async def _record(self, delivery_id: str, attempt: Attempt) -> None:
-        settings = self.node.settings
+        settings = self.node.settings.notify
         args = {"results": [attempt.as_args(delivery_id)],
-                "retry_base": settings.webhook_retry_base,
-                "retry_cap": settings.webhook_retry_cap, "max_age": settings.webhook_max_age}
+                "retry_base": settings.retry_base,
+                "retry_cap": settings.retry_cap, "max_age": settings.max_age}
         try:
             outcome = await self.node.submit(Op.DELIVERY_RESULT, args)
             if outcome.error is not None:
