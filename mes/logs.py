@@ -8,8 +8,10 @@ import logging
 import time
 from typing import Any
 
-# Libraries whose INFO lines are one per HTTP request (every printer poll): DEBUG only.
-CHATTY_LOGGERS = ("httpx", "httpcore", "hpack")
+# Libraries whose INFO lines are one per HTTP request (every printer poll), or bury ours
+# (asyncua logs about 1,100 at an OPC UA server start, around the one-time admin token
+# line): WARNING and above unless LOG_LEVEL=DEBUG.
+CHATTY_LOGGERS = ("httpx", "httpcore", "hpack", "asyncua")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
