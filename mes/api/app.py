@@ -64,7 +64,7 @@ def create_app(node: Farm) -> FastAPI:
     )
     app.state.node = node
     app.add_middleware(BodyLimit, limit_for=upload_limits(
-        API_PREFIX, node.settings.max_upload_mb * 2**20))
+        API_PREFIX, node.settings.http.max_upload_mb * 2**20))
     app.add_middleware(RaftIndexHeader)
     # Added after BodyLimit, so it runs before it: a 401 even for a too large body.
     app.add_middleware(AuthBeforeBody, auth=node.auth, api_prefix=API_PREFIX)

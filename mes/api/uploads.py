@@ -26,7 +26,7 @@ async def store_upload(node: Farm, upload: Any, by: Principal) -> dict[str, Any]
     """Store one uploaded file and return its committed record; nothing is kept if refused."""
     if not hasattr(upload, "read"):  # an UploadFile, not a plain form field
         raise ApiError(422, "missing_file", "a multipart field 'file' is required", "file")
-    max_bytes = node.settings.max_upload_mb * 2**20
+    max_bytes = node.settings.http.max_upload_mb * 2**20
     try:
         name = check_name(upload.filename or "")
         with node.blobs.incoming() as blob:

@@ -20,7 +20,7 @@ async def metrics_access(request: Request, node: NodeDep, credentials: Annotated
         HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> None:
     """Operators and admins (a bearer token, as Prometheus' `authorization` sends it), or
     anyone when METRICS_PUBLIC is true."""
-    if node.settings.metrics_public:
+    if node.settings.http.metrics_public:
         return
     await require("operator")(await authenticate(request, node, credentials))
 
