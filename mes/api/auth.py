@@ -45,7 +45,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def session_cookie(request: Request) -> str:
     """The session cookie's name on the node serving `request`."""
-    return TLS_SESSION_COOKIE if request.app.state.node.settings.http.tls_enabled else SESSION_COOKIE
+    tls = request.app.state.node.settings.http.tls_enabled
+    return TLS_SESSION_COOKIE if tls else SESSION_COOKIE
 
 
 def request_token(request: Request) -> str | None:

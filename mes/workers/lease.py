@@ -43,6 +43,13 @@ class LeaseKeeper:
         """Seconds this node may still act without another renewal (negative: lapsed)."""
         return self.valid_until - time.monotonic()
 
+    def describe(self) -> str:
+        """The lease in words: time left, lapsed how long ago, or never held."""
+        if self.renewals == 0:
+            return "not held yet"
+        left = self.remaining()
+        return f"{left:.1f} s left" if left > 0 else f"lapsed {-left:.1f} s ago"
+
     async def renew(self) -> bool:
         """One renewal; True when it committed."""
         sent = time.monotonic()
@@ -54,8 +61,7 @@ class LeaseKeeper:
                                                  remember=False)
         except Exception as exc:  # no leader, timeout: the lease simply runs down
             self.failures += 1
-            log.info("lease renewal failed (%s); %.1f s left", type(exc).__name__,
-                     self.remaining())
+            log.info("lease renewal failed (%s); %s", type(exc).__name__, self.describe())
             return False
         if outcome.error is not None:
             self.failures += 1

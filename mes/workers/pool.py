@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from mes.printers.factory import client_for
 from mes.printers.http import SharedSession
+from mes.raft.writer import NoLeader
 from mes.state.ops import Op
 from mes.workers.context import Fenced, WorkerContext
 from mes.workers.printer_worker import LAG_WINDOW, PrinterWorker
@@ -86,6 +87,8 @@ class WorkerPool:
                             await self._drop(printer_id)
                 except Fenced as exc:
                     log.info("worker pool: %s", exc)
+                except NoLeader as exc:  # a failover: expected, the next tick tries again
+                    log.info("worker pool: no leader to commit to (%s); next tick", exc)
                 except Exception:
                     log.exception("worker pool tick failed")
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))

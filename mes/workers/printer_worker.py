@@ -28,6 +28,7 @@ from mes.printers.base import (
     PrinterStatus,
 )
 from mes.printers.mock import MockPrinter
+from mes.raft.writer import NoLeader
 from mes.state import queries
 from mes.state.ops import Op
 from mes.workers.context import Fenced, WorkerContext
@@ -113,6 +114,10 @@ class PrinterWorker:
                 return
             except asyncio.CancelledError:
                 raise
+            except NoLeader as exc:  # a failover: expected, retried with backoff
+                self._failures += 1
+                log.info("printer %s: no leader to commit to (%s); retrying", self.printer_id,
+                         exc)
             except Exception:
                 self._failures += 1
                 log.exception("worker of printer %s failed (%d in a row)", self.printer_id,
