@@ -83,9 +83,18 @@ def test_a_node_added_through_the_api_joins_and_a_removed_one_stops_counting(
         doomed = next(n for n in cluster.nodes[:3] if n is not cluster.wait_leader())
         doomed.kill()
         leader = cluster.wait_leader(30)
-        removed = leader.client.delete(f"/cluster/nodes/{doomed.raft_address}")
+        key = {"Idempotency-Key": "remove-doomed"}
+        removed = leader.client.delete(f"/cluster/nodes/{doomed.raft_address}", headers=key)
         assert removed.status_code == 200, removed.text
         assert doomed.raft_address not in removed.json()["members"]
+        # A client that lost the answer retries with its key: the same success, not a 404.
+        again = leader.client.delete(f"/cluster/nodes/{doomed.raft_address}", headers=key)
+        assert again.status_code == 200, again.text
+        assert again.json()["removed"] == doomed.raft_address
+        assert doomed.raft_address not in again.json()["members"]
+        # Without the key, a node that is neither a member nor known is not found.
+        unknown = leader.client.delete(f"/cluster/nodes/{doomed.raft_address}")
+        assert unknown.status_code == 404
         survivors = cluster.live()
         wait_for(lambda: all(doomed.raft_address not in members(n) for n in survivors), 20,
                  "every survivor to drop the removed node")

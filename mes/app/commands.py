@@ -70,6 +70,13 @@ class CommandDoor:
             raise DomainError.from_outcome(outcome.error)
         return outcome.value
 
+    async def applied(self, op: str, args: dict[str, Any], by: Principal | None,
+                      key: str) -> bool:
+        """Whether the request that `key` names (of `by`, for `op` on `args`'s target) was
+        applied: its retry will answer with the stored outcome."""
+        request_id = request_id_of(op, args, by.user_id if by is not None else None, key)
+        return bool(await self._read(lambda conn: was_applied(conn, request_id)))
+
     async def _within(self, quota: Check, user_id: str, request_id: str) -> None:
         def query(conn: Connection) -> str | None:
             if was_applied(conn, request_id):

@@ -13,11 +13,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mes.api.auth import Admin, authenticated_router
-from mes.api.deps import NodeDep, commit
+from mes.api.deps import IdempotencyKey, NodeDep, commit, read
 from mes.api.errors import ApiError
 from mes.raft.membership import (
     valid_address,
 )
+from mes.state import queries
 from mes.state.ops import Op
 
 router = authenticated_router("/cluster/nodes", "cluster")
@@ -55,15 +56,28 @@ async def add_node(body: NewNode, node: NodeDep, _: Admin) -> dict[str, Any]:
 
 
 @router.delete("/{address}")
-async def remove_node(address: str, node: NodeDep, who: Admin) -> dict[str, Any]:
-    """Remove a node from the cluster (not the leader); then stop its process."""
+async def remove_node(address: str, node: NodeDep, who: Admin,
+                      idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    """Remove a node from the cluster (not the leader); then stop its process.
+
+    Safe to retry: a removal whose answer was lost (or whose second step, forgetting the
+    node's URL, did not commit) is completed by the retry and answers 200 again; with the
+    same `Idempotency-Key` also once it is complete."""
     _checked(address)
+    forget = {"raft_address": address}
     if address not in node.members():
-        raise ApiError(404, "node_not_found", f"{address} is not a member of the cluster")
+        known = await read(node, lambda c: any(n["raft_address"] == address
+                                               for n in queries.list_nodes(c)))
+        retried = idempotency_key is not None and await node.commands.applied(
+            Op.NODE_FORGET, forget, who, idempotency_key)
+        if not known and not retried:
+            raise ApiError(404, "node_not_found", f"{address} is not a member of the cluster")
+        await commit(node, Op.NODE_FORGET, forget, idempotency_key, who)
+        return {"removed": address, **_answer(node)}
     if address == node.cluster()["leader"]:
         raise ApiError(409, "cannot_remove_leader", f"{address} leads the cluster now; stop "
                        "it (another node takes over) or wait for leadership to move, then "
                        "remove it")
     await _change(node, "remove", address)
-    await commit(node, Op.NODE_FORGET, {"raft_address": address}, None, who)
+    await commit(node, Op.NODE_FORGET, forget, idempotency_key, who)
     return {"removed": address, **_answer(node)}
