@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from mes.node import FarmNode
+from mes.raft.readiness import RaftProgress
 from mes.workers.retention import prune_once
 
 
@@ -55,3 +57,21 @@ async def test_the_leader_task_prunes_past_the_retention(node: FarmNode,
     assert totals == {"jobs": 1, "orders": 0, "files": 0, "audit": 0}
     assert (await api.get("/api/v1/print_jobs/j")).status_code == 404
     assert (await api.get("/api/v1/audit")).json() != []
+
+
+async def test_a_local_read_from_a_node_that_is_not_ready_says_so(
+        node: FarmNode, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await api.post("/api/v1/printers", json={"id": "p1"})).status_code == 201
+    ready = await api.get("/api/v1/printers")
+    assert ready.status_code == 200 and "X-Node-Not-Ready" not in ready.headers
+    behind = RaftProgress(leader=None, applied_index=5, commit_index=900,
+                          leader_commit_index=900, stalled_for=0.0)
+    monkeypatch.setattr(node, "progress", lambda: behind)  # a node replaying its journal
+    for params in ({}, {"consistency": "local"}):
+        read = await api.get("/api/v1/printers", params=params)
+        assert read.status_code == 200
+        why = read.headers["X-Node-Not-Ready"]
+        assert "no leader is known" in why and "895 entries behind" in why
+    # a write says nothing of the kind: it went through the leader
+    created = await api.post("/api/v1/printers", json={"id": "p2"})
+    assert created.status_code == 201 and "X-Node-Not-Ready" not in created.headers

@@ -10,7 +10,9 @@
 
 Every read answers with `X-Raft-Index`: an index its state includes at least (send it back
 as `X-Min-Raft-Index` and a later read on any node never goes back in time). Bad values
-answer 400.
+answer 400. A local read from a node that is not ready (no leader known, catching up, or
+unable to apply; see GET /health) answers with `X-Node-Not-Ready` saying why: its state
+may be far behind the farm's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from fastapi import Request
 
 from mes.api.deps import NodeDep
 from mes.api.errors import ApiError
-from mes.app.raft_index import note_index
+from mes.app.raft_index import note_index, note_not_ready
+from mes.raft.readiness import not_ready_reasons
 
 CONSISTENCY_HEADER = "X-Read-Consistency"
 CONSISTENCY_QUERY = "consistency"
@@ -78,3 +81,7 @@ async def read_consistency(request: Request, node: NodeDep) -> None:
                        f"{index} was not reached within {timeout:g} s", MIN_INDEX_QUERY,
                        headers={"Retry-After": "1"})
     note_index(node.applied_index())
+    if level == "local" and not index:
+        reasons = not_ready_reasons(node.progress())
+        if reasons:  # the state read may be far behind the farm's: say so
+            note_not_ready("; ".join(reasons))

@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mes.app.raft_index import noting_index
 
 RAFT_INDEX_HEADER = "X-Raft-Index"
+# On a read from a node that is not ready (no leader known, catching up, cannot apply): why.
+NOT_READY_HEADER = "X-Node-Not-Ready"
 
 
 class RaftIndexHeader:
@@ -29,8 +31,12 @@ class RaftIndexHeader:
         with noting_index() as holder:
 
             async def send_with_index(message: Message) -> None:
-                if message["type"] == "http.response.start" and holder.index:
-                    MutableHeaders(scope=message).append(RAFT_INDEX_HEADER, str(holder.index))
+                if message["type"] == "http.response.start":
+                    headers = MutableHeaders(scope=message)
+                    if holder.index:
+                        headers.append(RAFT_INDEX_HEADER, str(holder.index))
+                    if holder.not_ready:
+                        headers.append(NOT_READY_HEADER, holder.not_ready)
                 await send(message)
 
             await self.app(scope, receive, send_with_index)

@@ -15,10 +15,12 @@ from contextvars import ContextVar
 class IndexHolder:
     """The highest index noted inside one `noting_index()` block."""
 
-    __slots__ = ("index",)
+    __slots__ = ("index", "not_ready")
 
     def __init__(self) -> None:
         self.index = 0
+        # Why the node that read was not ready (behind, no leader), if it was not.
+        self.not_ready: str | None = None
 
 
 _current: ContextVar[IndexHolder | None] = ContextVar("raft_index", default=None)
@@ -29,6 +31,13 @@ def note_index(index: int) -> None:
     holder = _current.get()
     if holder is not None and index > holder.index:
         holder.index = index
+
+
+def note_not_ready(reasons: str) -> None:
+    """Report that the current request read from a node that is not ready, and why."""
+    holder = _current.get()
+    if holder is not None:
+        holder.not_ready = reasons
 
 
 @contextmanager
