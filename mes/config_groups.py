@@ -1,8 +1,11 @@
 """The settings of each part of a node, as the part receives them.
 
 `mes.config.Settings` reads the environment (flat names, as documented); each group here is
-the part of it one component needs, frozen: a component is given its group and cannot read
-or change another's.
+the part of it one component needs, frozen: a component that is handed its group (the OPC
+UA server, the external writer, the client factory, quotas) can neither read another's nor
+change it, and the others read theirs through `settings.<group>`. A group is built from the
+flat settings at each access (a few microseconds), so a setting changed at run time (tests
+do) is seen by every component that reads per use.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from mes.files.store import BlobStore
 from mes.files.sync import run_sync
 from mes.metrics.node import NodeMetrics
 from mes.private_dirs import make_private
-from mes.raft.cluster import cluster_view
+from mes.raft.cluster import ROLES, cluster_view
 from mes.raft.membership import MembershipRefused, MembershipTimeout, change
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
@@ -191,6 +191,10 @@ class FarmNode:
         """pysyncobj's status of this node (its role is `state`)."""
         status: dict[str, Any] = self.raft.getStatus()
         return status
+
+    def role(self) -> str:
+        """This node's Raft role now: leader, follower, candidate (or unknown)."""
+        return ROLES.get(self.raft_status()["state"], "unknown")
 
     async def change_membership(self, action: Literal["add", "remove"], address: str) -> None:
         """Commit adding or removing a node; DomainError `rule` if the leader refuses,

@@ -46,7 +46,7 @@ def free_ports(count: int) -> int:
         if any(p in _handed for p in run) or not all(_bindable(p) for p in run):
             continue
         _handed.update(run)
-        if len(_handed) > (high - low) // 2:  # a long session: forget the oldest hand-outs
+        if len(_handed) > (high - low) // 2:  # a long session: start over (keep this run)
             _handed.intersection_update(run)
         return first
     raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mes.api.consistency import read_consistency
-from mes.api.deps import NodeDep
+from mes.api.deps import NodeDep, node_of
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, ErrorOut
 from mes.auth.authenticator import AuthError
@@ -45,7 +45,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def session_cookie(request: Request) -> str:
     """The session cookie's name on the node serving `request`."""
-    tls = request.app.state.node.settings.http.tls_enabled
+    tls = node_of(request).settings.http.tls_enabled
     return TLS_SESSION_COOKIE if tls else SESSION_COOKIE
 
 

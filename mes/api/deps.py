@@ -18,10 +18,15 @@ from mes.auth.principal import Principal
 T = TypeVar("T")
 
 
-async def get_node(request: Request) -> Farm:
+def node_of(request: Request) -> Farm:
     """The farm node this app serves (through the application layer's ports)."""
     node: Farm = request.app.state.node
     return node
+
+
+async def get_node(request: Request) -> Farm:
+    """The node, as a dependency of a route."""
+    return node_of(request)
 
 
 NodeDep = Annotated[Farm, Depends(get_node)]

@@ -81,8 +81,12 @@ class ClusterView(Protocol):
     def raft_alive(self) -> bool:
         """Whether this node's Raft thread runs."""
 
+    def role(self) -> str:
+        """This node's Raft role now: leader, follower, candidate (or unknown)."""
+
     def raft_status(self) -> dict[str, Any]:
-        """The Raft engine's status of this node (its role is `state`)."""
+        """The Raft engine's own status of this node (leader, quorum, partners), which
+        OPC UA's ServiceLevel is computed from."""
 
     async def change_membership(self, action: Literal["add", "remove"], address: str) -> None:
         """Add or remove a member (DomainError `rule` or `unavailable`)."""
@@ -132,9 +136,6 @@ class Farm(Reads, ReadLevels, ClusterView, ChangeFeed, Files, PrinterStatus, Pro
     auth: Authenticator
     sign_in: SignInGuard
     metrics: NodeMetrics
-
-    async def submit(self, op: str, args: Mapping[str, Any], remember: bool = True) -> Outcome:
-        """Commit a command of the farm itself (no user's)."""
 
     async def start_background(self) -> None:
         """Start the node's background work (the serving interface's lifespan begins)."""

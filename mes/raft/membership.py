@@ -55,8 +55,11 @@ async def change(raft: DynamicRaft, action: Literal["add", "remove"], address: s
         async with asyncio.timeout(timeout):
             error = await future
     except TimeoutError:
-        raise MembershipTimeout(f"no leader committed the change within {timeout:g} s; "
-                                "it may still be committed: check GET /cluster") from None
+        if future.done() and not future.cancelled():  # settled just as the time ran out
+            error = future.result()
+        else:
+            raise MembershipTimeout(f"no leader committed the change within {timeout:g} s; "
+                                    "it may still be committed: check GET /cluster") from None
     if error == FAIL_REASON.REQUEST_DENIED:
         raise MembershipRefused("the leader refused the change: the node is already a "
                                 "member (or not one), or another change is in progress")

@@ -84,9 +84,11 @@ class Writer:
                 async with asyncio.timeout(min(remaining, ATTEMPT_TIMEOUT)):
                     result, error = await future
             except TimeoutError:
-                log.info("write %s attempt %d timed out; retrying", op, attempt)
-                attempt += 1
-                continue
+                if not future.done() or future.cancelled():
+                    log.info("write %s attempt %d timed out; retrying", op, attempt)
+                    attempt += 1
+                    continue
+                result, error = future.result()  # it settled just as the time ran out
             if error == FAIL_REASON.SUCCESS:
                 assert isinstance(result, Outcome)
                 return result

@@ -162,7 +162,8 @@ class WorkerPool:
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
-                    raise  # the pool itself is being cancelled: never swallow that
+                    raise  # this release is being cancelled (the pool stops): the next
+                    # pool asks for the release again; never swallow a cancellation
             except Exception:
                 pass
             if printer_id in self.workers:

@@ -15,7 +15,6 @@ from mes.api.consistency import read_consistency
 from mes.api.deps import NodeDep
 from mes.api.errors import error_body
 from mes.app.ports import Farm
-from mes.raft.cluster import ROLES
 from mes.raft.readiness import not_ready_reasons
 from mes.state import queries
 from mes.state.digest import state_digest
@@ -105,4 +104,4 @@ async def live(node: NodeDep) -> Any:
 
 
 def _role(node: Farm) -> str:
-    return ROLES.get(node.raft_status()["state"], "unknown")
+    return node.role()

@@ -27,7 +27,7 @@ from mes.api.auth import (
     authenticate,
     session_cookie,
 )
-from mes.api.deps import NodeDep, commit, new_id, read
+from mes.api.deps import NodeDep, commit, new_id, node_of, read
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, Timestamp, _Input
 from mes.auth.authenticator import AuthError
@@ -79,7 +79,7 @@ class SessionOut(BaseModel):
 
 def _checker(request: Request) -> PasswordCheck:
     """The node's sign-in guard, as a check of this request's name and password."""
-    guard = request.app.state.node.sign_in
+    guard = node_of(request).sign_in
     source = request.client.host if request.client else None
 
     async def check(login: str, password: str) -> Principal | None:
