@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,16 @@ T = TypeVar("T")
 
 # Every node of a test cluster shares this CLUSTER_SECRET unless the test passes another.
 TEST_CLUSTER_SECRET = "mes-test-cluster-secret-0123456789"
+
+# Deadlines bound what must eventually happen (a node answers, a leader is elected, a node is
+# ready): they detect "never", not "slowly". A 2-core machine at load average 30 gives a node
+# a few percent of a core: starting one (interpreter, imports, Raft, journal replay) then
+# takes tens of seconds, and a probe request can take seconds. A probe slower than
+# PROBE_TIMEOUT only counts as "not yet" within the deadline.
+START_SECONDS = 120.0
+READY_SECONDS = 90.0
+LEADER_SECONDS = 60.0
+PROBE_TIMEOUT = 5.0
 
 
 class ServerProcess:
@@ -59,7 +70,7 @@ class ServerProcess:
         stop it before the error goes on: a test that called start() outside its try/finally
         would otherwise leave it running."""
         try:
-            wait_for(self.answering, 30, what)
+            wait_for(self.answering, START_SECONDS, what)
         except BaseException:
             self.stop()
             raise
@@ -72,17 +83,18 @@ class ServerProcess:
         """Live: the process answers and its Raft thread runs (ready or not)."""
         if not self.alive:
             raise AssertionError(f"node {self.index} exited: {self.log_tail()}")
-        return self.client.get("/health/live", timeout=1.0).status_code == 200
+        return self.client.get("/health/live", timeout=PROBE_TIMEOUT).status_code == 200
 
     def healthy(self) -> bool:
         """Ready: a leader is known, this node has caught up and it applies."""
         if not self.alive:
             raise AssertionError(f"node {self.index} exited: {self.log_tail()}")
-        return self.client.get("/health", timeout=1.0).status_code == 200
+        return self.client.get("/health", timeout=PROBE_TIMEOUT).status_code == 200
 
     def admin_ready(self) -> bool:
         """The admin's token works: the first leader committed the admin (after /health)."""
-        return self.healthy() and self.client.get("/users", timeout=2.0).status_code == 200
+        return self.healthy() and self.client.get("/users",
+                                                  timeout=PROBE_TIMEOUT).status_code == 200
 
     def digest(self) -> tuple[int, str]:
         """This node's applied index and the digest of its state at that index."""
@@ -112,12 +124,12 @@ class ServerProcess:
                 raise
 
     def cluster(self) -> dict[str, Any]:
-        response = self.client.get("/cluster", timeout=2.0)
+        response = self.client.get("/cluster", timeout=PROBE_TIMEOUT)
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
 
-    def every(self, path: str, timeout: float = 5.0,
+    def every(self, path: str, timeout: float = 15.0,
               headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Every row of a paged list, following its next cursor to the last page."""
         rows: list[dict[str, Any]] = []
@@ -160,7 +172,7 @@ class Cluster:
                 node.start()
             self.wait_leader()
             for node in self.nodes:
-                wait_for(node.healthy, 30, f"node {node.index} to be ready")
+                wait_for(node.healthy, READY_SECONDS, f"node {node.index} to be ready")
         except BaseException:
             self.stop()
             raise
@@ -178,14 +190,14 @@ class Cluster:
         address = leaders.pop()
         return next((n for n in self.live() if n.raft_address == address), None)
 
-    def wait_leader(self, timeout: float = 15.0) -> ServerProcess:
+    def wait_leader(self, timeout: float = LEADER_SECONDS) -> ServerProcess:
         return wait_for(self.leader, timeout, "an agreed leader")
 
     def followers(self) -> list[ServerProcess]:
         leader = self.wait_leader()
         return [n for n in self.live() if n is not leader]
 
-    def assert_same_state(self, timeout: float = 30.0) -> int:
+    def assert_same_state(self, timeout: float = 60.0) -> int:
         """Wait until every live node has reported a digest at one same applied index, and
         fail at once if two nodes ever report different digests at the same index.
 
@@ -216,3 +228,27 @@ class Cluster:
                 if node.alive:
                     node.kill()
                 node.client.close()
+
+
+# How long a write is sent again while its outcome is unknown: a bound on "never commits".
+PATIENCE = 60.0
+
+
+def post_acknowledged(node: ServerProcess, path: str, body: dict[str, Any], key: str,
+                      patience: float = PATIENCE) -> httpx.Response | None:
+    """POST with an Idempotency-Key, sent again with that key while its outcome is unknown
+    (no answer, or 502/503/504: no leader committed it within the write timeout), as a
+    client does; the first other answer, or None after `patience` seconds. A commit slower
+    than the write timeout (a loaded machine, an election) is not a failure; a refusal is."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            response = node.client.post(path, json=body, headers={"Idempotency-Key": key})
+            if response.status_code not in (502, 503, 504):
+                return response
+        except httpx.HTTPError:
+            if not node.alive:
+                return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)

@@ -3,8 +3,9 @@
 Each client connection gets its own upstream connection. Requests are read whole (head and
 Content-Length body); one for which `hold` says yes is answered with nothing (the client
 times out, or with `drop_client` sees the connection closed) and sent upstream `delay`
-seconds later on a fresh connection, whatever the client did meanwhile. Its late answer is
-recorded, never relayed.
+seconds later on a fresh connection, whatever the client did meanwhile, or as soon as the
+test calls `release()` (a test that needs it delivered after some event, not after some
+time). Its late answer is recorded, never relayed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class LateProxy:
     port: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _released: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -53,9 +56,16 @@ class LateProxy:
 
     async def start(self) -> LateProxy:
         """Listen; returns self."""
+        self._loop = asyncio.get_running_loop()
+        self._released = asyncio.Event()
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def release(self) -> None:
+        """Deliver held requests now, and later ones at once (from any thread)."""
+        assert self._loop is not None and self._released is not None, "not started"
+        self._loop.call_soon_threadsafe(self._released.set)
 
     async def close(self) -> None:
         """Stop listening and drop every connection and pending delivery."""
@@ -100,7 +110,10 @@ class LateProxy:
             writer.close()
 
     async def _deliver_late(self, data: bytes) -> None:
-        await asyncio.sleep(self.delay)
+        assert self._released is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.delay):
+                await self._released.wait()
         reader, writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         try:
             writer.write(data)

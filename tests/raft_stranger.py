@@ -6,6 +6,10 @@ SPEC_JSON is a list of strangers, each {"name", "self" (a Raft address, or null 
 read-only node), "bind" (where it listens, or null), "partners", "password" (or null)}.
 Prints `ready` once every stranger listens, then answers each line on stdin with one JSON
 line: every stranger's report (`status`), or the report and exit (`stop`).
+
+Every stranger starts at term STRANGER_TERM, far above any term a test cluster reaches by its
+own elections: a node that ever took a stranger's message in would show such a term, and a
+term the cluster moved to by itself (a late heartbeat on a loaded machine) never does.
 """
 
 from __future__ import annotations
@@ -14,9 +18,20 @@ import json
 import sys
 from typing import Any
 
+import pysyncobj.syncobj
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import MemoryJournal
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
+
+STRANGER_TERM = 1_000_000
+
+
+def _journal_at_a_high_term(journal_file: Any = None) -> MemoryJournal:
+    """pysyncobj's in-memory journal (strangers keep nothing), at term STRANGER_TERM."""
+    journal = MemoryJournal()
+    journal.setCurrentTerm(STRANGER_TERM, None)
+    return journal
 
 
 class CountingTransport(TCPTransport):  # type: ignore[misc]
@@ -77,6 +92,7 @@ class Stranger(SyncObj):  # type: ignore[misc]
 
 
 def main() -> None:
+    pysyncobj.syncobj.createJournal = _journal_at_a_high_term  # type: ignore[attr-defined]
     specs = json.loads(sys.argv[1])
     strangers = {spec["name"]: Stranger(spec) for spec in specs}
     for spec in specs:

@@ -25,7 +25,7 @@ from typing import NoReturn
 import pytest
 
 from tests.auth import ADMIN_TOKEN
-from tests.cluster import Cluster, ServerProcess
+from tests.cluster import READY_SECONDS, Cluster, ServerProcess
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ class ReleaseServerProcess(ServerProcess):
         if cwd.exists():
             assert cwd.resolve() == self.release.resolve(), cwd.resolve()
 
-    def upgrade(self, ready_timeout: float = 60.0) -> None:
+    def upgrade(self, ready_timeout: float = READY_SECONDS) -> None:
         """SIGTERM, then the same DATA_DIR and ports on the current code; wait for ready."""
         self.stop()
         assert self.process is not None and self.process.returncode is not None

@@ -43,7 +43,7 @@ def restore_into(node: ServerProcess, archive: Path) -> str:
            "UPLOAD_PATH": str(node.data_dir / "upload"),
            "RAFT_SELF": node.raft_address, "RAFT_PEERS": ",".join(node.peers)}
     result = subprocess.run([str(Path(sys.executable).parent / "restore"), str(archive)],
-                            capture_output=True, text=True, timeout=60, env=env,
+                            capture_output=True, text=True, timeout=300, env=env,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -99,7 +99,7 @@ def test_a_printing_farm_restored_on_a_new_cluster_keeps_every_fact(
             return None
 
         wait_for(printing_and_nothing_left_to_start, 120, "prints Done and Running, none left")
-        response = api.client.get("/cluster/backup", timeout=60)
+        response = api.client.get("/cluster/backup", timeout=300)
         assert response.status_code == 200, response.text
         index = int(response.headers["X-Backup-Raft-Index"])
         archive = tmp_path / "farm.tar"

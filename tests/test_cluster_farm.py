@@ -34,7 +34,7 @@ def kill_leader_while_printing(cluster: Cluster, done_before: int) -> None:
     leader = cluster.wait_leader()
     survivor = next(n for n in cluster.live() if n is not leader)
     wait_for(lambda: count(survivor, "Running") >= 3 and count(survivor, "Done") >= done_before,
-             60, "prints running on the emulated printers")
+             120, "prints running on the emulated printers")
     leader.kill()
     new_leader = cluster.wait_leader()
     assert new_leader is not leader
@@ -73,7 +73,7 @@ def test_emulated_farm_survives_two_leader_kills(tmp_path: Path,
         final = cluster.wait_leader()
         wait_for(lambda: count(final, "Done") == JOBS, 180, f"all {JOBS} jobs Done")
         for node in cluster.nodes:
-            wait_for(lambda n=node: count(n, "Done") == JOBS, 20,  # type: ignore[misc]
+            wait_for(lambda n=node: count(n, "Done") == JOBS, 60,  # type: ignore[misc]
                      f"node {node.index} to see every job Done")
         for job in jobs_on(final):
             history = final.client.get(f"/print_jobs/{job['id']}/history").json()

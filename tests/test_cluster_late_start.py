@@ -14,7 +14,10 @@ from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 
-DELAY = 20.0  # the issue held it 25 s against a 15 s grace; here the grace is 1.5 s
+# The issue held the start 25 s against a 15 s grace; here the grace is 1.5 s and the start
+# is held until the job is Done under the printer's new driver (a fixed delay would race
+# the takeover on a loaded machine). DELAY only bounds the hold if the test fails first.
+DELAY = 600.0
 
 
 def test_a_killed_drivers_start_delivered_late_is_harmless(
@@ -38,21 +41,22 @@ def test_a_killed_drivers_start_delivered_late_is_harmless(
                    "print_weight_in_grams": 7}
             assert follower.client.post("/print_jobs", json=job).status_code == 201
 
-            wait_for(lambda: proxy.held, 30, "the driving node's start held by the proxy")
+            wait_for(lambda: proxy.held, 120, "the driving node's start held by the proxy")
             address = follower.client.get("/printers/e0").json()["driven_by"]
             driver = next(n for n in cluster.nodes if n.raft_address == address)
             driver.kill()  # it loses the printer with its start on the way
             other = next(n for n in cluster.live())
-            cluster.wait_leader(30)
+            cluster.wait_leader()
 
             def done() -> bool:
                 return bool(other.client.get("/print_jobs/j").json()["status"] == "Done")
 
-            wait_for(done, 60, "the job Done under the printer's new driver")
+            wait_for(done, 120, "the job Done under the printer's new driver")
             now = other.client.get("/printers/e0").json()["driven_by"]
             assert now is not None and now != address
-            wait_for(proxy.delivered, DELAY + 30, "the killed node's start delivered")
-            wait_for(lambda: emulator.status(0)["phase"] != "PRINTING", 10, "the printer idle")
+            proxy.release()  # the killed node's start arrives only now
+            wait_for(proxy.delivered, 60, "the killed node's start delivered")
+            wait_for(lambda: emulator.status(0)["phase"] != "PRINTING", 60, "the printer idle")
             status = emulator.status(0)
             assert status["starts"] == {"mes-j.gcode": 1}, (status, proxy.late_answers)
             assert status["moved"] == {"mes-j.gcode": 1}

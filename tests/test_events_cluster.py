@@ -21,7 +21,9 @@ from tests.webhook_receiver import Receiver, signature_valid, webhook_receiver
 
 pytestmark = pytest.mark.cluster
 
-ENV = {"SSE_KEEPALIVE": "1", "SSE_RESUME_WAIT": "5", "NOTIFY_INTERVAL": "0.1",
+# SSE_RESUME_WAIT: how long a node waits to apply the index a client resumes from; a bound
+# on "never", not on how fast a follower catches up on a loaded machine.
+ENV = {"SSE_KEEPALIVE": "1", "SSE_RESUME_WAIT": "60", "NOTIFY_INTERVAL": "0.1",
        "WEBHOOK_RETRY_BASE": "0.2", "WEBHOOK_RETRY_CAP": "0.5", "WEBHOOK_TIMEOUT": "60",
        "AUTO_SCHEDULE": "false"}
 
@@ -33,6 +35,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield farm.start()
     finally:
         farm.stop()
+
+
+# How long a stream may go without its next event: a bound on "never comes".
+EVENT_WAIT = 60.0
 
 
 def base(node: ServerProcess) -> str:
@@ -66,7 +72,7 @@ async def add_spool(client: httpx.AsyncClient, spool_id: str) -> None:
             return False
         return response.status_code == 201
 
-    await eventually(created, 30, f"spool {spool_id} to be created", interval=0.2)
+    await eventually(created, 60, f"spool {spool_id} to be created", interval=0.2)
 
 
 async def test_a_stream_resumes_on_another_node_after_its_node_is_killed(
@@ -75,19 +81,19 @@ async def test_a_stream_resumes_on_another_node_after_its_node_is_killed(
     second, witness_node = cluster.followers()
     async with open_stream(clients[witness_node.index]) as witness, \
             open_stream(clients[first.index]) as on_first:
-        await witness.next()
-        await on_first.next()
+        await witness.next(EVENT_WAIT)
+        await on_first.next(EVENT_WAIT)
         for n in range(5):
             await add_spool(clients[second.index], f"x{n}")
-        seen = await on_first.until(lambda e: e["id"] == "x4")
+        seen = await on_first.until(lambda e: e["id"] == "x4", EVENT_WAIT)
         last = seen[-1]
         first.kill()  # the stream's node dies (and it led: a new leader is elected)
         for n in range(5, 10):
             await add_spool(clients[witness_node.index], f"x{n}")
-        truth = await witness.until(lambda e: e["id"] == "x9")
+        truth = await witness.until(lambda e: e["id"] == "x9", EVENT_WAIT)
     async with open_stream(clients[second.index], headers={"Last-Event-ID": str(last.id)}
                            ) as resumed:
-        got = await resumed.until(lambda e: e["id"] == "x9")
+        got = await resumed.until(lambda e: e["id"] == "x9", EVENT_WAIT)
     expected = [e for e in truth if key(e) > key(last)]
     assert [(e.id, e.data) for e in got] == [(e.id, e.data) for e in expected]
     created = [e.json()["id"] for e in got if e.json()["entity"] == "filament"]
@@ -107,7 +113,7 @@ def _post(node: ServerProcess, path: str, body: dict[str, Any], key: str) -> dic
                                     timeout=10.0)
         return response.json() if response.status_code in (200, 201) else None
 
-    return wait_for(sent, 30, f"POST {path}")
+    return wait_for(sent, 60, f"POST {path}")
 
 
 def test_a_webhook_delivery_survives_a_leader_kill(cluster: Cluster) -> None:
@@ -127,7 +133,7 @@ def test_a_webhook_delivery_survives_a_leader_kill(cluster: Cluster) -> None:
             rows = _deliveries(leader, hook["id"])
             return rows if len(rows) == 3 and {r["status"] for r in rows} == {"done"} else None
 
-        calm = wait_for(all_done, 20, "three deliveries done")
+        calm = wait_for(all_done, 60, "three deliveries done")
         assert sorted(receiver.ids()) == sorted(r["id"] for r in calm)  # each exactly once
 
         # The next delivery reaches the receiver, which holds its answer; the leader dies
@@ -136,18 +142,18 @@ def test_a_webhook_delivery_survives_a_leader_kill(cluster: Cluster) -> None:
         follower = cluster.followers()[0]
         _post(follower, "/print_jobs", {"id": "j3", "filament_id": "s", "filepath": "b.gcode",
                                         "print_weight_in_grams": 1}, "j3")
-        wait_for(lambda: receiver.held == 1, 20, "the delivery to arrive and wait")
+        wait_for(lambda: receiver.held == 1, 60, "the delivery to arrive and wait")
         held_id = receiver.ids()[-1]
         leader.kill()
         receiver.hold.set()
-        survivor = cluster.wait_leader(20)
+        survivor = cluster.wait_leader()
 
         def redelivered() -> dict[str, Any] | None:
             rows = {r["id"]: r for r in _deliveries(survivor, hook["id"])}
             row = rows.get(held_id)
             return row if row is not None and row["status"] == "done" else None
 
-        row = wait_for(redelivered, 30, "the held delivery to be sent again and done")
+        row = wait_for(redelivered, 60, "the held delivery to be sent again and done")
         assert receiver.ids().count(held_id) >= 2  # at least once: the same webhook-id again
         assert row["attempts"] == 1  # the killed leader's attempt was never recorded
         for calm_row in calm:
@@ -164,12 +170,13 @@ async def test_sigterm_ends_open_streams_at_once(tmp_path: Path) -> None:
         assert node.process is not None
         async with httpx.AsyncClient(base_url=base(node), headers=admin_headers()) as client, \
                 open_stream(client) as stream:
-            hello = await stream.next()
+            hello = await stream.next(EVENT_WAIT)
             assert hello is not None and hello.event == "hello"
             node.process.terminate()
             # uvicorn waits for open connections before the app's shutdown: without the
-            # hook in mes/cli.py this stream would hold the process until the client left.
-            assert await stream.next(timeout=5) is None
-        node.process.wait(15)
+            # hook in mes/cli.py this stream would hold the process until the client left
+            # (it never leaves here, keepalives keep it busy): a bound on "never ends".
+            assert await stream.next(timeout=30) is None
+        node.process.wait(30)
     finally:
         single.stop()

@@ -38,7 +38,7 @@ def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
 
 def missing_jobs(node: ServerProcess, acknowledged: set[str]) -> set[str]:
     return {j for j in acknowledged
-            if node.client.get(f"/print_jobs/{j}", timeout=2.0).status_code != 200}
+            if node.client.get(f"/print_jobs/{j}", timeout=10.0).status_code != 200}
 
 
 def assert_all_held(nodes: list[ServerProcess], acknowledged: set[str], timeout: float) -> None:
@@ -47,7 +47,7 @@ def assert_all_held(nodes: list[ServerProcess], acknowledged: set[str], timeout:
             wait_for(lambda n=node: not missing_jobs(n, acknowledged),  # type: ignore[misc]
                      timeout, f"node {node.index} to hold all {len(acknowledged)} jobs")
         except AssertionError as exc:
-            health = node.client.get("/health", timeout=2.0)
+            health = node.client.get("/health", timeout=10.0)
             raise AssertionError(f"{exc}; missing {sorted(missing_jobs(node, acknowledged))}; "
                                  f"health {health.status_code} {health.text}; "
                                  f"log tail:\n{node.log_tail()}") from None
@@ -55,9 +55,11 @@ def assert_all_held(nodes: list[ServerProcess], acknowledged: set[str], timeout:
 
 def write_until_stopped(node: ServerProcess, prefix: str, stop: threading.Event,
                         acknowledged: set[str]) -> None:
-    """Submit jobs one after another; record the ids the node acknowledged."""
+    """Submit jobs one after another; record the ids the node acknowledged. A request
+    without an answer ends the writer only once the node is gone (a slow answer on a loaded
+    machine is not the power cut)."""
     with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
-                      timeout=5.0, headers=admin_headers()) as client:
+                      timeout=30.0, headers=admin_headers()) as client:
         n = 0
         while not stop.is_set():
             job_id = f"{prefix}-{n}"
@@ -67,7 +69,10 @@ def write_until_stopped(node: ServerProcess, prefix: str, stop: threading.Event,
                 response = client.post("/print_jobs", json=body,
                                        headers={"Idempotency-Key": job_id})
             except httpx.HTTPError:
-                return  # the node is gone
+                if stop.is_set() or not node.alive:
+                    return  # the node is gone
+                n += 1
+                continue
             if response.status_code == 201:
                 acknowledged.add(job_id)
             n += 1
@@ -89,7 +94,7 @@ def test_whole_cluster_power_cut_keeps_every_acknowledged_write(
                for w in range(6)]
     for writer in writers:
         writer.start()
-    wait_for(lambda: sum(map(len, in_flight)) >= 60, 30, "writes under load")
+    wait_for(lambda: sum(map(len, in_flight)) >= 60, 120, "writes under load")
     for node in cluster.nodes:  # all at once, as a power cut does
         assert node.process is not None
         node.process.send_signal(signal.SIGKILL)
@@ -104,8 +109,8 @@ def test_whole_cluster_power_cut_keeps_every_acknowledged_write(
         cut_power_to_synced(node.data_dir)  # drops the unsynced tails (hundreds of bytes)
     for node in cluster.nodes:
         node.start()
-    cluster.wait_leader(30)
-    assert_all_held(cluster.nodes, acknowledged, 60)
+    cluster.wait_leader()
+    assert_all_held(cluster.nodes, acknowledged, 120)
     assert write_job(cluster.nodes[1], "after-power-cut")
 
 
@@ -115,7 +120,7 @@ def test_follower_with_corrupt_snapshot_rebuilds_from_its_peers(
     seed(cluster.nodes[0])
     acknowledged = {f"a{i}" for i in range(40) if write_job(cluster.nodes[i % 3], f"a{i}")}
     assert len(acknowledged) == 40
-    wait_for(lambda: all((n.data_dir / "raft.snapshot").exists() for n in cluster.nodes), 20,
+    wait_for(lambda: all((n.data_dir / "raft.snapshot").exists() for n in cluster.nodes), 60,
              "every node to write a snapshot")
     victim = cluster.followers()[0]
     victim.kill()
@@ -124,9 +129,9 @@ def test_follower_with_corrupt_snapshot_rebuilds_from_its_peers(
         assert write_job(cluster.live()[i % 2], f"b{i}")
         acknowledged.add(f"b{i}")
     victim.start()  # answers instead of exiting
-    assert_all_held([victim], acknowledged, 30)
+    assert_all_held([victim], acknowledged, 120)
     assert "rebuilds from its peers" in victim.log_tail()
-    wait_for(lambda: "this node votes again" in victim.log_tail(), 10, "the rebuild to end")
+    wait_for(lambda: "this node votes again" in victim.log_tail(), 60, "the rebuild to end")
     assert list(victim.data_dir.glob("raft.snapshot.bad-*"))
     assert write_job(victim, "after-rebuild")
 
@@ -138,12 +143,12 @@ def test_single_node_with_corrupt_snapshot_stops_with_a_clear_message(
     seed(node)
     for i in range(15):
         assert write_job(node, f"s{i}")
-    wait_for(lambda: (node.data_dir / "raft.snapshot").exists(), 20, "a snapshot")
+    wait_for(lambda: (node.data_dir / "raft.snapshot").exists(), 60, "a snapshot")
     node.kill()
     (node.data_dir / "raft.snapshot").write_bytes(b"garbage")
     with contextlib.suppress(AssertionError):  # it may exit before or after answering /health
         node.start()
-    wait_for(lambda: not node.alive, 20, "the node to stop")
+    wait_for(lambda: not node.alive, 120, "the node to stop")
     assert node.process is not None and node.process.returncode == 70
     assert "no peers to rebuild from" in node.log_tail()
     assert (node.data_dir / "raft.snapshot").read_bytes() == b"garbage"  # left for the operator
@@ -162,7 +167,7 @@ def test_follower_with_corrupt_journal_rebuilds_from_its_peers(
     raw[60:80] = b"\xff" * 20  # inside the first records
     journal.write_bytes(bytes(raw))
     victim.start()
-    assert_all_held([victim], acknowledged, 30)
+    assert_all_held([victim], acknowledged, 120)
     assert "rebuilds from its peers" in victim.log_tail()
-    wait_for(lambda: "this node votes again" in victim.log_tail(), 10, "the rebuild to end")
+    wait_for(lambda: "this node votes again" in victim.log_tail(), 60, "the rebuild to end")
     assert list(victim.data_dir.glob("raft.journal.bad-*"))

@@ -61,7 +61,7 @@ def test_raft_data_with_any_callable_is_refused_before_it_runs(tmp_path: Path) -
 
 def _survives(node: ServerProcess, marker: Path) -> None:
     send_frames(node.raft_address, frame(marker))
-    wait_for(node.healthy, 10, "the node to stay ready")
+    wait_for(node.healthy, 60, "the node to stay ready")
     assert node.client.post("/filaments", json={
         "id": f"after-{node.index}", "type": "PLA", "color": "red", "total_weight_in_grams": 100,
     }).status_code == 201
@@ -99,7 +99,7 @@ def test_the_same_frame_ran_a_shell_on_release_0_1_0(tmp_path: Path, release: Pa
     try:
         old.start()
         send_frames(old.raft_address, frame(marker), copies=1)
-        wait_for(marker.exists, 10, "release 0.1.0 to run the pickled command")
+        wait_for(marker.exists, 60, "release 0.1.0 to run the pickled command")
     finally:
         old.stop()
         old.client.close()

@@ -19,7 +19,10 @@ from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
 
-WRITE_TIMEOUT = 2.0
+# The nodes' RAFT_WRITE_TIMEOUT, which also bounds how long a read waits for an index. The
+# default: at 2 s a follower that a loaded machine let fall 2 s behind answered 503 to a
+# read-your-writes read, counted as a miss though nothing was missed.
+WRITE_TIMEOUT = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +102,16 @@ def test_a_client_reading_across_nodes_never_goes_back_in_time(cluster: Cluster)
 def test_an_index_never_reached_answers_503_after_the_write_timeout(cluster: Cluster) -> None:
     node = cluster.followers()[0]
     began = time.monotonic()
-    response = node.client.get("/printers", headers={"X-Min-Raft-Index": "99999999999"})
+    response = node.client.get("/printers", headers={"X-Min-Raft-Index": "99999999999"},
+                               timeout=120)
     waited = time.monotonic() - began
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "raft_index_not_reached"
     assert response.headers["Retry-After"] == "1"
-    assert WRITE_TIMEOUT - 0.1 <= waited < WRITE_TIMEOUT + 3
+    # Not before the write timeout; after it, not much later (not when the client gives up,
+    # nor never), with room for a loaded machine.
+    print(f"\n503 after {waited:.2f} s (write timeout {WRITE_TIMEOUT:g} s)")
+    assert WRITE_TIMEOUT - 0.1 <= waited < 3 * WRITE_TIMEOUT + 10
 
 
 @pytest.mark.parametrize(("headers", "params", "code"), [
@@ -148,7 +155,7 @@ def test_latency_of_each_level_on_a_follower(cluster: Cluster) -> None:
     follower = cluster.followers()[0]
     index = write_printer(cluster.wait_leader(), "latency")
     # A local read may miss the write until the follower applies it (that is the level).
-    wait_for(lambda: follower.client.get("/printers/latency").status_code == 200, 10,
+    wait_for(lambda: follower.client.get("/printers/latency").status_code == 200, 60,
              "the follower to apply the printer")
     levels = {"local": {}, "min_index": {"X-Min-Raft-Index": str(index)},
               "linearizable": {"X-Read-Consistency": "linearizable"}}

@@ -221,7 +221,7 @@ def missing_writes(node: ServerProcess, jobs: set[str], spools: set[str],
 
 
 def check_mixed_phase_version(upgraded: list[ReleaseServerProcess],
-                              problems: list[str], timeout: float = 10.0) -> None:
+                              problems: list[str], timeout: float = 60.0) -> None:
     """While some nodes still run 0.1.0, an upgraded node reports `cluster_version` 1."""
     for node in upgraded:
         def reports_one(node: ReleaseServerProcess = node) -> bool:
@@ -240,7 +240,7 @@ def check_mixed_phase_version(upgraded: list[ReleaseServerProcess],
 
 
 def check_upgraded_versions(nodes: list[ReleaseServerProcess], problems: list[str],
-                            timeout: float = 30.0) -> None:
+                            timeout: float = 60.0) -> None:
     """Once every node runs the current code: `cluster_version` is DATA_LEVEL on every
     node, and every entry of `nodes` shows `version` RELEASE and `level` DATA_LEVEL."""
     try:
@@ -276,7 +276,7 @@ def check_upgraded_versions(nodes: list[ReleaseServerProcess], problems: list[st
 # ---------------------------------------------------------------- diagnostics
 
 
-def wait_ready(nodes: list[ReleaseServerProcess], timeout: float = 30.0) -> None:
+def wait_ready(nodes: list[ReleaseServerProcess], timeout: float = 90.0) -> None:
     """Every node ready (a leader known, caught up, applying); else say why not."""
     try:
         wait_for(lambda: all(n.healthy() for n in nodes), timeout, "every node ready")
@@ -379,7 +379,7 @@ def upgrade_while_printing(size: int, base: Path, release: Path,
                                                    f"a print driven by node {node.index}")
             except AssertionError:
                 interrupted[node.index] = []
-                wait_for(partial(running_jobs, viewer), 30, "a print running")
+                wait_for(partial(running_jobs, viewer), 60, "a print running")
             started = time.monotonic()
             node.upgrade()
             timings[f"node {node.index} restarted on the current code"] = (
@@ -403,7 +403,7 @@ def upgrade_while_printing(size: int, base: Path, release: Path,
         assert not writer.errors, writer.errors
 
         # Every job prints, exactly once.
-        final = cluster.wait_leader(30)
+        final = cluster.wait_leader()
         try:
             wait_for(lambda: set(statuses(final)) == {"Done"}, 150, "every job Done")
         except AssertionError:
@@ -457,7 +457,7 @@ def upgrade_while_printing(size: int, base: Path, release: Path,
                 return not missing_writes(node, expected, set(writer.acked_spools), colors)
 
             try:
-                wait_for(nothing_missing, 30, f"every acknowledged write on node {node.index}")
+                wait_for(nothing_missing, 60, f"every acknowledged write on node {node.index}")
             except AssertionError:
                 gone = missing_writes(node, expected, set(writer.acked_spools), colors)
                 raise AssertionError(f"node {node.index} lacks acknowledged writes: "

@@ -19,7 +19,7 @@ def test_a_clean_exit_removes_the_scratch_database(tmp_path: Path, sig: signal.S
     node.data_dir.mkdir(parents=True)
     try:
         node.start()
-        wait_for(node.healthy, 30, "the node to be ready")
+        wait_for(node.healthy, 90, "the node to be ready")
         assert (node.data_dir / "applied-state.sqlite").is_file()
         assert node.process is not None
         node.process.send_signal(sig)

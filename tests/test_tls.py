@@ -122,7 +122,7 @@ def tls_node(tmp_path: Path, pki: Pki) -> Iterator[ServerProcess]:
     node = _over_https(ServerProcess(0, tmp_path, _tls_env(pki)), pki)
     try:
         node.start()
-        wait_for(node.admin_ready, 30, "the node to be ready and its admin made")
+        wait_for(node.admin_ready, 90, "the node to be ready and its admin made")
         yield node
     finally:
         node.stop()
@@ -176,10 +176,11 @@ def test_https_serves_the_api_and_a_host_only_secure_session_cookie(
     assert tls_node.client.get("/health/live").status_code == 200
 
     # A stop does not wait for idle TLS connections (the client above keeps one open) to
-    # send their close_notify, which took 30 s; the node still closes cleanly.
+    # send their close_notify, which took 30 s; the node still closes cleanly. The bound is
+    # below those 30 s with room for a loaded machine's shutdown.
     assert tls_node.process is not None
     tls_node.process.terminate()
-    assert tls_node.process.wait(8) == 0, tls_node.log_tail()
+    assert tls_node.process.wait(20) == 0, tls_node.log_tail()
 
 
 def _start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -244,7 +245,7 @@ def test_tls_nodes_copy_files_to_each_other_over_https(tmp_path: Path, pki: Pki)
         first, second = cluster.nodes
         wait_for(lambda: all(n["http_url"] and n["http_url"].startswith("https://")
                              for n in first.cluster()["nodes"]) and
-                 len(first.cluster()["nodes"]) == 2, 15, "both nodes to announce https URLs")
+                 len(first.cluster()["nodes"]) == 2, 60, "both nodes to announce https URLs")
         content = b"G28\nG1 X5 Y5\n" * 100
         response = first.client.post("/files", files={"file": ("part.gcode", content)})
         assert response.status_code == 201, response.text  # a majority is both nodes
