@@ -302,6 +302,25 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _listeners_apart(self) -> Settings:
+        # Two listeners on one port: the Raft transport took it first and read every HTTP
+        # request as a frame, and the node neither served nor exited.
+        wildcard = ("", "0.0.0.0", "::", "[::]")
+        listeners = [("HTTP_PORT", self.http_host, self.http_port),
+                     ("RAFT_BIND" if self.raft_bind else "RAFT_SELF",
+                      *_host_and_port(self.raft_bind_address))]
+        if self.opcua_mode_in_effect == "embedded":
+            parts = urlsplit(self.opcua_endpoint)
+            listeners.append(("OPCUA_ENDPOINT", parts.hostname or "", parts.port or 4840))
+        for i, (name, host, port) in enumerate(listeners):
+            for other, other_host, other_port in listeners[i + 1:]:
+                if port == other_port and (host in wildcard or other_host in wildcard
+                                           or host.strip("[]") == other_host.strip("[]")):
+                    raise ValueError(f"{name} and {other} both use port {port}: give each "
+                                     "listener its own port")
+        return self
+
+    @model_validator(mode="after")
     def _external_needs_url(self) -> Settings:
         if self.opcua_mode == "external" and "opcua_server_url" not in self.model_fields_set:
             raise ValueError("OPCUA_MODE=external needs OPCUA_SERVER_URL (the lab's OPC UA "
@@ -466,6 +485,11 @@ class Settings(BaseSettings):
         """The event stream's settings."""
         return EventSettings(self.sse_keepalive, self.sse_retry_ms, self.sse_window,
                              self.sse_client_queue, self.sse_resume_wait)
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -47,6 +47,9 @@ def test_setting_prints_effective_configuration_with_secrets_masked(tmp_path: Pa
         ({"PRINTER_NETWORKS": "10.0.0.0/8,10.1.2.0/33"}, "PRINTER_NETWORKS"),
         ({"DATA_DIR": "/proc/mes-data"}, "DATA_DIR"),
         ({"OPCUA_MODE": "mock"}, "OPCUA_MODE"),
+        # two listeners on one port: the Raft transport would read HTTP as frames
+        ({"HTTP_PORT": "7123", "RAFT_SELF": "127.0.0.1:7123"}, "HTTP_PORT and RAFT_SELF"),
+        ({"HTTP_PORT": "7124", "RAFT_BIND": "0.0.0.0:7124"}, "HTTP_PORT and RAFT_BIND"),
         ({"OPCUA_MODE": "external"}, "OPCUA_SERVER_URL"),
     ],
 )
