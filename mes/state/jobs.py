@@ -10,6 +10,7 @@ from mes.state import queries, stored_files
 from mes.state.args import MISSING, SHA256_PATTERN, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.prepared import Prepared
 from mes.state.tables import filaments, job_history, print_jobs, printers
 
 JOB_STATUSES = ("Queued", "Running", "Done", "Canceled")
@@ -21,22 +22,22 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-_INSERT_HISTORY = insert(job_history)
-_INSERT_JOB = insert(print_jobs)
-_SET_STATUS = (update(print_jobs).where(print_jobs.c.id == bindparam("job_id"))
-               .values(status=bindparam("status"), updated_at=bindparam("ts")))
-_RESERVE = (update(filaments).where(filaments.c.id == bindparam("filament_id"))
-            .values(reserved_weight_in_grams=filaments.c.reserved_weight_in_grams
-                    + bindparam("grams")))
-_CHARGE = (update(filaments).where(filaments.c.id == bindparam("filament_id"))
-           .values(remaining_weight_in_grams=filaments.c.remaining_weight_in_grams
-                   - bindparam("grams"), updated_at=bindparam("ts")))
+_INSERT_HISTORY = Prepared(insert(job_history))
+_INSERT_JOB = Prepared(insert(print_jobs))
+_SET_STATUS = Prepared(update(print_jobs).where(print_jobs.c.id == bindparam("job_id"))
+                       .values(status=bindparam("status"), updated_at=bindparam("ts")))
+_RESERVE = Prepared(update(filaments).where(filaments.c.id == bindparam("filament_id"))
+                    .values(reserved_weight_in_grams=filaments.c.reserved_weight_in_grams
+                            + bindparam("grams")))
+_CHARGE = Prepared(update(filaments).where(filaments.c.id == bindparam("filament_id"))
+                   .values(remaining_weight_in_grams=filaments.c.remaining_weight_in_grams
+                           - bindparam("grams"), updated_at=bindparam("ts")))
 
 
 def record_history(ctx: ApplyContext, job_id: str, before: str | None, after: str,
                    cause: str) -> None:
     """Append one status change of a job to its history."""
-    ctx.conn.execute(_INSERT_HISTORY, {"job_id": job_id, "from_status": before,
+    _INSERT_HISTORY.run(ctx.conn, {"job_id": job_id, "from_status": before,
                                        "to_status": after, "at": ctx.ts, "cause": cause,
                                        "actor": ctx.actor})
     ctx.transitions.append((job_id, before, after))
@@ -114,7 +115,7 @@ def create_in(ctx: ApplyContext, args: Args, order_id: str | None,
            "from_server": True, "last_error": None, "owner_id": owner_id,
            "order_id": order_id, "approval": "pending" if needs_approval else None,
            "created_at": ctx.ts, "updated_at": ctx.ts}
-    ctx.conn.execute(_INSERT_JOB, row)
+    _INSERT_JOB.run(ctx.conn, row)
     _reserve(ctx, filament_id, weight)
     record_history(ctx, job_id, None, "Queued",
                    "created; awaiting approval" if needs_approval else "created")
@@ -142,7 +143,7 @@ def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise RuleViolation("worker_starting", f"job {job_id!r} is being started on printer "
                             f"{job['assigned_printer_id']!r} by its worker", "status")
     if target == "Running":
-        ctx.conn.execute(_SET_STATUS, {"job_id": job_id, "status": target, "ts": ctx.ts})
+        _SET_STATUS.run(ctx.conn, {"job_id": job_id, "status": target, "ts": ctx.ts})
         record_history(ctx, job_id, current, target, cause)
         ctx.changed("print_job", job_id, "updated")
     else:
@@ -155,13 +156,13 @@ def set_status(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 def end_job(ctx: ApplyContext, job: dict[str, Any], status: str, cause: str) -> None:
     """Make a job Done or Canceled: release its reservation, charge the spool when Done,
     and hold its printer until the bed is cleared if it was printing there."""
-    ctx.conn.execute(_SET_STATUS, {"job_id": job["id"], "status": status, "ts": ctx.ts})
+    _SET_STATUS.run(ctx.conn, {"job_id": job["id"], "status": status, "ts": ctx.ts})
     ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job["id"])
                      .values(phase=None, requested_action=None))
     if job["filament_id"] is not None:
         _reserve(ctx, job["filament_id"], -job["print_weight_in_grams"])
         if status == "Done":
-            ctx.conn.execute(_CHARGE, {"filament_id": job["filament_id"],
+            _CHARGE.run(ctx.conn, {"filament_id": job["filament_id"],
                                        "grams": job["print_weight_in_grams"], "ts": ctx.ts})
         ctx.changed("filament", job["filament_id"], "updated")
     if job["assigned_printer_id"] is not None and job["status"] == "Running":
@@ -173,7 +174,7 @@ def end_job(ctx: ApplyContext, job: dict[str, Any], status: str, cause: str) -> 
 
 
 def _reserve(ctx: ApplyContext, filament_id: str, grams: int) -> None:
-    ctx.conn.execute(_RESERVE, {"filament_id": filament_id, "grams": grams})
+    _RESERVE.run(ctx.conn, {"filament_id": filament_id, "grams": grams})
 
 
 def _pending(ctx: ApplyContext, args: Args) -> dict[str, Any]:

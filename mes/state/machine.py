@@ -27,6 +27,7 @@ from mes.state.args import Args
 from mes.state.context import ApplyContext, ChangeEvent
 from mes.state.database import Database, sync_sqlite_url
 from mes.state.errors import DomainError, InvalidCommand, NewerData
+from mes.state.prepared import Prepared
 from mes.state.tables import applied_requests, audit_log, metadata
 from mes.version import DATA_LEVEL, EXIT_NEWER_DATA, RELEASE
 
@@ -40,11 +41,11 @@ Handler = Callable[[ApplyContext, Args], Any]
 HANDLERS: dict[str, Handler] = {
     op: command.formats[command.current].handler for op, command in commands.COMMANDS.items()}
 
-_STORED_OUTCOME = select(applied_requests.c.outcome, applied_requests.c.fingerprint).where(
-    applied_requests.c.request_id == bindparam("rid"))
-_AUDIT = insert(audit_log)
+_STORED_OUTCOME = Prepared(select(applied_requests.c.outcome, applied_requests.c.fingerprint)
+                           .where(applied_requests.c.request_id == bindparam("rid")))
+_AUDIT = Prepared(insert(audit_log))
 # A key already stored is kept (its first outcome stands); never a constraint error.
-_REMEMBER = insert(applied_requests).prefix_with("OR IGNORE")
+_REMEMBER = Prepared(insert(applied_requests).prefix_with("OR IGNORE"))
 
 # Request ids up to this length in plain ASCII are stored as they are; others hashed.
 MAX_PLAIN_KEY = 120
@@ -229,7 +230,7 @@ class StateMachine:
         key = request_key(command.get("rid") if isinstance(command, Mapping) else None)
         fingerprint = command_fingerprint(command) if key is not None else None
         if key is not None:
-            stored = self._conn.execute(_STORED_OUTCOME, {"rid": key}).first()
+            stored = _STORED_OUTCOME.run(self._conn, {"rid": key}).first()
             self._conn.rollback()
             if stored is not None:
                 if stored.fingerprint not in (None, fingerprint):
@@ -291,18 +292,17 @@ class StateMachine:
         notifications.derive(ctx, str(op), args)
         if actor is not None:
             target = args.raw("id")
-            self._conn.execute(_AUDIT, {"at": ctx.ts, "actor": actor, "op": op, "target": (
+            _AUDIT.run(self._conn, {"at": ctx.ts, "actor": actor, "op": op, "target": (
                 target if isinstance(target, str) and len(target) <= 64 else None)})
         return ctx, value
 
     def _remember(self, key: str, fingerprint: str | None, outcome: Outcome) -> None:
-        seq = self._conn.execute(
-            _REMEMBER, {"request_id": key, "fingerprint": fingerprint,
-                        "outcome": outcome.to_json()}
-        ).inserted_primary_key
-        if seq is not None and seq[0] % 1000 == 0:
+        stored = _REMEMBER.run(self._conn, {"request_id": key, "fingerprint": fingerprint,
+                                            "outcome": outcome.to_json()})
+        seq = stored.lastrowid if stored.rowcount == 1 else None
+        if seq is not None and seq % 1000 == 0:
             self._conn.execute(
-                delete(applied_requests).where(applied_requests.c.seq <= seq[0] - REQUEST_MEMORY))
+                delete(applied_requests).where(applied_requests.c.seq <= seq - REQUEST_MEMORY))
 
     def read(self, query: Callable[[Connection], T]) -> T:
         """Run a read-only query in one read transaction on a reader connection.

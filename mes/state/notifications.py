@@ -22,6 +22,7 @@ from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
 from mes.state.ops import Op
+from mes.state.prepared import Prepared
 from mes.state.tables import deliveries, printer_alerts, printer_status, webhooks
 from mes.state.urls import url_problem
 from mes.state.users import get_user
@@ -126,9 +127,12 @@ def get_webhook(conn: Any, webhook_id: str) -> dict[str, Any] | None:
     return _webhook(row) if row else None
 
 
+_WEBHOOKS = Prepared(select(webhooks).order_by(webhooks.c.created_at, webhooks.c.id))
+
+
 def list_webhooks(conn: Any) -> list[dict[str, Any]]:
     """Every webhook (with secrets) by creation time."""
-    rows = conn.execute(select(webhooks).order_by(webhooks.c.created_at, webhooks.c.id))
+    rows = _WEBHOOKS.run(conn).all()
     return [_webhook(r) for r in rows]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select
 
+from mes.state.prepared import Prepared
 from mes.state.tables import (
     assignments,
     filaments,
@@ -23,9 +24,17 @@ from mes.state.tables import (
 ACTIVE_STATUSES = ("Queued", "Running")
 
 # Built once: SQLAlchemy then skips statement construction and cache-key work per call.
-_PRINTER_BY_ID = select(printers).where(printers.c.id == bindparam("id"))
-_FILAMENT_BY_ID = select(filaments).where(filaments.c.id == bindparam("id"))
-_JOB_BY_ID = select(print_jobs).where(print_jobs.c.id == bindparam("id"))
+_PRINTER_BY_ID = Prepared(select(printers).where(printers.c.id == bindparam("id")))
+_FILAMENT_BY_ID = Prepared(select(filaments).where(filaments.c.id == bindparam("id")))
+_JOB_BY_ID = Prepared(select(print_jobs).where(print_jobs.c.id == bindparam("id")))
+_FILE_BY_ID = Prepared(select(files).where(files.c.id == bindparam("id")))
+_PRINTERS_LOADED_WITH = Prepared(select(printers).where(printers.c.filament_id == bindparam("id")))
+_STATUS_OF = Prepared(select(printer_status).where(printer_status.c.printer_id == bindparam("id")))
+_ASSIGNMENT_OF = Prepared(select(assignments).where(assignments.c.printer_id == bindparam("id")))
+_LEASES = Prepared(select(node_leases).order_by(node_leases.c.node))
+# Up to this many ids, a lookup runs one prepared statement per id instead of one IN query:
+# cheaper while they are few (about 30 µs each against 250 µs for the IN query).
+FEW = 8
 
 
 def printer_row(row: Any) -> dict[str, Any]:
@@ -37,7 +46,7 @@ def printer_row(row: Any) -> dict[str, Any]:
 
 def get_printer(conn: Connection, printer_id: str) -> dict[str, Any] | None:
     """One printer without its API key, or None."""
-    row = conn.execute(_PRINTER_BY_ID, {"id": printer_id}).first()
+    row = _PRINTER_BY_ID.run(conn, {"id": printer_id}).first()
     return printer_row(row) if row else None
 
 
@@ -56,6 +65,11 @@ def printers_named_or_loaded(conn: Connection, ids: Collection[str],
                              spools: Collection[str]) -> list[dict[str, Any]]:
     """The printers (without their API keys) of these ids or with one of these spools
     loaded, in one query."""
+    if len(ids) + len(spools) <= FEW:
+        rows = {r.id: r for i in ids if (r := _PRINTER_BY_ID.run(conn, {"id": i}).first())}
+        for spool in spools:
+            rows.update((r.id, r) for r in _PRINTERS_LOADED_WITH.run(conn, {"id": spool}))
+        return [printer_row(r) for r in rows.values()]
     return [printer_row(r) for r in conn.execute(select(printers).where(
         or_(printers.c.id.in_(ids), printers.c.filament_id.in_(spools))))]
 
@@ -64,6 +78,9 @@ def printer_statuses(conn: Connection, printer_ids: Collection[str] | None = Non
                      ) -> dict[str, dict[str, Any]]:
     """The last status of each printer (of `printer_ids`, or all) that has one, by printer
     id, in one query."""
+    if printer_ids is not None and len(printer_ids) <= FEW:
+        return {r.printer_id: dict(r._mapping) for i in printer_ids
+                if (r := _STATUS_OF.run(conn, {"id": i}).first())}
     query = select(printer_status)
     if printer_ids is not None:
         query = query.where(printer_status.c.printer_id.in_(printer_ids))
@@ -72,7 +89,7 @@ def printer_statuses(conn: Connection, printer_ids: Collection[str] | None = Non
 
 def get_filament(conn: Connection, filament_id: str) -> dict[str, Any] | None:
     """One filament spool with its reserved weight, or None."""
-    row = conn.execute(_FILAMENT_BY_ID, {"id": filament_id}).first()
+    row = _FILAMENT_BY_ID.run(conn, {"id": filament_id}).first()
     return dict(row._mapping) if row else None
 
 
@@ -89,7 +106,7 @@ def filaments_with_ids(conn: Connection, ids: Collection[str]) -> dict[str, dict
 
 def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
     """A stored G-code file's record, or None."""
-    row = conn.execute(select(files).where(files.c.id == file_id)).first()
+    row = _FILE_BY_ID.run(conn, {"id": file_id}).first()
     return dict(row._mapping) if row else None
 
 
@@ -135,8 +152,7 @@ def epochs_of_node(conn: Connection, node: str) -> dict[str, int]:
 
 def leases(conn: Connection) -> list[dict[str, Any]]:
     """Every node's lease."""
-    return [dict(r._mapping) for r in conn.execute(
-        select(node_leases).order_by(node_leases.c.node))]
+    return [dict(r._mapping) for r in _LEASES.run(conn)]
 
 
 def shard_slots(conn: Connection) -> list[dict[str, Any]]:
@@ -174,8 +190,12 @@ def drive_state(printer: dict[str, Any], assignment: dict[str, Any] | None,
 def with_drive(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Printers (API rows) with `driven_by`, `drive_state` and `drive_epoch` added."""
     ids = [r["id"] for r in rows]
-    found = {r.printer_id: dict(r._mapping) for r in conn.execute(
-        select(assignments).where(assignments.c.printer_id.in_(ids)))}
+    if len(ids) <= FEW:
+        found = {r.printer_id: dict(r._mapping) for i in ids
+                 if (r := _ASSIGNMENT_OF.run(conn, {"id": i}).first())}
+    else:
+        found = {r.printer_id: dict(r._mapping) for r in conn.execute(
+            select(assignments).where(assignments.c.printer_id.in_(ids)))}
     live = {lease["node"] for lease in leases(conn) if not lease["expired"]}
     return [{**row, **drive_state(row, found.get(row["id"]), live)} for row in rows]
 
@@ -183,12 +203,17 @@ def with_drive(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
 # A printer is busy with a job claimed for it (Queued, starting) or running on it.
 _BUSY_WITH = (print_jobs.c.status == "Running") | (
     (print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting"))
+_ACTIVE_ON = Prepared(select(print_jobs).where(
+    print_jobs.c.assigned_printer_id == bindparam("id"), _BUSY_WITH))
 
 
 def active_jobs_by_printer(conn: Connection, printer_ids: Collection[str] | None = None,
                            ) -> dict[str, dict[str, Any]]:
     """Per printer (of `printer_ids`, or all), the job claimed for it (starting) or running
     on it."""
+    if printer_ids is not None and len(printer_ids) <= FEW:
+        return {r.assigned_printer_id: dict(r._mapping) for i in printer_ids
+                if (r := _ACTIVE_ON.run(conn, {"id": i}).first())}
     assigned = (print_jobs.c.assigned_printer_id.is_not(None) if printer_ids is None
                 else print_jobs.c.assigned_printer_id.in_(printer_ids))
     query = select(print_jobs).where(assigned, _BUSY_WITH)
@@ -197,8 +222,7 @@ def active_jobs_by_printer(conn: Connection, printer_ids: Collection[str] | None
 
 def active_job_on(conn: Connection, printer_id: str) -> dict[str, Any] | None:
     """The job a printer is claimed for or printing, if any."""
-    row = conn.execute(select(print_jobs).where(
-        print_jobs.c.assigned_printer_id == printer_id, _BUSY_WITH)).first()
+    row = _ACTIVE_ON.run(conn, {"id": printer_id}).first()
     return dict(row._mapping) if row else None
 
 
@@ -253,7 +277,7 @@ def printer_status_of(conn: Connection, printer_id: str) -> dict[str, Any] | Non
 
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     """One print job, or None."""
-    row = conn.execute(_JOB_BY_ID, {"id": job_id}).first()
+    row = _JOB_BY_ID.run(conn, {"id": job_id}).first()
     return dict(row._mapping) if row else None
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from mes.state.args import MISSING, Args, present
 from mes.state.context import ApplyContext
 from mes.state.errors import Forbidden, InvalidCommand, NotFound, RuleViolation
+from mes.state.prepared import Prepared
 from mes.state.tables import api_tokens, users
 
 ROLES = ("user", "operator", "admin")
@@ -26,9 +27,12 @@ USER_FIELDS = ("name", "email", "role", "disabled", "password_hash")
 SESSION_TOKEN_NAME = "web session"
 
 
+_USER_BY_ID = Prepared(select(users).where(users.c.id == bindparam("id")))
+
+
 def get_user(conn: Any, user_id: str) -> dict[str, Any] | None:
     """One user (with its password hash), or None."""
-    row = conn.execute(select(users).where(users.c.id == user_id)).first()
+    row = _USER_BY_ID.run(conn, {"id": user_id}).first()
     return dict(row._mapping) if row else None
 
 
