@@ -32,7 +32,7 @@ from mes.raft.cluster import ROLES, cluster_view
 from mes.raft.membership import MembershipRefused, MembershipTimeout, change
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
-from mes.raft.readiness import RaftProgress, progress_of
+from mes.raft.readiness import RaftProgress, progress_of, write_refusal
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import NoLeader, Writer
 from mes.state import cluster_versions, queries
@@ -82,7 +82,8 @@ class FarmNode:
         self.machine.add_listener(self.cluster_version.on_apply)
         self.machine.add_restore_listener(self.cluster_version.on_restore)
         self.writer = Writer(self.raft, raft.write_timeout,
-                             self.cluster_version.writable)
+                             self.cluster_version.writable,
+                             lambda: write_refusal(self.progress()))
         self.applied = AppliedWaiter(lambda: int(self.raft.raftLastApplied))
         self.machine.add_listener(self.applied.on_apply)
         self.linearizer = Linearizer(self._commit_noop)

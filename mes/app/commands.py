@@ -12,7 +12,7 @@ from mes.app.errors import DomainError
 from mes.app.quotas import Check
 from mes.app.raft_index import note_index
 from mes.auth.principal import Principal
-from mes.raft.writer import NoLeader
+from mes.raft.writer import NoLeader, NotReady
 from mes.state.machine import Outcome, was_applied
 
 T = TypeVar("T")
@@ -57,6 +57,8 @@ class CommandDoor:
             await self._within(quota, by.user_id, request_id)
         try:
             outcome = await self._writer.submit(op, args, request_id, actor=actor)
+        except NotReady as exc:
+            raise DomainError("unavailable", "not_ready", str(exc)) from None
         except NoLeader as exc:
             raise DomainError("unavailable", "no_leader",
                               f"outcome unknown: {exc}; the write may still be applied",

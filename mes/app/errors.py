@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 # invalid: bad values; not_found: no such entity (or not the caller's); rule: the farm's
 # rules refuse it now; forbidden: the role may not; quota: a per-user quota is reached;
-# unavailable: no leader answered in time (the outcome is unknown: retry with `retry_key`).
+# unavailable: no leader answered in time (the outcome is unknown: retry with `retry_key`),
+# or this node cannot take writes now (nothing was submitted).
 Kind = Literal["invalid", "not_found", "rule", "forbidden", "quota", "unavailable"]
 KINDS: tuple[Kind, ...] = ("invalid", "not_found", "rule", "forbidden", "quota", "unavailable")
 

@@ -21,10 +21,17 @@ Gate = Callable[[str, Mapping[str, Any]], tuple[int, dict[str, Any]]]
 
 # How long one attempt may wait before it is retried with the same request id.
 ATTEMPT_TIMEOUT = 1.0
+# How long a write waits for a leader to become known (an election takes 0.3-0.6 s) before
+# it is answered: a node cut off from the majority says so at once, not after the timeout.
+NO_LEADER_WAIT = 1.5
 
 
 class NoLeader(Exception):
     """No leader committed the command within the write timeout; it may still commit later."""
+
+
+class NotReady(NoLeader):
+    """This node cannot take writes now (it is catching up); nothing was submitted."""
 
 
 class CommandApplier(Protocol):
@@ -42,21 +49,30 @@ class Writer:
     """Turns commands into committed outcomes, retrying idempotently until a deadline."""
 
     def __init__(self, node: CommandApplier, timeout: float,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None,
+                 unready: Callable[[], str | None] | None = None) -> None:
         self._node = node
         self._timeout = timeout
+        # Why this node cannot take writes now (None: it can): a node far behind the leader
+        # would apply the command only once caught up, so its client would wait for nothing.
+        self._unready = unready
         # The format (and the arguments in it) the cluster version allows for an op; raises
         # (mes.versions.NotUpgraded) when it allows none yet.
         self._gate = gate
 
     async def submit(self, op: str, args: Mapping[str, Any], request_id: str | None = None,
                      remember: bool = True, actor: str | None = None) -> Outcome:
-        """Replicate one command; raise NoLeader if nothing committed it within the timeout.
+        """Replicate one command; raise NoLeader if nothing committed it within the timeout
+        (sooner when no leader is known: NO_LEADER_WAIT), NotReady at once when this node is
+        catching up.
 
         With `remember` false (commands whose repetition is harmless, such as telemetry)
         no request id is stored, so retries may apply it twice. `actor` is the user whose
         request this is (None: the farm itself); apply checks their role and audits it.
         """
+        reason = self._unready() if self._unready is not None else None
+        if reason is not None:
+            raise NotReady(f"this node cannot take writes now: {reason}")
         version, plain = (self._gate(op, args) if self._gate is not None
                           else (current_version(op), dict(args)))
         rid = (request_id or new_request_id()) if remember else None
@@ -68,7 +84,8 @@ class Writer:
         if actor is not None:
             command["actor"] = actor
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        started = loop.time()
+        deadline = started + self._timeout
         attempt = 0
         while True:
             remaining = deadline - loop.time()
@@ -92,6 +109,9 @@ class Writer:
             if error == FAIL_REASON.SUCCESS:
                 assert isinstance(result, Outcome)
                 return result
+            if error == FAIL_REASON.MISSING_LEADER and loop.time() - started >= NO_LEADER_WAIT:
+                raise NoLeader(f"no leader is known to this node (waited {NO_LEADER_WAIT:g} s "
+                               f"for {op})")
             attempt += 1
             pause = min(0.02 * 2**attempt, 0.25, max(deadline - loop.time(), 0))
             log.debug("write %s failed (reason %s); retry in %.2f s", op, error, pause)
