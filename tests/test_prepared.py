@@ -88,3 +88,17 @@ def test_all_and_scalar(conn: Connection) -> None:
 def test_in_lists_are_refused_at_import_time() -> None:
     with pytest.raises(ValueError, match="expanding"):
         Prepared(select(printers).where(printers.c.id.in_(bindparam("ids", expanding=True))))
+
+
+def test_run_many_writes_every_row_and_refuses_mixed_keys(conn: Connection) -> None:
+    insert_printer = Prepared(insert(printers))
+    with conn.begin():
+        written = insert_printer.run_many(conn, [
+            {"id": name, "created_at": NOW, "updated_at": NOW} for name in ("a", "b", "c")])
+    assert written == 3
+    assert [r.id for r in conn.execute(select(printers.c.id).order_by(printers.c.id))] == [
+        "a", "b", "c"]
+    assert insert_printer.run_many(conn, []) == 0
+    with pytest.raises(ValueError, match="same keys"):
+        insert_printer.run_many(conn, [{"id": "d", "created_at": NOW, "updated_at": NOW},
+                                       {"id": "e", "created_at": NOW}])

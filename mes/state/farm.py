@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from mes.state import queries
 from mes.state.args import MISSING, Args
@@ -19,8 +19,14 @@ from mes.state.context import ApplyContext
 from mes.state.errors import DomainError, InvalidCommand, NotFound, RuleViolation
 from mes.state.intervals import record_states
 from mes.state.jobs import end_job, record_history
+from mes.state.prepared import Prepared
 from mes.state.shards import fence
 from mes.state.tables import leadership, print_jobs, printer_status, printers
+
+_PRINTER_KNOWN = Prepared(select(printers.c.id).where(printers.c.id == bindparam("id")))
+_FORGET_STATUS = Prepared(delete(printer_status).where(
+    printer_status.c.printer_id == bindparam("id")))
+_INSERT_STATUS = Prepared(insert(printer_status))
 
 PRINTER_STATES = ("offline", "idle", "printing", "paused", "finished", "error")
 MAX_EPOCH = 2**62
@@ -327,12 +333,18 @@ def telemetry(ctx: ApplyContext, args: Args) -> dict[str, Any]:
             stale.append(row["printer_id"])
             continue
         rows[row["printer_id"]] = row
-    known = set(ctx.conn.execute(select(printers.c.id)).scalars())
+    if len(rows) <= queries.FEW:
+        known = {pid for pid in rows if _PRINTER_KNOWN.run(ctx.conn, {"id": pid}).first()}
+    else:
+        known = set(ctx.conn.execute(select(printers.c.id)).scalars())
     rows = {pid: r for pid, r in rows.items() if pid in known}
     if rows:
         ids = sorted(rows)
-        ctx.conn.execute(delete(printer_status).where(printer_status.c.printer_id.in_(ids)))
-        ctx.conn.execute(insert(printer_status), [rows[pid] for pid in ids])
+        if len(ids) <= queries.FEW:
+            _FORGET_STATUS.run_many(ctx.conn, [{"id": pid} for pid in ids])
+        else:
+            ctx.conn.execute(delete(printer_status).where(printer_status.c.printer_id.in_(ids)))
+        _INSERT_STATUS.run_many(ctx.conn, [rows[pid] for pid in ids])
         for printer_id in ids:
             ctx.changed("printer_status", printer_id, "updated")
         record_states(ctx, ids)

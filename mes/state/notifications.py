@@ -15,7 +15,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from mes.state import queries
 from mes.state.args import Args
@@ -256,15 +256,29 @@ def _job_notice(op: str, before: str | None, after: str) -> str | None:
     return {"Running": "job.started", "Done": "job.done"}.get(after)
 
 
+_STATE_OF = Prepared(select(printer_status.c.state).where(
+    printer_status.c.printer_id == bindparam("id")))
+_ALERT_OF = Prepared(select(printer_alerts.c.state).where(
+    printer_alerts.c.printer_id == bindparam("id")))
+
+
 def _printer_alerts(ctx: ApplyContext) -> list[Notice]:
     ids = {e.entity_id for e in ctx.events if e.entity == "printer_status"}
     if not ids:
         return []
-    # Both reads are small: printers in a bad state now, and those that were.
-    now = dict(ctx.conn.execute(select(printer_status.c.printer_id, printer_status.c.state)
-                                .where(printer_status.c.state.in_(sorted(ALERT_STATES)))).all())
-    seen = dict(ctx.conn.execute(select(printer_alerts.c.printer_id,
-                                        printer_alerts.c.state)).all())
+    # Printers in a bad state now, and those that were: by id while they are few, else
+    # both small sets whole.
+    if len(ids) <= queries.FEW:
+        now = {pid: state for pid in ids
+               if (state := _STATE_OF.run(ctx.conn, {"id": pid}).scalar()) in ALERT_STATES}
+        seen = {pid: state for pid in ids
+                if (state := _ALERT_OF.run(ctx.conn, {"id": pid}).scalar()) is not None}
+    else:
+        now = dict(ctx.conn.execute(
+            select(printer_status.c.printer_id, printer_status.c.state)
+            .where(printer_status.c.state.in_(sorted(ALERT_STATES)))).all())
+        seen = dict(ctx.conn.execute(select(printer_alerts.c.printer_id,
+                                            printer_alerts.c.state)).all())
     notices: list[Notice] = []
     for printer_id in sorted(ids):
         state, before = now.get(printer_id), seen.get(printer_id)

@@ -31,10 +31,11 @@ Processor = Callable[[Any], Any] | None
 class _Form:
     """One compiled form of a statement: its SQL, parameter order and conversions."""
 
-    __slots__ = ("binds", "compiled", "defaults", "names", "plain_binds", "results", "row_type",
-                 "sql")
+    __slots__ = ("binds", "compiled", "defaults", "keys", "names", "plain_binds", "results",
+                 "row_type", "sql")
 
     def __init__(self, statement: ClauseElement, keys: tuple[str, ...]) -> None:
+        self.keys = keys
         compiled = statement.compile(dialect=_DIALECT, column_keys=list(keys) or None)
         assert isinstance(compiled, SQLCompiler)
         if any(b.expanding for b in compiled.binds.values()):
@@ -142,6 +143,17 @@ class Prepared:
         if form is None:
             form = self._forms[keys] = _Form(self.statement, keys)
         return form
+
+    def run_many(self, conn: Connection, rows: list[Mapping[str, Any]]) -> int:
+        """Execute once per row (rows with the same keys), as one executemany; the count of
+        rows written."""
+        if not rows:
+            return 0
+        form = self._form(tuple(rows[0]))
+        if any(tuple(row) != form.keys for row in rows):
+            raise ValueError("every row of a prepared executemany needs the same keys")
+        raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        return raw.executemany(form.sql, [form.parameters(row) for row in rows]).rowcount
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Rows:
         """Execute on `conn`'s SQLite connection, in its open transaction if any."""

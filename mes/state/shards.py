@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, RuleViolation
+from mes.state.prepared import Prepared
 from mes.state.tables import assignments, counters, leadership, node_leases
 
 # A node's Raft address: host:port.
@@ -73,9 +74,14 @@ def remove_printer(ctx: ApplyContext, printer_id: str) -> None:
     ctx.conn.execute(delete(assignments).where(assignments.c.printer_id == printer_id))
 
 
+_ASSIGNMENT = Prepared(select(assignments).where(assignments.c.printer_id == bindparam("id")))
+_LEASE = Prepared(select(node_leases).where(node_leases.c.node == bindparam("node")))
+_RENEW = Prepared(update(node_leases).where(node_leases.c.node == bindparam("lease_of")).values(
+    seq=bindparam("seq"), renewed_at=bindparam("ts"), expired=False, expired_at=None))
+
+
 def _assignment(ctx: ApplyContext, printer_id: str) -> dict[str, Any] | None:
-    row = ctx.conn.execute(select(assignments).where(
-        assignments.c.printer_id == printer_id)).first()
+    row = _ASSIGNMENT.run(ctx.conn, {"id": printer_id}).first()
     return dict(row._mapping) if row else None
 
 
@@ -100,15 +106,14 @@ def renew_lease(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """A node renews its lease (and comes back to life if it had expired)."""
     args.reject_unknown(("node",))
     node = check_address(args.raw("node"), "node")
-    row = ctx.conn.execute(select(node_leases).where(node_leases.c.node == node)).first()
+    row = _LEASE.run(ctx.conn, {"node": node}).first()
     if row is None:
         ctx.conn.execute(insert(node_leases).values(node=node, seq=1, renewed_at=ctx.ts,
                                                     expired=False))
         seq = 1
     else:
         seq = row.seq + 1
-        ctx.conn.execute(update(node_leases).where(node_leases.c.node == node).values(
-            seq=seq, renewed_at=ctx.ts, expired=False, expired_at=None))
+        _RENEW.run(ctx.conn, {"lease_of": node, "seq": seq, "ts": ctx.ts})
     if row is None or row.expired:
         ctx.changed("node", node, "updated")
     return {"node": node, "seq": seq}
