@@ -263,6 +263,8 @@ class FarmNode:
         view["version"] = RELEASE
         view["level"] = DATA_LEVEL
         view["cluster_version"] = self.cluster_version.level()
+        # This node's embedded OPC UA server: whether its address space is built yet.
+        view["opcua"] = self.opcua.status() if self.opcua is not None else None
         return view
 
     @property
