@@ -22,6 +22,7 @@ class NoLeaderPort:
     """A node whose every commit finds no leader."""
 
     self_address = "127.0.0.1:7000"
+    cluster_size = 3
     settings = SimpleNamespace(printers=SimpleNamespace(lease_seconds=10.0, lease_renew=2.0))
 
     async def submit(self, op: str, args: Mapping[str, Any], remember: bool = True) -> Outcome:

@@ -135,6 +135,38 @@ async def test_leader_change_marks_mock_prints_lost_not_done(farm: httpx.AsyncCl
     assert spool["reserved_weight_in_grams"] == 0
 
 
+@pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 40}], indirect=["farm_pair"])
+async def test_a_pool_that_comes_back_adopts_the_mock_print(farm: httpx.AsyncClient,
+                                                            farm_node: FarmNode) -> None:
+    # The node's workers stop (a lapsed lease) and start again on the same node: the mock
+    # printer kept printing meanwhile, as a real one would, and its print is adopted.
+    await add_printers(farm, 1)
+    stored = await upload(farm)
+    await farm.post("/api/v1/print_jobs", json={
+        "id": "kept", "filament_id": "pla", "file_id": stored["id"],
+        "print_weight_in_grams": 25})
+
+    async def running() -> bool:
+        return bool((await farm.get("/api/v1/print_jobs/kept")).json()["status"] == "Running")
+
+    await eventually(running, 20, "the job Running")
+    host = farm_node.workers
+    assert host is not None and host.pool is not None
+    first = host.pool
+    await host._end_pool()  # as a lapsed lease does
+
+    async def done() -> str | None:
+        status = str((await farm.get("/api/v1/print_jobs/kept")).json()["status"])
+        return status if status in ("Done", "Canceled") else None
+
+    assert await eventually(done, 60, "the job ended") == "Done"
+    assert host.pool is not None and host.pool is not first  # a new pool adopted it
+    history = (await farm.get("/api/v1/print_jobs/kept/history")).json()
+    assert [h["to_status"] for h in history] == ["Queued", "Running", "Done"]
+    spool = (await farm.get("/api/v1/filaments/pla")).json()
+    assert spool["remaining_weight_in_grams"] == 5000 - 25
+
+
 @pytest.mark.parametrize("farm_pair", [{"mock_printer_job_time": 60, "auto_clear_bed": False}],
                          indirect=["farm_pair"])
 async def test_pause_resume_cancel_and_bed_clearing(farm: httpx.AsyncClient,

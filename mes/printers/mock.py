@@ -1,7 +1,9 @@
 """An in-process simulated printer driven by the MOCK_PRINTER_* settings.
 
-It lives in the process of the node that polls it: when leadership moves, the new leader
-starts a fresh mock that prints nothing, and its worker sees the running job as lost.
+It lives in the process of the node that polls it: when the printer moves to another node
+(or the node restarts), a fresh mock there prints nothing, and its worker sees the running
+job as lost. While the printer stays on its node, the mock outlives the node's worker pool
+(mes.workers.pool): a worker that regains the printer after a lapsed lease adopts its print.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from mes.metrics.workers import WorkerMetrics
+from mes.printers.base import PrinterClient
 from mes.raft.writer import NoLeader
 from mes.state import queries
 from mes.state.machine import Outcome
@@ -58,6 +59,10 @@ class ShardLeader:
         leases = await self.port.read(queries.leases)
         lease_seconds = self.port.settings.printers.lease_seconds
         silent = silent_nodes(leases, self.heard, time.monotonic(), lease_seconds)
+        if self.port.cluster_size == 1:
+            # Alone, this node has nobody to give its printers to: its own renewals applied
+            # late (a busy apply) never expire it (mes.workers.lease).
+            silent = [s for s in silent if s["node"] != self.port.self_address]
         gone = {s["node"] for s in silent}
         live = [lease["node"] for lease in leases
                 if not lease["expired"] and lease["node"] not in gone]
@@ -118,6 +123,8 @@ class WorkerHost:
         self.heard: dict[str, tuple[int, float]] = {}
         port.on_apply(self._observe)
         self.pool: WorkerPool | None = None
+        # The mock printers this node runs, kept across its pools (mes.workers.pool).
+        self.mocks: dict[str, PrinterClient] = {}
         self.leader: ShardLeader | None = None
         self._pool_task: asyncio.Task[None] | None = None
         self._leader_task: asyncio.Task[None] | None = None
@@ -156,7 +163,7 @@ class WorkerHost:
             ctx = WorkerContext(self.port, self.lease.valid)
             if self.metrics is not None:
                 ctx.metrics = self.metrics
-            self.pool = WorkerPool(ctx, self.status_sink())
+            self.pool = WorkerPool(ctx, self.status_sink(), self.mocks)
             self._pool_task = asyncio.create_task(self.pool.run(), name="worker-pool")
         elif self.pool is not None and (not valid or self._pool_task is None
                                         or self._pool_task.done()):

@@ -3,7 +3,9 @@
 A renewal counts from the moment it was sent, so the node stops acting (`valid()` turns
 false) at `sent + NODE_LEASE_SECONDS - margin` by its own monotonic clock, strictly before
 the leader, which counts from when it saw the renewal applied, may give its printers to
-another node.
+another node. A node alone in its cluster has nobody to give its printers to: once it held
+its lease, the lease does not lapse while it stays alone, however busy it is (a lapse only
+stopped its workers and lost their running prints).
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ class LeaseKeeper:
 
     def valid(self) -> bool:
         """Whether this node may act on its printers now."""
-        return time.monotonic() < self.valid_until
+        return time.monotonic() < self.valid_until or self.alone()
+
+    def alone(self) -> bool:
+        """Whether this node held its lease and is the only node of its cluster."""
+        return self.renewals > 0 and self.port.cluster_size == 1
 
     def remaining(self) -> float:
         """Seconds this node may still act without another renewal (negative: lapsed)."""
@@ -48,6 +54,8 @@ class LeaseKeeper:
         if self.renewals == 0:
             return "not held yet"
         left = self.remaining()
+        if self.alone():
+            return "held (the only node)"
         return f"{left:.1f} s left" if left > 0 else f"lapsed {-left:.1f} s ago"
 
     async def renew(self) -> bool:

@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any, Protocol
 
-from mes.printers.factory import client_for
+from mes.printers.base import PrinterClient
+from mes.printers.factory import client_for, is_mock
 from mes.printers.http import SharedSession
 from mes.raft.writer import NoLeader
 from mes.state.ops import Op
@@ -54,8 +55,13 @@ class StatusSink(Protocol):
 class WorkerPool:
     """Runs while this node's lease is fresh, for the printers assigned to this node."""
 
-    def __init__(self, ctx: WorkerContext, sink: StatusSink | None = None) -> None:
+    def __init__(self, ctx: WorkerContext, sink: StatusSink | None = None,
+                 mocks: dict[str, PrinterClient] | None = None) -> None:
         self.ctx = ctx
+        # The in-process mock printers, by printer and url: they outlive this pool (a lease
+        # that lapsed and came back), so that a worker adopts the print a mock is running,
+        # as it does a real printer's, instead of finding it gone.
+        self.mocks: dict[str, PrinterClient] = {} if mocks is None else mocks
         self.workers: dict[str, tuple[PrinterWorker, asyncio.Task[None], tuple[Any, ...]]] = {}
         self.telemetry = TelemetryFlusher()
         self.claims = 0
@@ -123,8 +129,7 @@ class WorkerPool:
             if printer_id in self.workers:
                 continue
             try:
-                client = client_for(printer, printer.get("api_key"),
-                                    self.ctx.node.settings.printers, self.http.get)
+                client = self._client(printer)
             except ValueError as exc:
                 log.warning("no worker for printer %s: %s", printer_id, exc)
                 continue
@@ -138,6 +143,17 @@ class WorkerPool:
             # collector need not walk them again in each full collection (a stall of the
             # whole loop with 1,000 printers).
             gc.freeze()
+
+    def _client(self, printer: dict[str, Any]) -> PrinterClient:
+        """A new client for a printer; a mock printer's is the one that already runs here."""
+        mock = f"{printer['id']}|{printer.get('url')}" if is_mock(printer) else None
+        if mock is not None and mock in self.mocks:
+            return self.mocks[mock]
+        client = client_for(printer, printer.get("api_key"), self.ctx.node.settings.printers,
+                            self.http.get)
+        if mock is not None:
+            self.mocks[mock] = client
+        return client
 
     async def _drop(self, printer_id: str) -> None:
         worker, task, _ = self.workers.pop(printer_id)

@@ -15,6 +15,10 @@ class FarmPort(ServicePort, Protocol):
         """This node's Raft address: the name assignments and leases use for it."""
 
     @property
+    def cluster_size(self) -> int:
+        """How many nodes the cluster has, this one included."""
+
+    @property
     def farm_version(self) -> int:
         """A number that changes whenever a command other than telemetry or a lease renewal is
         applied here, and after a snapshot."""
