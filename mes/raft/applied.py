@@ -20,6 +20,10 @@ class AppliedView(SyncObj):  # type: ignore[misc]
     last made progress, for readiness.
     """
 
+    # Seconds of applying per tick: less than the heartbeat period (0.05 s) leaves room for
+    # heartbeats and answers well within the shortest election timeout (0.3 s).
+    apply_budget = 0.04
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._apply_lock = threading.RLock()
         self._seen_applied = 0
@@ -29,8 +33,32 @@ class AppliedView(SyncObj):  # type: ignore[misc]
 
     # pysyncobj (pinned 0.3.17) calls these private steps by their mangled names.
     def _SyncObj__applyLogEntries(self) -> bool:
+        """Apply committed entries for at most APPLY_BUDGET seconds of this tick.
+
+        pysyncobj applies every committed entry in one tick: a backlog (a burst of orders
+        of 100 jobs, a replay) held the tick for seconds, and with it the leader's
+        heartbeats and the followers' answers, so elections followed. Entries are applied
+        one at a time here until the budget is spent; the rest waits for the next tick,
+        which comes at once (the poll is woken) after the network had its turn.
+        """
+        commit = int(self.raftCommitIndex)
+        deadline = time.monotonic() + self.apply_budget
+        need_send = False
         with self._apply_lock:
-            return bool(super()._SyncObj__applyLogEntries())
+            while int(self.raftLastApplied) < commit:
+                # pysyncobj applies up to its commit index: shown one entry at a time.
+                self._SyncObj__raftCommitIndex = int(self.raftLastApplied) + 1
+                try:
+                    need_send = bool(super()._SyncObj__applyLogEntries()) or need_send
+                finally:
+                    self._SyncObj__raftCommitIndex = commit
+                if time.monotonic() >= deadline:
+                    break
+        if int(self.raftLastApplied) < commit:
+            notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+            if notifier is not None:
+                notifier.notify()
+        return need_send
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         with self._apply_lock:
