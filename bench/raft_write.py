@@ -7,12 +7,14 @@ By default everything runs twice, with the Raft transport encrypted (pysyncobj's
 as CLUSTER_SECRET sets it) and without (bench/plain_node.py), to show what encryption costs.
 
     .venv/bin/python bench/raft_write.py [--duration 5] [--kills 10] [--password both|on|off]
+                                         [--without-opcua]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import subprocess
@@ -242,7 +244,8 @@ def failovers(cluster: Cluster, kills: int) -> list[float]:
                 pass
         times.append(time.perf_counter() - killed)
         leader.start()
-        wait_for(lambda n=leader: _caught_up(cluster, n), 30, "the restarted node to catch up")
+        wait_for(functools.partial(_caught_up, cluster, leader), 30,
+                 "the restarted node to catch up")
     return times
 
 
@@ -253,11 +256,12 @@ def _caught_up(cluster: Cluster, node: ServerProcess) -> bool:
             and view["applied_index"] >= leader.cluster()["commit_index"])
 
 
-def rest_runs(encrypted: bool, duration: float, kills: int) -> tuple[list[Run], list[float]]:
+def rest_runs(encrypted: bool, duration: float, kills: int,
+              opcua: bool = True) -> tuple[list[Run], list[float]]:
     """REST load at the leader (1 and 32 clients) and a follower (32), then failovers."""
-    label = "encrypted" if encrypted else "plain"
+    label = ("encrypted" if encrypted else "plain") + ("" if opcua else ", no OPC UA")
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(3, Path(tmp))
+        cluster = Cluster(3, Path(tmp), **({} if opcua else {"OPCUA_MODE": "off"}))
         if not encrypted:
             for node in cluster.nodes:
                 node.command = [sys.executable, str(ROOT / "bench" / "plain_node.py")]
@@ -297,6 +301,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
     parser.add_argument("--kills", type=int, default=10, help="leader kills for failover")
+    parser.add_argument("--without-opcua", action="store_true",
+                        help="also run the REST loads with every node's OPC UA server off "
+                             "(what the embedded server costs a write)")
     parser.add_argument("--password", choices=("both", "on", "off"), default="both",
                         help="Raft transport encrypted (on), not (off), or each in turn")
     args = parser.parse_args()
@@ -324,6 +331,9 @@ def main() -> None:
         kills = args.kills if encrypted == modes[-1] else 0
         rest[encrypted], found = rest_runs(encrypted, args.duration, kills)
         times = times or found
+    bare: list[Run] = []
+    if args.without_opcua:
+        bare, _ = rest_runs(modes[-1], args.duration, 0, opcua=False)
 
     for encrypted in modes:
         label = "encrypted" if encrypted else "plain"
@@ -331,6 +341,12 @@ def main() -> None:
               f"{rest[encrypted][1].rate / raw[encrypted][1].rate:.2f}   (goal >= 0.5)")
         print(f"[{label}] REST one-client p50: {p50_ms(rest[encrypted][0]):.2f} ms"
               f"   (goal < 3 ms)")
+    if bare:
+        print("\nwhat the embedded OPC UA servers cost (with -> without):")
+        for with_it, without in zip(rest[modes[-1]], bare, strict=True):
+            name = with_it.name.rsplit(" [", 1)[0]
+            print(f"  {name:<44} writes/s {with_it.rate:7.0f} -> {without.rate:7.0f}"
+                  f"   p50 {p50_ms(with_it):6.2f} -> {p50_ms(without):6.2f} ms")
     if len(modes) == 2:
         print("\ncost of encryption (encrypted vs plain):")
         pairs = [(raw[False][i], raw[True][i]) for i in range(2)]
