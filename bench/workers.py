@@ -8,6 +8,7 @@ figures for the last 30 s: the window when it is 30 s), the node's CPU (share of
 and peak RSS, Raft commands/s, garbage-collector pauses and event-loop lag.
 
     .venv/bin/python bench/workers.py [--counts 500 1000 1500] [--window 30] [--profile DIR]
+                                      [--no-opcua] [--baseline [--each-setting]]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,21 +90,44 @@ def register(api: httpx.Client, bodies: list[dict[str, Any]], path: str = "/prin
              ) -> None:
     """POST every body, 16 at a time (one by one takes minutes once workers poll)."""
     def post(body: dict[str, Any]) -> int:
-        return api.post(path, json=body, timeout=60).status_code
+        # Sent again with its key while the outcome is unknown (503: a write slower than
+        # RAFT_WRITE_TIMEOUT while the workers start), as a client does.
+        key = uuid.uuid4().hex
+        for _ in range(20):
+            status = api.post(path, json=body, timeout=60,
+                              headers={"Idempotency-Key": key}).status_code
+            if status != 503:
+                return status
+            time.sleep(0.5)
+        return status
 
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(post, bodies))
     assert codes == [201] * len(bodies), sorted(set(codes))
 
 
-# The node with CPython's default switch interval and collector thresholds (the baseline
-# of the interpreter settings in mes/interpreter.py).
-UNTUNED = ("import mes.interpreter as i; i.tune_for_node = lambda: None; "
-           "from mes.cli import server; server()")
+# The node with some of the interpreter settings of mes/interpreter.py: none (CPython's
+# default switch interval and collector thresholds), or only one of the two.
+SETTINGS = {
+    "both": None,
+    "none": "i.tune_for_node = lambda: None",
+    "switch": "i.tune_for_node = lambda: sys.setswitchinterval(i.SWITCH_INTERVAL)",
+    "gc": "i.tune_for_node = lambda: gc.set_threshold(*i.GC_THRESHOLDS)",
+}
+LABELS = {"both": "", "none": "untuned", "switch": "switch", "gc": "gc only"}
+
+
+def _command(settings: str) -> list[str] | None:
+    """The node's command with only `settings` applied (None: the ordinary one)."""
+    patch = SETTINGS[settings]
+    if patch is None:
+        return None
+    return [sys.executable, "-c", f"import gc, sys; import mes.interpreter as i; {patch}; "
+            "from mes.cli import server; server()"]
 
 
 def run(count: int, window: float, base: Path, profile: Path | None = None,
-        opcua: bool = False, tuned: bool = True) -> dict[str, Any]:
+        opcua: bool = False, settings: str = "both") -> dict[str, Any]:
     """One measurement with `count` printers (py-spy samples the node into `profile`)."""
     port = free_ports(count)
     base.mkdir(parents=True, exist_ok=True)
@@ -112,10 +137,11 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
          "--count", str(count), "--job-time", str(JOB_SECONDS)],
         stdout=log, stderr=subprocess.STDOUT)
     node = ServerProcess(0, base / f"n{count}", {"PRINTER_WORKER_INTERVAL": "1",
-                                                 "OPCUA_ENABLED": str(opcua).lower(),
+                                                 "OPCUA_MODE": "embedded" if opcua else "off",
                                                  "AUTO_CLEAR_BED": "true"})
-    if not tuned:
-        node.command = [sys.executable, "-c", UNTUNED]
+    command = _command(settings)
+    if command is not None:
+        node.command = command
     node.data_dir.mkdir(parents=True)
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port + count - 1}/emulator/status",
@@ -193,32 +219,37 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured per N")
     parser.add_argument("--profile", type=Path,
                         help="a folder for py-spy's samples of the node (collapsed stacks)")
-    parser.add_argument("--opcua", action="store_true",
-                        help="run the node's embedded OPC UA server too (it mirrors every "
-                        "printer; off by default: this measures the poll path)")
+    parser.add_argument("--no-opcua", action="store_true",
+                        help="run the node without its embedded OPC UA server (on by "
+                        "default, as a user's node runs: it mirrors every printer)")
     parser.add_argument("--baseline", action="store_true",
                         help="also run each N with CPython's default switch interval and "
                         "collector thresholds (the node's interpreter settings off)")
+    parser.add_argument("--each-setting", action="store_true",
+                        help="with --baseline, also run each N with only the switch interval "
+                        "and only the collector thresholds (an A/B of each setting)")
     args = parser.parse_args()
     print("one leader node, PRINTER_WORKER_INTERVAL=1, emulated OctoPrint printers, "
           "a tenth of them printing; 2-core machine shared with the emulator; OPC UA "
-          f"server {'on' if args.opcua else 'off'}\n")
+          f"server {'off' if args.no_opcua else 'on'}\n")
     print(f"{'printers':>8} {'polls/s':>8} {'lag p50':>9} {'lag p99':>9} {'node CPU':>9} "
           f"{'CPU/poll':>9} {'peak RSS':>9} {'raft cmd/s':>10} {'printing':>9} "
           f"{'emulator':>9} {'views/s':>7}")
     fits = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [(count, tuned) for count in args.counts
-                for tuned in ((True, False) if args.baseline else (True,))]
-        for count, tuned in runs:
-            r = run(count, args.window, Path(tmp) / f"{count}-{tuned}", args.profile,
-                    args.opcua, tuned)
+        variants = ["both"]
+        if args.baseline:
+            variants += ["none", "switch", "gc"] if args.each_setting else ["none"]
+        runs = [(count, settings) for count in args.counts for settings in variants]
+        for count, settings in runs:
+            r = run(count, args.window, Path(tmp) / f"{count}-{settings}", args.profile,
+                    not args.no_opcua, settings)
             print(f"{r['printers']:>8} {r['polls_per_s']:>8.0f} {r['lag_p50_ms']:>7.1f}ms "
                   f"{r['lag_p99_ms']:>7.1f}ms {r['cpu_core']:>8.0%} "
                   f"{r['cpu_ms_per_poll']:>7.2f}ms {r['peak_rss_mb']:>7.0f}MB "
                   f"{r['raft_cmds_per_s']:>10.1f} {r['printing']:>9} "
                   f"{r['emulator_core']:>8.0%} {r['view_reads_per_s']:>7.1f}", flush=True)
-            label = "" if tuned else "untuned"
+            label = LABELS[settings]
             print(f"{label:>8} GC: {r['gc_seconds'] * 1000:.0f} ms paused in the window, "
                   f"{r['gc2_count']:.0f} full collections ({r['gc2_seconds'] * 1000:.0f} ms); "
                   f"event loop: {r['loop_late_100ms']:.0f} of {r['loop_probes']:.0f} probes "
