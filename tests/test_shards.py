@@ -278,6 +278,8 @@ def test_a_job_for_a_pinned_printer_of_a_dead_hub_says_so() -> None:
 
 async def test_a_node_that_cannot_renew_its_lease_stops_its_workers_in_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A node with peers (a lone node keeps its lease: tests/test_lone_node_lease.py).
+    monkeypatch.setattr(FarmNode, "cluster_size", property(lambda _: 3))
     async with running_farm(tmp_path, node_lease_seconds=3.0, node_lease_renew=0.5,
                             printer_worker_interval=0.1) as (node, api):
         body = {"id": "m0", "api": "Mock", "url": "http://mock-printer0:5000", "worker": True}

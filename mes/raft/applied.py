@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pysyncobj import SyncObj
+from pysyncobj import FAIL_REASON, SyncObj
+from pysyncobj.syncobj import SyncObjExceptionWrongVer
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class AppliedView(SyncObj):  # type: ignore[misc]
@@ -33,32 +36,43 @@ class AppliedView(SyncObj):  # type: ignore[misc]
 
     # pysyncobj (pinned 0.3.17) calls these private steps by their mangled names.
     def _SyncObj__applyLogEntries(self) -> bool:
-        """Apply committed entries for at most APPLY_BUDGET seconds of this tick.
+        """Apply committed entries for at most `apply_budget` seconds of this tick.
 
         pysyncobj applies every committed entry in one tick: a backlog (a burst of orders
         of 100 jobs, a replay) held the tick for seconds, and with it the leader's
-        heartbeats and the followers' answers, so elections followed. Entries are applied
-        one at a time here until the budget is spent; the rest waits for the next tick,
-        which comes at once (the poll is woken) after the network had its turn.
+        heartbeats and the followers' answers, so elections followed. This is pysyncobj's
+        step (pinned 0.3.17: tests/test_raft_pysyncobj_pins.py) with a time budget: what is
+        left waits for the next tick, which comes at once (the poll is woken) after the
+        network had its turn. The commit index is never changed: readiness reads it.
         """
+        applied = int(self.raftLastApplied)
         commit = int(self.raftCommitIndex)
+        if commit <= applied:
+            return False
         deadline = time.monotonic() + self.apply_budget
-        need_send = False
+        waiting = self._SyncObj__commandsWaitingCommit
         with self._apply_lock:
-            while int(self.raftLastApplied) < commit:
-                # pysyncobj applies up to its commit index: shown one entry at a time.
-                self._SyncObj__raftCommitIndex = int(self.raftLastApplied) + 1
+            for entry in self._SyncObj__getEntries(applied + 1, commit - applied):
+                term = entry[2]
+                subscribers = waiting.pop(entry[1], [])
                 try:
-                    need_send = bool(super()._SyncObj__applyLogEntries()) or need_send
-                finally:
-                    self._SyncObj__raftCommitIndex = commit
+                    result = self._SyncObj__doApplyCommand(entry[0])
+                except SyncObjExceptionWrongVer as exc:  # as pysyncobj: logged, not counted
+                    log.error("request to switch to unsupported code version (%s)", exc)
+                    continue
+                for subscribed_term, callback in subscribers:
+                    if subscribed_term == term:
+                        callback(result, FAIL_REASON.SUCCESS)
+                    else:
+                        callback(None, FAIL_REASON.DISCARDED)
+                self._SyncObj__raftLastApplied = int(self.raftLastApplied) + 1
                 if time.monotonic() >= deadline:
                     break
         if int(self.raftLastApplied) < commit:
             notifier = getattr(self, "_SyncObj__pipeNotifier", None)
             if notifier is not None:
                 notifier.notify()
-        return need_send
+        return not self._SyncObj__conf.appendEntriesUseBatch
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         with self._apply_lock:
