@@ -15,14 +15,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, case, insert, literal, or_, select, update
 
 from mes.state.context import ApplyContext
-from mes.state.prepared import Prepared
+from mes.state.prepared import FEW, Prepared
 from mes.state.tables import printer_state_intervals, printer_status, printers
 
 UTILIZATION_STATES = ("printing", "paused", "idle", "offline", "error")
-# Up to FEW printers are looked up one by one, up to this many by one IN query, more (a
-# telemetry batch) by one pass over all.
+# Up to FEW (mes.state.prepared) printers are looked up one by one, up to this many by one
+# IN query, more (a telemetry batch) by one pass over all.
 BY_ID_LIMIT = 64
-FEW = 8
 
 _iv = printer_state_intervals
 

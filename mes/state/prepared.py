@@ -25,6 +25,10 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _DIALECT = sqlite_dialect.dialect()
+# Up to this many ids, a lookup runs one prepared statement per id instead of one IN query
+# (an IN list cannot be prepared): cheaper while they are few, about 30 µs each against
+# 250 µs for the IN query through SQLAlchemy.
+FEW = 8
 Processor = Callable[[Any], Any] | None
 
 

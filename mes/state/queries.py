@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select
 
+from mes.state import prepared
 from mes.state.prepared import Prepared
 from mes.state.tables import (
     assignments,
@@ -32,9 +33,8 @@ _PRINTERS_LOADED_WITH = Prepared(select(printers).where(printers.c.filament_id =
 _STATUS_OF = Prepared(select(printer_status).where(printer_status.c.printer_id == bindparam("id")))
 _ASSIGNMENT_OF = Prepared(select(assignments).where(assignments.c.printer_id == bindparam("id")))
 _LEASES = Prepared(select(node_leases).order_by(node_leases.c.node))
-# Up to this many ids, a lookup runs one prepared statement per id instead of one IN query:
-# cheaper while they are few (about 30 µs each against 250 µs for the IN query).
-FEW = 8
+# Exported here too: apply's handlers use it beside these lookups.
+FEW = prepared.FEW
 
 
 def printer_row(row: Any) -> dict[str, Any]:
@@ -148,6 +148,12 @@ def epochs_of_node(conn: Connection, node: str) -> dict[str, int]:
     rows = conn.execute(select(assignments.c.printer_id, assignments.c.epoch)
                         .where(assignments.c.node == node))
     return {str(printer_id): int(epoch) for printer_id, epoch in rows}
+
+
+def assignment_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:
+    """A printer's assignment (node, epoch, release), or None."""
+    row = _ASSIGNMENT_OF.run(conn, {"id": printer_id}).first()
+    return dict(row._mapping) if row else None
 
 
 def leases(conn: Connection) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from mes.state import queries
 from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, RuleViolation
@@ -74,15 +75,13 @@ def remove_printer(ctx: ApplyContext, printer_id: str) -> None:
     ctx.conn.execute(delete(assignments).where(assignments.c.printer_id == printer_id))
 
 
-_ASSIGNMENT = Prepared(select(assignments).where(assignments.c.printer_id == bindparam("id")))
 _LEASE = Prepared(select(node_leases).where(node_leases.c.node == bindparam("node")))
 _RENEW = Prepared(update(node_leases).where(node_leases.c.node == bindparam("lease_of")).values(
     seq=bindparam("seq"), renewed_at=bindparam("ts"), expired=False, expired_at=None))
 
 
 def _assignment(ctx: ApplyContext, printer_id: str) -> dict[str, Any] | None:
-    row = _ASSIGNMENT.run(ctx.conn, {"id": printer_id}).first()
-    return dict(row._mapping) if row else None
+    return queries.assignment_of(ctx.conn, printer_id)
 
 
 def fence(ctx: ApplyContext, printer_id: str | None, epoch: Any) -> None:
