@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -252,3 +253,40 @@ def post_acknowledged(node: ServerProcess, path: str, body: dict[str, Any], key:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
+
+
+class Writers:
+    """Threads that write jobs to some nodes until stopped; remembers what was acknowledged."""
+
+    def __init__(self, nodes: list[ServerProcess], prefix: str) -> None:
+        self.acknowledged: set[str] = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(node, f"{prefix}{i}-"))
+                         for i, node in enumerate(nodes)]
+
+    def __enter__(self) -> Writers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, node: ServerProcess, prefix: str) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
+                          timeout=5.0, headers=admin_headers()) as client:
+            count = 0
+            while not self._stop.is_set():
+                job_id = f"{prefix}{count}"
+                count += 1
+                body = {"id": job_id, "printer_id": "p", "filament_id": "f",
+                        "filepath": "x.gcode", "print_weight_in_grams": 1}
+                try:
+                    response = client.post("/print_jobs", json=body,
+                                           headers={"Idempotency-Key": job_id})
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 201:
+                    self.acknowledged.add(job_id)

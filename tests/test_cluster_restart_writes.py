@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.cluster import Cluster, ServerProcess
+from tests.cluster import Cluster, ServerProcess, Writers
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -31,44 +29,8 @@ BEHIND = 600
 
 
 def _job(name: str) -> dict[str, object]:
-    return {"id": name, "printer_id": "p", "filament_id": "s", "filepath": "x.gcode",
+    return {"id": name, "printer_id": "p", "filament_id": "f", "filepath": "x.gcode",
             "print_weight_in_grams": 1}
-
-
-class Load:
-    """Writers posting jobs to one node until stopped; counts what was acknowledged."""
-
-    def __init__(self, node: ServerProcess, threads: int = 3) -> None:
-        self.node = node
-        self.acknowledged = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
-                         for t in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self, t: int) -> None:
-        n = 0
-        with httpx.Client(base_url=str(self.node.client.base_url), timeout=30,
-                          headers=dict(self.node.client.headers)) as client:
-            while not self._stop.is_set():
-                try:
-                    ok = client.post("/print_jobs", json=_job(f"load-{t}-{n}")).status_code
-                except httpx.HTTPError:
-                    continue
-                if ok == 201:
-                    with self._lock:
-                        self.acknowledged += 1
-                n += 1
 
 
 def _pause(node: ServerProcess) -> None:
@@ -95,13 +57,13 @@ def test_a_restarted_node_answers_every_write_at_once(tmp_path: Path) -> None:
         cluster.start()
         leader = cluster.wait_leader()
         assert leader.client.post("/printers", json={"id": "p"}).status_code == 201
-        spool = {"id": "s", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}
+        spool = {"id": "f", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}
         assert leader.client.post("/filaments", json=spool).status_code == 201
         restarted = cluster.followers()[0]
         others = [n for n in cluster.nodes if n is not restarted]
-        with Load(leader) as load:
+        with Writers([leader] * 3, "load-") as load:
             restarted.kill()
-            wait_for(lambda: load.acknowledged >= BEHIND, 120,
+            wait_for(lambda: len(load.acknowledged) >= BEHIND, 120,
                      f"{BEHIND} writes acknowledged while a follower is down")
         # It comes back while the other two are paused: it knows no leader.
         for node in others:

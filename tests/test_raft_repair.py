@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pysyncobj.utility import TcpUtility
 
 from mes.cluster_secret import raft_password
-from tests.auth import admin_headers
-from tests.cluster import TEST_CLUSTER_SECRET, Cluster, ServerProcess, post_acknowledged
+from tests.cluster import (
+    TEST_CLUSTER_SECRET,
+    Cluster,
+    ServerProcess,
+    Writers,
+    post_acknowledged,
+)
 from tests.netfilter import Partition
 from tests.polling import wait_for
 
@@ -50,43 +53,6 @@ def make_leader(cluster: Cluster, target: ServerProcess) -> None:
         return False
 
     wait_for(leads, 60, f"node {target.index} to lead", interval=0.5)
-
-
-class Writers:
-    """Threads that write jobs to some nodes until stopped; remembers what was acknowledged."""
-
-    def __init__(self, nodes: list[ServerProcess], prefix: str) -> None:
-        self.acknowledged: set[str] = set()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(node, f"{prefix}{i}-"))
-                         for i, node in enumerate(nodes)]
-
-    def __enter__(self) -> Writers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self, node: ServerProcess, prefix: str) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}/api/v1",
-                          timeout=5.0, headers=admin_headers()) as client:
-            count = 0
-            while not self._stop.is_set():
-                job_id = f"{prefix}{count}"
-                count += 1
-                body = {"id": job_id, "printer_id": "p", "filament_id": "f",
-                        "filepath": "x.gcode", "print_weight_in_grams": 1}
-                try:
-                    response = client.post("/print_jobs", json=body,
-                                           headers={"Idempotency-Key": job_id})
-                except httpx.HTTPError:
-                    continue
-                if response.status_code == 201:
-                    self.acknowledged.add(job_id)
 
 
 def repair_state(cluster: Cluster, old: ServerProcess) -> str:
