@@ -263,6 +263,7 @@ class FarmNode:
         view["version"] = RELEASE
         view["level"] = DATA_LEVEL
         view["cluster_version"] = self.cluster_version.level()
+        view["pre_vote"] = self.raft.pre_vote_status()
         # This node's embedded OPC UA server: whether its address space is built yet.
         view["opcua"] = self.opcua.status() if self.opcua is not None else None
         return view
@@ -333,7 +334,8 @@ class FarmNode:
         # and its request memory (replicated state) must not hold what newer nodes do not.
         return VersionReporter(self.settings.raft_self, self.machine.read,
                                lambda op, args: self.writer.submit(op, args, remember=False),
-                               self.is_leader, self.raft.members, self.cluster_version)
+                               self.is_leader, self.raft.members, self.cluster_version,
+                               self.raft.follow_cluster_level)
 
     @staticmethod
     async def _start_opcua(server: EmbeddedServer) -> None:

@@ -17,7 +17,9 @@ from importlib.metadata import PackageNotFoundError, version
 # Level 1: release 0.1.0 (commands without a "v"). Level 2 (0.2.0): node.version,
 # cluster.version. Level 3 (0.3.0): user.update ends web sessions on a new password.
 # Level 4 (0.4.0): user names and ids never collide; a user prints only files they uploaded.
-DATA_LEVEL = 4
+# Level 5 (0.5.0): no command changed; every node answers Raft pre-votes, so nodes ask for
+# them once the cluster is at this level (mes.raft.pre_vote).
+DATA_LEVEL = 5
 # Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables. Schema 3:
 # file_owners.
 SCHEMA = 3

@@ -95,8 +95,10 @@ class VersionReporter:
 
     def __init__(self, address: str, read: Callable[[Callable[[Connection], Any]], Any],
                  submit: Submit, is_leader: Callable[[], bool],
-                 members: Callable[[], list[str]], cluster: ClusterVersion) -> None:
+                 members: Callable[[], list[str]], cluster: ClusterVersion,
+                 on_level: Callable[[int], None] | None = None) -> None:
         self.address = address
+        self._on_level = on_level
         self._read = read
         self._submit = submit
         self._is_leader = is_leader
@@ -113,6 +115,8 @@ class VersionReporter:
 
     async def step(self) -> None:
         """One check: report this node's version; leading, raise the cluster version."""
+        if self._on_level is not None:  # what the cluster version switches on (pre-vote)
+            self._on_level(self._cluster.level())
         reports = await asyncio.to_thread(self._read, cluster_versions.reported)
         level = self._cluster.level()  # cached until a cluster.version or snapshot applies
         mine = reports.get(self.address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from pysyncobj.utility import TcpUtility
 
+from mes.cluster_secret import raft_password
 from tests.auth import ADMIN_TOKEN, admin_headers
 from tests.polling import wait_for
 from tests.ports import free_port
@@ -290,3 +293,26 @@ class Writers:
                     continue
                 if response.status_code == 201:
                     self.acknowledged.add(job_id)
+
+
+# The nodes' Raft transport is encrypted with the test cluster's secret.
+RAFT_PASSWORD = raft_password(TEST_CLUSTER_SECRET)
+
+
+def raft_utility() -> TcpUtility:
+    """pysyncobj's admin client, speaking the cluster's encrypted transport."""
+    return TcpUtility(password=RAFT_PASSWORD, timeout=2.0)
+
+
+def make_leader(cluster: Cluster, target: ServerProcess) -> None:
+    """Hand leadership to `target` (pysyncobj's TimeoutNow through its admin port)."""
+    def leads() -> bool:
+        leader = cluster.wait_leader()
+        if leader is target:
+            return True
+        with contextlib.suppress(Exception):
+            raft_utility().executeCommand(leader.raft_address,
+                                          ["transfer", target.raft_address])
+        return False
+
+    wait_for(leads, 60, f"node {target.index} to lead", interval=0.5)

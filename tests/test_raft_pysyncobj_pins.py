@@ -63,6 +63,12 @@ PINNED_INTERNALS = {
     ("SyncObj", "_SyncObj__sendNextNodeIdx"): "68aaeefc267b8896",
     ("SyncObj", "_onTick"): "cc9eb08232d005ba",
     ("SyncObj", "_getLeader"): "90e3b8391a79e851",
+    # PreVote: pysyncobj's election condition, timeout, term and state (mes/raft/pre_vote.py)
+    ("SyncObj", "_SyncObj__connectedToAnyone"): "acd40e9e3ac6c4cc",
+    ("SyncObj", "_SyncObj__generateRaftTimeout"): "92ed37d3620e781a",
+    ("SyncObj", "_SyncObj__setCurrentTerm"): "0ad5bf456ac06bd3",
+    ("SyncObj", "_SyncObj__setState"): "2c1f239f7bd79b39",
+    ("SyncObj", "_getConf"): "e0e1d939285bf312",
     ("SyncObj", "_isLeader"): "56c32c31db26cdc0",
     ("FileJournal", "__init__"): "bdaa496431fffae4",
     ("FileJournal", "_FileJournal__getDefaultHeader"): "d2ded12cff7234c1",
@@ -87,6 +93,7 @@ def test_the_private_parts_mes_raft_relies_on_are_unchanged() -> None:
                      if PINNED_INTERNALS[owner, name] != digest)
     assert not changed, (
         f"pysyncobj changed {', '.join(changed)}: mes/raft (durable.py, journal.py, "
-        "snapshot.py, replication.py, applied.py, node.py) reaches into them by name. Re-read "
-        "each, then run tests/test_durable_journal.py, tests/test_power_cut.py, "
+        "snapshot.py, replication.py, applied.py, pre_vote.py, node.py) reaches into them "
+        "by name. Re-read each, then run tests/test_durable_journal.py, "
+        "tests/test_power_cut.py, tests/test_raft_pre_vote.py, "
         "tests/test_raft_port_attacks.py and bench/raft_write.py before pinning the new hashes")

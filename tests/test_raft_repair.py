@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pysyncobj.utility import TcpUtility
 
-from mes.cluster_secret import raft_password
 from tests.cluster import (
-    TEST_CLUSTER_SECRET,
     Cluster,
     ServerProcess,
     Writers,
+    make_leader,
     post_acknowledged,
+    raft_utility,
 )
 from tests.netfilter import Partition
 from tests.polling import wait_for
 
-# The nodes' Raft transport is encrypted with the test cluster's secret.
-RAFT_PASSWORD = raft_password(TEST_CLUSTER_SECRET)
-
 pytestmark = pytest.mark.cluster
-
-
-def raft_utility() -> TcpUtility:
-    """pysyncobj's admin client, speaking the cluster's encrypted transport."""
-    return TcpUtility(password=RAFT_PASSWORD, timeout=2.0)
 
 
 @pytest.fixture
@@ -39,20 +29,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield made.start()
     finally:
         made.stop()
-
-
-def make_leader(cluster: Cluster, target: ServerProcess) -> None:
-    """Hand leadership to `target` (pysyncobj's TimeoutNow through its admin port)."""
-    def leads() -> bool:
-        leader = cluster.wait_leader()
-        if leader is target:
-            return True
-        with contextlib.suppress(Exception):
-            raft_utility().executeCommand(leader.raft_address,
-                                                   ["transfer", target.raft_address])
-        return False
-
-    wait_for(leads, 60, f"node {target.index} to lead", interval=0.5)
 
 
 def repair_state(cluster: Cluster, old: ServerProcess) -> str:

@@ -17,6 +17,7 @@ PINNED = {
     "0.2.0": "2ef7971c3b5086dfe21422ed6d09a2da",
     "0.3.0": "6505e27acd39226b5ef4e825e3895ec5",
     "0.4.0": "e072c586685a64ffae687380e9fdeaf9",
+    "0.5.0": "b43d8d4627ade2a1bb2cec741c0bced0",
 }
 
 

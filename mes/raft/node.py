@@ -16,6 +16,7 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from mes.raft import transport, wire
 from mes.raft.applied import AppliedView
 from mes.raft.durable import DurableSyncObj
+from mes.raft.pre_vote import PreVote
 from mes.raft.replication import SafeReplication
 from mes.raft.snapshot import SnapshotFiles
 from mes.state.machine import Outcome, StateMachine
@@ -100,13 +101,14 @@ def build_conf(data_dir: Path, snapshots: SnapshotFiles | None, snapshot_entries
     )
 
 
-class RaftNode(AppliedView, SafeReplication, DurableSyncObj):
+class RaftNode(AppliedView, PreVote, SafeReplication, DurableSyncObj):
     """A pysyncobj node whose only replicated method applies a command to the state machine.
 
     Composed of small overrides of pysyncobj (each chains to the next through super()):
-    AppliedView (applied index and state read together), SafeReplication (follower append
-    rule, log repair that converges) and DurableSyncObj (an entry counts as stored only once
-    its journal is synced).
+    AppliedView (applied index and state read together), PreVote (no term raised without a
+    majority's pre-votes), SafeReplication (follower append rule, log repair that
+    converges) and DurableSyncObj (an entry counts as stored only once its journal is
+    synced).
     """
 
     def __init__(self, self_address: str, peers: list[str], machine: StateMachine,

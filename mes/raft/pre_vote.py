@@ -1,0 +1,186 @@
+"""Pre-vote (Raft thesis §9.6) in front of pysyncobj's (pinned 0.3.17) elections.
+
+A follower whose election timeout passes first asks the others whether they would vote for
+it, without raising its term. It starts pysyncobj's election (term + 1) only once a
+majority said yes. A node says yes when it heard no leader within the minimum election
+timeout, is not the leader itself, and the asking node's log is at least as recent as its
+own; saying yes changes nothing on the node that says it. So a node cut off from the others
+(a partition, a pause) keeps its term, and when it comes back it does not depose a leader
+that did nothing wrong.
+
+Nodes of releases before pre-vote ignore these messages, so a node asks only while
+`enabled`: the node turns it on once the cluster version (every member's release) has
+reached PRE_VOTE_LEVEL. Every node of this release answers, enabled or not. A leadership
+transfer (TimeoutNow from the leader) skips the round, as the thesis says.
+
+A "no" from a node of a higher term carries that term and this node takes it, as Raft does
+for any message of a higher term; otherwise a node with a stale term but the most recent
+log could never be elected. The answer carries the answering node's own term.
+
+A node at a higher term than the leader (it took the term while cut off, or before the
+cluster turned pre-vote on) ignores that leader's appends, and pysyncobj's replies carry no
+term that would depose it; the others keep hearing the leader and say no. So a node whose
+last message from a leader was of a lower term holds the plain election, which raises the
+leader's term (it steps down) and lets the node of the most recent log be elected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pysyncobj import SyncObj
+
+log = logging.getLogger(__name__)
+
+# The data level at which every member runs a release that answers pre-votes (0.5.0).
+PRE_VOTE_LEVEL = 5
+
+_FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
+
+
+@dataclass
+class _Round:
+    """One round of pre-vote requests: the term it proposes and who said yes."""
+
+    number: int
+    term: int
+    granted: set[str] = field(default_factory=set)
+
+
+class PreVote(SyncObj):  # type: ignore[misc]
+    """pysyncobj whose follower asks for a majority's pre-votes before it raises its term."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before pysyncobj's constructor: its transport may deliver messages at once.
+        self.pre_vote_enabled = False
+        self._round: _Round | None = None
+        self._rounds = 0
+        self._won: int | None = None  # the term a won round proposed, until it is used
+        self._won_at = 0.0
+        self._elections_after_pre_vote = 0
+        self._leader_heard = 0.0
+        self._lower_term_leader = False
+        super().__init__(*args, **kwargs)
+
+    def follow_cluster_level(self, level: int) -> None:
+        """Ask for pre-votes once the cluster version says every member answers them."""
+        enabled = level >= PRE_VOTE_LEVEL
+        if enabled != self.pre_vote_enabled:
+            log.info("pre-vote %s (cluster version %d)", "on" if enabled else "off", level)
+            self.pre_vote_enabled = enabled
+
+    def pre_vote_status(self) -> dict[str, Any]:
+        """Whether this node asks for pre-votes, and how many rounds it asked and won."""
+        return {"enabled": self.pre_vote_enabled, "rounds": self._rounds,
+                "elections": self._elections_after_pre_vote}
+
+    # --- asking -----------------------------------------------------------------------
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        if self._election_due():
+            if self._won_still_holds():
+                # The round was won: let pysyncobj's election run in this tick.
+                self._won = None
+                self._round = None
+                self._elections_after_pre_vote += 1
+            elif (self.pre_vote_enabled and not self._transfer_in_progress()
+                  and not self._lower_term_leader):
+                self._won = None
+                self._ask()
+        super()._onTick(timeToWait)
+
+    def _won_still_holds(self) -> bool:
+        """A round was won for the next term, within the longest election timeout."""
+        return (self._won is not None and self._won == self.raftCurrentTerm + 1
+                and time.monotonic() - self._won_at < self._getConf().raftMaxTimeout)
+
+    def _election_due(self) -> bool:
+        """pysyncobj's own condition for starting an election in this tick."""
+        return bool(self._SyncObj__raftState in (_FOLLOWER, _CANDIDATE)
+                    and self.selfNode is not None
+                    and self._SyncObj__raftElectionDeadline < time.monotonic()
+                    and self._SyncObj__connectedToAnyone())
+
+    def _transfer_in_progress(self) -> bool:
+        return bool(self._SyncObj__transferInProgress)
+
+    def _ask(self) -> None:
+        """Start a round: ask every other node, and put pysyncobj's election off until the
+        round is won or its time is up (a new round then)."""
+        self._rounds += 1
+        term = int(self.raftCurrentTerm) + 1
+        self._round = _Round(self._rounds, term, {str(self.selfNode.id)})
+        self._SyncObj__raftElectionDeadline = (time.monotonic()
+                                               + self._SyncObj__generateRaftTimeout())
+        message = {"type": "pre_vote", "term": term, "round": self._rounds,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        for node in self.otherNodes:
+            self._SyncObj__transport.send(node, message)
+        self._count()
+
+    def _count(self) -> None:
+        """The round is won with a majority of the members' yes."""
+        round_ = self._round
+        if round_ is None or len(round_.granted) * 2 <= len(self.otherNodes) + 1:
+            return
+        self._won, self._won_at = round_.term, time.monotonic()
+        self._round = None
+        self._SyncObj__raftElectionDeadline = 0.0  # the next tick starts the election
+
+    # --- answering --------------------------------------------------------------------
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "pre_vote":
+            self._answer(node, message)
+            return
+        if kind == "pre_vote_response":
+            self._on_answer(node, message)
+            return
+        if kind == "append_entries":
+            # A leader of a lower term is one this node, at its higher term, ignores, and
+            # pysyncobj's replies carry no term to depose it: only an election does.
+            self._lower_term_leader = _integer(message.get("term")) < self.raftCurrentTerm
+            if not self._lower_term_leader:
+                self._leader_heard = time.monotonic()
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def _answer(self, node: Any, message: dict[str, Any]) -> None:
+        term, last_index, last_term = (_integer(message.get(k)) for k in
+                                       ("term", "last_log_index", "last_log_term"))
+        current = int(self.raftCurrentTerm)
+        heard = time.monotonic() - self._leader_heard < self._getConf().raftMinTimeout
+        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        granted = (min(term, last_index, last_term) >= 0  # a malformed field: no
+                   and term >= current and not heard
+                   and self._SyncObj__raftState != _LEADER
+                   and (last_term, last_index) >= mine)
+        self._SyncObj__transport.send(node, {
+            "type": "pre_vote_response", "term": current,
+            "round": message.get("round"), "granted": granted})
+
+    def _on_answer(self, node: Any, message: dict[str, Any]) -> None:
+        term = _integer(message.get("term"))
+        if self._SyncObj__raftState == _LEADER:
+            return  # a late answer to a round before this node was elected
+        if term > self.raftCurrentTerm and not message.get("granted"):
+            # A member is at a higher term: take it (as Raft does for any message of one).
+            self._SyncObj__setCurrentTerm(term, None)
+            self._SyncObj__setState(_FOLLOWER)
+            self._round = None
+            return
+        round_ = self._round
+        if (round_ is None or message.get("round") != round_.number
+                or message.get("granted") is not True):
+            return
+        round_.granted.add(str(node.id))
+        self._count()
+
+
+def _integer(value: Any) -> int:
+    """A message's number; anything else counts as -1 (never grants, never raises)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
