@@ -334,7 +334,7 @@ def telemetry(ctx: ApplyContext, args: Args) -> dict[str, Any]:
             continue
         rows[row["printer_id"]] = row
     if len(rows) <= queries.FEW:
-        known = {pid for pid in rows if _PRINTER_KNOWN.run(ctx.conn, {"id": pid}).first()}
+        known = {r.id for r in _PRINTER_KNOWN.each(ctx.conn, rows)}
     else:
         known = set(ctx.conn.execute(select(printers.c.id)).scalars())
     rows = {pid: r for pid, r in rows.items() if pid in known}

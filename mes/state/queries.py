@@ -66,7 +66,7 @@ def printers_named_or_loaded(conn: Connection, ids: Collection[str],
     """The printers (without their API keys) of these ids or with one of these spools
     loaded, in one query."""
     if len(ids) + len(spools) <= FEW:
-        rows = {r.id: r for i in ids if (r := _PRINTER_BY_ID.run(conn, {"id": i}).first())}
+        rows = {r.id: r for r in _PRINTER_BY_ID.each(conn, ids)}
         for spool in spools:
             rows.update((r.id, r) for r in _PRINTERS_LOADED_WITH.run(conn, {"id": spool}))
         return [printer_row(r) for r in rows.values()]
@@ -79,8 +79,7 @@ def printer_statuses(conn: Connection, printer_ids: Collection[str] | None = Non
     """The last status of each printer (of `printer_ids`, or all) that has one, by printer
     id, in one query."""
     if printer_ids is not None and len(printer_ids) <= FEW:
-        return {r.printer_id: dict(r._mapping) for i in printer_ids
-                if (r := _STATUS_OF.run(conn, {"id": i}).first())}
+        return {r.printer_id: dict(r._mapping) for r in _STATUS_OF.each(conn, printer_ids)}
     query = select(printer_status)
     if printer_ids is not None:
         query = query.where(printer_status.c.printer_id.in_(printer_ids))
@@ -197,8 +196,7 @@ def with_drive(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
     """Printers (API rows) with `driven_by`, `drive_state` and `drive_epoch` added."""
     ids = [r["id"] for r in rows]
     if len(ids) <= FEW:
-        found = {r.printer_id: dict(r._mapping) for i in ids
-                 if (r := _ASSIGNMENT_OF.run(conn, {"id": i}).first())}
+        found = {r.printer_id: dict(r._mapping) for r in _ASSIGNMENT_OF.each(conn, ids)}
     else:
         found = {r.printer_id: dict(r._mapping) for r in conn.execute(
             select(assignments).where(assignments.c.printer_id.in_(ids)))}
@@ -218,8 +216,8 @@ def active_jobs_by_printer(conn: Connection, printer_ids: Collection[str] | None
     """Per printer (of `printer_ids`, or all), the job claimed for it (starting) or running
     on it."""
     if printer_ids is not None and len(printer_ids) <= FEW:
-        return {r.assigned_printer_id: dict(r._mapping) for i in printer_ids
-                if (r := _ACTIVE_ON.run(conn, {"id": i}).first())}
+        return {r.assigned_printer_id: dict(r._mapping)
+                for r in _ACTIVE_ON.each(conn, printer_ids)}
     assigned = (print_jobs.c.assigned_printer_id.is_not(None) if printer_ids is None
                 else print_jobs.c.assigned_printer_id.in_(printer_ids))
     query = select(print_jobs).where(assigned, _BUSY_WITH)
