@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj.monotonic import monotonic as raft_clock
 
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.pre_vote import PRE_VOTE_LEVEL
@@ -101,8 +102,8 @@ def test_a_node_that_heard_its_leader_says_no(
 
 
 @pytest.mark.parametrize("garbage", [
-    {"term": "9"}, {"term": None}, {"term": True}, {"last_log_index": [1]},
-    {"last_log_term": 2.5}, {"round": {"x": 1}},
+    {"last_log_index": [1]}, {"last_log_index": -3}, {"last_log_term": 2.5},
+    {"last_log_term": 2**70}, {"round": {"x": 1}},
 ])
 def test_a_malformed_request_is_refused_and_raises_nothing(
         quiet: tuple[RaftNode, list[dict[str, Any]]], garbage: dict[str, Any]) -> None:
@@ -112,6 +113,22 @@ def test_a_malformed_request_is_refused_and_raises_nothing(
     if "round" not in garbage:
         assert answer["granted"] is False
     assert node.raftCurrentTerm == term and node._SyncObj__votedForNodeId is None
+
+
+@pytest.mark.parametrize("kind", ["pre_vote", "pre_vote_response", "request_vote",
+                                  "append_entries"])
+@pytest.mark.parametrize("term", ["9", None, True, -1, 2**64, 1.0])
+def test_a_message_with_a_malformed_term_is_dropped_unread(
+        quiet: tuple[RaftNode, list[dict[str, Any]]], kind: str, term: Any) -> None:
+    """pysyncobj would store such a term (2**64 then breaks its 64-bit journal header)."""
+    node, sent = quiet
+    before = node.raftCurrentTerm
+    sent.clear()
+    node._SyncObj__onMessageReceived(Peer("127.0.0.1:10"), {
+        "type": kind, "term": term, "round": 1, "granted": False, "last_log_index": 1,
+        "last_log_term": 1, "commit_index": 0})
+    assert sent == [] and node.raftCurrentTerm == before
+    assert node._SyncObj__votedForNodeId is None
 
 
 def test_a_no_of_a_higher_term_is_taken_and_a_yes_of_another_round_is_not(
@@ -151,6 +168,54 @@ def test_a_node_that_hears_a_leader_of_a_lower_term_holds_the_plain_election(
     assert node.raftCurrentTerm == 10  # the plain election, without asking first
     assert {m["type"] for m in sent} == {"request_vote"}
     assert node.pre_vote_status()["rounds"] == 0
+    # One is enough: the next election (this one failed) is asked for first again.
+    node._SyncObj__raftElectionDeadline = 0.0
+    sent.clear()
+    node.doTick(0.0)
+    assert node.raftCurrentTerm == 10 and {m["type"] for m in sent} == {"pre_vote"}
+    assert node.pre_vote_status()["rounds"] == 1
+
+
+def test_a_follower_whose_timeout_passed_forgets_its_leader_and_asks_on_raft_time(
+        quiet: tuple[RaftNode, list[dict[str, Any]]]) -> None:
+    node, sent = quiet
+    node.follow_cluster_level(PRE_VOTE_LEVEL)
+    node._SyncObj__connectedNodes.update(node.otherNodes)
+    leader = next(iter(node.otherNodes))
+    node._SyncObj__raftLeader = leader
+    node._SyncObj__raftElectionDeadline = 0.0
+    sent.clear()
+    node.doTick(0.0)
+    assert node._getLeader() is None  # so /health and writes see "no leader" at once
+    assert node.raftCurrentTerm == 0 and [m["type"] for m in sent] == ["pre_vote"] * 2
+    # The next deadline is on pysyncobj's clock (CLOCK_MONOTONIC_RAW), within a timeout.
+    left = node._SyncObj__raftElectionDeadline - raft_clock()
+    assert 0 < left <= RaftTuning().election_max
+
+
+def test_a_node_rebuilding_its_log_says_no(
+        quiet: tuple[RaftNode, list[dict[str, Any]]]) -> None:
+    node, sent = quiet
+    log_term, log_index = (node._SyncObj__getCurrentLogTerm(),
+                           node._SyncObj__getCurrentLogIndex())
+    assert ask(node, sent, last_log_term=log_term, last_log_index=log_index)["granted"]
+    node.rebuilding = True  # it would refuse the vote itself (mes.raft.durable)
+    assert not ask(node, sent, last_log_term=log_term, last_log_index=log_index)["granted"]
+
+
+def test_a_restarted_node_remembers_that_the_cluster_pre_votes(tmp_path: Path) -> None:
+    peers = [f"127.0.0.1:{free_port()}", "127.0.0.1:9"]
+    first = node_at(tmp_path / "r", f"127.0.0.1:{free_port()}", peers, auto_tick=False)
+    try:
+        assert first.pre_vote_status()["enabled"] is False
+        first.follow_cluster_level(PRE_VOTE_LEVEL)
+    finally:
+        first.destroy()
+    again = node_at(tmp_path / "r", f"127.0.0.1:{free_port()}", peers, auto_tick=False)
+    try:
+        assert again.pre_vote_status()["enabled"] is True  # before any state is read
+    finally:
+        again.destroy()
 
 
 def test_pre_vote_follows_the_cluster_version(

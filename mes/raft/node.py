@@ -115,6 +115,8 @@ class RaftNode(AppliedView, PreVote, SafeReplication, DurableSyncObj):
                  conf: SyncObjConf, snapshots: SnapshotFiles | None = None,
                  sync_trace: bool = False) -> None:
         self._machine = machine
+        # Beside the journal: the cluster reached the pre-vote level (mes.raft.pre_vote).
+        self.pre_vote_marker = Path(conf.journalFile).parent / "pre-vote"
         super().__init__(self_address, peers, conf, snapshots, sync_trace)
         try:
             self.waitBinded()

@@ -10,8 +10,16 @@ that did nothing wrong.
 
 Nodes of releases before pre-vote ignore these messages, so a node asks only while
 `enabled`: the node turns it on once the cluster version (every member's release) has
-reached PRE_VOTE_LEVEL. Every node of this release answers, enabled or not. A leadership
-transfer (TimeoutNow from the leader) skips the round, as the thesis says.
+reached PRE_VOTE_LEVEL, and remembers that in its Raft directory (the level is never
+lowered), so a restarted node asks from its first election on. Every node of this release
+answers, enabled or not; a node rebuilding its log from the leader says no, as it would to
+the vote. A leadership transfer (TimeoutNow from the leader) skips the round, as the thesis
+says. A node whose election timeout passed forgets its leader (as pysyncobj does when it
+starts an election), so it answers "no leader" while it asks.
+
+The round is started from pysyncobj's own election condition: `__connectedToAnyone` is
+called only once the election deadline passed (syncobj.py, `_onTick`), so answering False
+there puts pysyncobj's election off exactly, on pysyncobj's clock.
 
 A "no" from a node of a higher term carries that term and this node takes it, as Raft does
 for any message of a higher term; otherwise a node with a stale term but the most recent
@@ -29,14 +37,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj
+from pysyncobj.monotonic import monotonic as raft_clock
 
 log = logging.getLogger(__name__)
 
 # The data level at which every member runs a release that answers pre-votes (0.5.0).
 PRE_VOTE_LEVEL = 5
+# Terms and log positions beyond this are malformed (pysyncobj stores them as 64-bit).
+_LARGEST = 2**62
 
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 
@@ -53,24 +65,36 @@ class _Round:
 class PreVote(SyncObj):  # type: ignore[misc]
     """pysyncobj whose follower asks for a majority's pre-votes before it raises its term."""
 
+    # A file whose presence says the cluster reached PRE_VOTE_LEVEL (set by the node).
+    pre_vote_marker: Path | None = None
+    _SyncObj__raftLeader: Any  # pysyncobj's, read and cleared here
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before pysyncobj's constructor: its transport may deliver messages at once.
-        self.pre_vote_enabled = False
+        marker = self.pre_vote_marker
+        self.pre_vote_enabled = marker is not None and marker.exists()
         self._round: _Round | None = None
         self._rounds = 0
         self._won: int | None = None  # the term a won round proposed, until it is used
         self._won_at = 0.0
         self._elections_after_pre_vote = 0
-        self._leader_heard = 0.0
+        self._leader_heard = 0.0  # on time.monotonic()
         self._lower_term_leader = False
         super().__init__(*args, **kwargs)
 
     def follow_cluster_level(self, level: int) -> None:
         """Ask for pre-votes once the cluster version says every member answers them."""
-        enabled = level >= PRE_VOTE_LEVEL
-        if enabled != self.pre_vote_enabled:
-            log.info("pre-vote %s (cluster version %d)", "on" if enabled else "off", level)
-            self.pre_vote_enabled = enabled
+        if level < PRE_VOTE_LEVEL or self.pre_vote_enabled:
+            return
+        log.info("pre-vote on: the cluster version is %d", level)
+        self.pre_vote_enabled = True
+        marker = self.pre_vote_marker
+        if marker is not None and not marker.exists():
+            try:
+                marker.write_text(f"cluster version {level}: every member answers pre-votes\n")
+            except OSError as exc:
+                log.warning("cannot remember that pre-vote is on (%s): a restart asks "
+                            "again once the cluster version is read", exc)
 
     def pre_vote_status(self) -> dict[str, Any]:
         """Whether this node asks for pre-votes, and how many rounds it asked and won."""
@@ -79,33 +103,39 @@ class PreVote(SyncObj):  # type: ignore[misc]
 
     # --- asking -----------------------------------------------------------------------
 
-    def _onTick(self, timeToWait: float = 0.0) -> None:
-        if self._election_due():
-            if self._won_still_holds():
-                # The round was won: let pysyncobj's election run in this tick.
-                self._won = None
-                self._round = None
-                self._elections_after_pre_vote += 1
-            elif (self.pre_vote_enabled and not self._transfer_in_progress()
-                  and not self._lower_term_leader):
-                self._won = None
-                self._ask()
-        super()._onTick(timeToWait)
+    def _SyncObj__connectedToAnyone(self) -> bool:
+        # pysyncobj asks this only when its election deadline passed, as a follower or
+        # candidate: False puts its election off; True lets it run in this tick.
+        if not super()._SyncObj__connectedToAnyone():
+            return False
+        if self._won_still_holds():
+            self._won, self._round = None, None
+            self._elections_after_pre_vote += 1
+            return True
+        if self._lower_term_leader:
+            self._lower_term_leader = False  # one plain election deposes that leader
+            return True
+        if not self.pre_vote_enabled or self._SyncObj__transferInProgress:
+            return True
+        self._forget_leader()
+        self._ask()
+        if self._won_still_holds():  # a majority of one (a lone node)
+            self._won, self._round = None, None
+            self._elections_after_pre_vote += 1
+            return True
+        return False
 
     def _won_still_holds(self) -> bool:
         """A round was won for the next term, within the longest election timeout."""
         return (self._won is not None and self._won == self.raftCurrentTerm + 1
-                and time.monotonic() - self._won_at < self._getConf().raftMaxTimeout)
+                and raft_clock() - self._won_at < self._getConf().raftMaxTimeout)
 
-    def _election_due(self) -> bool:
-        """pysyncobj's own condition for starting an election in this tick."""
-        return bool(self._SyncObj__raftState in (_FOLLOWER, _CANDIDATE)
-                    and self.selfNode is not None
-                    and self._SyncObj__raftElectionDeadline < time.monotonic()
-                    and self._SyncObj__connectedToAnyone())
-
-    def _transfer_in_progress(self) -> bool:
-        return bool(self._SyncObj__transferInProgress)
+    def _forget_leader(self) -> None:
+        """No leader heard for an election timeout: none is known (pysyncobj forgets it
+        only when it starts an election, which the round puts off)."""
+        if self._SyncObj__raftLeader is not None:
+            self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()
 
     def _ask(self) -> None:
         """Start a round: ask every other node, and put pysyncobj's election off until the
@@ -113,7 +143,7 @@ class PreVote(SyncObj):  # type: ignore[misc]
         self._rounds += 1
         term = int(self.raftCurrentTerm) + 1
         self._round = _Round(self._rounds, term, {str(self.selfNode.id)})
-        self._SyncObj__raftElectionDeadline = (time.monotonic()
+        self._SyncObj__raftElectionDeadline = (raft_clock()
                                                + self._SyncObj__generateRaftTimeout())
         message = {"type": "pre_vote", "term": term, "round": self._rounds,
                    "last_log_index": self._SyncObj__getCurrentLogIndex(),
@@ -127,13 +157,17 @@ class PreVote(SyncObj):  # type: ignore[misc]
         round_ = self._round
         if round_ is None or len(round_.granted) * 2 <= len(self.otherNodes) + 1:
             return
-        self._won, self._won_at = round_.term, time.monotonic()
+        self._won, self._won_at = round_.term, raft_clock()
         self._round = None
         self._SyncObj__raftElectionDeadline = 0.0  # the next tick starts the election
 
     # --- answering --------------------------------------------------------------------
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if "term" in message and _integer(message["term"]) < 0:
+            log.warning("dropped a Raft %r message with a malformed term",
+                        str(message.get("type"))[:40])
+            return
         kind = message.get("type")
         if kind == "pre_vote":
             self._answer(node, message)
@@ -144,7 +178,7 @@ class PreVote(SyncObj):  # type: ignore[misc]
         if kind == "append_entries":
             # A leader of a lower term is one this node, at its higher term, ignores, and
             # pysyncobj's replies carry no term to depose it: only an election does.
-            self._lower_term_leader = _integer(message.get("term")) < self.raftCurrentTerm
+            self._lower_term_leader = message["term"] < self.raftCurrentTerm
             if not self._lower_term_leader:
                 self._leader_heard = time.monotonic()
         super()._SyncObj__onMessageReceived(node, message)
@@ -158,6 +192,7 @@ class PreVote(SyncObj):  # type: ignore[misc]
         granted = (min(term, last_index, last_term) >= 0  # a malformed field: no
                    and term >= current and not heard
                    and self._SyncObj__raftState != _LEADER
+                   and not getattr(self, "rebuilding", False)  # it would refuse the vote
                    and (last_term, last_index) >= mine)
         self._SyncObj__transport.send(node, {
             "type": "pre_vote_response", "term": current,
@@ -167,10 +202,11 @@ class PreVote(SyncObj):  # type: ignore[misc]
         term = _integer(message.get("term"))
         if self._SyncObj__raftState == _LEADER:
             return  # a late answer to a round before this node was elected
-        if term > self.raftCurrentTerm and not message.get("granted"):
+        if term > self.raftCurrentTerm and message.get("granted") is not True:
             # A member is at a higher term: take it (as Raft does for any message of one).
             self._SyncObj__setCurrentTerm(term, None)
             self._SyncObj__setState(_FOLLOWER)
+            self._forget_leader()
             self._round = None
             return
         round_ = self._round
@@ -182,5 +218,8 @@ class PreVote(SyncObj):  # type: ignore[misc]
 
 
 def _integer(value: Any) -> int:
-    """A message's number; anything else counts as -1 (never grants, never raises)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+    """A message's term or log position; anything else (another type, negative, beyond 64
+    bits) counts as -1: never granted, never stored."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _LARGEST:
+        return value
+    return -1
