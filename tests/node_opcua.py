@@ -117,3 +117,52 @@ def run_node_opcua(plan: dict[str, Any], timeout: float = 60.0) -> dict[str, Any
             return result
     raise AssertionError(f"node-opcua client printed no result (exit {completed.returncode});"
                          f"\nstdout:\n{completed.stdout[-4000:]}\nstderr:\n{completed.stderr[-4000:]}")
+
+
+SUBSCRIBED_MARKER = "@@SUBSCRIBED@@ "
+
+
+class StreamingClient:
+    """A node-opcua client running a plan in the background: the test acts (restarts a
+    server, writes values) once its items exist, then reads the result. Stopped by the test
+    (`close`), whatever happens."""
+
+    def __init__(self, plan: dict[str, Any], timeout: float) -> None:
+        require_node_opcua()
+        self.timeout = timeout
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            ["node", str(CLIENT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=JS_DIR)
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"timeout": max(1.0, timeout - 5.0), **plan}))
+        self.process.stdin.close()
+        self.process.stdin = None  # (communicate() would flush it)
+
+    def wait_subscribed(self) -> None:
+        """Until the client says its monitored items exist (or it ended without them)."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if line.startswith(SUBSCRIBED_MARKER):
+                return
+        raise AssertionError(f"node-opcua never subscribed: {''.join(self.lines)[-3000:]}")
+
+    def result(self) -> dict[str, Any]:
+        """The plan's result, once the client ends (within its timeout)."""
+        try:
+            out, err = self.process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.close()
+            raise AssertionError(f"node-opcua did not finish in {self.timeout} s") from exc
+        for line in [*self.lines, *out.splitlines()]:
+            if line.startswith(RESULT_MARKER):
+                found: dict[str, Any] = json.loads(line[len(RESULT_MARKER):])
+                return found
+        raise AssertionError(f"node-opcua printed no result (exit {self.process.returncode})"
+                             f"\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

@@ -14,7 +14,8 @@ a job's Owner and FileName, a printer's CurrentJob/Owner). Each remote session i
   notification for the user of the session that holds the subscription now;
 - HistoryRead of a private node: BadUserAccessDenied (users and anonymous sessions).
 
-Republish answers only for the session's own subscriptions, and TransferSubscriptions only
+Republish answers only for the session's own subscriptions (with the status codes Part 4
+gives for an unknown subscription and a message no longer held), and TransferSubscriptions only
 takes a subscription made by the same user, so no session gets another's notifications.
 Browse still shows the nodes. The farm's events carry job and printer ids and statuses,
 never an owner or a file name.
@@ -199,10 +200,17 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
         return result
 
     def republish(self, params: ua.RepublishParameters) -> ua.NotificationMessage:
-        """Only the session's own notifications."""
+        """Only the session's own notifications, answered as Part 4 (5.13.6) says: an
+        unknown subscription is Bad_SubscriptionIdInvalid and a message no longer held is
+        Bad_MessageNotAvailable. asyncua 2.1 answers both with Good and an empty message,
+        and a client that lost messages (node-opcua after a reconnect) asks again forever,
+        about 40 times a second, receiving nothing else."""
         subscription = self.subscription_service.subscriptions.get(params.SubscriptionId)
-        if subscription is not None and subscription.session_id != self.session_id:
+        if subscription is None or subscription.session_id != self.session_id:
             raise ServiceError(ua.StatusCodes.BadSubscriptionIdInvalid)
+        held = getattr(subscription, "_not_acknowledged_results", None)
+        if isinstance(held, dict) and params.RetransmitSequenceNumber not in held:
+            raise ServiceError(ua.StatusCodes.BadMessageNotAvailable)
         return super().republish(params)
 
     async def transfer_subscriptions(self, params: ua.TransferSubscriptionsParameters,
