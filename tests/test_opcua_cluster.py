@@ -130,7 +130,7 @@ async def test_same_address_space_everywhere_and_service_level_follows_the_leade
 
             async def levels_follow() -> ServerProcess | None:
                 """The leader the live nodes agree on, once ServiceLevel shows it (255 there,
-                100 elsewhere). Found anew each time: on a loaded machine a late heartbeat
+                200 elsewhere). Found anew each time: on a loaded machine a late heartbeat
                 can move leadership while the levels are read."""
                 try:
                     leader = cluster.leader()
@@ -139,7 +139,7 @@ async def test_same_address_space_everywhere_and_service_level_follows_the_leade
                 if leader is None:
                     return None
                 for node in cluster.live():
-                    want = 255 if node is leader else 100
+                    want = 255 if node is leader else 200
                     if await service_level(clients[node.index]) != want:
                         return None
                 return leader
@@ -165,7 +165,7 @@ async def test_same_address_space_everywhere_and_service_level_follows_the_leade
 async def test_service_level_1_on_a_node_cut_off_by_a_partition(
         tmp_path: Path, partition: Partition) -> None:
     """A node that hears no leader tells clients so (ServiceLevel 1) while the majority keeps
-    255 and 100; after healing every node reports its role again."""
+    255 and 200; after healing every node reports its role again."""
     cluster = Cluster(3, tmp_path / "cluster", OPCUA_ENABLED="true", OPCUA_ALLOW_ANONYMOUS="true")
     try:
         cluster.start()
@@ -185,9 +185,9 @@ async def test_service_level_1_on_a_node_cut_off_by_a_partition(
                 if leader is None:
                     return False
                 seen = await levels()
-                return all(seen[n.index] == (255 if n is leader else 100) for n in cluster.nodes)
+                return all(seen[n.index] == (255 if n is leader else 200) for n in cluster.nodes)
 
-            await eventually(roles_shown, 60, "ServiceLevel 255 on the leader, 100 elsewhere")
+            await eventually(roles_shown, 60, "ServiceLevel 255 on the leader, 200 elsewhere")
             # pysyncobj connects from the higher address to the lower: dropping the lowest
             # address's port cuts that node off from both others (its OPC UA port stays open).
             cut = min(cluster.nodes, key=lambda n: n.raft_address)
@@ -197,10 +197,10 @@ async def test_service_level_1_on_a_node_cut_off_by_a_partition(
             async def cut_off_shown() -> bool:
                 seen = await levels()
                 return seen[cut.index] == 1 and sorted(
-                    seen[n.index] for n in majority) == [100, 255]
+                    seen[n.index] for n in majority) == [200, 255]
 
             await eventually(cut_off_shown, 60,
-                             "ServiceLevel 1 on the cut-off node, 255 and 100 on the majority")
+                             "ServiceLevel 1 on the cut-off node, 255 and 200 on the majority")
             partition.heal()
             await eventually(roles_shown, 60, "every node's role shown again after healing")
     finally:

@@ -1,9 +1,11 @@
 """Raft leadership shown the OPC UA way: non-transparent redundancy and ServiceLevel.
 
 Every node lists every node's ApplicationUri in `ServerUriArray` and publishes its own
-`ServiceLevel`: 255 on the leader with a quorum, 100 on a follower that reaches the leader, 1
-without a leader (or a leader without a quorum), 0 while the address space is being built.
-A redundancy-aware client picks the server with the highest ServiceLevel: the leader.
+`ServiceLevel` in Part 4's bands (6.6.2.4.2: 0 Maintenance, 1 NoData, 2-199 Degraded,
+200-255 Healthy): 255 on the leader with a quorum, 200 on a follower that reaches the leader
+(it serves reads: Healthy, below the leader), 1 without a leader (or a leader without a
+quorum), 0 while the address space is being built. A redundancy-aware client picks the
+server with the highest ServiceLevel: the leader.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from asyncua import Server, ua
 log = logging.getLogger(__name__)
 
 LEADER = 255
-FOLLOWER = 100
+FOLLOWER = 200
 NO_LEADER = 1
 MAINTENANCE = 0
 HOT = 3  # RedundancySupport.Hot
