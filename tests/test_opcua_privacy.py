@@ -4,6 +4,7 @@ HistoryRead); operators see every job's; anonymous sessions none."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,3 +267,64 @@ async def test_no_session_takes_another_users_notifications(farm: Secured) -> No
         assert [r.StatusCode.value for r in taken] == [DENIED]
         moved = await olga_again.uaclient.transfer_subscriptions(transfer([sub_id]))
         assert [r.StatusCode.is_good() for r in moved] == [True]
+
+
+async def _session_refused(client: Client) -> bool:
+    """Whether the server no longer serves the client's session."""
+    try:
+        await client.nodes.server.read_browse_name()
+    except ua.UaStatusCodeError as exc:
+        return exc.code in (ua.StatusCodes.BadSessionIdInvalid,
+                            ua.StatusCodes.BadSessionClosed,
+                            ua.StatusCodes.BadSessionNotActivated)
+    return False
+
+
+async def test_sessions_end_when_their_account_is_disabled_or_loses_its_role(
+        farm: Secured) -> None:
+    """Disabling alice and making olga a plain user close their sessions once applied
+    (olga must sign in again, as what she is now); bob's session is untouched."""
+    api = farm.farm.api
+    async with await farm.connected("alice") as alice, \
+            await farm.connected("bob") as bob, \
+            await farm.connected("olga") as olga:
+        for client in (alice, bob, olga):
+            assert not await _session_refused(client)
+        disabled = await api.patch("/api/v1/users/alice", json={"disabled": True})
+        assert disabled.status_code == 200, disabled.text
+        demoted = await api.patch("/api/v1/users/olga", json={"role": "user"})
+        assert demoted.status_code == 200, demoted.text
+        await eventually(lambda: _session_refused(alice), 20, "alice's session to end")
+        await eventually(lambda: _session_refused(olga), 20, "olga's session to end")
+        assert not await _session_refused(bob)
+    async with await farm.connected("olga") as again:  # signs in again, as a user now
+        assert not await _session_refused(again)
+
+
+async def test_sessions_that_never_sign_in_are_capped(farm: Secured) -> None:
+    """CreateSession without ActivateSession holds a session asyncua never times out:
+    after UNSIGNED of them the next is refused, and a signed-in client still works."""
+    from mes.opcua.session_limits import UNSIGNED
+
+    opened: list[Client] = []
+    try:
+        for _ in range(UNSIGNED):
+            client = Client(farm.farm.url, timeout=30)
+            await client.connect_socket()
+            opened.append(client)
+            await client.send_hello()
+            await client.open_secure_channel()
+            await client.create_session()
+        extra = Client(farm.farm.url, timeout=30)
+        await extra.connect_socket()
+        opened.append(extra)
+        await extra.send_hello()
+        await extra.open_secure_channel()
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await extra.create_session()
+        assert refused.value.code == ua.StatusCodes.BadTooManySessions
+    finally:
+        for client in opened:
+            with contextlib.suppress(Exception):
+                await client.close_secure_channel()
+            client.disconnect_socket()

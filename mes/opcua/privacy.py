@@ -24,6 +24,7 @@ never an owner or a file name.
 from __future__ import annotations
 
 import dataclasses
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -32,10 +33,11 @@ from asyncua import Server, ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.internal_session import InternalSession
+from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.internal_subscription import InternalSubscription
 
 from mes.auth.principal import Principal
+from mes.opcua.session_limits import admit_anonymous, admit_unsigned, is_anonymous
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -129,7 +131,15 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
     def __init__(self, privacy: Privacy, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.privacy = privacy
+        self.created_at = time.monotonic()
         privacy.sessions[self.session_id] = self
+
+    def activate_session(self, params: ua.ActivateSessionParameters,
+                         peer_certificate: bytes | None) -> ua.ActivateSessionResult:
+        """asyncua's, with at most session_limits.ANONYMOUS anonymous sessions at once."""
+        if self.state == SessionState.Created and is_anonymous(params.UserIdentityToken):
+            admit_anonymous(list(self.privacy.sessions.values()), self)
+        return super().activate_session(params, peer_certificate)
 
     @property
     def principal(self) -> Principal | None:
@@ -245,6 +255,7 @@ def guard_sessions(server: Server) -> Privacy:
         if not external:
             return InternalSession(iserver, iserver.aspace, iserver.subscription_service,
                                    name, user=user, external=external)
+        admit_unsigned(list(privacy.sessions.values()))
         return PrivateSession(privacy, iserver, iserver.aspace, iserver.subscription_service,
                               name, user=user, external=external)
 

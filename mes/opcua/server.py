@@ -29,8 +29,10 @@ from mes.opcua.events import FarmEvents
 from mes.opcua.identity import password_check
 from mes.opcua.methods import FarmMethods
 from mes.opcua.mirror import Mirror
+from mes.opcua.privacy import Privacy
 from mes.opcua.redundancy import ServiceLevel, application_uri, setup_redundancy
 from mes.opcua.security import secure
+from mes.opcua.session_limits import AccountSessions
 from mes.opcua.speedups import install_speedups
 from mes.opcua_model.loader import load_model
 from mes.opcua_model.nodesets import MACHINERY_JOBS_URI
@@ -135,6 +137,10 @@ class EmbeddedServer:
         bound.set_result(None)
         if self._stop_requested:  # stop() came before the loop could be told
             self._stopping.set()
+        privacy = Privacy.of(self.server)
+        accounts = AccountSessions(self.node, self.node.read,
+                                   lambda: list(privacy.sessions.values()))
+        accounts.attach()
         tasks = [asyncio.create_task(self.service_level.run(), name="opcua-service-level"),
                  asyncio.create_task(self._logged(self._build_and_mirror()),
                                      name="opcua-mirror")]
@@ -146,6 +152,7 @@ class EmbeddedServer:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            accounts.detach()
             if self.mirror is not None:
                 self.mirror.detach()
             with contextlib.suppress(Exception):
