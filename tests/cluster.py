@@ -100,6 +100,10 @@ class ServerProcess:
         return self.healthy() and self.client.get("/users",
                                                   timeout=PROBE_TIMEOUT).status_code == 200
 
+    def opcua_ready(self) -> bool:
+        """Whether the node's embedded OPC UA server has built its address space."""
+        return bool((self.cluster().get("opcua") or {}).get("ready"))
+
     def digest(self) -> tuple[int, str]:
         """This node's applied index and the digest of its state at that index."""
         response = self.client.get("/cluster/digest", timeout=10.0)

@@ -38,10 +38,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         made.stop()
 
 
-def opcua_ready(node: ServerProcess) -> bool:
-    return bool((node.cluster().get("opcua") or {}).get("ready"))
-
-
 class Values:
     """What the subscription delivered, in order."""
 
@@ -76,7 +72,7 @@ async def test_a_warm_redundancy_client_follows_the_leader_through_a_kill(
         "id": "s1", "type": "PLA", "color": "red", "total_weight_in_grams": 1000}, "s1")
     assert created is not None and created.status_code == 201, created
     for node in cluster.nodes:
-        await asyncio.to_thread(wait_for, lambda n=node: opcua_ready(n), 120,
+        await asyncio.to_thread(wait_for, node.opcua_ready, 120,
                                 f"node {node.index}'s address space")
     async with Client(leader.opcua_url, timeout=30) as plain:  # the same on every node
         ns = (await plain.get_namespace_array()).index(FARM_URI)

@@ -37,11 +37,6 @@ def node(tmp_path: Path) -> Iterator[ServerProcess]:
         made.stop()
 
 
-def opcua_ready(node: ServerProcess) -> bool:
-    status = node.cluster().get("opcua") or {}
-    return bool(status.get("ready"))
-
-
 def set_weight(node: ServerProcess, grams: int) -> None:
     response = node.client.patch("/filaments/s1", json={"remaining_weight_in_grams": grams})
     assert response.status_code == 200, response.text
@@ -51,7 +46,7 @@ def test_node_opcua_gets_values_again_after_its_node_restarts(node: ServerProces
     created = node.client.post("/filaments", json={
         "id": "s1", "type": "PLA", "color": "red", "total_weight_in_grams": 1000})
     assert created.status_code == 201, created.text
-    wait_for(lambda: opcua_ready(node), 90, "the OPC UA address space")
+    wait_for(node.opcua_ready, 90, "the OPC UA address space")
     client = StreamingClient({
         "endpoint": node.opcua_url, "connectRetries": 1000,
         "steps": [{"op": "subscribe", "name": "weight", "nodes": [WEIGHT],
@@ -63,7 +58,7 @@ def test_node_opcua_gets_values_again_after_its_node_restarts(node: ServerProces
         node.stop()
         node.start()
         wait_for(node.healthy, 90, "the restarted node to be ready")
-        wait_for(lambda: opcua_ready(node), 90, "the restarted node's address space")
+        wait_for(node.opcua_ready, 90, "the restarted node's address space")
         set_weight(node, int(AFTER_RESTART))
         result = client.result()
     finally:

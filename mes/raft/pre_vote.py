@@ -108,9 +108,7 @@ class PreVote(SyncObj):  # type: ignore[misc]
         # candidate: False puts its election off; True lets it run in this tick.
         if not super()._SyncObj__connectedToAnyone():
             return False
-        if self._won_still_holds():
-            self._won, self._round = None, None
-            self._elections_after_pre_vote += 1
+        if self._take_won_round():
             return True
         if self._lower_term_leader:
             self._lower_term_leader = False  # one plain election deposes that leader
@@ -119,16 +117,17 @@ class PreVote(SyncObj):  # type: ignore[misc]
             return True
         self._forget_leader()
         self._ask()
-        if self._won_still_holds():  # a majority of one (a lone node)
-            self._won, self._round = None, None
-            self._elections_after_pre_vote += 1
-            return True
-        return False
+        return self._take_won_round()  # won at once: a majority of one (a lone node)
 
-    def _won_still_holds(self) -> bool:
-        """A round was won for the next term, within the longest election timeout."""
-        return (self._won is not None and self._won == self.raftCurrentTerm + 1
-                and raft_clock() - self._won_at < self._getConf().raftMaxTimeout)
+    def _take_won_round(self) -> bool:
+        """Whether a round was won for the next term within the longest election timeout;
+        if so it is used up by the election pysyncobj now holds."""
+        if not (self._won is not None and self._won == self.raftCurrentTerm + 1
+                and raft_clock() - self._won_at < self._getConf().raftMaxTimeout):
+            return False
+        self._won, self._round = None, None
+        self._elections_after_pre_vote += 1
+        return True
 
     def _forget_leader(self) -> None:
         """No leader heard for an election timeout: none is known (pysyncobj forgets it
