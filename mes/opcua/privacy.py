@@ -72,6 +72,10 @@ class Privacy:
         # Subscription -> the user id of the session that made it (None: anonymous).
         self.makers: weakref.WeakKeyDictionary[InternalSubscription, str | None] = (
             weakref.WeakKeyDictionary())
+        # False until the farm's nodes exist: a client that made its session (and monitored
+        # items) before then would find none of them and, node-opcua after a reconnect,
+        # never ask again. Set by the embedded server once the farm is built.
+        self.farm_built = True
 
     @classmethod
     def of(cls, server: Server) -> Privacy:
@@ -255,6 +259,8 @@ def guard_sessions(server: Server) -> Privacy:
         if not external:
             return InternalSession(iserver, iserver.aspace, iserver.subscription_service,
                                    name, user=user, external=external)
+        if not privacy.farm_built:
+            raise ServiceError(ua.StatusCodes.BadServerHalted)  # not yet up: try again
         admit_unsigned(list(privacy.sessions.values()))
         return PrivateSession(privacy, iserver, iserver.aspace, iserver.subscription_service,
                               name, user=user, external=external)

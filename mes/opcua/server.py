@@ -169,6 +169,7 @@ class EmbeddedServer:
 
     async def _listen(self) -> None:
         server = self.server
+        Privacy.of(server).farm_built = False  # no remote session until the farm exists
         install_speedups()  # asyncua's two hot spots, before any subscription exists
         await server.init()
         await server.set_application_uri(self.application_uri)
@@ -216,6 +217,7 @@ class EmbeddedServer:
             await self._publish_build_time()
             self.service_level.ready = True
             await self.service_level.update()
+            Privacy.of(self.server).farm_built = True
             self.ready.set()
             log.info("OPC UA farm ready %.2f s after start (model %.2f s, farm %.2f s, %d nodes)",
                      time.perf_counter() - started, self.model_seconds,
