@@ -51,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "SSE_KEEPALIVE": "1"})
     try:
         node.start()
-        wait_for(node.healthy, 90, "the server to be ready")
+        wait_for(node.admin_ready, 90, "the server to be ready and its admin made")
         _farm(node)
         yield node
     finally:

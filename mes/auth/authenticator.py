@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # A token this node does not know yet may have been created on another node a moment ago:
 # a follower (or a node with no admin yet) looks again for this long before refusing it.
 CATCH_UP_SECONDS = 2.0
+# A farm with no admin yet: its first leader is creating one (from MES_ADMIN_TOKEN), which on
+# a loaded machine can take longer than a catch-up; a request waits for it this long.
+FIRST_ADMIN_SECONDS = 15.0
 CATCH_UP_STEP = 0.05
 # A token's last use is committed at most this often per token and node.
 LAST_USED_EVERY = 60.0
@@ -92,8 +95,14 @@ class Authenticator:
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
         row: dict[str, Any] | None = await self._read(lambda c: token_by_hash(c, digest))
-        if row is None and (self._catch_up() or await self._read(enabled_admins) == 0):
-            deadline = time.monotonic() + CATCH_UP_SECONDS
+        wait = 0.0
+        if row is None:
+            if await self._read(enabled_admins) == 0:
+                wait = FIRST_ADMIN_SECONDS
+            elif self._catch_up():
+                wait = CATCH_UP_SECONDS
+        if wait:
+            deadline = time.monotonic() + wait
             seen = self._applied()
             while row is None and time.monotonic() < deadline:
                 await asyncio.sleep(CATCH_UP_STEP)

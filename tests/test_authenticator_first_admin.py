@@ -1,0 +1,76 @@
+"""A farm with no admin yet: a request with the admin's token waits for the first leader to
+create it, longer than a follower's catch-up (a loaded machine can take seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection
+
+from mes.auth.authenticator import CATCH_UP_SECONDS, FIRST_ADMIN_SECONDS, Authenticator, AuthError
+from mes.state.users import enabled_admins
+
+TOKEN = "mes_" + "a" * 40
+ADMIN_ROW = {"id": "bootstrap-1", "user_id": "admin", "name": "admin", "role": "admin",
+             "revoked_at": None, "expires_at": None, "disabled": False}
+
+
+class FakeState:
+    """What the authenticator reads: no admin until `made_at`, then the admin's token."""
+
+    def __init__(self, made_after: float | None) -> None:
+        self.started = time.monotonic()
+        self.made_after = made_after
+
+    def made(self) -> bool:
+        return self.made_after is not None \
+            and time.monotonic() - self.started >= self.made_after
+
+    def applied(self) -> int:
+        # Something is applied all the time (the leader's own commands), as on a new farm.
+        return int((time.monotonic() - self.started) * 100)
+
+    async def read(self, query: Callable[[Connection], Any]) -> Any:
+        if query is enabled_admins:
+            return 1 if self.made() else 0
+        return dict(ADMIN_ROW) if self.made() else None  # the token lookup
+
+
+async def _unused(token_id: str, now: float) -> None:
+    return None
+
+
+def _authenticator(state: FakeState, catching_up: bool = False) -> Authenticator:
+    return Authenticator(state.read, _unused, lambda: catching_up, applied=state.applied)
+
+
+async def test_the_admin_made_after_a_catch_up_would_end_is_still_found() -> None:
+    state = FakeState(made_after=CATCH_UP_SECONDS + 1.0)
+    authenticator = _authenticator(state)
+    principal = await authenticator.principal(TOKEN)
+    assert principal.role == "admin"
+    assert time.monotonic() - state.started >= CATCH_UP_SECONDS + 1.0
+
+
+async def test_a_wrong_token_on_a_farm_with_no_admin_is_refused_after_the_wait() -> None:
+    state = FakeState(made_after=None)
+    authenticator = _authenticator(state)
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="not valid"):
+        await asyncio.wait_for(authenticator.principal(TOKEN), FIRST_ADMIN_SECONDS + 30)
+    assert time.monotonic() - started >= FIRST_ADMIN_SECONDS
+
+
+async def test_a_wrong_token_on_a_farm_with_an_admin_is_refused_at_once() -> None:
+    async def admin_but_no_such_token(query: Callable[[Connection], Any]) -> Any:
+        return 1 if query is enabled_admins else None
+
+    authenticator = Authenticator(admin_but_no_such_token, _unused, lambda: False)
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="not valid"):
+        await authenticator.principal(TOKEN)
+    assert time.monotonic() - started < CATCH_UP_SECONDS
