@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mes.config import ConfigError, Settings, load_settings, masked_items
 from mes.logs import configure_logging
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_START = 1
+OPCUA_DEFAULT_PORT = 4840
 CONFIGURATION_HELP = ("Configuration comes from the environment or a .env file in the working "
                       "directory (see .env.example); `setting` prints the effective values.")
 
@@ -117,6 +119,31 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_opcua_port(endpoint: str) -> None:
+    """Stop with one line when the embedded OPC UA server's port is taken. The server binds
+    on its own thread a moment later (asyncio's SO_REUSEADDR, as here); a node that started
+    without its OPC UA listener would otherwise run on, quietly serving no OPC UA."""
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "", parts.port or OPCUA_DEFAULT_PORT
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise fail(f"cannot listen for OPC UA on {host}:{port} (OPCUA_ENDPOINT): "
+                   f"{exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise fail(f"cannot listen for OPC UA on {host or '*'}:{port} "
+                           f"(OPCUA_ENDPOINT): {exc.strerror}; give each node its own "
+                           "port") from None
+
+
 def ending_streams(server_class: type[Any], node: Any) -> type[Any]:
     """A uvicorn Server class that ends the node's event streams as soon as it is asked to
     stop (uvicorn waits for open connections before the app's shutdown would end them)."""
@@ -201,6 +228,8 @@ def server(argv: Sequence[str] | None = None) -> None:
     tune_for_node()
     private_files()
     http_socket = bind_http(settings.http_host, settings.http_port)
+    if settings.opcua.mode == "embedded":
+        check_opcua_port(settings.opcua.endpoint)
     try:
         node = FarmNode(settings)
     except RaftBindError as exc:

@@ -188,6 +188,14 @@ class FarmNode:
         """Whether this node's Raft thread runs."""
         return bool(self.raft.tick_thread_alive())
 
+    def listener_problems(self) -> list[str]:
+        """Why a listener this node should have does not serve: the embedded OPC UA server
+        while it binds, or when it could not."""
+        if self.settings.opcua.mode != "embedded" or self.opcua is None:
+            return []
+        problem = self.opcua.problem()
+        return [problem] if problem else []
+
     def raft_status(self) -> dict[str, Any]:
         """pysyncobj's status of this node (its role is `state`)."""
         status: dict[str, Any] = self.raft.getStatus()

@@ -22,6 +22,7 @@ from cryptography import x509
 from mes.node import FarmNode
 from mes.opcua.security import CERT_FILE, KEY_FILE, application_uri
 from mes.state.ops import Op
+from tests.auth import ADMIN_TOKEN
 from tests.opcua_secured import (
     PASSWORD,
     call,
@@ -66,6 +67,44 @@ async def test_farm_accounts_sign_in_by_password(node: FarmNode, api: httpx.Asyn
             with pytest.raises(BadUserAccessDenied):
                 async with connect(secured, login, password):
                     pass
+
+
+async def test_api_tokens_sign_in_as_passwords_and_refusals_say_why(
+        node: FarmNode, api: httpx.AsyncClient, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    await make_user(api, "alice")
+    made = await api.post("/api/v1/tokens", json={"name": "opc ua", "user_id": "alice"})
+    assert made.status_code == 201, made.text
+    alice_token, alice_token_id = made.json()["token"], made.json()["id"]
+    async with secured_server(node, tmp_path, ("p1",)) as secured:
+        # The first admin has a token and no password: the token is its OPC UA password.
+        for login in ("admin", "ADMIN"):
+            async with connect(secured, login, ADMIN_TOKEN) as client:
+                assert await _read_state(client, secured.ns) == "ready"
+        caplog.clear()
+        with pytest.raises(BadUserAccessDenied):
+            async with connect(secured, "admin", "s3cret-guess"):
+                pass
+        assert "the account has no password" in caplog.text
+        assert "s3cret-guess" not in caplog.text  # the reason, never the secret
+        async with connect(secured, "alice", alice_token) as client:
+            assert await _read_state(client, secured.ns) == "ready"
+        caplog.clear()
+        with pytest.raises(BadUserAccessDenied):  # alice's token does not make her admin
+            async with connect(secured, "admin", alice_token):
+                pass
+        assert "another user's" in caplog.text and alice_token not in caplog.text
+        assert (await api.delete(f"/api/v1/tokens/{alice_token_id}")).status_code == 200
+        caplog.clear()
+        with pytest.raises(BadUserAccessDenied):
+            async with connect(secured, "alice", alice_token):
+                pass
+        assert "revoked" in caplog.text
+        caplog.clear()
+        with pytest.raises(BadUserAccessDenied):
+            async with connect(secured, "nobody", "x"):
+                pass
+        assert "no such user" in caplog.text
 
 
 async def test_password_check_runs_off_the_event_loop(node: FarmNode, api: httpx.AsyncClient,

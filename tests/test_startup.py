@@ -58,12 +58,13 @@ def taken_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-@pytest.mark.parametrize("which", ["raft", "http"])
+@pytest.mark.parametrize("which", ["raft", "http", "opc ua"])
 def test_a_taken_port_stops_the_node_with_one_line(tmp_path: Path, taken_port: int,
                                                    which: str) -> None:
-    ports = {"raft": free_port(), "http": free_port()}
+    ports = {"raft": free_port(), "http": free_port(), "opc ua": free_port()}
     ports[which] = taken_port
-    env = _env(tmp_path, RAFT_SELF=f"127.0.0.1:{ports['raft']}", HTTP_PORT=str(ports["http"]))
+    env = _env(tmp_path, RAFT_SELF=f"127.0.0.1:{ports['raft']}", HTTP_PORT=str(ports["http"]),
+               OPCUA_ENABLED="true", OPCUA_ENDPOINT=f"opc.tcp://127.0.0.1:{ports['opc ua']}/mes/")
     started = time.monotonic()
     # "Retries the bind for ever" fails at the timeout; a few quick retries then exit 2 is
     # the behaviour (starting the interpreter dominates, and a loaded machine slows it).
@@ -132,3 +133,28 @@ def test_the_data_and_upload_directories_are_the_nodes_alone(tmp_path: Path) -> 
         assert loose == {}, loose
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("after", [0.0, 0.5, 1.5])
+def test_a_node_stopped_while_opcua_starts_says_where_it_listened_and_logs_no_error(
+        tmp_path: Path, after: float) -> None:
+    from tests.cluster import ServerProcess
+
+    node = ServerProcess(0, tmp_path, {"OPCUA_ENABLED": "true", "LOG_LEVEL": "INFO"})
+    node.data_dir.mkdir(parents=True)
+    try:
+        node.start()  # returns once /health/live answers: the OPC UA server is starting
+        time.sleep(after)  # not synchronisation: where in the start the signal lands
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(60) == 0, node.log_tail()
+    finally:
+        node.stop()
+    log = node.log_path.read_text()
+    bad = [line for line in log.splitlines()
+           if " ERROR " in line or "Traceback" in line or "never awaited" in line
+           or "destroyed but it is pending" in line]
+    assert bad == [], log[-3000:]
+    base = f"http://127.0.0.1:{node.http_port}"
+    assert f"REST API at {base}/api/v1" in log, log[-3000:]
+    assert f"web page at {base}/" in log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
@@ -33,9 +34,12 @@ from mes.api.routes import (
 )
 from mes.api.security_headers import SecurityHeaders
 from mes.app.ports import Farm
+from mes.config import Settings
 from mes.metrics.http import RequestMetrics
 from mes.version import RELEASE
 from mes.web import install as install_web
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 
@@ -45,6 +49,7 @@ def create_app(node: Farm) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await node.start_background()
+        _say_where(node.settings)
         try:
             yield
         finally:
@@ -83,3 +88,13 @@ def create_app(node: Farm) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=node.metrics)
     install_error_handlers(app)
     return app
+
+
+def _say_where(settings: Settings) -> None:
+    """One line each: where the REST API and the page listen (OPC UA says so itself)."""
+    url = settings.advertise_url
+    log.info("REST API at %s%s (its documentation at %s%s/docs)", url, API_PREFIX, url,
+             API_PREFIX)
+    log.info("web page at %s/", url)
+    if settings.opcua.mode == "off":
+        log.info("OPC UA is off (OPCUA_MODE=off)")

@@ -81,6 +81,9 @@ class ClusterView(Protocol):
     def raft_alive(self) -> bool:
         """Whether this node's Raft thread runs."""
 
+    def listener_problems(self) -> list[str]:
+        """Why a listener this node should have (OPC UA) does not serve; empty when all do."""
+
     def role(self) -> str:
         """This node's Raft role now: leader, follower, candidate (or unknown)."""
 

@@ -1,12 +1,20 @@
-"""Who an OPC UA session signs in as: a farm account, by user name (or id) and password."""
+"""Who an OPC UA session signs in as: a farm account, by user name (or id) and password, or
+by one of its API tokens (or an OpenID Connect JWT the node accepts) given as the password.
+
+An account made with a token only (the first admin is) has no password: its token is how it
+signs in, in UaExpert too (user name `admin`, the token as the password). Every refusal is
+logged with its reason, never with the secret.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from mes.auth.authenticator import AuthError
 from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, find_user, verify
 from mes.auth.principal import Principal
+from mes.auth.secrets import TOKEN_PREFIX
 from mes.auth.throttle import TooManyAttempts
 
 if TYPE_CHECKING:
@@ -19,19 +27,61 @@ __all__ = ["MAX_NAME", "MAX_PASSWORD", "find_user", "password_check", "verify"]
 
 def password_check(node: Farm) -> PasswordCheck:
     """A PasswordCheck against `node`'s replicated users table, argon2 off the event loop,
-    through the node's sign-in guard (the same backoff and queue bound as REST).
+    through the node's sign-in guard (the same backoff and queue bound as REST); a password
+    that is a token is checked as REST checks a bearer token.
 
     Refused: unknown users, wrong passwords, disabled users and users without a password,
-    and any sign-in the guard does not check now.
+    tokens not valid or not the named user's, and any sign-in the guard does not check now.
     """
     guard = node.sign_in
 
     async def check(login: str, password: str) -> Principal | None:
+        if _looks_like_token(node, password):
+            who = await _by_token(node, login, password)
+            if who is not None:
+                return who
         try:
-            who: Principal | None = await guard.check(login, password, interface="opcua")
+            found: Principal | None = await guard.check(login, password, interface="opcua")
         except TooManyAttempts as exc:
             log.warning("OPC UA sign-in of %r not checked: %s", login[:64], exc)
             return None
-        return who
+        if found is None:
+            log.warning("OPC UA sign-in of %r refused: %s", login[:64],
+                        await _why_refused(node, login))
+        return found
 
     return check
+
+
+def _looks_like_token(node: Farm, secret: str) -> bool:
+    oidc = node.auth.oidc
+    return secret.startswith(TOKEN_PREFIX) or (oidc is not None and oidc.handles(secret))
+
+
+async def _by_token(node: Farm, login: str, token: str) -> Principal | None:
+    """The token's user when the token is valid and `login` is empty or that user's name or
+    id; None (logged) otherwise."""
+    try:
+        who = await node.auth.principal(token)
+    except AuthError as exc:
+        log.warning("OPC UA sign-in of %r with a token refused: %s", login[:64], exc)
+        return None
+    if login and login.casefold() not in (who.name.casefold(), who.user_id.casefold()):
+        log.warning("OPC UA sign-in of %r refused: the token given is another user's",
+                    login[:64])
+        return None
+    return who
+
+
+async def _why_refused(node: Farm, login: str) -> str:
+    if not login or len(login) > MAX_NAME:
+        return "no user name"
+    user: dict[str, Any] | None = await node.read(lambda conn: find_user(conn, login))
+    if user is None:
+        return "no such user"
+    if user["disabled"]:
+        return "the account is disabled"
+    if not user["password_hash"]:
+        return ("the account has no password: sign in with one of its API tokens as the "
+                "password")
+    return "wrong password (or too long)"

@@ -15,7 +15,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,7 @@ class EmbeddedServer:
         self.job_order_control: Node | None = None
         self.service_level = ServiceLevel(self.server, self.node.raft_status)
         self.started_seconds: float | None = None  # until the endpoint listened
+        self.failure: str | None = None  # why the endpoint could not listen
         self.model_seconds: float | None = None  # loading the NodeSets
         self.build_seconds: float | None = None  # the farm's first build
         self.ready = threading.Event()  # set once the farm is built
@@ -103,6 +104,15 @@ class EmbeddedServer:
             await asyncio.to_thread(thread.join, STOP_TIMEOUT)
         self._thread = None
 
+    def problem(self) -> str | None:
+        """Why this server does not serve (yet), as a readiness reason; None once it listens."""
+        if self.failure is not None:
+            return f"the OPC UA server could not listen at {self.settings.endpoint}: " \
+                   f"{self.failure}"
+        if self.started_seconds is None:
+            return "the OPC UA server is starting"
+        return None
+
     def status(self) -> dict[str, Any]:
         """Timings and size, for logs and diagnostics."""
         return {"endpoint": self.settings.endpoint, "ready": self.ready.is_set(),
@@ -129,12 +139,17 @@ class EmbeddedServer:
         try:
             await self._listen()
         except BaseException as exc:
-            bound.set_exception(exc)
+            self.failure = str(exc) or type(exc).__name__
+            if not bound.cancelled():
+                bound.set_exception(exc)
             return
         self.started_seconds = time.perf_counter() - started
-        log.info("OPC UA server listening at %s after %.2f s", self.settings.endpoint,
+        log.info("OPC UA at %s (listening after %.2f s)", self.settings.endpoint,
                  self.started_seconds)
-        bound.set_result(None)
+        if bound.cancelled():  # the node stopped while this server started
+            self._stop_requested = True
+        else:
+            bound.set_result(None)
         if self._stop_requested:  # stop() came before the loop could be told
             self._stopping.set()
         privacy = Privacy.of(self.server)
@@ -142,7 +157,7 @@ class EmbeddedServer:
                                    lambda: list(privacy.sessions.values()))
         accounts.attach()
         tasks = [asyncio.create_task(self.service_level.run(), name="opcua-service-level"),
-                 asyncio.create_task(self._logged(self._build_and_mirror()),
+                 asyncio.create_task(self._logged(self._build_and_mirror),
                                      name="opcua-mirror")]
         try:
             await self._stopping.wait()
@@ -159,9 +174,9 @@ class EmbeddedServer:
                 await self.server.stop()
 
     @staticmethod
-    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+    async def _logged(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -77,13 +77,14 @@ async def workers(node: NodeDep, _: Operator) -> dict[str, Any]:
 
 @health_router.get("/health", responses=NOT_READY)
 async def health(node: NodeDep) -> Any:
-    """Readiness: 200 when a leader is known, this node has caught up and it applies;
-    503 with the reasons otherwise. Reads only the Raft engine's counters, no database."""
+    """Readiness: 200 when a leader is known, this node has caught up and it applies, and
+    its OPC UA server (when on) listens; 503 with the reasons otherwise. Reads only the Raft
+    engine's counters and the listeners' flags, no database."""
     progress = node.progress()
     body = {"node": node.settings.raft_self, "role": _role(node),
             "leader": progress.leader, "applied_index": progress.applied_index,
             "commit_index": progress.commit_index}
-    reasons = not_ready_reasons(progress)
+    reasons = not_ready_reasons(progress) + node.listener_problems()
     if reasons:
         return JSONResponse({**error_body("not_ready", "; ".join(reasons)),
                              "status": "not_ready", "reasons": reasons, **body}, 503)
