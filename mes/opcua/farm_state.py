@@ -82,14 +82,17 @@ def read_printers(conn: Connection, ids: Iterable[str]) -> dict[str, PrinterView
 
 def _finished_on_bed(conn: Connection, rows: list[dict[str, Any]],
                      active: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """For each printer without an active job whose bed awaits clearing: the job it
-    finished last (a robot cell sees which part waits on the bed, at 100 %). One query per
+    """For each printer without an active job whose bed awaits clearing: the print that
+    ended there last, Done (at 100 %) or canceled or lost while printing, so a robot cell
+    sees which part waits on the bed. None for a printer held for a print that was not the
+    farm's (its `attention` says why): what is on that bed is no job of ours. One query per
     500 printers."""
     waiting = sorted(r["id"] for r in rows
-                     if r["id"] not in active and not r.get("bed_clear", True))
+                     if r["id"] not in active and not r.get("bed_clear", True)
+                     and not r.get("attention"))
     found: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(waiting, 500):
-        found.update(opcua_reads.newest_done_jobs(conn, chunk))
+        found.update(opcua_reads.jobs_left_on_beds(conn, chunk))
     return found
 
 

@@ -22,15 +22,21 @@ def job_window(conn: Connection, recent: int) -> dict[str, dict[str, Any]]:
     return jobs
 
 
-def newest_done_jobs(conn: Connection, printer_ids: Collection[str]) -> dict[str, dict[str, Any]]:
-    """The Done job each of these printers finished last, by printer id, in one query."""
+def jobs_left_on_beds(conn: Connection, printer_ids: Collection[str]
+                      ) -> dict[str, dict[str, Any]]:
+    """The job each of these printers printed last, by printer id, in one query: the newest
+    print that ended there (Done, canceled or lost while printing), which is what left its
+    bed to be cleared (no job is claimed on a printer until its bed is cleared). Queued jobs
+    canceled before they started left nothing on a bed and are not counted."""
     newest = func.row_number().over(
         partition_by=print_jobs.c.assigned_printer_id,
-        order_by=(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc())).label("newest")
-    done = (select(print_jobs, newest)
-            .where(print_jobs.c.assigned_printer_id.in_(printer_ids),
-                   print_jobs.c.status == "Done").subquery())
-    query = select(*(done.c[c.name] for c in print_jobs.c)).where(done.c.newest == 1)
+        order_by=job_history.c.seq.desc()).label("newest")
+    ended = (select(print_jobs, newest)
+             .join(job_history, job_history.c.job_id == print_jobs.c.id)
+             .where(print_jobs.c.assigned_printer_id.in_(printer_ids),
+                    job_history.c.from_status == "Running",
+                    job_history.c.to_status.in_(("Done", "Canceled"))).subquery())
+    query = select(*(ended.c[c.name] for c in print_jobs.c)).where(ended.c.newest == 1)
     return {row.assigned_printer_id: dict(row._mapping) for row in conn.execute(query)}
 
 
