@@ -258,6 +258,9 @@ async def test_a_crawl_reads_every_value_good(farm: Farm, client: Client) -> Non
     n = await names(client)
     await eventually_value(client, [f"{n.machinery}:Machines", f"{n.farm}:Printer1",
                                     f"{n.farm}:State"], lambda v: v is not None)
+    # Its telemetry reads Bad_WaitingForInitialData until the worker's first status.
+    await eventually_value(client, [f"{n.machinery}:Machines", f"{n.farm}:Printer1",
+                                    f"{n.farm}:NozzleTemperature"], lambda v: v is not None)
     seen: set[ua.NodeId] = set()
     variables: list[ua.NodeId] = []
     queue = [client.nodes.objects.nodeid]

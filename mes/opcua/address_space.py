@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Server, ua
@@ -78,7 +79,10 @@ class Namespaces:
 
 # A value as plain data (its type and Python value): cheap to build and compare each pass;
 # turned into a Variant only when it is written.
-Plain = tuple[ua.VariantType, Any]
+# A third member, when present, is the value's StatusCode (a printer's telemetry while the
+# printer is offline or never seen): part of the comparison, so a change of quality alone is
+# written too.
+Plain = tuple[ua.VariantType, Any] | tuple[ua.VariantType, Any, int]
 # The value nodes of a printer, relative to Printers/<id>, in the order _printer_values uses.
 PRINTER_VALUES = (
     "Identification/Manufacturer", "Identification/Model", "Identification/SerialNumber",
@@ -89,13 +93,31 @@ PRINTER_VALUES = (
     "CurrentJob/Progress", "CurrentJob/TimePrinted", "CurrentJob/TimeLeft", "CurrentJob/Owner",
 )
 _CURRENT_OWNER = PRINTER_VALUES.index("CurrentJob/Owner")
+# What the printer itself reports (Good while it answers; see _quality); their
+# SourceTimestamp is the poll that saw the value.
+TELEMETRY = ("NozzleTemperature", "NozzleTargetTemperature", "BedTemperature",
+             "BedTargetTemperature")
+_TELEMETRY = frozenset(PRINTER_VALUES.index(name) for name in TELEMETRY)
+_GOOD = ua.StatusCodes.Good
+_OFFLINE_LAST = ua.StatusCodes.UncertainLastUsableValue
+_OFFLINE = ua.StatusCodes.BadCommunicationError
+_NEVER_SEEN = ua.StatusCodes.BadWaitingForInitialData
+# A value to write: a Variant (Good, timestamps of the write) or a whole DataValue.
+Change = tuple[ua.NodeId, ua.Variant | ua.DataValue]
 # A private node -> who may read it (NOBODY: staff only; None: nothing private shown now).
 Owners = dict[ua.NodeId, str | None]
 
 
+def data_value(plain: Plain, source: datetime | None) -> ua.DataValue:
+    """The DataValue a plain value with a StatusCode or a source time is written as."""
+    status = plain[2] if len(plain) == 3 else _GOOD
+    return ua.DataValue(variant_of(plain), StatusCode=ua.StatusCode(status),
+                        SourceTimestamp=source or datetime.now(UTC))  # ServerTimestamp: write
+
+
 def variant_of(plain: Plain) -> ua.Variant:
     """The Variant a plain value is written as (None: a Null variant)."""
-    vtype, value = plain
+    vtype, value = plain[0], plain[1]
     if value is None:
         return ua.Variant(None, ua.VariantType.Null)
     if vtype == ua.VariantType.LocalizedText:
@@ -385,6 +407,9 @@ class AddressSpace:
             base = f"Printers/{view.id}"
             ids = self._printer_value_ids[view.id] = tuple(
                 self.id(f"{base}/{key}") for key in PRINTER_VALUES)
+        if st is None or st.get("state") == "offline":
+            plain = tuple(self._quality(ids[i], value, st is None) if i in _TELEMETRY else value
+                          for i, value in enumerate(plain))
         found = dict(zip(ids, plain, strict=True))
         if view.spool:
             sp = view.spool
@@ -407,6 +432,27 @@ class AddressSpace:
             items.var(obj, self.id(f"{base}/{name}"), self._q(farm, name), ua.Variant(None),
                       _dtype(ua.VariantType.String))
         return items
+
+    def _quality(self, nid: ua.NodeId, plain: Plain, never_seen: bool) -> Plain:
+        """A telemetry value of a printer that does not answer: Bad_WaitingForInitialData
+        before its first status; offline, the last value shown with
+        Uncertain_LastUsableValue, or Bad_CommunicationError when there is none."""
+        vtype = plain[0]
+        if never_seen:
+            return (vtype, None, _NEVER_SEEN)
+        last = self._values.get(nid)
+        if last is not None and last[1] is not None:
+            return (vtype, last[1], _OFFLINE_LAST)
+        return (vtype, None, _OFFLINE)
+
+    def stamps(self, view: PrinterView) -> tuple[frozenset[ua.NodeId], datetime | None]:
+        """The printer's telemetry nodes and the time of the poll its status comes from."""
+        ids = self._printer_value_ids.get(view.id)
+        observed = (view.status or {}).get("observed_at")
+        when = datetime.fromtimestamp(float(observed), UTC) if observed is not None else None
+        if ids is None:
+            return frozenset(), when
+        return frozenset(ids[i] for i in _TELEMETRY), when
 
     def _printer_owners(self, view: PrinterView) -> Owners:
         """Who may read the printer's CurrentJob/Owner (after `_printer_values`)."""
@@ -482,23 +528,31 @@ class AddressSpace:
             self._owner_after.pop(nid, None)
 
     def _prefill(self, items: list[ua.AddNodesItem], values: dict[ua.NodeId, Plain]) -> None:
-        """Give new nodes their values at creation (no separate write)."""
+        """Give new nodes their values at creation (no separate write); a value with a
+        StatusCode of its own is written after (AddNodes carries no StatusCode)."""
         for item in items:
-            plain = values.pop(item.RequestedNewNodeId, None)
-            if plain is not None:
+            plain = values.get(item.RequestedNewNodeId)
+            if plain is not None and len(plain) == 2:
+                del values[item.RequestedNewNodeId]
                 item.NodeAttributes.Value = variant_of(plain)
                 self._values[item.RequestedNewNodeId] = plain
 
-    def _stage(self, values: dict[ua.NodeId, Plain],
-               out: list[tuple[ua.NodeId, ua.Variant]], owners: Owners | None = None) -> None:
+    def _stage(self, values: dict[ua.NodeId, Plain], out: list[Change],
+               owners: Owners | None = None,
+               stamped: tuple[frozenset[ua.NodeId], datetime | None] | None = None) -> None:
         """Queue the values that differ from those shown (compared as plain data: a Variant
         is built only for a value that changed). `owners` of private nodes take effect with
-        their value's write; at once for new nodes and unchanged values."""
+        their value's write; at once for new nodes and unchanged values. `stamped`: nodes
+        whose SourceTimestamp is the given time (the printer's poll), not the write's."""
         shown = self._values
+        nodes, when = stamped if stamped is not None else (frozenset(), None)
         for nid, plain in values.items():
             if shown.get(nid) != plain:
                 shown[nid] = plain
-                out.append((nid, variant_of(plain)))
+                if len(plain) == 2 and (when is None or nid not in nodes):
+                    out.append((nid, variant_of(plain)))
+                else:
+                    out.append((nid, data_value(plain, when if nid in nodes else None)))
                 if owners and nid in owners:
                     self._owner_after[nid] = owners.pop(nid)
         if owners:
@@ -506,24 +560,28 @@ class AddressSpace:
                 self._owner_after.pop(nid, None)
             self.privacy.owners.update(owners)
 
-    async def write(self, changes: list[tuple[ua.NodeId, ua.Variant]]) -> None:
+    async def write(self, changes: list[Change]) -> None:
         """Write values in batches, yielding to the event loop between batches."""
         aspace = self.server.iserver.aspace
         pending, owners = self._owner_after, self.privacy.owners
         for start in range(0, len(changes), WRITE_BATCH):
+            now = datetime.now(UTC)  # the ServerTimestamp (and the SourceTimestamp of ours)
             for nid, value in changes[start:start + WRITE_BATCH]:
                 if pending and nid in pending:  # with its value: write_attribute_value
                     owners[nid] = pending.pop(nid)  # stores it before its first await
-                await aspace.write_attribute_value(nid, ua.AttributeIds.Value,
-                                                   ua.DataValue(value))
+                if isinstance(value, ua.DataValue):
+                    value.ServerTimestamp = now
+                    data = value
+                else:
+                    data = ua.DataValue(value, SourceTimestamp=now, ServerTimestamp=now)
+                await aspace.write_attribute_value(nid, ua.AttributeIds.Value, data)
             await asyncio.sleep(0)
 
-    async def put_printers(self, views: Iterable[PrinterView]) -> list[tuple[ua.NodeId,
-                                                                             ua.Variant]]:
+    async def put_printers(self, views: Iterable[PrinterView]) -> list[Change]:
         """Create or update printers; returns the value writes still to be done."""
         pending: list[ua.AddNodesItem] = []
         refs: list[ua.AddReferencesItem] = []
-        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        changes: list[Change] = []
         added: list[str] = []
         count = 0
         for view in views:
@@ -545,7 +603,7 @@ class AddressSpace:
             spool_items = await self._put_spool(pid, view.spool)
             self._prefill(spool_items, values)
             pending.extend(spool_items)
-            self._stage(values, changes, owners)
+            self._stage(values, changes, owners, self.stamps(view))
             if count >= BUILD_BATCH:
                 await self._flush(pending, refs, added)
                 count = 0
@@ -618,10 +676,10 @@ class AddressSpace:
             await self._delete(left)
 
     async def put_jobs(self, jobs: Iterable[dict[str, Any]]
-                       ) -> list[tuple[ua.NodeId, ua.Variant]]:
+                       ) -> list[Change]:
         """Create or update job objects; returns the value writes still to be done."""
         pending: list[ua.AddNodesItem] = []
-        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        changes: list[Change] = []
         for job in jobs:
             if job["id"] not in self._jobs:
                 items = self._job_items(job)
@@ -642,10 +700,10 @@ class AddressSpace:
             await self._delete(list(reversed(ids)))
 
     async def put_filaments(self, spools: Iterable[dict[str, Any]]
-                            ) -> list[tuple[ua.NodeId, ua.Variant]]:
+                            ) -> list[Change]:
         """Create or update spool objects; returns the value writes still to be done."""
         pending: list[ua.AddNodesItem] = []
-        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        changes: list[Change] = []
         for spool in spools:
             if spool["id"] not in self._filaments:
                 items = self._filament_items(spool)

@@ -17,11 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from asyncua import ua
 from sqlalchemy import Connection
 
 from mes.app.ports import ChangeFeed
-from mes.opcua.address_space import AddressSpace
+from mes.opcua.address_space import AddressSpace, Change
 from mes.opcua.events import FarmEvents
 from mes.opcua.farm_state import (
     RECENT_JOBS,
@@ -227,7 +226,7 @@ class Mirror:
             return history, job_rows, spool_rows, views
 
         history, job_rows, spool_rows, views = await self._read(query)
-        changes: list[tuple[ua.NodeId, ua.Variant]] = []
+        changes: list[Change] = []
         for sid in spools - set(spool_rows):
             await self.space.drop_filament(sid)
         changes += await self.space.put_filaments(spool_rows.values())
@@ -254,7 +253,7 @@ class Mirror:
         if len(history) >= HISTORY_PAGE:
             self._wake.set()
 
-    async def _put_jobs(self, rows: list[dict[str, Any]]) -> list[tuple[ua.NodeId, ua.Variant]]:
+    async def _put_jobs(self, rows: list[dict[str, Any]]) -> list[Change]:
         for job in rows:
             if job["status"] in ENDED:
                 self._ended[job["id"]] = float(job["updated_at"])
