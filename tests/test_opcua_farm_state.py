@@ -108,3 +108,22 @@ def test_read_statuses_leaves_out_printers_without_one() -> None:
                                                "observed_at": 1.0}])
         found = read_statuses(conn, ["a", "b"])
     assert list(found) == ["a"] and found["a"]["state"] == "printing"
+
+
+def test_the_active_program_follows_the_job_and_the_printer() -> None:
+    from mes.opcua.address_space import PROGRAM_STATES, program_state
+    from mes.opcua.farm_state import PrinterView
+
+    def view(job_status: str | None, state: str = "printing") -> PrinterView:
+        job = {"id": "j", "status": job_status} if job_status else None
+        return PrinterView({"id": "p"}, {"state": state}, job)
+
+    assert program_state(view(None, "idle")) is None
+    assert program_state(view("Queued", "idle")) == "Initializing"  # claimed, being sent
+    assert program_state(view("Running")) == "Running"
+    assert program_state(view("Running", "paused")) == "Interrupted"
+    assert program_state(view("Done", "finished")) == "Ended"
+    assert program_state(view("Canceled", "idle")) == "Aborted"
+    # StateNumbers as OPC 40501-1 numbers them.
+    assert {name: number for name, (_, number) in PROGRAM_STATES.items()} == {
+        "Initializing": 0, "Running": 1, "Ended": 2, "Interrupted": 3, "Aborted": 4}

@@ -48,6 +48,10 @@ BED_RANGE = ua.Range(Low=0.0, High=150.0)
 # MachineryItemState_StateMachineType's states (Machinery namespace).
 ITEM_STATES = {"NotAvailable": 5005, "OutOfService": 5004, "Executing": 5006,
                "NotExecuting": 5007}
+# MachineTool's ProductionStateMachineType (OPC 40501-1, 8.4.9): the states' node ids in
+# its namespace and their StateNumbers, for Production/ActiveProgram/State.
+PROGRAM_STATES = {"Initializing": (135, 0), "Running": (138, 1), "Ended": (140, 2),
+                  "Interrupted": (139, 3), "Aborted": (141, 4)}
 
 _I = ua.ObjectIds
 _HAS_COMPONENT = ua.NodeId(_I.HasComponent)
@@ -88,7 +92,10 @@ PRINTER_VALUES = (
     "Identification/Manufacturer", "Identification/Model", "Identification/SerialNumber",
     "Identification/ProductInstanceUri", "Identification/AMTechnologyIdentifier",
     "MachineryItemState/CurrentState", "MachineryItemState/CurrentState/Id",
-    "Production/ActiveProgram/Name", "State", "NozzleTemperature", "NozzleTargetTemperature",
+    "Production/ActiveProgram/Name", "Production/ActiveProgram/State/CurrentState",
+    "Production/ActiveProgram/State/CurrentState/Id",
+    "Production/ActiveProgram/State/CurrentState/Number", "State", "NozzleTemperature",
+    "NozzleTargetTemperature",
     "BedTemperature", "BedTargetTemperature", "BedClear", "CurrentJob/JobId",
     "CurrentJob/Progress", "CurrentJob/TimePrinted", "CurrentJob/TimeLeft", "CurrentJob/Owner",
 )
@@ -185,6 +192,22 @@ def machinery_state(view: PrinterView) -> str:
     if state == "printing":
         return "Executing"
     return "NotExecuting"
+
+
+def program_state(view: PrinterView) -> str | None:
+    """The state of the printer's ActiveProgram (its current job, or the one whose part
+    waits on the bed): None without one."""
+    job = view.job
+    if job is None:
+        return None
+    status = job.get("status")
+    if status == "Done":
+        return "Ended"
+    if status == "Canceled":
+        return "Aborted"
+    if status == "Running":
+        return "Interrupted" if printer_state(view) == "paused" else "Running"
+    return "Initializing"  # claimed, being sent to the printer
 
 
 def _num(row: dict[str, Any] | None, key: str) -> float | None:
@@ -390,6 +413,7 @@ class AddressSpace:
             (lt, item_state),
             (ua.VariantType.NodeId, self._item_state_ids[item_state]),
             (s, job.get("printer_filename") if job else None),
+            *self._program(program_state(view)),
             (s, printer_state(view)),
             (d, _num(st, "nozzle_actual")),
             (d, _num(st, "nozzle_target")),
@@ -432,6 +456,16 @@ class AddressSpace:
             items.var(obj, self.id(f"{base}/{name}"), self._q(farm, name), ua.Variant(None),
                       _dtype(ua.VariantType.String))
         return items
+
+    def _program(self, state: str | None) -> tuple[Plain, Plain, Plain]:
+        """ActiveProgram/State/CurrentState and its Id and Number."""
+        if state is None:
+            return ((ua.VariantType.LocalizedText, None), (ua.VariantType.NodeId, None),
+                    (ua.VariantType.UInt32, None))
+        number, state_number = PROGRAM_STATES[state]
+        return ((ua.VariantType.LocalizedText, state),
+                (ua.VariantType.NodeId, ua.NodeId(number, self.ns.machine_tool)),
+                (ua.VariantType.UInt32, state_number))
 
     def _quality(self, nid: ua.NodeId, plain: Plain, never_seen: bool) -> Plain:
         """A telemetry value of a printer that does not answer: Bad_WaitingForInitialData
