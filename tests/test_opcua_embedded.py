@@ -23,6 +23,7 @@ FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
 MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"
 MACHINERY_JOBS_URI = "http://opcfoundation.org/UA/Machinery/Jobs/"
 ISA95_URI = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
+MT_URI = "http://opcfoundation.org/UA/MachineTool/"
 CLIENT_URI = "urn:mes-tests:opcua-client"
 
 
@@ -141,6 +142,23 @@ async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
     await eventually(lambda: _async(bool(events)), 10, "the PrintCompleted event")
     assert events[0].JobId == "ada-1" and events[0].BedAwaitsClearing is True
     assert any(0 < p < 100 for p in progress) and 100.0 in progress, progress
+    # The part on the bed is ada-1's: CurrentJob and ActiveProgram (MachineTool) say so.
+    mt = names.index(MT_URI)
+    program = [f"{mt}:Production", f"{mt}:ActiveProgram"]
+    program_state = await by_farm.get_child([*program, f"{mt}:State", "0:CurrentState"])
+    job_id = await by_farm.get_child([f"{ns}:CurrentJob", f"{ns}:JobId"])
+
+    async def shown(node: Node, want: Any, what: str) -> None:
+        async def check() -> bool:
+            return bool(await node.read_value() == want)
+        await eventually(check, 30, what)
+
+    await shown(program_state, ua.LocalizedText("Ended"), "ActiveProgram to be Ended")
+    assert await (await program_state.get_child("0:Number")).read_value() == 2
+    assert await (await program_state.get_child("0:Id")).read_value() == ua.NodeId(140, mt)
+    assert await (await by_farm.get_child([*program, f"{mt}:Name"])).read_value() == \
+        "mes-ada-1.gcode"
+    assert await job_id.read_value() == "ada-1"
 
     # The bed awaits clearing: a user may not clear it, an operator may.
     refused = await call(by_farm, ns, "ClearBed")
@@ -150,6 +168,8 @@ async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
     cleared = await call(otto_printer, ns, "ClearBed")
     assert cleared.StatusCode.is_good(), cleared.StatusCode
     assert (await farm.api.get("/api/v1/printers/m1")).json()["bed_clear"] is True
+    await shown(program_state, None, "ActiveProgram to be empty once the bed is clear")
+    assert await job_id.read_value() == ""
 
     # A second job, cancelled over OPC UA by its owner through the printer's Cancel.
     second = await call(farm_folder, ns, "SubmitJob", text("pla"),
@@ -162,9 +182,15 @@ async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
         return bool(job["status"] == "Running")
 
     await eventually(running, 30, "the second job to run")
+    await shown(program_state, ua.LocalizedText("Running"), "ActiveProgram to be Running")
     cancelled = await call(by_farm, ns, "Cancel")
     assert cancelled.StatusCode.is_good(), cancelled.StatusCode
     assert (await farm.api.get("/api/v1/print_jobs/ada-2")).json()["status"] == "Canceled"
+    # The canceled part waits on the bed: it is ada-2, not the older ada-1 at 100 %.
+    await shown(program_state, ua.LocalizedText("Aborted"), "ActiveProgram to be Aborted")
+    assert await job_id.read_value() == "ada-2"
+    assert await (await program_state.get_child("0:Number")).read_value() == 4
+    assert await progress_node.read_value() != 100.0
     await subscription.delete()
 
 
@@ -272,7 +298,7 @@ async def test_isa95_store_waits_for_start_and_store_and_start_queues(
         JobOrderID="iso-1", MaterialRequirements=[material],
         EquipmentRequirements=[ua.ISA95EquipmentDataType(ID="m1")]), comment)
     assert stored.StatusCode.is_good(), stored.StatusCode
-    assert stored.OutputArguments[0].Value == 0
+    assert stored.OutputArguments[0].Value == 1  # ReturnStatus bit 0: no error
     job = (await farm.api.get("/api/v1/print_jobs/iso-1")).json()
     assert (job["owner_id"], job["approval"], job["print_weight_in_grams"], job["printer_id"],
             job["status"]) == ("ada", "pending", 13, "m1", "Queued")
@@ -291,20 +317,65 @@ async def test_isa95_store_waits_for_start_and_store_and_start_queues(
     job = (await farm.api.get("/api/v1/print_jobs/iso-2")).json()
     assert (job["owner_id"], job["approval"], job["print_weight_in_grams"]) == ("ada", None, 7)
 
-    async def status(*fields: tuple[str, Any]) -> str:
+    async def status(*fields: tuple[str, Any]) -> tuple[str, int]:
+        """A refused job order: Uncertain, and the ReturnStatus bits (OPC 10031-4 B.2)."""
         result = await ask(ada, "StoreAndStart", _order(**dict(fields)), comment)
-        name: str = result.StatusCode.name
-        return name
+        return result.StatusCode.name, int(result.OutputArguments[0].Value)
 
     lot = ("MaterialRequirements", [material])
-    assert await status(("JobOrderID", "iso-3")) == "BadInvalidArgument"  # no spool
-    assert await status(("JobOrderID", "bad id!"), lot) == "BadInvalidArgument"
+    invalid, refused = ("Uncertain", 1 << 32), ("Uncertain", 4)
+    assert await status(("JobOrderID", "iso-3")) == invalid  # no spool
+    assert await status(("JobOrderID", "bad id!"), lot) == invalid
     assert await status(("JobOrderID", "iso-3"), lot, ("JobOrderParameters", [
         ua.ISA95ParameterDataType(ID="FilamentId", Value=ua.Variant("other"))])) == \
-        "BadInvalidArgument"  # the requirement and the parameter disagree
+        invalid  # the requirement and the parameter disagree
     assert await status(("JobOrderID", "iso-3"), ("MaterialRequirements", [
-        ua.ISA95MaterialDataType(MaterialLotID="nylon", Quantity="5")])) == "BadNotFound"
-    assert await status(("JobOrderID", "iso-1"), lot) == "BadInvalidState"  # exists
+        ua.ISA95MaterialDataType(MaterialLotID="nylon", Quantity="5")])) == invalid
+    assert await status(("JobOrderID", "iso-1"), lot) == refused  # exists
     wrong_type = await ask(ada, "StoreAndStart", ua.Variant("iso-4"), comment)
-    assert wrong_type.StatusCode.name == "BadInvalidArgument"
+    assert wrong_type.StatusCode.name == "BadInvalidArgument"  # a Bad status, per argument
+    assert [r.name for r in wrong_type.InputArgumentResults] == ["BadTypeMismatch", "Good"]
     assert (await farm.api.get("/api/v1/print_jobs/iso-3")).status_code == 404
+
+
+async def test_methods_say_who_may_call_them_and_refuse_another_objects_call(
+        farm: Secured, ada: Client, otto: Client) -> None:
+    names = await ada.get_namespace_array()
+    ns, isa95 = names.index(FARM_URI), names.index(ISA95_URI)
+    jobs = names.index(MACHINERY_JOBS_URI)
+    printer = ua.NodeId("Printers/m1", ns)
+    methods = {"SubmitJob": ua.NodeId("PrintFarm/SubmitJob", ns),
+               "ClearBed": ua.NodeId("Printers/m1/ClearBed", ns),
+               "Cancel": ua.NodeId("Printers/m1/Cancel", ns),
+               "Start": (await ada.nodes.objects.get_child(
+                   [f"{ns}:PrintFarm", f"{jobs}:JobManagement", f"{jobs}:JobOrderControl",
+                    f"{isa95}:Start"])).nodeid}
+
+    async def executable(client: Client) -> dict[str, bool]:
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=nid,
+                                             AttributeId=ua.AttributeIds.UserExecutable)
+                              for nid in methods.values()]
+        found = await client.uaclient.read(params)
+        return {name: value.Value.Value for name, value in zip(methods, found, strict=True)}
+
+    # UserExecutable follows the session's role (Executable stays true for everyone).
+    assert await executable(ada) == {"SubmitJob": True, "ClearBed": False, "Cancel": True,
+                                     "Start": False}
+    assert await executable(otto) == dict.fromkeys(methods, True)
+    # A printer's method called on another object: Bad_MethodInvalid, and nothing done.
+    request = ua.CallMethodRequest(ObjectId=ua.NodeId("PrintFarm", ns),
+                                   MethodId=methods["ClearBed"], InputArguments=[])
+    wrong_object = (await otto.uaclient.call([request]))[0]
+    assert wrong_object.StatusCode.name == "BadMethodInvalid"
+    other_printer = ua.CallMethodRequest(ObjectId=printer, MethodId=methods["SubmitJob"],
+                                         InputArguments=[])
+    assert (await otto.uaclient.call([other_printer]))[0].StatusCode.name == \
+        "BadMethodInvalid"
+    # A wrong type: the argument at fault says so in InputArgumentResults.
+    farm_folder = await ada.nodes.objects.get_child(f"{ns}:PrintFarm")
+    result = await call(farm_folder, ns, "SubmitJob", text("pla"), text("ten grams"),
+                        text(""), text(""), text(""))
+    assert result.StatusCode.name == "BadInvalidArgument"
+    assert [r.name for r in result.InputArgumentResults] == [
+        "Good", "BadTypeMismatch", "Good", "Good", "Good"]

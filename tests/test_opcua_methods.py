@@ -158,15 +158,16 @@ async def test_job_order_control_cancel(node: FarmNode, api: httpx.AsyncClient,
             comment = ua.Variant([ua.LocalizedText("no longer needed")])
             result = await call(control, secured.ns, "Cancel", ua.Variant("a1"), comment)
             assert result.StatusCode.is_good()
-            assert result.OutputArguments[0].Value == 0
+            assert _return_status(result) == 1  # OPC 10031-4 B.2: bit 0, no error
             assert (await _job(api, "a1"))["status"] == "Canceled"
+            # Refused job orders answer Uncertain with the ReturnStatus bits saying why.
             again = await call(control, secured.ns, "Cancel", ua.Variant("a1"), comment)
-            assert again.StatusCode.name == "BadInvalidState"
+            assert (again.StatusCode.name, _return_status(again)) == ("Uncertain", 1 << 2)
             missing = await call(control, secured.ns, "Cancel", ua.Variant("zz"), comment)
-            assert missing.StatusCode.name == "BadNotFound"
+            assert (missing.StatusCode.name, _return_status(missing)) == ("Uncertain", 1 << 1)
             # a queued job is not printing: pause is refused by the rules
             paused = await call(control, secured.ns, "Pause", ua.Variant("a2"), comment)
-            assert paused.StatusCode.name == "BadInvalidState"
+            assert (paused.StatusCode.name, _return_status(paused)) == ("Uncertain", 1 << 2)
         async with connect(secured, "bob") as bob:
             control = await _control(bob, secured)
             refused = await call(control, secured.ns, "Cancel", ua.Variant("a2"),
@@ -174,5 +175,13 @@ async def test_job_order_control_cancel(node: FarmNode, api: httpx.AsyncClient,
             absent = await call(control, secured.ns, "Cancel", ua.Variant("zz"),
                                 ua.Variant([], ua.VariantType.LocalizedText))
             # another user's job and a missing one answer alike: no existence oracle
-            assert refused.StatusCode.name == absent.StatusCode.name == "BadNotFound"
+            assert (refused.StatusCode.name, _return_status(refused)) == \
+                (absent.StatusCode.name, _return_status(absent)) == ("Uncertain", 1 << 1)
         assert (await _job(api, "a2"))["status"] == "Queued"
+
+
+def _return_status(result: ua.CallMethodResult) -> int:
+    """The ISA-95 ReturnStatus (UInt64 bit map) of a JobOrderControl method's answer."""
+    value = result.OutputArguments[0]
+    assert value.VariantType == ua.VariantType.UInt64, value
+    return int(value.Value)

@@ -165,19 +165,6 @@ async def test_a_print_advances_to_done_with_events(farm: Farm, client: Client) 
     values = await client.create_subscription(50, Values())
     await values.subscribe_data_change(
         await child(client, [*machine, f"{n.farm}:CurrentJob", f"{n.farm}:Progress"]))
-    program = [*machine, f"{n.mt}:Production", f"{n.mt}:ActiveProgram"]
-    program_state = [*program, f"{n.mt}:State", "0:CurrentState"]
-    programs: list[tuple[Any, Any]] = []
-
-    class Programs:
-        def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
-            programs.append((node.nodeid, value))
-
-    assert await value_at(client, program_state) is None  # no job yet: no program
-    state_node = await child(client, program_state)
-    number_node = await child(client, [*program_state, "0:Number"])
-    program_values = await client.create_subscription(50, Programs())
-    await program_values.subscribe_data_change([state_node, number_node])
 
     stored = await upload(farm.api)
     body = {"id": "job1", "filament_id": "pla", "file_id": stored["id"],
@@ -209,26 +196,12 @@ async def test_a_print_advances_to_done_with_events(farm: Farm, client: Client) 
     assert completed[0].PrinterId == "m1"
     assert completed[0].BedAwaitsClearing is True
     assert completed[0].SourceNode == ua.NodeId("Printers/m1", n.farm)
-    # ActiveProgram followed the job: Initializing or Running, then Ended (its part waits
-    # on the bed), with the StateNumbers of MachineTool's ProductionStateMachineType.
-    async def ended() -> bool:
-        return (await value_at(client, program_state)) == ua.LocalizedText("Ended")
-
-    await eventually(ended, 10, "ActiveProgram to be Ended")
-    assert await value_at(client, [*program_state, "0:Number"]) == 2
-    assert await value_at(client, [*program_state, "0:Id"]) == ua.NodeId(140, n.mt)
-    assert await value_at(client, [*program, f"{n.mt}:Name"]) == "mes-job1.gcode"
-    texts = [v.Text for nid, v in programs if nid == state_node.nodeid and v is not None]
-    assert "Running" in texts and texts[-1] == "Ended", texts
-    numbers = [v for nid, v in programs if nid == number_node.nodeid and v is not None]
-    assert 1 in numbers and numbers[-1] == 2, numbers
     # The spool was charged.
     spool = [f"{n.farm}:PrintFarm", f"{n.farm}:Filaments", f"{n.farm}:pla",
              f"{n.farm}:RemainingWeight"]
     await eventually_value(client, spool, 990.0)
     await subscription.delete()
     await values.delete()
-    await program_values.delete()
 
 
 async def test_objects_appear_and_disappear(farm: Farm, client: Client) -> None:

@@ -16,7 +16,12 @@ import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 from asyncua import Client, ua
-from asyncua.ua.uaerrors import BadIdentityTokenRejected, BadUserAccessDenied, UaError
+from asyncua.ua.uaerrors import (
+    BadIdentityTokenRejected,
+    BadNotWritable,
+    BadUserAccessDenied,
+    UaError,
+)
 from cryptography import x509
 
 from mes.node import FarmNode
@@ -200,16 +205,22 @@ async def test_writes_are_decided_per_user_and_node(node: FarmNode, api: httpx.A
                 assert (await _write_label(client, secured.ns, "x")).name == \
                     "BadUserAccessDenied"
     async with secured_server(node, tmp_path, ("p1",), label_for_staff) as secured:
-        async with connect(secured, "alice") as client:  # the ruleset refuses `user` writes
+        async with connect(secured, "alice") as client:  # the policy is for staff only
             assert (await _write_label(client, secured.ns, "x")).name == "BadUserAccessDenied"
+            printer = await printer_node(client, secured.ns, "p1")
+            with pytest.raises(BadNotWritable):  # read-only whoever writes
+                await (await printer.get_child(f"{secured.ns}:State")).write_value("error")
         async with connect(secured, "olga") as client:
             assert (await _write_label(client, secured.ns, "by olga")).is_good()
             printer = await printer_node(client, secured.ns, "p1")
             label = await printer.get_child(f"{secured.ns}:Label")
             assert await label.read_value() == "by olga"
             state = await printer.get_child(f"{secured.ns}:State")
-            with pytest.raises(BadUserAccessDenied):  # the policy does not name State
+            with pytest.raises(BadNotWritable):  # State is read-only (its AccessLevel)
                 await state.write_value("error")
+            with pytest.raises(BadNotWritable):  # and so is every attribute but the Value
+                await label.write_attribute(ua.AttributeIds.Description, ua.DataValue(
+                    ua.Variant(ua.LocalizedText("mine"), ua.VariantType.LocalizedText)))
             assert await state.read_value() == "ready"
 
 

@@ -11,6 +11,7 @@ printer's CurrentJob/Owner) has its owner in `Privacy.owners`, changed with the 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from mes.opcua.fast_nodes import NodeWriter
 from mes.opcua.privacy import NOBODY, Privacy
 from mes.opcua_model.loader import FARM_URI
 from mes.opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
+
+log = logging.getLogger(__name__)
 
 MACHINE_TOOL_URI = "http://opcfoundation.org/UA/MachineTool/"
 # Printers per AddNodes call while building; the loop yields between calls.
@@ -247,6 +250,7 @@ class AddressSpace:
         self._item_state_ids = {name: ua.NodeId(number, ns.machinery)
                                 for name, number in ITEM_STATES.items()}
         self.node_count = 0
+        self._refused: set[ua.NodeId] = set()  # nodes whose refused write was logged
         # Called with (printer node id, printer id) after a printer object was created.
         self.printer_hooks: list[Callable[[ua.NodeId, str], Awaitable[None]]] = []
 
@@ -608,7 +612,16 @@ class AddressSpace:
                     data = value
                 else:
                     data = ua.DataValue(value, SourceTimestamp=now, ServerTimestamp=now)
-                await aspace.write_attribute_value(nid, ua.AttributeIds.Value, data)
+                if data.Value is not None and data.Value.VariantType == ua.VariantType.Null:
+                    # No value: asyncua refuses a Null Variant for a node that held a typed
+                    # one (the old value stayed, shown as Good); a DataValue without one
+                    # passes and reads as Null.
+                    data.Value = None
+                written = await aspace.write_attribute_value(nid, ua.AttributeIds.Value, data)
+                if not written.is_good() and nid not in self._refused:
+                    self._refused.add(nid)
+                    log.warning("OPC UA: the value of %s was not written: %s",
+                                nid.to_string(), written.name)
             await asyncio.sleep(0)
 
     async def put_printers(self, views: Iterable[PrinterView]) -> list[Change]:

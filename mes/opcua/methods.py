@@ -6,8 +6,13 @@ REST API's rules: users act only on their own jobs, clearing a bed needs an oper
 anonymous sessions call nothing. Results are status codes: BadNotFound (no such printer,
 job, spool or file), BadInvalidState (the rules refuse the transition, or the printer has
 no current job), BadUserAccessDenied (the role may not, or another user's job on a
-printer), BadInvalidArgument (bad values). JobOrderControl's methods by JobOrderID answer
-another user's job as BadNotFound, as REST does.
+printer), BadInvalidArgument (bad values; a wrong type also BadTypeMismatch for that
+argument in InputArgumentResults), BadMethodInvalid (a method called on another object
+than its own). The ISA-95 methods on JobOrderControl answer with a ReturnStatus bit map
+(OPC 10031-4, B.2): 1 on success, and a refused job order Uncertain with its bits
+(2: unknown job order, 4: command refused by the rules, 16: not accepted now, 2^32: an
+invalid request); by JobOrderID another user's job answers as an unknown one, as REST's
+404 does.
 Handlers are async: sync ones run in a thread pool and lose the session's user.
 """
 
@@ -45,8 +50,24 @@ ISA95_URI = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
 JOB_ORDER_DATA_TYPE = 3008  # ISA95JobOrderDataType in the ISA-95 Job Control namespace
 # The filepath of a job submitted without a FileId (a record only, never sent to a printer).
 RECORD_ONLY_PATH = "(no file: submitted over OPC UA)"
-# ISA-95 Job Control ReturnStatus: 0 is success (failures answer with the Call status code).
-RETURN_OK = 0
+# ISA-95 Job Control ReturnStatus (OPC 10031-4, B.2), a bit map: bit 0 (value 1) is "no
+# error". A refused job order answers Uncertain with the bits saying why (a Bad status
+# carries no output arguments); a caller who may not call at all, a malformed argument and
+# an outcome not known (a timeout) still answer Bad.
+RETURN_OK = 1
+UNKNOWN_JOB_ORDER = 1 << 1
+INVALID_COMMAND = 1 << 2
+UNABLE_TO_ACCEPT = 1 << 4
+INVALID_REQUEST = 1 << 32
+RETURN_BITS = {ua.StatusCodes.BadNotFound: UNKNOWN_JOB_ORDER,
+               ua.StatusCodes.BadInvalidState: INVALID_COMMAND,
+               ua.StatusCodes.BadTooManyOperations: UNABLE_TO_ACCEPT,
+               ua.StatusCodes.BadInvalidArgument: INVALID_REQUEST}
+# Store and StoreAndStart: what is not found is the order's material, printer or file, not
+# a job order (an invalid request).
+STORE_BITS = {**RETURN_BITS, ua.StatusCodes.BadNotFound: INVALID_REQUEST}
+# Who may call each method at all (its UserExecutable for a session): a role at least.
+Executable = Callable[[ua.NodeId, str], None]
 
 # The OPC UA status of each kind of the application layer's DomainError (one table).
 STATUS_OF_KIND: dict[Kind, int] = {
@@ -56,11 +77,24 @@ STATUS_OF_KIND: dict[Kind, int] = {
 
 
 class Refused(Exception):
-    """A call answered with a Bad status code."""
+    """A call answered with a Bad status code; `argument`: the index of the input argument
+    at fault, answered in InputArgumentResults with `argument_code`."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, argument: int | None = None,
+                 argument_code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.argument = argument
+        self.argument_code = argument_code if argument_code is not None else code
+
+    def result(self, inputs: int) -> ua.CallMethodResult:
+        """The Call's answer: the status, and each argument's when one is at fault."""
+        answer = ua.CallMethodResult(StatusCode=ua.StatusCode(self.code))
+        if self.argument is not None:
+            answer.InputArgumentResults = [
+                ua.StatusCode(self.argument_code if i == self.argument else ua.StatusCodes.Good)
+                for i in range(inputs)]
+        return answer
 
 
 @dataclass(frozen=True)
@@ -108,7 +142,7 @@ def _values(args: Sequence[Arg], variants: Sequence[Any]) -> list[Any]:
     if len(variants) > len(args):
         raise Refused(ua.StatusCodes.BadTooManyArguments, "too many arguments")
     values = []
-    for spec, variant in zip(args, variants, strict=True):
+    for index, (spec, variant) in enumerate(zip(args, variants, strict=True)):
         value = variant.Value if isinstance(variant, ua.Variant) else variant
         if spec.array:
             ok = value is None or isinstance(value, list)
@@ -119,7 +153,8 @@ def _values(args: Sequence[Arg], variants: Sequence[Any]) -> list[Any]:
         else:
             ok = isinstance(value, int) and not isinstance(value, bool)
         if not ok:
-            raise Refused(ua.StatusCodes.BadInvalidArgument, f"{spec.name}: wrong type")
+            raise Refused(ua.StatusCodes.BadInvalidArgument, f"{spec.name}: wrong type",
+                          index, ua.StatusCodes.BadTypeMismatch)
         values.append(value)
     return values
 
@@ -143,14 +178,17 @@ class FarmMethods:
     """Builds the farm's methods and answers their calls."""
 
     def __init__(self, submit: Submit, read: Read[Any],
-                 require_approval: Callable[[], bool] = lambda: False) -> None:
+                 require_approval: Callable[[], bool] = lambda: False,
+                 executable: Executable | None = None) -> None:
         self.submit = submit
         self.read = read
         self.require_approval = require_approval
+        self.executable = executable
 
     @classmethod
     def for_node(cls, node: Farm,
-                 shown: Callable[[int], Awaitable[object]] | None = None) -> FarmMethods:
+                 shown: Callable[[int], Awaitable[object]] | None = None,
+                 executable: Executable | None = None) -> FarmMethods:
         """Methods that commit through `node` (any node: the command goes to the leader).
 
         `shown(index)` waits until the address space shows the write at that Raft index: a
@@ -164,12 +202,21 @@ class FarmMethods:
                 await shown(noted.index)
             return value
 
-        return cls(submit, node.read, lambda: node.settings.require_approval)
+        return cls(submit, node.read, lambda: node.settings.require_approval, executable)
 
     async def _method(self, parent: Node, ns: int, name: str, handler: Handler,
                       inputs: Sequence[Arg], outputs: Sequence[Arg], description: str,
-                      browse_ns: int | None = None) -> Node:
-        async def call(_parent: ua.NodeId, *variants: Any) -> Any:
+                      browse_ns: int | None = None, role: str = "user",
+                      return_bits: dict[int, int] | None = None) -> Node:
+        """Add method `name` to `parent`. Only `parent` may be called with it (another
+        object: Bad_MethodInvalid); `role` is the least role that may call it;
+        `return_bits`: an ISA-95 method, whose refusals answer Uncertain and a ReturnStatus
+        with these bits per status where the specification says so."""
+        owner = parent.nodeid
+
+        async def call(object_id: ua.NodeId, *variants: Any) -> Any:
+            if object_id != owner:
+                return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
             try:
                 who = current_principal()
                 values = _values(inputs, variants)
@@ -178,10 +225,11 @@ class FarmMethods:
                 return await handler(who, values)
             except Refused as refused:
                 log.info("OPC UA %s refused: %s", name, refused)
-                return ua.StatusCode(refused.code)
+                return _refusal(refused, len(variants), return_bits)
             except DomainError as error:
                 log.info("OPC UA %s refused: %s %s", name, error.code, error.message)
-                return ua.StatusCode(STATUS_OF_KIND[error.kind])
+                return _refusal(Refused(STATUS_OF_KIND[error.kind], error.message),
+                                len(variants), return_bits)
             except Exception:
                 log.exception("OPC UA method %s failed", name)
                 return ua.StatusCode(ua.StatusCodes.BadInternalError)
@@ -192,6 +240,8 @@ class FarmMethods:
             [a.argument() for a in inputs], [a.argument() for a in outputs])
         await method.write_attribute(ua.AttributeIds.Description,
                                      ua.DataValue(ua.LocalizedText(description)))
+        if self.executable is not None:
+            self.executable(method.nodeid, role)
         return method
 
     async def add_farm_methods(self, farm_folder: Node, ns: int) -> None:
@@ -223,7 +273,8 @@ class FarmMethods:
             return []
 
         await self._method(printer, ns, "ClearBed", clear_bed, (), (),
-                           "The finished print was taken off the bed (operators)")
+                           "The finished print was taken off the bed (operators)",
+                           role="operator")
 
     async def add_job_order_control(self, job_order_control: Node, ns: int) -> None:
         """ISA-95 job control on Machinery Jobs' JobOrderControl.
@@ -245,7 +296,7 @@ class FarmMethods:
                 try:
                     args = job_args(values[0])
                 except JobOrderInvalid as exc:
-                    raise Refused(ua.StatusCodes.BadInvalidArgument, str(exc)) from None
+                    raise Refused(ua.StatusCodes.BadInvalidArgument, str(exc), 0) from None
                 await self._create_job(who, args, held=held)
                 return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
             return handler
@@ -256,7 +307,7 @@ class FarmMethods:
                 ("StoreAndStart", False, "Queue a print job the farm may start")):
             await self._method(job_order_control, ns, name, store(held),
                                (order_arg, _JOB_ORDER_ARGS[1]), [_RETURN_STATUS], description,
-                               browse_ns)
+                               browse_ns, return_bits=STORE_BITS)
 
         def by_id(action: str) -> Handler:
             async def handler(who: Principal, values: list[Any]) -> list[ua.Variant]:
@@ -274,7 +325,7 @@ class FarmMethods:
         for name in ("Cancel", "Pause", "Resume"):
             await self._method(job_order_control, ns, name, by_id(name.lower()),
                                _JOB_ORDER_ARGS, [_RETURN_STATUS], f"{name} a print job",
-                               browse_ns)
+                               browse_ns, return_bits=RETURN_BITS)
 
         async def start(who: Principal, values: list[Any]) -> list[ua.Variant]:
             job_id = _ident(values[0], "JobOrderID")
@@ -286,7 +337,7 @@ class FarmMethods:
 
         await self._method(job_order_control, ns, "Start", start, _JOB_ORDER_ARGS,
                            [_RETURN_STATUS], "Allow a stored print job to start (operators)",
-                           browse_ns)
+                           browse_ns, role="operator", return_bits=RETURN_BITS)
 
     async def _submit_job(self, who: Principal, values: list[Any]) -> list[ua.Variant]:
         filament, grams, file_id, printer, job_id = values
@@ -337,6 +388,18 @@ class FarmMethods:
         else:
             await self.submit(Op.JOB_REQUEST, {"id": job["id"], "action": action}, who)
         return [ua.Variant(job["id"], ua.VariantType.String)]
+
+
+def _refusal(refused: Refused, inputs: int,
+             return_bits: dict[int, int] | None) -> ua.CallMethodResult:
+    """How a refused call answers: Bad with each argument's status, or, for an ISA-95
+    method refused for its job order (not its caller, an argument's type, or a timeout),
+    Uncertain with the ReturnStatus bits (OPC 10031-4, B.2)."""
+    bits = return_bits.get(refused.code) if return_bits is not None else None
+    if bits is None or refused.argument_code == ua.StatusCodes.BadTypeMismatch:
+        return refused.result(inputs)
+    return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.Uncertain),
+                               OutputArguments=[ua.Variant(bits, ua.VariantType.UInt64)])
 
 
 async def _namespace_index(node: Node, uri: str, default: int) -> int:

@@ -47,6 +47,7 @@ R = TypeVar("R")
 NOBODY = ""
 _VALUE = ua.AttributeIds.Value
 _USER_ACCESS = ua.AttributeIds.UserAccessLevel
+_USER_EXECUTABLE = ua.AttributeIds.UserExecutable
 _DENIED = ua.StatusCodes.BadUserAccessDenied
 
 
@@ -76,6 +77,8 @@ class Privacy:
         # items) before then would find none of them and, node-opcua after a reconnect,
         # never ask again. Set by the embedded server once the farm is built.
         self.farm_built = True
+        # Method -> the least role that may call it: its UserExecutable per session.
+        self.method_roles: dict[ua.NodeId, str] = {}
 
     @classmethod
     def of(cls, server: Server) -> Privacy:
@@ -164,6 +167,10 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
                 results[index] = _denied()
             elif item.AttributeId == _USER_ACCESS and privacy.hidden(who, item.NodeId, _VALUE):
                 results[index] = ua.DataValue(ua.Variant(0, ua.VariantType.Byte))
+            elif item.AttributeId == _USER_EXECUTABLE and item.NodeId in privacy.method_roles:
+                role = privacy.method_roles[item.NodeId]
+                results[index] = ua.DataValue(ua.Variant(
+                    who is not None and who.at_least(role), ua.VariantType.Boolean))
         await callbacks.dispatch(CallbackType.PostRead,
                                  ServerItemCallback(params, results, user, self.external))
         return results

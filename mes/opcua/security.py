@@ -14,9 +14,11 @@ Decisions (see docs/opcua.md):
   without being checked, whether or not anonymous access is allowed.
 - Reads: a job's owner and file name only for operators, admins and the job's owner
   (mes/opcua/privacy.py); a session on a None channel reads as anonymous there too.
-- Writes: anonymous and `user` sessions are refused whole write requests; for operators
-  and admins every written node is decided by a `WritePolicy` (default: nothing is
-  writable, the farm changes through methods only). The server's own writes pass.
+- Writes: anonymous sessions are refused whole write requests; for accounts every node is
+  decided alone: Bad_NotWritable for a node (or attribute) that is read-only, and for the
+  writable ones a `WritePolicy` for operators and admins (default: nothing is writable,
+  the farm changes through methods only), Bad_UserAccessDenied otherwise. The server's own
+  writes pass.
 - Client certificates: OPCUA_TRUSTED_CERTS names a directory of trusted certificates
   (DER or PEM; a CA there trusts what it signed); empty accepts any client certificate.
 """
@@ -140,7 +142,8 @@ class FarmRuleset(SimpleRoleRuleset):  # type: ignore[misc]
         if action_type_id not in _SESSION_TYPES:
             return False  # AddNodes and the like: never for remote sessions
         if action_type_id in _WRITE_TYPES:
-            return principal is not None and principal.staff
+            # Any account (each node is then decided by `_wrap_writes`); never anonymous.
+            return principal is not None
         return user.role in (UserRole.User, UserRole.Anonymous)
 
 
@@ -157,15 +160,33 @@ def _wrap_writes(server: Server, writable: WritePolicy) -> None:
         principal = user.principal if isinstance(user, FarmUser) else None
         results: list[ua.StatusCode] = []
         for item in params.NodesToWrite:
-            if (principal is None or item.AttributeId != ua.AttributeIds.Value
-                    or not writable(principal, item.NodeId)):
-                results.append(ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
+            refusal = _write_refusal(server, item, principal, writable)
+            if refusal is not None:
+                results.append(ua.StatusCode(refusal))
                 continue
             one = ua.WriteParameters(NodesToWrite=[item])
             results.extend(await original(one, user))
         return results
 
     service.write = write
+
+
+def _write_refusal(server: Server, item: ua.WriteValue, principal: Principal | None,
+                   writable: WritePolicy) -> int | None:
+    """Why a remote write of one node is refused (None: it is not): Bad_NodeIdUnknown,
+    Bad_NotWritable for anything but the Value of a node whose AccessLevel allows writing,
+    Bad_UserAccessDenied when this user may not write it."""
+    if item.NodeId not in server.iserver.aspace:
+        return int(ua.StatusCodes.BadNodeIdUnknown)
+    if item.AttributeId != ua.AttributeIds.Value:
+        return int(ua.StatusCodes.BadNotWritable)
+    level = server.iserver.aspace.read_attribute_value(item.NodeId, ua.AttributeIds.AccessLevel)
+    bits = level.Value.Value if level.Value is not None else 0
+    if not (bits or 0) & ua.AccessLevel.CurrentWrite.mask:
+        return int(ua.StatusCodes.BadNotWritable)
+    if principal is None or not principal.staff or not writable(principal, item.NodeId):
+        return int(ua.StatusCodes.BadUserAccessDenied)
+    return None
 
 
 _original_process = UaProcessor._process_message

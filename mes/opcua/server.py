@@ -285,7 +285,8 @@ async def _attach_methods(embedded: EmbeddedServer) -> None:
         mirror = embedded.mirror
         return mirror is None or await mirror.wait_shown(index, SHOWN_TIMEOUT)
 
-    farm = FarmMethods.for_node(embedded.node, shown)
+    roles = Privacy.of(embedded.server).method_roles
+    farm = FarmMethods.for_node(embedded.node, shown, roles.__setitem__)
     ns = embedded.farm_ns
     server = embedded.server
     await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)
