@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # A directory of trusted OPC UA client certificates (DER or PEM); empty accepts any
     # client certificate (user name and password still decide what a session may do).
     opcua_trusted_certs: str = ""
+    # Host names and IP addresses clients reach this node's OPC UA server by (comma
+    # separated), written into its certificate; empty: the endpoint's host (or this
+    # machine's name when the endpoint listens on every address).
+    opcua_host_names: str = ""
     # External-server mode (OPCUA_SERVER_URL without "mock"): the lab's central OPC UA server.
     opcua_server_namespace: str = "http://monashautomation.com/opcua-server"
     opcua_security: str = ""  # "Policy,Mode" e.g. "Basic256Sha256,SignAndEncrypt"; empty: None
@@ -220,6 +224,16 @@ class Settings(BaseSettings):
         for peer in peers:
             parse_host_port(peer, "RAFT_PEERS")
         return ",".join(peers)
+
+    @field_validator("opcua_host_names")
+    @classmethod
+    def _host_names(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        for name in names:
+            if len(name) > 253 or any(c.isspace() or c in "/?#@" for c in name):
+                raise ValueError(f"OPCUA_HOST_NAMES: {name[:60]!r} is not a host name or an "
+                                 "IP address")
+        return ",".join(names)
 
     @field_validator("printer_networks")
     @classmethod
@@ -448,7 +462,9 @@ class Settings(BaseSettings):
                              self.opcua_endpoint, self.opcua_allow_anonymous,
                              self.opcua_trusted_certs, self.opcua_server_namespace,
                              self.opcua_security, self.opcua_username, self.opcua_password,
-                             self.data_dir, self.raft_self, tuple(self.peers))
+                             self.data_dir, self.raft_self, tuple(self.peers),
+                             tuple(n.strip() for n in self.opcua_host_names.split(",")
+                                   if n.strip()))
 
     @property
     def printers(self) -> PrinterSettings:

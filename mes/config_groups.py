@@ -69,6 +69,7 @@ class OpcuaSettings:
     data_dir: Path
     raft_self: str
     peers: tuple[str, ...]
+    host_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

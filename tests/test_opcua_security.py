@@ -259,6 +259,32 @@ async def test_server_certificate_is_kept_across_restarts(
     assert (folder / KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
+async def test_the_certificate_names_the_hosts_clients_dial_ip_addresses_as_such(
+        node: FarmNode, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    folder = node.settings.data_dir / "opcua"
+
+    def names() -> tuple[list[str], list[str], bytes]:
+        cert = x509.load_der_x509_certificate((folder / CERT_FILE).read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return (san.get_values_for_type(x509.DNSName),
+                [str(ip) for ip in san.get_values_for_type(x509.IPAddress)],
+                (folder / KEY_FILE).read_bytes())
+
+    async with secured_server(node, tmp_path, ("p1",)):  # the endpoint's host, 127.0.0.1
+        pass
+    dns, ips, key = names()
+    assert (dns, ips) == ([], ["127.0.0.1"])  # an IP address, not a DNS name
+    given = "printfarm.lab.example, 192.0.2.7, ::1"
+    async with secured_server(node, tmp_path, ("p1",), opcua_host_names=given):
+        pass
+    dns, ips, same_key = names()
+    assert (dns, ips) == (["printfarm.lab.example"], ["192.0.2.7", "::1"])
+    assert same_key == key  # a new certificate for the same key
+    with pytest.raises(ValueError, match="OPCUA_HOST_NAMES"):
+        node.settings.model_validate({**node.settings.model_dump(),
+                                      "opcua_host_names": "opc.tcp://x/"})
+
+
 async def test_trusted_client_certificates(node: FarmNode, api: httpx.AsyncClient,
                                            tmp_path: Path) -> None:
     await make_user(api, "alice")

@@ -27,24 +27,28 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import ipaddress
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import USER_TYPES, SimpleRoleRuleset, User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import struct_from_binary
 from asyncua.ua.uaerrors import UaError
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mes.auth.principal import Principal
@@ -252,28 +256,76 @@ def _as_anonymous(session: Any) -> None:
         session.user = dataclasses.replace(user, principal=None)
 
 
-def _host_name(settings: OpcuaSettings) -> str:
+def certificate_names(settings: OpcuaSettings) -> tuple[list[str], list[str]]:
+    """The DNS names and IP addresses the server's certificate names: OPCUA_HOST_NAMES,
+    or else the endpoint's host (this machine's name when it listens on every address),
+    each IP address as an IP address (clients check it against the host they dialled)."""
     host = urlsplit(settings.endpoint).hostname or ""
-    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+    given = list(settings.host_names) or (
+        [socket.gethostname()] if host in ("", "0.0.0.0", "::") else [host])
+    dns: list[str] = []
+    ips: list[str] = []
+    for name in given:
+        try:
+            ips.append(str(ipaddress.ip_address(name.strip("[]"))))
+        except ValueError:
+            dns.append(name)
+    return dns, ips
+
+
+def _alt_names(uri: str, dns: list[str], ips: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    names += [x509.DNSName(name) for name in dns]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    return names
+
+
+def _still_good(cert: x509.Certificate, wanted: list[x509.GeneralName]) -> bool:
+    """Whether the kept certificate is valid now and names exactly `wanted`."""
+    now = datetime.now(UTC)
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc - timedelta(days=1):
+        return False
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return sorted(map(repr, names)) == sorted(map(repr, wanted))
 
 
 async def load_or_make_certificate(server: Server, settings: OpcuaSettings) -> Path:
-    """Load the server's key and certificate from DATA_DIR/opcua/, made there on first use.
+    """Load the server's key and certificate from DATA_DIR/opcua/, made there on first use;
+    the certificate (not the key) is made again when it expires or its names change.
 
     Returns the certificate's path.
     """
     folder = settings.data_dir / "opcua"
     folder.mkdir(parents=True, exist_ok=True)
-    key, cert = folder / KEY_FILE, folder / CERT_FILE
+    key_path, cert_path = folder / KEY_FILE, folder / CERT_FILE
     uri = application_uri(settings.raft_self)
-    await setup_self_signed_certificate(
-        key, cert, uri, _host_name(settings),
-        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        {"organizationName": "mes print farm", "countryName": "AU"})
-    os.chmod(key, 0o600)
-    await server.load_certificate(str(cert))
-    await server.load_private_key(str(key))
-    return cert
+    dns, ips = certificate_names(settings)
+    wanted = _alt_names(uri, dns, ips)
+    if key_path.is_file():
+        key = await cert_gen.load_private_key(key_path)
+    else:
+        key = cert_gen.generate_private_key()
+        key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    os.chmod(key_path, 0o600)
+    keep = False
+    if cert_path.is_file():
+        kept = await cert_gen.load_certificate(cert_path)
+        keep = _still_good(kept, wanted) and kept.public_key() == key.public_key()
+    if not keep:
+        subject = {"organizationName": "mes print farm", "countryName": "AU",
+                   "commonName": f"mes node {settings.raft_self}"}
+        cert = cert_gen.generate_self_signed_app_certificate(
+            key, uri, subject, wanted,
+            extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            days=365)
+        cert_path.write_bytes(cert.public_bytes(Encoding.DER))
+        log.info("OPC UA certificate made for %s", ", ".join([uri, *dns, *ips]))
+    await server.load_certificate(str(cert_path))
+    await server.load_private_key(str(key_path))
+    return cert_path
 
 
 async def _trust(server: Server, folder: str) -> None:
