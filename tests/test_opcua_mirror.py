@@ -405,3 +405,62 @@ async def test_events_come_from_new_history_only() -> None:
     assert calls == [("changed", "new", node, "p1", "Running", "Done"),
                      ("completed", "new", node, "p1", True)]
     assert mirror._history_seq == 9
+
+
+async def test_one_event_has_one_event_id_and_select_clauses_follow_its_type(
+        farm: Farm, client: Client) -> None:
+    await add_spool(farm.api)
+    await add_printer(farm.api, "m1", "Printer1")
+    n = await names(client)
+    machine = [f"{n.machinery}:Machines", f"{n.farm}:Printer1"]
+    await eventually_value(client, [*machine, f"{n.farm}:State"], "idle")
+    changed, completed = ua.NodeId(1001, n.farm), ua.NodeId(1002, n.farm)
+
+    def clause(name: str, type_id: ua.NodeId) -> ua.SimpleAttributeOperand:
+        return ua.SimpleAttributeOperand(TypeDefinitionId=type_id,
+                                         BrowsePath=[ua.QualifiedName(name, 0 if name in (
+                                             "EventId", "EventType") else n.farm)],
+                                         AttributeId=ua.AttributeIds.Value)
+
+    base = ua.NodeId(ua.ObjectIds.BaseEventType)
+    select = [clause("EventId", base), clause("EventType", base), clause("JobId", changed),
+              clause("JobId", completed), clause("BedAwaitsClearing", changed)]
+    seen: dict[str, list[list[Any]]] = {"server": [], "printer": []}
+
+    class Handler:
+        def __init__(self, where: str) -> None:
+            self.where = where
+
+        def event_notification(self, event: Any) -> None:
+            seen[self.where].append([f.Value for f in event.event_fields])
+
+    printer = await child(client, machine)
+    subscriptions = []
+    for where, node in (("server", client.nodes.server), ("printer", printer)):
+        subscription = await client.create_subscription(50, Handler(where))
+        await subscription.subscribe_events(node, [changed, completed],
+                                            evfilter=ua.EventFilter(SelectClauses=select))
+        subscriptions.append(subscription)
+    stored = await upload(farm.api)
+    body = {"id": "job1", "filament_id": "pla", "file_id": stored["id"],
+            "print_weight_in_grams": 10}
+    assert (await farm.api.post("/api/v1/print_jobs", json=body)).status_code == 201
+
+    async def completed_on_both() -> bool:
+        return all(any(f[1] == completed for f in seen[w]) for w in seen)
+
+    await eventually(completed_on_both, 60, "PrintCompleted through Server and the printer")
+    for subscription in subscriptions:
+        await subscription.delete()
+    on_printer = {bytes(f[0]): f for f in seen["printer"]}
+    on_server = {bytes(f[0]): f for f in seen["server"]}
+    assert len(on_printer) == len(seen["printer"])  # no EventId twice
+    # Every event the printer delivered is one the Server delivered, with the same EventId.
+    assert set(on_printer) <= set(on_server), (seen["printer"], seen["server"])
+    for fields in seen["server"]:
+        event_type, changed_job, completed_job, bed = fields[1:]
+        if event_type == changed:
+            assert (changed_job, completed_job, bed) == ("job1", None, None), fields
+        else:
+            assert event_type == completed
+            assert (changed_job, completed_job) == (None, "job1"), fields

@@ -1,7 +1,12 @@
 """The farm's OPC UA events: a job's status changed, a print completed.
 
 asyncua delivers an event only to subscribers of the node that emits it, so each event is
-emitted on `Server` (with SourceNode = the printer) and again on the printer object.
+delivered on `Server` (with SourceNode = the printer) and again on the printer object: one
+event, with one EventId and Time, through both notifiers.
+
+A select clause whose TypeDefinitionId names a type this event is not (nor a subtype of)
+selects Null (Part 4, 7.7.4); asyncua ignored it and answered a same-named field of another
+type.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class FarmEvents:
             JobId=text, PrinterId=text, FromStatus=text, ToStatus=text)
         self._completed.event.data_types.update(JobId=text, PrinterId=text,
                                                 BedAwaitsClearing=flag)
+        for generator, type_id in ((self._changed, JOB_STATUS_CHANGED),
+                                   (self._completed, PRINT_COMPLETED)):
+            _select_by_type(generator.event, {ua.NodeId(type_id, self.farm_ns),
+                                              ua.NodeId(ua.ObjectIds.BaseEventType)})
 
     async def _emit(self, generator: Any, source: ua.NodeId | None, source_name: str,
                     message: str, fields: dict[str, Any]) -> None:
@@ -44,10 +53,11 @@ class FarmEvents:
             setattr(event, name, value)
         event.SourceNode = source or ua.NodeId(ua.ObjectIds.Server)
         event.SourceName = source_name
-        targets = [ua.NodeId(ua.ObjectIds.Server)] + ([source] if source is not None else [])
-        for target in targets:
-            event.emitting_node = target
-            await generator.trigger(message=message)
+        event.emitting_node = ua.NodeId(ua.ObjectIds.Server)
+        await generator.trigger(message=message)  # a new EventId and Time
+        if source is not None:  # the same event, through the printer
+            event.emitting_node = source
+            await generator.isession.subscription_service.trigger_event(event)
         self.emitted += 1
 
     async def job_status_changed(self, job_id: str, printer: ua.NodeId | None, printer_id: str,
@@ -65,3 +75,21 @@ class FarmEvents:
                          f"printer {printer_id} completed job {job_id}",
                          {"JobId": job_id, "PrinterId": printer_id,
                           "BedAwaitsClearing": bed_awaits_clearing})
+
+
+def _select_by_type(event: Any, types: set[ua.NodeId]) -> None:
+    """Make `event` answer Null for select clauses of a type it is not (`types`: its type
+    and supertypes)."""
+    select = event.to_event_fields
+
+    def to_event_fields(clauses: list[ua.SimpleAttributeOperand]) -> list[ua.Variant]:
+        fields: list[ua.Variant] = select(clauses)
+        return [field if _of(clause, types) else ua.Variant(None)
+                for clause, field in zip(clauses, fields, strict=True)]
+
+    event.to_event_fields = to_event_fields
+
+
+def _of(clause: ua.SimpleAttributeOperand, types: set[ua.NodeId]) -> bool:
+    wanted = clause.TypeDefinitionId
+    return wanted is None or wanted.is_null() or wanted in types
