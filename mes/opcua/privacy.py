@@ -37,6 +37,8 @@ from asyncua.server.internal_session import InternalSession, SessionState
 from asyncua.server.internal_subscription import InternalSubscription
 
 from mes.auth.principal import Principal
+from mes.opcua.continuation import ContinuationPoints
+from mes.opcua.limits import within
 from mes.opcua.session_limits import admit_anonymous, admit_unsigned, is_anonymous
 
 T = TypeVar("T")
@@ -138,6 +140,7 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
     def __init__(self, privacy: Privacy, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.privacy = privacy
+        self.continuation_points = ContinuationPoints()
         self.created_at = time.monotonic()
         privacy.sessions[self.session_id] = self
 
@@ -153,9 +156,39 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
         """The farm account the session acts as now (None: anonymous)."""
         return principal_of(self.user)
 
+    async def browse(self, params: ua.BrowseParameters) -> list[ua.BrowseResult]:
+        """InternalSession.browse within OperationLimits, with RequestedMaxReferencesPerNode
+        honoured (the rest through BrowseNext)."""
+        within("MaxNodesPerBrowse", len(params.NodesToBrowse))
+        results: list[ua.BrowseResult] = await super().browse(params)
+        self.continuation_points.cap(results, params.RequestedMaxReferencesPerNode)
+        return results
+
+    async def browse_next(self, parameters: ua.BrowseNextParameters) -> list[ua.BrowseResult]:
+        """The references a Browse still owes (asyncua has no BrowseNext)."""
+        within("MaxNodesPerBrowse", len(parameters.ContinuationPoints))
+        return self.continuation_points.next(parameters)
+
+    async def translate_browsepaths_to_nodeids(self, params: list[ua.BrowsePath]
+                                               ) -> list[ua.BrowsePathResult]:
+        within("MaxNodesPerTranslateBrowsePathsToNodeIds", len(params))
+        found: list[ua.BrowsePathResult] = await super().translate_browsepaths_to_nodeids(params)
+        return found
+
+    async def write(self, params: ua.WriteParameters) -> list[ua.StatusCode]:
+        within("MaxNodesPerWrite", len(params.NodesToWrite))
+        written: list[ua.StatusCode] = await super().write(params)
+        return written
+
+    async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
+        within("MaxNodesPerMethodCall", len(params))
+        called: list[ua.CallMethodResult] = await super().call(params)
+        return called
+
     async def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
         """InternalSession.read, with what the user may not see masked in the same step
         as it is read (a value and its owner always change together)."""
+        within("MaxNodesPerRead", len(params.NodesToRead))
         user = self.user or User()
         callbacks = self.iserver.callback_service
         await callbacks.dispatch(CallbackType.PreRead,
@@ -193,6 +226,7 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
     async def create_monitored_items(self, params: ua.CreateMonitoredItemsParameters
                                      ) -> list[ua.MonitoredItemCreateResult]:
         """BadUserAccessDenied for each item on a value the user may not see now."""
+        within("MaxMonitoredItemsPerCall", len(params.ItemsToCreate))
         who, privacy = self.principal, self.privacy
         refused = [privacy.hidden(who, item.ItemToMonitor.NodeId, item.ItemToMonitor.AttributeId)
                    for item in params.ItemsToCreate]

@@ -78,7 +78,8 @@ _ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary
 _WRITE_TYPES = frozenset(ua.NodeId(i) for i in (
     ua.ObjectIds.WriteRequest_Encoding_DefaultBinary,
     ua.ObjectIds.HistoryUpdateRequest_Encoding_DefaultBinary))
-_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES)
+_BROWSE_NEXT = ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary)
+_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES) | {_BROWSE_NEXT}
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "opcua_principal", default=None)
@@ -203,6 +204,8 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
     asyncua asks the user manager synchronously; argon2 takes ~0.2 s, so the check runs
     here, off the event loop, and the user manager reads its outcome from a contextvar.
     """
+    if typeid == _BROWSE_NEXT:  # asyncua answers it BadServiceUnsupported
+        return await _browse_next(self, typeid, requesthdr, seqhdr, body)
     check: PasswordCheck | None = getattr(self.iserver, "mes_password_check", None)
     if check is not None and typeid == _ACTIVATE:
         _checked.set(None)
@@ -230,6 +233,26 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
             and _channel_mode(self) == ua.MessageSecurityMode.None_):
         _as_anonymous(self.session)
     return answer
+
+
+async def _browse_next(processor: UaProcessor, typeid: ua.NodeId, requesthdr: Any,
+                       seqhdr: Any, body: Any) -> bool:
+    """BrowseNext, checked as asyncua checks every request of a session, served by the
+    session's continuation points (mes.opcua.continuation)."""
+    session = processor.session
+    if session is None or not session.is_activated():
+        raise ServiceError(ua.StatusCodes.BadSessionNotActivated)
+    rules = processor._connection.security_policy.permissions
+    if rules is not None and rules.check_validity(session.user, typeid, body) is False:
+        raise ServiceError(ua.StatusCodes.BadUserAccessDenied)
+    session.touch()
+    params = struct_from_binary(ua.BrowseNextParameters, body)
+    if not hasattr(session, "continuation_points"):  # not a remote session of ours
+        raise ServiceError(ua.StatusCodes.BadServiceUnsupported)
+    response = ua.BrowseNextResponse()
+    response.Parameters.Results = await session.browse_next(params)
+    processor.send_response(requesthdr.RequestHandle, seqhdr, response)
+    return True
 
 
 UaProcessor._process_message = _activate

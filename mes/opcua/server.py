@@ -27,6 +27,7 @@ from asyncua.server.user_managers import UserManager
 from mes.opcua.address_space import AddressSpace, Namespaces
 from mes.opcua.events import FarmEvents
 from mes.opcua.identity import password_check
+from mes.opcua.limits import announce as announce_limits
 from mes.opcua.methods import FarmMethods
 from mes.opcua.mirror import Mirror
 from mes.opcua.privacy import Privacy
@@ -197,6 +198,7 @@ class EmbeddedServer:
         await server.set_build_info(server.product_uri, server.manufacturer_name, "mes",
                                     RELEASE, f"level {DATA_LEVEL}",
                                     datetime.fromisoformat(RELEASE_DATE).replace(tzinfo=UTC))
+        await announce_limits(server)
         await self.service_level.update()  # 0 until the farm is built
         await server.start()
 
