@@ -8,7 +8,9 @@ Decisions (see docs/opcua.md):
 - Endpoints: Basic256Sha256, Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss, each with Sign
   and SignAndEncrypt. Security None and anonymous sessions only with OPCUA_ALLOW_ANONYMOUS,
   and then read-only: a session on a None channel never acts as its user.
-- Sessions sign in with the user name (or id) and password of a farm account. Remote users
+- Sessions sign in with the user name (or id) and password of a farm account, or one of
+  its API tokens as the password or as an IssuedIdentityToken (JWT policy: a mes token or
+  an OpenID Connect JWT the node accepts). Remote users
   get asyncua's `UserRole.User`, never `Admin` (which bypasses every check). A password
   sent in clear (not encrypted for the server, on a channel without encryption) is refused
   without being checked, whether or not anonymous access is allowed.
@@ -117,9 +119,13 @@ class FarmUserManager:
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
         """The session's user, or None to refuse it (BadUserAccessDenied)."""
+        checked = _checked.get()
+        if username is None and checked is not None and checked[0] == _ISSUED:
+            who = checked[2]  # an IssuedIdentityToken, checked just before
+            return None if who is None else FarmUser(role=UserRole.User, name=who.name,
+                                                      principal=who)
         if username is None:
             return FarmUser(role=UserRole.Anonymous) if self.allow_anonymous else None
-        checked = _checked.get()
         if checked is None or checked[:2] != (username, password):
             return None
         principal = checked[2]
@@ -224,6 +230,8 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
                 if isinstance(username, str) and isinstance(password, str | None):
                     who = await check(username, password or "")
                     _checked.set((username, password, who))
+            elif isinstance(token, ua.IssuedIdentityToken) and session is not None:
+                _checked.set((_ISSUED, None, await _check_issued(self, session, token, check)))
         except (ServiceError, UaError, ValueError, UnicodeDecodeError):
             log.debug("OPC UA session activation: unreadable user token", exc_info=True)
         except Exception:
@@ -258,6 +266,45 @@ async def _browse_next(processor: UaProcessor, typeid: ua.NodeId, requesthdr: An
 UaProcessor._process_message = _activate
 # What the user manager sees for a refused user-name token: no user name matches it.
 _REFUSED = "\x00refused"
+# ... and for an IssuedIdentityToken (checked as a token given as a password).
+_ISSUED = "\x00issued"
+JWT_TOKEN_TYPE = "http://opcfoundation.org/UA/UserToken#JWT"
+
+
+async def _check_issued(processor: UaProcessor, session: Any, token: ua.IssuedIdentityToken,
+                        check: PasswordCheck) -> Principal | None:
+    """The account an IssuedIdentityToken (a mes API token or an accepted OpenID Connect
+    JWT) proves, or None; never read when it travelled unprotected."""
+    carrier = ua.UserNameIdentityToken(UserName="", Password=token.TokenData,
+                                       EncryptionAlgorithm=token.EncryptionAlgorithm)
+    if not _secret_kept(processor, carrier):
+        log.warning("OPC UA: refused an issued token sent in clear on a channel without "
+                    "encryption")
+        return None
+    _, secret = processor.iserver.decrypt_user_token(session, carrier)
+    if not isinstance(secret, str) or not secret:
+        return None
+    return await check("", secret)
+
+
+def _offer_issued_tokens(server: Server) -> None:
+    """Endpoints with encryption also offer an IssuedToken (JWT) user token policy: asyncua
+    offers only anonymous, user name and certificate ones."""
+    make = server._set_endpoints
+
+    def set_endpoints(policy: Any, mode: ua.MessageSecurityMode, level: int) -> None:
+        make(policy, mode, level)
+        if mode == ua.MessageSecurityMode.None_:
+            return  # a token there would travel in clear, and None sessions are read-only
+        issued = ua.UserTokenPolicy(
+            PolicyId="issued", TokenType=ua.UserTokenType.IssuedToken,
+            IssuedTokenType=JWT_TOKEN_TYPE,
+            # Sign only: encrypted for the server with the channel's policy.
+            SecurityPolicyUri=(policy.URI if mode == ua.MessageSecurityMode.Sign
+                               else "http://opcfoundation.org/UA/SecurityPolicy#None"))
+        server.iserver.endpoints[-1].UserIdentityTokens.append(issued)
+
+    server._set_endpoints = set_endpoints
 
 
 def _channel_mode(processor: UaProcessor) -> Any:
@@ -390,10 +437,11 @@ async def secure(server: Server, settings: OpcuaSettings, check_password: Passwo
         policies.append(ua.SecurityPolicyType.NoSecurity)
         _none_read_only(server)
     server.set_security_policy(policies, permission_ruleset=FarmRuleset())
-    tokens: list[type] = [ua.UserNameIdentityToken]
+    tokens: list[type] = [ua.UserNameIdentityToken, ua.IssuedIdentityToken]
     if anonymous:
         tokens.append(ua.AnonymousIdentityToken)
     server.set_identity_tokens(tokens)
+    _offer_issued_tokens(server)
     server.allow_remote_admin(False)
     server.iserver.set_user_manager(FarmUserManager(anonymous))
     server.iserver.mes_password_check = check_password
