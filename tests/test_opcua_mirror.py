@@ -402,8 +402,8 @@ async def test_events_come_from_new_history_only() -> None:
     jobs = {"old": {"assigned_printer_id": "p1"}, "new": {"assigned_printer_id": "p1"}}
     await mirror._emit(history, jobs)
     node = ua.NodeId("Printers/p1", 5)
-    assert calls == [("changed", "new", node, "p1", "Running", "Done"),
-                     ("completed", "new", node, "p1", True)]
+    assert calls == [("changed", 9, now, "new", node, "p1", "Running", "Done"),
+                     ("completed", 9, now, "new", node, "p1", True)]
     assert mirror._history_seq == 9
 
 

@@ -62,6 +62,7 @@ _HAS_PROPERTY = ua.NodeId(_I.HasProperty)
 _ORGANIZES = ua.NodeId(_I.Organizes)
 _HAS_ADD_IN = ua.NodeId(_I.HasAddIn)
 _READ = ua.AccessLevel.CurrentRead.mask
+_HISTORY = ua.AccessLevel.HistoryRead.mask
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ class _Items:
             description: str = "", notifier: bool = False) -> ua.NodeId:
         attrs = ua.ObjectAttributes(DisplayName=ua.LocalizedText(name.Name),
                                     Description=ua.LocalizedText(description or name.Name),
-                                    EventNotifier=1 if notifier else 0,
+                                    # SubscribeToEvents and HistoryRead (its past events)
+                                    EventNotifier=5 if notifier else 0,
                                     WriteMask=0, UserWriteMask=0)
         self._add(parent, nodeid, name, ua.NodeClass.Object, typedef, ref, attrs)
         return nodeid
@@ -159,12 +161,14 @@ class _Items:
     def var(self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName,
             value: ua.Variant, datatype: ua.NodeId, *, prop: bool = False,
             typedef: int | ua.NodeId = _I.BaseDataVariableType, description: str = "",
-            ) -> ua.NodeId:
+            history: bool = False) -> ua.NodeId:
+        """A variable; `history`: HistoryRead serves its past (mes.opcua.history)."""
+        level = _READ | (_HISTORY if history else 0)
         attrs = ua.VariableAttributes(
             DisplayName=ua.LocalizedText(name.Name),
             Description=ua.LocalizedText(description or name.Name), Value=value,
             DataType=datatype, ValueRank=ua.ValueRank.Scalar, ArrayDimensions=None,
-            AccessLevel=_READ, UserAccessLevel=_READ, Historizing=False,
+            AccessLevel=level, UserAccessLevel=level, Historizing=history,
             WriteMask=0, UserWriteMask=0, MinimumSamplingInterval=0.0)
         tdef = ua.NodeId(_I.PropertyType) if prop else (
             typedef if isinstance(typedef, ua.NodeId) else ua.NodeId(typedef))
@@ -458,7 +462,7 @@ class AddressSpace:
                         ua.NodeId(1004, farm), _ORGANIZES, f"Print job {job['id']}")
         for name in ("Status", "PrinterId", "FilamentId", "Owner", "FileName"):
             items.var(obj, self.id(f"{base}/{name}"), self._q(farm, name), ua.Variant(None),
-                      _dtype(ua.VariantType.String))
+                      _dtype(ua.VariantType.String), history=name == "Status")
         return items
 
     def _program(self, state: str | None) -> tuple[Plain, Plain, Plain]:

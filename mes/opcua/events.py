@@ -11,6 +11,7 @@ type.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Server, ua
@@ -46,35 +47,59 @@ class FarmEvents:
             _select_by_type(generator.event, {ua.NodeId(type_id, self.farm_ns),
                                               ua.NodeId(ua.ObjectIds.BaseEventType)})
 
-    async def _emit(self, generator: Any, source: ua.NodeId | None, source_name: str,
-                    message: str, fields: dict[str, Any]) -> None:
+    async def _emit(self, generator: Any, source: ua.NodeId | None, fields: dict[str, Any],
+                    ) -> None:
         event = generator.event
         for name, value in fields.items():
             setattr(event, name, value)
         event.SourceNode = source or ua.NodeId(ua.ObjectIds.Server)
-        event.SourceName = source_name
+        event.ReceiveTime = datetime.now(UTC)
+        deliver = generator.isession.subscription_service.trigger_event
         event.emitting_node = ua.NodeId(ua.ObjectIds.Server)
-        await generator.trigger(message=message)  # a new EventId and Time
+        await deliver(event)
         if source is not None:  # the same event, through the printer
             event.emitting_node = source
-            await generator.isession.subscription_service.trigger_event(event)
+            await deliver(event)
         self.emitted += 1
 
-    async def job_status_changed(self, job_id: str, printer: ua.NodeId | None, printer_id: str,
+    async def job_status_changed(self, seq: int, at: float, job_id: str,
+                                 printer: ua.NodeId | None, printer_id: str,
                                  before: str | None, after: str) -> None:
-        """A job went from `before` (None: it was created) to `after`."""
-        await self._emit(self._changed, printer, printer_id or "PrintFarm",
-                         f"job {job_id}: {before or 'new'} -> {after}",
-                         {"JobId": job_id, "PrinterId": printer_id, "FromStatus": before or "",
-                          "ToStatus": after})
+        """Job history entry `seq`: a job went from `before` (None: created) to `after`."""
+        await self._emit(self._changed, printer, changed_fields(
+            seq, at, job_id, printer_id, before, after))
 
-    async def print_completed(self, job_id: str, printer: ua.NodeId | None, printer_id: str,
+    async def print_completed(self, seq: int, at: float, job_id: str,
+                              printer: ua.NodeId | None, printer_id: str,
                               bed_awaits_clearing: bool) -> None:
         """A printer finished a job (the part waits on the bed when `bed_awaits_clearing`)."""
-        await self._emit(self._completed, printer, printer_id,
-                         f"printer {printer_id} completed job {job_id}",
-                         {"JobId": job_id, "PrinterId": printer_id,
-                          "BedAwaitsClearing": bed_awaits_clearing})
+        await self._emit(self._completed, printer, completed_fields(
+            seq, at, job_id, printer_id, bed_awaits_clearing))
+
+
+def event_id(kind: str, seq: int) -> bytes:
+    """The EventId of the event `kind` of job history entry `seq`: the same on every node,
+    live and in HistoryRead, so a client that changes node can tell events it has seen."""
+    return f"mes:{kind}:{seq}".encode()
+
+
+def changed_fields(seq: int, at: float, job_id: str, printer_id: str, before: str | None,
+                   after: str) -> dict[str, Any]:
+    """A JobStatusChanged event's fields (besides its type and source node)."""
+    return {"EventId": event_id("changed", seq), "Time": datetime.fromtimestamp(at, UTC),
+            "SourceName": printer_id or "PrintFarm", "Severity": 100,
+            "Message": ua.LocalizedText(f"job {job_id}: {before or 'new'} -> {after}"),
+            "JobId": job_id, "PrinterId": printer_id, "FromStatus": before or "",
+            "ToStatus": after}
+
+
+def completed_fields(seq: int, at: float, job_id: str, printer_id: str,
+                     bed_awaits_clearing: bool) -> dict[str, Any]:
+    """A PrintCompleted event's fields (besides its type and source node)."""
+    return {"EventId": event_id("completed", seq), "Time": datetime.fromtimestamp(at, UTC),
+            "SourceName": printer_id, "Severity": 100,
+            "Message": ua.LocalizedText(f"printer {printer_id} completed job {job_id}"),
+            "JobId": job_id, "PrinterId": printer_id, "BedAwaitsClearing": bed_awaits_clearing}
 
 
 def _select_by_type(event: Any, types: set[ua.NodeId]) -> None:

@@ -20,6 +20,7 @@ _A = ua.AttributeIds
 _V = ua.VariantType
 _HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
 _FALSE = ua.Variant(False, _V.Boolean)
+_TRUE = ua.Variant(True, _V.Boolean)
 
 
 class NodeWriter:
@@ -94,7 +95,7 @@ class NodeWriter:
             put(_A.UserAccessLevel, const(_V.Byte, a.UserAccessLevel))
             put(_A.ArrayDimensions, ua.Variant(a.ArrayDimensions, _V.UInt32, is_array=True))
             put(_A.DataType, ua.Variant(a.DataType, _V.NodeId))
-            put(_A.Historizing, _FALSE)
+            put(_A.Historizing, _TRUE if a.Historizing else _FALSE)
             put(_A.MinimumSamplingInterval, const(_V.Double, a.MinimumSamplingInterval))
             put(_A.ValueRank, const(_V.Int32, a.ValueRank))
             attrs[_A.Value] = AttributeValue(ua.DataValue(

@@ -282,8 +282,10 @@ class Mirror:
             job = job_rows.get(entry["job_id"], {})
             pid = str(job.get("assigned_printer_id") or job.get("printer_id") or "")
             node = self.space.printer_node(pid) if pid in shown else None
-            await self.events.job_status_changed(entry["job_id"], node, pid, before, after)
+            seq, at = int(entry["seq"]), float(entry["at"])
+            await self.events.job_status_changed(seq, at, entry["job_id"], node, pid, before,
+                                                 after)
             if after == "Done":
                 await self.events.print_completed(
-                    entry["job_id"], node, pid,
+                    seq, at, entry["job_id"], node, pid,
                     before == "Running" and bool(job.get("assigned_printer_id")))

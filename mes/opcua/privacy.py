@@ -38,6 +38,7 @@ from asyncua.server.internal_subscription import InternalSubscription
 
 from mes.auth.principal import Principal
 from mes.opcua.continuation import ContinuationPoints
+from mes.opcua.history import FarmHistory
 from mes.opcua.limits import within
 from mes.opcua.session_limits import admit_anonymous, admit_unsigned, is_anonymous
 
@@ -81,6 +82,8 @@ class Privacy:
         self.farm_built = True
         # Method -> the least role that may call it: its UserExecutable per session.
         self.method_roles: dict[ua.NodeId, str] = {}
+        # What serves HistoryRead once the farm is built (None: asyncua's, which has none).
+        self.history: FarmHistory | None = None
 
     @classmethod
     def of(cls, server: Server) -> Privacy:
@@ -210,13 +213,21 @@ class PrivateSession(InternalSession):  # type: ignore[misc]
 
     async def history_read(self, params: ua.HistoryReadParameters
                            ) -> list[ua.HistoryReadResult]:
-        """No history of a private node for users and anonymous sessions."""
+        """The farm's history (mes.opcua.history); none of a private node for users and
+        anonymous sessions."""
+        events = isinstance(params.HistoryReadDetails, ua.ReadEventDetails)
+        within("MaxNodesPerHistoryReadEvents" if events else "MaxNodesPerHistoryReadData",
+               len(params.NodesToRead))
         who, owners = self.principal, self.privacy.owners
         staff = who is not None and who.staff
+        history = self.privacy.history
 
         async def forward(items: list[Any]) -> list[ua.HistoryReadResult]:
+            asked = dataclasses.replace(params, NodesToRead=items)
+            if history is not None:
+                return await history.history_read(asked)
             found: list[ua.HistoryReadResult] = await super(PrivateSession, self).history_read(
-                dataclasses.replace(params, NodesToRead=items))
+                asked)
             return found
 
         return await _split(params.NodesToRead,

@@ -26,6 +26,7 @@ from asyncua.server.user_managers import UserManager
 
 from mes.opcua.address_space import AddressSpace, Namespaces
 from mes.opcua.events import FarmEvents
+from mes.opcua.history import FarmHistory
 from mes.opcua.identity import password_check
 from mes.opcua.limits import announce as announce_limits
 from mes.opcua.methods import FarmMethods
@@ -216,6 +217,9 @@ class EmbeddedServer:
         self.space = AddressSpace(self.server, ns)
         self.events = FarmEvents(self.server, ns.farm)
         await self.events.init()
+        Privacy.of(self.server).history = FarmHistory(self.node.read, ns.farm)
+        await self.server.nodes.server.write_attribute(  # its past events: HistoryRead
+            ua.AttributeIds.EventNotifier, ua.DataValue(ua.Variant(5, ua.VariantType.Byte)))
         self.job_order_control = await self._job_management()
         await _attach_methods(self)
         self.mirror = Mirror(self.node, self.node.read, self.space, self.events)

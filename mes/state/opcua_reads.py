@@ -50,3 +50,24 @@ def read_history(conn: Connection, after: int, limit: int = 10_000) -> list[dict
     query = (select(job_history).where(job_history.c.seq > after)
              .order_by(job_history.c.seq).limit(limit))
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def history_between(conn: Connection, start: float | None, end: float | None, after: int,
+                    limit: int, job_id: str | None = None, printer_id: str | None = None,
+                    ) -> list[dict[str, Any]]:
+    """Job status changes at times in [start, end] with a sequence number above `after`,
+    oldest first, each with its job's printer (`printer_id`: assigned, else asked for); only
+    one job's or one printer's when given."""
+    printer = func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
+    query = (select(job_history, printer.label("job_printer_id"))
+             .join(print_jobs, print_jobs.c.id == job_history.c.job_id)
+             .where(job_history.c.seq > after).order_by(job_history.c.seq).limit(limit))
+    if start is not None:
+        query = query.where(job_history.c.at >= start)
+    if end is not None:
+        query = query.where(job_history.c.at <= end)
+    if job_id is not None:
+        query = query.where(job_history.c.job_id == job_id)
+    if printer_id is not None:
+        query = query.where(printer == printer_id)
+    return [dict(r._mapping) for r in conn.execute(query)]

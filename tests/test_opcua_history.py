@@ -1,0 +1,134 @@
+"""HistoryRead from the replicated state: a job's status changes and the farm's events, with
+the EventIds the live events had; what has no history says so."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import Client, ua
+
+from tests.farm_helpers import eventually, upload
+from tests.opcua_farm import Farm, opcua_farm
+
+FARM_URI = "http://mes-printfarm.org/UA/PrintFarm/"
+
+
+@pytest.fixture
+async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
+    async with opcua_farm(tmp_path, opcua_allow_anonymous=True, printer=True,
+                          mock_printer_job_time=4) as farm:
+        yield farm
+
+
+def _raw(node: ua.NodeId, per_node: int = 0, point: bytes | None = None
+         ) -> ua.HistoryReadParameters:
+    params = ua.HistoryReadParameters()
+    params.HistoryReadDetails = ua.ReadRawModifiedDetails(
+        IsReadModified=False, StartTime=ua.get_win_epoch(), EndTime=ua.get_win_epoch(),
+        NumValuesPerNode=per_node, ReturnBounds=False)
+    params.TimestampsToReturn = ua.TimestampsToReturn.Both
+    params.NodesToRead = [ua.HistoryReadValueId(NodeId=node, ContinuationPoint=point)]
+    return params
+
+
+def _events(node: ua.NodeId, select: list[ua.SimpleAttributeOperand]
+            ) -> ua.HistoryReadParameters:
+    params = ua.HistoryReadParameters()
+    params.HistoryReadDetails = ua.ReadEventDetails(
+        NumValuesPerNode=0, StartTime=ua.get_win_epoch(), EndTime=ua.get_win_epoch(),
+        Filter=ua.EventFilter(SelectClauses=select))
+    params.NodesToRead = [ua.HistoryReadValueId(NodeId=node)]
+    return params
+
+
+def _clause(name: str, ns: int) -> ua.SimpleAttributeOperand:
+    return ua.SimpleAttributeOperand(
+        TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType),
+        BrowsePath=[ua.QualifiedName(name, 0 if name in ("EventId", "EventType", "Time")
+                                     else ns)],
+        AttributeId=ua.AttributeIds.Value)
+
+
+async def test_a_jobs_statuses_and_the_farms_events_are_read_back(farm: Farm) -> None:
+    async with Client(farm.url, timeout=30) as client:
+        ns = await client.get_namespace_index(FARM_URI)
+        live: list[list[Any]] = []
+
+        class Handler:
+            def event_notification(self, event: Any) -> None:
+                live.append([f.Value for f in event.event_fields])
+
+        select = [_clause(n, ns) for n in ("EventId", "EventType", "Time", "JobId",
+                                           "ToStatus")]
+        subscription = await client.create_subscription(50, Handler())
+        await subscription.subscribe_events(
+            client.nodes.server, [ua.NodeId(1001, ns), ua.NodeId(1002, ns)],
+            evfilter=ua.EventFilter(SelectClauses=select))
+        stored = await upload(farm.api)
+        body = {"id": "job1", "filament_id": "pla", "file_id": stored["id"],
+                "print_weight_in_grams": 10}
+        assert (await farm.api.post("/api/v1/print_jobs", json=body)).status_code == 201
+        status = ua.NodeId("Jobs/job1/Status", ns)
+
+        async def done() -> bool:
+            try:
+                return bool(await client.get_node(status).read_value() == "Done")
+            except ua.UaError:  # not in the address space yet
+                return False
+
+        await eventually(done, 60, "job1 to be Done")
+        await eventually(lambda: _true(any(f[4] == "Done" for f in live)), 10,
+                         "the live Done event")
+        await subscription.delete()
+
+        # The job's Status, raw: every status it went through, at the times they happened.
+        historizing = (await client.get_node(status).read_attribute(
+            ua.AttributeIds.Historizing)).Value.Value
+        level = (await client.get_node(status).read_attribute(
+            ua.AttributeIds.AccessLevel)).Value.Value
+        assert historizing is True and level & ua.AccessLevel.HistoryRead.mask
+        whole = (await client.uaclient.history_read(_raw(status)))[0]
+        assert whole.StatusCode.is_good() and whole.ContinuationPoint is None
+        values = [(d.Value.Value, d.SourceTimestamp) for d in whole.HistoryData.DataValues]
+        assert [v for v, _ in values] == ["Queued", "Running", "Done"]
+        assert [t for _, t in values] == sorted(t for _, t in values)
+        # One value at a time, through continuation points: the same values.
+        paged, point = [], None
+        while True:
+            page = (await client.uaclient.history_read(_raw(status, 1, point)))[0]
+            paged += [d.Value.Value for d in page.HistoryData.DataValues]
+            point = page.ContinuationPoint
+            if not point:
+                break
+        assert paged == ["Queued", "Running", "Done"]
+
+        # The farm's events, read back with the EventIds they had live.
+        found = (await client.uaclient.history_read(_events(client.nodes.server.nodeid,
+                                                            select)))[0]
+        assert found.StatusCode.is_good()
+        past = [[f.Value for f in e.EventFields] for e in found.HistoryData.Events]
+        assert [(f[3], f[4]) for f in past if f[1] == ua.NodeId(1001, ns)] == [
+            ("job1", "Queued"), ("job1", "Running"), ("job1", "Done")]
+        assert any(f[1] == ua.NodeId(1002, ns) for f in past)  # PrintCompleted
+        assert {bytes(f[0]) for f in live} <= {bytes(f[0]) for f in past}
+        # Through the printer: its own events only (here all of them).
+        printer = ua.NodeId("Printers/m1", ns)
+        on_printer = (await client.uaclient.history_read(_events(printer, select)))[0]
+        assert len(on_printer.HistoryData.Events) == len(past)
+        other = ua.NodeId("Printers/nobody", ns)
+        assert (await client.uaclient.history_read(_events(other, select)))[0] \
+            .HistoryData.Events == []
+
+        # What has no history says so.
+        nozzle = ua.NodeId("Printers/m1/NozzleTemperature", ns)
+        none = (await client.uaclient.history_read(_raw(nozzle)))[0]
+        assert none.StatusCode.name == "BadHistoryOperationUnsupported"
+        bad_point = (await client.uaclient.history_read(_raw(status, 1, b"forged")))[0]
+        assert bad_point.StatusCode.name == "BadContinuationPointInvalid"
+
+
+async def _true(value: bool) -> bool:
+    return value
