@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -57,6 +58,14 @@ async def fill(node: FarmNode, count: int) -> None:
         await asyncio.gather(*(submit(Op.JOB_CREATE, {
             "id": f"j{i}", "filament_id": f"s{i}", "printer_id": f"p{i}",
             "filepath": "part.gcode", "print_weight_in_grams": 10}) for i in ids))
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (MB), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def report_lag(when: str, lags: list[float]) -> None:
@@ -133,6 +142,9 @@ async def main(count: int, seconds: int) -> None:
                   f"{server.mirror.build_cpu_seconds if server.mirror else 0:.2f} s CPU "
                   f"({server.space.node_count if server.space else 0} nodes); ready after "
                   f"{ready:.2f} s; OPC UA thread CPU until ready {cpu_ready:.2f} s")
+            print(f"node's memory when ready: {resident_mb():.0f} MB resident "
+                  f"(peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+                  "goals: ready within 5 s, 400 MB)")
             epochs = await place_all(node)
             cpu0, wall0 = thread_cpu(tid), time.perf_counter()
             for tick in range(seconds):

@@ -379,3 +379,62 @@ async def test_methods_say_who_may_call_them_and_refuse_another_objects_call(
     assert result.StatusCode.name == "BadInvalidArgument"
     assert [r.name for r in result.InputArgumentResults] == [
         "Good", "BadTypeMismatch", "Good", "Good", "Good"]
+
+
+async def test_job_responses_by_job_order_id_and_by_state(
+        farm: Secured, ada: Client, otto: Client) -> None:
+    names = await ada.get_namespace_array()
+    ns, isa95 = names.index(FARM_URI), names.index(ISA95_URI)
+    jobs = names.index(MACHINERY_JOBS_URI)
+    results_path = [f"{ns}:PrintFarm", f"{jobs}:JobManagement", f"{jobs}:JobOrderResults"]
+    stored = await upload_as(farm.api, "ada")
+    for job_id, needs in (("r-1", {"printer_id": "m1"}), ("r-2", {})):
+        body = {"id": job_id, "filament_id": "pla", "file_id": stored["id"],
+                "print_weight_in_grams": 12, **needs}
+        response = await farm.api.post("/api/v1/print_jobs", json=body)
+        assert response.status_code == 201, response.text
+
+    async def done() -> bool:
+        job = (await farm.api.get("/api/v1/print_jobs/r-1")).json()
+        return bool(job["status"] == "Done")
+
+    await eventually(done, 60, "r-1 to be Done")
+    assert (await farm.api.post("/api/v1/print_jobs/r-2/status", params={"status": "Canceled"})
+            ).status_code == 200
+
+    async def ask(client: Client, name: str, *args: ua.Variant) -> ua.CallMethodResult:
+        node = await client.nodes.objects.get_child(results_path)
+        return await call(node, isa95, name, *args)
+
+    answer = await ask(otto, "RequestJobResponseByJobOrderID", text("r-1"))
+    assert answer.StatusCode.is_good(), answer.StatusCode
+    response, status = (v.Value for v in answer.OutputArguments)
+    assert status == 1  # ReturnStatus: no error
+    assert (response.JobOrderID, response.JobState[0].StateNumber,
+            response.JobState[0].StateText.Text) == ("r-1", 5, "Ended")
+    assert [e.ID for e in response.EquipmentActuals] == ["m1"]
+    material = response.MaterialActuals[0]
+    assert (material.MaterialLotID, material.Quantity, material.MaterialUse) == (
+        "pla", "12", "Consumed")
+    assert response.StartTime is not None and response.EndTime >= response.StartTime
+    # The admin's job, asked by a user: answered as an unknown job order (as REST's 404).
+    for client, job_id in ((ada, "r-1"), (otto, "nope")):
+        unknown = await ask(client, "RequestJobResponseByJobOrderID", text(job_id))
+        assert (unknown.StatusCode.name, unknown.OutputArguments[-1].Value) == (
+            "Uncertain", 2)
+    aborted = ua.ISA95StateDataType(StateText=ua.LocalizedText("Aborted"), StateNumber=6)
+    ended = ua.ISA95StateDataType(StateText=ua.LocalizedText("Ended"), StateNumber=5)
+
+    async def in_states(client: Client, *states: Any) -> list[Any]:
+        result = await ask(client, "RequestJobResponseByJobOrderState",
+                           ua.Variant(list(states), ua.VariantType.ExtensionObject,
+                                      is_array=True))
+        assert result.StatusCode.is_good(), result.StatusCode
+        assert result.OutputArguments[1].Value == 1
+        return list(result.OutputArguments[0].Value or [])
+
+    by_state = await in_states(otto, aborted)
+    assert [r.JobOrderID for r in by_state] == ["r-2"] and by_state[0].EndTime is not None
+    assert sorted(r.JobOrderID for r in await in_states(otto, aborted, ended)) == [
+        "r-1", "r-2"]
+    assert await in_states(ada, aborted, ended) == []  # none of them is ada's

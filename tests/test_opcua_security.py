@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -312,7 +313,8 @@ async def test_the_certificate_names_the_hosts_clients_dial_ip_addresses_as_such
     async with secured_server(node, tmp_path, ("p1",)):  # the endpoint's host, 127.0.0.1
         pass
     dns, ips, key = names()
-    assert (dns, ips) == ([], ["127.0.0.1"])  # an IP address, not a DNS name
+    # An IP address, not a DNS name; and this machine's name, which asyncua looks for.
+    assert (dns, ips) == ([socket.gethostname()], ["127.0.0.1"])
     given = "printfarm.lab.example, 192.0.2.7, ::1"
     async with secured_server(node, tmp_path, ("p1",), opcua_host_names=given):
         pass

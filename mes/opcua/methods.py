@@ -33,9 +33,11 @@ from mes.app.raft_index import noting_index
 from mes.auth.principal import Principal
 from mes.files.store import SHA256_PATTERN
 from mes.opcua.job_orders import JobOrderInvalid, job_args
+from mes.opcua.job_responses import job_order_state, job_response, states_asked
 from mes.opcua.security import current_principal
 from mes.state import queries
 from mes.state.args import ID_PATTERN, MAX_GRAMS
+from mes.state.opcua_reads import histories_of, jobs_in_states
 from mes.state.ops import Op
 
 if TYPE_CHECKING:
@@ -212,8 +214,20 @@ class FarmMethods:
         object: Bad_MethodInvalid); `role` is the least role that may call it;
         `return_bits`: an ISA-95 method, whose refusals answer Uncertain and a ReturnStatus
         with these bits per status where the specification says so."""
-        owner = parent.nodeid
+        method: Node = await parent.add_method(
+            _child_id(parent, name, ns),
+            ua.QualifiedName(name, ns if browse_ns is None else browse_ns),
+            self._callback(parent.nodeid, name, handler, inputs, return_bits),
+            [a.argument() for a in inputs], [a.argument() for a in outputs])
+        await method.write_attribute(ua.AttributeIds.Description,
+                                     ua.DataValue(ua.LocalizedText(description)))
+        if self.executable is not None:
+            self.executable(method.nodeid, role)
+        return method
 
+    def _callback(self, owner: ua.NodeId, name: str, handler: Handler, inputs: Sequence[Arg],
+                  return_bits: dict[int, int] | None) -> Callable[..., Awaitable[Any]]:
+        """What answers a call of method `name` of object `owner` (see `_method`)."""
         async def call(object_id: ua.NodeId, *variants: Any) -> Any:
             if object_id != owner:
                 return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
@@ -234,15 +248,7 @@ class FarmMethods:
                 log.exception("OPC UA method %s failed", name)
                 return ua.StatusCode(ua.StatusCodes.BadInternalError)
 
-        method: Node = await parent.add_method(
-            _child_id(parent, name, ns),
-            ua.QualifiedName(name, ns if browse_ns is None else browse_ns), call,
-            [a.argument() for a in inputs], [a.argument() for a in outputs])
-        await method.write_attribute(ua.AttributeIds.Description,
-                                     ua.DataValue(ua.LocalizedText(description)))
-        if self.executable is not None:
-            self.executable(method.nodeid, role)
-        return method
+        return call
 
     async def add_farm_methods(self, farm_folder: Node, ns: int) -> None:
         """SubmitJob on the farm's folder (Objects/PrintFarm)."""
@@ -339,6 +345,43 @@ class FarmMethods:
                            [_RETURN_STATUS], "Allow a stored print job to start (operators)",
                            browse_ns, role="operator", return_bits=RETURN_BITS)
 
+    async def add_job_order_results(self, results: Node, ns: int) -> None:
+        """JobOrderResults' mandatory RequestJobResponseByJobOrderID and
+        RequestJobResponseByJobOrderState (the model made the nodes; this answers them):
+        the job responses of mes.opcua.job_responses, a user's own jobs only (another's
+        answers as an unknown job order, as REST's 404 does)."""
+        isa95 = await _namespace_index(results, ISA95_URI, ns)
+
+        async def by_id(who: Principal, values: list[Any]) -> list[ua.Variant]:
+            job_id = _ident(values[0], "JobOrderID")
+            found = await self.read(lambda c: _job_with_history(c, job_id or ""))
+            if found is None or (not who.staff and found[0]["owner_id"] != who.user_id):
+                raise Refused(ua.StatusCodes.BadNotFound, f"no job {job_id!r}")
+            job, history, printer_state = found
+            response = job_response(job, history, printer_state)
+            return [ua.Variant(response, ua.VariantType.ExtensionObject),
+                    ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
+
+        async def by_state(who: Principal, values: list[Any]) -> list[ua.Variant]:
+            asked = states_asked(values[0])
+            owner = None if who.staff else who.user_id
+            found = await self.read(lambda c: _jobs_with_histories(c, asked, owner))
+            responses = [job_response(job, history, state) for job, history, state in found]
+            return [ua.Variant(responses, ua.VariantType.ExtensionObject, is_array=True),
+                    ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
+
+        for name, handler, arg in (
+                ("RequestJobResponseByJobOrderID", by_id,
+                 Arg("JobOrderID", ua.VariantType.String, "the job's id")),
+                ("RequestJobResponseByJobOrderState", by_state,
+                 Arg("JobOrderState", ua.VariantType.ExtensionObject, "the states asked for",
+                     array=True))):
+            method = await results.get_child(f"{isa95}:{name}")
+            method.session.add_method_callback(method.nodeid, self._callback(
+                results.nodeid, name, handler, (arg,), RETURN_BITS))
+            if self.executable is not None:
+                self.executable(method.nodeid, "user")
+
     async def _submit_job(self, who: Principal, values: list[Any]) -> list[ua.Variant]:
         filament, grams, file_id, printer, job_id = values
         args: dict[str, Any] = {"filament_id": _ident(filament, "FilamentId")}
@@ -388,6 +431,45 @@ class FarmMethods:
         else:
             await self.submit(Op.JOB_REQUEST, {"id": job["id"], "action": action}, who)
         return [ua.Variant(job["id"], ua.VariantType.String)]
+
+
+# At most this many job responses per RequestJobResponseByJobOrderState (the newest).
+RESPONSES_PER_CALL = 1_000
+_STATUSES_OF = {"NotAllowedToStart": ("Queued",), "AllowedToStart": ("Queued",),
+                "Running": ("Running",), "Interrupted": ("Running",), "Ended": ("Done",),
+                "Aborted": ("Canceled",)}
+
+
+def _job_with_history(conn: Connection, job_id: str
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]], str | None] | None:
+    job = queries.get_job(conn, job_id)
+    if job is None:
+        return None
+    return job, histories_of(conn, [job_id])[job_id], _printer_state(conn, job)
+
+
+def _printer_state(conn: Connection, job: dict[str, Any]) -> str | None:
+    printer = job.get("assigned_printer_id")
+    if not printer or job.get("status") != "Running":
+        return None
+    status = queries.printer_statuses(conn, [printer]).get(printer)
+    return str(status["state"]) if status else None
+
+
+def _jobs_with_histories(conn: Connection, asked: set[str], owner_id: str | None
+                         ) -> list[tuple[dict[str, Any], list[dict[str, Any]], str | None]]:
+    """The newest jobs in the ISA-95 states asked for, with their histories."""
+    statuses = {status for name in asked for status in _STATUSES_OF[name]}
+    if not statuses:
+        return []
+    queued = {"NotAllowedToStart", "AllowedToStart"} & asked
+    pending = None if len(queued) != 1 else "NotAllowedToStart" in queued
+    jobs = jobs_in_states(conn, statuses, pending if statuses == {"Queued"} else None,
+                          owner_id, RESPONSES_PER_CALL)
+    histories = histories_of(conn, [j["id"] for j in jobs])
+    found = [(job, histories[job["id"]], _printer_state(conn, job)) for job in jobs]
+    return [(job, history, state) for job, history, state in found
+            if job_order_state(job, state) in asked]
 
 
 def _refusal(refused: Refused, inputs: int,

@@ -331,8 +331,11 @@ def certificate_names(settings: OpcuaSettings) -> tuple[list[str], list[str]]:
     or else the endpoint's host (this machine's name when it listens on every address),
     each IP address as an IP address (clients check it against the host they dialled)."""
     host = urlsplit(settings.endpoint).hostname or ""
-    given = list(settings.host_names) or (
-        [socket.gethostname()] if host in ("", "0.0.0.0", "::") else [host])
+    # This machine's name as well, unless the names are given: asyncua checks for it (and
+    # logs a warning at every start without it), and clients may dial it.
+    given = list(settings.host_names) or list(dict.fromkeys(
+        [socket.gethostname()] if host in ("", "0.0.0.0", "::") else [host,
+                                                                      socket.gethostname()]))
     dns: list[str] = []
     ips: list[str] = []
     for name in given:

@@ -298,6 +298,8 @@ async def _attach_methods(embedded: EmbeddedServer) -> None:
     await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)
     if embedded.job_order_control is not None:
         await farm.add_job_order_control(embedded.job_order_control, ns)
+        await farm.add_job_order_results(
+            server.get_node(ua.NodeId("PrintFarm/JobManagement.JobOrderResults", ns)), ns)
 
     async def add_printer_methods(nodeid: ua.NodeId, printer_id: str) -> None:
         await farm.add_printer_methods(server.get_node(nodeid), printer_id, ns)

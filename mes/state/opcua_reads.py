@@ -71,3 +71,29 @@ def history_between(conn: Connection, start: float | None, end: float | None, af
     if printer_id is not None:
         query = query.where(printer == printer_id)
     return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def jobs_in_states(conn: Connection, statuses: Collection[str], pending: bool | None,
+                   owner_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` jobs whose status is one of `statuses` (`pending`: only those
+    awaiting approval, or only those not; None: both), of `owner_id` when given."""
+    query = (select(print_jobs).where(print_jobs.c.status.in_(list(statuses)))
+             .order_by(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc()).limit(limit))
+    if pending is not None:
+        awaiting = print_jobs.c.approval == "pending"
+        query = query.where(awaiting if pending else ~awaiting | print_jobs.c.approval.is_(None))
+    if owner_id is not None:
+        query = query.where(print_jobs.c.owner_id == owner_id)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def histories_of(conn: Connection, job_ids: Collection[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each job's status changes, oldest first, in one query (at most 1,000 jobs)."""
+    found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+    if not found:
+        return found
+    query = (select(job_history).where(job_history.c.job_id.in_(list(found)))
+             .order_by(job_history.c.seq))
+    for row in conn.execute(query):
+        found[row.job_id].append(dict(row._mapping))
+    return found
