@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -132,13 +133,19 @@ def check_opcua_port(endpoint: str) -> None:
         raise fail(f"cannot listen for OPC UA on {host}:{port} (OPCUA_ENDPOINT): "
                    f"{exc.strerror}") from None
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # a family this machine lacks (no IPv6): asyncio skips it too
+        with probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 probe.bind(address)
             except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue  # as asyncio's create_server does (bpo-30945)
                 raise fail(f"cannot listen for OPC UA on {host or '*'}:{port} "
                            f"(OPCUA_ENDPOINT): {exc.strerror}; give each node its own "
                            "port") from None

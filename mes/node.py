@@ -93,7 +93,8 @@ class FarmNode:
         oidc = OidcUsers(verifier, self.read, self.writer.submit) if verifier else None
         self.auth = Authenticator(self.read, self._record_token_use,
                                   lambda: not self.raft.is_leader(), oidc,
-                                  lambda: self.machine.applied_count)
+                                  lambda: self.machine.applied_count,
+                                  settings.mes_admin_token or None)
         self.machine.add_listener(self.auth.on_apply)
         # Password sign-in (REST and OPC UA), throttled per account and source.
         self.failed_sign_ins = FailedSignIns(self.submit)

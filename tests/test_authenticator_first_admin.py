@@ -45,7 +45,8 @@ async def _unused(token_id: str, now: float) -> None:
 
 
 def _authenticator(state: FakeState, catching_up: bool = False) -> Authenticator:
-    return Authenticator(state.read, _unused, lambda: catching_up, applied=state.applied)
+    return Authenticator(state.read, _unused, lambda: catching_up, applied=state.applied,
+                         first_admin_token=TOKEN)
 
 
 async def test_the_admin_made_after_a_catch_up_would_end_is_still_found() -> None:
@@ -56,13 +57,23 @@ async def test_the_admin_made_after_a_catch_up_would_end_is_still_found() -> Non
     assert time.monotonic() - state.started >= CATCH_UP_SECONDS + 1.0
 
 
-async def test_a_wrong_token_on_a_farm_with_no_admin_is_refused_after_the_wait() -> None:
+async def test_the_admin_token_on_a_farm_never_given_an_admin_is_refused_after_the_wait(
+        ) -> None:
     state = FakeState(made_after=None)
     authenticator = _authenticator(state)
     started = time.monotonic()
     with pytest.raises(AuthError, match="not valid"):
         await asyncio.wait_for(authenticator.principal(TOKEN), FIRST_ADMIN_SECONDS + 30)
     assert time.monotonic() - started >= FIRST_ADMIN_SECONDS
+
+
+async def test_any_other_token_on_a_farm_with_no_admin_waits_only_a_catch_up() -> None:
+    state = FakeState(made_after=None)
+    authenticator = _authenticator(state)
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="not valid"):
+        await authenticator.principal("mes_" + "b" * 40)
+    assert CATCH_UP_SECONDS <= time.monotonic() - started < FIRST_ADMIN_SECONDS
 
 
 async def test_a_wrong_token_on_a_farm_with_an_admin_is_refused_at_once() -> None:

@@ -155,7 +155,7 @@ async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
 
     await shown(program_state, ua.LocalizedText("Ended"), "ActiveProgram to be Ended")
     assert await (await program_state.get_child("0:Number")).read_value() == 2
-    assert await (await program_state.get_child("0:Id")).read_value() == ua.NodeId(140, mt)
+    assert await (await program_state.get_child("0:Id")).read_value() == ua.NodeId(5038, mt)
     assert await (await by_farm.get_child([*program, f"{mt}:Name"])).read_value() == \
         "mes-ada-1.gcode"
     assert await job_id.read_value() == "ada-1"
@@ -323,7 +323,7 @@ async def test_isa95_store_waits_for_start_and_store_and_start_queues(
         return result.StatusCode.name, int(result.OutputArguments[0].Value)
 
     lot = ("MaterialRequirements", [material])
-    invalid, refused = ("Uncertain", 1 << 32), ("Uncertain", 4)
+    invalid, refused = ("Uncertain", 1 << 32), ("Uncertain", 16)
     assert await status(("JobOrderID", "iso-3")) == invalid  # no spool
     assert await status(("JobOrderID", "bad id!"), lot) == invalid
     assert await status(("JobOrderID", "iso-3"), lot, ("JobOrderParameters", [
@@ -422,6 +422,7 @@ async def test_job_responses_by_job_order_id_and_by_state(
         unknown = await ask(client, "RequestJobResponseByJobOrderID", text(job_id))
         assert (unknown.StatusCode.name, unknown.OutputArguments[-1].Value) == (
             "Uncertain", 2)
+        assert len(unknown.OutputArguments) == 2  # JobResponse (empty), then ReturnStatus
     aborted = ua.ISA95StateDataType(StateText=ua.LocalizedText("Aborted"), StateNumber=6)
     ended = ua.ISA95StateDataType(StateText=ua.LocalizedText("Ended"), StateNumber=5)
 

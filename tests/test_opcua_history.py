@@ -30,6 +30,7 @@ def _raw(node: ua.NodeId, per_node: int = 0, point: bytes | None = None
         IsReadModified=False, StartTime=ua.get_win_epoch(), EndTime=ua.get_win_epoch(),
         NumValuesPerNode=per_node, ReturnBounds=False)
     params.TimestampsToReturn = ua.TimestampsToReturn.Both
+    params.ReleaseContinuationPoints = False  # as clients send it (asyncua's default: True)
     params.NodesToRead = [ua.HistoryReadValueId(NodeId=node, ContinuationPoint=point)]
     return params
 
@@ -104,6 +105,11 @@ async def test_a_jobs_statuses_and_the_farms_events_are_read_back(farm: Farm) ->
             if not point:
                 break
         assert paged == ["Queued", "Running", "Done"]
+        first = (await client.uaclient.history_read(_raw(status, 1)))[0]
+        release = _raw(status, 1, first.ContinuationPoint)
+        release.ReleaseContinuationPoints = True
+        released = (await client.uaclient.history_read(release))[0]
+        assert released.StatusCode.is_good() and released.ContinuationPoint is None
 
         # The farm's events, read back with the EventIds they had live.
         found = (await client.uaclient.history_read(_events(client.nodes.server.nodeid,

@@ -83,3 +83,18 @@ async def test_a_capped_browse_continues_through_browse_next(farm: Farm) -> None
         answers = await client.uaclient.browse_next(_next(points, release=True))
         assert answers[0].StatusCode.name == "BadContinuationPointInvalid"
         assert all(a.StatusCode.is_good() for a in answers[1:])
+
+
+async def test_one_browse_never_releases_the_points_it_hands_out(farm: Farm) -> None:
+    async with Client(farm.url, timeout=30) as client:
+        nodes = [ua.NodeId(ua.ObjectIds.Server), ua.NodeId(ua.ObjectIds.ObjectsFolder),
+                 ua.NodeId(ua.ObjectIds.TypesFolder)] * 7  # each with several references
+        params = _browse(nodes[0], 1)
+        params.NodesToBrowse = params.NodesToBrowse * len(nodes)
+        results = await client.uaclient.browse(params)
+        given = [r.ContinuationPoint for r in results if r.ContinuationPoint]
+        assert len(given) == MAX_BROWSE_CONTINUATION_POINTS
+        assert [r.StatusCode.name for r in results[MAX_BROWSE_CONTINUATION_POINTS:]] == [
+            "BadNoContinuationPoints"] * (len(nodes) - MAX_BROWSE_CONTINUATION_POINTS)
+        pages = await client.uaclient.browse_next(_next(given))
+        assert all(p.StatusCode.is_good() and p.References for p in pages)

@@ -162,12 +162,12 @@ async def test_job_order_control_cancel(node: FarmNode, api: httpx.AsyncClient,
             assert (await _job(api, "a1"))["status"] == "Canceled"
             # Refused job orders answer Uncertain with the ReturnStatus bits saying why.
             again = await call(control, secured.ns, "Cancel", ua.Variant("a1"), comment)
-            assert (again.StatusCode.name, _return_status(again)) == ("Uncertain", 1 << 2)
+            assert (again.StatusCode.name, _return_status(again)) == ("Uncertain", 1 << 3)
             missing = await call(control, secured.ns, "Cancel", ua.Variant("zz"), comment)
             assert (missing.StatusCode.name, _return_status(missing)) == ("Uncertain", 1 << 1)
             # a queued job is not printing: pause is refused by the rules
             paused = await call(control, secured.ns, "Pause", ua.Variant("a2"), comment)
-            assert (paused.StatusCode.name, _return_status(paused)) == ("Uncertain", 1 << 2)
+            assert (paused.StatusCode.name, _return_status(paused)) == ("Uncertain", 1 << 3)
         async with connect(secured, "bob") as bob:
             control = await _control(bob, secured)
             refused = await call(control, secured.ns, "Cancel", ua.Variant("a2"),

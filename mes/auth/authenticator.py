@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 # a follower (or a node with no admin yet) looks again for this long before refusing it.
 CATCH_UP_SECONDS = 2.0
 # A farm with no admin yet: its first leader is creating one (from MES_ADMIN_TOKEN), which on
-# a loaded machine can take longer than a catch-up; a request waits for it this long.
+# a loaded machine can take longer than a catch-up; a request with that token (no other)
+# waits for it this long.
 FIRST_ADMIN_SECONDS = 15.0
 CATCH_UP_STEP = 0.05
 # A token's last use is committed at most this often per token and node.
@@ -55,7 +56,11 @@ class Authenticator:
 
     def __init__(self, read: Reader, record_use: Recorder, catch_up: Callable[[], bool],
                  oidc: OidcLogin | None = None,
-                 applied: Callable[[], int] = lambda: 0) -> None:
+                 applied: Callable[[], int] = lambda: 0,
+                 first_admin_token: str | None = None) -> None:
+        """`first_admin_token`: MES_ADMIN_TOKEN, the token a farm with no admin yet is
+        about to know (only a request with it waits for that, FIRST_ADMIN_SECONDS)."""
+        self._first_admin = token_hash(first_admin_token) if first_admin_token else None
         self._read = read
         self._applied = applied
         self._record_use = record_use
@@ -97,9 +102,9 @@ class Authenticator:
         row: dict[str, Any] | None = await self._read(lambda c: token_by_hash(c, digest))
         wait = 0.0
         if row is None:
-            if await self._read(enabled_admins) == 0:
-                wait = FIRST_ADMIN_SECONDS
-            elif self._catch_up():
+            if digest == self._first_admin and await self._read(enabled_admins) == 0:
+                wait = FIRST_ADMIN_SECONDS  # the first leader is creating it
+            elif self._catch_up() or await self._read(enabled_admins) == 0:
                 wait = CATCH_UP_SECONDS
         if wait:
             deadline = time.monotonic() + wait

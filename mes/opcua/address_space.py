@@ -51,10 +51,11 @@ BED_RANGE = ua.Range(Low=0.0, High=150.0)
 # MachineryItemState_StateMachineType's states (Machinery namespace).
 ITEM_STATES = {"NotAvailable": 5005, "OutOfService": 5004, "Executing": 5006,
                "NotExecuting": 5007}
-# MachineTool's ProductionStateMachineType (OPC 40501-1, 8.4.9): the states' node ids in
-# its namespace and their StateNumbers, for Production/ActiveProgram/State.
-PROGRAM_STATES = {"Initializing": (135, 0), "Running": (138, 1), "Ended": (140, 2),
-                  "Interrupted": (139, 3), "Aborted": (141, 4)}
+# MachineTool's ProductionProgramStateMachineType (OPC 40501-1, 8.4.10; the type of
+# Production/ActiveProgram/State): its states' node ids in that namespace and their
+# StateNumbers.
+PROGRAM_STATES = {"Initializing": (5039, 0), "Running": (5041, 1), "Ended": (5038, 2),
+                  "Interrupted": (5040, 3), "Aborted": (5037, 4)}
 
 _I = ua.ObjectIds
 _HAS_COMPONENT = ua.NodeId(_I.HasComponent)

@@ -28,11 +28,17 @@ class ContinuationPoints:
         under a new continuation point in the result."""
         if per_node <= 0:
             return
+        made = 0
         for result in results:
             if len(result.References) > per_node:
+                if made >= self._most:  # never release a point made for this same request
+                    result.References = []
+                    result.StatusCode = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints)
+                    continue
                 owed = result.References[per_node:]
                 result.References = result.References[:per_node]
                 result.ContinuationPoint = self._keep(owed, per_node)
+                made += 1
 
     def next(self, params: ua.BrowseNextParameters) -> list[ua.BrowseResult]:
         """BrowseNext: the next references of each point, or release them."""

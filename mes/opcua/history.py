@@ -53,7 +53,11 @@ class FarmHistory:
                            ) -> list[ua.HistoryReadResult]:
         """One result per node to read."""
         details = params.HistoryReadDetails
-        return [await self._one(details, item) for item in params.NodesToRead]
+        # Releasing a point frees nothing (each says where it was) and reads nothing; an item
+        # without one is read (asyncua's own parameters default to releasing).
+        return [ua.HistoryReadResult()
+                if params.ReleaseContinuationPoints and item.ContinuationPoint
+                else await self._one(details, item) for item in params.NodesToRead]
 
     async def _one(self, details: Any, item: ua.HistoryReadValueId) -> ua.HistoryReadResult:
         after = _after(item.ContinuationPoint)
@@ -111,7 +115,7 @@ class FarmHistory:
         limit = _limit(details.NumValuesPerNode)
         start, end = _window(details.StartTime, details.EndTime)
         rows = await self._rows(start, end, after, limit, printer_id=printer_id)
-        wanted = _of_types(details.Filter)
+        wanted = _of_types(details.Filter, {self.changed, self.completed})
         clauses = details.Filter.SelectClauses if details.Filter else []
         events = []
         for row in rows[:limit]:
@@ -156,8 +160,10 @@ def _select(clauses: list[ua.SimpleAttributeOperand], type_id: ua.NodeId,
     return values
 
 
-def _of_types(event_filter: ua.EventFilter | None) -> set[ua.NodeId] | None:
-    """The event types an EventFilter's where clause admits (OfType), None: any."""
+def _of_types(event_filter: ua.EventFilter | None, ours: set[ua.NodeId]
+              ) -> set[ua.NodeId] | None:
+    """Which of `ours` an EventFilter's where clause admits by OfType (BaseEventType: all of
+    them, their supertype); None: any."""
     if event_filter is None or event_filter.WhereClause is None:
         return None
     types: set[ua.NodeId] = set()
@@ -167,7 +173,7 @@ def _of_types(event_filter: ua.EventFilter | None) -> set[ua.NodeId] | None:
         for operand in element.FilterOperands:
             value = getattr(operand, "Value", None)
             if value is not None and isinstance(value.Value, ua.NodeId):
-                types.add(value.Value)
+                types |= ours if value.Value == _BASE_EVENT else {value.Value}
     return types or None
 
 
@@ -201,7 +207,7 @@ def _after(point: bytes | None) -> int | None:
         return 0
     text = bytes(point).decode(errors="replace")
     prefix, _, seq = text.partition(":")
-    return int(seq) if prefix == "mes-history" and seq.isdigit() else None
+    return int(seq) if prefix == "mes-history" and seq.isascii() and seq.isdigit() else None
 
 
 def _status(code: int) -> ua.HistoryReadResult:

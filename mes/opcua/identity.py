@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mes.opcua.security import PasswordCheck
 
 log = logging.getLogger(__name__)
-__all__ = ["MAX_NAME", "MAX_PASSWORD", "find_user", "password_check", "verify"]
+__all__ = ["MAX_NAME", "MAX_PASSWORD", "find_user", "password_check", "shown_login", "verify"]
 
 
 def password_check(node: Farm) -> PasswordCheck:
@@ -43,14 +43,23 @@ def password_check(node: Farm) -> PasswordCheck:
         try:
             found: Principal | None = await guard.check(login, password, interface="opcua")
         except TooManyAttempts as exc:
-            log.warning("OPC UA sign-in of %r not checked: %s", login[:64], exc)
+            log.warning("OPC UA sign-in of %r not checked: %s", shown_login(login), exc)
             return None
         if found is None:
-            log.warning("OPC UA sign-in of %r refused: %s", login[:64],
+            log.warning("OPC UA sign-in of %r refused: %s", shown_login(login),
                         await _why_refused(node, login))
         return found
 
     return check
+
+
+def shown_login(login: str | None) -> str:
+    """A user name as logged: at most 64 characters, and never a token pasted into it."""
+    if login is None:
+        return ""
+    if login.startswith(TOKEN_PREFIX) or (login.count(".") == 2 and len(login) > 40):
+        return "(a token, not shown)"
+    return login[:64]
 
 
 def _looks_like_token(node: Farm, secret: str) -> bool:
@@ -64,11 +73,11 @@ async def _by_token(node: Farm, login: str, token: str) -> Principal | None:
     try:
         who = await node.auth.principal(token)
     except AuthError as exc:
-        log.warning("OPC UA sign-in of %r with a token refused: %s", login[:64], exc)
+        log.warning("OPC UA sign-in of %r with a token refused: %s", shown_login(login), exc)
         return None
     if login and login.casefold() not in (who.name.casefold(), who.user_id.casefold()):
         log.warning("OPC UA sign-in of %r refused: the token given is another user's",
-                    login[:64])
+                    shown_login(login))
         return None
     return who
 

@@ -10,8 +10,8 @@ printer), BadInvalidArgument (bad values; a wrong type also BadTypeMismatch for 
 argument in InputArgumentResults), BadMethodInvalid (a method called on another object
 than its own). The ISA-95 methods on JobOrderControl answer with a ReturnStatus bit map
 (OPC 10031-4, B.2): 1 on success, and a refused job order Uncertain with its bits
-(2: unknown job order, 4: command refused by the rules, 16: not accepted now, 2^32: an
-invalid request); by JobOrderID another user's job answers as an unknown one, as REST's
+(2: unknown job order, 8: the job's state does not allow the command, 16: not accepted,
+2^32: an invalid request); by JobOrderID another user's job answers as an unknown one, as REST's
 404 does.
 Handlers are async: sync ones run in a thread pool and lose the session's user.
 """
@@ -58,16 +58,17 @@ RECORD_ONLY_PATH = "(no file: submitted over OPC UA)"
 # an outcome not known (a timeout) still answer Bad.
 RETURN_OK = 1
 UNKNOWN_JOB_ORDER = 1 << 1
-INVALID_COMMAND = 1 << 2
+INVALID_JOB_ORDER_STATUS = 1 << 3  # the job's state does not allow the command
 UNABLE_TO_ACCEPT = 1 << 4
 INVALID_REQUEST = 1 << 32
 RETURN_BITS = {ua.StatusCodes.BadNotFound: UNKNOWN_JOB_ORDER,
-               ua.StatusCodes.BadInvalidState: INVALID_COMMAND,
+               ua.StatusCodes.BadInvalidState: INVALID_JOB_ORDER_STATUS,
                ua.StatusCodes.BadTooManyOperations: UNABLE_TO_ACCEPT,
                ua.StatusCodes.BadInvalidArgument: INVALID_REQUEST}
-# Store and StoreAndStart: what is not found is the order's material, printer or file, not
-# a job order (an invalid request).
-STORE_BITS = {**RETURN_BITS, ua.StatusCodes.BadNotFound: INVALID_REQUEST}
+# Store and StoreAndStart: what is not found is the order's material, printer or file (an
+# invalid request); what the rules refuse (an id in use, too heavy) is not accepted.
+STORE_BITS = {**RETURN_BITS, ua.StatusCodes.BadNotFound: INVALID_REQUEST,
+              ua.StatusCodes.BadInvalidState: UNABLE_TO_ACCEPT}
 # Who may call each method at all (its UserExecutable for a session): a role at least.
 Executable = Callable[[ua.NodeId, str], None]
 
@@ -122,8 +123,9 @@ class Arg:
 Handler = Callable[[Principal, list[Any]], Awaitable[list[ua.Variant]]]
 
 _JOB_ID_OUT = Arg("JobId", ua.VariantType.String, "the job the call acted on")
-_RETURN_STATUS = Arg("ReturnStatus", ua.VariantType.UInt64, "0: done (failures answer with "
-                     "the method's status code)")
+_RETURN_STATUS = Arg("ReturnStatus", ua.VariantType.UInt64,
+                     "OPC 10031-4 B.2 bits: 1 done; a refused job order (Uncertain) 2 unknown "
+                     "job order, 8 its state does not allow it, 16 not accepted, 2^32 invalid")
 _JOB_ORDER_ARGS = (Arg("JobOrderID", ua.VariantType.String, "the print job's id"),
                    Arg("Comment", ua.VariantType.LocalizedText,
                        "why the method was called (may be empty)", array=True))
@@ -226,8 +228,11 @@ class FarmMethods:
         return method
 
     def _callback(self, owner: ua.NodeId, name: str, handler: Handler, inputs: Sequence[Arg],
-                  return_bits: dict[int, int] | None) -> Callable[..., Awaitable[Any]]:
-        """What answers a call of method `name` of object `owner` (see `_method`)."""
+                  return_bits: dict[int, int] | None,
+                  before_bits: Sequence[ua.Variant] = ()) -> Callable[..., Awaitable[Any]]:
+        """What answers a call of method `name` of object `owner` (see `_method`);
+        `before_bits`: the outputs a refusal answers before its ReturnStatus (empty values
+        of the method's other outputs)."""
         async def call(object_id: ua.NodeId, *variants: Any) -> Any:
             if object_id != owner:
                 return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
@@ -239,11 +244,11 @@ class FarmMethods:
                 return await handler(who, values)
             except Refused as refused:
                 log.info("OPC UA %s refused: %s", name, refused)
-                return _refusal(refused, len(variants), return_bits)
+                return _refusal(refused, len(variants), return_bits, before_bits)
             except DomainError as error:
                 log.info("OPC UA %s refused: %s %s", name, error.code, error.message)
                 return _refusal(Refused(STATUS_OF_KIND[error.kind], error.message),
-                                len(variants), return_bits)
+                                len(variants), return_bits, before_bits)
             except Exception:
                 log.exception("OPC UA method %s failed", name)
                 return ua.StatusCode(ua.StatusCodes.BadInternalError)
@@ -370,15 +375,17 @@ class FarmMethods:
             return [ua.Variant(responses, ua.VariantType.ExtensionObject, is_array=True),
                     ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
 
-        for name, handler, arg in (
+        no_response = ua.Variant(ua.ISA95JobResponseDataType(), ua.VariantType.ExtensionObject)
+        no_responses = ua.Variant([], ua.VariantType.ExtensionObject, is_array=True)
+        for name, handler, arg, empty in (
                 ("RequestJobResponseByJobOrderID", by_id,
-                 Arg("JobOrderID", ua.VariantType.String, "the job's id")),
+                 Arg("JobOrderID", ua.VariantType.String, "the job's id"), no_response),
                 ("RequestJobResponseByJobOrderState", by_state,
                  Arg("JobOrderState", ua.VariantType.ExtensionObject, "the states asked for",
-                     array=True))):
+                     array=True), no_responses)):
             method = await results.get_child(f"{isa95}:{name}")
             method.session.add_method_callback(method.nodeid, self._callback(
-                results.nodeid, name, handler, (arg,), RETURN_BITS))
+                results.nodeid, name, handler, (arg,), RETURN_BITS, (empty,)))
             if self.executable is not None:
                 self.executable(method.nodeid, "user")
 
@@ -472,8 +479,8 @@ def _jobs_with_histories(conn: Connection, asked: set[str], owner_id: str | None
             if job_order_state(job, state) in asked]
 
 
-def _refusal(refused: Refused, inputs: int,
-             return_bits: dict[int, int] | None) -> ua.CallMethodResult:
+def _refusal(refused: Refused, inputs: int, return_bits: dict[int, int] | None,
+             before_bits: Sequence[ua.Variant] = ()) -> ua.CallMethodResult:
     """How a refused call answers: Bad with each argument's status, or, for an ISA-95
     method refused for its job order (not its caller, an argument's type, or a timeout),
     Uncertain with the ReturnStatus bits (OPC 10031-4, B.2)."""
@@ -481,7 +488,8 @@ def _refusal(refused: Refused, inputs: int,
     if bits is None or refused.argument_code == ua.StatusCodes.BadTypeMismatch:
         return refused.result(inputs)
     return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.Uncertain),
-                               OutputArguments=[ua.Variant(bits, ua.VariantType.UInt64)])
+                               OutputArguments=[*before_bits,
+                                                ua.Variant(bits, ua.VariantType.UInt64)])
 
 
 async def _namespace_index(node: Node, uri: str, default: int) -> int:

@@ -56,6 +56,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from mes.auth.principal import Principal
 from mes.config import ConfigError
 from mes.config_groups import OpcuaSettings
+from mes.opcua.identity import shown_login
 from mes.opcua.privacy import guard_sessions
 
 log = logging.getLogger(__name__)
@@ -223,20 +224,27 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
             if isinstance(token, ua.UserNameIdentityToken) and not _secret_kept(self, token):
                 # A password in clear on an unencrypted channel: refused, never checked.
                 log.warning("OPC UA: refused a user name and password sent in clear on a "
-                            "channel without encryption (user %r)", token.UserName)
+                            "channel without encryption (user %r)", shown_login(token.UserName))
                 _checked.set((_REFUSED, None, None))
             elif isinstance(token, ua.UserNameIdentityToken) and session is not None:
                 username, password = self.iserver.decrypt_user_token(session, token)
                 if isinstance(username, str) and isinstance(password, str | None):
                     who = await check(username, password or "")
                     _checked.set((username, password, who))
-            elif isinstance(token, ua.IssuedIdentityToken) and session is not None:
-                _checked.set((_ISSUED, None, await _check_issued(self, session, token, check)))
+            elif isinstance(token, ua.IssuedIdentityToken):
+                _checked.set((_ISSUED, None, None))  # refused unless the check proves someone
+                if session is not None:
+                    _checked.set((_ISSUED, None,
+                                  await _check_issued(self, session, token, check)))
         except (ServiceError, UaError, ValueError, UnicodeDecodeError):
             log.debug("OPC UA session activation: unreadable user token", exc_info=True)
         except Exception:
             log.exception("OPC UA password check failed; the session is refused")
-    answer = await _original_process(self, typeid, requesthdr, seqhdr, body)
+    try:
+        answer = await _original_process(self, typeid, requesthdr, seqhdr, body)
+    finally:
+        if typeid == _ACTIVATE:
+            _checked.set(None)  # the secret is not kept beyond its activation
     if (check is not None and typeid == _ACTIVATE
             and _channel_mode(self) == ua.MessageSecurityMode.None_):
         _as_anonymous(self.session)
@@ -388,8 +396,7 @@ async def load_or_make_certificate(server: Server, settings: OpcuaSettings) -> P
         kept = await cert_gen.load_certificate(cert_path)
         keep = _still_good(kept, wanted) and kept.public_key() == key.public_key()
     if not keep:
-        subject = {"organizationName": "mes print farm", "countryName": "AU",
-                   "commonName": f"mes node {settings.raft_self}"}
+        subject = {"organizationName": "mes print farm", "countryName": "AU"}
         cert = cert_gen.generate_self_signed_app_certificate(
             key, uri, subject, wanted,
             extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],

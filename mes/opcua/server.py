@@ -142,16 +142,16 @@ class EmbeddedServer:
             await self._listen()
         except BaseException as exc:
             self.failure = str(exc) or type(exc).__name__
-            if not bound.cancelled():
-                bound.set_exception(exc)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                bound.set_exception(exc)  # (unless the node stopped meanwhile)
             return
         self.started_seconds = time.perf_counter() - started
         log.info("OPC UA at %s (listening after %.2f s)", self.settings.endpoint,
                  self.started_seconds)
-        if bound.cancelled():  # the node stopped while this server started
-            self._stop_requested = True
-        else:
+        try:
             bound.set_result(None)
+        except concurrent.futures.InvalidStateError:  # the node stopped while this started
+            self._stop_requested = True
         if self._stop_requested:  # stop() came before the loop could be told
             self._stopping.set()
         privacy = Privacy.of(self.server)
