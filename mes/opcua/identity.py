@@ -16,6 +16,7 @@ from mes.auth.passwords import MAX_NAME, MAX_PASSWORD, find_user, verify
 from mes.auth.principal import Principal
 from mes.auth.secrets import TOKEN_PREFIX
 from mes.auth.throttle import TooManyAttempts
+from mes.opcua.logins import shown_login
 
 if TYPE_CHECKING:
     from mes.app.ports import Farm
@@ -51,15 +52,6 @@ def password_check(node: Farm) -> PasswordCheck:
         return found
 
     return check
-
-
-def shown_login(login: str | None) -> str:
-    """A user name as logged: at most 64 characters, and never a token pasted into it."""
-    if login is None:
-        return ""
-    if login.startswith(TOKEN_PREFIX) or (login.count(".") == 2 and len(login) > 40):
-        return "(a token, not shown)"
-    return login[:64]
 
 
 def _looks_like_token(node: Farm, secret: str) -> bool:

@@ -56,7 +56,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from mes.auth.principal import Principal
 from mes.config import ConfigError
 from mes.config_groups import OpcuaSettings
-from mes.opcua.identity import shown_login
+from mes.opcua.logins import shown_login
 from mes.opcua.privacy import guard_sessions
 
 log = logging.getLogger(__name__)
