@@ -261,6 +261,7 @@ def test_behind_a_trusted_proxy_the_plain_cookie_is_secure(tmp_path: Path) -> No
     node = ServerProcess(0, tmp_path, {})
     try:
         node.start()
+        wait_for(node.admin_ready, 90, "the node to be ready and its admin made")
         assert node.client.post("/users", json={"name": "pat", "role": "user",
                                                 "password": PASSWORD}).status_code == 201
         body = {"name": "pat", "password": PASSWORD}
