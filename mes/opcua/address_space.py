@@ -21,6 +21,7 @@ from asyncua import Server, ua
 
 from mes.opcua.farm_state import FarmState, PrinterView
 from mes.opcua.fast_nodes import NodeWriter
+from mes.opcua.job_responses import job_order_state
 from mes.opcua.privacy import NOBODY, Privacy
 from mes.opcua_model.loader import FARM_URI
 from mes.opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
@@ -204,18 +205,12 @@ def machinery_state(view: PrinterView) -> str:
 
 def program_state(view: PrinterView) -> str | None:
     """The state of the printer's ActiveProgram (its current job, or the one whose part
-    waits on the bed): None without one."""
-    job = view.job
-    if job is None:
+    waits on the bed): its ISA-95 job order state, a queued job (claimed, being sent to
+    the printer) Initializing; None without a job."""
+    if view.job is None:
         return None
-    status = job.get("status")
-    if status == "Done":
-        return "Ended"
-    if status == "Canceled":
-        return "Aborted"
-    if status == "Running":
-        return "Interrupted" if printer_state(view) == "paused" else "Running"
-    return "Initializing"  # claimed, being sent to the printer
+    state = job_order_state(view.job, printer_state(view))
+    return "Initializing" if state in ("NotAllowedToStart", "AllowedToStart") else state
 
 
 def _num(row: dict[str, Any] | None, key: str) -> float | None:
