@@ -76,19 +76,20 @@ class FarmHistory:
         return _status(_UNSUPPORTED)
 
     def _job_of_status(self, nodeid: ua.NodeId) -> str | None:
-        ident = nodeid.Identifier
-        if nodeid.NamespaceIndex != self.farm_ns or not isinstance(ident, str):
-            return None
-        parts = ident.split("/")
+        parts = self._farm_path(nodeid)
         return parts[1] if len(parts) == 3 and parts[0] == "Jobs" and parts[2] == "Status" \
             else None
 
     def _printer_of(self, nodeid: ua.NodeId) -> str | None:
+        parts = self._farm_path(nodeid)
+        return parts[1] if len(parts) == 2 and parts[0] == "Printers" else None
+
+    def _farm_path(self, nodeid: ua.NodeId) -> list[str]:
+        """The parts of one of our string node ids ("Jobs/<id>/Status"); [] otherwise."""
         ident = nodeid.Identifier
         if nodeid.NamespaceIndex != self.farm_ns or not isinstance(ident, str):
-            return None
-        parts = ident.split("/")
-        return parts[1] if len(parts) == 2 and parts[0] == "Printers" else None
+            return []
+        return ident.split("/")
 
     async def _rows(self, start: float | None, end: float | None, after: int, limit: int,
                     job_id: str | None = None, printer_id: str | None = None,
