@@ -90,6 +90,37 @@ class ClusterVersion:
 Submit = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 
 
+class FreshReports:
+    """Whether every member's report has reached every node, as far as the leader can tell.
+
+    A node that ran a release before level 2 applied other nodes' reports as unknown
+    commands and may still hold a snapshot of that time without them. It applies every
+    report committed after its own first report from the new release. So the leader raises
+    the cluster version only once every member reported again after the last change of any
+    member's release or level it saw (a sole changer's own report counts: nothing of its
+    new release came before it). Order is the leader's own applied order, never clocks; a
+    new leader (knowing nothing) waits for one more report of every member.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[Any, ...]] = {}
+        self._waiting: set[str] = set()
+
+    def ready(self, members: list[str], reports: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Observe the reports of `members`; True when none is older than the last change."""
+        now = {m: (reports[m]["release"], reports[m]["level"], reports[m]["reported_at"])
+               for m in members if m in reports}
+        if len(now) < len(members):
+            return False
+        changed = [m for m in members if self._seen.get(m, (None, None))[:2] != now[m][:2]]
+        if changed or set(self._seen) != set(members):
+            self._seen = now
+            self._waiting = set(members) - (set(changed) if len(changed) == 1 else set())
+        else:
+            self._waiting = {m for m in self._waiting if now[m] == self._seen[m]}
+        return not self._waiting
+
+
 class VersionReporter:
     """Reports this node's version and, on the leader, raises the cluster version."""
 
@@ -105,6 +136,7 @@ class VersionReporter:
         self._members = members
         self._cluster = cluster
         self._last_report = -REPORT_AGAIN
+        self._fresh = FreshReports()
 
     async def run(self) -> None:
         """Forever: report when needed, raise the cluster version when possible."""
@@ -127,7 +159,7 @@ class VersionReporter:
                 "node": self.address, "release": RELEASE, "level": DATA_LEVEL})
             if getattr(outcome, "ok", False):
                 self._last_report = now
-                reports[self.address] = {"release": RELEASE, "level": DATA_LEVEL}
+                reports = await asyncio.to_thread(self._read, cluster_versions.reported)
         if self._is_leader():
             await self._raise_cluster_version(reports, level)
 
@@ -139,6 +171,9 @@ class VersionReporter:
             return  # a member has not reported (an older release, or not yet)
         target = min(min(lv for lv in levels if lv is not None), DATA_LEVEL)
         strangers = set(reports) - set(members)
+        fresh = self._fresh.ready(members, reports)
+        if target > level and not fresh:
+            return  # a member may not yet hold every other member's report
         if target > level or (strangers and target >= level):
             outcome = await self._submit(Op.CLUSTER_VERSION,
                                          {"level": target, "members": members})

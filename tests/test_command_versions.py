@@ -24,7 +24,7 @@ from mes.state.errors import NewerData
 from mes.state.machine import HANDLERS, StateMachine
 from mes.state.users import ROLES
 from mes.version import DATA_LEVEL, EXIT_NEWER_DATA, RELEASE, SCHEMA
-from mes.versions import ClusterVersion, NotUpgraded
+from mes.versions import ClusterVersion, FreshReports, NotUpgraded
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,6 +254,44 @@ def test_the_cluster_version_rises_only_when_every_member_reported_it() -> None:
         assert machine.read(cluster_versions.current_level) == 2
     finally:
         machine.close()
+
+
+def _reports(**nodes: tuple[str, int, float]) -> dict[str, dict[str, Any]]:
+    return {n: {"release": r, "level": lv, "reported_at": at} for n, (r, lv, at) in nodes.items()}
+
+
+def test_the_leader_waits_for_every_member_to_report_again_after_a_node_upgrades() -> None:
+    # The rolling upgrade of a 0.1.0 farm diverged once in CI: node a, upgraded last, held
+    # a snapshot of 0.1.0 without c's report, and the leader (c) raised the cluster version
+    # as soon as a reported, before c reported again. a refused the raise (members_behind),
+    # b and c applied it. The leader now waits for a report of every member after the last
+    # change it saw, in its applied order.
+    fresh = FreshReports()
+    members = ["a", "b", "c"]
+    old = _reports(b=("0.5.0", 5, 1.0), c=("0.5.0", 5, 2.0))
+    assert not fresh.ready(members, old)  # a has not reported (it runs 0.1.0)
+    upgraded = {**old, **_reports(a=("0.5.0", 5, 3.0))}
+    assert not fresh.ready(members, upgraded)  # a new leader knows no order: all again
+    for node, at in (("a", 4.0), ("b", 5.0)):
+        upgraded[node] = {**upgraded[node], "reported_at": at}
+        assert not fresh.ready(members, upgraded)
+    upgraded["c"] = {**upgraded["c"], "reported_at": 6.0}
+    assert fresh.ready(members, upgraded)
+    # A sole change seen by the leader: the changer's own report counts, the others' not.
+    upgraded["b"] = {"release": "0.6.0", "level": 6, "reported_at": 7.0}
+    assert not fresh.ready(members, upgraded)
+    upgraded["a"] = {**upgraded["a"], "reported_at": 8.0}
+    assert not fresh.ready(members, upgraded)
+    upgraded["c"] = {**upgraded["c"], "reported_at": 0.5}  # a clock behind: order counts
+    assert fresh.ready(members, upgraded)
+    # A member that joins is a change as well.
+    upgraded["d"] = {"release": "0.6.0", "level": 6, "reported_at": 9.0}
+    assert not fresh.ready([*members, "d"], upgraded)
+
+
+def test_a_single_node_raises_the_cluster_version_on_its_first_report() -> None:
+    fresh = FreshReports()
+    assert fresh.ready(["a"], _reports(a=("0.5.0", 5, 1.0)))
 
 
 RAISED_BEYOND = textwrap.dedent("""
