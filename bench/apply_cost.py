@@ -220,11 +220,19 @@ def rows(bench: Bench, printers: int, epochs: dict[str, int]) -> list[Callable[[
                 ("worker: printer.bed_cleared", cmd(Op.PRINTER_BED_CLEARED, {
                     "id": printer, "epoch": epochs[printer]}))]
 
+    def order() -> list[Step]:
+        order_id = new_id("o")
+        jobs = [{key: value for key, value in _job_args(f"{order_id}-{n}", bench.serial + n,
+                                                        printers).items() if key != "owner_id"}
+                for n in range(100)]
+        return [("order.create, 100 jobs, admin", cmd(Op.ORDER_CREATE, {
+            "id": order_id, "owner_id": ADMIN, "jobs": jobs}, ADMIN))]
+
     return [lambda: [("job.create, admin actor + rid (REST)", cmd(
                 Op.JOB_CREATE, _job_args(new_id("j"), bench.serial, printers), ADMIN))],
             farm_job, cancel, lambda: telemetry(1), lambda: telemetry(50),
             lambda: [("node.lease renewal", cmd(Op.NODE_LEASE, {"node": NODE}, rid=False))],
-            worker]
+            worker, order]
 
 
 def main() -> None:

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(365.0, ge=0)
     # Seconds between the leader's retention passes and between each node's blob sweeps.
     retention_interval: float = Field(3600.0, gt=0)
+    # Seconds between full garbage collections (the interpreter makes none of its own: one
+    # stops the process for seconds at a big farm); a node leading peers skips them.
+    gc_full_interval: float = Field(300.0, gt=0, le=86_400)
     # A G-code blob no file record names is deleted from disk only once it is this old
     # (an upload stores its blob before it commits the record).
     blob_grace_seconds: float = Field(3600.0, ge=0)

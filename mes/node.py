@@ -26,6 +26,7 @@ from mes.farm_log import farm_logger
 from mes.files.peers import BlobPeers
 from mes.files.store import BlobStore
 from mes.files.sync import run_sync
+from mes.full_collections import FullCollections
 from mes.metrics.node import NodeMetrics
 from mes.private_dirs import make_private
 from mes.raft.cluster import ROLES, cluster_view
@@ -110,6 +111,7 @@ class FarmNode:
         self.sweeper: BlobSweeper | None = None
         self.deliveries: DeliveryLoop | None = None
         self.opcua: EmbeddedServer | None = None
+        self.full_collections: FullCollections | None = None
         log.info("raft node %s started with peers %s", settings.raft_self, settings.peers or "none")
 
     async def read(self, query: Callable[[Connection], T]) -> T:
@@ -273,6 +275,11 @@ class FarmNode:
         view["level"] = DATA_LEVEL
         view["cluster_version"] = self.cluster_version.level()
         view["pre_vote"] = self.raft.pre_vote_status()
+        collections = self.full_collections
+        view["full_collections"] = None if collections is None else {
+            "done": collections.collections, "put_off": collections.skipped,
+            "last_seconds": (None if collections.last_pause is None
+                             else round(collections.last_pause, 3))}
         # This node's embedded OPC UA server: whether its address space is built yet.
         view["opcua"] = self.opcua.status() if self.opcua is not None else None
         return view
@@ -322,6 +329,11 @@ class FarmNode:
                                                 name="versions"),
                             asyncio.create_task(self.failed_sign_ins.run(),
                                                 name="failed-sign-ins")]
+        self.full_collections = FullCollections(
+            self.settings.gc_full_interval,
+            lambda: not self.is_leader() or len(self.members()) <= 1)
+        self._background.append(asyncio.create_task(self.full_collections.run(),
+                                                    name="full-collections"))
         if self.settings.opcua.mode == "embedded":
             from mes.opcua.server import EmbeddedServer
 

@@ -61,6 +61,7 @@ def quiet(tmp_path: Path) -> Iterator[tuple[RaftNode, list[dict[str, Any]]]]:
 def ask(node: RaftNode, sent: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     """The answer `node` sends to a pre-vote request of `fields`."""
     sent.clear()
+    node._listened_at = raft_clock()  # it reads its sockets now
     message = {"type": "pre_vote", "term": node.raftCurrentTerm + 1, "round": 7,
                "last_log_index": 10, "last_log_term": 1, **fields}
     node._SyncObj__onMessageReceived(Peer("127.0.0.1:10"), message)
@@ -191,6 +192,46 @@ def test_a_follower_whose_timeout_passed_forgets_its_leader_and_asks_on_raft_tim
     # The next deadline is on pysyncobj's clock (CLOCK_MONOTONIC_RAW), within a timeout.
     left = node._SyncObj__raftElectionDeadline - raft_clock()
     assert 0 < left <= RaftTuning().election_max
+
+
+def test_a_node_that_was_not_listening_says_no(
+        quiet: tuple[RaftNode, list[dict[str, Any]]]) -> None:
+    # A paused process (a full garbage collection of seconds) reads its sockets late: the
+    # leader's heartbeats of the pause may wait behind this request, unread.
+    node, sent = quiet
+    log_term, log_index = (node._SyncObj__getCurrentLogTerm(),
+                           node._SyncObj__getCurrentLogIndex())
+    assert ask(node, sent, last_log_term=log_term, last_log_index=log_index)["granted"]
+    sent.clear()
+    node._listened_at = raft_clock() - 3.0
+    node._SyncObj__onMessageReceived(Peer("127.0.0.1:10"), {
+        "type": "pre_vote", "term": node.raftCurrentTerm + 1, "round": 8,
+        "last_log_index": log_index, "last_log_term": log_term})
+    assert [m["granted"] for m in sent] == [False]
+
+
+def test_a_follower_asks_only_after_reading_its_sockets_past_the_deadline(
+        quiet: tuple[RaftNode, list[dict[str, Any]]]) -> None:
+    # bench/big_orders.py: a follower asked "no leader heard for 3.16 s" 30 ms after a
+    # 3.13 s collection, before reading the heartbeats that waited in its sockets.
+    node, sent = quiet
+    node.follow_cluster_level(PRE_VOTE_LEVEL)
+    node._SyncObj__connectedNodes.update(node.otherNodes)
+    leader = next(iter(node.otherNodes))
+    node._SyncObj__raftLeader = leader
+    node._listened_at = raft_clock() - 3.0  # the pause began after its last poll
+    node._SyncObj__raftElectionDeadline = raft_clock() - 2.5
+    sent.clear()
+    node._SyncObj__connectedToAnyone()
+    assert sent == [] and node.pre_vote_status()["rounds"] == 0
+    assert node._getLeader() == leader  # nothing forgotten yet
+    node.doTick(0.0)  # its poll reads the sockets (nothing waits here): now it may ask
+    assert sent == [] and node.pre_vote_status()["rounds"] == 0
+    node._SyncObj__raftElectionDeadline = node._listened_at - 0.1
+    sent.clear()
+    node.doTick(0.0)
+    assert [m["type"] for m in sent] == ["pre_vote"] * 2
+    assert node.pre_vote_status()["rounds"] == 1
 
 
 def test_a_node_rebuilding_its_log_says_no(
