@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from tests.cluster import Cluster, ServerProcess, post_acknowledged  # noqa: E40
 from tests.polling import wait_for  # noqa: E402
 
 LAPSES = re.compile(r"lease lapsed|renewed no lease|lease renewal refused")
+# Beds cleared by the farm so printers keep printing; short prints; INFO logs (the lapses).
+NODE_SETTINGS = {"AUTO_CLEAR_BED": "true", "MOCK_PRINTER_JOB_TIME": "20", "LOG_LEVEL": "INFO"}
 
 
 def register_printers(node: ServerProcess, count: int, clients: int) -> None:
@@ -128,6 +131,70 @@ def gc_pauses(node: ServerProcess) -> dict[str, tuple[int, float]]:
     return out
 
 
+@dataclass
+class Outcome:
+    """What one run saw: views before and after, the orders' times, jobs, lapses."""
+
+    before: dict[int, dict[str, Any]]
+    after: dict[int, dict[str, Any]]
+    order_seconds: list[float]
+    took: float
+    statuses: Counter[str]
+    lapses: dict[int, list[str]]
+
+    @property
+    def terms(self) -> set[int]:
+        return {v["term"] for v in [*self.before.values(), *self.after.values()]}
+
+    @property
+    def leaders(self) -> set[str]:
+        return {v["leader"] for v in [*self.before.values(), *self.after.values()]}
+
+    @property
+    def held(self) -> bool:
+        return (len(self.terms) == 1 and len(self.leaders) == 1
+                and not any(self.lapses.values()))
+
+
+def run(cluster: Cluster, printers: int, orders: int, jobs: int, clients: int,
+        settle: float) -> Outcome:
+    """Register the printers, submit the orders, watch `settle` seconds more; print as it
+    goes and return what it saw."""
+    leader = cluster.wait_leader()
+    wait_for(leader.admin_ready, 60, "the admin")
+    began = time.perf_counter()
+    register_printers(leader, printers, 8)
+    print(f"{printers} printers registered in {time.perf_counter() - began:.1f} s", flush=True)
+    wait_for(lambda: sum(n.client.get("/workers").json().get("printers", 0)
+                         for n in cluster.nodes) >= printers, 120, "every printer driven")
+    file_id = upload(leader)
+    before = view(cluster.nodes)
+    print(f"before: {before}", flush=True)
+    began = time.perf_counter()
+    times = sorted(submit_orders(cluster.nodes, orders, jobs, clients, file_id))
+    took = time.perf_counter() - began
+    print(f"{orders} orders of {jobs} jobs in {took:.1f} s ({orders * jobs / took:.0f} jobs/s);"
+          f" an order p50 {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s", flush=True)
+    time.sleep(settle)  # the measurement window after the load, not a sync
+    after = view(cluster.nodes)
+    print(f"after: {after}")
+    for node in cluster.nodes:
+        print(f"node {node.index} GC (count, s) by generation: {gc_pauses(node)}")
+    every = leader.every("/print_jobs", timeout=60)
+    statuses = Counter(j["status"] for j in every)
+    holds = Counter((j.get("hold") or {}).get("code") for j in every if j["status"] == "Queued")
+    print(f"jobs: {dict(statuses)}; queued jobs' holds: {dict(holds)}")
+    lapses = {n.index: [line for line in n.log_path.read_text(errors="replace").splitlines()
+                        if LAPSES.search(line)] for n in cluster.nodes}
+    for index, lines in lapses.items():
+        print(f"node {index}: {len(lines)} lease lapses" +
+              "".join(f"\n    {line}" for line in lines[:5]))
+    outcome = Outcome(before, after, times, took, statuses, lapses)
+    print(f"terms seen {sorted(outcome.terms)}, leaders {sorted(outcome.leaders)}: "
+          f"{'held' if outcome.held else 'FAILED'}")
+    return outcome
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--printers", type=int, default=1000)
@@ -140,57 +207,16 @@ def main() -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every node (again for more)")
     args = parser.parse_args()
-    env = {"AUTO_CLEAR_BED": "true", "MOCK_PRINTER_JOB_TIME": "20", "LOG_LEVEL": "INFO",
-           **dict(item.split("=", 1) for item in args.env)}
+    env = {**NODE_SETTINGS, **dict(item.split("=", 1) for item in args.env)}
     with tempfile.TemporaryDirectory(prefix="mes-big-orders-") as tmp:
         cluster = Cluster(3, args.keep or Path(tmp), **env)
         cluster.start()
         try:
-            leader = cluster.wait_leader()
-            wait_for(leader.admin_ready, 60, "the admin")
-            began = time.perf_counter()
-            register_printers(leader, args.printers, 8)
-            print(f"{args.printers} printers registered in {time.perf_counter() - began:.1f} s",
-                  flush=True)
-            wait_for(lambda: sum(n.client.get("/workers").json().get("printers", 0)
-                                 for n in cluster.nodes) >= args.printers, 120,
-                     "every printer driven")
-            file_id = upload(leader)
-            before = view(cluster.nodes)
-            print(f"before: {before}", flush=True)
-            began = time.perf_counter()
-            times = submit_orders(cluster.nodes, args.orders, args.jobs, args.clients,
-                                  file_id)
-            took = time.perf_counter() - began
-            times.sort()
-            total = args.orders * args.jobs
-            print(f"{args.orders} orders of {args.jobs} jobs in {took:.1f} s "
-                  f"({total / took:.0f} jobs/s); an order p50 {times[len(times) // 2]:.2f} s, "
-                  f"max {times[-1]:.2f} s", flush=True)
-            time.sleep(args.settle)  # the measurement window after the load, not a sync
-            after = view(cluster.nodes)
-            print(f"after: {after}")
-            for node in cluster.nodes:
-                print(f"node {node.index} GC (count, s) by generation: {gc_pauses(node)}")
-            every = leader.every("/print_jobs", timeout=60)
-            statuses = Counter(j["status"] for j in every)
-            holds = Counter((j.get("hold") or {}).get("code") for j in every
-                            if j["status"] == "Queued")
-            print(f"jobs: {dict(statuses)}; queued jobs' holds: {dict(holds)}")
-            lapses = {n.index: [line for line in n.log_path.read_text(errors="replace")
-                                .splitlines() if LAPSES.search(line)]
-                      for n in cluster.nodes}
-            for index, lines in lapses.items():
-                print(f"node {index}: {len(lines)} lease lapses" +
-                      "".join(f"\n    {line}" for line in lines[:5]))
-            terms = {v["term"] for v in before.values()} | {v["term"] for v in after.values()}
-            leaders = {v["leader"] for v in before.values()} | {v["leader"] for v in after.values()}
-            failed = len(terms) > 1 or len(leaders) > 1 or any(lapses.values())
-            print(f"terms seen {sorted(terms)}, leaders {sorted(leaders)}: "
-                  f"{'FAILED' if failed else 'held'}")
-            return 1 if failed else 0
+            outcome = run(cluster, args.printers, args.orders, args.jobs, args.clients,
+                          args.settle)
         finally:
             cluster.stop()
+    return 0 if outcome.held else 1
 
 
 if __name__ == "__main__":
