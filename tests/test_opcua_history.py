@@ -123,7 +123,18 @@ async def test_a_jobs_statuses_and_the_farms_events_are_read_back(farm: Farm) ->
         # Through the printer: its own events only (here all of them).
         printer = ua.NodeId("Printers/m1", ns)
         on_printer = (await client.uaclient.history_read(_events(printer, select)))[0]
-        assert len(on_printer.HistoryData.Events) == len(past)
+        isa95 = [f for f in past if f[1] == ua.NodeId(1006, ns)]
+        assert len(isa95) == 3  # the ISA-95 job order status events: through Server only
+        assert len(on_printer.HistoryData.Events) == len(past) - len(isa95)
+        isa95_ns = await client.get_namespace_index(
+            "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/")
+        states = (await client.uaclient.history_read(_events(
+            client.nodes.server.nodeid, [_clause("EventId", ns), _clause("JobOrder", isa95_ns),
+                                         _clause("JobState", isa95_ns)])))[0]
+        orders = [(f[1].Value.JobOrderID, f[2].Value[0].StateText.Text)
+                  for f in (e.EventFields for e in states.HistoryData.Events)
+                  if f[1].Value is not None]
+        assert orders == [("job1", "AllowedToStart"), ("job1", "Running"), ("job1", "Ended")]
         other = ua.NodeId("Printers/nobody", ns)
         assert (await client.uaclient.history_read(_events(other, select)))[0] \
             .HistoryData.Events == []

@@ -20,6 +20,7 @@ from tests.opcua_secured import PASSWORD
 
 FARM = "http://mes-printfarm.org/UA/PrintFarm/"
 MACHINERY = "http://opcfoundation.org/UA/Machinery/"
+ISA95 = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
 
 
 @pytest.fixture
@@ -106,6 +107,27 @@ async def test_node_opcua_drives_the_farm(farm: Farm) -> None:
     assert set(crawl["values"]) == {"Good"}, crawl["values"]
     for kind in ("structure", "enumeration"):
         assert set(crawl["definitions"][kind]) == {"Good"}, crawl["definitions"]
+
+
+async def test_node_opcua_receives_isa95_job_order_status_events(farm: Farm) -> None:
+    stored = await upload(farm.api)
+    result = await run(plan(farm, [
+        {"op": "events", "eventType": f"nsu={FARM};i=1006",
+         "fields": ["EventType", "SourceNode", f"{ISA95}|JobOrder", f"{ISA95}|JobState",
+                    f"{ISA95}|JobResponse"],
+         "count": 3, "timeout": 90, "after": [submit(stored["id"], "iso-1")]},
+    ]))
+    assert result["ok"], result
+    events = result["steps"][0]
+    assert events["met"] is True, events
+    orders = [(e["JobOrder"]["jobOrderID"], e["JobState"][0]["stateNumber"],
+               e["JobState"][0]["stateText"]["text"]) for e in events["events"]]
+    assert orders == [("iso-1", 2, "AllowedToStart"), ("iso-1", 3, "Running"),
+                      ("iso-1", 5, "Ended")], orders
+    assert events["events"][-1]["JobResponse"]["jobOrderID"] == "iso-1"
+    assert events["events"][-1]["JobResponse"]["endTime"] is not None
+    assert all(e["SourceNode"].endswith("JobManagement.JobOrderControl")
+               for e in events["events"]), events["events"]
 
 
 async def test_node_opcua_is_refused_without_an_account(farm: Farm) -> None:

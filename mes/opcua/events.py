@@ -1,4 +1,7 @@
-"""The farm's OPC UA events: a job's status changed, a print completed.
+"""The farm's OPC UA events: a job's status changed, a print completed, and the same status
+change as an ISA-95 job order status event (its JobOrder, JobState and JobResponse, as
+Machinery Jobs clients expect; OPC 10031-4's ISA95JobOrderStatusEventType is abstract, so
+ours is its concrete subtype, PrintJobOrderStatusEventType).
 
 asyncua delivers an event only to subscribers of the node that emits it, so each event is
 delivered on `Server` (with SourceNode = the printer) and again on the printer object: one
@@ -11,13 +14,21 @@ type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Server, ua
 
+from mes.opcua.job_responses import job_order, job_order_state, job_response, state_data
+from mes.opcua_model.nodesets import ISA95_URI
+
+# OPC 10031-4's ISA95JobOrderStatusEventType in its namespace (abstract: ours subtypes it).
+ISA95_STATUS_EVENT_TYPE = 1006
+
 JOB_STATUS_CHANGED = 1001  # numeric ids in our namespace (mes/opcua_model/printfarm.xml)
 PRINT_COMPLETED = 1002
+JOB_ORDER_STATUS = 1006
 
 
 class FarmEvents:
@@ -28,6 +39,9 @@ class FarmEvents:
         self.farm_ns = farm_ns
         self._changed: Any = None
         self._completed: Any = None
+        self._order_status: Any = None
+        self.job_order_control: ua.NodeId | None = None  # the ISA-95 events' SourceNode
+        self.on_moved: Callable[[str], None] | None = None  # told each job order's new state
         self.emitted = 0
 
     async def init(self) -> None:
@@ -42,17 +56,28 @@ class FarmEvents:
             JobId=text, PrinterId=text, FromStatus=text, ToStatus=text)
         self._completed.event.data_types.update(JobId=text, PrinterId=text,
                                                 BedAwaitsClearing=flag)
-        for generator, type_id in ((self._changed, JOB_STATUS_CHANGED),
-                                   (self._completed, PRINT_COMPLETED)):
-            _select_by_type(generator.event, {ua.NodeId(type_id, self.farm_ns),
-                                              ua.NodeId(ua.ObjectIds.BaseEventType)})
+        self._order_status = await self.server.get_event_generator(
+            ua.NodeId(JOB_ORDER_STATUS, self.farm_ns), ua.ObjectIds.Server)
+        structure = ua.VariantType.ExtensionObject
+        self._order_status.event.data_types.update(
+            JobOrder=structure, JobState=structure, JobResponse=structure)
+        isa95 = await self.server.get_namespace_index(ISA95_URI)
+        for generator, types in (
+                (self._changed, [ua.NodeId(JOB_STATUS_CHANGED, self.farm_ns)]),
+                (self._completed, [ua.NodeId(PRINT_COMPLETED, self.farm_ns)]),
+                (self._order_status, [ua.NodeId(JOB_ORDER_STATUS, self.farm_ns),
+                                      ua.NodeId(ISA95_STATUS_EVENT_TYPE, isa95)])):
+            _select_by_type(generator.event,
+                            {*types, ua.NodeId(ua.ObjectIds.BaseEventType)})
 
     async def _emit(self, generator: Any, source: ua.NodeId | None, fields: dict[str, Any],
-                    ) -> None:
+                    named: ua.NodeId | None = None) -> None:
+        """Deliver on Server, and again through `source` (a printer) when given; `named`:
+        the SourceNode when it is not `source`."""
         event = generator.event
         for name, value in fields.items():
             setattr(event, name, value)
-        event.SourceNode = source or ua.NodeId(ua.ObjectIds.Server)
+        event.SourceNode = source or named or ua.NodeId(ua.ObjectIds.Server)
         event.ReceiveTime = datetime.now(UTC)
         deliver = generator.isession.subscription_service.trigger_event
         event.emitting_node = ua.NodeId(ua.ObjectIds.Server)
@@ -75,6 +100,29 @@ class FarmEvents:
         """A printer finished a job (the part waits on the bed when `bed_awaits_clearing`)."""
         await self._emit(self._completed, printer, completed_fields(
             seq, at, job_id, printer_id, bed_awaits_clearing))
+
+
+    async def job_order_status(self, seq: int, at: float, job: dict[str, Any],
+                               after: str) -> None:
+        """Job history entry `seq` as an ISA-95 job order status event: `job` went to
+        `after`."""
+        fields = order_status_fields(seq, at, job, after)
+        await self._emit(self._order_status, None, fields, self.job_order_control)
+        if self.on_moved is not None:
+            self.on_moved(fields["JobState"][0].StateText.Text)
+
+
+def order_status_fields(seq: int, at: float, job: dict[str, Any], after: str
+                        ) -> dict[str, Any]:
+    """A PrintJobOrderStatus event's fields: the job order as its ISA-95 structures, in the
+    state the entry moved it to (never an owner or a file)."""
+    moved = {**job, "status": after}
+    state = job_order_state(moved)
+    response = job_response(moved, [{"to_status": after, "at": at}])
+    return {"EventId": event_id("isa95", seq), "Time": datetime.fromtimestamp(at, UTC),
+            "SourceName": "JobOrderControl", "Severity": 100,
+            "Message": ua.LocalizedText(f"job order {job['id']}: {state}"),
+            "JobOrder": job_order(moved), "JobState": [state_data(state)], "JobResponse": response}
 
 
 def event_id(kind: str, seq: int) -> bytes:

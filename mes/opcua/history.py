@@ -2,7 +2,8 @@
 
 What has a history is what the state keeps: each job's status changes (its
 `PrintFarm/Jobs/<job>/Status`, read raw) and the events made from them (on `Server` and on
-each printer, read as events with an EventFilter, with the EventIds the live events had).
+each printer, read as events with an EventFilter, with the EventIds the live events had;
+the ISA-95 job order status events on `Server` only, as they were delivered).
 Anything else answers Bad_HistoryOperationUnsupported, as do modified-value and at-time
 reads. A read returns at most its NumValuesPerNode (and at most HISTORY_PAGE) values, with a
 continuation point for the rest; the retention settings bound how far back it reaches.
@@ -18,10 +19,12 @@ from asyncua import ua
 from sqlalchemy import Connection
 
 from mes.opcua.events import (
+    JOB_ORDER_STATUS,
     JOB_STATUS_CHANGED,
     PRINT_COMPLETED,
     changed_fields,
     completed_fields,
+    order_status_fields,
 )
 from mes.state.opcua_reads import history_between
 
@@ -37,7 +40,10 @@ _TYPES = {"EventId": ua.VariantType.ByteString, "EventType": ua.VariantType.Node
           "Message": ua.VariantType.LocalizedText, "Severity": ua.VariantType.UInt16,
           "JobId": ua.VariantType.String, "PrinterId": ua.VariantType.String,
           "FromStatus": ua.VariantType.String, "ToStatus": ua.VariantType.String,
-          "BedAwaitsClearing": ua.VariantType.Boolean}
+          "BedAwaitsClearing": ua.VariantType.Boolean,
+          "JobOrder": ua.VariantType.ExtensionObject,
+          "JobState": ua.VariantType.ExtensionObject,
+          "JobResponse": ua.VariantType.ExtensionObject}
 
 
 class FarmHistory:
@@ -48,6 +54,8 @@ class FarmHistory:
         self.farm_ns = farm_ns
         self.changed = ua.NodeId(JOB_STATUS_CHANGED, farm_ns)
         self.completed = ua.NodeId(PRINT_COMPLETED, farm_ns)
+        self.order_status = ua.NodeId(JOB_ORDER_STATUS, farm_ns)
+        self.job_order_control = ua.NodeId("PrintFarm/JobManagement.JobOrderControl", farm_ns)
 
     async def history_read(self, params: ua.HistoryReadParameters
                            ) -> list[ua.HistoryReadResult]:
@@ -116,11 +124,11 @@ class FarmHistory:
         limit = _limit(details.NumValuesPerNode)
         start, end = _window(details.StartTime, details.EndTime)
         rows = await self._rows(start, end, after, limit, printer_id=printer_id)
-        wanted = _of_types(details.Filter, {self.changed, self.completed})
+        wanted = _of_types(details.Filter, {self.changed, self.completed, self.order_status})
         clauses = details.Filter.SelectClauses if details.Filter else []
         events = []
         for row in rows[:limit]:
-            for type_id, fields in self._made_from(row):
+            for type_id, fields in self._made_from(row, on_server=printer_id is None):
                 if wanted is None or type_id in wanted:
                     events.append(ua.HistoryEventFieldList(
                         EventFields=_select(clauses, type_id, fields)))
@@ -129,8 +137,10 @@ class FarmHistory:
             result.ContinuationPoint = _point(rows[limit - 1]["seq"])
         return result
 
-    def _made_from(self, row: dict[str, Any]) -> list[tuple[ua.NodeId, dict[str, Any]]]:
-        """The events a job history entry made, as the live mirror emitted them."""
+    def _made_from(self, row: dict[str, Any], on_server: bool = True
+                   ) -> list[tuple[ua.NodeId, dict[str, Any]]]:
+        """The events a job history entry made, as the live mirror emitted them (the ISA-95
+        one only `on_server`: it was not delivered through a printer)."""
         seq, at, job_id = int(row["seq"]), float(row["at"]), str(row["job_id"])
         before, after = row["from_status"], str(row["to_status"])
         printer_id = str(row.get("job_printer_id") or "")
@@ -142,6 +152,15 @@ class FarmHistory:
             made.append((self.completed, {**common, "EventType": self.completed,
                                           **completed_fields(seq, at, job_id, printer_id,
                                                              before == "Running")}))
+        if on_server:
+            job = {"id": job_id, "filament_id": row.get("job_filament_id"),
+                   "print_weight_in_grams": row.get("job_grams"),
+                   "printer_id": row.get("job_asked_printer_id"),
+                   "assigned_printer_id": row.get("job_assigned_printer_id"),
+                   "approval": row.get("job_approval")}
+            made.append((self.order_status, {
+                "SourceNode": self.job_order_control, "ReceiveTime": _time(at),
+                "EventType": self.order_status, **order_status_fields(seq, at, job, after)}))
         return made
 
 

@@ -91,5 +91,18 @@ def job_response(job: dict[str, Any], history: list[dict[str, Any]],
     return response
 
 
+def job_order(job: dict[str, Any]) -> ua.ISA95JobOrderDataType:
+    """A print job as the job order that asks for it: its id, spool and grams, and the
+    printer it asked for (never its owner or file)."""
+    order = ua.ISA95JobOrderDataType(JobOrderID=str(job["id"]))
+    if job.get("filament_id"):
+        order.MaterialRequirements = [ua.ISA95MaterialDataType(
+            MaterialLotID=str(job["filament_id"]),
+            Quantity=str(job.get("print_weight_in_grams") or ""))]
+    if job.get("printer_id"):
+        order.EquipmentRequirements = [ua.ISA95EquipmentDataType(ID=str(job["printer_id"]))]
+    return order
+
+
 def _time(at: float) -> datetime:
     return datetime.fromtimestamp(float(at), UTC)

@@ -285,6 +285,8 @@ class Mirror:
             seq, at = int(entry["seq"]), float(entry["at"])
             await self.events.job_status_changed(seq, at, entry["job_id"], node, pid, before,
                                                  after)
+            if job:
+                await self.events.job_order_status(seq, at, job, after)
             if after == "Done":
                 await self.events.print_completed(
                     seq, at, entry["job_id"], node, pid,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from mes.state.queries import ACTIVE_STATUSES
-from mes.state.tables import job_history, print_jobs
+from mes.state.tables import filaments, job_history, print_jobs, printer_status, printers
 
 
 def job_window(conn: Connection, recent: int) -> dict[str, dict[str, Any]]:
@@ -56,10 +56,15 @@ def history_between(conn: Connection, start: float | None, end: float | None, af
                     limit: int, job_id: str | None = None, printer_id: str | None = None,
                     ) -> list[dict[str, Any]]:
     """Job status changes at times in [start, end] with a sequence number above `after`,
-    oldest first, each with its job's printer (`printer_id`: assigned, else asked for); only
-    one job's or one printer's when given."""
+    oldest first, each with its job's printer (`printer_id`: assigned, else asked for) and
+    what its ISA-95 job order names (`job_...`); only one job's or one printer's when given."""
     printer = func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
-    query = (select(job_history, printer.label("job_printer_id"))
+    query = (select(job_history, printer.label("job_printer_id"),
+                    print_jobs.c.filament_id.label("job_filament_id"),
+                    print_jobs.c.print_weight_in_grams.label("job_grams"),
+                    print_jobs.c.printer_id.label("job_asked_printer_id"),
+                    print_jobs.c.assigned_printer_id.label("job_assigned_printer_id"),
+                    print_jobs.c.approval.label("job_approval"))
              .join(print_jobs, print_jobs.c.id == job_history.c.job_id)
              .where(job_history.c.seq > after).order_by(job_history.c.seq).limit(limit))
     if start is not None:
@@ -97,3 +102,21 @@ def histories_of(conn: Connection, job_ids: Collection[str]) -> dict[str, list[d
     for row in conn.execute(query):
         found[row.job_id].append(dict(row._mapping))
     return found
+
+
+def job_order_control(conn: Connection, limit: int) -> dict[str, Any]:
+    """What JobOrderControl's variables show: the first `limit` job orders not ended, in
+    the order they were submitted (with their printers' states), the printers' ids, the
+    spools' ids and their materials."""
+    open_jobs = [dict(r._mapping) for r in conn.execute(
+        select(print_jobs).where(print_jobs.c.status.in_(("Queued", "Running")))
+        .order_by(print_jobs.c.created_at, print_jobs.c.id).limit(limit))]
+    assigned = {j["assigned_printer_id"] for j in open_jobs if j["assigned_printer_id"]}
+    states = {row.printer_id: row.state for row in conn.execute(
+        select(printer_status.c.printer_id, printer_status.c.state)
+        .where(printer_status.c.printer_id.in_(sorted(assigned))))} if assigned else {}
+    return {"jobs": open_jobs, "printer_states": states,
+            "printers": list(conn.execute(select(printers.c.id).order_by(printers.c.id))
+                             .scalars()),
+            "spools": [(row.id, row.type) for row in conn.execute(
+                select(filaments.c.id, filaments.c.type).order_by(filaments.c.id))]}
