@@ -439,3 +439,99 @@ async def test_job_responses_by_job_order_id_and_by_state(
     assert sorted(r.JobOrderID for r in await in_states(otto, aborted, ended)) == [
         "r-1", "r-2"]
     assert await in_states(ada, aborted, ended) == []  # none of them is ada's
+
+
+async def test_isa95_job_order_status_events_follow_every_transition(
+        farm: Secured, otto: Client) -> None:
+    names = await otto.get_namespace_array()
+    ns, isa95 = names.index(FARM_URI), names.index(ISA95_URI)
+    seen: list[Any] = []
+
+    class Handler:
+        def event_notification(self, event: Any) -> None:
+            seen.append(event)
+
+    event_type = otto.get_node(ua.NodeId(1006, ns))
+    assert (await event_type.read_browse_name()).Name == "PrintJobOrderStatusEventType"
+    assert (await otto.get_node(ua.NodeId(1006, isa95)).read_browse_name()).Name == (
+        "ISA95JobOrderStatusEventType")
+    subscription = await otto.create_subscription(50, Handler())
+    await subscription.subscribe_events(otto.nodes.server, [event_type])
+    stored = await upload_as(farm.api, "ada")
+    body = {"id": "e-1", "filament_id": "pla", "file_id": stored["id"],
+            "print_weight_in_grams": 12, "printer_id": "m1"}
+    assert (await farm.api.post("/api/v1/print_jobs", json=body)).status_code == 201
+
+    def states() -> list[tuple[str, str]]:
+        return [(e.JobOrder.JobOrderID, e.JobState[0].StateText.Text) for e in seen
+                if e.JobOrder is not None]
+
+    async def ended() -> bool:
+        return ("e-1", "Ended") in states()
+
+    await eventually(ended, 90, "the job order's Ended event")
+    assert [s for j, s in states() if j == "e-1"] == ["AllowedToStart", "Running", "Ended"]
+    last = next(e for e in reversed(seen) if e.JobOrder and e.JobOrder.JobOrderID == "e-1")
+    assert last.JobState[0].StateNumber == 5
+    assert last.JobResponse.JobOrderID == "e-1" and last.JobResponse.EndTime is not None
+    assert [m.MaterialLotID for m in last.JobOrder.MaterialRequirements] == ["pla"]
+    assert [e.ID for e in last.JobOrder.EquipmentRequirements] == ["m1"]
+    control = await otto.nodes.objects.get_child(
+        [f"{ns}:PrintFarm", f"{names.index(MACHINERY_JOBS_URI)}:JobManagement",
+         f"{names.index(MACHINERY_JOBS_URI)}:JobOrderControl"])
+    assert last.SourceNode == control.nodeid
+    assert len({e.EventId for e in seen}) == len(seen)  # one EventId per transition
+
+
+async def test_job_order_control_lists_open_job_orders_and_what_they_may_name(
+        farm: Secured, ada: Client, otto: Client) -> None:
+    names = await otto.get_namespace_array()
+    ns, jobs_ns = names.index(FARM_URI), names.index(MACHINERY_JOBS_URI)
+    isa95 = names.index(ISA95_URI)
+    control = [f"{ns}:PrintFarm", f"{jobs_ns}:JobManagement", f"{jobs_ns}:JobOrderControl"]
+
+    async def read(client: Client, name: str) -> Any:
+        node = await client.nodes.objects.get_child([*control, f"{isa95}:{name}"])
+        return await node.read_value()
+
+    stored = await upload_as(farm.api, "ada")
+    for job_id, needs in (("l-1", {"printer_id": "m1"}), ("l-2", {"printer_id": "m1"})):
+        body = {"id": job_id, "filament_id": "pla", "file_id": stored["id"],
+                "print_weight_in_grams": 12, **needs}
+        assert (await farm.api.post("/api/v1/print_jobs", json=body)).status_code == 201
+
+    async def listed() -> list[tuple[str, str]]:
+        return [(e.JobOrder.JobOrderID, e.State[0].StateText.Text)
+                for e in await read(otto, "JobOrderList") or []]
+
+    async def one_running() -> bool:
+        return await listed() == [("l-1", "Running"), ("l-2", "AllowedToStart")]
+
+    await eventually(one_running, 60, "l-1 Running and l-2 waiting in JobOrderList")
+    entry = (await read(otto, "JobOrderList"))[1]
+    assert [m.MaterialLotID for m in entry.JobOrder.MaterialRequirements] == ["pla"]
+    assert [e.ID for e in entry.JobOrder.EquipmentRequirements] == ["m1"]
+    assert await read(otto, "EquipmentID") == ["m1"]
+    assert await read(otto, "MaterialDefinitionID") == ["pla"]
+    assert await read(otto, "MaterialClassID") == ["PLA"]
+    assert await read(otto, "MaxDownloadableJobOrders") == 65_535
+    assert await read(otto, "PersonnelID") == []
+    # A user reads their job orders through JobOrderResults; the list is the staff's.
+    node = await ada.nodes.objects.get_child([*control, f"{isa95}:JobOrderList"])
+    with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+        await node.read_value()
+    for job_id in ("l-2", "l-1"):
+        canceled = await farm.api.post(f"/api/v1/print_jobs/{job_id}/status",
+                                       params={"status": "Canceled"})
+        assert canceled.status_code == 200, canceled.text
+
+    async def emptied() -> bool:
+        return await listed() == []
+
+    await eventually(emptied, 30, "an empty JobOrderList once both ended")
+    state = await otto.nodes.objects.get_child([*control, "0:CurrentState"])
+
+    async def aborted() -> bool:
+        return bool((await state.read_value()).Text == "Aborted")
+
+    await eventually(aborted, 30, "CurrentState: the last job order's Aborted")

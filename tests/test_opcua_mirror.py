@@ -292,7 +292,9 @@ async def test_a_crawl_reads_every_value_good(farm: Farm, client: Client) -> Non
         for nid, value in zip(chunk, await client.uaclient.read(params), strict=True):
             if not value.StatusCode.is_good():
                 bad.append((nid.to_string(), value.StatusCode))
-    assert not bad, bad[:20]
+    # An anonymous session: JobOrderList (every user's job orders) is the staff's alone.
+    assert bad == [(f"ns={n.farm};s=PrintFarm/JobManagement.JobOrderControl.JobOrderList",
+                    ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))], bad[:20]
     assert len(variables) > 100
 
 
@@ -391,6 +393,9 @@ async def test_events_come_from_new_history_only() -> None:
         async def print_completed(self, *args: Any) -> None:
             calls.append(("completed", *args))
 
+        async def job_order_status(self, *args: Any) -> None:
+            calls.append(("isa95", *args))
+
     mirror = Mirror(None, None, Space(), Events())  # type: ignore[arg-type]
     now = time.time()
     history = [
@@ -403,6 +408,7 @@ async def test_events_come_from_new_history_only() -> None:
     await mirror._emit(history, jobs)
     node = ua.NodeId("Printers/p1", 5)
     assert calls == [("changed", 9, now, "new", node, "p1", "Running", "Done"),
+                     ("isa95", 9, now, jobs["new"], "Done"),
                      ("completed", 9, now, "new", node, "p1", True)]
     assert mirror._history_seq == 9
 
@@ -461,6 +467,8 @@ async def test_one_event_has_one_event_id_and_select_clauses_follow_its_type(
         event_type, changed_job, completed_job, bed = fields[1:]
         if event_type == changed:
             assert (changed_job, completed_job, bed) == ("job1", None, None), fields
-        else:
-            assert event_type == completed
+        elif event_type == completed:
             assert (changed_job, completed_job) == (None, "job1"), fields
+        else:  # the ISA-95 job order status event: none of the clauses names its type
+            assert event_type == ua.NodeId(1006, n.farm), fields
+            assert (changed_job, completed_job, bed) == (None, None, None), fields

@@ -28,6 +28,7 @@ from mes.opcua.address_space import AddressSpace, Namespaces
 from mes.opcua.events import FarmEvents
 from mes.opcua.history import FarmHistory
 from mes.opcua.identity import password_check
+from mes.opcua.job_order_control import JobOrderControlValues
 from mes.opcua.limits import announce as announce_limits
 from mes.opcua.methods import FarmMethods
 from mes.opcua.mirror import Mirror
@@ -74,6 +75,7 @@ class EmbeddedServer:
         self.mirror: Mirror | None = None
         self.events: FarmEvents | None = None
         self.job_order_control: Node | None = None
+        self.job_control: JobOrderControlValues | None = None
         self.service_level = ServiceLevel(self.server, self.node.raft_status)
         self.started_seconds: float | None = None  # until the endpoint listened
         self.failure: str | None = None  # why the endpoint could not listen
@@ -221,10 +223,18 @@ class EmbeddedServer:
         await self.server.nodes.server.write_attribute(  # its past events: HistoryRead
             ua.AttributeIds.EventNotifier, ua.DataValue(ua.Variant(5, ua.VariantType.Byte)))
         self.job_order_control = await self._job_management()
+        self.events.job_order_control = self.job_order_control.nodeid
         await _attach_methods(self)
         self.mirror = Mirror(self.node, self.node.read, self.space, self.events)
         self.mirror.attach()
+        control = self.job_control = JobOrderControlValues(
+            self.server, self.job_order_control.nodeid, self.node.read,
+            Privacy.of(self.server))
+        self.events.on_moved = control.moved
+        self.node.on_apply(control.listener)
+        control.attach()
         run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
+        values = asyncio.create_task(control.run(), name="opcua-job-order-control")
         try:
             try:  # never leave the collector off for long (a build failing over and over)
                 async with asyncio.timeout(GC_PAUSE_LIMIT):
@@ -246,9 +256,12 @@ class EmbeddedServer:
             await run
         finally:
             gc.enable()
+            control.detach()
             run.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await run
+            values.cancel()
+            for task in (run, values):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _job_management(self) -> Node:
         """Objects/PrintFarm/JobManagement (Machinery Jobs' JobManagementType): the farm takes
