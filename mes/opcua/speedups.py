@@ -19,6 +19,10 @@ server's CPU went to `copy.deepcopy` of every DataValue per monitored item
   `MonitoredItemNotification(ClientHandle, Value)` once the filter passed, instead of a default
   one (whose default factory builds a DataValue and a guessed Variant) filled in afterwards.
 
+- `_create_data_change_monitored_item` first refuses deadbands Part 4 does not allow, and the
+  callback compares with the last value reported, percent deadbands included
+  (mes/opcua/deadbands.py).
+
 asyncua is pinned (pyproject): `install_speedups` patches only the exact upstream functions it
 was written against (version and sha256 of their source, below) and leaves asyncua untouched,
 with a warning, otherwise. tests/test_opcua_speedups.py fails when upstream changes them.
@@ -39,6 +43,8 @@ import asyncua
 from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
+from mes.opcua import deadbands
+
 logger = logging.getLogger(__name__)
 
 ASYNCUA_VERSION = "2.1.0"
@@ -48,6 +54,8 @@ ORIGINAL_SOURCE_SHA256: dict[str, str] = {
         "df9d5e87226514b2e2512f5a9f4e1a54f350b6f0e57b890b4dcfc1d5d2c731d5",
     "MonitoredItemService.datachange_callback":
         "d4468698f4d16058fe297b56f9900b9cd5883027bda8c94ce90b724c9045ea3b",
+    "MonitoredItemService._create_data_change_monitored_item":
+        "33bdd22321c59eaa8053e8b8105ace1bab8aa0f19c7cef7d34b1ffb86374d149",
 }
 
 # Variant payloads that can be shared between the stored value and the snapshot.
@@ -58,6 +66,8 @@ _IMMUTABLE_SCALARS: frozenset[type] = frozenset({
 _TARGETS: dict[str, tuple[type, str]] = {
     "MonitoredItemValues.set_current_datavalue": (MonitoredItemValues, "set_current_datavalue"),
     "MonitoredItemService.datachange_callback": (MonitoredItemService, "datachange_callback"),
+    "MonitoredItemService._create_data_change_monitored_item": (
+        MonitoredItemService, "_create_data_change_monitored_item"),
 }
 _originals: dict[str, Callable[..., Any]] = {}
 
@@ -108,17 +118,31 @@ async def _datachange_callback(
     mdata.mvalue.set_current_datavalue(value)
     if mdata.filter:
         passed = self._is_data_changed(mdata.mvalue, mdata.filter.Trigger) \
-            and self._is_deadband_exceeded(mdata.mvalue, mdata.filter)
+            and deadbands.exceeded(self.aspace, mdata, mdata.filter)
     else:
         passed = self._is_data_changed(mdata.mvalue, ua.DataChangeTrigger.StatusValue)
     if passed:
+        deadbands.reported(mdata)
         event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
         await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
+
+
+async def _create_data_change_monitored_item(
+        self: MonitoredItemService, params: ua.MonitoredItemCreateRequest
+) -> ua.MonitoredItemCreateResult:
+    refused = deadbands.refusal(self.aspace, params)
+    if refused is not None:
+        return ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(refused))
+    original = _originals["MonitoredItemService._create_data_change_monitored_item"]
+    result: ua.MonitoredItemCreateResult = await original(self, params)
+    return result
 
 
 _REPLACEMENTS: dict[str, Callable[..., Any]] = {
     "MonitoredItemValues.set_current_datavalue": _set_current_datavalue,
     "MonitoredItemService.datachange_callback": _datachange_callback,
+    "MonitoredItemService._create_data_change_monitored_item":
+        _create_data_change_monitored_item,
 }
 
 
