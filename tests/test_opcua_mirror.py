@@ -129,6 +129,15 @@ async def test_a_printer_is_an_am_machine_under_machines_and_in_the_farm_view(
              f"{n.machinery}:MachineryItemState", "0:CurrentState"]
     assert (await eventually_value(client, state, lambda v: v.Text == "NotExecuting")
             ).Text == "NotExecuting"
+    # OPC 40001-1: the building blocks are AddIns of the machine, referenced from the folder.
+    for block in (f"{n.machinery}:MachineryItemState", f"{n.di}:Identification"):
+        direct = await child(client, [*machine, block])
+        listed = await child(client, [*machine, f"{n.machinery}:MachineryBuildingBlocks",
+                                      block])
+        assert direct.nodeid == listed.nodeid
+        refs = await client.get_node(direct.nodeid).get_references(
+            ua.ObjectIds.HasAddIn, ua.BrowseDirection.Inverse)
+        assert len(refs) == 2, refs  # from the printer and from MachineryBuildingBlocks
     nozzle = [*machine, f"{n.farm}:NozzleTemperature"]
     await eventually_value(client, nozzle, lambda v: isinstance(v, float))
     assert (await value_at(client, [*nozzle, "0:EngineeringUnits"])).DisplayName.Text == "°C"
@@ -224,8 +233,11 @@ async def test_objects_appear_and_disappear(farm: Farm, client: Client) -> None:
     assert names_now == ["s2"] or "s2" in names_now
     await eventually(lambda: _child_names_equal(client, feed, ["s2"]), 10, "only s2 loaded")
     # Deleted: gone from both paths.
+    item_state = await child(client, [*beta, f"{n.machinery}:MachineryItemState"])
     assert (await farm.api.delete("/api/v1/printers/p1")).status_code == 204
     await eventually(lambda: _gone(client, beta), 10, "the printer to disappear")
+    with pytest.raises(ua.UaStatusCodeError, match="BadNodeIdUnknown"):
+        await item_state.read_browse_name()
     assert await _gone(client, [f"{n.machinery}:Machines", f"{n.farm}:Beta"])
     assert (await farm.api.delete("/api/v1/filaments/s1")).status_code == 204
     await eventually(lambda: _gone(client, [f"{n.farm}:PrintFarm", f"{n.farm}:Filaments",

@@ -297,12 +297,13 @@ class AddressSpace:
                                  ("AMTechnologyIdentifier", ns.am, s)):
             items.var(ident, self.id(f"{base}/Identification/{name}"), self._q(vns, name),
                       ua.Variant(None), _dtype(vtype), prop=True)
-        blocks = items.obj(root, self.id(f"{base}/MachineryBuildingBlocks"),
-                           self._q(ns.machinery, "MachineryBuildingBlocks"),
-                           ua.NodeId(_I.FolderType))
-        item_state = items.obj(blocks, self.id(f"{base}/MachineryItemState"),
+        items.obj(root, self.id(f"{base}/MachineryBuildingBlocks"),
+                  self._q(ns.machinery, "MachineryBuildingBlocks"), ua.NodeId(_I.FolderType))
+        # OPC 40001-1: the building blocks are AddIns of the machine, and the folder
+        # references them too (put_printers adds its HasAddIn references).
+        item_state = items.obj(root, self.id(f"{base}/MachineryItemState"),
                                self._q(ns.machinery, "MachineryItemState"),
-                               ua.NodeId(1002, ns.machinery))
+                               ua.NodeId(1002, ns.machinery), _HAS_ADD_IN)
         current = items.var(item_state, self.id(f"{base}/MachineryItemState/CurrentState"),
                             self._q(0, "CurrentState"), ua.Variant(None), _dtype(lt),
                             typedef=_I.FiniteStateVariableType)
@@ -643,6 +644,7 @@ class AddressSpace:
                 pending.extend(items.items)
                 added.append(pid)
                 refs.append(self._farm_view_ref(pid))
+                refs.extend(self._building_block_refs(pid))
                 count += 1
             elif self._printer_names[pid] != view.name:
                 self._printer_names[pid] = view.name
@@ -656,6 +658,21 @@ class AddressSpace:
                 count = 0
         await self._flush(pending, refs, added)
         return changes
+
+    def _building_block_refs(self, pid: str) -> list[ua.AddReferencesItem]:
+        """MachineryBuildingBlocks' HasAddIn references to the printer's building blocks,
+        and their inverses (asyncua adds only the direction it is given)."""
+        base = f"Printers/{pid}"
+        folder = self.id(f"{base}/MachineryBuildingBlocks")
+        refs = []
+        for block in ("Identification", "MachineryItemState"):
+            target = self.id(f"{base}/{block}")
+            refs += [ua.AddReferencesItem(SourceNodeId=source, ReferenceTypeId=_HAS_ADD_IN,
+                                          IsForward=forward, TargetNodeId=other,
+                                          TargetNodeClass=ua.NodeClass.Object)
+                     for source, other, forward in ((folder, target, True),
+                                                    (target, folder, False))]
+        return refs
 
     def _farm_view_ref(self, pid: str) -> ua.AddReferencesItem:
         return ua.AddReferencesItem(
