@@ -7,7 +7,11 @@ from deposing anyone. On the leader of peers it is not: its followers hear nothi
 election timeout and elect another. So a node collects every `interval` seconds unless it
 leads peers at that moment; a lone node always collects (nobody can replace it). What the
 leader skips waits until it follows again; the young generations are still collected
-everywhere, as the interpreter does.
+everywhere, as the interpreter does. A leader that has put its collection off for
+LEADER_PATIENCE seconds hands leadership to its most caught-up follower (Raft's
+TimeoutNow: the cluster keeps a leader throughout) and collects as a follower: cyclic
+garbage that outlives the young generations (a few thousand objects per 20 s under load
+in bench/big_orders.py) must not grow on a leader for weeks.
 """
 
 from __future__ import annotations
@@ -20,27 +24,47 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+LEADER_PATIENCE = 3600.0
+
 
 class FullCollections:
     """Runs `collect` every `interval` seconds while `may_pause()` says the node may stop."""
 
     def __init__(self, interval: float, may_pause: Callable[[], bool],
-                 collect: Callable[[], int] = gc.collect) -> None:
+                 collect: Callable[[], int] = gc.collect,
+                 hand_off: Callable[[], None] | None = None,
+                 patience: float = LEADER_PATIENCE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._may_pause = may_pause
         self._collect = collect
+        self._hand_off = hand_off
+        self._patience = patience
+        self._clock = clock
+        self._put_off_since: float | None = None
         self.collections = 0
         self.skipped = 0
+        self.hand_offs = 0
         self.last_pause: float | None = None
 
     def step(self) -> bool:
         """One scheduled turn: collect unless the node leads peers; whether it collected."""
         if not self._may_pause():
             self.skipped += 1
-            if self.skipped == 1 or self.skipped % 12 == 0:
+            now = self._clock()
+            if self._put_off_since is None:
+                self._put_off_since = now
+            waited = now - self._put_off_since
+            if self._hand_off is not None and waited >= self._patience:
+                log.info("full garbage collection put off for %.0f s while leading: handing "
+                         "leadership to a follower", waited)
+                self.hand_offs += 1
+                self._hand_off()  # asked again each turn until another node leads
+            elif self.skipped == 1 or self.skipped % 12 == 0:
                 log.info("full garbage collection put off: this node leads its peers "
                          "(%d turns so far)", self.skipped)
             return False
+        self._put_off_since = None
         started = time.perf_counter()
         found = self._collect()
         self.last_pause = time.perf_counter() - started

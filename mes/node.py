@@ -278,6 +278,7 @@ class FarmNode:
         collections = self.full_collections
         view["full_collections"] = None if collections is None else {
             "done": collections.collections, "put_off": collections.skipped,
+            "hand_offs": collections.hand_offs,
             "last_seconds": (None if collections.last_pause is None
                              else round(collections.last_pause, 3))}
         # This node's embedded OPC UA server: whether its address space is built yet.
@@ -331,7 +332,8 @@ class FarmNode:
                                                 name="failed-sign-ins")]
         self.full_collections = FullCollections(
             self.settings.gc_full_interval,
-            lambda: not self.is_leader() or len(self.members()) <= 1)
+            lambda: not self.is_leader() or len(self.members()) <= 1,
+            hand_off=self.raft.hand_off)
         self._background.append(asyncio.create_task(self.full_collections.run(),
                                                     name="full-collections"))
         if self.settings.opcua.mode == "embedded":

@@ -35,6 +35,27 @@ def test_a_follower_collects_and_a_leader_of_peers_puts_it_off(
     assert "full garbage collection: 7 unreachable objects" in caplog.text
 
 
+def test_a_leader_that_waited_too_long_hands_leadership_off_then_collects() -> None:
+    now, leading = [0.0], [True]
+    hand_offs: list[float] = []
+    collections = FullCollections(300, lambda: not leading[0], lambda: 0,
+                                  hand_off=lambda: hand_offs.append(now[0]), patience=3600,
+                                  clock=lambda: now[0])
+    for now[0] in (0.0, 300.0, 3300.0):
+        assert collections.step() is False
+    assert hand_offs == []
+    now[0] = 3600.0
+    assert collections.step() is False and hand_offs == [3600.0]
+    now[0] = 3900.0  # the transfer did not happen (no follower caught up): asked again
+    assert collections.step() is False and hand_offs == [3600.0, 3900.0]
+    leading[0], now[0] = False, 4200.0  # it follows now
+    assert collections.step() is True and collections.hand_offs == 2
+    leading[0] = True  # leading again: the patience starts over
+    for now[0] in (4500.0, 7800.0):
+        assert collections.step() is False
+    assert hand_offs == [3600.0, 3900.0]
+
+
 def test_a_scheduled_turn_finds_a_cycle_the_young_generations_left() -> None:
     class Node:
         other: Node | None = None

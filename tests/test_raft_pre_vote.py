@@ -311,3 +311,23 @@ def test_nodes_that_ask_first_still_elect_and_fail_over(trio: list[RaftNode]) ->
     second = leader_of(rest)
     assert second is not None and second.raftCurrentTerm > term
     assert all(n.pre_vote_status()["rounds"] > 0 for n in rest if n is second)
+
+
+def test_a_leader_hands_off_to_a_caught_up_follower_and_a_follower_does_nothing(
+        trio: list[RaftNode]) -> None:
+    # What a leader does before its scheduled full collection (mes/full_collections.py).
+    wait_for(lambda: leader_of(trio) is not None, 30, "a leader")
+    first = leader_of(trio)
+    assert first is not None
+    term = first.raftCurrentTerm
+    follower = next(n for n in trio if n is not first)
+    follower.hand_off()  # not leading: nothing
+    wait_for(lambda: not follower._hand_off_asked, 10, "the follower's tick to see it")
+    assert leader_of(trio) is first and first.raftCurrentTerm == term
+    wait_for(lambda: all(n.raftLastApplied == first.raftLastApplied for n in trio), 10,
+             "every node caught up")
+    first.hand_off()
+    wait_for(lambda: (leader_of(trio) or first) is not first, 30, "another node to lead")
+    second = leader_of(trio)
+    assert second is not None and second.raftCurrentTerm == term + 1
+    assert not first.is_leader()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import zlib
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObjConf, SyncObjException, replicated
+from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjException, replicated
 from pysyncobj.pipe_notifier import PipeNotifier
 
 from mes.raft import transport, wire
@@ -28,6 +29,8 @@ transport.install()
 
 # How often the Raft port is tried before the node gives up on it.
 BIND_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
 
 
 def _stagger(address: str | None, spread: int) -> int:
@@ -125,6 +128,8 @@ class RaftNode(AppliedView, PreVote, SafeReplication, DurableSyncObj):
             where = conf.bindAddress or self_address
             raise RaftBindError(f"cannot listen for Raft on {where} (port taken, or not an "
                                 "address of this machine)") from None
+        self._hand_off_asked = False
+        self.addOnTickCallback(self._hand_off_if_asked)
         if not peers:
             # pysyncobj computes the commit index before it appends new commands and then
             # sleeps in poll(); in a cluster the followers' replies wake it, alone nothing
@@ -158,6 +163,18 @@ class RaftNode(AppliedView, PreVote, SafeReplication, DurableSyncObj):
         """Whether this node is the Raft leader now."""
         return bool(self._isLeader())
 
+    def hand_off(self) -> None:
+        """Ask the Raft thread to hand leadership to the most caught-up follower (Raft's
+        TimeoutNow; any thread; nothing happens unless this node leads peers)."""
+        self._hand_off_asked = True
+
+    def _hand_off_if_asked(self) -> None:
+        if not self._hand_off_asked:
+            return
+        self._hand_off_asked = False
+        if self._isLeader() and self.otherNodes:
+            self.transferLeadership(callback=_log_hand_off)
+
     def members(self) -> list[str]:
         """The Raft addresses of the cluster's nodes as this node knows them, itself included
         (they change as nodes are added and removed)."""
@@ -170,3 +187,8 @@ class RaftNode(AppliedView, PreVote, SafeReplication, DurableSyncObj):
         outcome = self._machine.apply(command, index=int(self.raftLastApplied) + 1)
         self.note_applied()
         return outcome
+
+
+def _log_hand_off(_result: Any, error: int) -> None:
+    if error != FAIL_REASON.SUCCESS:
+        log.info("leadership not handed off (reason %s): no follower has caught up", error)
