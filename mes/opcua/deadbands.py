@@ -72,7 +72,8 @@ def refusal(aspace: Any, params: ua.MonitoredItemCreateRequest) -> int | None:
 
 def exceeded(aspace: Any, mdata: Any, flt: ua.DataChangeFilter) -> bool:
     """Whether the item's current value leaves the deadband around the last one reported."""
-    if flt.DeadbandType == ua.DeadbandType.None_:
+    kind = getattr(flt, "DeadbandType", ua.DeadbandType.None_)
+    if kind == ua.DeadbandType.None_:
         return True
     values = mdata.mvalue
     current = values.get_current_datavalue()
@@ -82,14 +83,15 @@ def exceeded(aspace: Any, mdata: Any, flt: ua.DataChangeFilter) -> bool:
     now, then = _number(current), _number(last)
     if now is None or then is None:
         return (now is None) != (then is None) or current.Value != last.Value
-    if flt.DeadbandType == ua.DeadbandType.Percent:
-        width = getattr(mdata, "percent_width", None)
-        if width is None:
+    if kind == ua.DeadbandType.Percent:
+        cached = getattr(mdata, "percent_width", None)  # (percent, width): a modified filter
+        if cached is None or cached[0] != flt.DeadbandValue:  # asks again
             rng = eu_range(aspace, mdata.read_value_id.NodeId)
             if rng is None:
                 return True
-            width = mdata.percent_width = abs(rng.High - rng.Low) * flt.DeadbandValue / 100
-        return bool(abs(now - then) > width)
+            cached = mdata.percent_width = (
+                flt.DeadbandValue, abs(rng.High - rng.Low) * flt.DeadbandValue / 100)
+        return bool(abs(now - then) > cached[1])
     return bool(abs(now - then) > flt.DeadbandValue)
 
 
