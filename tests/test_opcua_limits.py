@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
+from asyncua.ua.ua_binary import struct_from_binary
 from asyncua.ua.uaerrors import BadTooManyOperations
 
 from mes.opcua.limits import MAX_BROWSE_CONTINUATION_POINTS, OPERATION_LIMITS
+from tests.farm_helpers import eventually
 from tests.opcua_farm import Farm, opcua_farm
 
 
@@ -98,3 +100,40 @@ async def test_one_browse_never_releases_the_points_it_hands_out(farm: Farm) -> 
             "BadNoContinuationPoints"] * (len(nodes) - MAX_BROWSE_CONTINUATION_POINTS)
         pages = await client.uaclient.browse_next(_next(given))
         assert all(p.StatusCode.is_good() and p.References for p in pages)
+
+
+async def _cancel(client: Client, handle: int) -> ua.CancelResponse:
+    request = ua.CancelRequest()
+    request.Parameters.RequestHandle = handle
+    data = await client.uaclient.protocol.send_request(request)
+    response: ua.CancelResponse = struct_from_binary(ua.CancelResponse, data)
+    return response
+
+
+async def test_cancel_answers_the_waiting_publish_requests_it_names(farm: Farm) -> None:
+    # asyncua refused Cancel as access denied (its permissions) or unsupported.
+    assert farm.node.opcua is not None
+    served = farm.node.opcua.server.bserver
+    assert served is not None
+
+    def waiting() -> list[int]:
+        return [r.requesthdr.RequestHandle for c in list(served.clients)
+                for r in list(c.processor._publish_requests)]
+
+    async with Client(farm.url, timeout=30) as client:
+        class Quiet:
+            def datachange_notification(self, *_: object) -> None:
+                pass
+
+        await client.create_subscription(60_000, Quiet())  # its Publish requests wait
+
+        async def one_waits() -> bool:
+            return bool(waiting())
+
+        await eventually(one_waits, 10, "a Publish request waiting at the server")
+        none = await _cancel(client, 2**31 - 7)
+        assert none.ResponseHeader.ServiceResult.is_good() and none.Parameters.CancelCount == 0
+        handle = waiting()[0]
+        one = await _cancel(client, handle)
+        assert one.ResponseHeader.ServiceResult.is_good() and one.Parameters.CancelCount == 1
+        assert handle not in waiting()

@@ -82,7 +82,8 @@ _WRITE_TYPES = frozenset(ua.NodeId(i) for i in (
     ua.ObjectIds.WriteRequest_Encoding_DefaultBinary,
     ua.ObjectIds.HistoryUpdateRequest_Encoding_DefaultBinary))
 _BROWSE_NEXT = ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary)
-_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES) | {_BROWSE_NEXT}
+_CANCEL = ua.NodeId(ua.ObjectIds.CancelRequest_Encoding_DefaultBinary)
+_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES) | {_BROWSE_NEXT, _CANCEL}
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "opcua_principal", default=None)
@@ -213,6 +214,8 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
     """
     if typeid == _BROWSE_NEXT:  # asyncua answers it BadServiceUnsupported
         return await _browse_next(self, typeid, requesthdr, seqhdr, body)
+    if typeid == _CANCEL:  # likewise
+        return await _cancel(self, typeid, requesthdr, seqhdr, body)
     check: PasswordCheck | None = getattr(self.iserver, "mes_password_check", None)
     if check is not None and typeid == _ACTIVATE:
         _checked.set(None)
@@ -251,10 +254,9 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
     return answer
 
 
-async def _browse_next(processor: UaProcessor, typeid: ua.NodeId, requesthdr: Any,
-                       seqhdr: Any, body: Any) -> bool:
-    """BrowseNext, checked as asyncua checks every request of a session, served by the
-    session's continuation points (mes.opcua.continuation)."""
+def _checked_session(processor: UaProcessor, typeid: ua.NodeId, body: Any) -> Any:
+    """The processor's activated session, allowed to make this request (as asyncua checks
+    every request of a session); a ServiceError otherwise."""
     session = processor.session
     if session is None or not session.is_activated():
         raise ServiceError(ua.StatusCodes.BadSessionNotActivated)
@@ -262,6 +264,35 @@ async def _browse_next(processor: UaProcessor, typeid: ua.NodeId, requesthdr: An
     if rules is not None and rules.check_validity(session.user, typeid, body) is False:
         raise ServiceError(ua.StatusCodes.BadUserAccessDenied)
     session.touch()
+    return session
+
+
+async def _cancel(processor: UaProcessor, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any,
+                  body: Any) -> bool:
+    """Cancel (Part 4, 5.7.5): the Publish requests of this connection still waiting with
+    that RequestHandle are answered Bad_RequestCancelledByClient (every other request is
+    answered as it arrives: nothing else waits to be cancelled)."""
+    _checked_session(processor, typeid, body)
+    params = struct_from_binary(ua.CancelParameters, body)
+    waiting = [r for r in processor._publish_requests
+               if r.requesthdr.RequestHandle == params.RequestHandle]
+    for request in waiting:
+        processor._publish_requests.remove(request)
+        fault = ua.ServiceFault()
+        fault.ResponseHeader.ServiceResult = ua.StatusCode(
+            ua.StatusCodes.BadRequestCancelledByClient)
+        processor.send_response(request.requesthdr.RequestHandle, request.seqhdr, fault)
+    response = ua.CancelResponse()
+    response.Parameters.CancelCount = len(waiting)
+    processor.send_response(requesthdr.RequestHandle, seqhdr, response)
+    return True
+
+
+async def _browse_next(processor: UaProcessor, typeid: ua.NodeId, requesthdr: Any,
+                       seqhdr: Any, body: Any) -> bool:
+    """BrowseNext, checked as asyncua checks every request of a session, served by the
+    session's continuation points (mes.opcua.continuation)."""
+    session = _checked_session(processor, typeid, body)
     params = struct_from_binary(ua.BrowseNextParameters, body)
     if not hasattr(session, "continuation_points"):  # not a remote session of ours
         raise ServiceError(ua.StatusCodes.BadServiceUnsupported)
