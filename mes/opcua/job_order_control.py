@@ -13,10 +13,10 @@ ObjectType), filled from the replicated state.
   users' quotas, not by a count).
 - `CurrentState`: the state the job order that changed last moved to.
 
-Refreshed from the state at most once every REFRESH seconds after a job, printer or spool
-changed (a list of 1,000 job orders is rebuilt whole), and every STATUS_REFRESH seconds
-while only printers' statuses changed (a paused print is Interrupted): telemetry of 1,000
-printers changes some status every second.
+Refreshed from the state (told by the mirror, which already hears every change) at most
+once every REFRESH seconds after a job, printer or spool changed (a list of 1,000 job orders
+is rebuilt whole), and every STATUS_REFRESH seconds while only printers' statuses changed (a
+paused print is Interrupted): telemetry of 1,000 printers changes some status every second.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ LISTED = 1_000
 REFRESH = 1.0
 STATUS_REFRESH = 10.0
 MAX_JOB_ORDERS = 65_535
-ENTITIES = frozenset({"print_job", "printer", "filament"})
 Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 
 
@@ -57,40 +56,27 @@ def job_order_list(jobs: list[Mapping[str, Any]], printer_states: Mapping[str, s
 
 
 class JobOrderControlValues:
-    """Writes JobOrderControl's variables; `changed` (any thread) asks for a refresh."""
+    """Writes JobOrderControl's variables when the mirror notes a change (`noted`)."""
 
     def __init__(self, server: Server, control: ua.NodeId, read: Reader,
                  privacy: Privacy) -> None:
         self.server = server
         self.control = control
         self._read = read
-        self._privacy = privacy
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty = asyncio.Event()
+        self._dirty.set()  # the first refresh fills them
         self.refreshes = 0
         self._statuses_changed = False
         self.current: str | None = None  # the state the last changed job order moved to
+        privacy.owners[self._variable("JobOrderList").nodeid] = NOBODY
 
-    def attach(self) -> None:
-        """Refresh from the server's event loop from now on."""
-        self._loop = asyncio.get_running_loop()
-        self._dirty.set()
-
-    def listener(self, command: Mapping[str, Any], outcome: Any) -> None:
-        """A state machine listener (Raft thread): a job, printer or spool changed."""
-        loop = self._loop
-        events = getattr(outcome, "events", None)
-        if loop is None or not events:
-            return
-        if any(e.entity in ENTITIES for e in events):
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._dirty.set)
-        elif any(e.entity == "printer_status" for e in events):
+    def noted(self, structural: bool) -> None:
+        """The mirror noted a change (on the server's loop): a printer, job or spool
+        (`structural`), or only printers' statuses."""
+        if structural:
+            self._dirty.set()
+        else:
             self._statuses_changed = True
-
-    def detach(self) -> None:
-        """Stop listening (the listener stays registered but does nothing)."""
-        self._loop = None
 
     def moved(self, state: str) -> None:
         """A job order moved to `state` (from the mirror's events)."""
@@ -135,10 +121,7 @@ class JobOrderControlValues:
             "MaxDownloadableJobOrders": ua.Variant(MAX_JOB_ORDERS, ua.VariantType.UInt16),
         }
         for name, variant in values.items():
-            node = self._variable(name)
-            if name == "JobOrderList":
-                self._privacy.owners[node.nodeid] = NOBODY
-            await node.write_value(ua.DataValue(variant))
+            await self._variable(name).write_value(ua.DataValue(variant))
         if self.current is not None:
             await self._write_current(self.current)
         self.refreshes += 1

@@ -78,6 +78,9 @@ class Mirror:
         # The highest Raft index whose changes reached the loop, and the highest whose changes
         # the address space shows: a method that committed at index i answers once i is shown.
         self._noted_index = 0
+        # Told on the loop of every change noted: True when a printer, job or spool changed
+        # (or the state was replaced), False when only printers' statuses did.
+        self.on_noted: Callable[[bool], None] | None = None
         self.shown_index = 0
         self._shown = asyncio.Condition()
 
@@ -113,9 +116,13 @@ class Mirror:
     def _full(self) -> None:
         self._rebuild = True
         self._wake.set()
+        if self.on_noted is not None:
+            self.on_noted(True)
 
     def _note(self, changes: list[tuple[str, str]], index: int = 0) -> None:
         self._noted_index = max(self._noted_index, index)
+        if self.on_noted is not None:
+            self.on_noted(any(entity != "printer_status" for entity, _ in changes))
         for entity, entity_id in changes:
             if entity == "printer_status":
                 self._statuses.add(entity_id)

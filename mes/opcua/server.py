@@ -231,8 +231,7 @@ class EmbeddedServer:
             self.server, self.job_order_control.nodeid, self.node.read,
             Privacy.of(self.server))
         self.events.on_moved = control.moved
-        self.node.on_apply(control.listener)
-        control.attach()
+        self.mirror.on_noted = control.noted
         run = asyncio.create_task(self.mirror.run(), name="opcua-mirror-passes")
         values = asyncio.create_task(control.run(), name="opcua-job-order-control")
         try:
@@ -256,7 +255,6 @@ class EmbeddedServer:
             await run
         finally:
             gc.enable()
-            control.detach()
             run.cancel()
             values.cancel()
             for task in (run, values):
