@@ -21,6 +21,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,12 @@ class FullCollections:
         log.info("full garbage collection: %d unreachable objects, %.2f s", found,
                  self.last_pause)
         return True
+
+    def status(self) -> dict[str, Any]:
+        """Collections done, turns put off in a row, hand-offs asked, the last pause (s)."""
+        return {"done": self.collections, "put_off": self.skipped,
+                "hand_offs": self.hand_offs,
+                "last_seconds": None if self.last_pause is None else round(self.last_pause, 3)}
 
     async def run(self) -> None:
         """Forever: one turn every `interval` seconds (a schedule, not a wait for a state)."""

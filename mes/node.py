@@ -276,11 +276,7 @@ class FarmNode:
         view["cluster_version"] = self.cluster_version.level()
         view["pre_vote"] = self.raft.pre_vote_status()
         collections = self.full_collections
-        view["full_collections"] = None if collections is None else {
-            "done": collections.collections, "put_off": collections.skipped,
-            "hand_offs": collections.hand_offs,
-            "last_seconds": (None if collections.last_pause is None
-                             else round(collections.last_pause, 3))}
+        view["full_collections"] = None if collections is None else collections.status()
         # This node's embedded OPC UA server: whether its address space is built yet.
         view["opcua"] = self.opcua.status() if self.opcua is not None else None
         return view

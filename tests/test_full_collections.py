@@ -50,6 +50,8 @@ def test_a_leader_that_waited_too_long_hands_leadership_off_then_collects() -> N
     assert collections.step() is False and hand_offs == [3600.0, 3900.0]
     leading[0], now[0] = False, 4200.0  # it follows now
     assert collections.step() is True and collections.hand_offs == 2
+    assert collections.status() == {"done": 1, "put_off": 0, "hand_offs": 2,
+                                    "last_seconds": 0.0}
     leading[0] = True  # leading again: the patience starts over
     for now[0] in (4500.0, 7800.0):
         assert collections.step() is False
