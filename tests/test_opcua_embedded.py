@@ -97,6 +97,15 @@ def text(value: str) -> ua.Variant:
     return ua.Variant(value, ua.VariantType.String)
 
 
+async def submit_12g(farm: Secured, file_id: str, *jobs: tuple[str, dict[str, Any]]) -> None:
+    """Submit 12 g PLA jobs of `file_id` over REST as the admin: (job id, extra fields)."""
+    for job_id, needs in jobs:
+        body = {"id": job_id, "filament_id": "pla", "file_id": file_id,
+                "print_weight_in_grams": 12, **needs}
+        response = await farm.api.post("/api/v1/print_jobs", json=body)
+        assert response.status_code == 201, response.text
+
+
 async def test_a_user_submits_watches_it_print_and_an_operator_clears_the_bed(
         farm: Secured, ada: Client, otto: Client) -> None:
     names = await ada.get_namespace_array()
@@ -388,11 +397,7 @@ async def test_job_responses_by_job_order_id_and_by_state(
     jobs = names.index(MACHINERY_JOBS_URI)
     results_path = [f"{ns}:PrintFarm", f"{jobs}:JobManagement", f"{jobs}:JobOrderResults"]
     stored = await upload_as(farm.api, "ada")
-    for job_id, needs in (("r-1", {"printer_id": "m1"}), ("r-2", {})):
-        body = {"id": job_id, "filament_id": "pla", "file_id": stored["id"],
-                "print_weight_in_grams": 12, **needs}
-        response = await farm.api.post("/api/v1/print_jobs", json=body)
-        assert response.status_code == 201, response.text
+    await submit_12g(farm, stored["id"], ("r-1", {"printer_id": "m1"}), ("r-2", {}))
 
     async def done() -> bool:
         job = (await farm.api.get("/api/v1/print_jobs/r-1")).json()
@@ -458,9 +463,7 @@ async def test_isa95_job_order_status_events_follow_every_transition(
     subscription = await otto.create_subscription(50, Handler())
     await subscription.subscribe_events(otto.nodes.server, [event_type])
     stored = await upload_as(farm.api, "ada")
-    body = {"id": "e-1", "filament_id": "pla", "file_id": stored["id"],
-            "print_weight_in_grams": 12, "printer_id": "m1"}
-    assert (await farm.api.post("/api/v1/print_jobs", json=body)).status_code == 201
+    await submit_12g(farm, stored["id"], ("e-1", {"printer_id": "m1"}))
 
     def states() -> list[tuple[str, str]]:
         return [(e.JobOrder.JobOrderID, e.JobState[0].StateText.Text) for e in seen
@@ -495,10 +498,8 @@ async def test_job_order_control_lists_open_job_orders_and_what_they_may_name(
         return await node.read_value()
 
     stored = await upload_as(farm.api, "ada")
-    for job_id, needs in (("l-1", {"printer_id": "m1"}), ("l-2", {"printer_id": "m1"})):
-        body = {"id": job_id, "filament_id": "pla", "file_id": stored["id"],
-                "print_weight_in_grams": 12, **needs}
-        assert (await farm.api.post("/api/v1/print_jobs", json=body)).status_code == 201
+    await submit_12g(farm, stored["id"], ("l-1", {"printer_id": "m1"}),
+                     ("l-2", {"printer_id": "m1"}))
 
     async def listed() -> list[tuple[str, str]]:
         return [(e.JobOrder.JobOrderID, e.State[0].StateText.Text)

@@ -69,6 +69,16 @@ def ask(node: RaftNode, sent: list[dict[str, Any]], **fields: Any) -> dict[str, 
     return sent[0]
 
 
+def follow_a_leader(node: RaftNode) -> Any:
+    """Make `node` a pre-voting follower of one of its peers, connected to both; the
+    leader's node."""
+    node.follow_cluster_level(PRE_VOTE_LEVEL)
+    node._SyncObj__connectedNodes.update(node.otherNodes)
+    leader = next(iter(node.otherNodes))
+    node._SyncObj__raftLeader = leader
+    return leader
+
+
 def test_a_node_says_yes_only_without_a_leader_and_to_a_log_as_recent(
         quiet: tuple[RaftNode, list[dict[str, Any]]]) -> None:
     node, sent = quiet
@@ -180,10 +190,7 @@ def test_a_node_that_hears_a_leader_of_a_lower_term_holds_the_plain_election(
 def test_a_follower_whose_timeout_passed_forgets_its_leader_and_asks_on_raft_time(
         quiet: tuple[RaftNode, list[dict[str, Any]]]) -> None:
     node, sent = quiet
-    node.follow_cluster_level(PRE_VOTE_LEVEL)
-    node._SyncObj__connectedNodes.update(node.otherNodes)
-    leader = next(iter(node.otherNodes))
-    node._SyncObj__raftLeader = leader
+    follow_a_leader(node)
     node._SyncObj__raftElectionDeadline = 0.0
     sent.clear()
     node.doTick(0.0)
@@ -215,10 +222,7 @@ def test_a_follower_asks_only_after_reading_its_sockets_past_the_deadline(
     # bench/big_orders.py: a follower asked "no leader heard for 3.16 s" 30 ms after a
     # 3.13 s collection, before reading the heartbeats that waited in its sockets.
     node, sent = quiet
-    node.follow_cluster_level(PRE_VOTE_LEVEL)
-    node._SyncObj__connectedNodes.update(node.otherNodes)
-    leader = next(iter(node.otherNodes))
-    node._SyncObj__raftLeader = leader
+    leader = follow_a_leader(node)
     node._listened_at = raft_clock() - 3.0  # the pause began after its last poll
     node._SyncObj__raftElectionDeadline = raft_clock() - 2.5
     sent.clear()
