@@ -25,12 +25,13 @@ or {"path": [...], "from": ref}. A path element is "Name" (namespace 0), "<uri>|
     write      {"node": ref, "dataType": "Double", "value": 1.5, "expect": "Good" | [...]}
                -> {"status", "ok"}     (ok: status in expect; null without expect)
     call       {"object": ref, "method": ref | {"path": [...]} (from the object),
-                "inputs": [{"dataType": "String", "value": "x"}], "expect": ...}
+                "inputs": [{"dataType": "String", "value": "x", "array": false}], "expect": ...}
                -> {"status", "ok", "outputs", "inputStatuses"}
     subscribe  {"nodes": [ref, ...], "publishingInterval": 100, "queueSize": 100,
                 "until": [{"index": 0, "gte" | "lte" | "eq" | "ne": v} | {"changes": n}
                           | {"status": "Good"} | {"every": {"eq" | "gte": v}}, ...],
-                "timeout": 10, "history": 200, "after": [step, ...]}
+                "timeout": 10, "history": 200, "after": [step, ...],
+                "deadband": {"type": "Absolute" | "Percent", "value": v}}
                -> {"met", "conditions", "latest", "counts", "history", "elapsed", "after"}
                (one CreateMonitoredItems for all nodes; each condition is met once it held;
                "changes" counts notifications after the initial one; "every": all nodes' latest

@@ -536,3 +536,142 @@ async def test_job_order_control_lists_open_job_orders_and_what_they_may_name(
         return bool((await state.read_value()).Text == "Aborted")
 
     await eventually(aborted, 30, "CurrentState: the last job order's Aborted")
+
+
+async def test_a_printers_job_management_drives_a_whole_job_of_that_printer(
+        farm: Secured, ada: Client, otto: Client) -> None:
+    """Machinery Jobs as a client written from OPC 40001-3 uses it, on the printer's own
+    JobManagement: Store, Start, Running, Ended, RequestJobResponseByJobOrderID; the
+    printer's JobOrderControl acts on that printer's job orders only."""
+    other = {"id": "m2", "api": "Mock", "worker": False, "opcua_name": "Printer2"}
+    assert (await farm.api.post("/api/v1/printers", json=other)).status_code == 201
+    names = await otto.get_namespace_array()
+    ns, machinery = names.index(FARM_URI), names.index(MACHINERY_URI)
+    jobs, isa95 = names.index(MACHINERY_JOBS_URI), names.index(ISA95_URI)
+
+    async def part(client: Client, printer: str, name: str) -> Node:
+        return await client.get_node(ua.NodeId(f"Printers/{printer}", ns)).get_child(
+            [f"{machinery}:MachineryBuildingBlocks", f"{jobs}:JobManagement", f"{jobs}:{name}"])
+
+    async def m2_built() -> bool:
+        try:
+            await part(otto, "m2", "JobOrderControl")
+        except ua.UaStatusCodeError:
+            return False
+        return True
+
+    await eventually(m2_built, 30, "printer m2's JobManagement")
+    blocks = otto.get_node(ua.NodeId("Printers/m1/MachineryBuildingBlocks", ns))
+    add_ins = {(await n.read_browse_name()).Name: n
+               for n in await blocks.get_children(refs=ua.ObjectIds.HasAddIn)}
+    assert sorted(add_ins) == ["Identification", "JobManagement", "MachineryItemState"]
+    management = add_ins["JobManagement"]
+    assert (await management.read_display_name()).Text == "JobManagement"
+    assert await management.read_type_definition() == ua.NodeId(1003, jobs)
+    control = await part(otto, "m1", "JobOrderControl")
+    assert await control.read_type_definition() == ua.NodeId(1002, isa95)
+    comment = ua.Variant([], ua.VariantType.LocalizedText)
+
+    async def ask(client: Client, printer: str, which: str, name: str,
+                  *args: ua.Variant) -> tuple[str, list[Any]]:
+        result = await call(await part(client, printer, which), isa95, name, *args)
+        return result.StatusCode.name, [v.Value for v in result.OutputArguments or []]
+
+    async def read(printer: str, name: str) -> Any:
+        node = await (await part(otto, printer, "JobOrderControl")).get_child(
+            f"{isa95}:{name}" if name != "CurrentState" else "0:CurrentState")
+        return await node.read_value()
+
+    async def listed(printer: str) -> list[tuple[str, str]]:
+        return [(e.JobOrder.JobOrderID, e.State[0].StateText.Text)
+                for e in await read(printer, "JobOrderList") or []]
+
+    assert await read("m1", "EquipmentID") == ["m1"]
+    assert (await read("m1", "MaterialDefinitionID"), await read("m1", "MaterialClassID")) == (
+        ["pla"], ["PLA"])
+    assert (await read("m2", "MaterialDefinitionID"), await read("m2", "MaxDownloadableJobOrders")
+            ) == ([], 65_535)
+    material = [ua.ISA95MaterialDataType(MaterialLotID="pla", Quantity="12")]
+    gcode = [ua.ISA95WorkMasterDataType(ID=(await upload_as(farm.api, "ada"))["id"])]
+    # Store on m1's JobOrderControl: a job order for m1, waiting for Start.
+    assert await ask(ada, "m1", "JobOrderControl", "Store", _order(
+        JobOrderID="w-1", MaterialRequirements=material, WorkMasterID=gcode), comment) == (
+        "Good", [1])
+    job = (await farm.api.get("/api/v1/print_jobs/w-1")).json()
+    assert (job["printer_id"], job["approval"], job["status"]) == ("m1", "pending", "Queued")
+    # A job order that names another printer is not m1's to store.
+    assert await ask(ada, "m1", "JobOrderControl", "Store", _order(
+        JobOrderID="w-x", MaterialRequirements=material,
+        EquipmentRequirements=[ua.ISA95EquipmentDataType(ID="m2")]), comment) == (
+        "Uncertain", [1 << 32])
+    assert await ask(ada, "m2", "JobOrderControl", "Store", _order(
+        JobOrderID="w-2", MaterialRequirements=material), comment) == ("Good", [1])
+
+    async def stored() -> bool:
+        return (await listed("m1"), await listed("m2")) == (
+            [("w-1", "NotAllowedToStart")], [("w-2", "NotAllowedToStart")])
+
+    await eventually(stored, 30, "each printer listing its own stored job order")
+    # m2's job order is unknown to m1's JobOrderControl and JobOrderResults.
+    assert await ask(otto, "m1", "JobOrderControl", "Start", text("w-2"), comment) == (
+        "Uncertain", [2])
+    assert await ask(otto, "m1", "JobOrderControl", "Cancel", text("w-2"), comment) == (
+        "Uncertain", [2])
+    unknown = await ask(otto, "m1", "JobOrderResults", "RequestJobResponseByJobOrderID",
+                        text("w-2"))
+    assert (unknown[0], unknown[1][-1]) == ("Uncertain", 2)
+    assert (await farm.api.get("/api/v1/print_jobs/w-2")).json()["status"] == "Queued"
+    # Start is an operator's; then the job order runs and ends on m1.
+    assert await ask(ada, "m1", "JobOrderControl", "Start", text("w-1"), comment) == (
+        "BadUserAccessDenied", [])
+    assert await ask(otto, "m1", "JobOrderControl", "Start", text("w-1"), comment) == (
+        "Good", [1])
+
+    async def running() -> bool:
+        return await listed("m1") == [("w-1", "Running")] and \
+            (await read("m1", "CurrentState")).Text == "Running"
+
+    await eventually(running, 60, "w-1 Running in m1's JobOrderList and CurrentState")
+
+    async def ended() -> bool:
+        return await listed("m1") == [] and (await read("m1", "CurrentState")).Text == "Ended"
+
+    await eventually(ended, 90, "w-1 Ended on m1's JobOrderControl")
+    status, (response, bits) = await ask(otto, "m1", "JobOrderResults",
+                                         "RequestJobResponseByJobOrderID", text("w-1"))
+    assert (status, bits) == ("Good", 1)
+    assert (response.JobOrderID, response.JobState[0].StateNumber,
+            response.JobState[0].StateText.Text) == ("w-1", 5, "Ended")
+    assert [e.ID for e in response.EquipmentActuals] == ["m1"]
+    assert [(m.MaterialLotID, m.Quantity, m.MaterialUse) for m in response.MaterialActuals] == [
+        ("pla", "12", "Consumed")]
+    assert response.StartTime is not None and response.EndTime >= response.StartTime
+    ended_state = ua.ISA95StateDataType(StateText=ua.LocalizedText("Ended"), StateNumber=5)
+    states = ua.Variant([ended_state], ua.VariantType.ExtensionObject, is_array=True)
+    by_state = {p: await ask(otto, p, "JobOrderResults", "RequestJobResponseByJobOrderState",
+                             states) for p in ("m1", "m2")}
+    assert [r.JobOrderID for r in by_state["m1"][1][0]] == ["w-1"]
+    assert by_state["m2"][1][0] in ([], None)
+    # The printer's JobOrderList is the staff's, like the farm's.
+    node = await (await part(ada, "m1", "JobOrderControl")).get_child(f"{isa95}:JobOrderList")
+    with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+        await node.read_value()
+    # The methods are shared with the farm's JobOrderControl: on another object they are
+    # refused, and a removed printer takes its JobManagement but not the methods with it.
+    start = await control.get_child(f"{isa95}:Start")
+    wrong = ua.CallMethodRequest(ObjectId=ua.NodeId("Printers/m1", ns), MethodId=start.nodeid,
+                                 InputArguments=[text("w-2"), comment])
+    assert (await otto.uaclient.call([wrong]))[0].StatusCode.name == "BadMethodInvalid"
+    assert (await farm.api.post("/api/v1/print_jobs/w-2/status",
+                                params={"status": "Canceled"})).status_code == 200
+    assert (await farm.api.delete("/api/v1/printers/m2")).status_code == 204
+
+    async def m2_gone() -> bool:
+        return not await m2_built()
+
+    await eventually(m2_gone, 30, "printer m2's JobManagement to go with it")
+    farm_control = await otto.nodes.objects.get_child(
+        [f"{ns}:PrintFarm", f"{jobs}:JobManagement", f"{jobs}:JobOrderControl"])
+    assert (await farm_control.get_child(f"{isa95}:Start")).nodeid == start.nodeid
+    assert await ask(otto, "m1", "JobOrderControl", "Start", text("w-x"), comment) == (
+        "Uncertain", [2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 from typing import Any
@@ -74,6 +75,9 @@ def _shape(data: Any, old: str, new: str) -> tuple[list[str], list[str]]:
     attrs = []
     for attr, value in sorted(data.attributes.items()):
         variant = value.value.Value if value.value is not None else None
+        if isinstance(variant, ua.Variant) and isinstance(variant.Value, list):
+            # AddNodes keeps an array value's list but not its is_array flag.
+            variant = dataclasses.replace(variant, is_array=True)
         attrs.append(f"{int(attr)}={variant!r}".replace(old, new))
     refs = sorted(repr(r).replace(old, new) for r in data.references)
     return attrs, refs

@@ -7,6 +7,7 @@ and crawl the whole address space Good."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,42 @@ async def test_node_opcua_is_refused_without_an_account(farm: Farm) -> None:
     wrong = await run(plan(farm, [{"op": "read", "nodes": ["i=2267"]}], password="nope-nope"))
     assert (wrong["ok"], wrong["session"], wrong["stage"]) == (False, False, "session"), wrong
     assert wrong["status"] in ("BadUserAccessDenied", "BadIdentityTokenRejected"), wrong
+
+
+async def test_node_opcua_deadbands_and_a_printers_job_management(farm: Farm) -> None:
+    """A Percent deadband (of the EURange) honoured for node-opcua; the printer's own
+    JobManagement browsed and its JobOrderControl called for another printer's job."""
+    stored = await upload(farm.api)
+    progress = node_id("Printers/m1/CurrentJob/Progress")
+    jobs = "http://opcfoundation.org/UA/Machinery/Jobs/"
+    control = [f"{MACHINERY}|MachineryBuildingBlocks", f"{jobs}|JobManagement",
+               f"{jobs}|JobOrderControl"]
+    result = await run(plan(farm, [
+        {"op": "subscribe", "nodes": [progress], "until": [{"index": 0, "eq": 100}],
+         "timeout": 90, "history": 1000,
+         "after": [{"op": "subscribe", "nodes": [progress], "history": 1000,
+                    "deadband": {"type": "Percent", "value": 25},
+                    "until": [{"index": 0, "gte": 75}], "timeout": 90,
+                    "after": [submit(stored["id"], "db-1")]}]},
+        {"op": "browse", "path": control, "from": node_id("Printers/m1")},
+        {"op": "call", "object": {"path": control, "from": node_id("Printers/m1")},
+         "method": {"path": [f"{ISA95}|Start"]},
+         "inputs": [{"dataType": "String", "value": "db-1"},
+                    {"dataType": "LocalizedText", "value": [], "array": True}]},
+        {"op": "read", "nodes": [{"path": [*control, f"{ISA95}|EquipmentID"],
+                                  "from": node_id("Printers/m1")}]},
+    ]))
+    assert result["ok"], result
+    plain, browse, start, equipment = result["steps"]
+    banded = plain["after"][0]
+    assert plain["met"] and banded["met"], result
+    every, reported = plain["history"][0], banded["history"][0]
+    # Without a filter every step of the print is reported; with 25 % of 0..100 only a
+    # change of more than 25 from the value reported last.
+    assert len(every) > len(reported) >= 2, (every, reported)
+    assert all(b - a > 25 for a, b in itertools.pairwise(reported)), reported
+    assert browse["status"] == "Good", browse
+    # db-1 ran on m1 (it was submitted for m1); started again: not allowed in its state.
+    # (node-opcua gives a UInt64 as [high, low]).
+    assert (start["status"], start["outputs"]) == ("Uncertain", [[0, 8]]), start
+    assert equipment["values"][0]["value"] == ["m1"], equipment

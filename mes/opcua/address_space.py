@@ -21,10 +21,22 @@ from asyncua import Server, ua
 
 from mes.opcua.farm_state import FarmState, PrinterView
 from mes.opcua.fast_nodes import NodeWriter
+from mes.opcua.job_management import (
+    JOB_MANAGEMENT_PARTS,
+    MAX_JOB_ORDERS,
+    PRINTER_JOB_MANAGEMENT,
+    printer_job_management,
+)
 from mes.opcua.job_responses import job_order_state
 from mes.opcua.privacy import NOBODY, Privacy
 from mes.opcua_model.loader import FARM_URI
-from mes.opcua_model.nodesets import AM_URI, DI_URI, MACHINERY_URI
+from mes.opcua_model.nodesets import (
+    AM_URI,
+    DI_URI,
+    ISA95_URI,
+    MACHINERY_JOBS_URI,
+    MACHINERY_URI,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +88,23 @@ class Namespaces:
     machinery: int
     machine_tool: int
     am: int
+    jobs: int  # Machinery Jobs (OPC 40001-3)
+    isa95: int  # ISA-95 Job Control
 
     @classmethod
     async def resolve(cls, server: Server) -> Namespaces:
         """Look every namespace index up by its URI."""
         index = server.get_namespace_index
         return cls(await index(FARM_URI), await index(DI_URI), await index(MACHINERY_URI),
-                   await index(MACHINE_TOOL_URI), await index(AM_URI))
+                   await index(MACHINE_TOOL_URI), await index(AM_URI),
+                   await index(MACHINERY_JOBS_URI), await index(ISA95_URI))
+
+
+
+
+# Data types of JobOrderControl's variables (ISA-95 Job Control namespace).
+_ISA95_JOB_ORDER_AND_STATE = 3015
+_ISA95_WORK_MASTER = 3007
 
 
 # ---------------------------------------------------------------------------- node building
@@ -163,13 +185,16 @@ class _Items:
     def var(self, parent: ua.NodeId, nodeid: ua.NodeId, name: ua.QualifiedName,
             value: ua.Variant, datatype: ua.NodeId, *, prop: bool = False,
             typedef: int | ua.NodeId = _I.BaseDataVariableType, description: str = "",
-            history: bool = False) -> ua.NodeId:
-        """A variable; `history`: HistoryRead serves its past (mes.opcua.history)."""
+            history: bool = False, array: bool = False) -> ua.NodeId:
+        """A variable; `history`: HistoryRead serves its past (mes.opcua.history);
+        `array`: a one-dimensional array."""
         level = _READ | (_HISTORY if history else 0)
         attrs = ua.VariableAttributes(
             DisplayName=ua.LocalizedText(name.Name),
             Description=ua.LocalizedText(description or name.Name), Value=value,
-            DataType=datatype, ValueRank=ua.ValueRank.Scalar, ArrayDimensions=None,
+            DataType=datatype,
+            ValueRank=ua.ValueRank.OneDimension if array else ua.ValueRank.Scalar,
+            ArrayDimensions=[0] if array else None,
             AccessLevel=level, UserAccessLevel=level, Historizing=history,
             WriteMask=0, UserWriteMask=0, MinimumSamplingInterval=0.0)
         tdef = ua.NodeId(_I.PropertyType) if prop else (
@@ -253,6 +278,9 @@ class AddressSpace:
         self._refused: set[ua.NodeId] = set()  # nodes whose refused write was logged
         # Called with (printer node id, printer id) after a printer object was created.
         self.printer_hooks: list[Callable[[ua.NodeId, str], Awaitable[None]]] = []
+        # The farm-wide methods each printer's JobOrderControl and JobOrderResults reference
+        # (set before the first printer is made).
+        self.job_methods: dict[str, tuple[ua.NodeId, ...]] = {}
 
     def id(self, path: str) -> ua.NodeId:
         """A node id in our namespace."""
@@ -297,8 +325,10 @@ class AddressSpace:
                                  ("AMTechnologyIdentifier", ns.am, s)):
             items.var(ident, self.id(f"{base}/Identification/{name}"), self._q(vns, name),
                       ua.Variant(None), _dtype(vtype), prop=True)
-        items.obj(root, self.id(f"{base}/MachineryBuildingBlocks"),
-                  self._q(ns.machinery, "MachineryBuildingBlocks"), ua.NodeId(_I.FolderType))
+        blocks = items.obj(root, self.id(f"{base}/MachineryBuildingBlocks"),
+                           self._q(ns.machinery, "MachineryBuildingBlocks"),
+                           ua.NodeId(_I.FolderType))
+        self._job_management_items(items, blocks, pid)
         # OPC 40001-1: the building blocks are AddIns of the machine, and the folder
         # references them too (put_printers adds its HasAddIn references).
         item_state = items.obj(root, self.id(f"{base}/MachineryItemState"),
@@ -316,6 +346,44 @@ class AddressSpace:
                   ua.NodeId(1001, ns.am))
         self._farm_items(items, root, base)
         return items
+
+    def _job_management_items(self, items: _Items, blocks: ua.NodeId, pid: str) -> None:
+        """The printer's JobManagement (Machinery Jobs' JobManagementType, an AddIn of
+        MachineryBuildingBlocks) with JobOrderControl's mandatory variables and
+        JobOrderResults; their methods are the farm-wide ones, referenced (`_printer_refs`)
+        and answered for this printer's jobs (mes.opcua.methods)."""
+        ns = self.ns
+        base = f"Printers/{pid}/{PRINTER_JOB_MANAGEMENT}"
+        management = items.obj(blocks, self.id(base), self._q(ns.jobs, "JobManagement"),
+                               ua.NodeId(1003, ns.jobs), _HAS_ADD_IN,
+                               f"The job orders of printer {pid}")
+        control = items.obj(management, self.id(f"{base}/JobOrderControl"),
+                            self._q(ns.jobs, "JobOrderControl"), ua.NodeId(1002, ns.isa95))
+        items.obj(management, self.id(f"{base}/JobOrderResults"),
+                  self._q(ns.jobs, "JobOrderResults"), ua.NodeId(1003, ns.isa95))
+        cbase, text = f"{base}/JobOrderControl", _dtype(ua.VariantType.String)
+        current = items.var(control, self.id(f"{cbase}/CurrentState"), self._q(0, "CurrentState"),
+                            ua.Variant(None), _dtype(ua.VariantType.LocalizedText),
+                            typedef=_I.FiniteStateVariableType)
+        items.var(current, self.id(f"{cbase}/CurrentState/Id"), self._q(0, "Id"),
+                  ua.Variant(None), ua.NodeId(_I.NodeId), prop=True)
+        strings = ua.VariantType.String
+        for name, value, datatype in (
+                ("EquipmentID", ua.Variant([pid], strings, is_array=True), text),
+                ("JobOrderList", ua.Variant([], ua.VariantType.ExtensionObject, is_array=True),
+                 ua.NodeId(_ISA95_JOB_ORDER_AND_STATE, ns.isa95)),
+                ("MaterialClassID", ua.Variant([], strings, is_array=True), text),
+                ("MaterialDefinitionID", ua.Variant([], strings, is_array=True), text),
+                ("PersonnelID", ua.Variant([], strings, is_array=True), text),
+                ("PhysicalAssetID", ua.Variant([], strings, is_array=True), text),
+                ("WorkMaster", ua.Variant([], ua.VariantType.ExtensionObject, is_array=True),
+                 ua.NodeId(_ISA95_WORK_MASTER, ns.isa95))):
+            items.var(control, self.id(f"{cbase}/{name}"), self._q(ns.isa95, name), value,
+                      datatype, typedef=_I.BaseDataVariableType, array=True)
+        items.var(control, self.id(f"{cbase}/MaxDownloadableJobOrders"),
+                  self._q(ns.isa95, "MaxDownloadableJobOrders"),
+                  ua.Variant(MAX_JOB_ORDERS, ua.VariantType.UInt16),
+                  _dtype(ua.VariantType.UInt16), prop=True)
 
     def _machine_tool_items(self, items: _Items, root: ua.NodeId, base: str) -> None:
         """MachineToolType's mandatory members (Monitoring, Notification, Production)."""
@@ -440,6 +508,11 @@ class AddressSpace:
             plain = tuple(self._quality(ids[i], value, st is None) if i in _TELEMETRY else value
                           for i, value in enumerate(plain))
         found = dict(zip(ids, plain, strict=True))
+        control = f"Printers/{view.id}/{PRINTER_JOB_MANAGEMENT}/JobOrderControl"
+        loaded = [str(view.spool["id"])] if view.spool else []
+        material = [str(view.spool["type"])] if view.spool and view.spool.get("type") else []
+        found[self.id(f"{control}/MaterialDefinitionID")] = (s, loaded)
+        found[self.id(f"{control}/MaterialClassID")] = (s, material)
         if view.spool:
             sp = view.spool
             sbase = f"Printers/{view.id}/Feedstock/{sp['id']}"
@@ -644,7 +717,9 @@ class AddressSpace:
                 pending.extend(items.items)
                 added.append(pid)
                 refs.append(self._farm_view_ref(pid))
-                refs.extend(self._building_block_refs(pid))
+                refs.extend(self._printer_refs(pid))
+                self.privacy.owners[self.id(
+                    printer_job_management(pid, "JobOrderControl/JobOrderList"))] = NOBODY
                 count += 1
             elif self._printer_names[pid] != view.name:
                 self._printer_names[pid] = view.name
@@ -659,9 +734,11 @@ class AddressSpace:
         await self._flush(pending, refs, added)
         return changes
 
-    def _building_block_refs(self, pid: str) -> list[ua.AddReferencesItem]:
+    def _printer_refs(self, pid: str) -> list[ua.AddReferencesItem]:
         """MachineryBuildingBlocks' HasAddIn references to the printer's building blocks,
-        and their inverses (asyncua adds only the direction it is given)."""
+        and their inverses (asyncua adds only the direction it is given); and the
+        references of its JobManagement to the farm-wide methods (forward only: a method
+        shared by every printer lists none of them)."""
         base = f"Printers/{pid}"
         folder = self.id(f"{base}/MachineryBuildingBlocks")
         refs = []
@@ -672,7 +749,14 @@ class AddressSpace:
                                           TargetNodeClass=ua.NodeClass.Object)
                      for source, other, forward in ((folder, target, True),
                                                     (target, folder, False))]
-        return refs
+        return refs + self._shared_method_refs(pid)
+
+    def _shared_method_refs(self, pid: str) -> list[ua.AddReferencesItem]:
+        return [ua.AddReferencesItem(
+                    SourceNodeId=self.id(printer_job_management(pid, part)),
+                    ReferenceTypeId=_HAS_COMPONENT, IsForward=True, TargetNodeId=method,
+                    TargetNodeClass=ua.NodeClass.Method)
+                for part in JOB_MANAGEMENT_PARTS for method in self.job_methods.get(part, ())]
 
     def _farm_view_ref(self, pid: str) -> ua.AddReferencesItem:
         return ua.AddReferencesItem(
@@ -730,6 +814,13 @@ class AddressSpace:
         if spool:
             await self._delete(spool[1])
         if ids:
+            # The farm-wide methods its JobManagement references are not its own: their
+            # references go first, so the recursive delete below leaves the methods.
+            session = self.server.iserver.isession
+            await session.delete_references([ua.DeleteReferencesItem(
+                SourceNodeId=ref.SourceNodeId, ReferenceTypeId=_HAS_COMPONENT, IsForward=True,
+                TargetNodeId=ref.TargetNodeId, DeleteBidirectional=False)
+                for ref in self._shared_method_refs(pid)])
             # Also whatever others added under the printer (its methods).
             root = self.server.get_node(self.printer_node(pid))
             await self.server.delete_nodes([root], recursive=True)

@@ -41,7 +41,8 @@ class FarmEvents:
         self._completed: Any = None
         self._order_status: Any = None
         self.job_order_control: ua.NodeId | None = None  # the ISA-95 events' SourceNode
-        self.on_moved: Callable[[str], None] | None = None  # told each job order's new state
+        # Told each job order's new state and its printer (assigned, else asked for).
+        self.on_moved: Callable[[str, str | None], None] | None = None
         self.emitted = 0
 
     async def init(self) -> None:
@@ -109,7 +110,8 @@ class FarmEvents:
         fields = order_status_fields(seq, at, job, after)
         await self._emit(self._order_status, None, fields, self.job_order_control)
         if self.on_moved is not None:
-            self.on_moved(fields["JobState"][0].StateText.Text)
+            self.on_moved(fields["JobState"][0].StateText.Text,
+                          job.get("assigned_printer_id") or job.get("printer_id"))
 
 
 def order_status_fields(seq: int, at: float, job: dict[str, Any], after: str

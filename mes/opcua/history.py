@@ -26,6 +26,7 @@ from mes.opcua.events import (
     completed_fields,
     order_status_fields,
 )
+from mes.opcua.job_management import FARM_JOB_ORDER_CONTROL
 from mes.state.opcua_reads import history_between
 
 Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
@@ -55,7 +56,7 @@ class FarmHistory:
         self.changed = ua.NodeId(JOB_STATUS_CHANGED, farm_ns)
         self.completed = ua.NodeId(PRINT_COMPLETED, farm_ns)
         self.order_status = ua.NodeId(JOB_ORDER_STATUS, farm_ns)
-        self.job_order_control = ua.NodeId("PrintFarm/JobManagement.JobOrderControl", farm_ns)
+        self.job_order_control = ua.NodeId(FARM_JOB_ORDER_CONTROL, farm_ns)
 
     async def history_read(self, params: ua.HistoryReadParameters
                            ) -> list[ua.HistoryReadResult]:

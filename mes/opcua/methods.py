@@ -8,16 +8,20 @@ job, spool or file), BadInvalidState (the rules refuse the transition, or the pr
 no current job), BadUserAccessDenied (the role may not, or another user's job on a
 printer), BadInvalidArgument (bad values; a wrong type also BadTypeMismatch for that
 argument in InputArgumentResults), BadMethodInvalid (a method called on another object
-than its own). The ISA-95 methods on JobOrderControl answer with a ReturnStatus bit map
-(OPC 10031-4, B.2): 1 on success, and a refused job order Uncertain with its bits
-(2: unknown job order, 8: the job's state does not allow the command, 16: not accepted,
-2^32: an invalid request); by JobOrderID another user's job answers as an unknown one, as REST's
-404 does.
+than its own). The JobOrderControl and JobOrderResults methods are the farm's and each
+printer's (`MachineryBuildingBlocks/JobManagement`): called on a printer's, they act on
+that printer's jobs only (a job order stored there is for that printer; another printer's
+job answers as an unknown one). The ISA-95 methods on JobOrderControl answer with a
+ReturnStatus bit map (OPC 10031-4, B.2): 1 on success, and a refused job order Uncertain
+with its bits (2: unknown job order, 8: the job's state does not allow the command, 16:
+not accepted, 2^32: an invalid request); by JobOrderID another user's job answers as an
+unknown one, as REST's 404 does.
 Handlers are async: sync ones run in a thread pool and lose the session's user.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +36,7 @@ from mes.app.errors import DomainError, Kind
 from mes.app.raft_index import noting_index
 from mes.auth.principal import Principal
 from mes.files.store import SHA256_PATTERN
+from mes.opcua.job_management import printer_of_part
 from mes.opcua.job_orders import JobOrderInvalid, job_args
 from mes.opcua.job_responses import job_order_state, job_response, states_asked
 from mes.opcua.security import current_principal
@@ -71,6 +76,10 @@ STORE_BITS = {**RETURN_BITS, ua.StatusCodes.BadNotFound: INVALID_REQUEST,
               ua.StatusCodes.BadInvalidState: UNABLE_TO_ACCEPT}
 # Who may call each method at all (its UserExecutable for a session): a role at least.
 Executable = Callable[[ua.NodeId, str], None]
+# The printer whose JobManagement a JobOrderControl or JobOrderResults method was called
+# on, while its handler runs (None: the farm's).
+_CALLED_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mes_opcua_called_for", default=None)
 
 # The OPC UA status of each kind of the application layer's DomainError (one table).
 STATUS_OF_KIND: dict[Kind, int] = {
@@ -211,15 +220,17 @@ class FarmMethods:
     async def _method(self, parent: Node, ns: int, name: str, handler: Handler,
                       inputs: Sequence[Arg], outputs: Sequence[Arg], description: str,
                       browse_ns: int | None = None, role: str = "user",
-                      return_bits: dict[int, int] | None = None) -> Node:
+                      return_bits: dict[int, int] | None = None,
+                      part: str | None = None) -> Node:
         """Add method `name` to `parent`. Only `parent` may be called with it (another
         object: Bad_MethodInvalid); `role` is the least role that may call it;
         `return_bits`: an ISA-95 method, whose refusals answer Uncertain and a ReturnStatus
-        with these bits per status where the specification says so."""
+        with these bits per status where the specification says so; `part`: a
+        JobManagement part whose printers' copies may be called with it too."""
         method: Node = await parent.add_method(
             _child_id(parent, name, ns),
             ua.QualifiedName(name, ns if browse_ns is None else browse_ns),
-            self._callback(parent.nodeid, name, handler, inputs, return_bits),
+            self._callback(parent.nodeid, name, handler, inputs, return_bits, part=part),
             [a.argument() for a in inputs], [a.argument() for a in outputs])
         await method.write_attribute(ua.AttributeIds.Description,
                                      ua.DataValue(ua.LocalizedText(description)))
@@ -229,13 +240,26 @@ class FarmMethods:
 
     def _callback(self, owner: ua.NodeId, name: str, handler: Handler, inputs: Sequence[Arg],
                   return_bits: dict[int, int] | None,
-                  before_bits: Sequence[ua.Variant] = ()) -> Callable[..., Awaitable[Any]]:
+                  before_bits: Sequence[ua.Variant] = (),
+                  part: str | None = None) -> Callable[..., Awaitable[Any]]:
         """What answers a call of method `name` of object `owner` (see `_method`);
         `before_bits`: the outputs a refusal answers before its ReturnStatus (empty values
-        of the method's other outputs)."""
+        of the method's other outputs); `part`: also called on each printer's JobManagement
+        `part` (the handler reads the printer from `_called_for()`)."""
         async def call(object_id: ua.NodeId, *variants: Any) -> Any:
+            printer = None
             if object_id != owner:
-                return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
+                printer = (printer_of_part(object_id, part, owner.NamespaceIndex)
+                           if part is not None else None)
+                if printer is None:
+                    return ua.StatusCode(ua.StatusCodes.BadMethodInvalid)
+            called_for = _CALLED_FOR.set(printer)
+            try:
+                return await answer(variants)
+            finally:
+                _CALLED_FOR.reset(called_for)
+
+        async def answer(variants: Sequence[Any]) -> Any:
             try:
                 who = current_principal()
                 values = _values(inputs, variants)
@@ -308,6 +332,14 @@ class FarmMethods:
                     args = job_args(values[0])
                 except JobOrderInvalid as exc:
                     raise Refused(ua.StatusCodes.BadInvalidArgument, str(exc), 0) from None
+                printer = _CALLED_FOR.get()
+                if printer is not None:  # a printer's JobOrderControl: a job order for it
+                    named = args.get("printer_id")
+                    if named not in (None, printer):
+                        raise Refused(ua.StatusCodes.BadInvalidArgument,
+                                      f"the job order names printer {named!r}, not this "
+                                      f"JobOrderControl's printer {printer!r}", 0)
+                    args["printer_id"] = printer
                 await self._create_job(who, args, held=held)
                 return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
             return handler
@@ -318,14 +350,15 @@ class FarmMethods:
                 ("StoreAndStart", False, "Queue a print job the farm may start")):
             await self._method(job_order_control, ns, name, store(held),
                                (order_arg, _JOB_ORDER_ARGS[1]), [_RETURN_STATUS], description,
-                               browse_ns, return_bits=STORE_BITS)
+                               browse_ns, return_bits=STORE_BITS, part=_CONTROL)
 
         def by_id(action: str) -> Handler:
             async def handler(who: Principal, values: list[Any]) -> list[ua.Variant]:
                 job_id = _ident(values[0], "JobOrderID")
                 assert job_id is not None
                 job = await self.read(lambda c: queries.get_job(c, job_id))
-                if job is None or (not who.staff and job["owner_id"] != who.user_id):
+                if job is None or (not who.staff and job["owner_id"] != who.user_id) or \
+                        not _of_called_printer(job):
                     # Another user's job answers as a missing one (as REST's 404): the
                     # answer tells nobody which job ids exist.
                     raise Refused(ua.StatusCodes.BadNotFound, f"no job {job_id!r}")
@@ -336,19 +369,23 @@ class FarmMethods:
         for name in ("Cancel", "Pause", "Resume"):
             await self._method(job_order_control, ns, name, by_id(name.lower()),
                                _JOB_ORDER_ARGS, [_RETURN_STATUS], f"{name} a print job",
-                               browse_ns, return_bits=RETURN_BITS)
+                               browse_ns, return_bits=RETURN_BITS, part=_CONTROL)
 
         async def start(who: Principal, values: list[Any]) -> list[ua.Variant]:
             job_id = _ident(values[0], "JobOrderID")
             if not who.staff:
                 raise Refused(ua.StatusCodes.BadUserAccessDenied, "starting a stored job "
                               "needs an operator")
+            if _CALLED_FOR.get() is not None:
+                job = await self.read(lambda c: queries.get_job(c, job_id or ""))
+                if job is None or not _of_called_printer(job):
+                    raise Refused(ua.StatusCodes.BadNotFound, f"no job {job_id!r}")
             await self.submit(Op.JOB_APPROVE, {"id": job_id}, who)
             return [ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
 
         await self._method(job_order_control, ns, "Start", start, _JOB_ORDER_ARGS,
                            [_RETURN_STATUS], "Allow a stored print job to start (operators)",
-                           browse_ns, role="operator", return_bits=RETURN_BITS)
+                           browse_ns, role="operator", return_bits=RETURN_BITS, part=_CONTROL)
 
     async def add_job_order_results(self, results: Node, ns: int) -> None:
         """JobOrderResults' mandatory RequestJobResponseByJobOrderID and
@@ -360,7 +397,8 @@ class FarmMethods:
         async def by_id(who: Principal, values: list[Any]) -> list[ua.Variant]:
             job_id = _ident(values[0], "JobOrderID")
             found = await self.read(lambda c: _job_with_history(c, job_id or ""))
-            if found is None or (not who.staff and found[0]["owner_id"] != who.user_id):
+            if found is None or (not who.staff and found[0]["owner_id"] != who.user_id) or \
+                    not _of_called_printer(found[0]):
                 raise Refused(ua.StatusCodes.BadNotFound, f"no job {job_id!r}")
             job, history, printer_state = found
             response = job_response(job, history, printer_state)
@@ -370,7 +408,8 @@ class FarmMethods:
         async def by_state(who: Principal, values: list[Any]) -> list[ua.Variant]:
             asked = states_asked(values[0])
             owner = None if who.staff else who.user_id
-            found = await self.read(lambda c: _jobs_with_histories(c, asked, owner))
+            printer = _CALLED_FOR.get()
+            found = await self.read(lambda c: _jobs_with_histories(c, asked, owner, printer))
             responses = [job_response(job, history, state) for job, history, state in found]
             return [ua.Variant(responses, ua.VariantType.ExtensionObject, is_array=True),
                     ua.Variant(RETURN_OK, ua.VariantType.UInt64)]
@@ -385,7 +424,7 @@ class FarmMethods:
                      array=True), no_responses)):
             method = await results.get_child(f"{isa95}:{name}")
             method.session.add_method_callback(method.nodeid, self._callback(
-                results.nodeid, name, handler, (arg,), RETURN_BITS, (empty,)))
+                results.nodeid, name, handler, (arg,), RETURN_BITS, (empty,), part=_RESULTS))
             if self.executable is not None:
                 self.executable(method.nodeid, "user")
 
@@ -440,6 +479,7 @@ class FarmMethods:
         return [ua.Variant(job["id"], ua.VariantType.String)]
 
 
+_CONTROL, _RESULTS = "JobOrderControl", "JobOrderResults"
 # At most this many job responses per RequestJobResponseByJobOrderState (the newest).
 RESPONSES_PER_CALL = 1_000
 _STATUSES_OF = {"NotAllowedToStart": ("Queued",), "AllowedToStart": ("Queued",),
@@ -463,16 +503,26 @@ def _printer_state(conn: Connection, job: dict[str, Any]) -> str | None:
     return str(status["state"]) if status else None
 
 
-def _jobs_with_histories(conn: Connection, asked: set[str], owner_id: str | None
+def _of_called_printer(job: dict[str, Any]) -> bool:
+    """Whether `job` is one the called JobManagement answers for: any job on the farm's,
+    a printer's (assigned, or asked for while queued) on that printer's."""
+    printer = _CALLED_FOR.get()
+    return printer is None or printer == (job.get("assigned_printer_id")
+                                          or job.get("printer_id"))
+
+
+def _jobs_with_histories(conn: Connection, asked: set[str], owner_id: str | None,
+                         printer_id: str | None = None
                          ) -> list[tuple[dict[str, Any], list[dict[str, Any]], str | None]]:
-    """The newest jobs in the ISA-95 states asked for, with their histories."""
+    """The newest jobs in the ISA-95 states asked for (of one printer when given), with
+    their histories."""
     statuses = {status for name in asked for status in _STATUSES_OF[name]}
     if not statuses:
         return []
     queued = {"NotAllowedToStart", "AllowedToStart"} & asked
     pending = None if len(queued) != 1 else "NotAllowedToStart" in queued
     jobs = jobs_in_states(conn, statuses, pending if statuses == {"Queued"} else None,
-                          owner_id, RESPONSES_PER_CALL)
+                          owner_id, RESPONSES_PER_CALL, printer_id)
     histories = histories_of(conn, [j["id"] for j in jobs])
     found = [(job, histories[job["id"]], _printer_state(conn, job)) for job in jobs]
     return [(job, history, state) for job, history, state in found

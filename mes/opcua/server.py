@@ -28,6 +28,11 @@ from mes.opcua.address_space import AddressSpace, Namespaces
 from mes.opcua.events import FarmEvents
 from mes.opcua.history import FarmHistory
 from mes.opcua.identity import password_check
+from mes.opcua.job_management import (
+    FARM_JOB_MANAGEMENT,
+    FARM_JOB_ORDER_CONTROL,
+    FARM_JOB_ORDER_RESULTS,
+)
 from mes.opcua.job_order_control import JobOrderControlValues
 from mes.opcua.limits import announce as announce_limits
 from mes.opcua.methods import FarmMethods
@@ -267,11 +272,10 @@ class EmbeddedServer:
         jobs_ns = await self.server.get_namespace_index(MACHINERY_JOBS_URI)
         farm = self.server.get_node(ua.NodeId("PrintFarm", self.farm_ns))
         await instantiate(farm, self.server.get_node(ua.NodeId(1003, jobs_ns)),
-                          nodeid=ua.NodeId("PrintFarm/JobManagement", self.farm_ns),
+                          nodeid=ua.NodeId(FARM_JOB_MANAGEMENT, self.farm_ns),
                           bname=ua.QualifiedName("JobManagement", jobs_ns),
                           instantiate_optional=False)
-        return self.server.get_node(
-            ua.NodeId("PrintFarm/JobManagement.JobOrderControl", self.farm_ns))
+        return self.server.get_node(ua.NodeId(FARM_JOB_ORDER_CONTROL, self.farm_ns))
 
     def _server_uris(self) -> list[str]:
         nodes = sorted({self.settings.raft_self, *self.settings.peers})
@@ -308,9 +312,15 @@ async def _attach_methods(embedded: EmbeddedServer) -> None:
     server = embedded.server
     await farm.add_farm_methods(server.get_node(ua.NodeId("PrintFarm", ns)), ns)
     if embedded.job_order_control is not None:
+        results = server.get_node(ua.NodeId(FARM_JOB_ORDER_RESULTS, ns))
         await farm.add_job_order_control(embedded.job_order_control, ns)
-        await farm.add_job_order_results(
-            server.get_node(ua.NodeId("PrintFarm/JobManagement.JobOrderResults", ns)), ns)
+        await farm.add_job_order_results(results, ns)
+        # Each printer's JobManagement references these methods (answered for its jobs).
+        for part, owner in (("JobOrderControl", embedded.job_order_control),
+                            ("JobOrderResults", results)):
+            methods = await owner.get_children(refs=ua.ObjectIds.HasComponent,
+                                               nodeclassmask=ua.NodeClass.Method)
+            embedded.space.job_methods[part] = tuple(m.nodeid for m in methods)
 
     async def add_printer_methods(nodeid: ua.NodeId, printer_id: str) -> None:
         await farm.add_printer_methods(server.get_node(nodeid), printer_id, ns)

@@ -79,9 +79,11 @@ def history_between(conn: Connection, start: float | None, end: float | None, af
 
 
 def jobs_in_states(conn: Connection, statuses: Collection[str], pending: bool | None,
-                   owner_id: str | None, limit: int) -> list[dict[str, Any]]:
+                   owner_id: str | None, limit: int, printer_id: str | None = None
+                   ) -> list[dict[str, Any]]:
     """The newest `limit` jobs whose status is one of `statuses` (`pending`: only those
-    awaiting approval, or only those not; None: both), of `owner_id` when given."""
+    awaiting approval, or only those not; None: both), of `owner_id` and of `printer_id`
+    (assigned, else asked for) when given."""
     query = (select(print_jobs).where(print_jobs.c.status.in_(list(statuses)))
              .order_by(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc()).limit(limit))
     if pending is not None:
@@ -89,6 +91,9 @@ def jobs_in_states(conn: Connection, statuses: Collection[str], pending: bool | 
         query = query.where(awaiting if pending else ~awaiting | print_jobs.c.approval.is_(None))
     if owner_id is not None:
         query = query.where(print_jobs.c.owner_id == owner_id)
+    if printer_id is not None:
+        query = query.where(func.coalesce(print_jobs.c.assigned_printer_id,
+                                          print_jobs.c.printer_id) == printer_id)
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
@@ -120,3 +125,29 @@ def job_order_control(conn: Connection, limit: int) -> dict[str, Any]:
                              .scalars()),
             "spools": [(row.id, row.type) for row in conn.execute(
                 select(filaments.c.id, filaments.c.type).order_by(filaments.c.id))]}
+
+
+def printer_job_orders(conn: Connection, per_printer: int) -> dict[str, Any]:
+    """What each printer's JobOrderControl lists: the first `per_printer` job orders not
+    ended of every printer (assigned, else asked for), in the order they were submitted, by
+    printer id, with the states of the printers that print one."""
+    printer = func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
+    rank = func.row_number().over(partition_by=printer,
+                                  order_by=(print_jobs.c.created_at, print_jobs.c.id))
+    ranked = (select(print_jobs, printer.label("job_printer"), rank.label("rank"))
+              .where(print_jobs.c.status.in_(("Queued", "Running")), printer.is_not(None))
+              .subquery())
+    query = (select(ranked).where(ranked.c.rank <= per_printer)
+             .order_by(ranked.c.job_printer, ranked.c.rank))
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(query):
+        job = dict(row._mapping)
+        pid = job.pop("job_printer")
+        job.pop("rank")
+        jobs.setdefault(pid, []).append(job)
+    assigned = sorted({j["assigned_printer_id"] for listed in jobs.values() for j in listed
+                       if j["assigned_printer_id"]})
+    states = {row.printer_id: row.state for row in conn.execute(
+        select(printer_status.c.printer_id, printer_status.c.state)
+        .where(printer_status.c.printer_id.in_(assigned)))} if assigned else {}
+    return {"jobs": jobs, "printer_states": states}

@@ -13,13 +13,17 @@ import {
     AttributeIds,
     BrowseDirection,
     ClientSubscription,
+    DataChangeFilter,
+    DataChangeTrigger,
     DataType,
+    DeadbandType,
     MessageSecurityMode,
     NodeClass,
     OPCUAClient,
     SecurityPolicy,
     TimestampsToReturn,
     UserTokenType,
+    VariantArrayType,
     constructEventFilter,
     makeResultMask,
     resolveNodeId,
@@ -212,7 +216,9 @@ class Runner {
         const inputArguments = (step.inputs ?? []).map((input) => {
             const dataType = DataType[input.dataType];
             if (dataType === undefined) throw new Error(`unknown dataType ${input.dataType}`);
-            return { dataType, value: input.value };
+            // {"array": true}: a one-dimensional array of that type.
+            return input.array ? { dataType, arrayType: VariantArrayType.Array, value: input.value }
+                : { dataType, value: input.value };
         });
         const objectId = await this.nodeId(step.object);
         const methodId = step.method.path
@@ -287,10 +293,15 @@ class Runner {
                 itemsToMonitor.push({ nodeId: await this.nodeId(ref), attributeId: AttributeIds.Value });
             }
             // One CreateMonitoredItems request for all; resolves once the server created them.
+            // {"deadband": {"type": "Absolute" | "Percent", "value": v}}: a DataChangeFilter.
+            const filter = step.deadband ? new DataChangeFilter({
+                trigger: DataChangeTrigger.StatusValue,
+                deadbandType: DeadbandType[step.deadband.type],
+                deadbandValue: step.deadband.value }) : null;
             const group = await subscription.monitorItems(
                 itemsToMonitor,
                 { samplingInterval: step.samplingInterval ?? 0, discardOldest: true,
-                  queueSize: step.queueSize ?? 100 },
+                  queueSize: step.queueSize ?? 100, filter },
                 TimestampsToReturn.Both,
             );
             group.on("changed", (_item, dataValue, index) => {
