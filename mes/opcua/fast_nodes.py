@@ -6,6 +6,15 @@ whose items we build ourselves (parents exist, ids are new, attributes known), t
 the same NodeData directly: the same attributes and the same references in both directions.
 It depends on asyncua 2.1's internals (NodeData, AttributeValue); tests/test_opcua_model.py
 compares it with `add_nodes` node by node, so an upgrade that changes them fails there.
+
+Memory: an attribute costs about 0.5 KB (its AttributeValue, DataValue, Variant and an empty
+callback dict), 15 of them per variable. The attributes that never change after creation
+and are the same on many nodes (NodeClass, the masks and access levels, DataType, ValueRank,
+Description, a variable's names, ...) share one AttributeValue per distinct value, and the
+nodes of one type one HasTypeDefinition reference. Nothing writes them: remote sessions are
+never asyncua's Admin, the only role asyncua lets write an attribute other than Value, and
+the farm writes only Value and a printer object's BrowseName and DisplayName (never
+shared).
 """
 
 from __future__ import annotations
@@ -19,8 +28,6 @@ from asyncua.server.address_space import AttributeValue, NodeData
 _A = ua.AttributeIds
 _V = ua.VariantType
 _HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
-_FALSE = ua.Variant(False, _V.Boolean)
-_TRUE = ua.Variant(True, _V.Boolean)
 
 
 class NodeWriter:
@@ -29,15 +36,37 @@ class NodeWriter:
     def __init__(self, server: Server) -> None:
         self.aspace = server.iserver.aspace
         self._targets: dict[ua.NodeId, tuple[Any, Any, Any, Any]] = {}
-        self._constants: dict[tuple[int, type, Any], ua.Variant] = {}
+        self._shared: dict[tuple[Any, ...], AttributeValue] = {}
+        self._type_refs: dict[ua.NodeId, ua.ReferenceDescription] = {}
 
-    def _const(self, vtype: ua.VariantType, value: Any) -> ua.Variant:
-        """Variants are immutable: one per distinct constant value is shared."""
-        key = (int(vtype), type(value), value)
-        variant = self._constants.get(key)
-        if variant is None:
-            variant = self._constants[key] = ua.Variant(value, vtype)
-        return variant
+    def _fixed(self, vtype: ua.VariantType, value: Any, key: Any = None) -> AttributeValue:
+        """The one AttributeValue of a never-written attribute with this value (`key`: a
+        hashable stand-in for an unhashable value)."""
+        found_key = (int(vtype), type(value), value if key is None else key)
+        found = self._shared.get(found_key)
+        if found is None:
+            found = self._shared[found_key] = AttributeValue(
+                ua.DataValue(ua.Variant(value, vtype)))
+        return found
+
+    def _type_reference(self, typedef: ua.NodeId) -> ua.ReferenceDescription:
+        """The HasTypeDefinition reference to `typedef`: one object for every node of that
+        type (references are replaced, never changed in place)."""
+        found = self._type_refs.get(typedef)
+        if found is None:
+            type_class, type_name, type_display, _ = self._describe(typedef)
+            found = self._type_refs[typedef] = ua.ReferenceDescription(
+                ReferenceTypeId=_HAS_TYPE_DEFINITION, IsForward=True, NodeId=typedef,
+                BrowseName=type_name, DisplayName=type_display, NodeClass=type_class)
+        return found
+
+    def _dimensions(self, dims: list[int] | None) -> AttributeValue:
+        key = ("dims", None if dims is None else tuple(dims))
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = AttributeValue(ua.DataValue(
+                ua.Variant(dims, _V.UInt32, is_array=True)))
+        return found
 
     def _describe(self, nodeid: ua.NodeId) -> tuple[Any, Any, Any, Any]:
         """NodeClass, BrowseName, DisplayName and type definition of an existing node."""
@@ -76,28 +105,37 @@ class NodeWriter:
         node_class = item.NodeClass
         data = NodeData(nodeid)
         attrs = data.attributes
-        const = self._const
+        fixed = self._fixed
 
         def put(attr: ua.AttributeIds, variant: ua.Variant) -> None:
             attrs[attr] = AttributeValue(ua.DataValue(variant))
 
         put(_A.NodeId, ua.Variant(nodeid, _V.NodeId))
-        put(_A.BrowseName, ua.Variant(item.BrowseName, _V.QualifiedName))
-        put(_A.NodeClass, const(_V.Int32, node_class))
-        put(_A.DisplayName, ua.Variant(a.DisplayName, _V.LocalizedText))
-        put(_A.Description, ua.Variant(a.Description, _V.LocalizedText))
-        put(_A.WriteMask, const(_V.UInt32, a.WriteMask))
-        put(_A.UserWriteMask, const(_V.UInt32, a.UserWriteMask))
+        attrs[_A.NodeClass] = fixed(_V.Int32, node_class)
+        name, display = item.BrowseName, a.DisplayName
+        if node_class == ua.NodeClass.Object:  # a printer's object is renamed with it
+            put(_A.BrowseName, ua.Variant(name, _V.QualifiedName))
+            put(_A.DisplayName, ua.Variant(display, _V.LocalizedText))
+        else:  # a variable's names are its type's member names: shared
+            attrs[_A.BrowseName] = fixed(_V.QualifiedName, name,
+                                         (name.NamespaceIndex, name.Name))
+            attrs[_A.DisplayName] = fixed(_V.LocalizedText, display,
+                                          (display.Locale, display.Text))
+        text = a.Description
+        attrs[_A.Description] = fixed(_V.LocalizedText, text, (text.Locale, text.Text))
+        attrs[_A.WriteMask] = fixed(_V.UInt32, a.WriteMask)
+        attrs[_A.UserWriteMask] = fixed(_V.UInt32, a.UserWriteMask)
         if node_class == ua.NodeClass.Object:
-            put(_A.EventNotifier, const(_V.Byte, a.EventNotifier))
+            attrs[_A.EventNotifier] = fixed(_V.Byte, a.EventNotifier)
         else:
-            put(_A.AccessLevel, const(_V.Byte, a.AccessLevel))
-            put(_A.UserAccessLevel, const(_V.Byte, a.UserAccessLevel))
-            put(_A.ArrayDimensions, ua.Variant(a.ArrayDimensions, _V.UInt32, is_array=True))
-            put(_A.DataType, ua.Variant(a.DataType, _V.NodeId))
-            put(_A.Historizing, _TRUE if a.Historizing else _FALSE)
-            put(_A.MinimumSamplingInterval, const(_V.Double, a.MinimumSamplingInterval))
-            put(_A.ValueRank, const(_V.Int32, a.ValueRank))
+            attrs[_A.AccessLevel] = fixed(_V.Byte, a.AccessLevel)
+            attrs[_A.UserAccessLevel] = fixed(_V.Byte, a.UserAccessLevel)
+            dims = a.ArrayDimensions
+            attrs[_A.ArrayDimensions] = self._dimensions(dims)
+            attrs[_A.DataType] = fixed(_V.NodeId, a.DataType)
+            attrs[_A.Historizing] = fixed(_V.Boolean, bool(a.Historizing))
+            attrs[_A.MinimumSamplingInterval] = fixed(_V.Double, a.MinimumSamplingInterval)
+            attrs[_A.ValueRank] = fixed(_V.Int32, a.ValueRank)
             attrs[_A.Value] = AttributeValue(ua.DataValue(
                 a.Value, SourceTimestamp=now,
                 ServerTimestamp=now if aspace.force_server_timestamp else None))
@@ -112,9 +150,6 @@ class NodeWriter:
             BrowseName=parent_name, DisplayName=parent_display, NodeClass=parent_class,
             TypeDefinition=parent_type if parent_class in (
                 ua.NodeClass.Object, ua.NodeClass.Variable) else ua.NodeId()))
-        type_class, type_name, type_display, _ = self._describe(item.TypeDefinition)
-        data.references.append(ua.ReferenceDescription(
-            ReferenceTypeId=_HAS_TYPE_DEFINITION, IsForward=True, NodeId=item.TypeDefinition,
-            BrowseName=type_name, DisplayName=type_display, NodeClass=type_class))
+        data.references.append(self._type_reference(item.TypeDefinition))
         self._targets[nodeid] = (node_class, item.BrowseName, a.DisplayName,
                                  item.TypeDefinition)
