@@ -58,6 +58,7 @@ from mes.config import ConfigError
 from mes.config_groups import OpcuaSettings
 from mes.opcua.logins import shown_login
 from mes.opcua.privacy import guard_sessions
+from mes.opcua.triggering import TriggeringRefused, set_triggering
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ _WRITE_TYPES = frozenset(ua.NodeId(i) for i in (
     ua.ObjectIds.HistoryUpdateRequest_Encoding_DefaultBinary))
 _BROWSE_NEXT = ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary)
 _CANCEL = ua.NodeId(ua.ObjectIds.CancelRequest_Encoding_DefaultBinary)
-_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES) | {_BROWSE_NEXT, _CANCEL}
+_SET_TRIGGERING = ua.NodeId(ua.ObjectIds.SetTriggeringRequest_Encoding_DefaultBinary)
+_SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES) | {_BROWSE_NEXT, _CANCEL,
+                                                               _SET_TRIGGERING}
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "opcua_principal", default=None)
@@ -216,6 +219,8 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
         return await _browse_next(self, typeid, requesthdr, seqhdr, body)
     if typeid == _CANCEL:  # likewise
         return await _cancel(self, typeid, requesthdr, seqhdr, body)
+    if typeid == _SET_TRIGGERING:  # likewise
+        return await _set_triggering(self, typeid, requesthdr, seqhdr, body)
     check: PasswordCheck | None = getattr(self.iserver, "mes_password_check", None)
     if check is not None and typeid == _ACTIVATE:
         _checked.set(None)
@@ -284,6 +289,23 @@ async def _cancel(processor: UaProcessor, typeid: ua.NodeId, requesthdr: Any, se
         processor.send_response(request.requesthdr.RequestHandle, request.seqhdr, fault)
     response = ua.CancelResponse()
     response.Parameters.CancelCount = len(waiting)
+    processor.send_response(requesthdr.RequestHandle, seqhdr, response)
+    return True
+
+
+async def _set_triggering(processor: UaProcessor, typeid: ua.NodeId, requesthdr: Any,
+                          seqhdr: Any, body: Any) -> bool:
+    """SetTriggering, checked as asyncua checks every request of a session, served by
+    mes.opcua.triggering for the session's own subscriptions."""
+    session = _checked_session(processor, typeid, body)
+    params = struct_from_binary(ua.SetTriggeringParameters, body)
+    try:
+        result = set_triggering(session.subscription_service.subscriptions,
+                                session.session_id, params)
+    except TriggeringRefused as refused:
+        raise ServiceError(refused.code) from None
+    response = ua.SetTriggeringResponse()
+    response.Parameters = result
     processor.send_response(requesthdr.RequestHandle, seqhdr, response)
     return True
 

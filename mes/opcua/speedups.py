@@ -19,6 +19,9 @@ server's CPU went to `copy.deepcopy` of every DataValue per monitored item
   `MonitoredItemNotification(ClientHandle, Value)` once the filter passed, instead of a default
   one (whose default factory builds a DataValue and a guessed Variant) filled in afterwards.
 
+- The callback also serves SetTriggering (mes/opcua/triggering.py): an item in Sampling
+  mode keeps its notifications until an item it is linked to reports.
+
 - `_create_data_change_monitored_item` first refuses deadbands Part 4 does not allow, and the
   callback compares with the last value reported, percent deadbands included
   (mes/opcua/deadbands.py).
@@ -43,7 +46,7 @@ import asyncua
 from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 
-from mes.opcua import deadbands
+from mes.opcua import deadbands, triggering
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +127,10 @@ async def _datachange_callback(
     if passed:
         deadbands.reported(mdata)
         event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
+        if triggering.held(mdata, event):  # Sampling: reported when its trigger reports
+            return
         await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
+        await triggering.fire(self, mid)
 
 
 async def _create_data_change_monitored_item(
