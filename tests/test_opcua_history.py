@@ -1,5 +1,5 @@
-"""HistoryRead from the replicated state: a job's status changes and the farm's events, with
-the EventIds the live events had; what has no history says so."""
+"""HistoryRead from the replicated state: a job's status changes, a printer's states and the
+farm's events, with the EventIds the live events had; what has no history says so."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from asyncua import Client, ua
 
+from mes.state.tables import printer_state_intervals
 from tests.farm_helpers import eventually, upload
 from tests.opcua_farm import Farm, opcua_farm
 
@@ -138,6 +140,28 @@ async def test_a_jobs_statuses_and_the_farms_events_are_read_back(farm: Farm) ->
         other = ua.NodeId("Printers/nobody", ns)
         assert (await client.uaclient.history_read(_events(other, select)))[0] \
             .HistoryData.Events == []
+
+        # The printer's MachineryItemState, raw: each state it was in, from when it began,
+        # as the state stretches of the utilisation reports hold them.
+        item_state = ua.NodeId("Printers/m1/MachineryItemState/CurrentState", ns)
+        assert (await client.get_node(item_state).read_attribute(
+            ua.AttributeIds.Historizing)).Value.Value is True
+        states = (await client.uaclient.history_read(_raw(item_state)))[0]
+        assert states.StatusCode.is_good() and states.ContinuationPoint is None
+        shown = [(d.Value.Value.Text, d.SourceTimestamp) for d in states.HistoryData.DataValues]
+        stretches = await farm.node.read(lambda c: [
+            (r.state, r.started_at) for r in c.execute(
+                sa.select(printer_state_intervals).where(
+                    printer_state_intervals.c.printer_id == "m1")
+                .order_by(printer_state_intervals.c.seq))])
+        of = {"printing": "Executing", "paused": "NotExecuting", "idle": "NotExecuting",
+              "offline": "NotAvailable", "error": "OutOfService"}
+        assert [s for s, _ in shown] == [of[s] for s, _ in stretches]
+        assert [t.timestamp() for _, t in shown] == pytest.approx([t for _, t in stretches])
+        assert "Executing" in [s for s, _ in shown]  # job1 printed
+        assert shown[-1][0] == (await client.get_node(item_state).read_value()).Text
+        one = (await client.uaclient.history_read(_raw(item_state, 1)))[0]
+        assert len(one.HistoryData.DataValues) == 1 and one.ContinuationPoint
 
         # What has no history says so.
         nozzle = ua.NodeId("Printers/m1/NozzleTemperature", ns)

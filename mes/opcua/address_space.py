@@ -21,6 +21,7 @@ from asyncua import Server, ua
 
 from mes.opcua.farm_state import FarmState, PrinterView
 from mes.opcua.fast_nodes import NodeWriter
+from mes.opcua.item_states import item_state
 from mes.opcua.job_management import (
     JOB_MANAGEMENT_PARTS,
     MAX_JOB_ORDERS,
@@ -217,15 +218,9 @@ def printer_state(view: PrinterView) -> str:
 
 
 def machinery_state(view: PrinterView) -> str:
-    """MachineryItemState derived from the printer's state."""
-    state = printer_state(view)
-    if view.printer.get("attention") or state == "error":
-        return "OutOfService"
-    if state == "offline":
-        return "NotAvailable"
-    if state == "printing":
-        return "Executing"
-    return "NotExecuting"
+    """MachineryItemState derived from the printer's state (as its history is)."""
+    reported = str(view.status["state"]) if view.status else None
+    return item_state(reported, bool(view.printer.get("attention")))
 
 
 def program_state(view: PrinterView) -> str | None:
@@ -331,12 +326,12 @@ class AddressSpace:
         self._job_management_items(items, blocks, pid)
         # OPC 40001-1: the building blocks are AddIns of the machine, and the folder
         # references them too (put_printers adds its HasAddIn references).
-        item_state = items.obj(root, self.id(f"{base}/MachineryItemState"),
+        states = items.obj(root, self.id(f"{base}/MachineryItemState"),
                                self._q(ns.machinery, "MachineryItemState"),
                                ua.NodeId(1002, ns.machinery), _HAS_ADD_IN)
-        current = items.var(item_state, self.id(f"{base}/MachineryItemState/CurrentState"),
+        current = items.var(states, self.id(f"{base}/MachineryItemState/CurrentState"),
                             self._q(0, "CurrentState"), ua.Variant(None), _dtype(lt),
-                            typedef=_I.FiniteStateVariableType)
+                            typedef=_I.FiniteStateVariableType, history=True)
         items.var(current, self.id(f"{base}/MachineryItemState/CurrentState/Id"),
                   self._q(0, "Id"), ua.Variant(None), ua.NodeId(_I.NodeId), prop=True)
         self._machine_tool_items(items, root, base)
@@ -476,15 +471,15 @@ class AddressSpace:
     def _printer_values(self, view: PrinterView) -> dict[ua.NodeId, Plain]:
         p, st, job = view.printer, view.status, view.job
         lt, s, d = ua.VariantType.LocalizedText, ua.VariantType.String, ua.VariantType.Double
-        item_state = machinery_state(view)
+        machinery = machinery_state(view)
         plain: tuple[Plain, ...] = (  # in the order of PRINTER_VALUES
             (lt, p.get("company") or ""),
             (lt, p.get("model") or ""),
             (s, view.id),
             (s, f"urn:mes:printer:{view.id}"),
             (s, "MEX"),
-            (lt, item_state),
-            (ua.VariantType.NodeId, self._item_state_ids[item_state]),
+            (lt, machinery),
+            (ua.VariantType.NodeId, self._item_state_ids[machinery]),
             (s, job.get("printer_filename") if job else None),
             *self._program(program_state(view)),
             (s, printer_state(view)),

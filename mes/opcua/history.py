@@ -1,7 +1,9 @@
 """HistoryRead from the replicated state (Part 11): the farm's past, on every node.
 
 What has a history is what the state keeps: each job's status changes (its
-`PrintFarm/Jobs/<job>/Status`, read raw) and the events made from them (on `Server` and on
+`PrintFarm/Jobs/<job>/Status`, read raw), each printer's states (its
+`MachineryItemState/CurrentState`, read raw, from the state stretches the utilisation
+reports use; as far back as their retention) and the events made from them (on `Server` and on
 each printer, read as events with an EventFilter, with the EventIds the live events had;
 the ISA-95 job order status events on `Server` only, as they were delivered).
 Anything else answers Bad_HistoryOperationUnsupported, as do modified-value and at-time
@@ -26,8 +28,9 @@ from mes.opcua.events import (
     completed_fields,
     order_status_fields,
 )
+from mes.opcua.item_states import ITEM_STATE_OF
 from mes.opcua.job_management import FARM_JOB_ORDER_CONTROL
-from mes.state.opcua_reads import history_between
+from mes.state.opcua_reads import history_between, state_intervals_between
 
 Reader = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 HISTORY_PAGE = 1_000
@@ -74,9 +77,12 @@ class FarmHistory:
             return _status(ua.StatusCodes.BadContinuationPointInvalid)
         if isinstance(details, ua.ReadRawModifiedDetails) and not details.IsReadModified:
             job = self._job_of_status(item.NodeId)
-            if job is None:
-                return _status(_UNSUPPORTED)
-            return await self._statuses(job, details, after)
+            if job is not None:
+                return await self._statuses(job, details, after)
+            printer = self._printer_of_item_state(item.NodeId)
+            if printer is not None:
+                return await self._item_states(printer, details, after)
+            return _status(_UNSUPPORTED)
         if isinstance(details, ua.ReadEventDetails):
             printer = self._printer_of(item.NodeId)
             if item.NodeId != _SERVER and printer is None:
@@ -88,6 +94,11 @@ class FarmHistory:
         parts = self._farm_path(nodeid)
         return parts[1] if len(parts) == 3 and parts[0] == "Jobs" and parts[2] == "Status" \
             else None
+
+    def _printer_of_item_state(self, nodeid: ua.NodeId) -> str | None:
+        parts = self._farm_path(nodeid)
+        return parts[1] if parts[:1] == ["Printers"] and parts[2:] == [
+            "MachineryItemState", "CurrentState"] and len(parts) == 4 else None
 
     def _printer_of(self, nodeid: ua.NodeId) -> str | None:
         parts = self._farm_path(nodeid)
@@ -115,6 +126,24 @@ class FarmHistory:
         result = ua.HistoryReadResult(HistoryData=ua.HistoryData(DataValues=[
             ua.DataValue(ua.Variant(r["to_status"], ua.VariantType.String),
                          SourceTimestamp=_time(r["at"]), ServerTimestamp=_time(r["at"]))
+            for r in rows[:limit]]))
+        if len(rows) > limit:
+            result.ContinuationPoint = _point(rows[limit - 1]["seq"])
+        return result
+
+    async def _item_states(self, printer_id: str, details: ua.ReadRawModifiedDetails,
+                           after: int) -> ua.HistoryReadResult:
+        """A printer's MachineryItemState, from its state stretches (each value at the time
+        the stretch began)."""
+        limit = _limit(details.NumValuesPerNode)
+        start, end = _window(details.StartTime, details.EndTime)
+        rows: list[dict[str, Any]] = await self.read(lambda c: state_intervals_between(
+            c, printer_id, start, end, after, limit + 1))
+        result = ua.HistoryReadResult(HistoryData=ua.HistoryData(DataValues=[
+            ua.DataValue(ua.Variant(ua.LocalizedText(ITEM_STATE_OF[r["state"]]),
+                                    ua.VariantType.LocalizedText),
+                         SourceTimestamp=_time(r["started_at"]),
+                         ServerTimestamp=_time(r["started_at"]))
             for r in rows[:limit]]))
         if len(rows) > limit:
             result.ContinuationPoint = _point(rows[limit - 1]["seq"])

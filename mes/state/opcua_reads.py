@@ -9,7 +9,14 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from mes.state.queries import ACTIVE_STATUSES
-from mes.state.tables import filaments, job_history, print_jobs, printer_status, printers
+from mes.state.tables import (
+    filaments,
+    job_history,
+    print_jobs,
+    printer_state_intervals,
+    printer_status,
+    printers,
+)
 
 
 def job_window(conn: Connection, recent: int) -> dict[str, dict[str, Any]]:
@@ -75,6 +82,22 @@ def history_between(conn: Connection, start: float | None, end: float | None, af
         query = query.where(job_history.c.job_id == job_id)
     if printer_id is not None:
         query = query.where(printer == printer_id)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def state_intervals_between(conn: Connection, printer_id: str, start: float | None,
+                            end: float | None, after: int, limit: int
+                            ) -> list[dict[str, Any]]:
+    """The printer's state stretches that began at times in [start, end], with a sequence
+    number above `after`, oldest first (the state and when it began)."""
+    iv = printer_state_intervals
+    query = (select(iv.c.seq, iv.c.state, iv.c.started_at)
+             .where(iv.c.printer_id == printer_id, iv.c.seq > after)
+             .order_by(iv.c.seq).limit(limit))
+    if start is not None:
+        query = query.where(iv.c.started_at >= start)
+    if end is not None:
+        query = query.where(iv.c.started_at <= end)
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
