@@ -561,6 +561,17 @@ async def test_a_printers_job_management_drives_a_whole_job_of_that_printer(
         return True
 
     await eventually(m2_built, 30, "printer m2's JobManagement")
+    # m2 holds no spool: FeedstockListType's mandatory <Feedstock> placeholder still has an
+    # instance, which says so.
+    am = names.index("http://opcfoundation.org/UA/AdditiveManufacturing/")
+    feedstock = otto.get_node(ua.NodeId("Printers/m2/Equipment/Feedstock", ns))
+    [none] = await feedstock.get_children(refs=ua.ObjectIds.HasComponent)
+    assert (await none.read_browse_name()).Name == "NoSpool"
+    assert [await (await none.get_child(f"{am}:{name}")).read_value()
+            for name in ("Identifier", "Name", "RemainingQuantity")] == ["", "none", 0.0]
+    [loaded] = await otto.get_node(ua.NodeId("Printers/m1/Equipment/Feedstock", ns)
+                                   ).get_children(refs=ua.ObjectIds.HasComponent)
+    assert (await loaded.read_browse_name()).Name == "pla"
     blocks = otto.get_node(ua.NodeId("Printers/m1/MachineryBuildingBlocks", ns))
     add_ins = {(await n.read_browse_name()).Name: n
                for n in await blocks.get_children(refs=ua.ObjectIds.HasAddIn)}

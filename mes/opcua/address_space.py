@@ -103,6 +103,9 @@ class Namespaces:
 
 
 
+# The feedstock a printer without a spool shows (FeedstockListType's `<Feedstock>` is a
+# MandatoryPlaceholder): Identifier empty, Name "none", RemainingQuantity 0 g.
+NO_SPOOL = "NoSpool"
 # Data types of JobOrderControl's variables (ISA-95 Job Control namespace).
 _ISA95_JOB_ORDER_AND_STATE = 3015
 _ISA95_WORK_MASTER = 3007
@@ -291,7 +294,7 @@ class AddressSpace:
 
     def loaded_spools(self) -> dict[str, str]:
         """Printer id -> id of the spool shown as its feedstock."""
-        return {pid: sid for pid, (sid, _) in self._spools.items()}
+        return {pid: sid for pid, (sid, _) in self._spools.items() if sid}
 
     @property
     def job_ids(self) -> set[str]:
@@ -452,13 +455,17 @@ class AddressSpace:
         items.var(job, self.id(f"{base}/CurrentJob/Owner"), self._q(farm, "Owner"),
                   ua.Variant(None), s)
 
-    def _spool_items(self, pid: str, spool: dict[str, Any]) -> _Items:
+    def _spool_items(self, pid: str, spool: dict[str, Any] | None) -> _Items:
+        """The spool a printer holds, or NO_SPOOL: FeedstockListType's `<Feedstock>` is a
+        MandatoryPlaceholder, so a printer without a spool still shows one instance."""
         ns = self.ns
         items = _Items()
-        base = f"Printers/{pid}/Feedstock/{spool['id']}"
+        name = str(spool["id"]) if spool else NO_SPOOL
+        base = f"Printers/{pid}/Feedstock/{name}"
         obj = items.obj(self.id(f"Printers/{pid}/Equipment/Feedstock"), self.id(base),
-                        self._q(ns.am, str(spool["id"])), ua.NodeId(1000, ns.am),
-                        description=f"Filament spool {spool['id']}")
+                        self._q(ns.am, name), ua.NodeId(1000, ns.am),
+                        description=f"Filament spool {name}" if spool
+                        else "No filament spool is loaded")
         s = _dtype(ua.VariantType.String)
         items.var(obj, self.id(f"{base}/Identifier"), self._q(ns.am, "Identifier"),
                   ua.Variant(None), s, prop=True)
@@ -508,13 +515,12 @@ class AddressSpace:
         material = [str(view.spool["type"])] if view.spool and view.spool.get("type") else []
         found[self.id(f"{control}/MaterialDefinitionID")] = (s, loaded)
         found[self.id(f"{control}/MaterialClassID")] = (s, material)
-        if view.spool:
-            sp = view.spool
-            sbase = f"Printers/{view.id}/Feedstock/{sp['id']}"
-            found[self.id(f"{sbase}/Identifier")] = (s, str(sp["id"]))
-            found[self.id(f"{sbase}/Name")] = (s, feedstock_name(sp))
-            found[self.id(f"{sbase}/RemainingQuantity")] = (
-                d, float(sp["remaining_weight_in_grams"]))
+        sp = view.spool
+        sbase = f"Printers/{view.id}/Feedstock/{sp['id'] if sp else NO_SPOOL}"
+        found[self.id(f"{sbase}/Identifier")] = (s, str(sp["id"]) if sp else "")
+        found[self.id(f"{sbase}/Name")] = (s, feedstock_name(sp) if sp else "none")
+        found[self.id(f"{sbase}/RemainingQuantity")] = (
+            d, float(sp["remaining_weight_in_grams"]) if sp else 0.0)
         return found
 
     # -- jobs and spools
@@ -788,16 +794,14 @@ class AddressSpace:
     async def _put_spool(self, pid: str, spool: dict[str, Any] | None
                          ) -> list[ua.AddNodesItem]:
         loaded = self._spools.get(pid)
-        wanted = str(spool["id"]) if spool else None
-        if (loaded[0] if loaded else None) == wanted:
+        wanted = str(spool["id"]) if spool else ""  # "": NO_SPOOL
+        if loaded is not None and loaded[0] == wanted:
             return []
         if loaded:
             await self._delete(loaded[1])
             del self._spools[pid]
-        if spool is None:
-            return []
         items = self._spool_items(pid, spool)
-        self._spools[pid] = (str(spool["id"]), items.ids)
+        self._spools[pid] = (wanted, items.ids)
         return items.items
 
     async def drop_printer(self, pid: str) -> None:
