@@ -111,3 +111,32 @@ async def test_fast_node_writer_makes_what_add_nodes_makes() -> None:
     machines = aspace[ua.NodeId(1001, ns.machinery)].references
     assert next(r for r in machines if r.NodeId == slow_ids[0]).BrowseName.Name == "slowone"
     assert next(r for r in machines if r.NodeId == fast_ids[0]).BrowseName.Name == "fastone"
+
+
+async def test_what_the_importer_leaves_out_is_put_back() -> None:
+    """Every variable has a DataType (a NodeSet that gives none means BaseDataType), and
+    DI's nine parentless FunctionalGroupType instances exist (mes/opcua_model/completion.py)."""
+    server = Server()
+    await server.init()
+    await load_model(server)
+    aspace = server.iserver.aspace
+    untyped = []
+    for nodeid, data in list(aspace._nodes.items()):
+        attrs = data.attributes
+        if attrs[ua.AttributeIds.NodeClass].value.Value.Value in (
+                ua.NodeClass.Variable, ua.NodeClass.VariableType):
+            datatype = attrs[ua.AttributeIds.DataType].value.Value.Value
+            if datatype is None or datatype.is_null():
+                untyped.append(nodeid.to_string())
+    assert untyped == []
+    di = await server.get_namespace_index("http://opcfoundation.org/UA/DI/")
+    marker = server.get_node(ua.NodeId(6017, di))  # <ParameterIdentifier>: none given
+    assert await marker.read_data_type() == ua.NodeId(ua.ObjectIds.BaseDataType)
+    names = {}
+    for number in (73, 74, 75, 90, 91, 92, 93, 94, 95):
+        node = server.get_node(ua.NodeId(number, di))
+        names[(await node.read_browse_name()).Name] = await node.read_type_definition()
+    assert sorted(names) == sorted(["Configuration", "Tuning", "Maintenance", "Diagnostics",
+                                    "Statistics", "Status", "Operational",
+                                    "OperationCounters", "Identification"])
+    assert set(names.values()) == {ua.NodeId(1005, di)}  # FunctionalGroupType

@@ -10,6 +10,7 @@ from importlib import resources
 
 from asyncua import Server
 
+from mes.opcua_model.completion import default_data_types, parentless_objects
 from mes.opcua_model.nodesets import DI_URI, required_nodesets
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ async def load_model(server: Server) -> int:
 
     The workarounds measured with asyncua 2.1: no automatic data type loading per file (Machinery
     Jobs fails it) but one `load_data_type_definitions()` at the end; DI without strict mode
-    (nine of its objects have no parent and are skipped).
+    (nine of its objects have no parent and are skipped), then what the importer left out
+    put back (mes/opcua_model/completion.py).
     """
     started = time.perf_counter()
     with _quiet():
@@ -56,6 +58,9 @@ async def load_model(server: Server) -> int:
                                     auto_load_definitions=False)
         await server.import_xml(xmlstring=farm_xml(), auto_load_definitions=False)
         await server.load_data_type_definitions()
+    default_data_types(server)
+    di_xml = next(n.xml for n in required_nodesets() if n.uri == DI_URI)
+    parentless_objects(server, di_xml, await server.get_namespace_index(DI_URI))
     index: int = await server.get_namespace_index(FARM_URI)
     log.info("OPC UA model loaded in %.2f s", time.perf_counter() - started)
     return index
