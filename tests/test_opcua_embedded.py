@@ -4,6 +4,8 @@ against the REST API."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -686,3 +688,24 @@ async def test_a_printers_job_management_drives_a_whole_job_of_that_printer(
     assert (await farm_control.get_child(f"{isa95}:Start")).nodeid == start.nodeid
     assert await ask(otto, "m1", "JobOrderControl", "Start", text("w-x"), comment) == (
         "Uncertain", [2])
+
+
+async def test_sessions_of_one_account_signing_in_at_once_all_get_in(farm: Secured) -> None:
+    """The sign-in guard checks one password per account at a time; sessions of one
+    account that sign in together (a client's connections after a restart) wait their turn
+    instead of being refused (two of three were BadUserAccessDenied)."""
+    clients = [await secure(connected(farm, "ada"), farm) for _ in range(3)]
+    try:
+        await asyncio.gather(*(client.connect() for client in clients))
+        names = [await client.nodes.server.read_browse_name() for client in clients]
+        assert [n.Name for n in names] == ["Server"] * 3
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+    # A wrong password is still refused, and not retried.
+    wrong = await secure(connected(farm, "ada", password="not-her-password"), farm)
+    with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+        await wrong.connect()
+    with contextlib.suppress(Exception):
+        await wrong.disconnect()

@@ -41,9 +41,10 @@ MEMORY = 10_000
 class TooManyAttempts(Exception):
     """Not checked now: the account or the source must wait, or the node is busy."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, busy: bool = False) -> None:
         super().__init__(message)
         self.retry_after = max(1, int(retry_after + 0.999))
+        self.busy = busy  # only the line was full (no failure behind it)
 
 
 class _Failures:
@@ -105,7 +106,8 @@ class SignInGuard:
                 or self._lines.get(account, 0) >= PER_ACCOUNT_IN_LINE
                 or (origin and self._lines.get(origin, 0) >= PER_SOURCE_IN_LINE)):
             self.refused += 1
-            raise TooManyAttempts("too many sign-ins at once: try again in a moment", 1.0)
+            raise TooManyAttempts("too many sign-ins at once: try again in a moment", 1.0,
+                                  busy=True)
         keys = [account, *([origin] if origin else [])]
         self._in_line += 1
         for key in keys:

@@ -3,12 +3,16 @@ by one of its API tokens (or an OpenID Connect JWT the node accepts) given as th
 
 An account made with a token only (the first admin is) has no password: its token is how it
 signs in, in UaExpert too (user name `admin`, the token as the password). Every refusal is
-logged with its reason, never with the secret.
+logged with its reason, never with the secret. Sessions of one account that sign in at
+once (several connections of one client, reconnecting after a restart) wait their turn for
+the sign-in guard's one check per account instead of being refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from mes.auth.authenticator import AuthError
@@ -23,6 +27,10 @@ if TYPE_CHECKING:
     from mes.opcua.security import PasswordCheck
 
 log = logging.getLogger(__name__)
+# How long a sign-in waits while other sign-ins of its account are being checked, and how
+# often it looks again (a password check takes about 0.2 s).
+BUSY_PATIENCE = 10.0
+BUSY_POLL = 0.05
 __all__ = ["MAX_NAME", "MAX_PASSWORD", "find_user", "password_check", "shown_login", "verify"]
 
 
@@ -41,11 +49,21 @@ def password_check(node: Farm) -> PasswordCheck:
             who = await _by_token(node, login, password)
             if who is not None:
                 return who
-        try:
-            found: Principal | None = await guard.check(login, password, interface="opcua")
-        except TooManyAttempts as exc:
-            log.warning("OPC UA sign-in of %r not checked: %s", shown_login(login), exc)
-            return None
+        deadline = time.monotonic() + BUSY_PATIENCE
+        while True:
+            try:
+                found: Principal | None = await guard.check(login, password,
+                                                             interface="opcua")
+                break
+            except TooManyAttempts as exc:
+                # A client does not retry a refused ActivateSession: while only the line is
+                # full (several sessions of one account signing in at once, as after a
+                # restart), this sign-in waits its turn a while instead.
+                if exc.busy and time.monotonic() < deadline:
+                    await asyncio.sleep(BUSY_POLL)  # a pace, not a wait for a state
+                    continue
+                log.warning("OPC UA sign-in of %r not checked: %s", shown_login(login), exc)
+                return None
         if found is None:
             log.warning("OPC UA sign-in of %r refused: %s", shown_login(login),
                         await _why_refused(node, login))
