@@ -31,8 +31,11 @@ or {"path": [...], "from": ref}. A path element is "Name" (namespace 0), "<uri>|
                 "until": [{"index": 0, "gte" | "lte" | "eq" | "ne": v} | {"changes": n}
                           | {"status": "Good"} | {"every": {"eq" | "gte": v}}, ...],
                 "timeout": 10, "history": 200, "after": [step, ...],
-                "deadband": {"type": "Absolute" | "Percent", "value": v}}
-               -> {"met", "conditions", "latest", "counts", "history", "elapsed", "after"}
+                "deadband": {"type": "Absolute" | "Percent", "value": v},
+                "trigger": i, "sampled": [j, ...]}   (items j in Sampling mode, linked to
+                                                      item i by SetTriggering)
+               -> {"met", "conditions", "latest", "counts", "history", "elapsed", "after",
+                   "triggering": {"status", "addResults"} | null}
                (one CreateMonitoredItems for all nodes; each condition is met once it held;
                "changes" counts notifications after the initial one; "every": all nodes' latest
                values at once; "history" keeps that many values per node; "after" steps run

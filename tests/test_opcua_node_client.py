@@ -176,3 +176,28 @@ async def test_node_opcua_deadbands_and_a_printers_job_management(farm: Farm) ->
     # (node-opcua gives a UInt64 as [high, low]).
     assert (start["status"], start["outputs"]) == ("Uncertain", [[0, 8]]), start
     assert equipment["values"][0]["value"] == ["m1"], equipment
+
+
+async def test_node_opcua_set_triggering(farm: Farm) -> None:
+    """A sampled item linked to a triggering one (SetTriggering) reports only when its
+    trigger reports: a print's Progress in Sampling mode, linked to the printer's State."""
+    stored = await upload(farm.api)
+    state, progress = node_id("Printers/m1/State"), node_id("Printers/m1/CurrentJob/Progress")
+    result = await run(plan(farm, [
+        {"op": "subscribe", "nodes": [progress], "until": [{"index": 0, "eq": 100}],
+         "timeout": 90, "history": 1000,
+         "after": [{"op": "subscribe", "nodes": [state, progress], "trigger": 0,
+                    "sampled": [1], "queueSize": 1, "history": 1000,
+                    "until": [{"index": 0, "eq": "finished"}], "timeout": 90,
+                    "after": [submit(stored["id"], "tr-1")]}]},
+    ]))
+    assert result["ok"], result
+    plain = result["steps"][0]
+    linked = plain["after"][0]
+    assert plain["met"] and linked["met"], result
+    assert linked["triggering"] == {"status": "Good", "addResults": ["Good"]}, linked
+    states, sampled = linked["counts"]
+    every = plain["counts"][0]
+    # Progress changed at every step of the print (every); sampled with a queue of one it
+    # reported at most once per report of State (its trigger), and at least its first value.
+    assert 1 <= sampled <= states < every, (linked["history"], plain["history"])

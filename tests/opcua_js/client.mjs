@@ -12,12 +12,14 @@ import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import {
     AttributeIds,
     BrowseDirection,
+    ClientMonitoredItem,
     ClientSubscription,
     DataChangeFilter,
     DataChangeTrigger,
     DataType,
     DeadbandType,
     MessageSecurityMode,
+    MonitoringMode,
     NodeClass,
     OPCUAClient,
     SecurityPolicy,
@@ -298,19 +300,45 @@ class Runner {
                 trigger: DataChangeTrigger.StatusValue,
                 deadbandType: DeadbandType[step.deadband.type],
                 deadbandValue: step.deadband.value }) : null;
-            const group = await subscription.monitorItems(
-                itemsToMonitor,
-                { samplingInterval: step.samplingInterval ?? 0, discardOldest: true,
-                  queueSize: step.queueSize ?? 100, filter },
-                TimestampsToReturn.Both,
-            );
-            group.on("changed", (_item, dataValue, index) => {
+            const parameters = { samplingInterval: step.samplingInterval ?? 0, discardOldest: true,
+                                 queueSize: step.queueSize ?? 100, filter };
+            const changed = (_item, dataValue, index) => {
                 const value = dataValueJson(dataValue);
                 latest[index] = value;
                 counts[index] += 1;
                 if (history[index].length < historyLimit) history[index].push(value.value);
                 if (conditions.length > 0) check(index);
-            });
+            };
+            let triggering = null;
+            if (step.trigger !== undefined) {
+                // {"trigger": i, "sampled": [j, ...]}: the items j in Sampling mode, linked to
+                // item i by SetTriggering (one item per CreateMonitoredItems here).
+                const sampled = step.sampled ?? [];
+                const items = [];
+                for (const [index, item] of itemsToMonitor.entries()) {
+                    const mode = sampled.includes(index) ? MonitoringMode.Sampling
+                        : MonitoringMode.Reporting;
+                    const monitored = ClientMonitoredItem.create(
+                        subscription, item, parameters, TimestampsToReturn.Both, mode);
+                    await new Promise((resolve, reject) => {
+                        monitored.once("initialized", resolve);
+                        monitored.once("err", (err) => reject(new Error(String(err))));
+                    });
+                    monitored.on("changed", (dataValue) => changed(monitored, dataValue, index));
+                    items.push(monitored);
+                }
+                triggering = await new Promise((resolve) => {
+                    subscription.setTriggering(items[step.trigger], sampled.map((i) => items[i]),
+                                               null, (err, response) => resolve(err && !response
+                        ? { error: String(err) }
+                        : { status: statusName(response.responseHeader.serviceResult),
+                            addResults: (response.addResults ?? []).map(statusName) }));
+                });
+            } else {
+                const group = await subscription.monitorItems(
+                    itemsToMonitor, parameters, TimestampsToReturn.Both);
+                group.on("changed", changed);
+            }
             announce(step, refs.length);
             const started = Date.now();
             const after = await this.runAfter(step);
@@ -327,6 +355,7 @@ class Runner {
                 counts,
                 history,
                 after,
+                triggering,
             };
         } finally {
             await subscription.terminate();
