@@ -9,6 +9,12 @@ and peak RSS, Raft commands/s, garbage-collector pauses and event-loop lag.
 
     .venv/bin/python bench/workers.py [--counts 500 1000 1500] [--window 30] [--profile DIR]
                                       [--no-opcua] [--baseline [--each-setting]]
+                                      [--arrivals 2 --job-time 30]
+
+`--arrivals R` is the farm as it is used (issue 20 §5): prints of `--job-time` seconds, and
+R new jobs a second submitted through the REST API during the warm-up and the window, so
+printers start and finish prints (uploads, claims, starts, finishes, beds cleared) while
+everything is polled; the figures add the jobs submitted and those done in the window.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -126,15 +133,61 @@ def _command(settings: str) -> list[str] | None:
             "from mes.cli import server; server()"]
 
 
+class Arrivals:
+    """Submits `rate` jobs a second in a thread of its own, as users do, until stopped."""
+
+    def __init__(self, api: httpx.Client, job: dict[str, Any], rate: float) -> None:
+        self.api, self.job, self.rate = api, job, rate
+        self.submitted = 0
+        self.refused: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Arrivals:
+        if self.rate > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            status = self.api.post("/print_jobs", json=self.job, timeout=60,
+                                   headers={"Idempotency-Key": uuid.uuid4().hex}).status_code
+            if status == 201:
+                self.submitted += 1
+            else:
+                self.refused[status] += 1
+            due = started + (self.submitted + sum(self.refused.values())) / self.rate
+            self._stop.wait(max(0.0, due - time.monotonic()))  # the pace of arrivals
+
+
+def done(api: httpx.Client) -> int:
+    """How many jobs are Done (every page of the listing)."""
+    total, cursor = 0, None
+    while True:
+        params = {"status": "Done", "limit": "1000", **({"cursor": cursor} if cursor else {})}
+        response = api.get("/print_jobs", params=params)
+        total += len(response.json())
+        cursor = response.headers.get("X-Next-Cursor")
+        if not cursor:
+            return total
+
+
 def run(count: int, window: float, base: Path, profile: Path | None = None,
-        opcua: bool = False, settings: str = "both") -> dict[str, Any]:
+        opcua: bool = False, settings: str = "both", arrivals: float = 0.0,
+        job_time: int = JOB_SECONDS) -> dict[str, Any]:
     """One measurement with `count` printers (py-spy samples the node into `profile`)."""
     port = free_ports(count)
     base.mkdir(parents=True, exist_ok=True)
     log = (base / f"emulator-{count}.log").open("wb")
     emulator = subprocess.Popen(
         [sys.executable, "-m", "mes.emulator.cli", "--api", "OctoPrint", "--port", str(port),
-         "--count", str(count), "--job-time", str(JOB_SECONDS)],
+         "--count", str(count), "--job-time", str(job_time)],
         stdout=log, stderr=subprocess.STDOUT)
     node = ServerProcess(0, base / f"n{count}", {"PRINTER_WORKER_INTERVAL": "1",
                                                  "OPCUA_MODE": "embedded" if opcua else "off",
@@ -166,11 +219,13 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
             jobs = api.get("/print_jobs", params={"limit": "1000"}).json()
             print(Counter((j["status"], j.get("phase")) for j in jobs), flush=True)
             raise
+        arriving = Arrivals(api, job, arrivals).__enter__()
         # warm-up, not synchronisation: the starts' uploads and commands are over and every
         # worker ticks steadily; the lags the node reports are those of the last 30 s
         # (LAG_WINDOW), the window's when it is 30 s
         time.sleep(5)
         pid = node.process.pid  # type: ignore[union-attr]
+        done0, submitted0 = done(api), arriving.submitted
         first, cpu0, index0 = api.get("/workers").json(), cpu_seconds(pid), \
             api.get("/cluster").json()["applied_index"]
         emulator_cpu0 = cpu_seconds(emulator.pid)
@@ -189,6 +244,8 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
             api.get("/cluster").json()["applied_index"]
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_cpu0
         runtime = runtime_delta(runtime0, runtime_samples(api))
+        submitted, finished = arriving.submitted - submitted0, done(api) - done0
+        arriving.__exit__()
         polls = last["ticks"] - first["ticks"]
         printing = running(api)
         return {
@@ -203,6 +260,8 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
             "view_reads_per_s": (last.get("view_reads", 0) - first.get("view_reads", 0))
             / elapsed,
             "printing": printing,
+            "jobs_submitted": submitted, "jobs_done": finished,
+            "jobs_refused": dict(arriving.refused),
             **runtime,
         }
     finally:
@@ -228,9 +287,14 @@ def main() -> None:
     parser.add_argument("--each-setting", action="store_true",
                         help="with --baseline, also run each N with only the switch interval "
                         "and only the collector thresholds (an A/B of each setting)")
+    parser.add_argument("--arrivals", type=float, default=0.0,
+                        help="new jobs a second, submitted during the warm-up and the window")
+    parser.add_argument("--job-time", type=int, default=JOB_SECONDS,
+                        help="seconds each emulated print lasts")
     args = parser.parse_args()
     print("one leader node, PRINTER_WORKER_INTERVAL=1, emulated OctoPrint printers, "
-          "a tenth of them printing; 2-core machine shared with the emulator; OPC UA "
+          f"a tenth of them printing ({args.job_time} s prints, {args.arrivals:g} new jobs "
+          "a second); 2-core machine shared with the emulator; OPC UA "
           f"server {'off' if args.no_opcua else 'on'}\n")
     print(f"{'printers':>8} {'polls/s':>8} {'lag p50':>9} {'lag p99':>9} {'node CPU':>9} "
           f"{'CPU/poll':>9} {'peak RSS':>9} {'raft cmd/s':>10} {'printing':>9} "
@@ -243,7 +307,7 @@ def main() -> None:
         runs = [(count, settings) for count in args.counts for settings in variants]
         for count, settings in runs:
             r = run(count, args.window, Path(tmp) / f"{count}-{settings}", args.profile,
-                    not args.no_opcua, settings)
+                    not args.no_opcua, settings, args.arrivals, args.job_time)
             print(f"{r['printers']:>8} {r['polls_per_s']:>8.0f} {r['lag_p50_ms']:>7.1f}ms "
                   f"{r['lag_p99_ms']:>7.1f}ms {r['cpu_core']:>8.0%} "
                   f"{r['cpu_ms_per_poll']:>7.2f}ms {r['peak_rss_mb']:>7.0f}MB "
@@ -254,6 +318,9 @@ def main() -> None:
                   f"{r['gc2_count']:.0f} full collections ({r['gc2_seconds'] * 1000:.0f} ms); "
                   f"event loop: {r['loop_late_100ms']:.0f} of {r['loop_probes']:.0f} probes "
                   "more than 100 ms late", flush=True)
+            if args.arrivals:
+                print(f"{'':>8} jobs: {r['jobs_submitted']} submitted, {r['jobs_done']} done "
+                      f"in the window; refused: {r['jobs_refused'] or 'none'}", flush=True)
             fits.append(1000 / r["cpu_ms_per_poll"])
     print(f"\nnode CPU is the node process's own (user + system), the emulator's shown apart; "
           f"at these costs one core polls about {min(fits):,.0f}-{max(fits):,.0f} printers "

@@ -140,3 +140,41 @@ async def test_what_the_importer_leaves_out_is_put_back() -> None:
                                     "Statistics", "Status", "Operational",
                                     "OperationCounters", "Identification"])
     assert set(names.values()) == {ua.NodeId(1005, di)}  # FunctionalGroupType
+
+
+async def test_fast_delete_leaves_no_reference_to_what_it_deleted() -> None:
+    """AddressSpace._delete removes a job's and a spool's nodes as DeleteNodes with
+    DeleteTargetReferences does (mes/opcua/fast_nodes.py), without its walk over every
+    node: afterwards no node anywhere references them, and the rest is untouched."""
+    server = Server()
+    await server.init()
+    await load_model(server)
+    ns = await Namespaces.resolve(server)
+    space = AddressSpace(server, ns, fast=True)
+    spool = {"id": "s1", "type": "PLA", "color": "black", "total_weight_in_grams": 1000,
+             "remaining_weight_in_grams": 900}
+    printer = {"id": "p1", "company": "Prusa", "model": "MK4", "opcua_name": None,
+               "filament_id": "s1", "bed_clear": True, "attention": None}
+    await space.write(await space.put_printers([PrinterView(printer, None, None, spool)]))
+    jobs = [{"id": f"j{i}", "status": "Queued", "owner_id": "u", "filepath": "a.gcode",
+             "printer_id": None, "assigned_printer_id": None, "filament_id": "s1"}
+            for i in range(3)]
+    await space.write(await space.put_jobs(jobs))
+    aspace = server.iserver.aspace
+
+    def references() -> list[tuple[ua.NodeId, ua.NodeId]]:
+        return [(nid, ref.NodeId) for nid, data in list(aspace._nodes.items())
+                for ref in data.references]
+
+    before = references()
+    gone = space._jobs["j1"] + space._spools["p1"][1]
+    await space.drop_job("j1")
+    await space.write(await space.put_printers([PrinterView(
+        {**printer, "filament_id": None}, None, None, None)]))  # the spool taken out
+    assert not any(nid in aspace for nid in gone)
+    after = references()
+    assert [pair for pair in after if pair[1] in gone] == []
+    kept = set(after)
+    assert [pair for pair in before if pair[0] not in gone and pair[1] not in gone
+            and pair not in kept] == []  # nothing else lost a reference
+    assert space.job_ids == {"j0", "j2"}

@@ -625,11 +625,15 @@ class AddressSpace:
         self.node_count += len(items)
 
     async def _delete(self, ids: list[ua.NodeId]) -> None:
+        """Delete nodes `_add` made (a job's, a spool's) with the references to them."""
         if not ids:
             return
-        params = ua.DeleteNodesParameters(NodesToDelete=[
-            ua.DeleteNodesItem(NodeId=nid, DeleteTargetReferences=True) for nid in ids])
-        await self.server.iserver.isession.delete_nodes(params)
+        if self._writer is not None:
+            self._writer.delete(ids, self.server.iserver.node_mgt_service)
+        else:
+            params = ua.DeleteNodesParameters(NodesToDelete=[
+                ua.DeleteNodesItem(NodeId=nid, DeleteTargetReferences=True) for nid in ids])
+            await self.server.iserver.isession.delete_nodes(params)
         self._forget(ids)
         self.node_count -= len(ids)
 

@@ -49,6 +49,31 @@ class NodeWriter:
                 ua.DataValue(ua.Variant(value, vtype)))
         return found
 
+    def delete(self, ids: list[ua.NodeId], service: Any) -> None:
+        """Delete nodes this writer made (and the references to them), as DeleteNodes with
+        DeleteTargetReferences does, without its walk over every node of the address space
+        per node deleted (80,000 nodes: a job's six took 15 % of a busy node's CPU).
+
+        Every reference to a node made here has its mirror on that node (parent and child
+        both hold theirs), so only the nodes it references are looked at; a node may also
+        reference others that do not reference it (its type): nothing is removed there.
+        Subscriptions to a deleted value are told Bad_NodeIdUnknown (`service`: asyncua's
+        NodeManagementService, whose callback code this reuses)."""
+        aspace = self.aspace
+        gone = set(ids)
+        for nodeid in ids:
+            data = aspace.get(nodeid)
+            if data is None:
+                continue
+            for ref in data.references:
+                if ref.NodeId in gone:
+                    continue
+                other = aspace.get(ref.NodeId)
+                if other is not None and any(r.NodeId == nodeid for r in other.references):
+                    other.references[:] = [r for r in other.references if r.NodeId != nodeid]
+            service._delete_node_callbacks(data)
+            del aspace[nodeid]
+
     def _type_reference(self, typedef: ua.NodeId) -> ua.ReferenceDescription:
         """The HasTypeDefinition reference to `typedef`: one object for every node of that
         type (references are replaced, never changed in place)."""
