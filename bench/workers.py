@@ -11,8 +11,9 @@ and peak RSS, Raft commands/s, garbage-collector pauses and event-loop lag.
                                       [--no-opcua] [--baseline [--each-setting]]
                                       [--arrivals 2 --job-time 30]
 
-`--arrivals R` is the farm as it is used (issue 20 §5): prints of `--job-time` seconds, and
-R new jobs a second submitted through the REST API during the warm-up and the window, so
+`--arrivals R` is the farm as it is used (issue 20 §5): a spool of its own in each printer,
+prints of `--job-time` seconds, and R new jobs a second (each for the next printer's spool)
+submitted through the REST API during the warm-up and the window, so
 printers start and finish prints (uploads, claims, starts, finishes, beds cleared) while
 everything is polled; the figures add the jobs submitted and those done in the window.
 """
@@ -136,8 +137,8 @@ def _command(settings: str) -> list[str] | None:
 class Arrivals:
     """Submits `rate` jobs a second in a thread of its own, as users do, until stopped."""
 
-    def __init__(self, api: httpx.Client, job: dict[str, Any], rate: float) -> None:
-        self.api, self.job, self.rate = api, job, rate
+    def __init__(self, api: httpx.Client, jobs: list[dict[str, Any]], rate: float) -> None:
+        self.api, self.jobs, self.rate = api, jobs, rate
         self.submitted = 0
         self.refused: Counter[int] = Counter()
         self._stop = threading.Event()
@@ -156,13 +157,15 @@ class Arrivals:
     def _run(self) -> None:
         started = time.monotonic()
         while not self._stop.is_set():
-            status = self.api.post("/print_jobs", json=self.job, timeout=60,
+            sent = self.submitted + sum(self.refused.values())
+            status = self.api.post("/print_jobs", json=self.jobs[sent % len(self.jobs)],
+                                   timeout=60,
                                    headers={"Idempotency-Key": uuid.uuid4().hex}).status_code
             if status == 201:
                 self.submitted += 1
             else:
                 self.refused[status] += 1
-            due = started + (self.submitted + sum(self.refused.values())) / self.rate
+            due = started + (sent + 1) / self.rate
             self._stop.wait(max(0.0, due - time.monotonic()))  # the pace of arrivals
 
 
@@ -203,14 +206,20 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
         wait_for(lambda: node.cluster()["role"] == "leader", 20, "the node to lead")
         api = node.client
         api.timeout = httpx.Timeout(60.0)  # a node polling 1,000+ printers answers slowly
-        spool = {"id": "s", "type": "PLA", "color": "x", "total_weight_in_grams": 100_000}
-        assert api.post("/filaments", json=spool).status_code == 201
+        # One spool in every printer (the bench as it was), or with arrivals a spool of its
+        # own in each, as a farm has them: a spool's grams change with every print, and
+        # every printer holding it shows them.
+        spools = [f"s{i}" for i in range(count)] if arrivals else ["s"] * count
+        register(api, [{"id": sid, "type": "PLA", "color": "x",
+                        "total_weight_in_grams": 100_000} for sid in sorted(set(spools))],
+                 "/filaments")
         register(api, [{"id": f"p{i}", "api": "OctoPrint", "url": f"http://127.0.0.1:{port + i}",
-                        "api_key": "mockkey", "worker": True, "filament_id": "s"}
+                        "api_key": "mockkey", "worker": True, "filament_id": spools[i]}
                        for i in range(count)])
         file_id = api.post("/files", files={"file": ("b.gcode", GCODE)}).json()["id"]
         job = {"filament_id": "s", "file_id": file_id, "print_weight_in_grams": 1}
-        register(api, [job] * (count // 10), "/print_jobs")
+        register(api, [{**job, "filament_id": spools[i]} for i in range(count // 10)],
+                 "/print_jobs")
         wait_for(lambda: api.get("/workers").json().get("printers") == count, 60,
                  "a worker per printer")
         try:
@@ -219,7 +228,9 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
             jobs = api.get("/print_jobs", params={"limit": "1000"}).json()
             print(Counter((j["status"], j.get("phase")) for j in jobs), flush=True)
             raise
-        arriving = Arrivals(api, job, arrivals).__enter__()
+        # Arrivals go to the printers that print nothing yet, round and round.
+        arriving = Arrivals(api, [{**job, "filament_id": spools[i]}
+                                  for i in range(count // 10, count)], arrivals).__enter__()
         # warm-up, not synchronisation: the starts' uploads and commands are over and every
         # worker ticks steadily; the lags the node reports are those of the last 30 s
         # (LAG_WINDOW), the window's when it is 30 s

@@ -98,8 +98,10 @@ class FakeContext:
         printers = {p["id"]: p for p in read(lambda c: queries.driven_printers(c, NODE))}
         return FarmView(printers, read(queries.active_jobs_by_printer), 0.0)
 
-    async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
+    async def command(self, op: str, for_printer: str | None = None,
+                      **args: Any) -> dict[str, Any] | None:
         assert op == Op.JOB_CLAIM
+        assert for_printer == args["printer_id"]  # the one printer the claim changes
         self.claims.append((args["job_id"], args["printer_id"]))
         value: dict[str, Any] = self.farm.do(op, **args)
         return value

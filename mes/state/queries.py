@@ -131,14 +131,17 @@ def worker_printers(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def driven_printers(conn: Connection, node: str) -> list[dict[str, Any]]:
-    """Printers with a worker assigned to `node`, with their API keys (for the workers only)
-    and their assignment (`drive_epoch`, `release`)."""
+def driven_printers(conn: Connection, node: str, ids: Collection[str] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Printers (of `ids` when given) with a worker assigned to `node`, with their API keys
+    (for the workers only) and their assignment (`drive_epoch`, `release`)."""
     query = (select(printers, assignments.c.epoch.label("drive_epoch"),
                     assignments.c.release.label("release"))
              .join(assignments, assignments.c.printer_id == printers.c.id)
              .where(printers.c.worker.is_(True), assignments.c.node == node)
              .order_by(printers.c.id))
+    if ids is not None:
+        query = query.where(printers.c.id.in_(list(ids)))
     return [dict(r._mapping) for r in conn.execute(query)]
 
 

@@ -77,6 +77,10 @@ class WorkerContext:
     # The scheduler's last read: (farm version, ready printers, bound) and the jobs found.
     startable: tuple[tuple[int, frozenset[str], int], list[dict[str, Any]]] | None = None
     view_reads: int = 0  # how often the farm view was read (GET /workers shows it)
+    view_patches: int = 0  # how often some printers of it were read again
+    # Printers a command of this node changed since the view was read: read again (alone)
+    # before the view is next used.
+    _changed: set[str] = field(default_factory=set)
     # This node's assignments {printer id: epoch} at a farm version: may_act reads them
     # again only when the farm version moved (any command but telemetry and lease renewals,
     # or a snapshot).
@@ -85,15 +89,21 @@ class WorkerContext:
     def view(self) -> FarmView:
         """This node's printers as last read, read again once the farm version moved (or
         VIEW_MAX_AGE passed), at most every half worker interval: 1,000 printers' rows cost
-        milliseconds to read, and telemetry and lease renewals change neither."""
+        milliseconds to read, and telemetry and lease renewals change neither. The printers
+        this node's own commands changed are read again at once, alone (`changed`): with
+        jobs starting and finishing every second, reading all of them after each command
+        cost a fifth of the node's CPU (bench/workers.py --arrivals)."""
         now = time.monotonic()
         view = self._view
         if view is not None:
             age = now - view.read_at
             if age < self.node.settings.printers.worker_interval / 2 or (
                     age < VIEW_MAX_AGE and view.version == self.node.farm_version):
+                if self._changed:
+                    view = self._view = self._patched(view)
                 return view
         self.view_reads += 1
+        self._changed.clear()  # before reading: what changes later is read again
         version = self.node.farm_version  # before reading: a later change re-reads
         me = self.node.self_address
         printers = {p["id"]: p for p in self.node.read_now(
@@ -103,9 +113,30 @@ class WorkerContext:
         self._view = FarmView(printers, active, now, version)
         return self._view
 
-    def invalidate(self) -> None:
-        """Forget the view after a command changed the farm."""
-        self._view = None
+    def _patched(self, view: FarmView) -> FarmView:
+        """`view` with the changed printers read again (their rows and active jobs); it
+        keeps its time and version, so the rest is read again when it would have been."""
+        ids = sorted(self._changed)
+        self._changed.clear()
+        self.view_patches += 1
+        me = self.node.self_address
+        rows = self.node.read_now(lambda c: queries.driven_printers(c, me, ids))
+        active = self.node.read_now(lambda c: queries.active_jobs_by_printer(c, ids))
+        printers, actives = dict(view.printers), dict(view.active_jobs)
+        for pid in ids:
+            printers.pop(pid, None)  # no longer driven here when it is not read again
+            actives.pop(pid, None)
+        printers.update((p["id"], p) for p in rows)
+        actives.update(active)
+        return FarmView(printers, actives, view.read_at, view.version)
+
+    def invalidate(self, printer_id: str | None = None) -> None:
+        """Forget the view after a command changed the farm: only one printer's part when
+        the command was about that printer."""
+        if printer_id is None or self._view is None:
+            self._view = None
+        else:
+            self._changed.add(printer_id)
 
     def may_act(self, printer_id: str, epoch: int) -> bool:
         """Whether this node may talk to the printer now: its lease is fresh and, in the
@@ -128,12 +159,14 @@ class WorkerContext:
         self._epochs_at = (version, epochs)
         return epochs
 
-    async def command(self, op: str, **args: Any) -> dict[str, Any] | None:
+    async def command(self, op: str, for_printer: str | None = None,
+                      **args: Any) -> dict[str, Any] | None:
         """Submit a worker command (fenced by the epoch in `args`); None if a rule refused
-        it; Fenced if the printer's epoch is stale."""
+        it; Fenced if the printer's epoch is stale. `for_printer`: the one printer of this
+        node's view the command can change (None: any)."""
         outcome = await self.node.submit(op, args, remember=op != Op.PRINTER_TELEMETRY)
         if op != Op.PRINTER_TELEMETRY:
-            self.invalidate()
+            self.invalidate(for_printer)
         if outcome.error is None:
             value: dict[str, Any] | None = outcome.value
             return value

@@ -208,7 +208,7 @@ class WorkerPool:
             "lag_p50_ms": None if p50 is None else round(p50 * 1000, 2),
             "lag_p99_ms": None if p99 is None else round(p99 * 1000, 2),
             "telemetry_commands": self.telemetry.commands,
-            "view_reads": self.ctx.view_reads,
+            "view_reads": self.ctx.view_reads, "view_patches": self.ctx.view_patches,
             "claims": self.claims,
             "released": self.released,
         }

@@ -139,7 +139,8 @@ class PrinterWorker:
         """A command about this printer, carrying its id and this worker's epoch."""
         if "id" not in args:
             args.setdefault("printer_id", self.printer_id)
-        return await self.ctx.command(op, epoch=self.epoch, **args)
+        return await self.ctx.command(op, for_printer=self.printer_id, epoch=self.epoch,
+                                      **args)
 
     async def poll(self, expect_job: bool = True) -> PrinterStatus:
         """The printer's status, or offline with the reason; raises only Fenced."""

@@ -83,7 +83,8 @@ async def schedule(ctx: WorkerContext) -> int:
     claimed = 0
     for job, printer in assign(jobs, ready, bound):
         try:
-            if await ctx.command(Op.JOB_CLAIM, job_id=job["id"], printer_id=printer["id"],
+            if await ctx.command(Op.JOB_CLAIM, for_printer=printer["id"], job_id=job["id"],
+                                 printer_id=printer["id"],
                                  epoch=printer["drive_epoch"],
                                  printer_filename=printer_filename(job)) is not None:
                 ctx.claimed.add(job["id"])
