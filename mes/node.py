@@ -33,7 +33,7 @@ from mes.raft.cluster import ROLES, cluster_view
 from mes.raft.membership import MembershipRefused, MembershipTimeout, change
 from mes.raft.node import RaftNode, RaftTuning, build_conf
 from mes.raft.read_barrier import AppliedWaiter, Linearizer
-from mes.raft.readiness import RaftProgress, progress_of, write_refusal
+from mes.raft.readiness import RaftProgress, not_ready_reasons, progress_of, write_refusal
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import NoLeader, Writer
 from mes.state import cluster_versions, queries
@@ -95,7 +95,9 @@ class FarmNode:
         self.auth = Authenticator(self.read, self._record_token_use,
                                   lambda: not self.raft.is_leader(), oidc,
                                   lambda: self.machine.applied_count,
-                                  settings.mes_admin_token or None)
+                                  settings.mes_admin_token or None,
+                                  lambda: "; ".join(not_ready_reasons(self.progress()))
+                                  or None)
         self.machine.add_listener(self.auth.on_apply)
         # Password sign-in (REST and OPC UA), throttled per account and source.
         self.failed_sign_ins = FailedSignIns(self.submit)

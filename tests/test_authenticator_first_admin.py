@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection
 
-from mes.auth.authenticator import CATCH_UP_SECONDS, FIRST_ADMIN_SECONDS, Authenticator, AuthError
+from mes.auth.authenticator import (
+    CATCH_UP_SECONDS,
+    FIRST_ADMIN_SECONDS,
+    Authenticator,
+    AuthError,
+    AuthUnavailable,
+)
 from mes.state.users import enabled_admins
 
 TOKEN = "mes_" + "a" * 40
@@ -85,3 +91,24 @@ async def test_a_wrong_token_on_a_farm_with_an_admin_is_refused_at_once() -> Non
     with pytest.raises(AuthError, match="not valid"):
         await authenticator.principal(TOKEN)
     assert time.monotonic() - started < CATCH_UP_SECONDS
+
+
+async def test_a_node_that_knows_no_leader_says_ask_again_after_a_catch_up() -> None:
+    """A restarted node whose peers are away has an empty or old state: a token it does not
+    find may well exist. It waits a catch-up (not the first admin's 15 s) and answers that
+    it cannot tell now (HTTP 503 with Retry-After), never that the token is not valid."""
+    state = FakeState(made_after=None)
+    authenticator = Authenticator(state.read, _unused, lambda: True, applied=state.applied,
+                                  first_admin_token=TOKEN, unsure=lambda: "no leader is known")
+    for token in (TOKEN, "mes_" + "b" * 40):
+        started = time.monotonic()
+        with pytest.raises(AuthUnavailable, match="no leader is known") as caught:
+            await authenticator.principal(token)
+        assert CATCH_UP_SECONDS <= time.monotonic() - started < FIRST_ADMIN_SECONDS
+        assert caught.value.retry_after == 1
+    # Once it can tell (a leader known, caught up), an unknown token is not valid.
+    sure = Authenticator(state.read, _unused, lambda: True, applied=state.applied,
+                         unsure=lambda: None)
+    with pytest.raises(AuthError, match="not valid") as refused:
+        await sure.principal("mes_" + "b" * 40)
+    assert not isinstance(refused.value, AuthUnavailable)

@@ -12,7 +12,7 @@ from mes.api.consistency import read_consistency
 from mes.api.deps import NodeDep, node_of
 from mes.api.errors import ApiError
 from mes.api.schemas import ERROR_RESPONSES, ErrorOut
-from mes.auth.authenticator import AuthError
+from mes.auth.authenticator import AuthError, AuthUnavailable
 from mes.auth.principal import Principal
 
 bearer_scheme = HTTPBearer(auto_error=False, description=(
@@ -71,6 +71,9 @@ async def authenticate(request: Request, node: NodeDep, credentials: Annotated[
         raise _unauthorized("this needs a token: send 'Authorization: Bearer <token>'", False)
     try:
         who = await node.auth.principal(token)
+    except AuthUnavailable as exc:
+        raise ApiError(503, "not_ready", str(exc),
+                       headers={"Retry-After": str(exc.retry_after)}) from None
     except AuthError as exc:
         raise _unauthorized(str(exc), True) from None
     if by_cookie and request.method not in SAFE_METHODS and \

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mes.api.auth import SAFE_METHODS, request_token
 from mes.api.errors import error_body
-from mes.auth.authenticator import Authenticator, AuthError
+from mes.auth.authenticator import Authenticator, AuthError, AuthUnavailable
 
 
 class AuthBeforeBody:
@@ -40,6 +40,11 @@ class AuthBeforeBody:
         else:
             try:
                 await self.auth.principal(token)
+            except AuthUnavailable as exc:
+                answer = JSONResponse(error_body("not_ready", str(exc)), 503, headers={
+                    "Retry-After": str(exc.retry_after), "Connection": "close"})
+                await answer(scope, receive, send)
+                return
             except AuthError as exc:
                 problem = (str(exc), 'Bearer error="invalid_token"')
         if problem is None:

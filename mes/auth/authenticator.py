@@ -39,6 +39,14 @@ class AuthError(Exception):
     """The credentials prove nobody; the message says why, without revealing a secret."""
 
 
+class AuthUnavailable(AuthError):
+    """This node cannot tell now: the token is not in its state, and its state may be
+    behind (it knows no leader, or is catching up). Another node, or this one a moment
+    later, can tell (HTTP: 503 with Retry-After)."""
+
+    retry_after = 1
+
+
 class OidcLogin(Protocol):
     """Verifies an OpenID Connect JWT and answers the user it maps to."""
 
@@ -57,9 +65,12 @@ class Authenticator:
     def __init__(self, read: Reader, record_use: Recorder, catch_up: Callable[[], bool],
                  oidc: OidcLogin | None = None,
                  applied: Callable[[], int] = lambda: 0,
-                 first_admin_token: str | None = None) -> None:
+                 first_admin_token: str | None = None,
+                 unsure: Callable[[], str | None] = lambda: None) -> None:
         """`first_admin_token`: MES_ADMIN_TOKEN, the token a farm with no admin yet is
-        about to know (only a request with it waits for that, FIRST_ADMIN_SECONDS)."""
+        about to know (only a request with it waits for that, FIRST_ADMIN_SECONDS);
+        `unsure`: why this node's state may be behind now (None: it is not)."""
+        self._unsure = unsure
         self._first_admin = token_hash(first_admin_token) if first_admin_token else None
         self._read = read
         self._applied = applied
@@ -101,9 +112,12 @@ class Authenticator:
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
         row: dict[str, Any] | None = await self._read(lambda c: token_by_hash(c, digest))
         wait = 0.0
+        unsure = self._unsure() if row is None else None
         if row is None:
             if digest == self._first_admin and await self._read(enabled_admins) == 0:
-                wait = FIRST_ADMIN_SECONDS  # the first leader is creating it
+                # The first leader is creating it; with no leader known (a restarted node
+                # whose peers are away), a catch-up's wait, then "ask again".
+                wait = CATCH_UP_SECONDS if unsure else FIRST_ADMIN_SECONDS
             elif self._catch_up() or await self._read(enabled_admins) == 0:
                 wait = CATCH_UP_SECONDS
         if wait:
@@ -117,6 +131,9 @@ class Authenticator:
                 row = await self._read(lambda c: token_by_hash(c, digest))
         if row is not None:
             self._cache[digest] = row
+        elif unsure and (reason := self._unsure()):
+            raise AuthUnavailable(f"this node cannot check the token now ({reason}): "
+                                  "try again, or another node")
         return row
 
     def _note_use(self, token_id: str, now: float) -> None:
