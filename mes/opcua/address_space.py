@@ -130,6 +130,8 @@ PRINTER_VALUES = (
     "NozzleTargetTemperature",
     "BedTemperature", "BedTargetTemperature", "BedClear", "CurrentJob/JobId",
     "CurrentJob/Progress", "CurrentJob/TimePrinted", "CurrentJob/TimeLeft", "CurrentJob/Owner",
+    f"{PRINTER_JOB_MANAGEMENT}/JobOrderControl/MaterialDefinitionID",
+    f"{PRINTER_JOB_MANAGEMENT}/JobOrderControl/MaterialClassID",
 )
 _CURRENT_OWNER = PRINTER_VALUES.index("CurrentJob/Owner")
 # What the printer itself reports (Good while it answers; see _quality); their
@@ -476,7 +478,7 @@ class AddressSpace:
         return items
 
     def _printer_values(self, view: PrinterView) -> dict[ua.NodeId, Plain]:
-        p, st, job = view.printer, view.status, view.job
+        p, st, job, sp = view.printer, view.status, view.job, view.spool
         lt, s, d = ua.VariantType.LocalizedText, ua.VariantType.String, ua.VariantType.Double
         machinery = machinery_state(view)
         plain: tuple[Plain, ...] = (  # in the order of PRINTER_VALUES
@@ -500,6 +502,8 @@ class AddressSpace:
             (d, (_num(st, "time_printed") or 0.0) if job else 0.0),
             (d, (_num(st, "time_left") or 0.0) if job else 0.0),
             (s, (job.get("owner_id") or "") if job else ""),
+            (s, [str(sp["id"])] if sp else []),  # what job orders here may name: the spool
+            (s, [str(sp["type"])] if sp and sp.get("type") else []),
         )
         ids = self._printer_value_ids.get(view.id)
         if ids is None:
@@ -510,12 +514,6 @@ class AddressSpace:
             plain = tuple(self._quality(ids[i], value, st is None) if i in _TELEMETRY else value
                           for i, value in enumerate(plain))
         found = dict(zip(ids, plain, strict=True))
-        control = f"Printers/{view.id}/{PRINTER_JOB_MANAGEMENT}/JobOrderControl"
-        loaded = [str(view.spool["id"])] if view.spool else []
-        material = [str(view.spool["type"])] if view.spool and view.spool.get("type") else []
-        found[self.id(f"{control}/MaterialDefinitionID")] = (s, loaded)
-        found[self.id(f"{control}/MaterialClassID")] = (s, material)
-        sp = view.spool
         sbase = f"Printers/{view.id}/Feedstock/{sp['id'] if sp else NO_SPOOL}"
         found[self.id(f"{sbase}/Identifier")] = (s, str(sp["id"]) if sp else "")
         found[self.id(f"{sbase}/Name")] = (s, feedstock_name(sp) if sp else "none")

@@ -39,14 +39,15 @@ class NodeWriter:
         self._shared: dict[tuple[Any, ...], AttributeValue] = {}
         self._type_refs: dict[ua.NodeId, ua.ReferenceDescription] = {}
 
-    def _fixed(self, vtype: ua.VariantType, value: Any, key: Any = None) -> AttributeValue:
+    def _fixed(self, vtype: ua.VariantType, value: Any, key: Any = None,
+               is_array: bool = False) -> AttributeValue:
         """The one AttributeValue of a never-written attribute with this value (`key`: a
         hashable stand-in for an unhashable value)."""
-        found_key = (int(vtype), type(value), value if key is None else key)
+        found_key = (int(vtype), type(value), value if key is None else key, is_array)
         found = self._shared.get(found_key)
         if found is None:
             found = self._shared[found_key] = AttributeValue(
-                ua.DataValue(ua.Variant(value, vtype)))
+                ua.DataValue(ua.Variant(value, vtype, is_array=is_array)))
         return found
 
     def delete(self, ids: list[ua.NodeId], service: Any) -> None:
@@ -74,7 +75,7 @@ class NodeWriter:
             service._delete_node_callbacks(data)
             del aspace[nodeid]
 
-    def _type_reference(self, typedef: ua.NodeId) -> ua.ReferenceDescription:
+    def type_reference(self, typedef: ua.NodeId) -> ua.ReferenceDescription:
         """The HasTypeDefinition reference to `typedef`: one object for every node of that
         type (references are replaced, never changed in place)."""
         found = self._type_refs.get(typedef)
@@ -83,14 +84,6 @@ class NodeWriter:
             found = self._type_refs[typedef] = ua.ReferenceDescription(
                 ReferenceTypeId=_HAS_TYPE_DEFINITION, IsForward=True, NodeId=typedef,
                 BrowseName=type_name, DisplayName=type_display, NodeClass=type_class)
-        return found
-
-    def _dimensions(self, dims: list[int] | None) -> AttributeValue:
-        key = ("dims", None if dims is None else tuple(dims))
-        found = self._shared.get(key)
-        if found is None:
-            found = self._shared[key] = AttributeValue(ua.DataValue(
-                ua.Variant(dims, _V.UInt32, is_array=True)))
         return found
 
     def _describe(self, nodeid: ua.NodeId) -> tuple[Any, Any, Any, Any]:
@@ -156,7 +149,8 @@ class NodeWriter:
             attrs[_A.AccessLevel] = fixed(_V.Byte, a.AccessLevel)
             attrs[_A.UserAccessLevel] = fixed(_V.Byte, a.UserAccessLevel)
             dims = a.ArrayDimensions
-            attrs[_A.ArrayDimensions] = self._dimensions(dims)
+            attrs[_A.ArrayDimensions] = fixed(_V.UInt32, dims,
+                                              None if dims is None else tuple(dims), True)
             attrs[_A.DataType] = fixed(_V.NodeId, a.DataType)
             attrs[_A.Historizing] = fixed(_V.Boolean, bool(a.Historizing))
             attrs[_A.MinimumSamplingInterval] = fixed(_V.Double, a.MinimumSamplingInterval)
@@ -175,6 +169,6 @@ class NodeWriter:
             BrowseName=parent_name, DisplayName=parent_display, NodeClass=parent_class,
             TypeDefinition=parent_type if parent_class in (
                 ua.NodeClass.Object, ua.NodeClass.Variable) else ua.NodeId()))
-        data.references.append(self._type_reference(item.TypeDefinition))
+        data.references.append(self.type_reference(item.TypeDefinition))
         self._targets[nodeid] = (node_class, item.BrowseName, a.DisplayName,
                                  item.TypeDefinition)

@@ -123,13 +123,8 @@ class FarmHistory:
         limit = _limit(details.NumValuesPerNode)
         start, end = _window(details.StartTime, details.EndTime)
         rows = await self._rows(start, end, after, limit, job_id=job_id)
-        result = ua.HistoryReadResult(HistoryData=ua.HistoryData(DataValues=[
-            ua.DataValue(ua.Variant(r["to_status"], ua.VariantType.String),
-                         SourceTimestamp=_time(r["at"]), ServerTimestamp=_time(r["at"]))
-            for r in rows[:limit]]))
-        if len(rows) > limit:
-            result.ContinuationPoint = _point(rows[limit - 1]["seq"])
-        return result
+        return _raw_values([(ua.Variant(r["to_status"], ua.VariantType.String), r["at"],
+                             r["seq"]) for r in rows], limit)
 
     async def _item_states(self, printer_id: str, details: ua.ReadRawModifiedDetails,
                            after: int) -> ua.HistoryReadResult:
@@ -139,15 +134,9 @@ class FarmHistory:
         start, end = _window(details.StartTime, details.EndTime)
         rows: list[dict[str, Any]] = await self.read(lambda c: state_intervals_between(
             c, printer_id, start, end, after, limit + 1))
-        result = ua.HistoryReadResult(HistoryData=ua.HistoryData(DataValues=[
-            ua.DataValue(ua.Variant(ua.LocalizedText(ITEM_STATE_OF[r["state"]]),
-                                    ua.VariantType.LocalizedText),
-                         SourceTimestamp=_time(r["started_at"]),
-                         ServerTimestamp=_time(r["started_at"]))
-            for r in rows[:limit]]))
-        if len(rows) > limit:
-            result.ContinuationPoint = _point(rows[limit - 1]["seq"])
-        return result
+        return _raw_values([(ua.Variant(ua.LocalizedText(ITEM_STATE_OF[r["state"]]),
+                                        ua.VariantType.LocalizedText), r["started_at"],
+                             r["seq"]) for r in rows], limit)
 
     async def _events(self, printer_id: str | None, details: ua.ReadEventDetails,
                       after: int) -> ua.HistoryReadResult:
@@ -225,6 +214,19 @@ def _of_types(event_filter: ua.EventFilter | None, ours: set[ua.NodeId]
             if value is not None and isinstance(value.Value, ua.NodeId):
                 types |= ours if value.Value == _BASE_EVENT else {value.Value}
     return types or None
+
+
+def _raw_values(found: list[tuple[ua.Variant, float, int]], limit: int
+                ) -> ua.HistoryReadResult:
+    """A raw read's answer: the first `limit` of (value, time, sequence number) found (one
+    more was asked for), and a continuation point after the last one given when there are
+    more."""
+    result = ua.HistoryReadResult(HistoryData=ua.HistoryData(DataValues=[
+        ua.DataValue(value, SourceTimestamp=_time(at), ServerTimestamp=_time(at))
+        for value, at, _ in found[:limit]]))
+    if len(found) > limit:
+        result.ContinuationPoint = _point(found[limit - 1][2])
+    return result
 
 
 def _limit(asked: int) -> int:
