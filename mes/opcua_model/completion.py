@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 from asyncua import Server, ua
 from asyncua.server.address_space import AttributeValue, NodeData
-
-from mes.opcua.fast_nodes import NodeWriter
 
 _NS = {"ua": "http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"}
 _A = ua.AttributeIds
@@ -44,7 +43,6 @@ def parentless_objects(server: Server, xml: str, ns: int) -> list[ua.NodeId]:
     """Add the UAObjects of one NodeSet (namespace index `ns` on this server) that declare
     no parent and were not imported; returns their ids."""
     aspace = server.iserver.aspace
-    types = NodeWriter(server)
     added = []
     for element in ET.fromstring(xml).findall("ua:UAObject", _NS):
         if element.get("ParentNodeId"):
@@ -73,7 +71,7 @@ def parentless_objects(server: Server, xml: str, ns: int) -> list[ua.NodeId]:
                 (_A.EventNotifier, ua.Variant(0, ua.VariantType.Byte))):
             data.attributes[attr] = AttributeValue(ua.DataValue(variant))
         if typedef is not None and typedef in aspace:
-            data.references.append(types.type_reference(typedef))
+            data.references.append(_type_reference(aspace, typedef))
         aspace[nodeid] = data
         added.append(nodeid)
     return added
@@ -85,3 +83,11 @@ def _local(text: str, ns: int) -> ua.NodeId | None:
         return None
     return ua.NodeId(int(text[len("ns=1;i="):]), ns)
 
+
+def _type_reference(aspace: Any, typedef: ua.NodeId) -> ua.ReferenceDescription:
+    attrs = aspace[typedef].attributes
+    return ua.ReferenceDescription(
+        ReferenceTypeId=ua.NodeId(ua.ObjectIds.HasTypeDefinition), IsForward=True,
+        NodeId=typedef, BrowseName=attrs[_A.BrowseName].value.Value.Value,
+        DisplayName=attrs[_A.DisplayName].value.Value.Value,
+        NodeClass=ua.NodeClass.ObjectType)
