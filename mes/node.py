@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import Connection
 
+from mes.advertised import advertised_opcua_url
 from mes.app.commands import CommandDoor
 from mes.app.errors import DomainError
 from mes.auth.authenticator import Authenticator
@@ -37,6 +38,7 @@ from mes.raft.readiness import RaftProgress, not_ready_reasons, progress_of, wri
 from mes.raft.snapshot import SnapshotFiles
 from mes.raft.writer import NoLeader, Writer
 from mes.state import cluster_versions, queries
+from mes.state.commands import current_version
 from mes.state.machine import Outcome, StateMachine
 from mes.state.ops import Op
 from mes.version import DATA_LEVEL, RELEASE
@@ -262,12 +264,15 @@ class FarmNode:
         await self.writer.submit(Op.TOKEN_USED, {"id": token_id, "at": at}, remember=False)
 
     def cluster(self) -> dict[str, Any]:
-        """This node's view of the cluster, with the REST URL each node announced."""
+        """This node's view of the cluster, with the REST URL and OPC UA endpoint each node
+        announced."""
         view = cluster_view(self.raft.getStatus(), self.machine.applied_count)
-        urls = {n["raft_address"]: n["http_url"] for n in self.machine.read(queries.list_nodes)}
+        announced = {n["raft_address"]: n for n in self.machine.read(queries.list_nodes)}
         versions = self.machine.read(cluster_versions.reported)
         for entry in view["nodes"]:
-            entry["http_url"] = urls.get(entry["address"])
+            entry["http_url"] = announced.get(entry["address"], {}).get("http_url")
+            # None: no OPC UA server there, or not announced yet (a release before 0.6.0).
+            entry["opcua_url"] = announced.get(entry["address"], {}).get("opcua_url")
             # What the node reported through Raft (None: not yet, or an older release).
             reported = versions.get(entry["address"], {})
             entry["version"] = reported.get("release")
@@ -367,12 +372,20 @@ class FarmNode:
                       server.settings.endpoint, exc)
 
     async def _announce(self) -> None:
-        args = {"raft_address": self.settings.raft_self, "http_url": self.settings.advertise_url}
-        while True:
-            with contextlib.suppress(Exception):
-                outcome = await self.writer.submit(Op.NODE_ANNOUNCE, args)
-                if outcome.ok:
-                    return
+        """Announce where this node listens; once more when the cluster version first allows
+        the OPC UA endpoint in it (a rolling upgrade wrote it without)."""
+        args = {"raft_address": self.settings.raft_self, "http_url": self.settings.advertise_url,
+                "opcua_url": (advertised_opcua_url(self.settings.opcua.endpoint,
+                                                   self.settings.advertise_url)
+                              if self.settings.opcua.mode == "embedded" else None)}
+        endpoints_level = current_version(Op.NODE_ANNOUNCE)
+        announced_at = 0  # the cluster version of the last announcement that applied
+        while announced_at < endpoints_level:
+            level = self.cluster_version.level()
+            if level > announced_at:
+                with contextlib.suppress(Exception):
+                    if (await self.writer.submit(Op.NODE_ANNOUNCE, args)).ok:
+                        announced_at = level
             await asyncio.sleep(1.0)
 
     async def stop_background(self) -> None:

@@ -18,14 +18,15 @@ from importlib.metadata import PackageNotFoundError, version
 # cluster.version. Level 3 (0.3.0): user.update ends web sessions on a new password.
 # Level 4 (0.4.0): user names and ids never collide; a user prints only files they uploaded.
 # Level 5 (0.5.0): no command changed; every node answers Raft pre-votes, so nodes ask for
-# them once the cluster is at this level (mes.raft.pre_vote).
-DATA_LEVEL = 5
+# them once the cluster is at this level (mes.raft.pre_vote). Level 6 (0.6.0): printers of
+# api Moonraker; nodes announce their OPC UA endpoint.
+DATA_LEVEL = 6
 # Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables. Schema 3:
-# file_owners.
-SCHEMA = 3
+# file_owners. Schema 4: nodes.opcua_url (older readers ignore the column).
+SCHEMA = 4
 SCHEMA_MIN_READER = 1
 # The day this release was made (the OPC UA BuildInfo's BuildDate).
-RELEASE_DATE = "2026-12-06"
+RELEASE_DATE = "2026-12-07"
 # Exit status of a node that finds data written by a newer release.
 EXIT_NEWER_DATA = 2
 

@@ -33,10 +33,12 @@ REPORT_AGAIN = 5.0
 class NotUpgraded(Exception):
     """A command format above the cluster version: not every member can apply it yet."""
 
-    def __init__(self, op: str, level: int, cluster_level: int) -> None:
-        super().__init__(f"{op} needs cluster version {level}; the cluster is at "
+    def __init__(self, op: str, level: int, cluster_level: int, what: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(f"{what or op} needs cluster version {level}; the cluster is at "
                          f"{cluster_level} until every node runs a release that supports it")
         self.op, self.level, self.cluster_level = op, level, cluster_level
+        self.field = field
 
 
 class ClusterVersion:
@@ -78,7 +80,10 @@ class ClusterVersion:
             older = command.formats[version].older
             if older is None:
                 raise NotUpgraded(op, version, cluster_level)
-            plain = older(plain)
+            try:
+                plain = older(plain)
+            except commands.NoOlderForm as exc:
+                raise NotUpgraded(op, version, cluster_level, exc.what, exc.field) from None
             version = max(v for v in command.formats if v < version)
         return version, plain
 

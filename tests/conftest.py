@@ -20,6 +20,7 @@ from tests.farm_helpers import SINGLE_NODE
 from tests.interrupt import pytest_runtest_setup  # noqa: F401  (Ctrl-C keeps the summary)
 from tests.netfilter import partition  # noqa: F401  (iptables partitions on loopback)
 from tests.ports import free_port
+from tests.real_moonraker import moonraker, moonraker_api_key  # noqa: F401
 from tests.real_octoprint import octoprint  # noqa: F401
 from tests.tiers import mark_tiers
 

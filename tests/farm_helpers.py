@@ -37,6 +37,17 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float,
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
+async def at_data_level(api: httpx.AsyncClient) -> None:
+    """Wait until the node's cluster version is this release's data level (a new node
+    raises it within seconds of its start; formats of the new level wait for it)."""
+    from mes.version import DATA_LEVEL
+
+    async def raised() -> bool:
+        return bool((await api.get("/api/v1/cluster")).json()["cluster_version"] == DATA_LEVEL)
+
+    await eventually(raised, 30, f"the cluster version to reach {DATA_LEVEL}")
+
+
 async def upload(api: httpx.AsyncClient, name: str = "part.gcode",
                  content: bytes = GCODE) -> dict[str, Any]:
     response = await api.post("/api/v1/files", files={"file": (name, content)})

@@ -188,7 +188,7 @@ async def test_cluster_and_health(api: httpx.AsyncClient) -> None:
     assert view["applied_index"] == view["commit_index"] >= 2
     assert view["nodes"] == [{"id": view["id"], "address": view["id"], "self": True,
                               "reachable": True, "role": "leader", "http_url": None,
-                              "version": None, "level": None,
+                              "opcua_url": None, "version": None, "level": None,
                               "lease": None, "printers": []}]
     assert view["undriven_printers"] == []
     health = await api.get("/api/v1/health")

@@ -127,6 +127,18 @@ async def test_same_address_space_everywhere_and_service_level_follows_the_leade
             assert first["s1.RemainingWeight"] == 750.0
             assert sorted(first["ServerUriArray"]) == sorted(
                 f"urn:mes:node:{n.raft_address}" for n in cluster.nodes)
+            # One URL is enough: FindServers on any node lists every node's endpoint.
+            everyone = {f"urn:mes:node:{n.raft_address}": [n.opcua_url] for n in cluster.nodes}
+
+            async def every_node_lists_every_node() -> bool:
+                for client in clients.values():
+                    found = {s.ApplicationUri: list(s.DiscoveryUrls or [])
+                             for s in await client.find_servers()}
+                    if found != everyone:
+                        return False
+                return True
+
+            await eventually(every_node_lists_every_node, 30, "FindServers to list every node")
 
             async def levels_follow() -> ServerProcess | None:
                 """The leader the live nodes agree on, once ServiceLevel shows it (255 there,

@@ -1,11 +1,13 @@
-"""Upgrade from the last release, 0.4.0, node by node while writes come (issue 20 §3).
+"""Upgrade from the last release, 0.5.0, node by node while writes come.
 
-0.5.0 changed no command; its data level 5 says that every member answers Raft pre-votes,
-which 0.4.0 ignores. So while any node runs 0.4.0 the cluster stays at level 4 and the new
-nodes hold plain elections (a mixed cluster that pre-voted would never elect); once the
-last node runs 0.5.0 the leader raises the cluster version and every node asks first. A
-leader killed (SIGKILL) after that is replaced through pre-votes. Every acknowledged write
-is on every node, and the nodes agree on the state.
+Level 6 (0.6.0) adds printers of api Moonraker and the OPC UA endpoint in each node's
+announcement, which 0.5.0 nodes could not apply. So while any node runs 0.5.0 the cluster
+stays at level 5: a Moonraker printer is refused with a clear answer (409
+`cluster_not_upgraded`, nothing written), and announcements are written without the
+endpoint. Once the last node runs 0.6.0 the leader raises the cluster version, every node
+announces its endpoint again (FindServers then lists every node), and Moonraker printers
+are accepted. A leader killed (SIGKILL) after that is replaced through pre-votes. Every
+acknowledged write is on every node, and the nodes agree on the state.
 
 (tests/test_rolling_upgrade.py upgrades a printing farm from 0.1.0, through every level.)
 """
@@ -17,21 +19,22 @@ from typing import Any
 
 import pytest
 
-from mes.raft.pre_vote import PRE_VOTE_LEVEL
+from mes.version import DATA_LEVEL
 from tests.cluster import ServerProcess, Writers, post_acknowledged
 from tests.polling import wait_for
-from tests.release import V0_4_0, ReleaseCluster, extract_release
+from tests.release import V0_5_0, ReleaseCluster, extract_release
 
 pytestmark = pytest.mark.cluster
 
 # Acknowledged writes that must follow each step (an upgrade, a failover).
 WRITES = 10
+MOONRAKER = {"id": "k1", "api": "Moonraker", "url": "http://127.0.0.1:7125", "worker": False}
 
 
 @pytest.fixture(scope="session")
 def last_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Release 0.4.0's tree (skipped without the commit; failed in CI)."""
-    return extract_release(tmp_path_factory, V0_4_0)
+    """Release 0.5.0's tree (skipped without the commit; failed in CI)."""
+    return extract_release(tmp_path_factory, V0_5_0)
 
 
 def views(cluster: ReleaseCluster) -> list[dict[str, Any]]:
@@ -48,9 +51,10 @@ def more_writes(writers: Writers, what: str) -> None:
              f"{WRITES} acknowledged writes {what}")
 
 
-def test_a_cluster_of_0_4_0_upgrades_node_by_node_then_elects_through_pre_votes(
+def test_a_cluster_of_0_5_0_upgrades_node_by_node_then_takes_moonraker_printers(
         tmp_path: Path, last_release: Path) -> None:
-    cluster = ReleaseCluster(3, tmp_path / "cluster", last_release, of=V0_4_0)
+    cluster = ReleaseCluster(3, tmp_path / "cluster", last_release, of=V0_5_0,
+                             OPCUA_ENABLED="true", OPCUA_ALLOW_ANONYMOUS="true")
     try:
         cluster.start()
         leader = cluster.wait_leader()
@@ -60,28 +64,45 @@ def test_a_cluster_of_0_4_0_upgrades_node_by_node_then_elects_through_pre_votes(
                                 "total_weight_in_grams": 100_000}, "spool")):
             created = post_acknowledged(leader, path, body, key)
             assert created is not None and created.status_code == 201, created
-        wait_for(lambda: all(v["cluster_version"] == 4 for v in views(cluster)), 60,
-                 "the 0.4.0 cluster at level 4")
-        assert all("pre_vote" not in v for v in views(cluster))
+        wait_for(lambda: all(v["cluster_version"] == 5 for v in views(cluster)), 60,
+                 "the 0.5.0 cluster at level 5")
 
         with Writers(cluster.nodes, "w") as writers:
-            more_writes(writers, "on 0.4.0")
+            more_writes(writers, "on 0.5.0")
             order = [*cluster.followers(), cluster.wait_leader()]
             for step, node in enumerate(order, 1):
                 node.upgrade()
                 more_writes(writers, f"after upgrading node {node.index} ({step} of 3)")
                 if step < len(order):
-                    # A 0.4.0 member left: no pre-vote (it would ignore them).
+                    # A 0.5.0 member left: level 5, and no Moonraker printer yet.
                     mine = node.cluster()
-                    assert mine["cluster_version"] == 4, mine
-                    assert mine["pre_vote"]["enabled"] is False, mine
+                    assert mine["cluster_version"] == 5, mine
+                    refused = node.client.post("/printers", json=MOONRAKER)
+                    assert refused.status_code == 409, refused.text
+                    error = refused.json()["error"]
+                    assert error["code"] == "cluster_not_upgraded", error
+                    assert error["field"] == "api"
+                    assert "a printer of api 'Moonraker' needs cluster version 6" \
+                        in error["message"]
+                    assert node.client.get("/printers/k1").status_code == 404
 
-            def all_pre_vote() -> bool:
-                return all(v["cluster_version"] == PRE_VOTE_LEVEL and v["pre_vote"]["enabled"]
-                           for v in views(cluster))
+            def upgraded_and_announced() -> bool:
+                for view in views(cluster):
+                    if view["cluster_version"] != DATA_LEVEL:
+                        return False
+                    if not all(n["opcua_url"] for n in view["nodes"]):
+                        return False
+                return True
 
-            wait_for(all_pre_vote, 90, "the cluster version to reach 5 and pre-vote to be on")
+            wait_for(upgraded_and_announced, 90,
+                     "cluster version 6 and every node's OPC UA endpoint announced")
+            endpoints = {n["address"]: n["opcua_url"] for n in views(cluster)[0]["nodes"]}
+            assert endpoints == {n.raft_address: n.opcua_url for n in cluster.nodes}
             leader = cluster.wait_leader()
+            created = post_acknowledged(leader, "/printers", MOONRAKER, "moonraker")
+            assert created is not None and created.status_code == 201, created
+            assert created.json()["api"] == "Moonraker"
+
             leader.kill()
             rest = [n for n in cluster.nodes if n is not leader]
             wait_for(lambda: cluster.leader() in rest, 60, "a new leader of the other two")
@@ -97,7 +118,8 @@ def test_a_cluster_of_0_4_0_upgrades_node_by_node_then_elects_through_pre_votes(
         assert index > 0
         for node in cluster.nodes:
             assert acknowledged <= job_ids(node), f"node {node.index} lost acknowledged jobs"
-            assert node.history[:2] == ["0.4.0", "current"], node.history
-            assert node.exits == [0], node.exits  # 0.4.0 stopped cleanly on SIGTERM
+            assert node.history[:2] == ["0.5.0", "current"], node.history
+            assert node.exits == [0], node.exits  # 0.5.0 stopped cleanly on SIGTERM
+            assert node.client.get("/printers/k1").json()["api"] == "Moonraker"
     finally:
         cluster.stop()

@@ -14,6 +14,7 @@ from mes.app.raft_index import note_index
 from mes.auth.principal import Principal
 from mes.raft.writer import NoLeader, NotReady
 from mes.state.machine import Outcome, was_applied
+from mes.versions import NotUpgraded
 
 T = TypeVar("T")
 
@@ -59,6 +60,8 @@ class CommandDoor:
             outcome = await self._writer.submit(op, args, request_id, actor=actor)
         except NotReady as exc:
             raise DomainError("unavailable", "not_ready", str(exc)) from None
+        except NotUpgraded as exc:  # nothing was submitted: a plain refusal
+            raise DomainError("rule", "cluster_not_upgraded", str(exc), exc.field) from None
         except NoLeader as exc:
             raise DomainError("unavailable", "no_leader",
                               f"outcome unknown: {exc}; the write may still be applied",

@@ -87,6 +87,11 @@ _CANCEL = ua.NodeId(ua.ObjectIds.CancelRequest_Encoding_DefaultBinary)
 _SET_TRIGGERING = ua.NodeId(ua.ObjectIds.SetTriggeringRequest_Encoding_DefaultBinary)
 _SESSION_TYPES = frozenset(ua.NodeId(i) for i in USER_TYPES) | {_BROWSE_NEXT, _CANCEL,
                                                                _SET_TRIGGERING}
+# RegisterServer(2): asyncua serves them without a session, so anyone on the network could
+# add a server of theirs to what FindServers answers. We are no discovery server.
+_REGISTER_SERVER = frozenset(ua.NodeId(i) for i in (
+    ua.ObjectIds.RegisterServerRequest_Encoding_DefaultBinary,
+    ua.ObjectIds.RegisterServer2Request_Encoding_DefaultBinary))
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "opcua_principal", default=None)
@@ -221,6 +226,12 @@ async def _activate(self: UaProcessor, typeid: Any, requesthdr: Any, seqhdr: Any
         return await _cancel(self, typeid, requesthdr, seqhdr, body)
     if typeid == _SET_TRIGGERING:  # likewise
         return await _set_triggering(self, typeid, requesthdr, seqhdr, body)
+    if typeid in _REGISTER_SERVER:
+        log.warning("OPC UA: refused a RegisterServer request (this is no discovery server)")
+        fault = ua.ServiceFault()
+        fault.ResponseHeader.ServiceResult = ua.StatusCode(ua.StatusCodes.BadServiceUnsupported)
+        self.send_response(requesthdr.RequestHandle, seqhdr, fault)
+        return True
     check: PasswordCheck | None = getattr(self.iserver, "mes_password_check", None)
     if check is not None and typeid == _ACTIVATE:
         _checked.set(None)

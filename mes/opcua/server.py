@@ -25,6 +25,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
 from mes.opcua.address_space import AddressSpace, Namespaces
+from mes.opcua.discovery import PeerDiscovery
 from mes.opcua.events import FarmEvents
 from mes.opcua.history import FarmHistory
 from mes.opcua.identity import password_check
@@ -165,7 +166,9 @@ class EmbeddedServer:
         accounts = AccountSessions(self.node, self.node.read,
                                    lambda: list(privacy.sessions.values()))
         accounts.attach()
+        discovery = PeerDiscovery(self.server, self.node.read, self.settings.raft_self)
         tasks = [asyncio.create_task(self.service_level.run(), name="opcua-service-level"),
+                 asyncio.create_task(discovery.run(), name="opcua-discovery"),
                  asyncio.create_task(self._logged(self._build_and_mirror),
                                      name="opcua-mirror")]
         try:

@@ -10,6 +10,7 @@ import aiohttp
 from mes.config_groups import PrinterSettings
 from mes.printers.base import PrinterClient
 from mes.printers.mock import MockPrinter
+from mes.printers.moonraker import MoonrakerClient
 from mes.printers.octoprint import OctoPrintClient
 from mes.printers.prusalink import PrusaLinkClient
 from mes.state.urls import url_problem
@@ -43,4 +44,8 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: PrinterSe
     if printer.get("api") == "PrusaLink":
         return PrusaLinkClient(url, api_key=api_key, session=http() if http else None,
                                networks=networks)
-    raise ValueError(f"printer {printer['id']!r} has no api (OctoPrint, PrusaLink or Mock)")
+    if printer.get("api") == "Moonraker":
+        return MoonrakerClient(url, api_key=api_key, session=http() if http else None,
+                               networks=networks)
+    raise ValueError(f"printer {printer['id']!r} has no api we drive "
+                     "(OctoPrint, PrusaLink, Moonraker or Mock)")

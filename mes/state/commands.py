@@ -34,9 +34,19 @@ from mes.state.args import Args
 from mes.state.context import ApplyContext
 from mes.state.ops import Op
 
-__all__ = ["COMMANDS", "Command", "Format", "Op"]
+__all__ = ["COMMANDS", "Command", "Format", "NoOlderForm", "Op"]
 
 Handler = Callable[[ApplyContext, Args], Any]
+
+
+class NoOlderForm(Exception):
+    """This request has no form in the older format (`Format.older`): it must wait for the
+    cluster version, and the message says what in it needs the new format."""
+
+    def __init__(self, what: str, field: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,8 @@ class Format:
     # submitted before the cluster version reaches its level.
     before_gate: bool = False
     # How the same request is written in the format before this one, while the cluster
-    # version is below this format's level (None: it cannot be, and must wait).
+    # version is below this format's level (None: it cannot be, and must wait; it raises
+    # NoOlderForm for a request that cannot be).
     older: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
@@ -94,9 +105,23 @@ def _to_level_4(op: Op, v1: Handler, v4: Handler, meaning: str,
                         4: Format(v4, meaning, older=_same)}, min_role)
 
 
+def _level_1_kind(args: dict[str, Any]) -> dict[str, Any]:
+    """A printer request written as level 1: only if it names a level-1 kind (or none)."""
+    api = args.get("api")
+    if api is not None and api not in printers.PRINTER_APIS_V1:
+        raise NoOlderForm(f"a printer of api {api!r}", "api")
+    return args
+
+
+_KINDS_OF_0_6 = "as level 1, and api may also be Moonraker (Klipper)"
+
 _DECLARED = (
-    _v1(printers.create, Op.PRINTER_CREATE, "operator"),
-    _v1(printers.update_, Op.PRINTER_UPDATE, "operator"),
+    Command(Op.PRINTER_CREATE, {1: Format(printers.create, "as in release 0.1.0"),
+                                6: Format(printers.create_any_kind, _KINDS_OF_0_6,
+                                          older=_level_1_kind)}, "operator"),
+    Command(Op.PRINTER_UPDATE, {1: Format(printers.update_, "as in release 0.1.0"),
+                                6: Format(printers.update_any_kind, _KINDS_OF_0_6,
+                                          older=_level_1_kind)}, "operator"),
     _v1(printers.delete_, Op.PRINTER_DELETE, "operator"),
     _v1(filaments.create, Op.FILAMENT_CREATE, "operator"),
     _v1(filaments.update_, Op.FILAMENT_UPDATE, "operator"),
@@ -107,7 +132,11 @@ _DECLARED = (
     _v1(jobs.set_status, Op.JOB_SET_STATUS, "user"),
     _to_level_4(Op.FILE_REGISTER, stored_files.register, stored_files.register_owned,
                 "as level 1, and the uploader is recorded as an owner of the file", "user"),
-    _v1(stored_files.announce_node, Op.NODE_ANNOUNCE),
+    Command(Op.NODE_ANNOUNCE, {
+        1: Format(stored_files.announce_node, "as in release 0.1.0"),
+        6: Format(stored_files.announce_node_endpoints, "as level 1, with the node's OPC UA "
+                  "endpoint (or null)", older=lambda args: {
+                      k: v for k, v in args.items() if k != "opcua_url"})}),
     _v1(stored_files.forget_node, Op.NODE_FORGET, "admin"),
     _v1(farm.begin_epoch, Op.LEADER_BEGIN),
     _v1(shards.renew_lease, Op.NODE_LEASE, moves_farm=False),

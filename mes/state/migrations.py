@@ -56,8 +56,16 @@ def _to_schema_3(conn: Connection) -> None:
                                                     created_at=at))
 
 
+def _to_schema_4(conn: Connection) -> None:
+    """Nodes gain their OPC UA endpoint (null until they announce it at level 6)."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(nodes)")}
+    if "opcua_url" not in columns:
+        conn.exec_driver_sql("ALTER TABLE nodes ADD COLUMN opcua_url VARCHAR(300)")
+
+
 # MIGRATIONS[n] takes an image of schema n to schema n + 1.
-MIGRATIONS: dict[int, Migration] = {0: _to_schema_1, 1: _to_schema_2, 2: _to_schema_3}
+MIGRATIONS: dict[int, Migration] = {0: _to_schema_1, 1: _to_schema_2, 2: _to_schema_3,
+                                    3: _to_schema_4}
 
 
 def schema_of(conn: Connection) -> int:

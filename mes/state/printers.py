@@ -15,17 +15,19 @@ from mes.state.shards import add_printer, check_address, remove_printer
 from mes.state.tables import filaments, printer_status, printers
 from mes.state.urls import url_problem
 
-PRINTER_APIS = ("OctoPrint", "PrusaLink", "Mock")
+# The printer kinds of format level 1; level 6 (release 0.6.0) adds Klipper through Moonraker.
+PRINTER_APIS_V1 = ("OctoPrint", "PrusaLink", "Mock")
+PRINTER_APIS = (*PRINTER_APIS_V1, "Moonraker")
 _FIELDS = ("company", "model", "url", "api", "api_key", "opcua_name", "worker", "group",
            "camera_url", "filament_id", "hub")
 
 
-def _fields(args: Args) -> dict[str, Any]:
+def _fields(args: Args, apis: tuple[str, ...]) -> dict[str, Any]:
     return present(
         company=args.text("company", 200, required=False),
         model=args.text("model", 200, required=False),
         url=_url(args, "url"),
-        api=args.choice("api", PRINTER_APIS, required=False, nullable=True),
+        api=args.choice("api", apis, required=False, nullable=True),
         api_key=args.text("api_key", 256, required=False, nullable=True),
         opcua_name=args.pattern("opcua_name", OPCUA_NAME_PATTERN,
                                 "a letter then up to 63 letters, digits, '_' or '-'"),
@@ -75,7 +77,7 @@ def _check_worker(printer: dict[str, Any]) -> None:
         raise RuleViolation("worker_needs_url", "a printer with a worker needs a url", "url")
     if printer.get("api") is None:
         raise RuleViolation("worker_needs_api", "a printer with a worker needs its api "
-                            "(OctoPrint, PrusaLink or Mock)", "api")
+                            f"({', '.join(PRINTER_APIS)})", "api")
 
 
 def _check_references(ctx: ApplyContext, printer_id: str, values: dict[str, Any]) -> None:
@@ -96,11 +98,21 @@ def _check_references(ctx: ApplyContext, printer_id: str, values: dict[str, Any]
 
 
 def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Register a printer of a level-1 kind (format 1)."""
+    return _create(ctx, args, PRINTER_APIS_V1)
+
+
+def create_any_kind(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Register a printer of any kind this release drives (format 6)."""
+    return _create(ctx, args, PRINTER_APIS)
+
+
+def _create(ctx: ApplyContext, args: Args, apis: tuple[str, ...]) -> dict[str, Any]:
     """Register a printer; its id must be new."""
     args.reject_unknown(("id", *_FIELDS))
     printer_id = args.ident("id")
     assert printer_id is not None
-    values = _fields(args)
+    values = _fields(args, apis)
     if queries.get_printer(ctx.conn, printer_id) is not None:
         raise RuleViolation("already_exists", f"printer {printer_id!r} already exists", "id")
     values.setdefault("worker", drivable(values))
@@ -116,6 +128,16 @@ def create(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 
 def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Change a printer, to a level-1 kind only (format 1)."""
+    return _update(ctx, args, PRINTER_APIS_V1)
+
+
+def update_any_kind(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Change a printer, to any kind this release drives (format 6)."""
+    return _update(ctx, args, PRINTER_APIS)
+
+
+def _update(ctx: ApplyContext, args: Args, apis: tuple[str, ...]) -> dict[str, Any]:
     """Change some fields of a printer. A new url clears the stored api_key unless the same
     command sets one: a key is never sent to an address it was not given for."""
     args.reject_unknown(("id", *_FIELDS))
@@ -124,7 +146,7 @@ def update_(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     current = queries.get_printer(ctx.conn, printer_id)
     if current is None:
         raise NotFound("printer_not_found", f"printer {printer_id!r} does not exist", "id")
-    values = _fields(args)
+    values = _fields(args, apis)
     if "url" in values and values["url"] != current["url"] and "api_key" not in values:
         # The stored key was given for the old address: never send it to a new one.
         values["api_key"] = None

@@ -55,8 +55,22 @@ def may_use_file(conn: Any, user_id: str, file_id: str) -> bool:
 
 
 def announce_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:
-    """Record (or update) a node's HTTP address."""
+    """Record (or update) a node's HTTP address (format 1)."""
     args.reject_unknown(("raft_address", "http_url"))
+    return _announce(ctx, args, {})
+
+
+def announce_node_endpoints(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Record (or update) a node's HTTP address and its OPC UA endpoint, null when it runs
+    no OPC UA server (format 6)."""
+    args.reject_unknown(("raft_address", "http_url", "opcua_url"))
+    opcua_url = args.text("opcua_url", 300, required=False, nullable=True)
+    if opcua_url is not None and not opcua_url.startswith("opc.tcp://"):
+        raise InvalidCommand("invalid_url", "opcua_url must be an opc.tcp:// URL", "opcua_url")
+    return _announce(ctx, args, {"opcua_url": opcua_url})
+
+
+def _announce(ctx: ApplyContext, args: Args, extra: dict[str, Any]) -> dict[str, Any]:
     raft_address = args.text("raft_address", 300)
     http_url = args.text("http_url", 300)
     if not http_url.startswith(("http://", "https://")):
@@ -64,11 +78,11 @@ def announce_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     known = {n["raft_address"]: n for n in queries.list_nodes(ctx.conn)}
     if raft_address in known:
         ctx.conn.execute(update(nodes).where(nodes.c.raft_address == raft_address)
-                         .values(http_url=http_url, updated_at=ctx.ts))
+                         .values(http_url=http_url, updated_at=ctx.ts, **extra))
     else:
         ctx.conn.execute(insert(nodes).values(raft_address=raft_address, http_url=http_url,
-                                              updated_at=ctx.ts))
-    return {"raft_address": raft_address, "http_url": http_url}
+                                              updated_at=ctx.ts, **extra))
+    return {"raft_address": raft_address, "http_url": http_url, **extra}
 
 
 def forget_node(ctx: ApplyContext, args: Args) -> dict[str, Any]:

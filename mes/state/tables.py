@@ -127,6 +127,8 @@ nodes = Table(
     Column("raft_address", String(300), primary_key=True),
     Column("http_url", String(300), nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Where its embedded OPC UA server listens (opc.tcp://...); null without one (schema 4).
+    Column("opcua_url", String(300)),
 )
 
 # One row: the epoch of the current leader; the leader's plans (shard.assign) carry it.
