@@ -1,15 +1,16 @@
-"""Printer workers at scale: N emulated OctoPrint printers polled by one leader.
+"""Printer workers at scale: N emulated printers of a kind polled by one leader.
 
-For each N it starts `mock-printer --count N`, one `server` node with
-PRINTER_WORKER_INTERVAL=1, registers the printers, gives a tenth of them a print that lasts
-the whole run (their progress and temperatures change every second), waits until those
-prints run, and measures over a window: polls/s achieved, tick lag p50/p99 (the node's
-figures for the last 30 s: the window when it is 30 s), the node's CPU (share of one core)
-and peak RSS, Raft commands/s, garbage-collector pauses and event-loop lag.
+For each kind (`--apis`, OctoPrint by default) and N it starts `mock-printer --count N`,
+one `server` node with PRINTER_WORKER_INTERVAL=1, registers the printers, gives a tenth of
+them a print that lasts the whole run (their progress and temperatures change every
+second), waits until those prints run, and measures over a window: polls/s achieved, tick
+lag p50/p99 (the node's figures for the last 30 s: the window when it is 30 s), the node's
+CPU (share of one core) and peak RSS, Raft commands/s, garbage-collector pauses and event-loop lag.
 
     .venv/bin/python bench/workers.py [--counts 500 1000 1500] [--window 30] [--profile DIR]
                                       [--no-opcua] [--baseline [--each-setting]]
                                       [--arrivals 2 --job-time 30]
+                                      [--apis OctoPrint PrusaLink Moonraker]
 
 `--arrivals R` is the farm as it is used (issue 20 §5): a spool of its own in each printer,
 prints of `--job-time` seconds, and R new jobs a second (each for the next printer's spool)
@@ -38,6 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mes.version import DATA_LEVEL  # noqa: E402
 from tests.cluster import ServerProcess  # noqa: E402
 from tests.emulators import free_ports  # noqa: E402
 from tests.polling import wait_for  # noqa: E402
@@ -183,13 +185,14 @@ def done(api: httpx.Client) -> int:
 
 def run(count: int, window: float, base: Path, profile: Path | None = None,
         opcua: bool = False, settings: str = "both", arrivals: float = 0.0,
-        job_time: int = JOB_SECONDS) -> dict[str, Any]:
-    """One measurement with `count` printers (py-spy samples the node into `profile`)."""
+        job_time: int = JOB_SECONDS, kind: str = "OctoPrint") -> dict[str, Any]:
+    """One measurement with `count` printers of api `kind` (py-spy samples the node into
+    `profile`)."""
     port = free_ports(count)
     base.mkdir(parents=True, exist_ok=True)
     log = (base / f"emulator-{count}.log").open("wb")
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "mes.emulator.cli", "--api", "OctoPrint", "--port", str(port),
+        [sys.executable, "-m", "mes.emulator.cli", "--api", kind, "--port", str(port),
          "--count", str(count), "--job-time", str(job_time)],
         stdout=log, stderr=subprocess.STDOUT)
     node = ServerProcess(0, base / f"n{count}", {"PRINTER_WORKER_INTERVAL": "1",
@@ -213,7 +216,10 @@ def run(count: int, window: float, base: Path, profile: Path | None = None,
         register(api, [{"id": sid, "type": "PLA", "color": "x",
                         "total_weight_in_grams": 100_000} for sid in sorted(set(spools))],
                  "/filaments")
-        register(api, [{"id": f"p{i}", "api": "OctoPrint", "url": f"http://127.0.0.1:{port + i}",
+        # printers of a kind added at a level wait for the cluster version
+        wait_for(lambda: api.get("/cluster").json()["cluster_version"] == DATA_LEVEL, 30,
+                 "the cluster version")
+        register(api, [{"id": f"p{i}", "api": kind, "url": f"http://127.0.0.1:{port + i}",
                         "api_key": "mockkey", "worker": True, "filament_id": spools[i]}
                        for i in range(count)])
         file_id = api.post("/files", files={"file": ("b.gcode", GCODE)}).json()["id"]
@@ -302,25 +308,29 @@ def main() -> None:
                         help="new jobs a second, submitted during the warm-up and the window")
     parser.add_argument("--job-time", type=int, default=JOB_SECONDS,
                         help="seconds each emulated print lasts")
+    parser.add_argument("--apis", nargs="+", default=["OctoPrint"],
+                        choices=["OctoPrint", "PrusaLink", "Moonraker", "Duet"],
+                        help="the kinds of printer emulated, each measured in turn")
     args = parser.parse_args()
-    print("one leader node, PRINTER_WORKER_INTERVAL=1, emulated OctoPrint printers, "
+    print("one leader node, PRINTER_WORKER_INTERVAL=1, emulated printers, "
           f"a tenth of them printing ({args.job_time} s prints, {args.arrivals:g} new jobs "
           "a second); 2-core machine shared with the emulator; OPC UA "
           f"server {'off' if args.no_opcua else 'on'}\n")
-    print(f"{'printers':>8} {'polls/s':>8} {'lag p50':>9} {'lag p99':>9} {'node CPU':>9} "
-          f"{'CPU/poll':>9} {'peak RSS':>9} {'raft cmd/s':>10} {'printing':>9} "
+    print(f"{'api':>9} {'printers':>8} {'polls/s':>8} {'lag p50':>9} {'lag p99':>9} "
+          f"{'node CPU':>9} {'CPU/poll':>9} {'peak RSS':>9} {'raft cmd/s':>10} {'printing':>9} "
           f"{'emulator':>9} {'views/s':>7}")
     fits = []
     with tempfile.TemporaryDirectory() as tmp:
         variants = ["both"]
         if args.baseline:
             variants += ["none", "switch", "gc"] if args.each_setting else ["none"]
-        runs = [(count, settings) for count in args.counts for settings in variants]
-        for count, settings in runs:
-            r = run(count, args.window, Path(tmp) / f"{count}-{settings}", args.profile,
-                    not args.no_opcua, settings, args.arrivals, args.job_time)
-            print(f"{r['printers']:>8} {r['polls_per_s']:>8.0f} {r['lag_p50_ms']:>7.1f}ms "
-                  f"{r['lag_p99_ms']:>7.1f}ms {r['cpu_core']:>8.0%} "
+        runs = [(kind, count, settings) for kind in args.apis for count in args.counts
+                for settings in variants]
+        for kind, count, settings in runs:
+            r = run(count, args.window, Path(tmp) / f"{kind}-{count}-{settings}", args.profile,
+                    not args.no_opcua, settings, args.arrivals, args.job_time, kind)
+            print(f"{kind:>9} {r['printers']:>8} {r['polls_per_s']:>8.0f} "
+                  f"{r['lag_p50_ms']:>7.1f}ms {r['lag_p99_ms']:>7.1f}ms {r['cpu_core']:>8.0%} "
                   f"{r['cpu_ms_per_poll']:>7.2f}ms {r['peak_rss_mb']:>7.0f}MB "
                   f"{r['raft_cmds_per_s']:>10.1f} {r['printing']:>9} "
                   f"{r['emulator_core']:>8.0%} {r['view_reads_per_s']:>7.1f}", flush=True)

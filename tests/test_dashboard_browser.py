@@ -168,6 +168,7 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     # The printer grid, without any operator button for a user.
     card = student.locator(f'.card[data-id="{PRINTER}"]')
     expect(card).to_contain_text("PLA black")
+    expect(card.locator(".meta .kind")).to_have_text(" · mock printer")  # what drives it
     expect(card.get_by_role("link", name=re.compile("Camera"))).to_have_attribute(
         "href", "http://192.0.2.10/stream")
     expect(card.locator("button")).to_have_count(0)

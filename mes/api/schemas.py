@@ -52,7 +52,7 @@ def _from_epoch(value: Any) -> Any:
 
 
 EntityId = Annotated[str, BeforeValidator(_id_text), Field(pattern=ID_PATTERN.pattern)]
-PrinterApi = Annotated[Literal["OctoPrint", "PrusaLink", "Moonraker", "Mock"],
+PrinterApi = Annotated[Literal["OctoPrint", "PrusaLink", "Moonraker", "Duet", "Mock"],
                       _canonical(PRINTER_APIS)]
 FilamentType = Annotated[Literal["PLA", "PETG", "ABS", "TPU"], _canonical(FILAMENT_TYPES)]
 JobStatus = Annotated[Literal["Queued", "Running", "Done", "Canceled"], _canonical(JOB_STATUSES)]

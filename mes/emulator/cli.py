@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from mes.emulator import moonraker_api, octoprint_api, prusalink_api
+from mes.emulator import duet_api, moonraker_api, octoprint_api, prusalink_api
 from mes.emulator.printer import Printer
 from mes.version import package_version
 
@@ -29,6 +29,7 @@ APIS: dict[str, Callable[[dict[int, Printer], str], Starlette]] = {
     "OctoPrint": octoprint_api.create_app,
     "PrusaLink": prusalink_api.create_app,
     "Moonraker": moonraker_api.create_app,
+    "Duet": duet_api.create_app,
 }
 
 
@@ -53,11 +54,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="mock-printer",
-        description="Serve emulated OctoPrint, PrusaLink or Moonraker printers on ports P..P+N-1.",
+        description="Serve emulated OctoPrint, PrusaLink, Moonraker or Duet printers on ports "
+        "P..P+N-1.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--api", type=_api_name, required=True,
-                        help="OctoPrint, PrusaLink or Moonraker")
+                        help="OctoPrint, PrusaLink, Moonraker or Duet")
     parser.add_argument("--port", type=int, required=True, help="first port")
     parser.add_argument("--count", type=_positive(int), default=1, help="number of printers")
     parser.add_argument(

@@ -9,6 +9,7 @@ import aiohttp
 
 from mes.config_groups import PrinterSettings
 from mes.printers.base import PrinterClient
+from mes.printers.duet import DuetClient
 from mes.printers.mock import MockPrinter
 from mes.printers.moonraker import MoonrakerClient
 from mes.printers.octoprint import OctoPrintClient
@@ -47,5 +48,8 @@ def client_for(printer: dict[str, Any], api_key: str | None, settings: PrinterSe
     if printer.get("api") == "Moonraker":
         return MoonrakerClient(url, api_key=api_key, session=http() if http else None,
                                networks=networks)
+    if printer.get("api") == "Duet":
+        return DuetClient(url, password=api_key, session=http() if http else None,
+                          networks=networks)
     raise ValueError(f"printer {printer['id']!r} has no api we drive "
-                     "(OctoPrint, PrusaLink, Moonraker or Mock)")
+                     "(OctoPrint, PrusaLink, Moonraker, Duet or Mock)")

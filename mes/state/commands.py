@@ -113,7 +113,7 @@ def _level_1_kind(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-_KINDS_OF_0_6 = "as level 1, and api may also be Moonraker (Klipper)"
+_KINDS_OF_0_6 = "as level 1, and api may also be Moonraker (Klipper) or Duet (RepRapFirmware)"
 
 _DECLARED = (
     Command(Op.PRINTER_CREATE, {1: Format(printers.create, "as in release 0.1.0"),

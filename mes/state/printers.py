@@ -15,9 +15,10 @@ from mes.state.shards import add_printer, check_address, remove_printer
 from mes.state.tables import filaments, printer_status, printers
 from mes.state.urls import url_problem
 
-# The printer kinds of format level 1; level 6 (release 0.6.0) adds Klipper through Moonraker.
+# The printer kinds of format level 1; level 6 (release 0.6.0) adds Klipper through Moonraker
+# and Duet (RepRapFirmware).
 PRINTER_APIS_V1 = ("OctoPrint", "PrusaLink", "Mock")
-PRINTER_APIS = (*PRINTER_APIS_V1, "Moonraker")
+PRINTER_APIS = (*PRINTER_APIS_V1, "Moonraker", "Duet")
 _FIELDS = ("company", "model", "url", "api", "api_key", "opcua_name", "worker", "group",
            "camera_url", "filament_id", "hub")
 

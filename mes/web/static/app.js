@@ -7,6 +7,9 @@ const API = "/api/v1";
 const POLL_MS = 2000;          // polling period when /api/v1/events is missing or down
 const COALESCE_MS = 300;       // at most one refresh per entity per this period
 const CLUSTER_POLL_MS = 5000;  // reachability changes make no events: poll while shown
+// What drives each printer, in the words a farm uses (the printer's `api`).
+const KINDS = { OctoPrint: "OctoPrint", PrusaLink: "PrusaLink", Moonraker: "Klipper (Moonraker)",
+  Duet: "Duet (RepRapFirmware)", Mock: "mock printer" };
 const MAX_IDS = 200;           // ids per /dashboard/printers request
 
 const S = {
@@ -317,6 +320,7 @@ function cardEl(card) {
   return h("article", { class: "card", dataset: { id: card.id, state: st.state } },
     h("h4", {}, h("span", {}, card.id), h("span", { class: "state" }, st.state)),
     h("div", { class: "meta" }, [card.company, card.model].filter(Boolean).join(" ") || "–",
+      card.api ? h("span", { class: "kind" }, ` · ${KINDS[card.api] || card.api}`) : "",
       card.group ? ` · ${card.group}` : ""),
     rows,
     actions.length ? h("div", { class: "actions" }, actions) : null);
