@@ -29,7 +29,8 @@ class FakeDuet:
         self.seq = 0
         self.gcodes: list[str] = []
         self.delete_err = 0
-        self.pause_takes_effect = False  # M25 pauses at once (as pause.g would finish)
+        self.pause_takes_effect = False
+        self.last_file: str | None = None  # M25 pauses at once (as pause.g would finish)
 
     def model(self, key: str, flags: str) -> Any:
         live = "f" in flags
@@ -44,6 +45,8 @@ class FakeDuet:
         if not live:
             whole["job"]["file"] = {"fileName": f"0:/gcodes/{self.file}" if running else None,
                                     "size": 1000}
+            whole["job"]["lastFileName"] = (None if running or not self.last_file
+                                            else f"0:/gcodes/{self.last_file}")
             whole["heat"]["bedHeaters"] = [0, -1]
             whole["tools"] = [{"heaters": [1]}]
         if key:
@@ -123,6 +126,20 @@ async def test_a_print_followed_to_completion(duet: tuple[DuetClient, FakeDuet, 
     assert connects[0].url.params["sessionKey"] == "yes"
     assert all(r.headers.get("x-session-key") == "1000" for r in server.requests
                if r.url.path != "/rr_connect")
+
+
+async def test_a_client_that_takes_over_an_idle_printer_takes_its_last_print_as_done(
+        duet: tuple[DuetClient, FakeDuet, StandIn]) -> None:
+    client, fake, _ = duet
+    fake.last_file = "mes-j0.gcode"
+    first = await client.status()
+    assert (first.state, first.file_name) == ("finished", "mes-j0.gcode")
+    fake.status, fake.file, fake.seq = "processing", "mes-j1.gcode", 1
+    assert (await client.status()).state == "printing"
+    fake.status = "paused"
+    await client.status()
+    fake.status, fake.last_file = "idle", "mes-j1.gcode"
+    assert (await client.status()).state == "idle"  # watched: it ended from paused
 
 
 async def test_a_print_that_ended_from_paused_was_cancelled(

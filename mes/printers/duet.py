@@ -12,7 +12,10 @@ Facts from the firmware's own source (HttpResponder.cpp, GCodes2.cpp, PrintMonit
   does not say whether the last print completed or was cancelled; a cancel needs the print
   paused first (M25, then M0), so a print that went from running to idle completed, and one
   that went from paused (or cancelling) to idle was cancelled, as Duet Web Control infers.
-  A client that never saw the print running reports the printer idle;
+  A client that starts watching an idle printer (a node that just took the printer over)
+  takes its last file (`job.lastFileName`) as completed: prints end all the time, while a
+  cancel at the printer in the seconds a printer moves between nodes is rare, and a
+  completed print reported lost would tell its user it failed;
 - G-code goes by `rr_gcode` (`{"buff": N}`; `{"err": 1}` when it was not taken), its
   errors come later by `rr_reply`: a start (`M32`) is one request, and a printer that is
   already printing refuses it without harm.
@@ -73,6 +76,7 @@ class DuetClient:
         self._running_file: str | None = None  # the file seen running, paused: its state
         self._last_active: str | None = None
         self._finished: str | None = None  # the last file that completed while watched
+        self._first = True  # no status read yet: the past is the printer's word
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -144,6 +148,10 @@ class DuetClient:
             self._job_seq = seq
         live_file = _base_name(section(self._job, "file").get("fileName")) \
             if raw in RUNNING | PAUSED | {"busy", "changingTool"} else None
+        if self._first:
+            self._first = False
+            if raw not in RUNNING | PAUSED:  # an end nobody watched: taken as completed
+                self._finished = _base_name(self._job.get("lastFileName"))
         normalised = self._normalise(raw, live_file)
         heaters = model.get("heat", {}).get("heaters") if isinstance(model.get("heat"), dict) \
             else None
