@@ -482,6 +482,9 @@ class FarmMethods:
 _CONTROL, _RESULTS = "JobOrderControl", "JobOrderResults"
 # At most this many job responses per RequestJobResponseByJobOrderState (the newest).
 RESPONSES_PER_CALL = 1_000
+# Pages of that many jobs a call reads at most to find them (the state filter is partly
+# in Python): a call never reads more than 10,000 jobs.
+SCANNED_PAGES = 10
 _STATUSES_OF = {"NotAllowedToStart": ("Queued",), "AllowedToStart": ("Queued",),
                 "Running": ("Running",), "Interrupted": ("Running",), "Ended": ("Done",),
                 "Aborted": ("Canceled",)}
@@ -521,12 +524,21 @@ def _jobs_with_histories(conn: Connection, asked: set[str], owner_id: str | None
         return []
     queued = {"NotAllowedToStart", "AllowedToStart"} & asked
     pending = None if len(queued) != 1 else "NotAllowedToStart" in queued
-    jobs = jobs_in_states(conn, statuses, pending if statuses == {"Queued"} else None,
-                          owner_id, RESPONSES_PER_CALL, printer_id)
-    histories = histories_of(conn, [j["id"] for j in jobs])
-    found = [(job, histories[job["id"]], _printer_state(conn, job)) for job in jobs]
-    return [(job, history, state) for job, history, state in found
-            if job_order_state(job, state) in asked]
+    found: list[tuple[dict[str, Any], list[dict[str, Any]], str | None]] = []
+    # Page by page: a job's ISA-95 state also depends on its printer's (Running or
+    # Interrupted), so the SQL filter on status may return jobs the states asked exclude.
+    for page in range(SCANNED_PAGES):
+        jobs = jobs_in_states(conn, statuses, pending if statuses == {"Queued"} else None,
+                              owner_id, RESPONSES_PER_CALL, printer_id,
+                              offset=page * RESPONSES_PER_CALL)
+        states = [(job, _printer_state(conn, job)) for job in jobs]
+        wanted = [(job, state) for job, state in states if job_order_state(job, state) in asked]
+        wanted = wanted[:RESPONSES_PER_CALL - len(found)]
+        histories = histories_of(conn, [job["id"] for job, _ in wanted])
+        found += [(job, histories[job["id"]], state) for job, state in wanted]
+        if len(found) >= RESPONSES_PER_CALL or len(jobs) < RESPONSES_PER_CALL:
+            break
+    return found
 
 
 def _refusal(refused: Refused, inputs: int, return_bits: dict[int, int] | None,

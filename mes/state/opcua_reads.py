@@ -102,13 +102,14 @@ def state_intervals_between(conn: Connection, printer_id: str, start: float | No
 
 
 def jobs_in_states(conn: Connection, statuses: Collection[str], pending: bool | None,
-                   owner_id: str | None, limit: int, printer_id: str | None = None
-                   ) -> list[dict[str, Any]]:
-    """The newest `limit` jobs whose status is one of `statuses` (`pending`: only those
-    awaiting approval, or only those not; None: both), of `owner_id` and of `printer_id`
-    (assigned, else asked for) when given."""
+                   owner_id: str | None, limit: int, printer_id: str | None = None,
+                   offset: int = 0) -> list[dict[str, Any]]:
+    """The newest `limit` jobs (after the first `offset`) whose status is one of `statuses`
+    (`pending`: only those awaiting approval, or only those not; None: both), of `owner_id`
+    and of `printer_id` (assigned, else asked for) when given."""
     query = (select(print_jobs).where(print_jobs.c.status.in_(list(statuses)))
-             .order_by(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc()).limit(limit))
+             .order_by(print_jobs.c.updated_at.desc(), print_jobs.c.id.desc())
+             .limit(limit).offset(offset))
     if pending is not None:
         awaiting = print_jobs.c.approval == "pending"
         query = query.where(awaiting if pending else ~awaiting | print_jobs.c.approval.is_(None))
