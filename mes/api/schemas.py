@@ -236,7 +236,18 @@ class PrintJobCreate(_Input):
     file_id: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
         None, description="a file stored with POST /api/v1/files; without one the job is a "
         "record only and is never sent to a printer")
-    print_weight_in_grams: Grams
+    print_weight_in_grams: Grams | None = Field(
+        None, description="the filament the print uses, in whole grams, an integer (12.5 is "
+        "refused with 422); may be omitted when the file's slicer wrote it (the file's "
+        "figure, rounded up)")
+
+
+class WarningsOut(BaseModel):
+    """What was accepted but looks wrong."""
+
+    warnings: list[str] = Field(default_factory=list, description=(
+        "what was accepted but looks wrong, in words (for example a weight far from the "
+        "one the file's slicer wrote)"))
 
 
 class HoldOut(BaseModel):

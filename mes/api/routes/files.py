@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import NodeDep, found, read
 from mes.api.errors import ApiError
+from mes.api.gcode_files import chosen_thumbnail, file_metadata, metadata_view
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import FileOut
 from mes.api.uploads import store_upload
@@ -49,16 +50,60 @@ async def list_files(request: Request, response: Response, node: NodeDep, _: Ope
     return paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
 
 
+async def _readable(node: NodeDep, who: Caller, file_id: str) -> dict[str, Any]:
+    """The file's record if `who` may read it (users: files they uploaded or their jobs
+    print), else not found."""
+    record = await read(node, lambda c: queries.get_file(c, file_id))
+    if record is not None and not who.staff and not await read(
+            node, lambda c: may_use_file(c, who.user_id, file_id)):
+        record = None
+    found_record: dict[str, Any] = found(record, "file", file_id)
+    return found_record
+
+
+@router.get("/{file_id}/metadata")
+async def file_facts(file_id: str, node: NodeDep, who: Caller) -> dict[str, Any]:
+    """What the slicer wrote into the file: slicer, estimated time (s), filament (g, mm,
+    type), nozzle diameter, layer height, printer model, bed temperature, thumbnails (format
+    and size), and `weight_grams` (the filament weight rounded up, which a job may omit).
+    Null where the file says nothing."""
+    await _readable(node, who, file_id)
+    meta = await file_metadata(node, file_id)
+    if meta is None:
+        raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
+    return metadata_view(file_id, meta)
+
+
+@router.get("/{file_id}/thumbnail", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/qoi": {}, "image/jpeg": {}}}})
+async def file_thumbnail(file_id: str, node: NodeDep, who: Caller,
+                         width: Annotated[int | None, Query(ge=1, le=4096)] = None,
+                         height: Annotated[int | None, Query(ge=1, le=4096)] = None
+                         ) -> Response:
+    """A picture the slicer embedded: the largest, or the smallest at least `width` x
+    `height`. 404 `no_thumbnail` when the file has none."""
+    await _readable(node, who, file_id)
+    meta = await file_metadata(node, file_id)
+    if meta is None:
+        raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
+    picture = chosen_thumbnail(meta, width, height)
+    if picture is None:
+        raise ApiError(404, "no_thumbnail", "the file has no picture from its slicer")
+    try:
+        data = picture.data()
+    except ValueError:
+        raise ApiError(404, "no_thumbnail", "the file's picture is damaged") from None
+    return Response(data, media_type=picture.media_type, headers={
+        "Cache-Control": "private, max-age=86400, immutable",  # the id is the content's hash
+        "X-Content-Type-Options": "nosniff"})
+
+
 @router.get("/{file_id}", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def download_file(file_id: str, node: NodeDep, who: Caller) -> Response:
     """The file's content under its original name (users: files they uploaded or their jobs
     print; any other is not found)."""
-    record = await read(node, lambda c: queries.get_file(c, file_id))
-    if record is not None and not who.staff and not await read(
-            node, lambda c: may_use_file(c, who.user_id, file_id)):
-        record = None
-    record = found(record, "file", file_id)
+    record = await _readable(node, who, file_id)
     if not await node.hold_blob(file_id):
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
     ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
+from mes.api.gcode_files import file_metadata, weight_warning
 from mes.api.holds import with_hold, with_holds
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import (
@@ -23,6 +24,7 @@ from mes.api.schemas import (
     RejectIn,
     TargetStatus,
     Timestamp,
+    WarningsOut,
 )
 from mes.api.uploads import store_upload
 from mes.app import quotas
@@ -83,7 +85,7 @@ JOB_BODY_DOC = {
         "content": {
             "application/json": {"schema": PrintJobCreate.model_json_schema()},
             "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "filament_id", "print_weight_in_grams"],
+                "type": "object", "required": ["file", "filament_id"],
                 "properties": {
                     "file": {"type": "string", "format": "binary"},
                     "id": {"type": "string"}, "printer_id": {"type": "string"},
@@ -95,7 +97,11 @@ JOB_BODY_DOC = {
 }
 
 
-@router.post("", status_code=201, response_model=PrintJobOut, openapi_extra=JOB_BODY_DOC)
+class PrintJobCreated(PrintJobOut, WarningsOut):
+    """The queued job, and what in the request looked wrong."""
+
+
+@router.post("", status_code=201, response_model=PrintJobCreated, openapi_extra=JOB_BODY_DOC)
 async def create_job(request: Request, node: NodeDep, who: Caller,
                      idempotency_key: IdempotencyKey = None) -> Any:
     """Queue a print job in the caller's name; status is always Queued at first.
@@ -122,12 +128,33 @@ async def create_job(request: Request, node: NodeDep, who: Caller,
         except ValueError:
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         args = _validated(data).model_dump(exclude_none=True)
+    warnings = await _weighed(node, args)
     args.setdefault("id", new_id(idempotency_key, who))
     args["owner_id"] = who.user_id
     if needs_approval(node, who):
         args["needs_approval"] = True
-    return await with_hold(node, await commit(node, Op.JOB_CREATE, args, idempotency_key, who,
-                                             quotas.jobs_quota(node.settings.quotas)))
+    job = await with_hold(node, await commit(node, Op.JOB_CREATE, args, idempotency_key, who,
+                                            quotas.jobs_quota(node.settings.quotas)))
+    return {**job, "warnings": warnings}
+
+
+async def _weighed(node: NodeDep, args: dict[str, Any]) -> list[str]:
+    """Fill in a missing weight from the file's slicer metadata (rounded up); a given one
+    far from it is kept, with a warning. 422 when neither says the weight."""
+    file_id = args.get("file_id")
+    meta = await file_metadata(node, file_id) if file_id else None
+    given = args.get("print_weight_in_grams")
+    if given is None:
+        stated = meta.weight_grams if meta is not None else None
+        if stated is None:
+            raise ApiError(422, "invalid_input", "print_weight_in_grams is required: "
+                           + ("the file does not say how much filament it uses" if file_id
+                              else "a job without a file cannot know its weight"),
+                           "print_weight_in_grams")
+        args["print_weight_in_grams"] = stated
+        return []
+    warning = weight_warning(int(given), meta)
+    return [warning] if warning else []
 
 
 def needs_approval(node: Farm, who: Principal) -> bool:

@@ -1,0 +1,61 @@
+"""Slicer metadata of stored files, read once per file on this node (files never change:
+their id is their SHA-256)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+from typing import Any
+
+from mes.api.deps import NodeDep
+from mes.files.gcode_meta import GcodeMeta, Thumbnail, read_metadata
+
+# Files whose metadata this node keeps (a few KiB each, thumbnails' text included).
+CACHED_FILES = 256
+# A given weight this far from the file's own figure is accepted with a warning.
+WEIGHT_TOLERANCE = 0.10
+
+
+@functools.lru_cache(maxsize=CACHED_FILES)
+def _metadata_at(path: str) -> GcodeMeta:
+    return read_metadata(Path(path))
+
+
+async def file_metadata(node: NodeDep, file_id: str) -> GcodeMeta | None:
+    """The file's metadata, or None when no reachable node holds the file."""
+    if not await node.hold_blob(file_id):
+        return None
+    return await asyncio.to_thread(_metadata_at, str(node.blobs.path(file_id)))
+
+
+def weight_warning(given: int, meta: GcodeMeta | None) -> str | None:
+    """A warning when `given` grams differ from the file's own figure by more than 10 %."""
+    stated = meta.filament_grams if meta is not None else None
+    if stated is None or stated <= 0:
+        return None
+    if abs(given - stated) <= WEIGHT_TOLERANCE * stated:
+        return None
+    return (f"print_weight_in_grams {given} differs from the {stated:g} g the file's slicer "
+            f"wrote by more than {WEIGHT_TOLERANCE:.0%}; the job was queued with {given} g")
+
+
+def chosen_thumbnail(meta: GcodeMeta, width: int | None, height: int | None
+                     ) -> Thumbnail | None:
+    """The largest thumbnail, or with a size asked for the smallest one at least that large
+    (else the largest). PNG before other formats of the same size."""
+    pictures = sorted(meta.thumbnails, key=lambda t: (t.width * t.height, t.format != "PNG"))
+    if not pictures:
+        return None
+    if width is None and height is None:
+        best = max(t.width * t.height for t in pictures)
+        return next(t for t in pictures if t.width * t.height == best)
+    for picture in pictures:
+        if picture.width >= (width or 0) and picture.height >= (height or 0):
+            return picture
+    return pictures[-1]
+
+
+def metadata_view(file_id: str, meta: GcodeMeta) -> dict[str, Any]:
+    """What GET /files/{id}/metadata answers."""
+    return {"id": file_id, **meta.as_dict(), "weight_grams": meta.weight_grams}
