@@ -20,6 +20,7 @@ import pytest
 from tests.cluster import ServerProcess
 from tests.farm_helpers import GCODE
 from tests.polling import wait_for
+from tests.test_gcode_meta import thumbnail_block, tiny_png
 
 CHROMIUM = "/usr/bin/chromium"
 MISSING = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
@@ -32,6 +33,8 @@ expect = sync_api.expect
 
 PASSWORD = "print-farm-password"
 SPOOL = "pla-black"
+# A sliced file with its picture (64 x 64), as PrusaSlicer writes one.
+SLICED = "\n".join([*thumbnail_block(tiny_png(64, 64), "64x64"), ""]).encode() + GCODE
 PRINTER = "mk4-1"
 # A mock print takes MOCK_PRINTER_JOB_TIME ticks of MOCK_PRINTER_INTERVAL seconds (after 3
 # ticks of heating): 12 s, long enough to see it run on the page, short enough for a test.
@@ -176,7 +179,7 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     # Submit a print with a G-code upload: it waits for an operator (REQUIRE_APPROVAL).
     student.get_by_role("tab", name="Jobs").click()
     student.locator('#job-form input[type="file"]').set_input_files(
-        files=[{"name": "cube.gcode", "mimeType": "text/plain", "buffer": GCODE}])
+        files=[{"name": "cube.gcode", "mimeType": "text/plain", "buffer": SLICED}])
     student.locator("#spool-select").select_option(SPOOL)
     student.get_by_label("Weight (g)").fill("12")
     student.get_by_role("button", name="Submit", exact=True).click()
@@ -205,6 +208,10 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     expect(running).to_have_attribute("data-state", "printing", timeout=WAIT_MS)
     expect(running).to_contain_text("cube.gcode")
     expect(running).to_contain_text("student")
+    # The slicer's picture of the print, fetched through the node.
+    picture = running.locator("img.thumb")
+    expect(picture).to_be_visible()
+    assert picture.evaluate("img => img.complete && img.naturalWidth") == 64
     expect(running.get_by_role("button", name="Pause")).to_be_visible()
     expect(running.get_by_role("button", name="Cancel")).to_be_visible()
     operator.screenshot(path=shots / "dashboard-operator-printing.png", full_page=True)

@@ -64,7 +64,8 @@ def _running_jobs(conn: Connection, printer_ids: list[str]) -> dict[str, dict[st
     # A job a worker sent has an assigned printer; one set Running by hand (the Raft3D
     # brief's way) runs on the printer it asked for.
     on = func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
-    query = (select(print_jobs.c.id, print_jobs.c.filepath, print_jobs.c.phase,
+    query = (select(print_jobs.c.id, print_jobs.c.filepath, print_jobs.c.file_id,
+                    print_jobs.c.phase,
                     print_jobs.c.owner_id, print_jobs.c.print_weight_in_grams,
                     users.c.name.label("owner_name"), on.label("on_printer"))
              .select_from(print_jobs.outerjoin(users, users.c.id == print_jobs.c.owner_id))

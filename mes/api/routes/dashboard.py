@@ -43,6 +43,7 @@ class CardJob(BaseModel):
     mine: bool
     id: str | None = None
     filepath: str | None = None
+    file_id: str | None = None
     phase: str | None = None
     owner_id: str | None = None
     owner_name: str | None = None

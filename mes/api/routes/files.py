@@ -87,12 +87,16 @@ async def file_thumbnail(file_id: str, node: NodeDep, who: Caller,
     if meta is None:
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
     picture = chosen_thumbnail(meta, width, height)
+    # A file's pictures never change: a page showing many cards asks once, even for none.
+    cached = {"Cache-Control": "private, max-age=86400, immutable"}
     if picture is None:
-        raise ApiError(404, "no_thumbnail", "the file has no picture from its slicer")
+        raise ApiError(404, "no_thumbnail", "the file has no picture from its slicer",
+                       headers=cached)
     try:
         data = picture.data()
     except ValueError:
-        raise ApiError(404, "no_thumbnail", "the file's picture is damaged") from None
+        raise ApiError(404, "no_thumbnail", "the file's picture is damaged",
+                       headers=cached) from None
     return Response(data, media_type=picture.media_type, headers={
         "Cache-Control": "private, max-age=86400, immutable",  # the id is the content's hash
         "X-Content-Type-Options": "nosniff"})

@@ -287,6 +287,11 @@ function cardEl(card) {
       h("div", { class: "row" }, h("span", { class: "progress-text" }, `${pct.toFixed(0)} %`),
         h("span", { class: "time-left" }, `${fmtDuration(st.time_left)} left`)));
   }
+  if (job && job.file_id) {  // the slicer's picture of the print, when the file has one
+    rows.push(h("img", { class: "thumb", alt: "", loading: "lazy", width: 96,
+      src: `${API}/files/${encodeURIComponent(job.file_id)}/thumbnail?width=96`,
+      onerror: (event) => { event.target.remove(); } }));
+  }
   if (job) {
     rows.push(h("div", { class: "row job" }, h("span", {}, "Job"),
       h("span", { class: "wrap" }, job.mine === false && !job.id ? "another user's print"
