@@ -225,12 +225,15 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     student.get_by_role("tab", name="Printers").click()
     student_card = student.locator(f'.card[data-id="{PRINTER}"]')
     expect(student_card.locator(".bed-flag")).to_be_visible(timeout=WAIT_MS)
+    expect(student_card).to_have_attribute("data-state", "bed_to_clear")  # not a free "idle"
+    expect(student_card.locator(".state")).to_have_text("bed to clear")
     expect(student_card.locator("button")).to_have_count(0)
     clear = running.get_by_role("button", name="Clear bed")
     expect(clear).to_be_visible(timeout=WAIT_MS)
     operator.screenshot(path=shots / "dashboard-operator-bed.png", full_page=True)
     clear.click()
     expect(running.locator(".bed-flag")).to_have_count(0)
+    expect(running).not_to_have_attribute("data-state", "bed_to_clear")
     expect(student_card.locator(".bed-flag")).to_have_count(0, timeout=WAIT_MS)
     assert _ok(server.client.get(f"/printers/{PRINTER}"))["bed_clear"] is True
 

@@ -188,7 +188,8 @@ async def test_a_user_sees_another_users_running_job_only_as_not_theirs(
     assert as_student["mine"]["mine"] is True
     assert as_student["mine"]["filepath"] == "mine.gcode"
     assert as_student["mine"]["owner_name"] == "student"
-    assert as_student["theirs"] == {"mine": False, "id": None, "filepath": None, "phase": None,
+    assert as_student["theirs"] == {"mine": False, "id": None, "filepath": None, "file_id": None,
+                                    "phase": None,
                                     "owner_id": None, "owner_name": None,
                                     "print_weight_in_grams": None}
     as_admin = {c["id"]: c["job"] for c in (await api.get(

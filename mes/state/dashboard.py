@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 from mes.state.tables import filaments, print_jobs, printer_status, printers, users
 
 UNKNOWN = "unknown"  # the state of a printer no worker has reported on yet
+BED_TO_CLEAR = "bed_to_clear"  # a printer whose finished print waits to be taken off
 _STATUS = [c for c in printer_status.c if c.name != "printer_id"]
 
 
@@ -33,6 +34,10 @@ def printer_cards(conn: Connection, where: CardFilter, after: str | None,
              .order_by(printers.c.id))
     if where.state == UNKNOWN:
         query = query.where(printer_status.c.state.is_(None))
+    elif where.state == BED_TO_CLEAR:
+        query = query.where(printers.c.bed_clear.is_(False))
+    elif where.state == "idle":  # free: its bed is clear as well
+        query = query.where(printer_status.c.state == "idle", printers.c.bed_clear.is_(True))
     elif where.state is not None:
         query = query.where(printer_status.c.state == where.state)
     if where.group is not None:

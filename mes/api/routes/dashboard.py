@@ -17,7 +17,8 @@ from mes.state.dashboard import CardFilter, printer_cards
 
 router = authenticated_router("/dashboard", "dashboard")
 
-CardState = Literal["offline", "idle", "printing", "paused", "finished", "error", "unknown"]
+CardState = Literal["offline", "idle", "printing", "paused", "finished", "error", "unknown",
+                    "bed_to_clear"]
 MAX_IDS = 200
 
 
@@ -71,7 +72,8 @@ def _shown_job(job: dict[str, Any] | None, who: Principal) -> dict[str, Any] | N
 async def printer_cards_page(
     request: Request, response: Response, node: NodeDep, who: Caller,
     state: Annotated[CardState | None, Query(
-        description="only printers in this state (unknown: never reported)")] = None,
+        description="only printers in this state (unknown: never reported; idle: free for a "
+        "print, its bed clear; bed_to_clear: waiting for its bed to be cleared)")] = None,
     group: Annotated[Text200 | None, Query(description="only printers of this group")] = None,
     ids: Annotated[list[str] | None, Query(
         alias="id", description=f"only these printers (repeat `id`, at most {MAX_IDS})")] = None,

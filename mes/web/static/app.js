@@ -322,8 +322,11 @@ function cardEl(card) {
       }, `Bed of ${card.id} marked clear.`)));
     }
   }
-  return h("article", { class: "card", dataset: { id: card.id, state: st.state } },
-    h("h4", {}, h("span", {}, card.id), h("span", { class: "state" }, st.state)),
+  // A printer whose bed waits to be cleared is not free: never shown as idle.
+  const bedWaits = !card.bed_clear && (st.state === "idle" || st.state === "finished");
+  const shown = bedWaits ? "bed_to_clear" : st.state;
+  return h("article", { class: "card", dataset: { id: card.id, state: shown } },
+    h("h4", {}, h("span", {}, card.id), h("span", { class: "state" }, shown.replaceAll("_", " "))),
     h("div", { class: "meta" }, [card.company, card.model].filter(Boolean).join(" ") || "–",
       card.api ? h("span", { class: "kind" }, ` · ${KINDS[card.api] || card.api}`) : "",
       card.group ? ` · ${card.group}` : ""),
