@@ -1,4 +1,5 @@
-"""Jobs as the API shows them: each with why it waits (`hold`), read in one go per answer."""
+"""Jobs as the API shows them: each with why it waits (`hold`) or why it ended (`ended`),
+read in one go per answer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mes.api.deps import read
 from mes.app.ports import Farm
 from mes.state import queries
 from mes.state.holds import FarmView, hold_of
+from mes.state.job_endings import ENDED, endings
 
 _WAITING = ("Queued", "Running")
 # Up to this many waiting jobs that each name their printer, the view is read on the event
@@ -32,8 +34,11 @@ def farm_view(conn: Connection, jobs: list[dict[str, Any]]) -> FarmView:
 
 
 async def with_holds(node: Farm, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`jobs`, each with its `hold` ({code, message}, or None when it does not wait)."""
+    """`jobs`, each with its `hold` ({code, message}, or None when it does not wait) and
+    its `ended` ({kind, message, by}, or None while it has not ended)."""
     waiting = [j for j in jobs if j["status"] in _WAITING]
+    ended = [j for j in jobs if j["status"] in ENDED]
+    ends = await read(node, lambda c: endings(c, ended)) if ended else {}
     view = None
     if waiting and len(waiting) <= INLINE_JOBS and all(j.get("printer_id") for j in waiting):
         # A few rows by id (about 0.2 ms): cheaper here than a trip to a read thread, which
@@ -44,6 +49,7 @@ async def with_holds(node: Farm, jobs: list[dict[str, Any]]) -> list[dict[str, A
     for job in jobs:
         hold = hold_of(job, view) if view is not None else None
         job["hold"] = hold.as_dict() if hold else None
+        job["ended"] = ends.get(job["id"])
     return jobs
 
 

@@ -261,6 +261,16 @@ class HoldOut(BaseModel):
     message: str
 
 
+class JobEndOut(BaseModel):
+    """Why a job ended, in words."""
+
+    kind: Literal["done", "rejected", "canceled", "lost"] = Field(description=(
+        "done: printed; rejected: an operator refused it; canceled: a user or the farm "
+        "canceled it; lost: the farm lost the print (a printer error, restart or fault)"))
+    message: str = Field(description="in words, with the operator's reason or what happened")
+    by: str | None = Field(None, description="the user who ended it (null: the farm)")
+
+
 class PrintJobOut(BaseModel):
     """A print job."""
 
@@ -288,6 +298,8 @@ class PrintJobOut(BaseModel):
     hold: HoldOut | None = Field(None, description=(
         "why the job waits (queued and not sent, or paused), as a code and a sentence; null "
         "when it prints or goes to the next ready printer"))
+    ended: JobEndOut | None = Field(None, description=(
+        "why the job ended (Done or Canceled); null while it has not"))
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -10,6 +10,7 @@ const CLUSTER_POLL_MS = 5000;  // reachability changes make no events: poll whil
 // What drives each printer, in the words a farm uses (the printer's `api`).
 const KINDS = { OctoPrint: "OctoPrint", PrusaLink: "PrusaLink", Moonraker: "Klipper (Moonraker)",
   Duet: "Duet (RepRapFirmware)", Mock: "mock printer" };
+const ENDINGS = { done: "Done", rejected: "Rejected", canceled: "Canceled", lost: "Lost" };
 const MAX_IDS = 200;           // ids per /dashboard/printers request
 
 const S = {
@@ -356,7 +357,7 @@ function cancelJob(jobId, printerId) {
 
 // ---------------------------------------------------------------- jobs
 
-const JOB_HEAD = ["Job", "File", "Status", "Waiting for", "Owner", "Printer", "Spool", "g", "Created", ""];
+const JOB_HEAD = ["Job", "File", "Status", "Waiting for / outcome", "Owner", "Printer", "Spool", "g", "Created", ""];
 
 function jobRow(job) {
   const actions = [];
@@ -378,10 +379,14 @@ function jobRow(job) {
   if ((staff() || mine) && (job.status === "Queued" || job.status === "Running")) {
     actions.push(button("Cancel", "outline secondary small", () => cancelJob(job.id, null)));
   }
-  const waiting = job.approval === "pending" ? "approval" : job.hold ? job.hold.message : job.last_error || "";
-  return h("tr", { dataset: { id: job.id, status: job.status } },
+  const waiting = job.ended ? job.ended.message
+    : job.approval === "pending" ? "approval" : job.hold ? job.hold.message : job.last_error || "";
+  // An ended job says how: a rejected or lost job is not a plain "Canceled".
+  const shown = job.ended ? ENDINGS[job.ended.kind] || job.status
+    : job.status + (job.phase ? ` (${job.phase})` : "");
+  return h("tr", { dataset: { id: job.id, status: job.status, ended: job.ended ? job.ended.kind : "" } },
     h("td", {}, job.id), h("td", { class: "wrap" }, job.filepath),
-    h("td", { class: "status" }, job.status + (job.phase ? ` (${job.phase})` : "")),
+    h("td", { class: "status" }, shown),
     h("td", { class: "wrap" }, waiting),
     h("td", {}, mine ? "you" : job.owner_id || "–"),
     h("td", {}, job.assigned_printer_id || job.printer_id || "any"),

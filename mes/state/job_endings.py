@@ -1,0 +1,52 @@
+"""Why each ended job ended, in words: done, rejected (with the operator's reason),
+canceled (by whom) or lost by the farm (what happened), from its last status change."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from mes.state.tables import job_history
+
+ENDED = ("Done", "Canceled")
+REJECTED, LOST = "rejected: ", "print lost: "
+# The causes of a plain cancel through an interface (no reason of its own).
+PLAIN_CAUSES = frozenset({"", "api", "opcua", "page"})
+
+
+def ending(status: str, cause: str | None, actor: str | None) -> dict[str, Any]:
+    """{kind, message, by} of a job that ended in `status` by a change with `cause` made
+    by `actor` (None: the farm; no change known: it was pruned with retention)."""
+    if status == "Done":
+        return {"kind": "done", "message": "Printed.", "by": actor}
+    text = cause or ""
+    if text.startswith(REJECTED):
+        who = f" by {actor}" if actor else ""
+        return {"kind": "rejected", "message": f"Rejected{who}: {text[len(REJECTED):]}",
+                "by": actor}
+    if text.startswith(LOST):
+        return {"kind": "lost", "message": f"Lost by the farm: {text[len(LOST):]}",
+                "by": actor}
+    if cause is None:
+        return {"kind": "canceled", "message": "Canceled.", "by": None}
+    who = f"by {actor}" if actor else "by the farm"
+    why = "" if text in PLAIN_CAUSES else f": {text}"
+    return {"kind": "canceled", "message": f"Canceled {who}{why}.", "by": actor}
+
+
+def endings(conn: Connection, jobs: Collection[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ending of each ended job among `jobs`, by id (one query)."""
+    ended = {j["id"]: j["status"] for j in jobs if j.get("status") in ENDED}
+    if not ended:
+        return {}
+    last = (select(func.max(job_history.c.seq).label("seq"))
+            .where(job_history.c.job_id.in_(list(ended)),
+                   job_history.c.to_status.in_(ENDED))
+            .group_by(job_history.c.job_id).subquery())
+    rows = conn.execute(select(job_history.c.job_id, job_history.c.cause, job_history.c.actor)
+                        .where(job_history.c.seq.in_(select(last.c.seq))))
+    changes = {row.job_id: (row.cause, row.actor) for row in rows}
+    return {job_id: ending(status, *changes.get(job_id, (None, None)))
+            for job_id, status in ended.items()}
