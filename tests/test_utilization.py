@@ -112,7 +112,7 @@ def test_hours_per_state_are_exact_from_the_commands_times(farm: Farm) -> None:
     assert p1["hours"] == {"offline": 0.5, "printing": 2.0, "paused": 0.25,
                            "idle": 1.0 + 0.5, "error": 0.75 + 1.0}
     assert p1["utilization"] == pytest.approx(2.0 / 6.0, abs=1e-6)
-    assert p1["jobs"] == {"done": 1, "failed": 0, "canceled": 0}
+    assert p1["jobs"] == {"done": 1, "failed": 0, "rejected": 0, "canceled": 0}
     assert p1["filament_grams"] == 25
     assert got["total"]["hours"] == p1["hours"]
     assert [g["group"] for g in got["groups"]] == ["west"]
@@ -138,7 +138,7 @@ def test_a_window_clips_intervals_and_an_open_one_lasts_until_now(farm: Farm) ->
     assert got["printers"][0]["utilization"] is None
 
 
-def test_jobs_done_failed_and_canceled_per_printer_and_group(farm: Farm) -> None:
+def test_jobs_done_failed_rejected_and_canceled_per_printer_and_group(farm: Farm) -> None:
     farm.do(T0, Op.PRINTER_CREATE, id="a1", group="A")
     farm.do(T0, Op.PRINTER_CREATE, id="a2", group="A")
     farm.do(T0, Op.PRINTER_CREATE, id="b1", group="B")
@@ -149,22 +149,25 @@ def test_jobs_done_failed_and_canceled_per_printer_and_group(farm: Farm) -> None
     farm.do(T0, Op.JOB_CREATE, id="queued", printer_id="b1", filament_id="f1",
             file_id=SHA, print_weight_in_grams=5)
     farm.do(T0 + HOUR, Op.JOB_SET_STATUS, id="queued", status="Canceled")
+    farm.do(T0, Op.JOB_CREATE, id="refused", printer_id="b1", filament_id="f1",
+            file_id=SHA, print_weight_in_grams=5, needs_approval=True)
+    farm.do(T0 + HOUR, Op.JOB_REJECT, id="refused", reason="too big")
     print_job(farm, "late", "b1", T0 + 2 * HOUR, grams=50)
     farm.do(T0 + 5 * HOUR, Op.JOB_FINISHED, epoch=farm.epoch, job_id="late")  # after the window
 
     got = farm.report(T0, T0 + 4 * HOUR, now=T0 + 6 * HOUR)
     jobs = {p["printer_id"]: (p["jobs"], p["filament_grams"]) for p in got["printers"]}
-    assert jobs == {"a1": ({"done": 1, "failed": 0, "canceled": 0}, 40),
-                    "a2": ({"done": 0, "failed": 1, "canceled": 0}, 0),
-                    "b1": ({"done": 0, "failed": 0, "canceled": 1}, 0)}
+    assert jobs == {"a1": ({"done": 1, "failed": 0, "rejected": 0, "canceled": 0}, 40),
+                    "a2": ({"done": 0, "failed": 1, "rejected": 0, "canceled": 0}, 0),
+                    "b1": ({"done": 0, "failed": 0, "rejected": 1, "canceled": 1}, 0)}
     groups = {g["group"]: (g["printers"], g["jobs"], g["filament_grams"]) for g in got["groups"]}
-    assert groups == {"A": (2, {"done": 1, "failed": 1, "canceled": 0}, 40),
-                      "B": (1, {"done": 0, "failed": 0, "canceled": 1}, 0)}
-    assert got["total"]["jobs"] == {"done": 1, "failed": 1, "canceled": 1}
+    assert groups == {"A": (2, {"done": 1, "failed": 1, "rejected": 0, "canceled": 0}, 40),
+                      "B": (1, {"done": 0, "failed": 0, "rejected": 1, "canceled": 1}, 0)}
+    assert got["total"]["jobs"] == {"done": 1, "failed": 1, "rejected": 1, "canceled": 1}
 
     only_b = farm.report(T0, T0 + 6 * HOUR, now=T0 + 6 * HOUR, group="B")
     assert [p["printer_id"] for p in only_b["printers"]] == ["b1"]
-    assert only_b["total"]["jobs"] == {"done": 1, "failed": 0, "canceled": 1}
+    assert only_b["total"]["jobs"] == {"done": 1, "failed": 0, "rejected": 1, "canceled": 1}
     assert only_b["total"]["filament_grams"] == 50
     assert farm.report(T0, T0 + HOUR, now=T0, group="nobody")["printers"] == []
 
@@ -292,7 +295,7 @@ async def test_mock_printers_printing_and_idle_are_measured(tmp_path: Path) -> N
         got = (await api.get("/api/v1/utilization")).json()
         printers = {p["printer_id"]: p for p in got["printers"]}
         m0, m1 = printers["m0"], printers["m1"]
-        assert m0["jobs"] == {"done": 1, "failed": 0, "canceled": 0}
+        assert m0["jobs"] == {"done": 1, "failed": 0, "rejected": 0, "canceled": 0}
         assert m0["filament_grams"] == 12
         assert m0["hours"]["printing"] > 0 and m1["hours"]["printing"] == 0
         assert m1["hours"]["idle"] > 0

@@ -2,8 +2,9 @@
 
 Hours come from the printer state intervals apply records (mes.state.intervals), clipped to
 the window; an open interval lasts until `now`. Jobs count where they ended: `done`, `failed`
-(a running print the farm itself ended: printer error, print gone from the printer) or
-`canceled` (by a person, or before it ran); grams are the filament charged for done jobs.
+(a running print the farm itself lost: printer error, print gone from the printer),
+`rejected` (refused by an operator) or `canceled` (by a person, or before it ran); grams are
+the filament charged for done jobs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 from sqlalchemy import BindParameter, Connection, Float, Select, bindparam, func, literal, select
 
 from mes.state.intervals import UTILIZATION_STATES
+from mes.state.job_endings import REJECTED
 from mes.state.tables import job_history, print_jobs, printer_state_intervals, printers
 
-JOB_OUTCOMES = ("done", "failed", "canceled")
+JOB_OUTCOMES = ("done", "failed", "rejected", "canceled")
 _iv = printer_state_intervals
 _start: BindParameter[float] = bindparam("start", type_=Float)
 _end: BindParameter[float] = bindparam("end", type_=Float)
@@ -41,16 +43,19 @@ _SECONDS = (_seconds_query(False), _seconds_query(True))
 _ENDED = (
     select(func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
            .label("printer_id"), job_history.c.from_status, job_history.c.to_status,
-           job_history.c.actor, print_jobs.c.print_weight_in_grams)
+           job_history.c.actor, job_history.c.cause, print_jobs.c.print_weight_in_grams)
     .select_from(job_history.join(print_jobs, print_jobs.c.id == job_history.c.job_id))
     .where(job_history.c.to_status.in_(("Done", "Canceled")), job_history.c.at >= _start,
            job_history.c.at < _end)
 )
 
 
-def _outcome(from_status: str | None, to_status: str, actor: str | None) -> str:
+def _outcome(from_status: str | None, to_status: str, actor: str | None,
+             cause: str | None) -> str:
     if to_status == "Done":
         return "done"
+    if (cause or "").startswith(REJECTED):
+        return "rejected"
     return "failed" if from_status == "Running" and actor is None else "canceled"
 
 
@@ -93,10 +98,11 @@ def report(conn: Connection, start: float, end: float, now: float,
         for printer_id, state, seconds in conn.execute(query, window):
             if state in UTILIZATION_STATES and seconds:
                 per_printer.setdefault(printer_id, _empty())["seconds"][state] += float(seconds)
-    for printer_id, from_status, to_status, actor, grams in conn.execute(_ENDED, window):
+    for printer_id, from_status, to_status, actor, cause, grams in conn.execute(_ENDED,
+                                                                              window):
         figures = unassigned if printer_id is None else per_printer.setdefault(
             printer_id, _empty())
-        figures["jobs"][_outcome(from_status, to_status, actor)] += 1
+        figures["jobs"][_outcome(from_status, to_status, actor, cause)] += 1
         if to_status == "Done":
             figures["filament_grams"] += int(grams or 0)
     if group is not None:
