@@ -41,9 +41,13 @@ def _rows(conn: Connection, query: Select[Any], limit: int) -> list[dict[str, An
 
 
 def jobs_page(conn: Connection, where: JobFilter, after: tuple[float, str] | None,
-              limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` jobs matching `where` in creation order, after the key `after`."""
-    query = select(print_jobs).order_by(print_jobs.c.created_at, print_jobs.c.id)
+              limit: int, newest_first: bool = False) -> list[dict[str, Any]]:
+    """Up to `limit` jobs matching `where` in creation order (or the newest first), after
+    the key `after`."""
+    key = tuple_(print_jobs.c.created_at, print_jobs.c.id)
+    query = select(print_jobs).order_by(
+        *((print_jobs.c.created_at.desc(), print_jobs.c.id.desc()) if newest_first
+          else (print_jobs.c.created_at, print_jobs.c.id)))
     if where.status is not None:
         query = query.where(print_jobs.c.status == where.status)
     if where.printer_id is not None:
@@ -60,7 +64,7 @@ def jobs_page(conn: Connection, where: JobFilter, after: tuple[float, str] | Non
     if where.created_before is not None:
         query = query.where(print_jobs.c.created_at < where.created_before)
     if after is not None:
-        query = query.where(tuple_(print_jobs.c.created_at, print_jobs.c.id) > tuple_(*after))
+        query = query.where(key < tuple_(*after) if newest_first else key > tuple_(*after))
     return _rows(conn, query, limit)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -50,9 +50,12 @@ async def list_jobs(
     owner_id: Annotated[str | None, Query(
         max_length=64, description="submitted by this user (operators and admins)")] = None,
     order_id: Annotated[str | None, Query(max_length=64)] = None,
+    order: Annotated[Literal["oldest", "newest"], Query(
+        description="oldest first (creation order, the default) or newest first; a cursor "
+        "goes on in the order it was made in")] = "oldest",
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> Any:
-    """Print jobs in creation order, filtered, one page at a time.
+    """Print jobs in creation order (or the newest first), filtered, one page at a time.
 
     Users see only their own jobs; operators and admins see all. The next page is in the
     `Link` (rel=next) and `X-Next-Cursor` headers; the last page has neither.
@@ -62,7 +65,8 @@ async def list_jobs(
         owner_id = who.user_id
     where = listing.JobFilter(status, printer_id, filament_id, _epoch(created_after),
                               _epoch(created_before), owner_id, order_id)
-    rows = await read(node, lambda c: listing.jobs_page(c, where, after, limit + 1))
+    rows = await read(node, lambda c: listing.jobs_page(c, where, after, limit + 1,
+                                                        newest_first=order == "newest"))
     page = paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
     return await with_holds(node, page)
 

@@ -401,11 +401,20 @@ function fillTable(table, head, rows, empty) {
   if (!rows.length) $("tbody", table).append(h("tr", {}, h("td", { colspan: head.length }, empty)));
 }
 
+const QUEUE_ROWS = 200;  // of each status; the page says when there are more
+
 const loadQueue = serial(async () => {
   const [queued, running] = await Promise.all(["Queued", "Running"].map((status) =>
-    api("GET", "/print_jobs", { params: { status, limit: 200 } })));
+    api("GET", "/print_jobs", { params: { status, limit: QUEUE_ROWS } })));
   const jobs = [...running.data, ...queued.data];
   fillTable($("#queue-table"), JOB_HEAD, jobs.map(jobRow), "The queue is empty.");
+  const more = [[running, "printing"], [queued, "waiting"]]
+    .filter(([answer]) => answer.response.headers.get("X-Next-Cursor"))
+    .map(([, what]) => `more than ${QUEUE_ROWS} jobs ${what}`);
+  if (more.length) {
+    $("tbody", $("#queue-table")).append(h("tr", { class: "more" }, h("td", { colspan: JOB_HEAD.length },
+      `Showing the first ${QUEUE_ROWS} of each: there are ${more.join(" and ")}. History below lists every job, page by page.`)));
+  }
 });
 
 function historyParams() {
@@ -421,7 +430,7 @@ function historyParams() {
 const loadHistory = serial(async () => {
   const hst = S.history;
   const { data, response } = await api("GET", "/print_jobs",
-    { params: { ...historyParams(), limit: 50, cursor: hst.cursors[hst.page] } });
+    { params: { ...historyParams(), order: "newest", limit: 50, cursor: hst.cursors[hst.page] } });
   hst.next = response.headers.get("X-Next-Cursor");
   fillTable($("#history-table"), JOB_HEAD, data.map(jobRow), "No jobs match.");
   const pager = $('.pager[data-for="history"]');
