@@ -119,9 +119,9 @@ async def test_a_slow_list_does_not_stall_the_event_loop(
     # a node that has elected itself answers /health 200 (readiness)
     assert (await api.post("/api/v1/printers", json={"id": "ready"})).status_code == 201
 
-    def slow_page(*args: Any) -> list[dict[str, Any]]:
+    def slow_page(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         time.sleep(1.5)
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(listing, "jobs_page", slow_page)
     listing_task = asyncio.create_task(api.get("/api/v1/print_jobs"))

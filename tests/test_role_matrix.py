@@ -13,6 +13,7 @@ import httpx
 from tests.accounts import make_user
 from tests.auth import bearer
 from tests.farm_helpers import upload
+from tests.test_gcode_meta import thumbnail_block, tiny_png
 
 # (method, path) -> statuses for (user, operator, admin); anonymous, bad and revoked tokens
 # get 401 on every route but the public ones.
@@ -47,6 +48,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("POST", "/api/v1/files"): (201, 201, 201),
     ("GET", "/api/v1/files"): (403, 200, 200),
     ("GET", "/api/v1/files/{file_id}"): (404, 200, 200),
+    ("GET", "/api/v1/files/{file_id}/metadata"): (404, 200, 200),
+    ("GET", "/api/v1/files/{file_id}/thumbnail"): (404, 200, 200),
     ("GET", "/api/v1/users"): (403, 403, 200),
     ("POST", "/api/v1/users"): (403, 403, 201),
     ("GET", "/api/v1/users/me"): (200, 200, 200),
@@ -160,10 +163,13 @@ def job_fields() -> dict[str, Any]:
 Prepare = Callable[[httpx.AsyncClient], Awaitable[Call]]
 
 
-async def _file_of_admin_job(api: httpx.AsyncClient) -> Call:
-    stored = await upload(api, name=f"{fresh('g')}.gcode", content=f"G28 ; {fresh('x')}\n".encode())
+async def _file_of_admin_job(api: httpx.AsyncClient, below: str = "") -> Call:
+    """A file (with a slicer's picture) that an admin's job prints; `below` its id."""
+    picture = "\n".join(thumbnail_block(tiny_png(), "2x1")) + "\n"
+    stored = await upload(api, name=f"{fresh('g')}.gcode",
+                          content=f"{picture}G28 ; {fresh('x')}\n".encode())
     await ok(await api.post("/api/v1/print_jobs", json={**job_fields(), "file_id": stored["id"]}))
-    return Call(f"/api/v1/files/{stored['id']}")
+    return Call(f"/api/v1/files/{stored['id']}{below}")
 
 
 async def _order_of_admin(api: httpx.AsyncClient) -> Call:
@@ -251,6 +257,10 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("POST", "/api/v1/files"): _upload,
     ("GET", "/api/v1/files"): const(Call("/api/v1/files")),
     ("GET", "/api/v1/files/{file_id}"): _file_of_admin_job,
+    ("GET", "/api/v1/files/{file_id}/metadata"): lambda api: _file_of_admin_job(
+        api, "/metadata"),
+    ("GET", "/api/v1/files/{file_id}/thumbnail"): lambda api: _file_of_admin_job(
+        api, "/thumbnail"),
     ("GET", "/api/v1/users"): const(Call("/api/v1/users")),
     ("POST", "/api/v1/users"): creating("/api/v1/users", lambda: {"name": fresh("n")}),
     ("GET", "/api/v1/users/me"): const(Call("/api/v1/users/me")),

@@ -159,15 +159,15 @@ def test_jobs_done_failed_rejected_and_canceled_per_printer_and_group(farm: Farm
     jobs = {p["printer_id"]: (p["jobs"], p["filament_grams"]) for p in got["printers"]}
     assert jobs == {"a1": ({"done": 1, "failed": 0, "rejected": 0, "canceled": 0}, 40),
                     "a2": ({"done": 0, "failed": 1, "rejected": 0, "canceled": 0}, 0),
-                    "b1": ({"done": 0, "failed": 0, "rejected": 1, "canceled": 1}, 0)}
+                    "b1": ({"done": 0, "failed": 0, "rejected": 1, "canceled": 2}, 0)}
     groups = {g["group"]: (g["printers"], g["jobs"], g["filament_grams"]) for g in got["groups"]}
     assert groups == {"A": (2, {"done": 1, "failed": 1, "rejected": 0, "canceled": 0}, 40),
-                      "B": (1, {"done": 0, "failed": 0, "rejected": 1, "canceled": 1}, 0)}
-    assert got["total"]["jobs"] == {"done": 1, "failed": 1, "rejected": 1, "canceled": 1}
+                      "B": (1, {"done": 0, "failed": 0, "rejected": 1, "canceled": 2}, 0)}
+    assert got["total"]["jobs"] == {"done": 1, "failed": 1, "rejected": 1, "canceled": 2}
 
     only_b = farm.report(T0, T0 + 6 * HOUR, now=T0 + 6 * HOUR, group="B")
     assert [p["printer_id"] for p in only_b["printers"]] == ["b1"]
-    assert only_b["total"]["jobs"] == {"done": 1, "failed": 0, "rejected": 1, "canceled": 1}
+    assert only_b["total"]["jobs"] == {"done": 1, "failed": 0, "rejected": 1, "canceled": 2}
     assert only_b["total"]["filament_grams"] == 50
     assert farm.report(T0, T0 + HOUR, now=T0, group="nobody")["printers"] == []
 

@@ -2,9 +2,10 @@
 
 Hours come from the printer state intervals apply records (mes.state.intervals), clipped to
 the window; an open interval lasts until `now`. Jobs count where they ended: `done`, `failed`
-(a running print the farm itself lost: printer error, print gone from the printer),
-`rejected` (refused by an operator) or `canceled` (by a person, or before it ran); grams are
-the filament charged for done jobs.
+(a running print the farm itself lost: printer error, print gone from the printer) or
+`canceled` (by a person, or before it ran; `rejected` counts those of them an operator
+refused, so clients of earlier releases read `canceled` as before); grams are the filament
+charged for done jobs.
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ def report(conn: Connection, start: float, end: float, now: float,
                                                                               window):
         figures = unassigned if printer_id is None else per_printer.setdefault(
             printer_id, _empty())
-        figures["jobs"][_outcome(from_status, to_status, actor, cause)] += 1
+        outcome = _outcome(from_status, to_status, actor, cause)
+        figures["jobs"]["canceled" if outcome == "rejected" else outcome] += 1
+        if outcome == "rejected":
+            figures["jobs"]["rejected"] += 1
         if to_status == "Done":
             figures["filament_grams"] += int(grams or 0)
     if group is not None:

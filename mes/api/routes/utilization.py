@@ -39,8 +39,9 @@ class JobCounts(BaseModel):
     done: int
     failed: int = Field(description="running prints the farm ended: printer error, or the "
                         "print disappeared from the printer")
-    rejected: int = Field(description="refused by an operator before they ran")
-    canceled: int = Field(description="canceled by a person, running or not")
+    rejected: int = Field(description="of `canceled`, those an operator refused before "
+                          "they ran")
+    canceled: int = Field(description="canceled by a person (or rejected), running or not")
 
 
 class Figures(BaseModel):

@@ -557,7 +557,7 @@ function renderUtilization(data) {
   const t = data.total;
   $("#util-note").textContent = `${t.printers} printer${t.printers === 1 ? "" : "s"}: ${fmtHours(t.hours.printing)} printing` +
     (t.utilization === null || t.utilization === undefined ? "" : ` (${(100 * t.utilization).toFixed(0)} % of tracked time)`) +
-    ` · jobs ${t.jobs.done} done, ${t.jobs.failed} lost by the farm, ${t.jobs.rejected ?? 0} rejected, ${t.jobs.canceled} canceled · ${t.filament_grams} g` +
+    ` · jobs ${t.jobs.done} done, ${t.jobs.failed} lost by the farm, ${t.jobs.rejected ?? 0} rejected, ${t.jobs.canceled - (t.jobs.rejected ?? 0)} canceled · ${t.filament_grams} g` +
     (rows.length > shown.length ? ` · the ${shown.length} busiest printers shown` : "");
   $("#util-legend").replaceChildren(...UTIL_STATES.map(([name, color]) =>
     h("span", {}, h("i", { style: `background:${color}` }), name)));
@@ -586,7 +586,7 @@ function renderUtilization(data) {
       x += w;
     }
     root.append(svg("text", { x: labelW + barW + 8, y: y + 13 },
-      `${fmtHours(r.hours.printing)} · ${r.jobs.done}/${r.jobs.failed}/${r.jobs.rejected ?? 0}/${r.jobs.canceled} · ${r.filament_grams} g`));
+      `${fmtHours(r.hours.printing)} · ${r.jobs.done}/${r.jobs.failed}/${r.jobs.rejected ?? 0}/${r.jobs.canceled - (r.jobs.rejected ?? 0)} · ${r.filament_grams} g`));
   });
   $("#util-chart").replaceChildren(shown.length ? root : h("p", {}, "No printers in this report."));
   if (shown.length) $("#util-chart").append(h("p", { class: "meta" }, "per printer: hours printing · jobs done/lost/rejected/canceled · grams"));
