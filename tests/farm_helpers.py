@@ -48,6 +48,19 @@ async def at_data_level(api: httpx.AsyncClient) -> None:
     await eventually(raised, 30, f"the cluster version to reach {DATA_LEVEL}")
 
 
+async def emulated_printer(api: httpx.AsyncClient, printer_id: str, kind: str,
+                           url: str) -> None:
+    """A spool `pla` and a driven printer of api `kind` at `url` (an emulator's, key
+    `mockkey`) holding it, once the cluster version allows every kind."""
+    spool = {"id": "pla", "type": "PLA", "color": "red", "total_weight_in_grams": 800}
+    assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
+    await at_data_level(api)
+    printer = {"id": printer_id, "api": kind, "url": url, "api_key": "mockkey",
+               "worker": True, "filament_id": "pla"}
+    created = await api.post("/api/v1/printers", json=printer)
+    assert created.status_code == 201, created.text
+
+
 async def upload(api: httpx.AsyncClient, name: str = "part.gcode",
                  content: bytes = GCODE) -> dict[str, Any]:
     response = await api.post("/api/v1/files", files={"file": (name, content)})

@@ -12,10 +12,8 @@ the `moonraker_api_key` fixture (requests need `X-Api-Key`), or `MoonrakerServer
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,7 +27,7 @@ import pytest
 
 from tests.polling import wait_for
 from tests.ports import free_port
-from tests.real_octoprint import _ci, _descendants
+from tests.real_octoprint import _ci, terminate_group
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = REPO / ".ci" / "moonraker-venv"
@@ -324,7 +322,7 @@ class MoonrakerServer:
         klippy, self.klippy = self.klippy, None
         for process in (server, klippy):
             if process is not None:
-                _terminate(process, timeout)
+                terminate_group(process, timeout)
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
@@ -381,23 +379,6 @@ class MoonrakerServer:
     def gcode(self, script: str) -> httpx.Response:
         """POST /printer/gcode/script?script=... (returns when Klipper has run it)."""
         return self.client.post("/printer/gcode/script", params={"script": script})
-
-
-def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process group `process` leads (start_new_session), SIGKILL after `timeout`,
-    and kill any descendant that left the group."""
-    children = _descendants(process.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout)
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def write_gcode(path: Path, moves: int = 20, *, pause_after: int | None = None) -> Path:

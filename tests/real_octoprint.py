@@ -195,21 +195,25 @@ class OctoPrintServer:
         """Terminate the process and its children (SIGTERM, then SIGKILL after `timeout`)."""
         self.client.close()
         process, self.process = self.process, None
-        if process is None:
-            return
-        children = _descendants(process.pid)
-        # start_new_session made the server the leader of its own process group.
+        if process is not None:
+            terminate_group(process, timeout)
+
+
+def terminate_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the process group `process` leads (started with start_new_session), SIGKILL
+    it after `timeout`, and kill any descendant that left the group."""
+    children = _descendants(process.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
-        for pid in children:  # any that left the group
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+    for pid in children:  # any that left the group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -12,23 +12,12 @@ from typing import Any
 import httpx
 
 from tests.emulators import Emulator, StartEmulator
-from tests.farm_helpers import at_data_level, eventually, running_farm, upload
-
-SPOOL = {"id": "pla", "type": "PLA", "color": "red", "total_weight_in_grams": 800}
+from tests.farm_helpers import emulated_printer, eventually, running_farm, upload
 
 
 async def job_of(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
     data: dict[str, Any] = (await api.get(f"/api/v1/print_jobs/{job_id}")).json()
     return data
-
-
-async def _duet_printer(api: httpx.AsyncClient, emulator: Emulator) -> None:
-    assert (await api.post("/api/v1/filaments", json=SPOOL)).status_code == 201
-    await at_data_level(api)
-    printer = {"id": "duet", "api": "Duet", "url": emulator.url(0), "api_key": "mockkey",
-               "worker": True, "filament_id": "pla"}
-    created = await api.post("/api/v1/printers", json=printer)
-    assert created.status_code == 201, created.text
 
 
 @contextlib.contextmanager
@@ -43,7 +32,7 @@ async def test_duet_jobs_done_once_and_the_printers_own_print_recorded(
         tmp_path: Path, start_emulator: StartEmulator) -> None:
     emulator = start_emulator("Duet", count=1, job_time=1.5)
     async with running_farm(tmp_path, printer_worker_interval=0.2) as (_, api):
-        await _duet_printer(api, emulator)
+        await emulated_printer(api, "duet", "Duet", emulator.url(0))
         stored = await upload(api)
         for job_id in ("d1", "d2"):
             assert (await api.post("/api/v1/print_jobs", json={
@@ -84,7 +73,7 @@ async def test_duet_pause_resume_cancel_and_an_emergency_stop(
         tmp_path: Path, start_emulator: StartEmulator) -> None:
     emulator = start_emulator("Duet", count=1, job_time=60)
     async with running_farm(tmp_path, printer_worker_interval=0.2) as (_, api):
-        await _duet_printer(api, emulator)
+        await emulated_printer(api, "duet", "Duet", emulator.url(0))
         stored = await upload(api)
         for job_id in ("d1", "d2"):
             assert (await api.post("/api/v1/print_jobs", json={

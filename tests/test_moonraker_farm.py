@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.emulators import StartEmulator
-from tests.farm_helpers import GCODE, at_data_level, eventually, running_farm, upload
+from tests.farm_helpers import GCODE, emulated_printer, eventually, running_farm, upload
 
 KEY = {"X-Api-Key": "mockkey"}
 
@@ -23,14 +23,8 @@ async def test_moonraker_jobs_done_once_and_the_printers_own_print_recorded(
         tmp_path: Path, start_emulator: StartEmulator) -> None:
     emulator = start_emulator("Moonraker", count=1, job_time=1.5)
     async with running_farm(tmp_path, printer_worker_interval=0.2) as (_, api):
-        spool = {"id": "pla", "type": "PLA", "color": "red", "total_weight_in_grams": 800}
-        assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
-        await at_data_level(api)
-        printer = {"id": "voron", "api": "Moonraker", "url": emulator.url(0),
-                   "api_key": "mockkey", "worker": True, "filament_id": "pla"}
-        created = await api.post("/api/v1/printers", json=printer)
-        assert created.status_code == 201, created.text
-        assert created.json()["api"] == "Moonraker"
+        await emulated_printer(api, "voron", "Moonraker", emulator.url(0))
+        assert (await api.get("/api/v1/printers/voron")).json()["api"] == "Moonraker"
         stored = await upload(api)
         for job_id in ("k1", "k2"):
             created = await api.post("/api/v1/print_jobs", json={
@@ -73,12 +67,7 @@ async def test_moonraker_pause_resume_and_a_klipper_shutdown_mid_print(
         tmp_path: Path, start_emulator: StartEmulator) -> None:
     emulator = start_emulator("Moonraker", count=1, job_time=30)
     async with running_farm(tmp_path, printer_worker_interval=0.2) as (_, api):
-        spool = {"id": "pla", "type": "PLA", "color": "red", "total_weight_in_grams": 800}
-        assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
-        await at_data_level(api)
-        printer = {"id": "voron", "api": "Moonraker", "url": emulator.url(0),
-                   "api_key": "mockkey", "worker": True, "filament_id": "pla"}
-        assert (await api.post("/api/v1/printers", json=printer)).status_code == 201
+        await emulated_printer(api, "voron", "Moonraker", emulator.url(0))
         stored = await upload(api)
         assert (await api.post("/api/v1/print_jobs", json={
             "id": "k1", "filament_id": "pla", "file_id": stored["id"],

@@ -19,12 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from mes.emulator.lookup import Handler, printer_for, serve
+from mes.emulator.lookup import Handler, emulator_app, printer_for, serve
 from mes.emulator.printer import Phase, Printer, PrinterError, clean_path
 
 BOARD = "MB6HC"
@@ -307,12 +306,7 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
         route("/rr_delete", rr_delete, "GET"),
     ]
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, exc.detail)
-
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    app.state.printers = printers
+    app = emulator_app(routes, printers, _error)
     app.state.duet = {}
     return app
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from mes.emulator.printer import Printer, PrinterError
 
@@ -43,3 +45,17 @@ async def serve(request: Request, handler: Handler,
     finally:
         if printer.total_starts > starts and printer.job is not None:
             printer.record_start(client, printer.job.path)
+
+
+def emulator_app(routes: Sequence[BaseRoute], printers: Mapping[int, Printer],
+                 error: Callable[[int, str], Response]) -> Starlette:
+    """The app of one API serving `printers` (keyed by local port) on `routes`; Starlette's
+    own HTTP errors (no route, wrong method) answer in the API's shape, through `error`."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error(exc.status_code, exc.detail)
+
+    app = Starlette(routes=list(routes), exception_handlers={HTTPException: http_error})
+    app.state.printers = printers
+    return app

@@ -17,12 +17,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mes.emulator.lookup import Handler, printer_for, serve
+from mes.emulator.lookup import Handler, emulator_app, printer_for, serve
 from mes.emulator.printer import Phase, Printer, PrinterError, clean_path
 
 MOONRAKER_VERSION = "v0.11.0-emulated"
@@ -279,10 +278,5 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
         route("/printer/firmware_restart", firmware_restart, "POST"),
     ]
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, exc.detail)
-
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    app.state.printers = printers
+    app = emulator_app(routes, printers, _error)
     return app

@@ -17,12 +17,11 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mes.emulator.lookup import Handler, printer_for, serve
+from mes.emulator.lookup import Handler, emulator_app, printer_for, serve
 from mes.emulator.printer import (
     Job,
     Printer,
@@ -417,10 +416,5 @@ def create_app(printers: Mapping[int, Printer], api_key: str) -> Starlette:
         route(files, delete_file, "DELETE"),
     ]
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, exc.detail)
-
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    app.state.printers = printers
+    app = emulator_app(routes, printers, _error)
     return app
