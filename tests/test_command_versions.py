@@ -73,6 +73,30 @@ def test_a_command_of_release_0_1_0_without_a_version_means_what_format_1_means(
         new.close()
 
 
+def test_printer_format_1_keeps_its_kinds_and_its_words_and_format_6_adds_kinds() -> None:
+    """A refused command's outcome is remembered in the replicated state: format 1 must
+    refuse what release 0.1.0 refused, in its very words, on every node of a mixed cluster."""
+    machine = StateMachine()
+    try:
+        def create(version: int, **fields: Any) -> Any:
+            return machine.apply({"op": "printer.create", "v": version, "rid": None,
+                                  "ts": 1.0, "args": fields})
+
+        no_api = create(1, id="a", url="http://192.0.2.5", worker=True)
+        assert no_api.error["code"] == "worker_needs_api"
+        assert no_api.error["message"] == ("a printer with a worker needs its api "
+                                           "(OctoPrint, PrusaLink or Mock)")
+        klipper = {"url": "http://192.0.2.6", "api": "Moonraker", "worker": False}
+        assert create(1, id="k", **klipper).error["field"] == "api"  # not a kind of 0.1.0
+        assert create(6, id="k", **klipper).ok
+        assert create(6, id="d", url="http://192.0.2.7", api="Duet").ok
+        assert create(6, id="b", url="http://192.0.2.8", worker=True).error["message"] == (
+            "a printer with a worker needs its api "
+            "(OctoPrint, PrusaLink, Mock, Moonraker or Duet)")
+    finally:
+        machine.close()
+
+
 def test_a_format_this_code_has_not_is_an_error_in_the_log_and_changes_nothing(
         caplog: pytest.LogCaptureFixture) -> None:
     machine = StateMachine()

@@ -67,7 +67,13 @@ def drivable(printer: dict[str, Any]) -> bool:
         url and printer.get("api") is not None)
 
 
-def _check_worker(printer: dict[str, Any]) -> None:
+def _kinds(apis: tuple[str, ...]) -> str:
+    """`apis` in words: "OctoPrint, PrusaLink or Mock" (format 1's refusal says exactly
+    that: a rejected command's outcome is replicated, so its words keep their format)."""
+    return f"{', '.join(apis[:-1])} or {apis[-1]}"
+
+
+def _check_worker(printer: dict[str, Any], apis: tuple[str, ...]) -> None:
     """A printer with a worker must be reachable: mock, or a url with its api."""
     if not printer.get("worker"):
         return
@@ -78,7 +84,7 @@ def _check_worker(printer: dict[str, Any]) -> None:
         raise RuleViolation("worker_needs_url", "a printer with a worker needs a url", "url")
     if printer.get("api") is None:
         raise RuleViolation("worker_needs_api", "a printer with a worker needs its api "
-                            f"({', '.join(PRINTER_APIS)})", "api")
+                            f"({_kinds(apis)})", "api")
 
 
 def _check_references(ctx: ApplyContext, printer_id: str, values: dict[str, Any]) -> None:
@@ -117,7 +123,7 @@ def _create(ctx: ApplyContext, args: Args, apis: tuple[str, ...]) -> dict[str, A
     if queries.get_printer(ctx.conn, printer_id) is not None:
         raise RuleViolation("already_exists", f"printer {printer_id!r} already exists", "id")
     values.setdefault("worker", drivable(values))
-    _check_worker(values)
+    _check_worker(values, apis)
     _check_references(ctx, printer_id, values)
     row = {"company": "", "model": "", **values}
     ctx.conn.execute(insert(printers).values(id=printer_id, created_at=ctx.ts, updated_at=ctx.ts,
@@ -151,7 +157,7 @@ def _update(ctx: ApplyContext, args: Args, apis: tuple[str, ...]) -> dict[str, A
     if "url" in values and values["url"] != current["url"] and "api_key" not in values:
         # The stored key was given for the old address: never send it to a new one.
         values["api_key"] = None
-    _check_worker({**current, **values})
+    _check_worker({**current, **values}, apis)
     _check_references(ctx, printer_id, values)
     if values:
         ctx.conn.execute(update(printers).where(printers.c.id == printer_id)
