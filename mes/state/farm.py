@@ -18,6 +18,7 @@ from mes.state.args import MISSING, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import DomainError, InvalidCommand, NotFound, RuleViolation
 from mes.state.intervals import record_states
+from mes.state.job_endings import LOST
 from mes.state.jobs import end_job, record_history
 from mes.state.prepared import Prepared
 from mes.state.shards import fence
@@ -184,7 +185,7 @@ def lost(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     """The printer no longer prints a running job it never finished: Canceled, with the cause."""
     args.reject_unknown(("epoch", "job_id", "printer_id", "cause"))
     return _end_running(ctx, args, "Canceled",
-                        lambda job: f"print lost: {args.text('cause', 1000)}")
+                        lambda job: f"{LOST}{args.text('cause', 1000)}")
 
 
 def _end_running(ctx: ApplyContext, args: Args, status: str,

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, select
 from mes.state.tables import job_history
 
 ENDED = ("Done", "Canceled")
+# How job.reject and job.lost begin the cause they record (stored: never change them).
 REJECTED, LOST = "rejected: ", "print lost: "
 # The causes of a plain cancel through an interface (no reason of its own).
 PLAIN_CAUSES = frozenset({"", "api", "opcua", "page"})

@@ -10,6 +10,7 @@ from mes.state import queries, stored_files
 from mes.state.args import MISSING, SHA256_PATTERN, Args
 from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
+from mes.state.job_endings import REJECTED
 from mes.state.prepared import Prepared
 from mes.state.tables import filaments, job_history, print_jobs, printers
 
@@ -210,7 +211,7 @@ def reject(ctx: ApplyContext, args: Args) -> dict[str, Any]:
         raise InvalidCommand("empty_field", "a rejection needs a reason", "reason")
     ctx.conn.execute(update(print_jobs).where(print_jobs.c.id == job["id"])
                      .values(approval="rejected"))
-    end_job(ctx, job, "Canceled", f"rejected: {reason}")
+    end_job(ctx, job, "Canceled", f"{REJECTED}{reason}")
     changed = queries.get_job(ctx.conn, job["id"])
     assert changed is not None
     return changed

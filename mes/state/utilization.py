@@ -51,12 +51,9 @@ _ENDED = (
 )
 
 
-def _outcome(from_status: str | None, to_status: str, actor: str | None,
-             cause: str | None) -> str:
+def _outcome(from_status: str | None, to_status: str, actor: str | None) -> str:
     if to_status == "Done":
         return "done"
-    if (cause or "").startswith(REJECTED):
-        return "rejected"
     return "failed" if from_status == "Running" and actor is None else "canceled"
 
 
@@ -103,9 +100,8 @@ def report(conn: Connection, start: float, end: float, now: float,
                                                                               window):
         figures = unassigned if printer_id is None else per_printer.setdefault(
             printer_id, _empty())
-        outcome = _outcome(from_status, to_status, actor, cause)
-        figures["jobs"]["canceled" if outcome == "rejected" else outcome] += 1
-        if outcome == "rejected":
+        figures["jobs"][_outcome(from_status, to_status, actor)] += 1
+        if (cause or "").startswith(REJECTED):  # of the canceled: an operator refused it
             figures["jobs"]["rejected"] += 1
         if to_status == "Done":
             figures["filament_grams"] += int(grams or 0)
