@@ -79,7 +79,7 @@ def test_printer_format_1_keeps_its_kinds_and_its_words_and_format_6_adds_kinds(
     machine = StateMachine()
     try:
         def create(version: int, **fields: Any) -> Any:
-            return machine.apply({"op": "printer.create", "v": version, "rid": None,
+            return machine.apply({"op": str(Op.PRINTER_CREATE), "v": version, "rid": None,
                                   "ts": 1.0, "args": fields})
 
         no_api = create(1, id="a", url="http://192.0.2.5", worker=True)
