@@ -270,9 +270,10 @@ class FarmNode:
         announced = {n["raft_address"]: n for n in self.machine.read(queries.list_nodes)}
         versions = self.machine.read(cluster_versions.reported)
         for entry in view["nodes"]:
-            entry["http_url"] = announced.get(entry["address"], {}).get("http_url")
+            node = announced.get(entry["address"], {})
+            entry["http_url"] = node.get("http_url")
             # None: no OPC UA server there, or not announced yet (a release before 0.6.0).
-            entry["opcua_url"] = announced.get(entry["address"], {}).get("opcua_url")
+            entry["opcua_url"] = node.get("opcua_url")
             # What the node reported through Raft (None: not yet, or an older release).
             reported = versions.get(entry["address"], {})
             entry["version"] = reported.get("release")

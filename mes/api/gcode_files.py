@@ -4,8 +4,7 @@ their id is their SHA-256)."""
 from __future__ import annotations
 
 import asyncio
-import functools
-from pathlib import Path
+from collections import OrderedDict
 from typing import Any
 
 from mes.api.deps import NodeDep
@@ -17,16 +16,24 @@ CACHED_FILES = 256
 WEIGHT_TOLERANCE = 0.10
 
 
-@functools.lru_cache(maxsize=CACHED_FILES)
-def _metadata_at(path: str) -> GcodeMeta:
-    return read_metadata(Path(path))
+# By file id, the most recently used last; only the event loop touches it.
+_known: OrderedDict[str, GcodeMeta] = OrderedDict()
 
 
 async def file_metadata(node: NodeDep, file_id: str) -> GcodeMeta | None:
-    """The file's metadata, or None when no reachable node holds the file."""
+    """The file's metadata, or None when no reachable node holds the file. A file read
+    before answers at once: a job's creation (a hot path) makes no trip to a thread."""
+    meta = _known.get(file_id)
+    if meta is not None:
+        _known.move_to_end(file_id)
+        return meta
     if not await node.hold_blob(file_id):
         return None
-    return await asyncio.to_thread(_metadata_at, str(node.blobs.path(file_id)))
+    meta = await asyncio.to_thread(read_metadata, node.blobs.path(file_id))
+    _known[file_id] = meta
+    while len(_known) > CACHED_FILES:
+        _known.popitem(last=False)
+    return meta
 
 
 def weight_warning(given: int, meta: GcodeMeta | None) -> str | None:

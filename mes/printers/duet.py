@@ -24,7 +24,6 @@ Facts from the firmware's own source (HttpResponder.cpp, GCodes2.cpp, PrintMonit
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -39,7 +38,15 @@ from mes.printers.base import (
     PrinterState,
     PrinterStatus,
 )
-from mes.printers.http import UNEXPECTED, Answer, HttpPrinter, number, section, upload_timeout
+from mes.printers.http import (
+    UNEXPECTED,
+    Answer,
+    HttpPrinter,
+    json_object,
+    number,
+    section,
+    upload_timeout,
+)
 
 GCODES = "0:/gcodes/"
 POLL = "/rr_model?key=&flags=d99fn"
@@ -83,7 +90,7 @@ class DuetClient:
     async def _connect(self) -> None:
         answer = await self._http.request(
             "GET", f"/rr_connect?password={quote(self._password)}&sessionKey=yes", ok=(200,))
-        data = _json(answer)
+        data = json_object(answer)
         err = data.get("err")
         if err == 1:
             raise PrinterRefused("GET /rr_connect: the printer refused its password "
@@ -113,7 +120,7 @@ class DuetClient:
         raise AssertionError("unreachable")
 
     async def _model(self, path: str) -> Any:
-        data = _json(await self._request("GET", path))
+        data = json_object(await self._request("GET", path))
         if "result" not in data:
             raise PrinterError(f"GET /rr_model: {UNEXPECTED} (no result)")
         return data["result"]
@@ -121,7 +128,7 @@ class DuetClient:
     async def _gcode(self, code: str) -> None:
         """Queue G-code; PrinterRefused when the printer did not take it."""
         answer = await self._request("GET", f"/rr_gcode?gcode={quote(code)}")
-        data = _json(answer)
+        data = json_object(answer)
         if data.get("err") is not None or not isinstance(data.get("buff"), int):
             raise PrinterRefused(f"GET /rr_gcode: the printer did not take {code.split()[0]}")
 
@@ -230,7 +237,7 @@ class DuetClient:
         answer = await self._request(
             "POST", f"/rr_upload?name={quote(GCODES + name)}&time={quote(stamp)}",
             data=data, timeout=upload_timeout(len(data)))
-        if _json(answer).get("err") != 0:
+        if json_object(answer).get("err") != 0:
             raise PrinterError("POST /rr_upload: the printer could not store the file")
 
     async def start(self, name: str) -> None:
@@ -263,7 +270,7 @@ class DuetClient:
     async def delete_file(self, name: str) -> None:
         """rr_delete: a missing file is fine; the file being printed is busy."""
         answer = await self._request("GET", f"/rr_delete?name={quote(GCODES + name)}")
-        if _json(answer).get("err") == 0:
+        if json_object(answer).get("err") == 0:
             return
         status = await self.status()
         if status.state in ("printing", "paused") and status.file_name == name:
@@ -272,16 +279,6 @@ class DuetClient:
     async def aclose(self) -> None:
         """Close connections (the session idles out on the printer)."""
         await self._http.aclose()
-
-
-def _json(answer: Answer) -> dict[str, Any]:
-    try:
-        data = json.loads(answer.body)
-    except ValueError as exc:
-        raise PrinterError(f"{answer.label}: {UNEXPECTED} (not JSON)") from exc
-    if not isinstance(data, dict):
-        raise PrinterError(f"{answer.label}: {UNEXPECTED} (not a JSON object)")
-    return data
 
 
 def _base_name(path: Any) -> str | None:

@@ -8,7 +8,6 @@ in `code`; Klipper's own refusals (a print already running, a missing file) come
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +16,15 @@ import aiohttp
 
 from mes.networks import Networks, Targets
 from mes.printers.base import PrinterBusy, PrinterError, PrinterRefused, PrinterState, PrinterStatus
-from mes.printers.http import UNEXPECTED, Answer, HttpPrinter, number, section, upload_timeout
+from mes.printers.http import (
+    UNEXPECTED,
+    Answer,
+    HttpPrinter,
+    json_object,
+    number,
+    section,
+    upload_timeout,
+)
 
 QUERY = ("/printer/objects/query?webhooks&print_stats&virtual_sdcard&extruder&heater_bed"
          "&display_status")
@@ -99,19 +106,9 @@ class MoonrakerClient:
         await self._http.aclose()
 
 
-def _json(answer: Answer) -> dict[str, Any]:
-    try:
-        data = json.loads(answer.body)
-    except ValueError as exc:
-        raise PrinterError(f"{answer.label}: {UNEXPECTED} (not JSON)") from exc
-    if not isinstance(data, dict):
-        raise PrinterError(f"{answer.label}: {UNEXPECTED} (not a JSON object)")
-    return data
-
-
 def _result_status(answer: Answer) -> dict[str, Any]:
     """`result.status` of an objects query, or PrinterError."""
-    status = section(section(_json(answer), "result"), "status")
+    status = section(section(json_object(answer), "result"), "status")
     if not status:
         raise PrinterError(f"{answer.label}: {UNEXPECTED} (no result.status)")
     return status
@@ -120,7 +117,7 @@ def _result_status(answer: Answer) -> dict[str, Any]:
 def _error_message(answer: Answer) -> str:
     """Moonraker's `error.message` of a refusal ('' when there is none)."""
     try:
-        message = section(_json(answer), "error").get("message")
+        message = section(json_object(answer), "error").get("message")
     except PrinterError:
         return ""
     return message if isinstance(message, str) else ""
