@@ -188,7 +188,10 @@ async def test_node_opcua_set_triggering(farm: Farm) -> None:
          "timeout": 90, "history": 1000,
          "after": [{"op": "subscribe", "nodes": [state, progress], "trigger": 0,
                     "sampled": [1], "queueSize": 1, "history": 1000,
-                    "until": [{"index": 0, "eq": "finished"}], "timeout": 90,
+                    # idle, printing, then the end: "finished", or "idle" when the bed
+                    # is cleared within one publishing interval (a queue of one keeps the
+                    # last).
+                    "until": [{"index": 0, "changes": 2}], "timeout": 90,
                     "after": [submit(stored["id"], "tr-1")]}]},
     ]))
     assert result["ok"], result
@@ -196,6 +199,8 @@ async def test_node_opcua_set_triggering(farm: Farm) -> None:
     linked = plain["after"][0]
     assert plain["met"] and linked["met"], result
     assert linked["triggering"] == {"status": "Good", "addResults": ["Good"]}, linked
+    assert linked["history"][0][1] == "printing", linked
+    assert linked["history"][0][2] in ("finished", "idle"), linked
     states, sampled = linked["counts"]
     every = plain["counts"][0]
     # Progress changed at every step of the print (every); sampled with a queue of one it
