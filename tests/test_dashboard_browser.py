@@ -41,6 +41,7 @@ PRINTER = "mk4-1"
 MOCK_TICK = 0.5
 JOB_TICKS = 24
 WAIT_MS = 60_000
+MAX_UPLOAD_MB = 2
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     node = ServerProcess(0, base, {
         "MOCK_PRINTER_JOB_TIME": str(JOB_TICKS), "MOCK_PRINTER_INTERVAL": str(MOCK_TICK),
         "PRINTER_WORKER_INTERVAL": "0.2", "REQUIRE_APPROVAL": "true",
-        "AUTO_CLEAR_BED": "false",
+        "AUTO_CLEAR_BED": "false", "MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
         # Where the event stream exists: a keep-alive (and its token check) every second.
         "SSE_KEEPALIVE": "1"})
     try:
@@ -139,7 +140,7 @@ def test_a_wrong_password_shows_a_readable_message(
     page.get_by_label("User name").fill("student")
     page.get_by_label("Password").fill("not-the-password")
     page.get_by_role("button", name="Sign in", exact=True).click()
-    expect(page.locator("#sign-in-error")).to_have_text("wrong user name or password")
+    expect(page.locator("#sign-in-error")).to_have_text("Wrong user name or password")
     expect(page.locator("#app")).to_be_hidden()
     page.screenshot(path=shots / "dashboard-wrong-password.png")
     page.context.close()
@@ -340,3 +341,129 @@ def test_the_api_docs_page_runs_under_its_security_policy(
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("mes")
     expect(page.locator(".opblock-tag-section").first).to_be_visible()
     assert refused == [], refused
+
+
+def _farm_at_rest(api: httpx.Client) -> None:
+    """No job queued or running, the printer idle and its bed clear (whatever ran before)."""
+    def at_rest() -> bool:
+        active = [j for status in ("Queued", "Running")
+                  for j in _ok(api.get("/print_jobs", params={"status": status}))]
+        for job in active:
+            api.post(f"/print_jobs/{job['id']}/status", params={"status": "Canceled"})
+        printer = _ok(api.get(f"/printers/{PRINTER}"))
+        if not printer["bed_clear"]:
+            api.post(f"/printers/{PRINTER}/bed_cleared")
+        status = _ok(api.get(f"/printers/{PRINTER}/status"))
+        return not active and printer["bed_clear"] and status.get("state") == "idle"
+    wait_for(at_rest, WAIT_MS / 1000, "the printer idle with a clear bed and no job")
+
+
+def test_a_filtered_grid_follows_changes_and_banners_do_not_go_stale(
+        browser: Any, server: ServerProcess, shots: Path) -> None:
+    """Filtered by state, printers leave and join the page as their state changes (and the
+    filter stays); a banner goes when it is no longer true; messages are in plain words."""
+    api = server.client
+    _farm_at_rest(api)
+    page = _page(browser)
+    _sign_in(page, server, "staff")
+    _live(page)
+    state = page.locator('#printer-filter select[name="state"]')
+    card = page.locator(f'.card[data-id="{PRINTER}"]')
+    state.select_option("idle")
+    expect(card).to_have_count(1, timeout=WAIT_MS)
+    # A print starts: the printer is no longer idle and leaves the filtered page.
+    _ok(api.post("/print_jobs", data={"filament_id": SPOOL, "print_weight_in_grams": "5"},
+                 files={"file": ("filtered.gcode", GCODE)}))
+    expect(card).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator("#printer-grid")).to_contain_text("No printers match.")
+    expect(state).to_have_value("idle")
+    # It ends and its bed waits: it joins the "bed to clear" page, and leaves it once cleared.
+    state.select_option("bed_to_clear")
+    expect(card).to_have_count(1, timeout=WAIT_MS)
+    card.get_by_role("button", name="Clear bed").click()
+    expect(card).to_have_count(0, timeout=WAIT_MS)
+    message = page.locator("#message")
+    expect(message).to_contain_text(f"Bed of {PRINTER} marked clear")
+    page.screenshot(path=shots / "dashboard-filtered.png", full_page=True)
+
+    # A success banner belongs to its tab.
+    page.get_by_role("tab", name="Jobs").click()
+    expect(message).to_be_hidden()
+    # "The server did not answer" goes as soon as the server answers again.
+    page.route("**/api/v1/print_jobs?*", lambda route: route.abort())
+    page.locator('#job-filter select[name="since"]').select_option("3600")
+    expect(message).to_contain_text("did not answer")
+    page.unroute("**/api/v1/print_jobs?*")
+    page.locator('#job-filter select[name="since"]').select_option("86400")
+    expect(message).to_be_hidden()
+
+    # A refusal in the page's words: the form's label, not the API's field name.
+    page.locator('#job-form input[type="file"]').set_input_files(
+        files=[{"name": "unsliced.gcode", "mimeType": "text/plain", "buffer": GCODE}])
+    page.locator("#spool-select").select_option(SPOOL)
+    page.get_by_role("button", name="Submit", exact=True).click()
+    expect(message).to_contain_text("Weight is required: the file does not say")
+    assert "print_weight_in_grams" not in message.inner_text()
+    # Why a job waits, in plain words: no API paths or field names.
+    _ok(api.post("/filaments", json={"id": "petg-blue", "type": "PETG", "color": "blue",
+                                     "total_weight_in_grams": 500}))
+    waiting = _ok(api.post("/print_jobs", json={"filament_id": "petg-blue", "filepath": "x",
+                                                "print_weight_in_grams": 5,
+                                                "file_id": _ok(api.get("/files"))[0]["id"]}))
+    row = page.locator(f'#queue-table tr[data-id="{waiting["id"]}"]')
+    expect(row).to_contain_text("no printer has spool 'petg-blue' loaded: load it in a "
+                                "printer, or choose a printer for the job", timeout=WAIT_MS)
+    assert not re.search(r"`|POST |_id\b", row.inner_text()), row.inner_text()
+    _ok(api.post(f"/print_jobs/{waiting['id']}/status", params={"status": "Canceled"}))
+    page.context.close()
+
+
+def test_uploads_show_progress_and_the_limit_and_a_job_prints_again(
+        browser: Any, server: ServerProcess, shots: Path) -> None:
+    """A file over the node's limit is refused by the page before anything is sent; an
+    upload shows its progress; an ended job is printed again with one click."""
+    api = server.client
+    _farm_at_rest(api)
+    page = _page(browser)
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url)
+            if r.method == "POST" and "/print_jobs" in r.url else None)
+    _sign_in(page, server, "staff")
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#spool-select").select_option(SPOOL)
+    message = page.locator("#message")
+    too_big = GCODE * (3 * 2**20 // len(GCODE) + 1)
+    page.locator('#job-form input[type="file"]').set_input_files(
+        files=[{"name": "huge.gcode", "mimeType": "text/plain", "buffer": too_big}])
+    page.get_by_label("Weight (g)").fill("5")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    expect(message).to_contain_text(
+        f"huge.gcode is {len(too_big) / 2**20:.1f} MiB: this farm takes files up to "
+        f"{MAX_UPLOAD_MB:.1f} MiB")
+    assert posts == [], posts  # said before sending
+
+    # Under the limit: sent with its progress shown, up to all of it.
+    big = GCODE * (int(1.5 * 2**20) // len(GCODE))
+    page.locator('#job-form input[type="file"]').set_input_files(
+        files=[{"name": "big.gcode", "mimeType": "text/plain", "buffer": big}])
+    page.get_by_label("Weight (g)").fill("5")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    expect(message).to_contain_text("(big.gcode) submitted", timeout=WAIT_MS)
+    assert page.locator("#upload-progress").get_attribute("data-seen") == "100"
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    first = _ok(api.get("/print_jobs", params={"order": "newest", "limit": 1}))[0]
+    assert first["filepath"] == "big.gcode"
+
+    # Once it ended, one click prints it again: same file, spool and weight, a new job.
+    ended = page.locator(f'#history-table tr[data-id="{first["id"]}"]')
+    expect(ended.locator("td.status")).to_have_text("Done", timeout=WAIT_MS)
+    ended.get_by_role("button", name="Print again").click()
+    expect(message).to_contain_text("(big.gcode) submitted again")
+    again = _ok(api.get("/print_jobs", params={"order": "newest", "limit": 1}))[0]
+    assert again["id"] != first["id"]
+    assert [again[k] for k in ("file_id", "filament_id", "print_weight_in_grams")] == [
+        first[k] for k in ("file_id", "filament_id", "print_weight_in_grams")]
+    expect(page.locator(f'#queue-table tr[data-id="{again["id"]}"]')).to_have_count(1)
+    page.screenshot(path=shots / "dashboard-print-again.png", full_page=True)
+    page.context.close()
+    _farm_at_rest(api)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mes.node import FarmNode
+from tests.accounts import make_user
 from tests.farm_helpers import GCODE
 
 BGCODE = b"GCDE\x01\x00\x00\x00" + bytes(range(256))
@@ -121,3 +122,30 @@ async def test_unicode_names_download_with_rfc5987_filename(api: httpx.AsyncClie
     assert download.status_code == 200 and download.content == GCODE
     assert "filename*=UTF-8''%E6%B5%8B%E8%AF%95%20%C3%BC.gcode" in \
         download.headers["content-disposition"]
+
+
+async def test_identical_files_keep_each_submitters_name(api: httpx.AsyncClient) -> None:
+    """Identical content is stored once, but each upload's answer and each job made from
+    it keep the name its submitter gave (not the first upload's)."""
+    spool = {"id": "pla", "type": "PLA", "color": "red", "total_weight_in_grams": 800}
+    assert (await api.post("/api/v1/filaments", json=spool)).status_code == 201
+    alice = await make_user(api, "alice")
+    bob = await make_user(api, "bob")
+    first = await api.post("/api/v1/files", files={"file": ("part0.gcode", GCODE)},
+                           headers=alice)
+    assert first.status_code == 201, first.text
+    second = await api.post("/api/v1/files", files={"file": ("my-keychain.gcode", GCODE)},
+                            headers=bob)
+    assert second.json()["id"] == first.json()["id"]
+    assert second.json()["name"] == "my-keychain.gcode"
+    job = await api.post("/api/v1/print_jobs", headers=bob,
+                         data={"filament_id": "pla", "print_weight_in_grams": "5"},
+                         files={"file": ("my-keychain.gcode", GCODE)})
+    assert job.status_code == 201, job.text
+    assert job.json()["filepath"] == "my-keychain.gcode"
+    shown = await api.get(f"/api/v1/print_jobs/{job.json()['id']}", headers=bob)
+    assert shown.json()["filepath"] == "my-keychain.gcode"
+    theirs = await api.post("/api/v1/print_jobs", headers=alice,
+                            data={"filament_id": "pla", "print_weight_in_grams": "5"},
+                            files={"file": ("part0.gcode", GCODE)})
+    assert theirs.json()["filepath"] == "part0.gcode"

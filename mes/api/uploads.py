@@ -23,7 +23,8 @@ PIECE = 1 << 20
 
 
 async def store_upload(node: Farm, upload: Any, by: Principal) -> dict[str, Any]:
-    """Store one uploaded file and return its committed record; nothing is kept if refused."""
+    """Store one uploaded file and return its committed record under the name this upload
+    gave; nothing is kept if refused."""
     if not hasattr(upload, "read"):  # an UploadFile, not a plain form field
         raise ApiError(422, "missing_file", "a multipart field 'file' is required", "file")
     max_bytes = node.settings.http.max_upload_mb * 2**20
@@ -50,4 +51,6 @@ async def store_upload(node: Farm, upload: Any, by: Principal) -> dict[str, Any]
         raise ApiError(503, "not_enough_copies", str(exc), headers={"Retry-After": "2"}) from None
     value: dict[str, Any] = await commit(node, Op.FILE_REGISTER,
                                          {"id": sha, "name": name, "size": size}, None, by)
-    return value
+    # Identical content is stored once, under the first upload's name; this uploader's
+    # answer (and a job made from it) keeps the name they gave.
+    return {**value, "name": name}

@@ -49,7 +49,7 @@ def hold_of(job: Mapping[str, Any], farm: FarmView) -> Hold | None:
     if job.get("approval") == "pending":
         return Hold("awaiting_approval", "waits for an operator to approve it")
     if job.get("file_id") is None:
-        return Hold("record_only", "no stored G-code file: filepath is a record only; it is "
+        return Hold("record_only", "it has no G-code file, so it is only a record and is "
                     "never sent to a printer")
     if job.get("assigned_printer_id"):
         return Hold("starting", f"being started on printer {job['assigned_printer_id']!r}")
@@ -65,11 +65,11 @@ def hold_of(job: Mapping[str, Any], farm: FarmView) -> Hold | None:
     if not candidates:
         loaded = [p["id"] for p in farm.printers.values() if p.get("filament_id") == spool]
         if loaded:
-            return Hold("no_driven_printer", f"spool {spool!r} is loaded only in printers this "
-                        f"server does not drive ({', '.join(sorted(loaded)[:5])}); set "
-                        "`worker: true` on one")
-        return Hold("no_printer_for_spool", f"no printer has spool {spool!r} loaded; load it "
-                    "in a printer (its `filament_id`) or name a `printer_id`")
+            return Hold("no_driven_printer", f"spool {spool!r} is loaded only in printers the "
+                        f"farm does not drive ({', '.join(sorted(loaded)[:5])}): let the farm "
+                        "drive one of them")
+        return Hold("no_printer_for_spool", f"no printer has spool {spool!r} loaded: load it "
+                    "in a printer, or choose a printer for the job")
     holds = [_printer_hold(p, farm) for p in sorted(candidates, key=lambda p: p["id"])]
     if any(h is None for h in holds):
         return _failed(job)
@@ -91,13 +91,13 @@ def _printer_hold(printer: Mapping[str, Any], farm: FarmView) -> Hold | None:
     """Why this printer cannot take a job now, or None."""
     name = printer["id"]
     if not printer.get("worker"):
-        hint = "set `worker: true`" if drivable(dict(printer)) else "give it a `url` and an `api`"
-        return Hold("printer_not_driven", f"printer {name!r} is a record only (no worker); "
-                    f"{hint} for this server to drive it")
+        hint = ("let the farm drive it" if drivable(dict(printer))
+                else "give it an address and a kind so that the farm can drive it")
+        return Hold("printer_not_driven", f"printer {name!r} is only a record, not driven by "
+                    f"the farm: {hint}")
     if printer.get("drive_state") == "unreachable":
-        return Hold("printer_unreachable", f"printer {name!r} is pinned to node "
-                    f"{printer.get('hub')}, which has no live lease: no node drives it until "
-                    "that node is back")
+        return Hold("printer_unreachable", f"printer {name!r} is driven only by server "
+                    f"{printer.get('hub')}, which is down: it waits until that server is back")
     if printer.get("attention"):
         return Hold("printer_needs_attention", f"printer {name!r} needs an operator: "
                     f"{printer['attention']}; clear its bed when done")
@@ -119,8 +119,8 @@ def _printer_hold(printer: Mapping[str, Any], farm: FarmView) -> Hold | None:
     if busy:
         return Hold("printer_busy", f"printer {name!r} is busy with job {busy!r}")
     if not printer.get("bed_clear", True):
-        return Hold("bed_not_cleared", f"the bed of printer {name!r} is not cleared; "
-                    f"POST /printers/{name}/bed_cleared when the print is taken off")
+        return Hold("bed_not_cleared", f"the bed of printer {name!r} must be cleared: take "
+                    "the last print off, then mark the bed clear")
     if status is None:
-        return Hold("printer_not_seen", f"printer {name!r} has not been reached yet")
+        return Hold("printer_not_seen", f"the farm has not reached printer {name!r} yet")
     return None

@@ -75,6 +75,9 @@ class SessionOut(BaseModel):
         "password: a web session token made at sign-in (revoked at sign-out); token: an API "
         "token given at sign-in; bearer: the request's Authorization header, no cookie"))
     expires_at: Timestamp | None
+    max_upload_bytes: int = Field(description=(
+        "the largest G-code file this node accepts, so that a client can say so before "
+        "sending one"))
 
 
 def _checker(request: Request) -> PasswordCheck:
@@ -137,7 +140,8 @@ async def sign_in(body: SessionIn, request: Request, response: Response,
         expires = record["expires_at"] if record else None
         max_age = None if expires is None else max(1, int(expires - time.time()))
         _set_cookie(request, response, body.token, max_age)
-        return {"user": _user(who), "method": "token", "expires_at": expires}
+        return {"user": _user(who), "method": "token", "expires_at": expires,
+                "max_upload_bytes": _max_upload(node)}
     assert body.name is not None and body.password is not None
     found = await _checker(request)(body.name, body.password)
     if found is None:
@@ -148,7 +152,8 @@ async def sign_in(body: SessionIn, request: Request, response: Response,
         "id": new_id(), "user_id": found.user_id, "name": SESSION_TOKEN_NAME,
         "token_hash": token_hash(token), "expires_at": expires_at}, None, found)
     _set_cookie(request, response, token, SESSION_SECONDS)
-    return {"user": _user(found), "method": "password", "expires_at": expires_at}
+    return {"user": _user(found), "method": "password", "expires_at": expires_at,
+            "max_upload_bytes": _max_upload(node)}
 
 
 @router.get("", response_model=SessionOut, responses=UNAUTHORIZED)
@@ -161,7 +166,12 @@ async def current(request: Request, node: NodeDep, who: Caller) -> Any:
     if by_cookie:
         method = "password" if record and record["name"] == SESSION_TOKEN_NAME else "token"
     return {"user": _user(who), "method": method,
-            "expires_at": record["expires_at"] if record else None}
+            "expires_at": record["expires_at"] if record else None,
+            "max_upload_bytes": _max_upload(node)}
+
+
+def _max_upload(node: NodeDep) -> int:
+    return node.settings.http.max_upload_mb * 2**20
 
 
 @router.delete("", status_code=204, responses=UNAUTHORIZED,

@@ -15,6 +15,7 @@ const MAX_IDS = 200;           // ids per /dashboard/printers request
 
 const S = {
   me: null,
+  maxUpload: 0,  // the largest file the node accepts (bytes), from the session
   tab: location.hash.slice(1) || "printers",  // the tab survives a reload
   printers: { cursors: [null], page: 0, next: null, cards: new Map(), els: new Map() },
   history: { cursors: [null], page: 0, next: null },
@@ -90,6 +91,7 @@ async function api(method, path, { json, form, params } = {}) {
   } catch (err) {
     throw new ApiError(0, "network", "The server did not answer: check the connection and try again.");
   }
+  hideMessage("network");  // the server answered: "did not answer" is no longer true
   const text = response.status === 204 ? "" : await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
@@ -101,13 +103,63 @@ async function api(method, path, { json, form, params } = {}) {
   return { data, response };
 }
 
-function showMessage(text, ok = false) {
+// The names of the fields a person fills in, as the page labels them.
+const FIELD_LABELS = { print_weight_in_grams: "Weight", filament_id: "Spool", printer_id: "Printer",
+  file: "File", filepath: "File name", reason: "Reason", group: "Group", owner_id: "Owner" };
+
+// An error in words a person reads: field names as the page labels them, no API paths.
+function plainWords(err) {
+  if (!(err instanceof ApiError)) return "Something went wrong in the page: reload it.";
+  if (err.status === 503 && err.code !== "network") {
+    return "The farm could not confirm this in time: look whether it happened before trying again.";
+  }
+  const text = String(err.message || "The request failed.")
+    .replace(/`/g, "")
+    .replace(/\b[a-z]+(?:_[a-z]+)+\b/g, (word) => FIELD_LABELS[word] || word.replaceAll("_", " "));
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// The banner: `kind` says when it is stale ("network": once the server answers again).
+// A POST of a form with upload progress (fetch cannot report it): `onProgress(sent, total)`.
+function apiUpload(path, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", API + path);
+    xhr.setRequestHeader("X-Requested-With", "mes");
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
+    xhr.onerror = () => reject(new ApiError(0, "network", "The server did not answer: check the connection and try again."));
+    xhr.onload = () => {
+      hideMessage("network");
+      let data = null;
+      try { data = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch (_) { data = null; }
+      if (xhr.status >= 200 && xhr.status < 300) { resolve({ data }); return; }
+      const e = data && data.error ? data.error
+        : { code: `http_${xhr.status}`, message: `The server answered ${xhr.status} ${xhr.statusText}`.trim() };
+      reject(new ApiError(xhr.status, e.code, e.message || "request failed", e.field));
+    };
+    xhr.send(form);
+  });
+}
+
+function fmtBytes(bytes) {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB`
+    : bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`;
+}
+
+function showMessage(text, ok = false, kind = "") {
   const box = $("#message");
   box.replaceChildren(h("span", {}, text),
     h("button", { class: "outline secondary small", type: "button", "aria-label": "dismiss",
       onclick: () => { box.hidden = true; } }, "×"));
   box.className = ok ? "ok" : "";
+  box.dataset.kind = kind;
   box.hidden = false;
+}
+
+function hideMessage(kind) {
+  const box = $("#message");
+  if (!kind || box.dataset.kind === kind) box.hidden = true;
 }
 
 // Run an action; any failure becomes a readable message (a 401 ends the session).
@@ -120,7 +172,7 @@ async function attempt(action, done) {
     if (err instanceof ApiError && err.status === 401 && S.me) {
       signedOut("Your session has ended: sign in again.");
     } else {
-      showMessage(err instanceof ApiError ? err.message : "Something went wrong in the page: reload it.");
+      showMessage(plainWords(err), false, err instanceof ApiError && err.code === "network" ? "network" : "");
       if (!(err instanceof ApiError)) console.error(err);
     }
     return undefined;
@@ -149,15 +201,16 @@ async function signInWith(body) {
   err.hidden = true;
   try {
     const { data } = await api("POST", "/session", { json: body });
-    signedIn(data.user);
+    signedIn(data.user, data.max_upload_bytes);
   } catch (e) {
-    err.textContent = e instanceof ApiError ? e.message : "Signing in failed: try again.";
+    err.textContent = e instanceof ApiError ? plainWords(e) : "Signing in failed: try again.";
     err.hidden = false;
   }
 }
 
-function signedIn(user) {
+function signedIn(user, maxUpload) {
   S.me = user;
+  S.maxUpload = maxUpload || 0;
   $("#whoami").textContent = `${user.name} · ${user.role}`;
   $("#whoami").hidden = false;
   $("#sign-out").hidden = false;
@@ -192,6 +245,7 @@ const TABS = ["printers", "jobs", "spools", "cluster", "utilization"];
 
 function showTab(name) {
   if (!TABS.includes(name)) name = "printers";
+  if (S.tab !== name) hideMessage();  // a banner is about the tab it was shown on
   S.tab = name;
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
   for (const button of document.querySelectorAll(".tabs button")) {
@@ -211,6 +265,29 @@ function refreshTab(name) {
 }
 
 // ---------------------------------------------------------------- printers
+
+// A state or group filter is set: a change may move printers into or out of the page.
+function filtered() {
+  const p = printerParams();
+  return Boolean(p.state || p.group);
+}
+
+// Show the changes of these printers: in place, or, when a filter is set and they may
+// have moved into or out of it, by re-reading the page (the filter kept). `states`: the
+// state each printer's last event said, where known.
+function refreshShown(ids, states = new Map()) {
+  if (!filtered()) return refreshCards(ids);
+  const wanted = printerParams().state;
+  const moved = [...ids].some((id) => {
+    const state = states.get(id);
+    if (state === undefined) return true;  // not known: it may have moved
+    const card = S.printers.cards.get(id);
+    if (card) return !card.status || card.status.state !== state;
+    return Boolean(wanted) && (wanted === state
+      || (wanted === "bed_to_clear" && (state === "idle" || state === "finished")));
+  });
+  return moved ? loadPrinters() : refreshCards(ids);
+}
 
 function printerParams() {
   const form = new FormData($("#printer-filter"));
@@ -319,7 +396,7 @@ function cardEl(card) {
     if (!card.bed_clear) {
       actions.push(button("Clear bed", "small", () => attempt(async () => {
         await api("POST", `/printers/${encodeURIComponent(card.id)}/bed_cleared`);
-        await refreshCards([card.id]);
+        await refreshShown([card.id]);
       }, `Bed of ${card.id} marked clear.`)));
     }
   }
@@ -342,7 +419,7 @@ function button(label, cls, onclick) {
 function jobAction(jobId, action, printerId) {
   return attempt(async () => {
     await api("POST", `/print_jobs/${encodeURIComponent(jobId)}/${action}`);
-    if (printerId) await refreshCards([printerId]);
+    if (printerId) await refreshShown([printerId]);
   }, `Asked the printer to ${action} job ${jobId}.`);
 }
 
@@ -350,7 +427,7 @@ function cancelJob(jobId, printerId) {
   if (!window.confirm(`Cancel job ${jobId}?`)) return undefined;
   return attempt(async () => {
     await api("POST", `/print_jobs/${encodeURIComponent(jobId)}/status`, { params: { status: "Canceled" } });
-    if (printerId) await refreshCards([printerId]);
+    if (printerId) await refreshShown([printerId]);
     if (S.tab === "jobs") { loadQueue(); loadHistory(); }
   }, `Job ${jobId} canceled.`);
 }
@@ -378,6 +455,9 @@ function jobRow(job) {
   }
   if ((staff() || mine) && (job.status === "Queued" || job.status === "Running")) {
     actions.push(button("Cancel", "outline secondary small", () => cancelJob(job.id, null)));
+  }
+  if ((staff() || mine) && job.file_id && (job.status === "Done" || job.status === "Canceled")) {
+    actions.push(button("Print again", "outline small", () => reprint(job)));
   }
   const waiting = job.ended ? job.ended.message
     : job.approval === "pending" ? "approval" : job.hold ? job.hold.message : job.last_error || "";
@@ -439,23 +519,53 @@ const loadHistory = serial(async () => {
   $(".page-label", pager).textContent = `page ${hst.page + 1}`;
 });
 
+// A new job with an ended job's file, spool, printer (if it named one) and weight.
+function reprint(job) {
+  const body = Object.fromEntries(Object.entries({ file_id: job.file_id, filament_id: job.filament_id,
+    printer_id: job.printer_id, filepath: job.filepath, print_weight_in_grams: job.print_weight_in_grams })
+    .filter(([, value]) => value !== null && value !== undefined));
+  return attempt(async () => {
+    const { data } = await api("POST", "/print_jobs", { json: body });
+    showMessage(`Job ${data.id} (${data.filepath}) submitted again${data.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+    loadQueue(); loadHistory();
+  });
+}
+
 async function submitJob(event) {
   event.preventDefault();
   const form = event.target;
   const data = new FormData(form);
   if (!data.get("printer_id")) data.delete("printer_id");
+  if (!data.get("print_weight_in_grams")) data.delete("print_weight_in_grams");  // the file's own
   const file = data.get("file");
   if (!file || !file.name) { showMessage("Choose a G-code file to print."); return; }
+  if (S.maxUpload && file.size > S.maxUpload) {  // said before sending it all
+    showMessage(`${file.name} is ${fmtBytes(file.size)}: this farm takes files up to ${fmtBytes(S.maxUpload)}.`);
+    return;
+  }
   const submitButton = $("button[type=submit]", form);
   submitButton.disabled = true;
+  const bar = $("#upload-progress");
+  const shown = (sent, total) => {
+    const pct = total ? Math.floor((100 * sent) / total) : 0;
+    bar.value = pct;
+    bar.dataset.seen = String(Math.max(Number(bar.dataset.seen || 0), pct));
+    $("#upload-text").textContent = `Uploading ${file.name}: ${pct} % of ${fmtBytes(total)}`;
+  };
+  bar.dataset.seen = "0";
+  shown(0, file.size);
+  bar.hidden = false; $("#upload-text").hidden = false;
   try {
-    const job = await attempt(async () => (await api("POST", "/print_jobs", { form: data })).data);
+    const job = await attempt(async () => (await apiUpload("/print_jobs", data, shown)).data);
     if (job) {
       showMessage(`Job ${job.id} (${job.filepath}) submitted${job.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
       form.reset();
       loadQueue(); loadHistory(); loadSpools();
     }
-  } finally { submitButton.disabled = false; }
+  } finally {
+    submitButton.disabled = false;
+    bar.hidden = true; $("#upload-text").hidden = true;
+  }
 }
 
 // ---------------------------------------------------------------- spools
@@ -543,7 +653,7 @@ const loadUtilization = serial(async () => {
   } catch (err) {
     chart.replaceChildren(); $("#util-legend").replaceChildren();
     if (err instanceof ApiError && err.status === 404 && err.code !== "group_not_found") {
-      note.textContent = "This server does not offer utilisation reports yet (GET /api/v1/utilization answered 404).";
+      note.textContent = "This server does not offer utilisation reports yet.";
       return;
     }
     throw err;
@@ -599,7 +709,7 @@ function renderUtilization(data) {
 // polls every POLL_MS; while the stream is down it polls too and reconnects with backoff.
 const Live = {
   es: null, mode: "off", backoff: 1000, timer: null, poll: null, stopped: true, lastReload: 0,
-  pending: new Map(), timers: new Map(), clusterTimer: null,
+  pending: new Map(), timers: new Map(), clusterTimer: null, states: new Map(),
 
   start() {
     this.stopped = false;
@@ -634,6 +744,7 @@ const Live = {
     this.es = es;
     es.onopen = () => {
       this.backoff = 1000;
+      hideMessage("network");
       this.setMode("events");
       this.stopPolling();
       refreshTab(S.tab);  // whatever happened while not connected
@@ -699,6 +810,12 @@ const Live = {
     if (!entity) return;
     if (entity === "printer" && data.change !== "updated") this.queue("printer_list", "*");
     else this.queue(entity, id);
+    // Telemetry says the printer's state: whether it left or joined a filtered page.
+    if (entity === "printer_status" && data.data && typeof data.data.state === "string") {
+      this.states.set(String(id), data.data.state);
+    } else if (entity === "printer" || entity === "printer_status") {
+      this.states.delete(String(id));
+    }
     if (entity === "print_job" && data.data) {  // the job's printer shows it too
       const printer = data.data.assigned_printer_id || data.data.printer_id;
       if (printer) this.queue("printer_status", printer);
@@ -721,18 +838,22 @@ const Live = {
     const p = S.printers;
     if (entity === "printer_list") { if (S.tab === "printers") loadPrinters(); return; }
     if (entity === "printer" || entity === "printer_status") {
-      if (S.tab === "printers") attempt(() => refreshCards(ids));
+      // A printer's own record changed (its bed, its group): not known where it belongs now.
+      const states = new Map(entity === "printer" ? []
+        : [...ids].filter((id) => this.states.has(id)).map((id) => [id, this.states.get(id)]));
+      if (entity === "printer_status") for (const id of ids) this.states.delete(id);
+      if (S.tab === "printers") attempt(() => refreshShown(ids, states));
     } else if (entity === "print_job") {
       if (S.tab === "jobs") { loadQueue(); loadHistory(); }
       if (S.tab === "printers") {
         const cards = [...p.cards.values()].filter((c) => c.job && ids.has(c.job.id)).map((c) => c.id);
-        if (cards.length) attempt(() => refreshCards(cards));
+        if (cards.length) attempt(() => refreshShown(cards));
       }
     } else if (entity === "filament") {
       if (S.tab === "spools" || S.tab === "jobs") loadSpools();
       if (S.tab === "printers") {
         const cards = [...p.cards.values()].filter((c) => ids.has(c.filament_id)).map((c) => c.id);
-        if (cards.length) attempt(() => refreshCards(cards));
+        if (cards.length) attempt(() => refreshShown(cards));
       }
     } else if (entity === "node") {
       if (S.tab === "cluster") loadCluster();
@@ -787,7 +908,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   pagerWiring("history", S.history, loadHistory);
   try {
     const { data } = await api("GET", "/session");
-    signedIn(data.user);
+    signedIn(data.user, data.max_upload_bytes);
   } catch (err) {
     signedOut(err instanceof ApiError && err.status !== 401 ? err.message : "");
   }
