@@ -1,7 +1,8 @@
 """The web page at 1,000 printers: one node with N mock printers (idle, each with a status row
 and a spool), then Debian's Chromium (Playwright) signs in and loads the printer grid.
 
-Prints the server's answer time for /api/v1/dashboard/printers at several page sizes, the
+Prints the server's answer time for /api/v1/dashboard/printers at several page sizes (and
+filtered by attention or by a search) and for /api/v1/dashboard/overview, the
 page's time from navigation to a rendered grid (first page, every page size), the time to
 step through every page, and the server process's CPU seconds for all of it.
 
@@ -55,14 +56,24 @@ def populate(node: ServerProcess, printers: int) -> None:
 
 
 def api_timings(node: ServerProcess) -> None:
-    for limit in (60, 240, 1000):
+    reads: list[tuple[str, dict[str, str | int]]] = [
+        ("/dashboard/printers", {"limit": limit}) for limit in (60, 240, 1000)]
+    reads += [("/dashboard/printers", {"limit": 60, "state": "attention"}),
+              ("/dashboard/printers", {"limit": 60, "q": "p099"}),
+              ("/dashboard/overview", {})]
+    for path, params in reads:
         times = []
+        size = 0
         for _ in range(10):
             started = time.perf_counter()
-            node.client.get("/dashboard/printers", params={"limit": limit}).raise_for_status()
+            answer = node.client.get(path, params=params)
+            answer.raise_for_status()
             times.append(time.perf_counter() - started)
-        print(f"GET /dashboard/printers?limit={limit}: median {statistics.median(times)*1000:.0f}"
-              f" ms, max {max(times)*1000:.0f} ms (10 calls)")
+            size = len(answer.content)
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        print(f"GET {path}{'?' + query if query else ''}: median "
+              f"{statistics.median(times)*1000:.0f} ms, max {max(times)*1000:.0f} ms "
+              f"(10 calls, {size} bytes)")
 
 
 def page_timings(node: ServerProcess, printers: int) -> None:

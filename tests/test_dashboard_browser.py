@@ -467,3 +467,51 @@ def test_uploads_show_progress_and_the_limit_and_a_job_prints_again(
     page.screenshot(path=shots / "dashboard-print-again.png", full_page=True)
     page.context.close()
     _farm_at_rest(api)
+
+
+def test_the_overview_counts_tiles_and_triage(
+        browser: Any, server: ServerProcess, shots: Path) -> None:
+    """The overview's counts and tiles follow the farm live; a count filters the grid; the
+    needs-attention filter shows how long each printer has waited; search finds a printer
+    by its running job's file."""
+    api = server.client
+    _farm_at_rest(api)
+    page = _page(browser)
+    _sign_in(page, server, "staff")
+    _live(page)
+    counts = page.locator("#overview-counts")
+    tile = page.locator(f'#tiles .tile[data-id="{PRINTER}"]')
+    expect(page.locator("#overview-total")).to_have_text("1 printer")
+    expect(counts.locator('[data-state="idle"]')).to_have_text("idle 1")
+    expect(counts.locator('[data-state="attention"]')).to_have_text("needs attention 0")
+    expect(tile).to_have_attribute("data-state", "idle")
+    expect(page.locator('#group-table tr[data-group="lab"]')).to_contain_text("1")
+
+    _ok(api.post("/print_jobs", data={"filament_id": SPOOL, "print_weight_in_grams": "5"},
+                 files={"file": ("overview-part.gcode", GCODE)}))
+    expect(tile).to_have_attribute("data-state", "printing", timeout=WAIT_MS)
+    expect(counts.locator('[data-state="printing"]')).to_have_text("printing 1")
+    search = page.locator('#printer-filter input[name="q"]')
+    search.fill("overview-part")
+    search.press("Enter")
+    card = page.locator(f'.card[data-id="{PRINTER}"]')
+    expect(card).to_have_count(1)
+    search.fill("no-such-thing")
+    search.press("Enter")
+    expect(page.locator("#printer-grid")).to_contain_text("No printers match.")
+    search.fill("")
+    search.press("Enter")
+
+    # The print ends, the bed waits: the printer needs attention; its count filters the grid.
+    expect(tile).to_have_attribute("data-state", "bed_to_clear", timeout=WAIT_MS)
+    attention = counts.locator('[data-state="attention"]')
+    expect(attention).to_have_text("needs attention 1")
+    attention.click()
+    expect(page.locator('#printer-filter select[name="state"]')).to_have_value("attention")
+    expect(card.locator(".waiting")).to_contain_text("Waiting for")
+    page.screenshot(path=shots / "dashboard-overview-attention.png", full_page=True)
+    card.get_by_role("button", name="Clear bed").click()
+    expect(card).to_have_count(0, timeout=WAIT_MS)
+    expect(attention).to_have_text("needs attention 0", timeout=WAIT_MS)
+    expect(tile).to_have_attribute("data-state", "idle")
+    page.context.close()

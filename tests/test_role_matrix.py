@@ -88,6 +88,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/session"): (200, 200, 200),
     ("DELETE", "/api/v1/session"): (204, 204, 204),
     ("GET", "/api/v1/dashboard/printers"): (200, 200, 200),
+    ("GET", "/api/v1/dashboard/overview"): (200, 200, 200),
 }
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/health/live"),
           ("POST", "/api/v1/session")}
@@ -296,6 +297,7 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/v1/session"): const(Call("/api/v1/session")),
     ("DELETE", "/api/v1/session"): const(Call("/api/v1/session")),
     ("GET", "/api/v1/dashboard/printers"): const(Call("/api/v1/dashboard/printers")),
+    ("GET", "/api/v1/dashboard/overview"): const(Call("/api/v1/dashboard/overview")),
 }
 
 

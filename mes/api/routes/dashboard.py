@@ -1,4 +1,5 @@
-"""`/api/v1/dashboard/printers`: the web page's printer grid, one page per request."""
+"""`/api/v1/dashboard`: the web page's printer grid, one page per request, and the farm's
+overview (counts by state, a tile per printer)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from mes.api.errors import ApiError
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import FilamentOut, PrinterOut, Text200, Timestamp
 from mes.auth.principal import Principal
-from mes.state.dashboard import CardFilter, printer_cards
+from mes.state.dashboard import ATTENTION, CardFilter, overview, printer_cards
 
 router = authenticated_router("/dashboard", "dashboard")
 
 CardState = Literal["offline", "idle", "printing", "paused", "finished", "error", "unknown",
-                    "bed_to_clear"]
+                    "bed_to_clear", "not_driven", "attention"]
 MAX_IDS = 200
 
 
@@ -57,6 +58,51 @@ class PrinterCard(PrinterOut):
     status: CardStatus | None
     job: CardJob | None
     spool: FilamentOut | None
+    waiting_since: Timestamp | None = None
+
+
+class Tile(BaseModel):
+    """One printer in the overview's density view."""
+
+    id: str
+    group: str | None
+    state: str
+    attention: bool
+    progress: float | None
+    time_left: float | None
+    since: Timestamp | None
+
+
+class StateCounts(BaseModel):
+    """How many printers in each state a card shows."""
+
+    printing: int
+    paused: int
+    idle: int
+    bed_to_clear: int
+    finished: int
+    error: int
+    offline: int
+    unknown: int
+    not_driven: int
+
+
+class GroupCounts(BaseModel):
+    """One group's printers by state."""
+
+    group: str
+    printers: int
+    states: StateCounts
+
+
+class Overview(BaseModel):
+    """The farm at a glance."""
+
+    printers: int
+    states: StateCounts
+    needs_attention: int
+    groups: list[GroupCounts]
+    tiles: list[Tile]
 
 
 def _shown_job(job: dict[str, Any] | None, who: Principal) -> dict[str, Any] | None:
@@ -73,8 +119,13 @@ async def printer_cards_page(
     request: Request, response: Response, node: NodeDep, who: Caller,
     state: Annotated[CardState | None, Query(
         description="only printers in this state (unknown: never reported; idle: free for a "
-        "print, its bed clear; bed_to_clear: waiting for its bed to be cleared)")] = None,
+        "print, its bed clear; bed_to_clear: waiting for its bed to be cleared; not_driven: "
+        "kept as a record; attention: driven printers in error, offline, held or with a bed "
+        "to clear, the longest waiting first)")] = None,
     group: Annotated[Text200 | None, Query(description="only printers of this group")] = None,
+    q: Annotated[Text200 | None, Query(
+        description="a piece of the printer's id, make, model or group, or of its running "
+        "job's file name or owner (a `user`: of their own jobs only)")] = None,
     ids: Annotated[list[str] | None, Query(
         alias="id", description=f"only these printers (repeat `id`, at most {MAX_IDS})")] = None,
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
@@ -83,11 +134,23 @@ async def printer_cards_page(
     one page at a time, filtered by state and group: what the web page's grid shows."""
     if ids is not None and len(ids) > MAX_IDS:
         raise ApiError(422, "too_many_ids", f"at most {MAX_IDS} ids at once", "id")
-    after = decode_cursor(cursor, str)
-    where = CardFilter(state, group, ids)
-    rows = await read(node, lambda c: printer_cards(c, where, after[0] if after else None,
-                                                    limit + 1))
-    page = paged(request, response, rows, limit, lambda r: [r["id"]])
+    where = CardFilter(state, group, ids, q or None, None if who.staff else who.user_id)
+    if state == ATTENTION:  # ordered by how long each has waited
+        waited = decode_cursor(cursor, float, str)
+        after: str | tuple[float, str] | None = (waited[0], waited[1]) if waited else None
+    else:
+        by_id = decode_cursor(cursor, str)
+        after = by_id[0] if by_id else None
+    rows = await read(node, lambda c: printer_cards(c, where, after, limit + 1))
+    page = paged(request, response, rows, limit, lambda r: (
+        [r["waiting_since"] or 0.0, r["id"]] if state == ATTENTION else [r["id"]]))
     for card in page:
         card["job"] = _shown_job(card["job"], who)
     return page
+
+
+@router.get("/overview", response_model=Overview)
+async def farm_overview(node: NodeDep, _: Caller) -> Any:
+    """Printers by state for the farm and per group (each a filter of the grid: `state`),
+    how many need an operator, and one tile per printer for a density view."""
+    return await read(node, overview)

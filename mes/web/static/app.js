@@ -257,7 +257,7 @@ function showTab(name) {
 
 function refreshTab(name) {
   if (!S.me) return;
-  if (name === "printers") loadPrinters();
+  if (name === "printers") { loadPrinters(); Overview.schedule(); }
   else if (name === "jobs") { loadSpools(); loadQueue(); loadHistory(); }
   else if (name === "spools") loadSpools();
   else if (name === "cluster") loadCluster();
@@ -266,10 +266,10 @@ function refreshTab(name) {
 
 // ---------------------------------------------------------------- printers
 
-// A state or group filter is set: a change may move printers into or out of the page.
+// A state, group or search filter is set: a change may move printers into or out of the page.
 function filtered() {
   const p = printerParams();
-  return Boolean(p.state || p.group);
+  return Boolean(p.state || p.group || p.q);
 }
 
 // Show the changes of these printers: in place, or, when a filter is set and they may
@@ -291,8 +291,64 @@ function refreshShown(ids, states = new Map()) {
 
 function printerParams() {
   const form = new FormData($("#printer-filter"));
-  return { state: form.get("state"), group: form.get("group").trim(), limit: form.get("limit") };
+  return { state: form.get("state"), group: form.get("group").trim(), q: form.get("q").trim(),
+    limit: form.get("limit") };
 }
+
+// ---------------------------------------------------------------- overview
+
+// The words of each state a card shows, in the overview's order.
+const STATE_WORDS = [["printing", "printing"], ["paused", "paused"], ["idle", "idle"],
+  ["bed_to_clear", "bed to clear"], ["finished", "finished"], ["error", "error"],
+  ["offline", "offline"], ["unknown", "not reported yet"], ["not_driven", "not driven"]];
+const OVERVIEW_MS = 2000;  // at most one overview read per this period
+
+// Show the grid filtered by state (and group): what a count or a tile was clicked for.
+function filterGrid({ state = "", group = null, q = null }) {
+  const form = $("#printer-filter");
+  form.elements.state.value = state;
+  if (group !== null) form.elements.group.value = group;
+  if (q !== null) form.elements.q.value = q;
+  resetPaging(S.printers);
+  loadPrinters();
+}
+
+const loadOverview = serial(async () => {
+  const { data } = await api("GET", "/dashboard/overview");
+  const current = printerParams().state;
+  const count = (state, label, n) => h("button", { type: "button", class: "outline small",
+    dataset: { state }, "aria-pressed": String(current === state),
+    onclick: () => filterGrid({ state, group: "" }) }, `${label} ${n}`);
+  $("#overview-total").textContent = `${data.printers} printer${data.printers === 1 ? "" : "s"}`;
+  $("#overview-counts").replaceChildren(
+    count("attention", "needs attention", data.needs_attention),
+    ...STATE_WORDS.filter(([state]) => data.states[state] > 0)
+      .map(([state, words]) => count(state, words, data.states[state])));
+  fillTable($("#group-table"), ["Group", "Printers", ...STATE_WORDS.map(([, words]) => words)],
+    data.groups.map((g) => h("tr", { dataset: { group: g.group } }, h("td", {}, g.group), h("td", {}, g.printers),
+      STATE_WORDS.map(([state]) => h("td", {}, g.states[state] ? h("a", { href: "#printers",
+        onclick: (event) => { event.preventDefault(); filterGrid({ state, group: g.group }); } },
+        g.states[state]) : "")))), "No groups.");
+  $("#tiles").replaceChildren(...data.tiles.map((t) => {
+    const words = (STATE_WORDS.find(([state]) => state === t.state) || [t.state, t.state])[1];
+    const left = t.state === "printing" && typeof t.time_left === "number" ? ` · ${fmtDuration(t.time_left)} left` : "";
+    const since = t.since ? ` · since ${fmtTime(t.since)}` : "";
+    const label = `${t.id}${t.group ? ` (${t.group})` : ""}: ${words}${left}${since}`;
+    return h("button", { type: "button", class: "tile", title: label, "aria-label": label,
+      dataset: { id: t.id, state: t.state, attention: String(t.attention) },
+      onclick: () => filterGrid({ state: "", group: "", q: t.id }) });
+  }));
+});
+
+// Printers changed: read the overview again, at most once per OVERVIEW_MS.
+const Overview = {
+  timer: null, last: 0,
+  schedule() {
+    if (this.timer || S.tab !== "printers" || !$("#overview").open) return;
+    const wait = Math.max(0, this.last + OVERVIEW_MS - Date.now());
+    this.timer = setTimeout(() => { this.timer = null; this.last = Date.now(); loadOverview(); }, wait);
+  },
+};
 
 const loadPrinters = serial(async () => {
   const p = S.printers;
@@ -382,6 +438,10 @@ function cardEl(card) {
   if (card.attention) rows.push(h("div", { class: "attention" }, card.attention));
   if (!card.bed_clear) rows.push(h("div", { class: "attention bed-flag" }, "The bed must be cleared"));
   if (card.reserved_by) rows.push(h("div", { class: "meta" }, `Reserved by ${card.reserved_by}`));
+  if (card.waiting_since && printerParams().state === "attention") {  // triage: how long
+    rows.push(h("div", { class: "meta waiting" },
+      `Waiting for ${fmtDuration((Date.now() - new Date(card.waiting_since).getTime()) / 1000)}`));
+  }
   if (card.camera_url) {
     rows.push(h("a", { href: card.camera_url, target: "_blank", rel: "noopener noreferrer", class: "camera" }, "Camera ↗"));
   }
@@ -836,8 +896,12 @@ const Live = {
     this.pending.delete(entity);
     if (!S.me) return;
     const p = S.printers;
-    if (entity === "printer_list") { if (S.tab === "printers") loadPrinters(); return; }
+    if (entity === "printer_list") {
+      if (S.tab === "printers") { loadPrinters(); Overview.schedule(); }
+      return;
+    }
     if (entity === "printer" || entity === "printer_status") {
+      Overview.schedule();
       // A printer's own record changed (its bed, its group): not known where it belongs now.
       const states = new Map(entity === "printer" ? []
         : [...ids].filter((id) => this.states.has(id)).map((id) => [id, this.states.get(id)]));
@@ -895,7 +959,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     signedOut("You are signed out.");
   });
   for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
-  $("#printer-filter").addEventListener("change", () => { resetPaging(S.printers); loadPrinters(); });
+  $("#printer-filter").addEventListener("change", () => { resetPaging(S.printers); loadPrinters(); Overview.schedule(); });
+  $("#overview").addEventListener("toggle", () => Overview.schedule());
   $("#printer-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.printers); loadPrinters(); });
   $("#job-filter").addEventListener("change", () => { resetPaging(S.history); loadHistory(); });
   $("#job-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.history); loadHistory(); });
