@@ -515,3 +515,63 @@ def test_the_overview_counts_tiles_and_triage(
     expect(attention).to_have_text("needs attention 0", timeout=WAIT_MS)
     expect(tile).to_have_attribute("data-state", "idle")
     page.context.close()
+
+
+def test_bulk_actions_on_every_printer_a_filter_matches(
+        browser: Any, server: ServerProcess, shots: Path) -> None:
+    """An operator selects every printer of a group (all pages) and pauses, resumes and
+    cancels their prints and clears their beds, each with one confirmation naming the
+    count; printers the action does not concern are left alone."""
+    api = server.client
+    _farm_at_rest(api)
+    extra = ["bulk-1", "bulk-2", "bulk-3"]
+    for n, pid in enumerate(extra):
+        _ok(api.post("/printers", json={"id": pid, "api": "Mock", "url": f"http://mock-b{n}:5000",
+                                        "filament_id": SPOOL, "group": "bulk"}))
+    try:
+        # Two of the three print; the third stays idle.
+        jobs = [_ok(api.post("/print_jobs", data={
+            "filament_id": SPOOL, "printer_id": pid, "print_weight_in_grams": "5"},
+            files={"file": (f"{pid}.gcode", GCODE)}))["id"] for pid in extra[:2]]
+
+        def phases(*wanted: str) -> bool:
+            return all(_ok(api.get(f"/print_jobs/{j}")).get("phase") in wanted for j in jobs)
+
+        wait_for(lambda: phases("printing"), WAIT_MS / 1000, "both bulk jobs printing")
+        page = _page(browser)
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: asked.append(dialog.message))
+        _sign_in(page, server, "staff")
+        page.locator('#printer-filter input[name="group"]').fill("bulk")
+        page.locator('#printer-filter select[name="limit"]').select_option("24")
+        page.locator('#printer-filter input[name="group"]').press("Enter")
+        expect(page.locator("#printer-grid .card")).to_have_count(3)
+        page.get_by_role("button", name="Select all matching").click()
+        expect(page.locator("#bulk-count")).to_have_text("3 printers selected")
+        expect(page.get_by_label("Select bulk-3")).to_be_checked()
+
+        page.get_by_role("button", name="Pause selected").click()
+        expect(page.locator("#message")).to_contain_text("Asked 2 printers to pause.")
+        assert asked[-1] == "Pause 2 prints?", asked
+        wait_for(lambda: phases("paused"), WAIT_MS / 1000, "both bulk jobs paused")
+        page.get_by_role("button", name="Resume selected").click()
+        expect(page.locator("#message")).to_contain_text("Asked 2 printers to resume.")
+        wait_for(lambda: phases("printing"), WAIT_MS / 1000, "both bulk jobs printing again")
+        page.get_by_role("button", name="Cancel selected prints").click()
+        expect(page.locator("#message")).to_contain_text("2 prints canceled.")
+        assert asked[-1] == "Cancel 2 prints? This cannot be undone.", asked
+        assert [_ok(api.get(f"/print_jobs/{j}"))["status"] for j in jobs] == ["Canceled"] * 2
+
+        # Their beds wait (they were printing); the idle third's is clear already.
+        page.get_by_role("button", name="Clear selected beds").click()
+        expect(page.locator("#message")).to_contain_text("Beds of 2 printers marked clear.")
+        assert asked[-1] == "Mark the beds of 2 printers clear?", asked
+        assert all(_ok(api.get(f"/printers/{pid}"))["bed_clear"] for pid in extra)
+        page.screenshot(path=shots / "dashboard-bulk.png", full_page=True)
+        page.get_by_role("button", name="Pause selected").click()  # nothing prints now
+        expect(page.locator("#message")).to_contain_text(
+            "None of the 3 selected printers is one of the printing printers.")
+        page.context.close()
+    finally:
+        for pid in extra:
+            api.delete(f"/printers/{pid}")

@@ -21,6 +21,7 @@ const S = {
   history: { cursors: [null], page: 0, next: null },
   groups: new Set(),
   spools: [],
+  selected: new Map(),  // printer id -> its card as last read (bulk actions, staff)
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -233,6 +234,7 @@ function signedOut(message) {
   $("#sign-in").hidden = false;
   $("#printer-grid").replaceChildren();
   S.printers.cards.clear(); S.printers.els.clear();
+  S.selected.clear();
   const err = $("#sign-in-error");
   err.textContent = message || "";
   err.hidden = !message;
@@ -463,13 +465,107 @@ function cardEl(card) {
   // A printer whose bed waits to be cleared is not free: never shown as idle.
   const bedWaits = !card.bed_clear && (st.state === "idle" || st.state === "finished");
   const shown = bedWaits ? "bed_to_clear" : st.state;
+  if (S.selected.has(card.id)) S.selected.set(card.id, card);  // bulk actions see it fresh
+  const pick = staff() ? h("input", { type: "checkbox", class: "pick", "aria-label": `Select ${card.id}`,
+    checked: S.selected.has(card.id), onchange: (event) => select([card], event.target.checked) }) : null;
   return h("article", { class: "card", dataset: { id: card.id, state: shown } },
-    h("h4", {}, h("span", {}, card.id), h("span", { class: "state" }, shown.replaceAll("_", " "))),
+    h("h4", {}, h("span", {}, pick, card.id), h("span", { class: "state" }, shown.replaceAll("_", " "))),
     h("div", { class: "meta" }, [card.company, card.model].filter(Boolean).join(" ") || "–",
       card.api ? h("span", { class: "kind" }, ` · ${KINDS[card.api] || card.api}`) : "",
       card.group ? ` · ${card.group}` : ""),
     rows,
     actions.length ? h("div", { class: "actions" }, actions) : null);
+}
+
+// ---------------------------------------------------------------- bulk actions (staff)
+
+const BULK = {
+  clear: { applies: (c) => !c.bed_clear, what: "printers with a bed to clear",
+    ask: (n) => `Mark the beds of ${n} printer${n === 1 ? "" : "s"} clear?`,
+    run: (c) => api("POST", `/printers/${encodeURIComponent(c.id)}/bed_cleared`),
+    done: (n) => `Beds of ${n} printer${n === 1 ? "" : "s"} marked clear.` },
+  // Pause and resume follow the job's phase, as the server's rules do (a printer's own
+  // report may lag behind it or run ahead of it).
+  pause: { applies: (c) => c.job && c.job.id && c.job.phase === "printing",
+    what: "printing printers", ask: (n) => `Pause ${n} print${n === 1 ? "" : "s"}?`,
+    run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/pause`),
+    done: (n) => `Asked ${n} printer${n === 1 ? "" : "s"} to pause.` },
+  resume: { applies: (c) => c.job && c.job.id && c.job.phase === "paused",
+    what: "paused printers", ask: (n) => `Resume ${n} print${n === 1 ? "" : "s"}?`,
+    run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/resume`),
+    done: (n) => `Asked ${n} printer${n === 1 ? "" : "s"} to resume.` },
+  cancel: { applies: (c) => c.job && c.job.id, what: "printers with a print",
+    ask: (n) => `Cancel ${n} print${n === 1 ? "" : "s"}? This cannot be undone.`,
+    run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/status`, { params: { status: "Canceled" } }),
+    done: (n) => `${n} print${n === 1 ? "" : "s"} canceled.` },
+};
+const BULK_PARALLEL = 8;  // requests at once
+const SELECT_MAX = 5000;
+
+function select(cards, on) {
+  for (const card of cards) { if (on) S.selected.set(card.id, card); else S.selected.delete(card.id); }
+  showSelection();
+}
+
+function showSelection() {
+  const n = S.selected.size;
+  $("#bulk-count").textContent = n ? `${n} printer${n === 1 ? "" : "s"} selected` : "none selected";
+  for (const b of document.querySelectorAll("#bulk [data-bulk]")) b.disabled = n === 0;
+  for (const box of document.querySelectorAll("#printer-grid input.pick")) {
+    box.checked = S.selected.has(box.closest(".card").dataset.id);
+  }
+}
+
+// Every printer the grid's filter matches (all pages), selected.
+const selectMatching = () => attempt(async () => {
+  const found = [];
+  let cursor = null;
+  do {
+    const { data, response } = await api("GET", "/dashboard/printers",
+      { params: { ...printerParams(), limit: 1000, cursor } });
+    found.push(...data);
+    cursor = response.headers.get("X-Next-Cursor");
+  } while (cursor && found.length < SELECT_MAX);
+  select(found, true);
+});
+
+// The selected printers as they are now (in requests of MAX_IDS).
+async function freshSelection() {
+  const ids = [...S.selected.keys()];
+  const cards = [];
+  for (let i = 0; i < ids.length; i += MAX_IDS) {
+    const { data } = await api("GET", "/dashboard/printers", { params: { id: ids.slice(i, i + MAX_IDS), limit: MAX_IDS } });
+    cards.push(...data);
+  }
+  return cards;
+}
+
+async function bulk(kind) {
+  const action = BULK[kind];
+  const cards = await attempt(freshSelection);
+  if (!cards) return;
+  for (const card of cards) S.selected.set(card.id, card);
+  const targets = cards.filter(action.applies);
+  if (!targets.length) {
+    showMessage(`None of the ${cards.length} selected printers is one of the ${action.what}.`);
+    return;
+  }
+  if (!window.confirm(action.ask(targets.length))) return;
+  const failures = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length) {
+      const card = targets[next++];
+      try { await action.run(card); } catch (err) { failures.push(`${card.id}: ${plainWords(err)}`); }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(BULK_PARALLEL, targets.length) }, worker));
+  const ok = targets.length - failures.length;
+  showMessage(action.done(ok) + (failures.length
+    ? ` ${failures.length} failed: ${failures.slice(0, 3).join("; ")}${failures.length > 3 ? "; …" : ""}` : ""),
+  failures.length === 0);
+  loadPrinters();
+  Overview.schedule();
 }
 
 function button(label, cls, onclick) {
@@ -961,6 +1057,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
   $("#printer-filter").addEventListener("change", () => { resetPaging(S.printers); loadPrinters(); Overview.schedule(); });
   $("#overview").addEventListener("toggle", () => Overview.schedule());
+  $("#bulk-all").addEventListener("click", () => selectMatching());
+  $("#bulk-none").addEventListener("click", () => select([...S.selected.values()], false));
+  for (const b of document.querySelectorAll("#bulk [data-bulk]")) b.addEventListener("click", () => bulk(b.dataset.bulk));
   $("#printer-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.printers); loadPrinters(); });
   $("#job-filter").addEventListener("change", () => { resetPaging(S.history); loadHistory(); });
   $("#job-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.history); loadHistory(); });
