@@ -457,6 +457,21 @@ def test_uploads_show_progress_and_the_limit_and_a_job_prints_again(
     # Once it ended, one click prints it again: same file, spool and weight, a new job.
     ended = page.locator(f'#history-table tr[data-id="{first["id"]}"]')
     expect(ended.locator("td.status")).to_have_text("Done", timeout=WAIT_MS)
+    expect(ended.locator("td.ended-at")).not_to_have_text("")
+    expect(ended.locator("td.took")).to_have_text(re.compile(r"\d+ s$"))
+    # The history searched by file name, and exported as shown.
+    search = page.locator('#job-filter input[name="q"]')
+    search.fill("big.gcode")
+    search.press("Enter")
+    expect(page.locator("#history-export")).to_have_attribute("href", re.compile("q=big.gcode"))
+    expect(page.locator("#history-table tbody tr[data-id]")).to_have_count(1)
+    export = page.locator("#history-export").get_attribute("href")
+    assert export is not None and "q=big.gcode" in export, export
+    exported = page.request.get(_url(server).rstrip("/") + export)
+    assert exported.status == 200
+    lines = exported.text().splitlines()
+    assert lines[0].startswith("id,file,status,outcome") and len(lines) == 2, lines
+    assert f"{first['id']},big.gcode,Done,done" in lines[1], lines
     ended.get_by_role("button", name="Print again").click()
     expect(message).to_contain_text("(big.gcode) submitted again")
     again = _ok(api.get("/print_jobs", params={"order": "newest", "limit": 1}))[0]

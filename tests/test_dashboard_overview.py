@@ -93,5 +93,9 @@ async def test_overview_attention_and_search(tmp_path: Path) -> None:
         assert await _ids(api, q="alice") == ["m2"]
         assert await _ids(api, alice, q="keychain") == ["m2"]
         assert await _ids(api, bob, q="keychain") == []
-        paused = (await api.get("/api/v1/dashboard/overview")).json()["states"]["paused"]
-        assert paused == 1
+
+        async def one_paused() -> bool:
+            found = (await api.get("/api/v1/dashboard/overview")).json()
+            return bool(found["states"]["paused"] == 1)
+
+        await eventually(one_paused, 15, "the overview to count m2 paused")

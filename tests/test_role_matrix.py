@@ -33,6 +33,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("PATCH", "/api/v1/filaments/{filament_id}"): (403, 200, 200),
     ("DELETE", "/api/v1/filaments/{filament_id}"): (403, 204, 204),
     ("GET", "/api/v1/print_jobs"): (200, 200, 200),
+    ("GET", "/api/v1/print_jobs/export"): (200, 200, 200),
     ("POST", "/api/v1/print_jobs"): (201, 201, 201),
     # The job routes act on a job the admin owns: a user does not see it at all.
     ("GET", "/api/v1/print_jobs/{job_id}"): (404, 200, 200),
@@ -238,6 +239,7 @@ PREPARE: dict[tuple[str, str], Prepare] = {
                                                           json={"color": "blue"}),
     ("DELETE", "/api/v1/filaments/{filament_id}"): with_id("/api/v1/filaments/{}", filament),
     ("GET", "/api/v1/print_jobs"): const(Call("/api/v1/print_jobs")),
+    ("GET", "/api/v1/print_jobs/export"): const(Call("/api/v1/print_jobs/export")),
     ("POST", "/api/v1/print_jobs"): creating("/api/v1/print_jobs", job_fields),
     ("GET", "/api/v1/print_jobs/{job_id}"): with_id("/api/v1/print_jobs/{}", admin_job),
     ("POST", "/api/v1/print_jobs/{job_id}/status"): with_id(

@@ -269,6 +269,10 @@ class JobEndOut(BaseModel):
         "canceled it; lost: the farm lost the print (a printer error, restart or fault)"))
     message: str = Field(description="in words, with the operator's reason or what happened")
     by: str | None = Field(None, description="the user who ended it (null: the farm)")
+    at: Timestamp | None = Field(None, description="when it ended (null: its history was "
+                                 "pruned)")
+    started_at: Timestamp | None = Field(None, description=(
+        "when it first started printing (null: it never did, or its history was pruned)"))
 
 
 class PrintJobOut(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, not_, or_, select
 
+from mes.state.listing import contains
 from mes.state.tables import (
     filaments,
     print_jobs,
@@ -74,23 +75,16 @@ def _with_status_and_since() -> Any:
                                    _open.c.ended_at.is_(None))))
 
 
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _search(text: str, jobs_of: str | None) -> ColumnElement[bool]:
-    like = _like(text)
     on = func.coalesce(print_jobs.c.assigned_printer_id, print_jobs.c.printer_id)
-    job_matches = or_(print_jobs.c.filepath.ilike(like, escape="\\"),
-                      print_jobs.c.owner_id.ilike(like, escape="\\"),
-                      users.c.name.ilike(like, escape="\\"))
+    job_matches = or_(contains(print_jobs.c.filepath, text),
+                      contains(print_jobs.c.owner_id, text), contains(users.c.name, text))
     running = (select(literal(1))
                .select_from(print_jobs.outerjoin(users, users.c.id == print_jobs.c.owner_id))
                .where(print_jobs.c.status == "Running", on == printers.c.id, job_matches))
     if jobs_of is not None:
         running = running.where(print_jobs.c.owner_id == jobs_of)
-    return or_(*(column.ilike(like, escape="\\") for column in (
+    return or_(*(contains(column, text) for column in (
         printers.c.id, printers.c.company, printers.c.model, printers.c.group)),
         running.exists())
 

@@ -38,7 +38,9 @@ def ending(status: str, cause: str | None, actor: str | None) -> dict[str, Any]:
 
 
 def endings(conn: Connection, jobs: Collection[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The ending of each ended job among `jobs`, by id (one query)."""
+    """The ending of each ended job among `jobs`, by id (two queries), with `at` (when it
+    ended) and `started_at` (when it first ran; None if it never did); both None when its
+    history was pruned."""
     ended = {j["id"]: j["status"] for j in jobs if j.get("status") in ENDED}
     if not ended:
         return {}
@@ -46,8 +48,17 @@ def endings(conn: Connection, jobs: Collection[dict[str, Any]]) -> dict[str, dic
             .where(job_history.c.job_id.in_(list(ended)),
                    job_history.c.to_status.in_(ENDED))
             .group_by(job_history.c.job_id).subquery())
-    rows = conn.execute(select(job_history.c.job_id, job_history.c.cause, job_history.c.actor)
+    rows = conn.execute(select(job_history.c.job_id, job_history.c.cause, job_history.c.actor,
+                               job_history.c.at)
                         .where(job_history.c.seq.in_(select(last.c.seq))))
-    changes = {row.job_id: (row.cause, row.actor) for row in rows}
-    return {job_id: ending(status, *changes.get(job_id, (None, None)))
-            for job_id, status in ended.items()}
+    changes = {row.job_id: (row.cause, row.actor, row.at) for row in rows}
+    started = dict(conn.execute(
+        select(job_history.c.job_id, func.min(job_history.c.at))
+        .where(job_history.c.job_id.in_(list(ended)), job_history.c.to_status == "Running")
+        .group_by(job_history.c.job_id)).all())
+    out = {}
+    for job_id, status in ended.items():
+        cause, actor, at = changes.get(job_id, (None, None, None))
+        out[job_id] = {**ending(status, cause, actor), "at": at,
+                       "started_at": started.get(job_id)}
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Select, literal, or_, select, tuple_
 
 from mes.state.orders import with_jobs
 from mes.state.queries import printer_row
@@ -34,6 +34,22 @@ class JobFilter:
     created_before: float | None = None
     owner_id: str | None = None
     order_id: str | None = None
+    # A piece of the job's id, file name, printer (asked for or sent to) or owner (id or name).
+    search: str | None = None
+
+
+def contains(column: Any, text: str) -> ColumnElement[bool]:
+    """`column` holds `text` anywhere, in any letter case (LIKE's wildcards are plain)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape="\\")  # type: ignore[no-any-return]
+
+
+def _job_search(text: str) -> ColumnElement[bool]:
+    owner_named = (select(literal(1)).where(users.c.id == print_jobs.c.owner_id,
+                                            contains(users.c.name, text)).exists())
+    return or_(*(contains(c, text) for c in (
+        print_jobs.c.id, print_jobs.c.filepath, print_jobs.c.printer_id,
+        print_jobs.c.assigned_printer_id, print_jobs.c.owner_id)), owner_named)
 
 
 def _rows(conn: Connection, query: Select[Any], limit: int) -> list[dict[str, Any]]:
@@ -63,6 +79,8 @@ def jobs_page(conn: Connection, where: JobFilter, after: tuple[float, str] | Non
         query = query.where(print_jobs.c.created_at >= where.created_after)
     if where.created_before is not None:
         query = query.where(print_jobs.c.created_at < where.created_before)
+    if where.search:
+        query = query.where(_job_search(where.search))
     if after is not None:
         query = query.where(key < tuple_(*after) if newest_first else key > tuple_(*after))
     return _rows(conn, query, limit)

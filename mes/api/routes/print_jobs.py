@@ -6,7 +6,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -15,6 +15,7 @@ from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
 from mes.api.gcode_files import file_metadata, weight_warning
 from mes.api.holds import with_hold, with_holds
+from mes.api.jobs_csv import jobs_csv
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.api.schemas import (
     JobHistoryOut,
@@ -23,6 +24,7 @@ from mes.api.schemas import (
     PrintJobOut,
     RejectIn,
     TargetStatus,
+    Text200,
     Timestamp,
     WarningsOut,
 )
@@ -36,9 +38,8 @@ from mes.state.ops import Op
 router = authenticated_router("/print_jobs", "print jobs")
 
 
-@router.get("", response_model=list[PrintJobOut])
-async def list_jobs(
-    request: Request, response: Response, node: NodeDep, who: Caller,
+def job_filter(
+    who: Caller,
     status: Annotated[JobStatus | None, Query(description="any letter case")] = None,
     printer_id: Annotated[str | None, Query(
         max_length=64, description="asked for or sent to this printer")] = None,
@@ -50,25 +51,48 @@ async def list_jobs(
     owner_id: Annotated[str | None, Query(
         max_length=64, description="submitted by this user (operators and admins)")] = None,
     order_id: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[Text200 | None, Query(
+        description="a piece of the job's id, file name, printer or owner (id or name), "
+        "in any letter case")] = None,
+) -> listing.JobFilter:
+    """The jobs a list shows; a `user` sees only their own whatever `owner_id` says."""
+    if not who.staff:
+        owner_id = who.user_id
+    return listing.JobFilter(status, printer_id, filament_id, _epoch(created_after),
+                             _epoch(created_before), owner_id, order_id, q or None)
+
+
+JobFilterDep = Annotated[listing.JobFilter, Depends(job_filter)]
+
+
+@router.get("", response_model=list[PrintJobOut])
+async def list_jobs(
+    request: Request, response: Response, node: NodeDep, where: JobFilterDep,
     order: Annotated[Literal["oldest", "newest"], Query(
         description="oldest first (creation order, the default) or newest first; a cursor "
         "goes on in the order it was made in")] = "oldest",
     limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None,
 ) -> Any:
     """Print jobs in creation order (or the newest first), filtered, one page at a time.
-
     Users see only their own jobs; operators and admins see all. The next page is in the
     `Link` (rel=next) and `X-Next-Cursor` headers; the last page has neither.
     """
     after = decode_cursor(cursor, float, str)
-    if not who.staff:
-        owner_id = who.user_id
-    where = listing.JobFilter(status, printer_id, filament_id, _epoch(created_after),
-                              _epoch(created_before), owner_id, order_id)
     rows = await read(node, lambda c: listing.jobs_page(c, where, after, limit + 1,
                                                         newest_first=order == "newest"))
     page = paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
     return await with_holds(node, page)
+
+
+@router.get("/export", response_class=Response, responses={200: {
+    "content": {"text/csv": {}},
+    "description": "one row per job; times in UTC (ISO 8601), the duration in seconds"}})
+async def export_jobs(node: NodeDep, where: JobFilterDep) -> Response:
+    """Every job the filters match (at most 100,000, the newest first) as a CSV file: file,
+    status, outcome and why, owner, printer, spool, grams, when it was created, started and
+    ended, and how long it took. Users export only their own jobs."""
+    return Response(await jobs_csv(node, where), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="print-jobs.csv"'})
 
 
 def _epoch(moment: datetime | None) -> float | None:

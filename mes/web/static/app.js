@@ -591,8 +591,9 @@ function cancelJob(jobId, printerId) {
 // ---------------------------------------------------------------- jobs
 
 const JOB_HEAD = ["Job", "File", "Status", "Waiting for / outcome", "Owner", "Printer", "Spool", "g", "Created", ""];
+const HISTORY_HEAD = [...JOB_HEAD.slice(0, -1), "Ended", "Took", ""];
 
-function jobRow(job) {
+function jobRow(job, history = false) {
   const actions = [];
   const mine = S.me && job.owner_id === S.me.id;
   if (staff() && job.approval === "pending" && job.status === "Queued") {
@@ -628,6 +629,9 @@ function jobRow(job) {
     h("td", {}, job.assigned_printer_id || job.printer_id || "any"),
     h("td", {}, job.filament_id || "–"), h("td", {}, job.print_weight_in_grams),
     h("td", {}, fmtTime(job.created_at)),
+    history ? [h("td", { class: "ended-at" }, job.ended ? fmtTime(job.ended.at) : ""),
+      h("td", { class: "took" }, job.ended && job.ended.at && job.ended.started_at
+        ? fmtDuration((new Date(job.ended.at) - new Date(job.ended.started_at)) / 1000) : "")] : null,
     h("td", {}, h("div", { class: "actions" }, actions)));
 }
 
@@ -659,7 +663,8 @@ function historyParams() {
   return {
     status: form.get("status"),
     owner_id: staff() ? form.get("owner_id").trim() : "",
-    created_after: since ? String(Date.now() / 1000 - Number(since)) : "",
+    q: form.get("q").trim(),
+    created_after: since ? String(Math.floor(Date.now() / 1000 - Number(since))) : "",
   };
 }
 
@@ -668,7 +673,9 @@ const loadHistory = serial(async () => {
   const { data, response } = await api("GET", "/print_jobs",
     { params: { ...historyParams(), order: "newest", limit: 50, cursor: hst.cursors[hst.page] } });
   hst.next = response.headers.get("X-Next-Cursor");
-  fillTable($("#history-table"), JOB_HEAD, data.map(jobRow), "No jobs match.");
+  fillTable($("#history-table"), HISTORY_HEAD, data.map((job) => jobRow(job, true)), "No jobs match.");
+  const query = new URLSearchParams(Object.entries(historyParams()).filter(([, v]) => v));
+  $("#history-export").href = `${API}/print_jobs/export${query.toString() ? `?${query}` : ""}`;
   const pager = $('.pager[data-for="history"]');
   $('[data-page="prev"]', pager).disabled = hst.page === 0;
   $('[data-page="next"]', pager).disabled = !hst.next;
