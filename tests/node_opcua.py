@@ -1,6 +1,6 @@
 """node-opcua, an independent OPC UA client, for interop tests: `run_node_opcua(plan, timeout)`.
 
-Install it with `.ci/install-node-opcua` (node-opcua-client 2.182.x into tests/opcua_js/
+Install it with `.ci/install-node-tests` (node-opcua-client 2.182.x into tests/opcua_js/
 node_modules). Without it the tests skip, except in CI (CI set) where they fail.
 
 A plan (JSON; runs tests/opcua_js/client.mjs, which prints one JSON result):
@@ -86,7 +86,7 @@ def node_opcua_missing() -> str | None:
     for package in ("node-opcua-client", "node-opcua-certificate-manager"):
         if not (JS_DIR / "node_modules" / package / "package.json").is_file():
             return (f"{package} is not installed in {JS_DIR / 'node_modules'}: "
-                    "run .ci/install-node-opcua")
+                    "run .ci/install-node-tests")
     return None
 
 

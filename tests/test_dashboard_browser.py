@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import axe
 from tests.cluster import ServerProcess
 from tests.farm_helpers import GCODE
 from tests.polling import wait_for
@@ -107,7 +108,8 @@ def _page(browser: Any, width: int = 1280, height: int = 900) -> Any:
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(15_000)
-    page.on("dialog", lambda dialog: dialog.accept())
+    # The page asks in its own dialog: a browser-native one is refused (its action fails).
+    page.on("dialog", lambda dialog: dialog.dismiss())
     return page
 
 
@@ -126,6 +128,15 @@ def _until(page: Any, done: Any, seconds: float, what: str) -> None:
             return
         page.wait_for_timeout(100)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _confirm(page: Any, question: str, yes: str) -> None:
+    """The page's own dialog asks `question`; answer with its `yes` button."""
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#ask-text")).to_have_text(question)
+    dialog.get_by_role("button", name=yes, exact=True).click()
+    expect(dialog).to_be_hidden()
 
 
 def _live(page: Any) -> None:
@@ -414,7 +425,34 @@ def test_a_filtered_grid_follows_changes_and_banners_do_not_go_stale(
     expect(row).to_contain_text("no printer has spool 'petg-blue' loaded: load it in a "
                                 "printer, or choose a printer for the job", timeout=WAIT_MS)
     assert not re.search(r"`|POST |_id\b", row.inner_text()), row.inner_text()
-    _ok(api.post(f"/print_jobs/{waiting['id']}/status", params={"status": "Canceled"}))
+    # Cancel asks in the page's own dialog: "Keep it" changes nothing.
+    row.get_by_role("button", name="Cancel").click()
+    _confirm(page, f"Cancel job {waiting['id']}?", "Keep it")
+    assert _ok(api.get(f"/print_jobs/{waiting['id']}"))["status"] == "Queued"
+    row.get_by_role("button", name="Cancel").click()
+    _confirm(page, f"Cancel job {waiting['id']}?", "Cancel the job")
+    expect(message).to_contain_text(f"Job {waiting['id']} canceled.")
+    assert _ok(api.get(f"/print_jobs/{waiting['id']}"))["status"] == "Canceled"
+
+    # A student's job waits for approval; the operator rejects it, with a reason typed in
+    # the page's dialog.
+    student = next(u["id"] for u in _ok(api.get("/users")) if u["name"] == "student")
+    token = _ok(api.post("/tokens", json={"name": "reject-test", "user_id": student}))["token"]
+    submitted = httpx.post(f"http://127.0.0.1:{server.http_port}/api/v1/print_jobs",
+                           headers={"Authorization": f"Bearer {token}"},
+                           data={"filament_id": SPOOL, "print_weight_in_grams": "5"},
+                           files={"file": ("to-reject.gcode", GCODE)}, timeout=30)
+    assert submitted.status_code == 201, submitted.text
+    rejected = page.locator(f'#queue-table tr[data-id="{submitted.json()["id"]}"]')
+    rejected.get_by_role("button", name="Reject").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_label("Reason")).to_have_value("rejected by an operator")
+    dialog.get_by_label("Reason").fill("too tall for our printers")
+    dialog.get_by_role("button", name="Reject", exact=True).click()
+    expect(message).to_contain_text("rejected.")
+    ended = _ok(api.get(f"/print_jobs/{submitted.json()['id']}"))["ended"]
+    assert (ended["kind"], ended["message"]) == (
+        "rejected", "Rejected by staff: too tall for our printers"), ended
     page.context.close()
 
 
@@ -554,8 +592,6 @@ def test_bulk_actions_on_every_printer_a_filter_matches(
 
         wait_for(lambda: phases("printing"), WAIT_MS / 1000, "both bulk jobs printing")
         page = _page(browser)
-        asked: list[str] = []
-        page.on("dialog", lambda dialog: asked.append(dialog.message))
         _sign_in(page, server, "staff")
         page.locator('#printer-filter input[name="group"]').fill("bulk")
         page.locator('#printer-filter select[name="limit"]').select_option("24")
@@ -566,21 +602,22 @@ def test_bulk_actions_on_every_printer_a_filter_matches(
         expect(page.get_by_label("Select bulk-3")).to_be_checked()
 
         page.get_by_role("button", name="Pause selected").click()
+        _confirm(page, "Pause 2 prints?", "Pause")
         expect(page.locator("#message")).to_contain_text("Asked 2 printers to pause.")
-        assert asked[-1] == "Pause 2 prints?", asked
         wait_for(lambda: phases("paused"), WAIT_MS / 1000, "both bulk jobs paused")
         page.get_by_role("button", name="Resume selected").click()
+        _confirm(page, "Resume 2 prints?", "Resume")
         expect(page.locator("#message")).to_contain_text("Asked 2 printers to resume.")
         wait_for(lambda: phases("printing"), WAIT_MS / 1000, "both bulk jobs printing again")
         page.get_by_role("button", name="Cancel selected prints").click()
+        _confirm(page, "Cancel 2 prints? This cannot be undone.", "Cancel prints")
         expect(page.locator("#message")).to_contain_text("2 prints canceled.")
-        assert asked[-1] == "Cancel 2 prints? This cannot be undone.", asked
         assert [_ok(api.get(f"/print_jobs/{j}"))["status"] for j in jobs] == ["Canceled"] * 2
 
         # Their beds wait (they were printing); the idle third's is clear already.
         page.get_by_role("button", name="Clear selected beds").click()
+        _confirm(page, "Mark the beds of 2 printers clear?", "Clear beds")
         expect(page.locator("#message")).to_contain_text("Beds of 2 printers marked clear.")
-        assert asked[-1] == "Mark the beds of 2 printers clear?", asked
         assert all(_ok(api.get(f"/printers/{pid}"))["bed_clear"] for pid in extra)
         page.screenshot(path=shots / "dashboard-bulk.png", full_page=True)
         page.get_by_role("button", name="Pause selected").click()  # nothing prints now
@@ -590,3 +627,43 @@ def test_bulk_actions_on_every_printer_a_filter_matches(
     finally:
         for pid in extra:
             api.delete(f"/printers/{pid}")
+
+
+VIEWS = ["printers", "jobs", "spools", "cluster", "utilization"]
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)],
+                         ids=["desktop", "phone"])
+@pytest.mark.parametrize("who", ["student", "staff"])
+def test_every_view_has_no_serious_accessibility_violation(
+        browser: Any, server: ServerProcess, shots: Path, who: str, width: int,
+        height: int) -> None:
+    """axe-core on the sign-in page and on every tab the role sees, at desktop and phone
+    width: no serious or critical violation."""
+    if not axe.AXE.exists():
+        if axe.IN_CI:
+            pytest.fail(f"CI installs axe-core first. {axe.MISSING}", pytrace=False)
+        pytest.skip(axe.MISSING)
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  **axe.context_options())
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    found: dict[str, list[str]] = {}
+    page.goto(_url(server))
+    expect(page.get_by_label("User name")).to_be_visible()
+    found["sign-in"] = axe.severe_violations(page)
+    _sign_in(page, server, who)
+    _live(page)
+    for view in VIEWS:
+        tab = page.locator(f'.tabs [data-tab="{view}"]')
+        if not tab.is_visible():
+            continue
+        tab.click()
+        expect(page.locator(f"#tab-{view}")).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        found[view] = axe.severe_violations(page)
+        page.screenshot(path=shots / f"dashboard-{who}-{view}-{width}.png", full_page=True)
+    context.close()
+    problems = {view: lines for view, lines in found.items() if lines}
+    assert not problems, "\n".join(f"{view}: {line}" for view, lines in problems.items()
+                                   for line in lines)

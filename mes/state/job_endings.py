@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from mes.state.tables import job_history
+from mes.state.tables import job_history, users
 
 ENDED = ("Done", "Canceled")
 # How job.reject and job.lost begin the cause they record (stored: never change them).
@@ -17,14 +17,17 @@ REJECTED, LOST = "rejected: ", "print lost: "
 PLAIN_CAUSES = frozenset({"", "api", "opcua", "page"})
 
 
-def ending(status: str, cause: str | None, actor: str | None) -> dict[str, Any]:
+def ending(status: str, cause: str | None, actor: str | None,
+           actor_name: str | None = None) -> dict[str, Any]:
     """{kind, message, by} of a job that ended in `status` by a change with `cause` made
-    by `actor` (None: the farm; no change known: it was pruned with retention)."""
+    by `actor` (None: the farm; no change known: it was pruned with retention), named in the
+    message by `actor_name` where known."""
     if status == "Done":
         return {"kind": "done", "message": "Printed.", "by": actor}
     text = cause or ""
+    named = actor_name or actor
     if text.startswith(REJECTED):
-        who = f" by {actor}" if actor else ""
+        who = f" by {named}" if actor else ""
         return {"kind": "rejected", "message": f"Rejected{who}: {text[len(REJECTED):]}",
                 "by": actor}
     if text.startswith(LOST):
@@ -32,7 +35,7 @@ def ending(status: str, cause: str | None, actor: str | None) -> dict[str, Any]:
                 "by": actor}
     if cause is None:
         return {"kind": "canceled", "message": "Canceled.", "by": None}
-    who = f"by {actor}" if actor else "by the farm"
+    who = f"by {named}" if actor else "by the farm"
     why = "" if text in PLAIN_CAUSES else f": {text}"
     return {"kind": "canceled", "message": f"Canceled {who}{why}.", "by": actor}
 
@@ -52,6 +55,9 @@ def endings(conn: Connection, jobs: Collection[dict[str, Any]]) -> dict[str, dic
                                job_history.c.at)
                         .where(job_history.c.seq.in_(select(last.c.seq))))
     changes = {row.job_id: (row.cause, row.actor, row.at) for row in rows}
+    actors = {actor for _, actor, _ in changes.values() if actor}
+    names = dict(conn.execute(select(users.c.id, users.c.name)
+                              .where(users.c.id.in_(sorted(actors)))).all()) if actors else {}
     started = dict(conn.execute(
         select(job_history.c.job_id, func.min(job_history.c.at))
         .where(job_history.c.job_id.in_(list(ended)), job_history.c.to_status == "Running")
@@ -59,6 +65,6 @@ def endings(conn: Connection, jobs: Collection[dict[str, Any]]) -> dict[str, dic
     out = {}
     for job_id, status in ended.items():
         cause, actor, at = changes.get(job_id, (None, None, None))
-        out[job_id] = {**ending(status, cause, actor), "at": at,
+        out[job_id] = {**ending(status, cause, actor, names.get(actor)), "at": at,
                        "started_at": started.get(job_id)}
     return out

@@ -158,6 +158,29 @@ function showMessage(text, ok = false, kind = "") {
   box.hidden = false;
 }
 
+// A question in the page (never the browser's own dialogs): resolves true (or, with `input`,
+// the text typed) when confirmed, null when not.
+function ask(text, { yes = "OK", no = "Go back", input = null, value = "" } = {}) {
+  const dialog = $("#ask");
+  const box = $("input[name=answer]", dialog);
+  $("#ask-text").textContent = text;
+  $("#ask-yes").textContent = yes;
+  $("#ask-no").textContent = no;
+  $("#ask-field").hidden = !input;
+  $("#ask-label").textContent = input || "";
+  box.value = value;
+  box.required = Boolean(input);
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue !== "ok") resolve(null);
+      else resolve(input ? box.value.trim() || null : true);
+    }, { once: true });
+    dialog.showModal();
+    (input ? box : $("#ask-yes")).focus();
+  });
+}
+
 function hideMessage(kind) {
   const box = $("#message");
   if (!kind || box.dataset.kind === kind) box.hidden = true;
@@ -480,21 +503,21 @@ function cardEl(card) {
 // ---------------------------------------------------------------- bulk actions (staff)
 
 const BULK = {
-  clear: { applies: (c) => !c.bed_clear, what: "printers with a bed to clear",
+  clear: { applies: (c) => !c.bed_clear, what: "printers with a bed to clear", yes: "Clear beds",
     ask: (n) => `Mark the beds of ${n} printer${n === 1 ? "" : "s"} clear?`,
     run: (c) => api("POST", `/printers/${encodeURIComponent(c.id)}/bed_cleared`),
     done: (n) => `Beds of ${n} printer${n === 1 ? "" : "s"} marked clear.` },
   // Pause and resume follow the job's phase, as the server's rules do (a printer's own
   // report may lag behind it or run ahead of it).
   pause: { applies: (c) => c.job && c.job.id && c.job.phase === "printing",
-    what: "printing printers", ask: (n) => `Pause ${n} print${n === 1 ? "" : "s"}?`,
+    what: "printing printers", yes: "Pause", ask: (n) => `Pause ${n} print${n === 1 ? "" : "s"}?`,
     run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/pause`),
     done: (n) => `Asked ${n} printer${n === 1 ? "" : "s"} to pause.` },
   resume: { applies: (c) => c.job && c.job.id && c.job.phase === "paused",
-    what: "paused printers", ask: (n) => `Resume ${n} print${n === 1 ? "" : "s"}?`,
+    what: "paused printers", yes: "Resume", ask: (n) => `Resume ${n} print${n === 1 ? "" : "s"}?`,
     run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/resume`),
     done: (n) => `Asked ${n} printer${n === 1 ? "" : "s"} to resume.` },
-  cancel: { applies: (c) => c.job && c.job.id, what: "printers with a print",
+  cancel: { applies: (c) => c.job && c.job.id, what: "printers with a print", yes: "Cancel prints",
     ask: (n) => `Cancel ${n} print${n === 1 ? "" : "s"}? This cannot be undone.`,
     run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/status`, { params: { status: "Canceled" } }),
     done: (n) => `${n} print${n === 1 ? "" : "s"} canceled.` },
@@ -550,7 +573,7 @@ async function bulk(kind) {
     showMessage(`None of the ${cards.length} selected printers is one of the ${action.what}.`);
     return;
   }
-  if (!window.confirm(action.ask(targets.length))) return;
+  if (!(await ask(action.ask(targets.length), { yes: action.yes }))) return;
   const failures = [];
   let next = 0;
   const worker = async () => {
@@ -579,8 +602,8 @@ function jobAction(jobId, action, printerId) {
   }, `Asked the printer to ${action} job ${jobId}.`);
 }
 
-function cancelJob(jobId, printerId) {
-  if (!window.confirm(`Cancel job ${jobId}?`)) return undefined;
+async function cancelJob(jobId, printerId) {
+  if (!(await ask(`Cancel job ${jobId}?`, { yes: "Cancel the job", no: "Keep it" }))) return undefined;
   return attempt(async () => {
     await api("POST", `/print_jobs/${encodeURIComponent(jobId)}/status`, { params: { status: "Canceled" } });
     if (printerId) await refreshShown([printerId]);
@@ -601,8 +624,9 @@ function jobRow(job, history = false) {
       await api("POST", `/print_jobs/${encodeURIComponent(job.id)}/approve`);
       loadQueue();
     }, `Job ${job.id} approved.`)));
-    actions.push(button("Reject", "outline secondary small", () => {
-      const reason = window.prompt(`Why is job ${job.id} rejected?`, "rejected by an operator");
+    actions.push(button("Reject", "outline secondary small", async () => {
+      const reason = await ask(`Why is job ${job.id} rejected?`,
+        { input: "Reason", value: "rejected by an operator", yes: "Reject" });
       if (!reason) return;
       attempt(async () => {
         await api("POST", `/print_jobs/${encodeURIComponent(job.id)}/reject`, { json: { reason } });
