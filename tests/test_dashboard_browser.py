@@ -139,6 +139,18 @@ def _confirm(page: Any, question: str, yes: str) -> None:
     expect(dialog).to_be_hidden()
 
 
+# The browser's notifications, recorded instead of shown (headless Chromium shows none): what
+# the page asks to show is tested, not the desktop's display of it.
+FAKE_NOTIFICATIONS = """
+window.__notes = [];
+window.Notification = class {
+  constructor(title, options) { window.__notes.push({ title, body: options && options.body }); }
+  static get permission() { return "granted"; }
+  static requestPermission() { return Promise.resolve("granted"); }
+};
+"""
+
+
 def _live(page: Any) -> None:
     """The page is live: by the event stream, or by polling where the server has none."""
     expect(page.locator("#live")).to_have_attribute("data-mode", re.compile("events|polling"))
@@ -178,6 +190,7 @@ def test_signing_in_with_an_api_token_keeps_the_token_after_sign_out(
 def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
         browser: Any, server: ServerProcess, shots: Path) -> None:
     student = _page(browser)
+    student.add_init_script(FAKE_NOTIFICATIONS)
     _sign_in(student, server, "student")
     _live(student)
     # The printer grid, without any operator button for a user.
@@ -190,6 +203,8 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
 
     # Submit a print with a G-code upload: it waits for an operator (REQUIRE_APPROVAL).
     student.get_by_role("tab", name="Jobs").click()
+    student.get_by_role("button", name="Tell me when my prints end").click()
+    expect(student.locator("#notify-state")).to_contain_text("A notification comes")
     student.locator('#job-form input[type="file"]').set_input_files(
         files=[{"name": "cube.gcode", "mimeType": "text/plain", "buffer": SLICED}])
     student.locator("#spool-select").select_option(SPOOL)
@@ -203,6 +218,9 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     expect(row).to_contain_text("approval")
     expect(row.get_by_role("button", name="Approve")).to_have_count(0)
     expect(row.get_by_role("button", name="Cancel")).to_have_count(1)  # their own job
+    mine = student.locator(f'#mine .mine-job[data-id="{job_id}"]')
+    expect(mine.locator(".state")).to_have_text("Waiting")
+    expect(mine.locator(".why")).to_have_text("waits for an operator to approve it")
     student.screenshot(path=shots / "dashboard-student-queued.png", full_page=True)
 
     # An operator approves it on their page.
@@ -228,9 +246,21 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     expect(running.get_by_role("button", name="Cancel")).to_be_visible()
     operator.screenshot(path=shots / "dashboard-operator-printing.png", full_page=True)
 
+    # The student's own prints: printing on the lab's printer, with the time it should end.
+    expect(mine.locator(".state")).to_have_text("Printing", timeout=WAIT_MS)
+    expect(mine.locator(".where")).to_have_text(f"On printer {PRINTER} (lab)")
+    expect(mine.locator(".finish")).to_contain_text("left · done about", timeout=WAIT_MS)
+    student.screenshot(path=shots / "dashboard-student-my-prints.png", full_page=True)
+
     # The student's page sees the job reach Done without reloading.
     done = student.locator(f'#history-table tr[data-id="{job_id}"] td.status')
     expect(done).to_have_text("Done", timeout=WAIT_MS)
+    expect(mine.locator(".state")).to_have_text("Done")
+    expect(mine.locator(".why")).to_have_text("Printed.")
+    _until(student, lambda: student.evaluate("window.__notes.length") > 0, 15,
+           "the notification that the print ended")
+    assert student.evaluate("window.__notes") == [
+        {"title": "cube.gcode is printed", "body": "Printed."}]
     student.screenshot(path=shots / "dashboard-student-done.png", full_page=True)
 
     # AUTO_CLEAR_BED is off: the bed waits; the student sees it, but no button.

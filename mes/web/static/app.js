@@ -22,6 +22,8 @@ const S = {
   groups: new Set(),
   spools: [],
   selected: new Map(),  // printer id -> its card as last read (bulk actions, staff)
+  mine: null,  // my jobs' statuses as last shown (job id -> status), for notifications
+  minePrinters: new Set(),  // the printers my running jobs are on
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -235,6 +237,8 @@ async function signInWith(body) {
 function signedIn(user, maxUpload) {
   S.me = user;
   S.maxUpload = maxUpload || 0;
+  S.mine = null;
+  showNotifyState();
   $("#whoami").textContent = `${user.name} · ${user.role}`;
   $("#whoami").hidden = false;
   $("#sign-out").hidden = false;
@@ -283,7 +287,7 @@ function showTab(name) {
 function refreshTab(name) {
   if (!S.me) return;
   if (name === "printers") { loadPrinters(); Overview.schedule(); }
-  else if (name === "jobs") { loadSpools(); loadQueue(); loadHistory(); }
+  else if (name === "jobs") { loadMine(); loadSpools(); loadQueue(); loadHistory(); }
   else if (name === "spools") loadSpools();
   else if (name === "cluster") loadCluster();
   else if (name === "utilization") loadUtilization();
@@ -747,12 +751,99 @@ async function submitJob(event) {
     if (job) {
       showMessage(`Job ${job.id} (${job.filepath}) submitted${job.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
       form.reset();
-      loadQueue(); loadHistory(); loadSpools();
+      loadMine(); loadQueue(); loadHistory(); loadSpools();
     }
   } finally {
     submitButton.disabled = false;
     bar.hidden = true; $("#upload-text").hidden = true;
   }
+}
+
+// ---------------------------------------------------------------- my prints
+
+const MINE_RECENT_S = 24 * 3600;  // ended prints shown this long
+const MINE_DAYS = 7;              // jobs created this long ago at most
+
+// My active prints and those that ended in the last day: status, progress, time left and
+// the clock time it should finish, the printer and its group, why it waits or ended.
+const loadMine = serial(async () => {
+  const created = Math.floor(Date.now() / 1000 - MINE_DAYS * 86400);
+  const { data } = await api("GET", "/print_jobs", { params: {
+    owner_id: S.me.id, order: "newest", limit: 100, created_after: String(created) } });
+  const now = Date.now();
+  const jobs = data.filter((j) => j.status === "Queued" || j.status === "Running"
+    || (j.ended && j.ended.at && now - new Date(j.ended.at).getTime() < MINE_RECENT_S * 1000));
+  const on = (j) => j.assigned_printer_id || j.printer_id;
+  const printerIds = [...new Set(jobs.filter((j) => j.status === "Running" && on(j)).map(on))];
+  const cards = new Map();
+  for (let i = 0; i < printerIds.length; i += MAX_IDS) {
+    const chunk = printerIds.slice(i, i + MAX_IDS);
+    const answer = await api("GET", "/dashboard/printers", { params: { id: chunk, limit: MAX_IDS } });
+    for (const card of answer.data) cards.set(card.id, card);
+  }
+  S.minePrinters = new Set(printerIds);
+  noticeEndings(jobs);
+  const el = $("#mine");
+  el.replaceChildren(...jobs.map((job) => mineEl(job, cards.get(on(job)))));
+  if (!jobs.length) el.append(h("p", {}, "No prints of yours are waiting, printing or ended today."));
+});
+
+function mineEl(job, card) {
+  const st = card && card.status;
+  const rows = [];
+  const shown = job.ended ? ENDINGS[job.ended.kind] || job.status : job.status === "Running"
+    ? (job.phase === "paused" ? "Paused" : job.phase === "starting" ? "Starting" : "Printing") : "Waiting";
+  rows.push(h("div", { class: "row" }, h("span", { class: "state" }, shown),
+    h("span", {}, fmtTime(job.created_at))));
+  if (job.status === "Running" && st && typeof st.progress === "number") {
+    rows.push(h("progress", { value: st.progress.toFixed(1), max: 100 }));
+    const left = typeof st.time_left === "number" ? st.time_left : null;
+    const finish = left !== null ? new Date(Date.now() + left * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : null;
+    rows.push(h("div", { class: "row" }, h("span", { class: "progress-text" }, `${st.progress.toFixed(0)} %`),
+      h("span", { class: "finish" }, left !== null ? `${fmtDuration(left)} left · done about ${finish}` : "")));
+  }
+  const printer = job.assigned_printer_id || job.printer_id;
+  if (printer) {
+    const group = card && card.group ? ` (${card.group})` : "";
+    rows.push(h("div", { class: "meta where" }, `${job.status === "Queued" ? "For" : "On"} printer ${printer}${group}`));
+  }
+  const why = job.ended ? job.ended.message : job.hold ? job.hold.message : "";
+  if (why) rows.push(h("div", { class: "meta why" }, why));
+  return h("article", { class: "mine-job", dataset: { id: job.id, status: job.status } },
+    h("h3", {}, job.filepath), rows);
+}
+
+// A browser notification (when allowed) for each of my prints that ended since last shown.
+function noticeEndings(jobs) {
+  const before = S.mine;
+  S.mine = new Map(jobs.map((j) => [j.id, j.status]));
+  if (!before || localStorage.getItem("mes-notify") !== "on" || !("Notification" in window)
+      || Notification.permission !== "granted") return;
+  for (const job of jobs) {
+    const was = before.get(job.id);
+    if (!job.ended || was === undefined || was === job.status) continue;
+    const title = job.ended.kind === "done" ? `${job.filepath} is printed` : `${job.filepath} did not print`;
+    new Notification(title, { body: job.ended.message, tag: `mes-job-${job.id}` });
+  }
+}
+
+function showNotifyState() {
+  const on = localStorage.getItem("mes-notify") === "on" && "Notification" in window
+    && Notification.permission === "granted";
+  $("#notify").textContent = on ? "Stop telling me when my prints end" : "Tell me when my prints end";
+  $("#notify-state").textContent = !("Notification" in window) ? "This browser cannot show notifications."
+    : Notification.permission === "denied" ? "Notifications are blocked for this page in the browser's settings."
+      : on ? "A notification comes when a print of yours ends or fails." : "";
+}
+
+async function toggleNotify() {
+  if (localStorage.getItem("mes-notify") === "on") {
+    localStorage.removeItem("mes-notify");
+  } else if ("Notification" in window) {
+    const answer = Notification.permission === "granted" ? "granted" : await Notification.requestPermission();
+    if (answer === "granted") localStorage.setItem("mes-notify", "on");
+  }
+  showNotifyState();
 }
 
 // ---------------------------------------------------------------- spools
@@ -1029,6 +1120,7 @@ const Live = {
     }
     if (entity === "printer" || entity === "printer_status") {
       Overview.schedule();
+      if (S.tab === "jobs" && [...ids].some((id) => S.minePrinters.has(id))) loadMine();
       // A printer's own record changed (its bed, its group): not known where it belongs now.
       const states = new Map(entity === "printer" ? []
         : [...ids].filter((id) => this.states.has(id)).map((id) => [id, this.states.get(id)]));
@@ -1036,6 +1128,8 @@ const Live = {
       if (S.tab === "printers") attempt(() => refreshShown(ids, states));
     } else if (entity === "print_job") {
       if (S.tab === "jobs") { loadQueue(); loadHistory(); }
+      // My prints: shown on the Jobs tab, and read on any tab while notifications are on.
+      if (S.tab === "jobs" || localStorage.getItem("mes-notify") === "on") loadMine();
       if (S.tab === "printers") {
         const cards = [...p.cards.values()].filter((c) => c.job && ids.has(c.job.id)).map((c) => c.id);
         if (cards.length) attempt(() => refreshShown(cards));
@@ -1095,6 +1189,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#job-filter").addEventListener("change", () => { resetPaging(S.history); loadHistory(); });
   $("#job-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.history); loadHistory(); });
   $("#job-form").addEventListener("submit", submitJob);
+  $("#notify").addEventListener("click", toggleNotify);
   $("#util-form").addEventListener("submit", (e) => { e.preventDefault(); loadUtilization(); });
   for (const name of ["from", "to"]) {
     $("#util-form").elements[name].addEventListener("input", () => { $("#util-form").dataset.edited = "true"; });
