@@ -697,3 +697,96 @@ def test_every_view_has_no_serious_accessibility_violation(
     problems = {view: lines for view, lines in found.items() if lines}
     assert not problems, "\n".join(f"{view}: {line}" for view, lines in problems.items()
                                    for line in lines)
+
+
+def test_operators_manage_printers_and_spools_on_the_page(
+        browser: Any, server: ServerProcess, shots: Path) -> None:
+    """An operator adds, changes (spool unloaded, a write-only key) and deletes a printer and
+    adds, refills and deletes a spool through the page's forms; a refused value is said in
+    the form, which stays open; a student sees none of these controls."""
+    api = server.client
+    page = _page(browser)
+    _sign_in(page, server, "staff")
+    page.get_by_role("button", name="Add a printer").click()
+    form = page.locator("#printer-dialog")
+    expect(form).to_be_visible()
+    form.get_by_label("Printer id").fill("lab-new")
+    form.get_by_label("Make").fill("Prusa")
+    form.get_by_label("Model").fill("MK3S")
+    form.get_by_label("Kind").select_option("Mock")
+    form.get_by_label("Address", exact=True).fill("http://mock-new:5000")
+    form.get_by_label("Group").fill("annex")
+    form.get_by_label("Spool loaded").select_option(SPOOL)
+    page.screenshot(path=shots / "dashboard-printer-form.png", full_page=True)
+    form.get_by_role("button", name="Save").click()
+    expect(page.locator("#message")).to_contain_text("Printer lab-new added.")
+    expect(form).to_be_hidden()
+    created = _ok(api.get("/printers/lab-new"))
+    assert [created[k] for k in ("company", "model", "api", "url", "group", "filament_id",
+                                 "worker", "has_api_key")] == [
+        "Prusa", "MK3S", "Mock", "http://mock-new:5000", "annex", SPOOL, True, False]
+
+    card = page.locator('.card[data-id="lab-new"]')
+    card.get_by_role("button", name="Edit printer lab-new").click()
+    expect(form.get_by_label("Group")).to_have_value("annex")
+    form.get_by_label("Group").fill("lab")
+    form.get_by_label("Spool loaded").select_option("")
+    form.get_by_label("API key").fill("a-secret-key-123")
+    form.get_by_role("button", name="Save").click()
+    expect(page.locator("#message")).to_contain_text("Printer lab-new saved.")
+    changed = _ok(api.get("/printers/lab-new"))
+    assert (changed["group"], changed["filament_id"], changed["has_api_key"]) == (
+        "lab", None, True)
+    assert "a-secret-key-123" not in page.content()  # write-only: never shown back
+
+    # A refused value: said in the form, which stays open; nothing changes.
+    card.get_by_role("button", name="Edit printer lab-new").click()
+    form.get_by_label("Camera address").fill("ftp://camera")
+    form.get_by_role("button", name="Save").click()
+    expect(form.locator("#printer-error")).to_be_visible()
+    expect(form.locator("#printer-error")).not_to_contain_text("camera_url")
+    expect(form).to_be_visible()
+    form.get_by_role("button", name="Go back").click()
+    assert _ok(api.get("/printers/lab-new"))["camera_url"] is None
+
+    card.get_by_role("button", name="Edit printer lab-new").click()
+    form.get_by_role("button", name="Delete printer").click()
+    _confirm(page, "Delete printer lab-new? Its jobs stay in the history.", "Delete printer")
+    expect(page.locator("#message")).to_contain_text("Printer lab-new deleted.")
+    assert api.get("/printers/lab-new").status_code == 404
+
+    # Spools: added, which printer holds which, refilled, deleted.
+    page.get_by_role("tab", name="Spools").click()
+    page.locator("#spool-box summary").click()
+    spool_form = page.locator("#spool-form")
+    spool_form.get_by_label("Spool id").fill("petg-green")
+    spool_form.get_by_label("Material").select_option("PETG")
+    spool_form.get_by_label("Colour").fill("green")
+    spool_form.get_by_label("Total (g)").fill("750")
+    spool_form.get_by_role("button", name="Add spool").click()
+    expect(page.locator("#message")).to_contain_text("Spool petg-green added.")
+    row = page.locator('#spool-table tr[data-id="petg-green"]')
+    expect(row.locator("td.remaining")).to_have_text("750")
+    expect(page.locator(f'#spool-table tr[data-id="{SPOOL}"] td.holders')).to_have_text(PRINTER)
+    row.get_by_role("button", name="Set remaining").click()
+    page.get_by_role("dialog").get_by_label("Remaining (g)").fill("500")
+    page.get_by_role("dialog").get_by_role("button", name="Save").click()
+    expect(row.locator("td.remaining")).to_have_text("500")
+    assert _ok(api.get("/filaments/petg-green"))["remaining_weight_in_grams"] == 500
+    page.screenshot(path=shots / "dashboard-spools-managed.png", full_page=True)
+    row.get_by_role("button", name="Delete spool petg-green").click()
+    _confirm(page, "Delete spool petg-green?", "Delete spool")
+    expect(row).to_have_count(0)
+    assert api.get("/filaments/petg-green").status_code == 404
+    page.context.close()
+
+    student = _page(browser)
+    _sign_in(student, server, "student")
+    expect(student.locator(f'.card[data-id="{PRINTER}"]')).to_be_visible()
+    expect(student.get_by_role("button", name="Add a printer")).to_have_count(0)
+    expect(student.get_by_role("button", name=re.compile("^Edit printer"))).to_have_count(0)
+    student.get_by_role("tab", name="Spools").click()
+    expect(student.locator("#spool-table tbody tr[data-id]").first).to_be_visible()
+    expect(student.locator("#spool-form")).to_be_hidden()
+    expect(student.get_by_role("button", name="Set remaining")).to_have_count(0)
+    student.context.close()

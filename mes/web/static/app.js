@@ -482,6 +482,8 @@ function cardEl(card) {
         () => jobAction(job.id, paused ? "resume" : "pause", card.id)));
       actions.push(button("Cancel", "outline secondary small", () => cancelJob(job.id, card.id)));
     }
+    actions.push(h("button", { type: "button", class: "outline secondary small", "aria-label": `Edit printer ${card.id}`,
+      onclick: () => editPrinter(card) }, "Edit"));
     if (!card.bed_clear) {
       actions.push(button("Clear bed", "small", () => attempt(async () => {
         await api("POST", `/printers/${encodeURIComponent(card.id)}/bed_cleared`);
@@ -502,6 +504,75 @@ function cardEl(card) {
       card.group ? ` · ${card.group}` : ""),
     rows,
     actions.length ? h("div", { class: "actions" }, actions) : null);
+}
+
+// ---------------------------------------------------------------- managing printers (staff)
+
+const PRINTER_TEXT = ["company", "model", "url", "group", "camera_url"];
+
+function spoolOptions(select, chosen) {
+  select.replaceChildren(h("option", { value: "" }, "none"),
+    ...S.spools.map((s) => h("option", { value: s.id }, `${s.id} · ${s.type} ${s.color}`)));
+  if (chosen && !S.spools.some((s) => s.id === chosen)) select.append(h("option", { value: chosen }, chosen));
+  select.value = chosen || "";
+}
+
+// The printer form, for a new printer (`card` null) or to change one: only what changed is
+// sent; the API key is write-only (typed anew or kept).
+async function editPrinter(card) {
+  await loadSpools();
+  const dialog = $("#printer-dialog");
+  const form = $("#printer-form");
+  form.reset();
+  $("#printer-error").hidden = true;
+  $("#printer-dialog-title").textContent = card ? `Printer ${card.id}` : "A new printer";
+  form.elements.id.value = card ? card.id : "";
+  form.elements.id.disabled = Boolean(card);
+  for (const name of PRINTER_TEXT) form.elements[name].value = (card && card[name]) || "";
+  form.elements.api.value = (card && card.api) || "";
+  form.elements.api_key.placeholder = card && card.has_api_key ? "kept unless you type a new one" : "none";
+  spoolOptions($("#printer-spool"), card && card.filament_id);
+  form.elements.worker.checked = card ? card.worker : true;
+  $("#printer-delete").hidden = !card;
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const value = (name) => form.elements[name].value.trim();
+    const body = {};
+    if (!card) {
+      if (value("id")) body.id = value("id");
+      for (const name of [...PRINTER_TEXT, "api", "api_key", "filament_id"]) if (value(name)) body[name] = value(name);
+      body.worker = form.elements.worker.checked && Boolean(body.api);
+    } else {
+      for (const name of ["company", "model"]) if (value(name) !== (card[name] || "")) body[name] = value(name);
+      for (const name of ["url", "group", "camera_url", "api", "filament_id"]) {
+        if ((value(name) || null) !== (card[name] ?? null)) body[name] = value(name) || null;
+      }
+      if (value("api_key")) body.api_key = value("api_key");
+      if (form.elements.worker.checked !== card.worker) body.worker = form.elements.worker.checked;
+    }
+    try {
+      const { data } = card
+        ? await api("PATCH", `/printers/${encodeURIComponent(card.id)}`, { json: body })
+        : await api("POST", "/printers", { json: body });
+      dialog.close();
+      showMessage(card ? `Printer ${data.id} saved.` : `Printer ${data.id} added.`, true);
+      loadPrinters(); Overview.schedule(); loadSpools();
+    } catch (err) {
+      $("#printer-error").textContent = plainWords(err);
+      $("#printer-error").hidden = false;
+    }
+  };
+  $("#printer-delete").onclick = async () => {
+    dialog.close();
+    if (!(await ask(`Delete printer ${card.id}? Its jobs stay in the history.`, { yes: "Delete printer", no: "Keep it" }))) return;
+    await attempt(async () => {
+      await api("DELETE", `/printers/${encodeURIComponent(card.id)}`);
+      loadPrinters(); Overview.schedule();
+    }, `Printer ${card.id} deleted.`);
+  };
+  $("#printer-cancel").onclick = () => dialog.close();
+  dialog.showModal();
+  (card ? form.elements.company : form.elements.id).focus();
 }
 
 // ---------------------------------------------------------------- bulk actions (staff)
@@ -857,12 +928,26 @@ const loadSpools = serial(async () => {
     cursor = response.headers.get("X-Next-Cursor");
   } while (cursor && spools.length < 10000);
   S.spools = spools;
+  const holders = new Map();  // spool id -> the printers it is loaded in
+  if (S.tab === "spools") {
+    let after = null;
+    const printers = [];
+    do {
+      const { data, response } = await api("GET", "/printers", { params: { limit: 1000, cursor: after } });
+      printers.push(...data);
+      after = response.headers.get("X-Next-Cursor");
+    } while (after && printers.length < 10000);
+    for (const p of printers) {
+      if (p.filament_id) holders.set(p.filament_id, [...(holders.get(p.filament_id) || []), p.id]);
+    }
+  }
   const select = $("#spool-select");
   const chosen = select.value;
   select.replaceChildren(h("option", { value: "" }, "choose a spool"), ...spools.map((s) =>
     h("option", { value: s.id }, `${s.id} · ${s.type} ${s.color} · ${s.remaining_weight_in_grams - s.reserved_weight_in_grams} g free`)));
   select.value = spools.some((s) => s.id === chosen) ? chosen : "";
-  fillTable($("#spool-table"), ["Spool", "Type", "Colour", "Total g", "Remaining g", "Reserved g", "Free g", ""],
+  fillTable($("#spool-table"), ["Spool", "Type", "Colour", "Total g", "Remaining g", "Reserved g", "Free g", "Level",
+    "Loaded in", ...(staff() ? ["Actions"] : [])],
     spools.map((s) => {
       const total = Math.max(1, s.total_weight_in_grams);
       const free = s.remaining_weight_in_grams - s.reserved_weight_in_grams;
@@ -871,9 +956,50 @@ const loadSpools = serial(async () => {
         h("td", { class: "reserved" }, s.reserved_weight_in_grams), h("td", {}, free),
         h("td", {}, h("span", { class: "bar", title: `${s.remaining_weight_in_grams} of ${total} g left, ${s.reserved_weight_in_grams} g reserved` },
           h("span", { class: "used", style: `width:${(100 * Math.max(0, free) / total).toFixed(1)}%` }),
-          h("span", { class: "reserved", style: `left:${(100 * Math.max(0, free) / total).toFixed(1)}%;width:${(100 * s.reserved_weight_in_grams / total).toFixed(1)}%` }))));
+          h("span", { class: "reserved", style: `left:${(100 * Math.max(0, free) / total).toFixed(1)}%;width:${(100 * s.reserved_weight_in_grams / total).toFixed(1)}%` }))),
+        h("td", { class: "holders wrap" }, (holders.get(s.id) || []).join(", ") || "–"),
+        staff() ? h("td", {}, h("div", { class: "actions" },
+          button("Set remaining", "outline small", () => setRemaining(s)),
+          h("button", { type: "button", class: "outline secondary small", "aria-label": `Delete spool ${s.id}`,
+            onclick: () => deleteSpool(s) }, "Delete"))) : null);
     }), "No spools yet.");
 });
+
+async function setRemaining(spool) {
+  const grams = await ask(`How many grams are left on spool ${spool.id}?`,
+    { input: "Remaining (g)", value: String(spool.remaining_weight_in_grams), yes: "Save" });
+  if (grams === null) return;
+  const value = Number(grams);
+  if (!Number.isInteger(value) || value < 0) { showMessage("Remaining must be a whole number of grams, 0 or more."); return; }
+  await attempt(async () => {
+    await api("PATCH", `/filaments/${encodeURIComponent(spool.id)}`, { json: { remaining_weight_in_grams: value } });
+    loadSpools();
+  }, `Spool ${spool.id}: ${value} g left.`);
+}
+
+async function deleteSpool(spool) {
+  if (!(await ask(`Delete spool ${spool.id}?`, { yes: "Delete spool", no: "Keep it" }))) return;
+  await attempt(async () => {
+    await api("DELETE", `/filaments/${encodeURIComponent(spool.id)}`);
+    loadSpools();
+  }, `Spool ${spool.id} deleted.`);
+}
+
+async function addSpool(event) {
+  event.preventDefault();
+  const form = event.target;
+  const data = new FormData(form);
+  const body = { type: data.get("type"), color: data.get("color").trim(),
+    total_weight_in_grams: Number(data.get("total_weight_in_grams")) };
+  if (data.get("id").trim()) body.id = data.get("id").trim();
+  if (data.get("remaining_weight_in_grams") !== "") body.remaining_weight_in_grams = Number(data.get("remaining_weight_in_grams"));
+  const spool = await attempt(async () => (await api("POST", "/filaments", { json: body })).data);
+  if (spool) {
+    showMessage(`Spool ${spool.id} added.`, true);
+    form.reset();
+    loadSpools();
+  }
+}
 
 // ---------------------------------------------------------------- cluster
 
@@ -1190,6 +1316,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#job-filter").addEventListener("submit", (e) => { e.preventDefault(); resetPaging(S.history); loadHistory(); });
   $("#job-form").addEventListener("submit", submitJob);
   $("#notify").addEventListener("click", toggleNotify);
+  $("#add-printer").addEventListener("click", () => editPrinter(null));
+  $("#spool-form").addEventListener("submit", addSpool);
   $("#util-form").addEventListener("submit", (e) => { e.preventDefault(); loadUtilization(); });
   for (const name of ["from", "to"]) {
     $("#util-form").elements[name].addEventListener("input", () => { $("#util-form").dataset.edited = "true"; });
