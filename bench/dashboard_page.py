@@ -84,7 +84,7 @@ def page_timings(node: ServerProcess, printers: int) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True)
         page.goto(url)
         page.get_by_label("User name").fill("op")
-        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
         page.get_by_role("button", name="Sign in", exact=True).click()
         page.locator(".card").first.wait_for()
         for limit in ("60", "240"):

@@ -116,7 +116,7 @@ def _page(browser: Any, width: int = 1280, height: int = 900) -> Any:
 def _sign_in(page: Any, server: ServerProcess, name: str) -> None:
     page.goto(_url(server))
     page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.locator("#whoami")).to_contain_text(name)
 
@@ -161,7 +161,7 @@ def test_a_wrong_password_shows_a_readable_message(
     page = _page(browser)
     page.goto(_url(server))
     page.get_by_label("User name").fill("student")
-    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_label("Password", exact=True).fill("not-the-password")
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.locator("#sign-in-error")).to_have_text("Wrong user name or password")
     expect(page.locator("#app")).to_be_hidden()
@@ -659,7 +659,7 @@ def test_bulk_actions_on_every_printer_a_filter_matches(
             api.delete(f"/printers/{pid}")
 
 
-VIEWS = ["printers", "jobs", "spools", "cluster", "utilization"]
+VIEWS = ["printers", "jobs", "spools", "cluster", "utilization", "accounts"]
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)],
@@ -790,3 +790,79 @@ def test_operators_manage_printers_and_spools_on_the_page(
     expect(student.locator("#spool-form")).to_be_hidden()
     expect(student.get_by_role("button", name="Set remaining")).to_have_count(0)
     student.context.close()
+
+
+def test_accounts_tokens_users_and_webhooks_per_role(
+        browser: Any, server: ServerProcess, shots: Path) -> None:
+    """Everyone makes and revokes their own API tokens (shown once); an admin adds users,
+    changes a role, disables one and sets a password; operators see the webhooks with their
+    last delivery; a user sees neither users nor webhooks."""
+    api = server.client
+    _ok(api.post("/users", json={"name": "boss", "role": "admin", "password": PASSWORD}))
+    hook = _ok(api.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "types": ["*"],
+                                           "description": "lab chat"}))
+    try:
+        admin = _page(browser)
+        _sign_in(admin, server, "boss")
+        admin.get_by_role("tab", name="Accounts").click()
+        tokens = admin.locator("#token-table")
+        admin.locator("#token-new").get_by_label("Token name").fill("my script")
+        admin.locator("#token-new").get_by_role("button", name="Create token").click()
+        expect(admin.locator("#message")).to_contain_text('Token "my script": mes_')
+        secret = re.search(r"(mes_\S+)", admin.locator("#message").inner_text())
+        assert secret is not None
+        assert httpx.get(f"http://127.0.0.1:{server.http_port}/api/v1/users/me", headers={
+            "Authorization": f"Bearer {secret.group(1)}"}).json()["name"] == "boss"
+        row = tokens.locator("tr", has_text="my script")
+        row.get_by_role("button", name="Revoke token my script").click()
+        _confirm(admin, "Revoke token my script? Programs using it stop working.", "Revoke")
+        expect(row.locator(".token-state")).to_have_text("revoked")
+        assert httpx.get(f"http://127.0.0.1:{server.http_port}/api/v1/users/me", headers={
+            "Authorization": f"Bearer {secret.group(1)}"}).status_code == 401
+
+        admin.locator("#user-box summary").click()
+        new = admin.locator("#user-new")
+        new.get_by_label("Name").fill("lab-tech")
+        new.get_by_label("Role").select_option("user")
+        new.get_by_label("First password").fill("first-password-1")
+        new.get_by_role("button", name="Add user").click()
+        expect(admin.locator("#message")).to_contain_text("User lab-tech added (user).")
+        users = admin.locator("#user-table")
+        tech = users.locator("tr", has_text="lab-tech")
+        tech.get_by_label("Role of lab-tech").select_option("operator")
+        expect(admin.locator("#message")).to_contain_text("lab-tech is now operator.")
+        tech.get_by_role("button", name="Set the password of lab-tech").click()
+        dialog = admin.get_by_role("dialog")
+        assert dialog.get_by_label("New password").get_attribute("type") == "password"
+        dialog.get_by_label("New password").fill("second-password-2")
+        dialog.get_by_role("button", name="Set password").click()
+        expect(admin.locator("#message")).to_contain_text("The password of lab-tech is set.")
+        signed = httpx.post(f"http://127.0.0.1:{server.http_port}/api/v1/session",
+                            json={"name": "lab-tech", "password": "second-password-2"})
+        assert signed.status_code == 200 and signed.json()["user"]["role"] == "operator"
+        tech.get_by_role("button", name="Disable").click()
+        expect(tech.locator(".user-state")).to_have_text("disabled")
+        assert httpx.post(f"http://127.0.0.1:{server.http_port}/api/v1/session", json={
+            "name": "lab-tech", "password": "second-password-2"}).status_code == 401
+        webhooks = admin.locator(f'#webhook-table tr[data-id="{hook["id"]}"]')
+        expect(webhooks).to_contain_text("lab chat")
+        expect(webhooks).to_contain_text("http://127.0.0.1:9/hook")
+        admin.screenshot(path=shots / "dashboard-accounts-admin.png", full_page=True)
+        admin.context.close()
+
+        operator = _page(browser)
+        _sign_in(operator, server, "staff")
+        operator.get_by_role("tab", name="Accounts").click()
+        expect(operator.locator(f'#webhook-table tr[data-id="{hook["id"]}"]')).to_be_visible()
+        expect(operator.locator("#user-table")).to_be_hidden()
+        operator.context.close()
+
+        student = _page(browser)
+        _sign_in(student, server, "student")
+        student.get_by_role("tab", name="Accounts").click()
+        expect(student.locator("#token-new")).to_be_visible()
+        expect(student.locator("#user-table")).to_be_hidden()
+        expect(student.locator("#webhook-table")).to_be_hidden()
+        student.context.close()
+    finally:
+        api.delete(f"/webhooks/{hook['id']}")

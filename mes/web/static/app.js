@@ -162,7 +162,7 @@ function showMessage(text, ok = false, kind = "") {
 
 // A question in the page (never the browser's own dialogs): resolves true (or, with `input`,
 // the text typed) when confirmed, null when not.
-function ask(text, { yes = "OK", no = "Go back", input = null, value = "" } = {}) {
+function ask(text, { yes = "OK", no = "Go back", input = null, value = "", type = "text" } = {}) {
   const dialog = $("#ask");
   const box = $("input[name=answer]", dialog);
   $("#ask-text").textContent = text;
@@ -171,6 +171,7 @@ function ask(text, { yes = "OK", no = "Go back", input = null, value = "" } = {}
   $("#ask-field").hidden = !input;
   $("#ask-label").textContent = input || "";
   box.value = value;
+  box.type = type;
   box.required = Boolean(input);
   dialog.returnValue = "";
   return new Promise((resolve) => {
@@ -247,6 +248,7 @@ function signedIn(user, maxUpload) {
   $("#message").hidden = true;
   document.body.dataset.role = user.role;
   for (const el of document.querySelectorAll(".staff-only")) el.hidden = !staff();
+  for (const el of document.querySelectorAll(".admin-only")) el.hidden = user.role !== "admin";
   for (const form of document.querySelectorAll("#sign-in form")) form.reset();
   Live.start();
   showTab(S.tab);
@@ -270,7 +272,7 @@ function signedOut(message) {
 
 // ---------------------------------------------------------------- tabs
 
-const TABS = ["printers", "jobs", "spools", "cluster", "utilization"];
+const TABS = ["printers", "jobs", "spools", "cluster", "utilization", "accounts"];
 
 function showTab(name) {
   if (!TABS.includes(name)) name = "printers";
@@ -291,6 +293,7 @@ function refreshTab(name) {
   else if (name === "spools") loadSpools();
   else if (name === "cluster") loadCluster();
   else if (name === "utilization") loadUtilization();
+  else if (name === "accounts") loadAccounts();
 }
 
 // ---------------------------------------------------------------- printers
@@ -1001,6 +1004,116 @@ async function addSpool(event) {
   }
 }
 
+// ---------------------------------------------------------------- accounts
+
+// Every page of a list (at most `max` rows).
+async function allPages(path, params = {}, max = 5000) {
+  const rows = [];
+  let cursor = null;
+  do {
+    const { data, response } = await api("GET", path, { params: { ...params, limit: 1000, cursor } });
+    rows.push(...data);
+    cursor = response.headers.get("X-Next-Cursor");
+  } while (cursor && rows.length < max);
+  return rows;
+}
+
+const loadAccounts = serial(async () => {
+  const tokens = await allPages("/tokens", { user_id: S.me.id });
+  fillTable($("#token-table"), ["Token", "Created", "Expires", "Last used", "State", "Actions"],
+    tokens.map((t) => h("tr", { dataset: { id: t.id } }, h("td", {}, t.name), h("td", {}, fmtTime(t.created_at)),
+      h("td", {}, t.expires_at ? fmtTime(t.expires_at) : "never"), h("td", {}, fmtTime(t.last_used_at)),
+      h("td", { class: "token-state" }, t.revoked_at ? "revoked" : "in use"),
+      h("td", {}, t.revoked_at ? "" : h("button", { type: "button", class: "outline secondary small",
+        "aria-label": `Revoke token ${t.name}`, onclick: () => revokeToken(t) }, "Revoke")))), "No tokens.");
+  if (S.me.role === "admin") {
+    const users = await allPages("/users");
+    fillTable($("#user-table"), ["User", "Name", "Role", "E-mail", "Password", "State", "Actions"],
+      users.map((u) => h("tr", { dataset: { id: u.id } }, h("td", {}, u.id), h("td", {}, u.name),
+        h("td", {}, roleSelect(u)), h("td", {}, u.email || "–"), h("td", {}, u.has_password ? "set" : "none"),
+        h("td", { class: "user-state" }, u.disabled ? "disabled" : "active"),
+        h("td", {}, h("div", { class: "actions" },
+          button(u.disabled ? "Enable" : "Disable", "outline small", () => patchUser(u, { disabled: !u.disabled },
+            `${u.name} is ${u.disabled ? "enabled" : "disabled"}.`)),
+          h("button", { type: "button", class: "outline small", "aria-label": `Set the password of ${u.name}`,
+            onclick: () => resetPassword(u) }, "Set password"),
+          h("button", { type: "button", class: "outline small", "aria-label": `New token for ${u.name}`,
+            onclick: () => newToken(u) }, "New token"))))), "No users.");
+  }
+  if (staff()) {
+    const hooks = await allPages("/webhooks");
+    const last = await Promise.all(hooks.map((w) => api("GET", `/webhooks/${encodeURIComponent(w.id)}/deliveries`,
+      { params: { limit: 1 } }).then(({ data }) => data[0] || null, () => null)));
+    fillTable($("#webhook-table"), ["Address", "Sends", "Description", "Created", "Last delivery"],
+      hooks.map((w, i) => h("tr", { dataset: { id: w.id } }, h("td", { class: "wrap" }, w.url),
+        h("td", { class: "wrap" }, w.types.join(", ")), h("td", { class: "wrap" }, w.description || "–"),
+        h("td", {}, fmtTime(w.created_at)),
+        h("td", {}, last[i] ? `${last[i].status}${last[i].last_status_code ? ` (HTTP ${last[i].last_status_code})` : ""}, ${fmtTime(last[i].created_at)}` : "none yet"))),
+      "No webhooks. Webhooks are added through the REST API (see its documentation).");
+  }
+});
+
+function roleSelect(user) {
+  const select = h("select", { "aria-label": `Role of ${user.name}`, class: "role" },
+    ...["user", "operator", "admin"].map((r) => h("option", { value: r, selected: r === user.role }, r)));
+  select.addEventListener("change", () => patchUser(user, { role: select.value }, `${user.name} is now ${select.value}.`));
+  return select;
+}
+
+function patchUser(user, body, done) {
+  return attempt(async () => {
+    await api("PATCH", `/users/${encodeURIComponent(user.id)}`, { json: body });
+    loadAccounts();
+  }, done);
+}
+
+async function resetPassword(user) {
+  const password = await ask(`A new password for ${user.name} (at least 8 characters):`,
+    { input: "New password", yes: "Set password", type: "password" });
+  if (password === null) return;
+  await patchUser(user, { password }, `The password of ${user.name} is set.`);
+}
+
+function tokenShown(token) {
+  showMessage(`Token "${token.name}": ${token.token} (copy it now: it is not shown again)`, true);
+}
+
+async function newToken(user) {
+  const name = await ask(`A name for the new token of ${user.name}:`, { input: "Token name", yes: "Create token" });
+  if (name === null) return;
+  const token = await attempt(async () => (await api("POST", "/tokens", { json: { name, user_id: user.id } })).data);
+  if (token) tokenShown(token);
+}
+
+async function revokeToken(token) {
+  if (!(await ask(`Revoke token ${token.name}? Programs using it stop working.`, { yes: "Revoke", no: "Keep it" }))) return;
+  await attempt(async () => {
+    await api("DELETE", `/tokens/${encodeURIComponent(token.id)}`);
+    loadAccounts();
+  }, `Token ${token.name} revoked.`);
+}
+
+async function createOwnToken(event) {
+  event.preventDefault();
+  const form = event.target;
+  const data = new FormData(form);
+  const body = { name: data.get("name").trim() };
+  if (data.get("expires")) body.expires_in_seconds = Number(data.get("expires"));
+  const token = await attempt(async () => (await api("POST", "/tokens", { json: body })).data);
+  if (token) { tokenShown(token); form.reset(); loadAccounts(); }
+}
+
+async function addUser(event) {
+  event.preventDefault();
+  const form = event.target;
+  const data = new FormData(form);
+  const body = { name: data.get("name").trim(), role: data.get("role") };
+  if (data.get("email").trim()) body.email = data.get("email").trim();
+  if (data.get("password")) body.password = data.get("password");
+  const user = await attempt(async () => (await api("POST", "/users", { json: body })).data);
+  if (user) { showMessage(`User ${user.name} added (${user.role}).`, true); form.reset(); loadAccounts(); }
+}
+
 // ---------------------------------------------------------------- cluster
 
 const loadCluster = serial(async () => {
@@ -1318,6 +1431,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#notify").addEventListener("click", toggleNotify);
   $("#add-printer").addEventListener("click", () => editPrinter(null));
   $("#spool-form").addEventListener("submit", addSpool);
+  $("#token-new").addEventListener("submit", createOwnToken);
+  $("#user-new").addEventListener("submit", addUser);
   $("#util-form").addEventListener("submit", (e) => { e.preventDefault(); loadUtilization(); });
   for (const name of ["from", "to"]) {
     $("#util-form").elements[name].addEventListener("input", () => { $("#util-form").dataset.edited = "true"; });
