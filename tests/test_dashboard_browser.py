@@ -8,8 +8,10 @@ temporary directory) as dashboard-*.png.
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,40 @@ WAIT_MS = 60_000
 MAX_UPLOAD_MB = 2
 
 
+class _Snapshot(http.server.BaseHTTPRequestHandler):
+    """A webcam's snapshot on loopback (64 x 64 PNG); counts the requests."""
+
+    served = 0
+
+    def do_GET(self) -> None:  # the handler API names it
+        _Snapshot.served += 1
+        body = tiny_png(64, 64)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def camera_url() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Snapshot)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/snapshot.png"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, camera_url: str
+           ) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("dashboard")
     node = ServerProcess(0, base, {
         "MOCK_PRINTER_JOB_TIME": str(JOB_TICKS), "MOCK_PRINTER_INTERVAL": str(MOCK_TICK),
@@ -57,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     try:
         node.start()
         wait_for(node.admin_ready, 90, "the server to be ready and its admin made")
-        _farm(node)
+        _farm(node, camera_url)
         yield node
     finally:
         node.stop()
@@ -69,13 +103,13 @@ def _ok(response: Any) -> Any:
     return response.json()
 
 
-def _farm(node: ServerProcess) -> None:
+def _farm(node: ServerProcess, camera_url: str) -> None:
     api = node.client
     _ok(api.post("/filaments", json={"id": SPOOL, "type": "PLA", "color": "black",
                                      "total_weight_in_grams": 1000}))
     _ok(api.post("/printers", json={"id": PRINTER, "api": "Mock", "url": "http://mock-1:5000",
                                     "filament_id": SPOOL, "group": "lab",
-                                    "camera_url": "http://192.0.2.10/stream"}))
+                                    "camera_url": camera_url}))
     for name, role in (("student", "user"), ("staff", "operator")):
         _ok(api.post("/users", json={"name": name, "role": role, "password": PASSWORD}))
 
@@ -197,8 +231,15 @@ def test_a_student_prints_an_operator_approves_and_clears_the_bed_all_live(
     card = student.locator(f'.card[data-id="{PRINTER}"]')
     expect(card).to_contain_text("PLA black")
     expect(card.locator(".meta .kind")).to_have_text(" · mock printer")  # what drives it
-    expect(card.get_by_role("link", name=re.compile("Camera"))).to_have_attribute(
-        "href", "http://192.0.2.10/stream")
+    # The camera's picture, through the node (never from the camera itself), refreshed.
+    camera = card.locator("img.camera")
+    expect(camera).to_have_attribute("src", re.compile(f"^/api/v1/printers/{PRINTER}/camera"))
+    _until(student, lambda: camera.evaluate("img => img.complete && img.naturalWidth") == 64,
+           15, "the camera's picture")
+    first = camera.get_attribute("src")
+    _until(student, lambda: camera.get_attribute("src") != first, 15,
+           "the camera's picture to be read again")
+    _until(student, lambda: _Snapshot.served >= 2, 15, "the node to ask the camera again")
     expect(card.locator("button")).to_have_count(0)
 
     # Submit a print with a G-code upload: it waits for an operator (REQUIRE_APPROVAL).

@@ -24,6 +24,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("PATCH", "/api/v1/printers/{printer_id}"): (403, 200, 200),
     ("DELETE", "/api/v1/printers/{printer_id}"): (403, 204, 204),
     ("GET", "/api/v1/printers/{printer_id}/status"): (200, 200, 200),
+    # Every role may see a camera; the printer made here has none (tests/test_camera.py).
+    ("GET", "/api/v1/printers/{printer_id}/camera"): (404, 404, 404),
     ("POST", "/api/v1/printers/{printer_id}/bed_cleared"): (403, 200, 200),
     ("POST", "/api/v1/printers/{printer_id}/reservation"): (403, 200, 200),
     ("DELETE", "/api/v1/printers/{printer_id}/reservation"): (403, 200, 200),
@@ -224,6 +226,8 @@ PREPARE: dict[tuple[str, str], Prepare] = {
                                                         json={"model": "MK4"}),
     ("DELETE", "/api/v1/printers/{printer_id}"): with_id("/api/v1/printers/{}", printer),
     ("GET", "/api/v1/printers/{printer_id}/status"): with_id("/api/v1/printers/{}/status",
+                                                             printer),
+    ("GET", "/api/v1/printers/{printer_id}/camera"): with_id("/api/v1/printers/{}/camera",
                                                              printer),
     ("POST", "/api/v1/printers/{printer_id}/bed_cleared"): with_id(
         "/api/v1/printers/{}/bed_cleared", printer),

@@ -11,11 +11,13 @@ from fastapi_offline import FastAPIOffline
 
 from mes.api.auth_first import AuthBeforeBody
 from mes.api.body_limit import BodyLimit, upload_limits
+from mes.api.camera import Cameras
 from mes.api.errors import install_error_handlers
 from mes.api.raft_index import RaftIndexHeader
 from mes.api.routes import (
     audit,
     backup,
+    camera,
     cluster,
     dashboard,
     events,
@@ -53,6 +55,7 @@ def create_app(node: Farm) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.cameras.aclose()
             await node.stop_background()
 
     # The docs page's scripts and styles come from the package (fastapi-offline ships
@@ -68,6 +71,7 @@ def create_app(node: Farm) -> FastAPI:
         redoc_url=None,
     )
     app.state.node = node
+    app.state.cameras = Cameras(node.settings.printer_targets)
     app.add_middleware(BodyLimit, limit_for=upload_limits(
         API_PREFIX, node.settings.http.max_upload_mb * 2**20))
     app.add_middleware(RaftIndexHeader)
@@ -75,7 +79,7 @@ def create_app(node: Farm) -> FastAPI:
     app.add_middleware(AuthBeforeBody, auth=node.auth, api_prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, docs_prefix=f"{API_PREFIX}/docs")
     api = APIRouter(prefix=API_PREFIX)
-    for module in (printers, filaments, print_jobs, orders, files, users, tokens, audit,
+    for module in (printers, camera, filaments, print_jobs, orders, files, users, tokens, audit,
                    cluster, membership, backup, utilization, events, webhooks, session, dashboard):
         api.include_router(module.router)
     api.include_router(webhooks.deliveries_router)

@@ -327,6 +327,33 @@ function printerParams() {
     limit: form.get("limit") };
 }
 
+// ---------------------------------------------------------------- cameras
+
+const CAMERA_MS = 5000;  // a shown camera's picture is read again this often
+
+function cameraSrc(id) {
+  return `${API}/printers/${encodeURIComponent(id)}/camera?t=${Math.floor(Date.now() / CAMERA_MS)}`;
+}
+
+// Pictures on screen are refreshed while the page is visible; those scrolled away are not.
+const Cameras = {
+  shown: new Set(),
+  observer: "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    for (const e of entries) { if (e.isIntersecting) Cameras.shown.add(e.target); else Cameras.shown.delete(e.target); }
+  }) : null,
+  watch(root) {
+    for (const img of root.querySelectorAll("img.camera")) if (this.observer) this.observer.observe(img);
+  },
+  refresh() {
+    if (document.hidden || S.tab !== "printers") return;
+    for (const img of [...this.shown]) {
+      if (!img.isConnected) { this.shown.delete(img); if (this.observer) this.observer.unobserve(img); continue; }
+      img.src = cameraSrc(img.dataset.camera);
+    }
+  },
+};
+setInterval(() => Cameras.refresh(), CAMERA_MS);
+
 // ---------------------------------------------------------------- overview
 
 // The words of each state a card shows, in the overview's order.
@@ -403,6 +430,7 @@ function renderGrid(cards) {
     return el;
   });
   $("#printer-grid").replaceChildren(...els);
+  Cameras.watch($("#printer-grid"));
   if (!cards.length) $("#printer-grid").append(h("p", {}, "No printers match."));
   noteGroups(cards);
 }
@@ -429,6 +457,7 @@ async function refreshCards(ids) {
       if (!old) continue;
       const el = cardEl(card);
       old.replaceWith(el);
+      Cameras.watch(el);
       p.cards.set(card.id, card); p.els.set(card.id, el);
     }
     for (const id of chunk) {
@@ -474,8 +503,10 @@ function cardEl(card) {
     rows.push(h("div", { class: "meta waiting" },
       `Waiting for ${fmtDuration((Date.now() - new Date(card.waiting_since).getTime()) / 1000)}`));
   }
-  if (card.camera_url) {
-    rows.push(h("a", { href: card.camera_url, target: "_blank", rel: "noopener noreferrer", class: "camera" }, "Camera ↗"));
+  if (card.camera_url) {  // fetched through the node: the browser never reaches the printer's network
+    rows.push(h("img", { class: "camera", alt: `camera of ${card.id}`, width: 240, loading: "lazy",
+      dataset: { camera: card.id }, src: cameraSrc(card.id),
+      onerror: (event) => { event.target.replaceWith(h("div", { class: "meta camera-off" }, "Camera: no picture now")); } }));
   }
   const actions = [];
   if (staff()) {
