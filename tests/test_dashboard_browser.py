@@ -907,3 +907,46 @@ def test_accounts_tokens_users_and_webhooks_per_role(
         student.context.close()
     finally:
         api.delete(f"/webhooks/{hook['id']}")
+
+
+def test_live_updates_keep_focus_and_a_slow_click(
+        browser: Any, server: ServerProcess) -> None:
+    """A printing card is redrawn as its progress moves: a keyboard user's focus stays on
+    its Pause button, and a click held across redraws still pauses the print."""
+    api = server.client
+    _farm_at_rest(api)
+    job = _ok(api.post("/print_jobs", data={"filament_id": SPOOL, "print_weight_in_grams": "5"},
+                       files={"file": ("focus.gcode", GCODE)}))
+    page = _page(browser)
+    _sign_in(page, server, "staff")
+    _live(page)
+    card = page.locator(f'.card[data-id="{PRINTER}"]')
+    expect(card).to_have_attribute("data-state", "printing", timeout=WAIT_MS)
+    pause = card.get_by_role("button", name="Pause")
+    pause.focus()
+    progress = card.locator(".progress-text")
+    seen: set[str] = set()
+
+    def redrawn_twice() -> bool:
+        seen.add(progress.inner_text())
+        return len(seen) >= 3
+
+    _until(page, redrawn_twice, 30, "the card to be redrawn twice")
+    focused = page.evaluate("""() => { const el = document.activeElement;
+        return [el.textContent, el.closest('.card') && el.closest('.card').dataset.id]; }""")
+    assert focused == ["Pause", PRINTER], focused
+
+    box = pause.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    before = progress.inner_text()
+    page.wait_for_timeout(1500)  # a slow click: the press lasts across telemetry updates
+    assert _ok(api.get(f"/printers/{PRINTER}/status"))["progress"] is not None
+    page.mouse.up()
+    expect(page.locator("#message")).to_contain_text(f"Asked the printer to pause job {job['id']}")
+    wait_for(lambda: _ok(api.get(f"/print_jobs/{job['id']}"))["phase"] == "paused",
+             WAIT_MS / 1000, "the job paused by the slow click")
+    expect(progress).not_to_have_text(before, timeout=WAIT_MS)  # the card caught up after
+    page.context.close()
+    _farm_at_rest(api)

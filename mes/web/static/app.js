@@ -421,7 +421,56 @@ const loadPrinters = serial(async () => {
   $(".page-label", pager).textContent = `page ${p.page + 1} · ${data.length} printer${data.length === 1 ? "" : "s"}`;
 });
 
+// ---------------------------------------------------------------- keeping focus and clicks
+
+const FOCUSABLE = "button, input, select, a[href], img.camera";
+
+// Where focus is inside a card: the card's id, the control's words and its place among the
+// card's controls, so that the same control (or the one in its place) gets it back.
+function focusInCard() {
+  const active = document.activeElement;
+  const card = active && active.closest ? active.closest(".card") : null;
+  if (!card) return null;
+  const controls = [...card.querySelectorAll(FOCUSABLE)];
+  return { id: card.dataset.id, label: active.getAttribute("aria-label") || active.textContent,
+    index: controls.indexOf(active) };
+}
+
+function restoreFocus(where) {
+  if (!where) return;
+  const card = S.printers.els.get(where.id);
+  if (!card) return;
+  const controls = [...card.querySelectorAll(FOCUSABLE)];
+  const same = controls.find((el) => (el.getAttribute("aria-label") || el.textContent) === where.label);
+  const target = same || controls[Math.min(where.index, controls.length - 1)];
+  if (target) target.focus({ preventScroll: true });
+}
+
+// A card being clicked (a pointer pressed in it) is not replaced until the pointer is up:
+// replacing it between press and release would lose the click.
+const Pressed = {
+  card: null,
+  waiting: new Set(),
+  start() {
+    document.addEventListener("pointerdown", (e) => {
+      const card = e.target.closest && e.target.closest(".card");
+      this.card = card ? card.dataset.id : null;
+    }, true);
+    const release = () => {
+      this.card = null;
+      if (this.waiting.size) {
+        const ids = new Set(this.waiting);
+        this.waiting.clear();
+        setTimeout(() => attempt(() => refreshCards(ids)), 0);  // after the click is handled
+      }
+    };
+    document.addEventListener("pointerup", release, true);
+    document.addEventListener("pointercancel", release, true);
+  },
+};
+
 function renderGrid(cards) {
+  const focus = focusInCard();
   const p = S.printers;
   p.cards.clear(); p.els.clear();
   const els = cards.map((card) => {
@@ -431,6 +480,7 @@ function renderGrid(cards) {
   });
   $("#printer-grid").replaceChildren(...els);
   Cameras.watch($("#printer-grid"));
+  restoreFocus(focus);
   if (!cards.length) $("#printer-grid").append(h("p", {}, "No printers match."));
   noteGroups(cards);
 }
@@ -455,10 +505,13 @@ async function refreshCards(ids) {
       seen.add(card.id);
       const old = p.els.get(card.id);
       if (!old) continue;
+      if (Pressed.card === card.id) { Pressed.waiting.add(card.id); continue; }
+      const focus = focusInCard();
       const el = cardEl(card);
       old.replaceWith(el);
       Cameras.watch(el);
       p.cards.set(card.id, card); p.els.set(card.id, el);
+      if (focus && focus.id === card.id) restoreFocus(focus);
     }
     for (const id of chunk) {
       if (!seen.has(id)) { p.els.get(id)?.remove(); p.els.delete(id); p.cards.delete(id); }
@@ -1436,6 +1489,7 @@ function pagerWiring(name, state, load) {
 function resetPaging(state) { state.cursors = [null]; state.page = 0; state.next = null; }
 
 document.addEventListener("DOMContentLoaded", async () => {
+  Pressed.start();
   $("#password-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
