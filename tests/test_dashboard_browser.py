@@ -203,6 +203,38 @@ def test_a_wrong_password_shows_a_readable_message(
     page.context.close()
 
 
+BUSY_RECORDER = """
+window.__busy = [];
+new MutationObserver((changes) => {
+  for (const c of changes) {
+    const busy = c.target.getAttribute("aria-busy") === "true";
+    if (busy) window.__busy.push(c.target.textContent.trim());
+  }
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["aria-busy"] });
+"""
+
+
+def test_signing_in_and_actions_show_they_are_busy(browser: Any, server: ServerProcess) -> None:
+    """The sign-in button, and an action's button, say they are busy (aria-busy, disabled)
+    while their request runs, and are usable again after."""
+    page = _page(browser)
+    page.add_init_script(BUSY_RECORDER)
+    _sign_in(page, server, "staff")
+    sign_out = page.get_by_role("button", name="Sign out")
+    expect(sign_out).to_be_visible()
+    assert "Sign in" in page.evaluate("window.__busy"), page.evaluate("window.__busy")
+    page.get_by_role("tab", name="Accounts").click()
+    page.locator("#token-new").get_by_label("Token name").fill("busy test")
+    page.locator("#token-new").get_by_role("button", name="Create token").click()
+    revoke = page.get_by_role("button", name="Revoke token busy test")
+    revoke.click()
+    _confirm(page, "Revoke token busy test? Programs using it stop working.", "Revoke")
+    expect(page.locator("#message")).to_contain_text("Token busy test revoked.")
+    assert "Revoke" in page.evaluate("window.__busy"), page.evaluate("window.__busy")
+    expect(page.locator("button[aria-busy=true]")).to_have_count(0)
+    page.context.close()
+
+
 def test_signing_in_with_an_api_token_keeps_the_token_after_sign_out(
         browser: Any, server: ServerProcess) -> None:
     student_id = next(u["id"] for u in server.every("/users") if u["name"] == "student")
@@ -703,25 +735,33 @@ def test_bulk_actions_on_every_printer_a_filter_matches(
 VIEWS = ["printers", "jobs", "spools", "cluster", "utilization", "accounts"]
 
 
+@pytest.mark.parametrize("theme", ["light", "dark"])
 @pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)],
                          ids=["desktop", "phone"])
 @pytest.mark.parametrize("who", ["student", "staff"])
 def test_every_view_has_no_serious_accessibility_violation(
         browser: Any, server: ServerProcess, shots: Path, who: str, width: int,
-        height: int) -> None:
+        height: int, theme: str) -> None:
     """axe-core on the sign-in page and on every tab the role sees, at desktop and phone
-    width: no serious or critical violation."""
+    width, in light and dark mode (the page's own toggle; the system's choice is the other
+    way, so the toggle is what counts): no serious or critical violation."""
     if not axe.AXE.exists():
         if axe.IN_CI:
             pytest.fail(f"CI installs axe-core first. {axe.MISSING}", pytrace=False)
         pytest.skip(axe.MISSING)
     context = browser.new_context(viewport={"width": width, "height": height},
+                                  color_scheme="light" if theme == "dark" else "dark",
                                   **axe.context_options())
     page = context.new_page()
     page.set_default_timeout(15_000)
     found: dict[str, list[str]] = {}
     page.goto(_url(server))
     expect(page.get_by_label("User name")).to_be_visible()
+    toggle = page.locator("#theme")
+    if page.evaluate("document.documentElement.dataset.theme") != theme:
+        toggle.click()
+    expect(page.locator("html")).to_have_attribute("data-theme", theme)
+    expect(toggle).to_have_attribute("aria-pressed", str(theme == "dark").lower())
     found["sign-in"] = axe.severe_violations(page)
     _sign_in(page, server, who)
     _live(page)
@@ -733,7 +773,8 @@ def test_every_view_has_no_serious_accessibility_violation(
         expect(page.locator(f"#tab-{view}")).to_be_visible()
         page.wait_for_load_state("networkidle")
         found[view] = axe.severe_violations(page)
-        page.screenshot(path=shots / f"dashboard-{who}-{view}-{width}.png", full_page=True)
+        page.screenshot(path=shots / f"dashboard-{who}-{view}-{width}-{theme}.png",
+                        full_page=True)
     context.close()
     problems = {view: lines for view, lines in found.items() if lines}
     assert not problems, "\n".join(f"{view}: {line}" for view, lines in problems.items()

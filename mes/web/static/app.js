@@ -223,15 +223,18 @@ const staff = () => S.me && S.me.role !== "user";
 
 // ---------------------------------------------------------------- sign-in
 
-async function signInWith(body) {
+async function signInWith(body, submit) {
   const err = $("#sign-in-error");
   err.hidden = true;
+  if (submit) { submit.setAttribute("aria-busy", "true"); submit.disabled = true; }
   try {
     const { data } = await api("POST", "/session", { json: body });
     signedIn(data.user, data.max_upload_bytes);
   } catch (e) {
     err.textContent = e instanceof ApiError ? plainWords(e) : "Signing in failed: try again.";
     err.hidden = false;
+  } finally {
+    if (submit) { submit.removeAttribute("aria-busy"); submit.disabled = false; }
   }
 }
 
@@ -753,8 +756,16 @@ async function bulk(kind) {
   Overview.schedule();
 }
 
+// A button that shows it is busy (and takes no second click) while its action runs.
 function button(label, cls, onclick) {
-  return h("button", { type: "button", class: cls, onclick }, label);
+  return h("button", { type: "button", class: cls, onclick: (event) => busyWhile(event.currentTarget, onclick) }, label);
+}
+
+async function busyWhile(el, action) {
+  if (el.getAttribute("aria-busy") === "true") return undefined;
+  el.setAttribute("aria-busy", "true");
+  el.disabled = true;
+  try { return await action(); } finally { el.removeAttribute("aria-busy"); el.disabled = false; }
 }
 
 function jobAction(jobId, action, printerId) {
@@ -1048,7 +1059,7 @@ const loadSpools = serial(async () => {
         staff() ? h("td", {}, h("div", { class: "actions" },
           button("Set remaining", "outline small", () => setRemaining(s)),
           h("button", { type: "button", class: "outline secondary small", "aria-label": `Delete spool ${s.id}`,
-            onclick: () => deleteSpool(s) }, "Delete"))) : null);
+            onclick: (event) => busyWhile(event.currentTarget, () => deleteSpool(s)) }, "Delete"))) : null);
     }), "No spools yet.");
 });
 
@@ -1109,7 +1120,7 @@ const loadAccounts = serial(async () => {
       h("td", {}, t.expires_at ? fmtTime(t.expires_at) : "never"), h("td", {}, fmtTime(t.last_used_at)),
       h("td", { class: "token-state" }, t.revoked_at ? "revoked" : "in use"),
       h("td", {}, t.revoked_at ? "" : h("button", { type: "button", class: "outline secondary small",
-        "aria-label": `Revoke token ${t.name}`, onclick: () => revokeToken(t) }, "Revoke")))), "No tokens.");
+        "aria-label": `Revoke token ${t.name}`, onclick: (event) => busyWhile(event.currentTarget, () => revokeToken(t)) }, "Revoke")))), "No tokens.");
   if (S.me.role === "admin") {
     const users = await allPages("/users");
     fillTable($("#user-table"), ["User", "Name", "Role", "E-mail", "Password", "State", "Actions"],
@@ -1120,9 +1131,9 @@ const loadAccounts = serial(async () => {
           button(u.disabled ? "Enable" : "Disable", "outline small", () => patchUser(u, { disabled: !u.disabled },
             `${u.name} is ${u.disabled ? "enabled" : "disabled"}.`)),
           h("button", { type: "button", class: "outline small", "aria-label": `Set the password of ${u.name}`,
-            onclick: () => resetPassword(u) }, "Set password"),
+            onclick: (event) => busyWhile(event.currentTarget, () => resetPassword(u)) }, "Set password"),
           h("button", { type: "button", class: "outline small", "aria-label": `New token for ${u.name}`,
-            onclick: () => newToken(u) }, "New token"))))), "No users.");
+            onclick: (event) => busyWhile(event.currentTarget, () => newToken(u)) }, "New token"))))), "No users.");
   }
   if (staff()) {
     const hooks = await allPages("/webhooks");
@@ -1488,16 +1499,30 @@ function pagerWiring(name, state, load) {
 
 function resetPaging(state) { state.cursors = [null]; state.page = 0; state.next = null; }
 
+// Light or dark, as chosen on the page (kept in the browser), else as the system says.
+function applyTheme(choice) {
+  const dark = choice ? choice === "dark" : window.matchMedia("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
+  $("#theme").setAttribute("aria-pressed", String(dark));
+  $("#theme").textContent = dark ? "Light mode" : "Dark mode";
+}
+
 document.addEventListener("DOMContentLoaded", async () => {
   Pressed.start();
+  applyTheme(localStorage.getItem("mes-theme"));
+  $("#theme").addEventListener("click", () => {
+    const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+    localStorage.setItem("mes-theme", next);
+    applyTheme(next);
+  });
   $("#password-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
-    signInWith({ name: f.get("name"), password: f.get("password") });
+    signInWith({ name: f.get("name"), password: f.get("password") }, $("button[type=submit]", e.target));
   });
   $("#token-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    signInWith({ token: new FormData(e.target).get("token").trim() });
+    signInWith({ token: new FormData(e.target).get("token").trim() }, $("button[type=submit]", e.target));
   });
   $("#sign-out").addEventListener("click", async () => {
     try { await api("DELETE", "/session"); } catch (_) { /* signed out either way */ }
