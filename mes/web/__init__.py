@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from mes.web.assets import Assets
 
 STATIC = Path(__file__).parent / "static"
 # The page may talk only to this node: no inline scripts, no other origin.
@@ -16,11 +17,14 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
 
 
 def install(app: FastAPI) -> None:
-    """Serve the page at `/` and its files at `/static/` (kept out of the OpenAPI)."""
+    """Serve the page at `/` and its files at `/static/` (kept out of the OpenAPI): read
+    once, gzipped, and linked by content hash (mes.web.assets)."""
+    assets = Assets(STATIC)
+    page = assets.versioned((STATIC / "index.html").read_text(encoding="utf-8"))
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={
             "Cache-Control": "no-cache", "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
 
@@ -28,4 +32,6 @@ def install(app: FastAPI) -> None:
     async def index_html() -> RedirectResponse:
         return RedirectResponse("/")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    @app.get("/static/{name:path}", include_in_schema=False)
+    async def static(name: str, request: Request) -> Response:
+        return assets.response(name, request)
