@@ -4,6 +4,7 @@ disconnect and shutdown, a slow client."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,19 @@ from typing import Any
 import httpx
 import pytest
 
-from mes.events.hub import EventHub, StreamEvent, Subscriber, parse_id, visible_to
+from mes.events.hub import (
+    EventHub,
+    StreamEvent,
+    Subscriber,
+    TelemetryView,
+    parse_id,
+    visible_to,
+)
 from mes.node import FarmNode
 from mes.state.ops import Op
 from tests.accounts import make_user
 from tests.auth import admin_headers
-from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings
+from tests.farm_helpers import SINGLE_NODE, eventually, farm_settings, upload
 from tests.live_server import serving
 from tests.sse_client import open_stream
 
@@ -327,3 +335,68 @@ async def test_a_demoted_or_disabled_reader_gets_nothing_applied_after_the_chang
             message = await stream.next(timeout=10)
     assert message is not None and "rights changed" in message.json()["reason"]
     assert not [e for e in seen if e.get("id") == "bobs"], seen
+
+
+def test_a_view_gets_some_printers_in_full_and_the_others_state_changes() -> None:
+    view = TelemetryView(every=False, printers=frozenset({"shown"}), states=True)
+    sub = Subscriber(visible_to("u", staff=True), view, capacity=10)
+
+    def telemetry(printer: str, state: str, n: int) -> StreamEvent:
+        return StreamEvent(None, "printer_status", printer, None, f"{printer}-{n}", state)
+
+    sub.offer([telemetry("shown", "printing", 1), telemetry("other", "idle", 2)])
+    assert [e.data for e in sub.take()] == ["shown-1", "other-2"]  # a first state is news
+    sub.offer([telemetry("shown", "printing", 3), telemetry("other", "idle", 4)])
+    assert [e.data for e in sub.take()] == ["shown-3"]  # the other's state did not change
+    sub.offer([telemetry("other", "printing", 5), telemetry("other", "printing", 6)])
+    assert [e.data for e in sub.take()] == ["other-5"]  # its change, once
+    narrow = Subscriber(visible_to("u", staff=True), TelemetryView(
+        every=False, printers=frozenset({"shown"})), capacity=10)
+    narrow.offer([telemetry("other", "error", 7), telemetry("shown", "idle", 8)])
+    assert [e.data for e in narrow.take()] == ["shown-8"]
+
+
+@pytest.mark.parametrize("live", [{"auto_schedule": True, "mock_printer_job_time": 40}],
+                         indirect=True)
+async def test_a_stream_asks_for_the_telemetry_it_shows(
+        live: tuple[FarmNode, httpx.AsyncClient]) -> None:
+    """`printer=` streams those printers' telemetry in full; `states=true` the others' only
+    when their state changes; a printer asked for by neither sends nothing."""
+    _node, client = live
+    await spool(client, "t")
+    async with open_stream(client, params={"printer": "m0"}) as full, \
+            open_stream(client, params={"states": "true"}) as changes, \
+            open_stream(client, params={"printer": "elsewhere"}) as none:
+        for stream in (full, changes, none):
+            await stream.next()
+        response = await client.post("/api/v1/printers", json={
+            "id": "m0", "api": "Mock", "url": "http://mock0:5000", "worker": True,
+            "filament_id": "t"})
+        assert response.status_code == 201
+
+        async def telemetry_until_marker(stream: Any) -> list[str]:
+            states = []
+            while True:
+                message = await stream.next()
+                assert message is not None
+                if message.event == "telemetry":
+                    states.append(message.json()["data"]["state"])
+                if message.event == "change" and message.json()["id"] == "marker":
+                    return states
+
+        stored = await upload(client)
+        job = await client.post("/api/v1/print_jobs", json={
+            "printer_id": "m0", "filament_id": "t", "file_id": stored["id"],
+            "print_weight_in_grams": 5})
+        assert job.status_code == 201, job.text
+        printing_reports = 0
+        while printing_reports < 3:  # progress moves: reports of the same state
+            message = await full.next()
+            assert message is not None
+            if message.event == "telemetry" and message.json()["data"]["state"] == "printing":
+                printing_reports += 1
+        await client.post("/api/v1/printers", json={"id": "marker"})
+        changed = await telemetry_until_marker(changes)
+        assert changed.count("printing") == 1, changed  # told once, not at every report
+        assert all(a != b for a, b in itertools.pairwise(changed)), changed
+        assert await telemetry_until_marker(none) == []

@@ -65,6 +65,7 @@ class StreamEvent:
     entity_id: str
     owner: str | None
     data: str
+    state: str | None = None  # telemetry: the printer's reported state
 
     @property
     def telemetry(self) -> bool:
@@ -84,12 +85,37 @@ def visible_to(user_id: str, staff: bool) -> Visible:
         event.entity in OWNED_ENTITIES and event.owner == user_id)
 
 
+@dataclass(frozen=True)
+class TelemetryView:
+    """Which telemetry a stream wants: everything (the default), none, or that of some
+    `printers` in full and of the others only when their state changes (`states`)."""
+
+    every: bool = True
+    printers: frozenset[str] = frozenset()
+    states: bool = False
+
+    def wants(self, event: StreamEvent, last_state: str | None) -> bool:
+        """Whether to send this telemetry event, given the state last sent for its printer."""
+        if self.every or event.entity_id in self.printers:
+            return True
+        return self.states and event.state is not None and event.state != last_state
+
+
+EVERY = TelemetryView()
+NO_TELEMETRY = TelemetryView(every=False)
+
+
 class Subscriber:
     """One open stream: a bounded queue, telemetry coalesced per printer, a wake-up."""
 
-    def __init__(self, visible: Visible, telemetry: bool, capacity: int) -> None:
+    def __init__(self, visible: Visible, telemetry: bool | TelemetryView,
+                 capacity: int) -> None:
         self.visible = visible
-        self.telemetry = telemetry
+        self.view = telemetry if isinstance(telemetry, TelemetryView) else (
+            EVERY if telemetry else NO_TELEMETRY)
+        self.telemetry = self.view.every or bool(self.view.printers) or self.view.states
+        # The state last sent per printer (for a view of state changes only).
+        self.sent_states: dict[str, str] = {}
         self.capacity = capacity
         self.queue: deque[StreamEvent] = deque()
         self.latest: dict[str, StreamEvent] = {}
@@ -102,7 +128,10 @@ class Subscriber:
         """Queue what this subscriber may see and has not seen (runs on the event loop)."""
         for event in events:
             if event.key is None:
-                if self.telemetry and self.visible(event):
+                if (self.telemetry and self.visible(event)
+                        and self.view.wants(event, self.sent_states.get(event.entity_id))):
+                    if event.state is not None and self.view.states:
+                        self.sent_states[event.entity_id] = event.state
                     self.latest.pop(event.entity_id, None)  # re-inserted last: kept in order
                     self.latest[event.entity_id] = event
                     self.wake.set()
@@ -224,9 +253,11 @@ class EventHub:
             if snapshot is not None:
                 payload["data"] = snapshot
             owner = self._owner(change.entity, change.entity_id, snapshot)
+            state = snapshot.get("state") if telemetry and isinstance(snapshot, Mapping) else None
             result.append(StreamEvent(key, change.entity, change.entity_id, owner,
                                       json.dumps(payload, separators=(",", ":"),
-                                                 default=str)))
+                                                 default=str),
+                                      state if isinstance(state, str) else None))
         return result
 
     def _owner(self, entity: str, entity_id: str, snapshot: Mapping[str, Any] | None

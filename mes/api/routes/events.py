@@ -6,16 +6,18 @@ from typing import Annotated, Any
 
 from fastapi import Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from mes.api.auth import Caller, authenticated_router, request_token
 from mes.api.deps import NodeDep
 from mes.auth.authenticator import AuthError
-from mes.events.hub import Subscriber, parse_id, visible_to
+from mes.events.hub import Subscriber, TelemetryView, parse_id, visible_to
 from mes.events.stream import reload_message, stream
 
 router = authenticated_router("/events", "events")
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MAX_PRINTERS = 200
 STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "an endless text/event-stream (see docs/api.md, Events)",
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
@@ -29,6 +31,13 @@ async def events(
         "resume after this event id (as the Last-Event-ID header, which wins)"))] = None,
     telemetry: Annotated[bool, Query(description=(
         "also stream printers' telemetry (live only: no id, the latest per printer)"))] = True,
+    printers: Annotated[list[Annotated[str, Field(max_length=64)]] | None, Query(
+        alias="printer", max_length=MAX_PRINTERS, description=(
+            "telemetry of only these printers (repeat `printer`, at most "
+            f"{MAX_PRINTERS}); with `states`, the others' state changes too"))] = None,
+    states: Annotated[bool, Query(description=(
+        "telemetry of every printer only when its state changes (besides the `printer`s "
+        "in full): what an overview needs"))] = False,
 ) -> StreamingResponse:
     """Every change of the farm's state as it is applied on this node: `change` events
     with ids `<raft index>-<n>` (the same on every node: resume on any node with
@@ -55,7 +64,10 @@ async def events(
             yield reload_message("this is not an event id of this farm")
         body: Any = refuse()
     else:
-        subscriber = Subscriber(visible_to(who.user_id, who.staff), telemetry,
+        view: bool | TelemetryView = telemetry
+        if telemetry and (printers or states):
+            view = TelemetryView(every=False, printers=frozenset(printers or ()), states=states)
+        subscriber = Subscriber(visible_to(who.user_id, who.staff), view,
                                 node.events.capacity)
         body = stream(node.events, subscriber, key, settings.retry_ms,
                       settings.keepalive, settings.resume_wait, still_allowed)

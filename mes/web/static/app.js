@@ -287,6 +287,7 @@ function showTab(name) {
   }
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== `tab-${name}`;
   refreshTab(name);
+  Live.retune();
 }
 
 function refreshTab(name) {
@@ -484,6 +485,7 @@ function renderGrid(cards) {
   $("#printer-grid").replaceChildren(...els);
   Cameras.watch($("#printer-grid"));
   restoreFocus(focus);
+  Live.retune();
   if (!cards.length) $("#printer-grid").append(h("p", {}, "No printers match."));
   noteGroups(cards);
 }
@@ -951,6 +953,7 @@ const loadMine = serial(async () => {
     for (const card of answer.data) cards.set(card.id, card);
   }
   S.minePrinters = new Set(printerIds);
+  Live.retune();
   noticeEndings(jobs);
   const el = $("#mine");
   el.replaceChildren(...jobs.map((job) => mineEl(job, cards.get(on(job)))));
@@ -1321,6 +1324,7 @@ function renderUtilization(data) {
 // polls every POLL_MS; while the stream is down it polls too and reconnects with backoff.
 const Live = {
   es: null, mode: "off", backoff: 1000, timer: null, poll: null, stopped: true, lastReload: 0,
+  lastId: null, viewing: null,
   pending: new Map(), timers: new Map(), clusterTimer: null, states: new Map(),
 
   start() {
@@ -1332,6 +1336,7 @@ const Live = {
 
   stop() {
     this.stopped = true;
+    this.lastId = null;
     if (this.es) this.es.close();
     this.es = null;
     clearTimeout(this.timer);
@@ -1350,9 +1355,35 @@ const Live = {
       retry: "reconnecting · polling", off: "offline" }[mode];
   },
 
+  // What this view shows decides which telemetry it asks for: the printers on the grid's
+  // page in full and the others' state changes (the overview), my printing printers on the
+  // Jobs tab, none elsewhere.
+  view() {
+    const query = new URLSearchParams();
+    let ids = [];
+    if (S.tab === "printers") ids = [...S.printers.cards.keys()];
+    else if (S.tab === "jobs") ids = [...S.minePrinters];
+    if (ids.length > MAX_IDS) return "";  // too many to name: every printer's telemetry
+    for (const id of ids) query.append("printer", id);
+    if (S.tab === "printers") query.set("states", "true");
+    if (!ids.length && S.tab !== "printers") query.set("telemetry", "false");
+    return query.toString();
+  },
+
+  // Ask for another view's telemetry: reconnect, resuming after the last event seen.
+  retune() {
+    if (this.stopped || !this.es || this.view() === this.viewing) return;
+    this.es.close();
+    this.es = null;
+    this.open();
+  },
+
   open() {
     if (this.stopped) return;
-    const es = new EventSource(`${API}/events`);
+    this.viewing = this.view();
+    const query = new URLSearchParams(this.viewing);
+    if (this.lastId) query.set("after", this.lastId);
+    const es = new EventSource(`${API}/events${query.toString() ? `?${query}` : ""}`);
     this.es = es;
     es.onopen = () => {
       this.backoff = 1000;
@@ -1364,9 +1395,12 @@ const Live = {
     const onEvent = (e) => this.onEvent(e);
     es.addEventListener("change", onEvent);
     es.addEventListener("telemetry", onEvent);
+    // Where a fresh stream starts: a stream opened later for another view resumes there.
+    es.addEventListener("hello", (e) => { if (e.lastEventId) this.lastId = e.lastEventId; });
     es.onmessage = onEvent;
     es.addEventListener("reload", () => {  // the server cannot resume: re-read, reconnect fresh
       es.close();
+      this.lastId = null;
       if (this.es === es) this.es = null;
       refreshTab(S.tab);
       const now = Date.now();  // reloads in a row: back off instead of reconnecting at once
@@ -1414,6 +1448,7 @@ const Live = {
   stopPolling() { clearInterval(this.poll); this.poll = null; },
 
   onEvent(e) {
+    if (e.lastEventId) this.lastId = e.lastEventId;
     let data;
     try { data = JSON.parse(e.data); } catch (_) { return; }
     if (!data || typeof data !== "object") return;
