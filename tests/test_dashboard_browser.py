@@ -620,7 +620,8 @@ def test_uploads_show_progress_and_the_limit_and_a_job_prints_again(
     assert again["id"] != first["id"]
     assert [again[k] for k in ("file_id", "filament_id", "print_weight_in_grams")] == [
         first[k] for k in ("file_id", "filament_id", "print_weight_in_grams")]
-    expect(page.locator(f'#queue-table tr[data-id="{again["id"]}"]')).to_have_count(1)
+    expect(page.locator(f'#queue-table tr[data-id="{again["id"]}"], '
+                        f'#running-table tr[data-id="{again["id"]}"]')).to_have_count(1)
     page.screenshot(path=shots / "dashboard-print-again.png", full_page=True)
     page.context.close()
     _farm_at_rest(api)
@@ -1017,3 +1018,37 @@ def test_the_page_asks_only_for_the_telemetry_it_shows(
     assert "after=" in streams[-1], streams[-1]  # resumed, not started afresh
     api.delete("/filaments/stream-test")
     page.context.close()
+
+
+def test_the_queue_is_paged_with_each_jobs_position(
+        browser: Any, server: ServerProcess) -> None:
+    """Every waiting job, 50 a page, each with its place in the queue (oldest first)."""
+    api = server.client
+    _farm_at_rest(api)
+    stored = _ok(api.get("/files"))[0]["id"]
+    # A spool no printer holds: the jobs wait.
+    _ok(api.post("/filaments", json={"id": "queue-test", "type": "PLA", "color": "blue",
+                                     "total_weight_in_grams": 10_000}))
+    ids = [_ok(api.post("/print_jobs", json={
+        "filament_id": "queue-test", "file_id": stored, "print_weight_in_grams": 1,
+        "filepath": f"queued-{n:02d}.gcode"}))["id"] for n in range(53)]
+    try:
+        page = _page(browser)
+        _sign_in(page, server, "staff")
+        page.get_by_role("tab", name="Jobs").click()
+        rows = page.locator("#queue-table tbody tr[data-id]")
+        expect(rows).to_have_count(50)
+        assert rows.first.get_attribute("data-id") == ids[0]
+        expect(rows.first.locator("td.position")).to_have_text("1")
+        pager = page.locator('.pager[data-for="queued"]')
+        expect(pager.locator(".page-label")).to_have_text("1\u201350 of more")
+        pager.get_by_role("button", name="Next →").click()
+        expect(rows).to_have_count(3)
+        expect(rows.last.locator("td.position")).to_have_text("53")
+        assert rows.last.get_attribute("data-id") == ids[-1]
+        expect(page.locator("#running-table")).to_contain_text("Nothing is printing.")
+        page.context.close()
+    finally:
+        for job_id in ids:
+            api.post(f"/print_jobs/{job_id}/status", params={"status": "Canceled"})
+        api.delete("/filaments/queue-test")

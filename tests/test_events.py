@@ -341,18 +341,19 @@ def test_a_view_gets_some_printers_in_full_and_the_others_state_changes() -> Non
     view = TelemetryView(every=False, printers=frozenset({"shown"}), states=True)
     sub = Subscriber(visible_to("u", staff=True), view, capacity=10)
 
-    def telemetry(printer: str, state: str, n: int) -> StreamEvent:
-        return StreamEvent(None, "printer_status", printer, None, f"{printer}-{n}", state)
+    def telemetry(printer: str, state: str, n: int, changed: bool) -> StreamEvent:
+        return StreamEvent(None, "printer_status", printer, None, f"{printer}-{n}", state,
+                           changed)
 
-    sub.offer([telemetry("shown", "printing", 1), telemetry("other", "idle", 2)])
-    assert [e.data for e in sub.take()] == ["shown-1", "other-2"]  # a first state is news
-    sub.offer([telemetry("shown", "printing", 3), telemetry("other", "idle", 4)])
+    sub.offer([telemetry("shown", "printing", 1, False), telemetry("other", "idle", 2, True)])
+    assert [e.data for e in sub.take()] == ["shown-1", "other-2"]
+    sub.offer([telemetry("shown", "printing", 3, False), telemetry("other", "idle", 4, False)])
     assert [e.data for e in sub.take()] == ["shown-3"]  # the other's state did not change
-    sub.offer([telemetry("other", "printing", 5), telemetry("other", "printing", 6)])
-    assert [e.data for e in sub.take()] == ["other-5"]  # its change, once
+    sub.offer([telemetry("other", "printing", 5, True), telemetry("other", "printing", 6, False)])
+    assert [e.data for e in sub.take()] == ["other-5"]  # its change is kept, not replaced
     narrow = Subscriber(visible_to("u", staff=True), TelemetryView(
         every=False, printers=frozenset({"shown"})), capacity=10)
-    narrow.offer([telemetry("other", "error", 7), telemetry("shown", "idle", 8)])
+    narrow.offer([telemetry("other", "error", 7, True), telemetry("shown", "idle", 8, True)])
     assert [e.data for e in narrow.take()] == ["shown-8"]
 
 

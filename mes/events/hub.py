@@ -66,6 +66,7 @@ class StreamEvent:
     owner: str | None
     data: str
     state: str | None = None  # telemetry: the printer's reported state
+    state_changed: bool = False  # telemetry: a state other than its printer's last one
 
     @property
     def telemetry(self) -> bool:
@@ -94,11 +95,11 @@ class TelemetryView:
     printers: frozenset[str] = frozenset()
     states: bool = False
 
-    def wants(self, event: StreamEvent, last_state: str | None) -> bool:
-        """Whether to send this telemetry event, given the state last sent for its printer."""
+    def wants(self, event: StreamEvent) -> bool:
+        """Whether to send this telemetry event."""
         if self.every or event.entity_id in self.printers:
             return True
-        return self.states and event.state is not None and event.state != last_state
+        return self.states and event.state_changed
 
 
 EVERY = TelemetryView()
@@ -114,8 +115,6 @@ class Subscriber:
         self.view = telemetry if isinstance(telemetry, TelemetryView) else (
             EVERY if telemetry else NO_TELEMETRY)
         self.telemetry = self.view.every or bool(self.view.printers) or self.view.states
-        # The state last sent per printer (for a view of state changes only).
-        self.sent_states: dict[str, str] = {}
         self.capacity = capacity
         self.queue: deque[StreamEvent] = deque()
         self.latest: dict[str, StreamEvent] = {}
@@ -128,10 +127,7 @@ class Subscriber:
         """Queue what this subscriber may see and has not seen (runs on the event loop)."""
         for event in events:
             if event.key is None:
-                if (self.telemetry and self.visible(event)
-                        and self.view.wants(event, self.sent_states.get(event.entity_id))):
-                    if event.state is not None and self.view.states:
-                        self.sent_states[event.entity_id] = event.state
+                if self.telemetry and self.visible(event) and self.view.wants(event):
                     self.latest.pop(event.entity_id, None)  # re-inserted last: kept in order
                     self.latest[event.entity_id] = event
                     self.wake.set()
@@ -178,6 +174,8 @@ class EventHub:
         # applied yet since start or since a snapshot replaced the state).
         self._horizon: Key | None = None
         self._owners: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+        # Each printer's last reported state (telemetry), to mark the events that change it.
+        self._states: dict[str, str] = {}
         self.last_index = 0
         self.capacity = capacity
         self._subscribers: set[Subscriber] = set()
@@ -241,7 +239,13 @@ class EventHub:
         for n, change in enumerate(outcome.events):
             telemetry = change.entity == "printer_status"
             if telemetry and not self._subscribers:
-                continue  # live only: nobody to tell
+                # Live only: nobody to tell; the state is kept, so that a later stream of
+                # state changes is not told every printer's first report as a change.
+                reported = statuses.get(change.entity_id)
+                state = reported.get("state") if isinstance(reported, Mapping) else None
+                if isinstance(state, str):
+                    self._states[change.entity_id] = state
+                continue
             key = None if telemetry else (outcome.index, n)
             payload: dict[str, Any] = {"entity": change.entity, "id": change.entity_id,
                                        "change": change.change, "op": op,
@@ -254,10 +258,15 @@ class EventHub:
                 payload["data"] = snapshot
             owner = self._owner(change.entity, change.entity_id, snapshot)
             state = snapshot.get("state") if telemetry and isinstance(snapshot, Mapping) else None
+            changed = False
+            if isinstance(state, str):
+                changed = self._states.get(change.entity_id) != state
+                self._states[change.entity_id] = state
+            else:
+                state = None
             result.append(StreamEvent(key, change.entity, change.entity_id, owner,
                                       json.dumps(payload, separators=(",", ":"),
-                                                 default=str),
-                                      state if isinstance(state, str) else None))
+                                                 default=str), state, changed))
         return result
 
     def _owner(self, entity: str, entity_id: str, snapshot: Mapping[str, Any] | None

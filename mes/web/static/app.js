@@ -6,6 +6,7 @@
 const API = "/api/v1";
 const POLL_MS = 2000;          // polling period when /api/v1/events is missing or down
 const COALESCE_MS = 300;       // at most one refresh per entity per this period
+const JOB_COALESCE_MS = 1000;  // jobs' tables (queue, history, my prints): at most once a second
 const CLUSTER_POLL_MS = 5000;  // reachability changes make no events: poll while shown
 // What drives each printer, in the words a farm uses (the printer's `api`).
 const KINDS = { OctoPrint: "OctoPrint", PrusaLink: "PrusaLink", Moonraker: "Klipper (Moonraker)",
@@ -19,6 +20,8 @@ const S = {
   tab: location.hash.slice(1) || "printers",  // the tab survives a reload
   printers: { cursors: [null], page: 0, next: null, cards: new Map(), els: new Map() },
   history: { cursors: [null], page: 0, next: null },
+  running: { cursors: [null], page: 0, next: null },
+  queued: { cursors: [null], page: 0, next: null },
   groups: new Set(),
   spools: [],
   selected: new Map(),  // printer id -> its card as last read (bulk actions, staff)
@@ -788,10 +791,13 @@ async function cancelJob(jobId, printerId) {
 
 // ---------------------------------------------------------------- jobs
 
-const JOB_HEAD = ["Job", "File", "Status", "Waiting for / outcome", "Owner", "Printer", "Spool", "g", "Created", ""];
-const HISTORY_HEAD = [...JOB_HEAD.slice(0, -1), "Ended", "Took", ""];
+const JOB_HEAD = ["Job", "File", "Status", "Waiting for / outcome", "Owner", "Printer", "Spool", "g", "Created", "Actions"];
+const HISTORY_HEAD = [...JOB_HEAD.slice(0, -1), "Ended", "Took", "Actions"];
+const WAITING_HEAD = ["Position", ...JOB_HEAD];
 
-function jobRow(job, history = false) {
+// One job's row; `history`: with when it ended and how long it took; `position`: its place
+// in the queue, first.
+function jobRow(job, history = false, position = null) {
   const actions = [];
   const mine = S.me && job.owner_id === S.me.id;
   if (staff() && job.approval === "pending" && job.status === "Queued") {
@@ -821,6 +827,7 @@ function jobRow(job, history = false) {
   const shown = job.ended ? ENDINGS[job.ended.kind] || job.status
     : job.status + (job.phase ? ` (${job.phase})` : "");
   return h("tr", { dataset: { id: job.id, status: job.status, ended: job.ended ? job.ended.kind : "" } },
+    position !== null ? h("td", { class: "position" }, position) : null,
     h("td", {}, job.id), h("td", { class: "wrap" }, job.filepath),
     h("td", { class: "status" }, shown),
     h("td", { class: "wrap" }, waiting),
@@ -840,19 +847,23 @@ function fillTable(table, head, rows, empty) {
   if (!rows.length) $("tbody", table).append(h("tr", {}, h("td", { colspan: head.length }, empty)));
 }
 
-const QUEUE_ROWS = 200;  // of each status; the page says when there are more
+const QUEUE_ROWS = 50;  // jobs per page of each table
 
+// Every printing and every waiting job, page by page; a waiting job shows its position in
+// the queue (oldest first: the order the farm sends them in).
 const loadQueue = serial(async () => {
-  const [queued, running] = await Promise.all(["Queued", "Running"].map((status) =>
-    api("GET", "/print_jobs", { params: { status, limit: QUEUE_ROWS } })));
-  const jobs = [...running.data, ...queued.data];
-  fillTable($("#queue-table"), JOB_HEAD, jobs.map(jobRow), "The queue is empty.");
-  const more = [[running, "printing"], [queued, "waiting"]]
-    .filter(([answer]) => answer.response.headers.get("X-Next-Cursor"))
-    .map(([, what]) => `more than ${QUEUE_ROWS} jobs ${what}`);
-  if (more.length) {
-    $("tbody", $("#queue-table")).append(h("tr", { class: "more" }, h("td", { colspan: JOB_HEAD.length },
-      `Showing the first ${QUEUE_ROWS} of each: there are ${more.join(" and ")}. History below lists every job, page by page.`)));
+  for (const [status, state, table] of [["Running", S.running, "#running-table"], ["Queued", S.queued, "#queue-table"]]) {
+    const { data, response } = await api("GET", "/print_jobs",
+      { params: { status, limit: QUEUE_ROWS, cursor: state.cursors[state.page] } });
+    state.next = response.headers.get("X-Next-Cursor");
+    const first = state.page * QUEUE_ROWS + 1;
+    if (status === "Running") fillTable($(table), JOB_HEAD, data.map((job) => jobRow(job)), "Nothing is printing.");
+    else fillTable($(table), WAITING_HEAD, data.map((job, i) => jobRow(job, false, first + i)), "Nothing is waiting.");
+    const pager = $(`.pager[data-for="${status === "Running" ? "running" : "queued"}"]`);
+    $('[data-page="prev"]', pager).disabled = state.page === 0;
+    $('[data-page="next"]', pager).disabled = !state.next;
+    $(".page-label", pager).textContent = data.length
+      ? `${first}–${first + data.length - 1}${state.next ? " of more" : ""}` : "";
   }
 });
 
@@ -1473,7 +1484,8 @@ const Live = {
     if (!this.pending.has(entity)) this.pending.set(entity, new Set());
     if (id !== undefined && id !== null) this.pending.get(entity).add(String(id));
     if (!this.timers.has(entity)) {
-      this.timers.set(entity, setTimeout(() => this.flush(entity), COALESCE_MS));
+      this.timers.set(entity, setTimeout(() => this.flush(entity),
+        entity === "print_job" ? JOB_COALESCE_MS : COALESCE_MS));
     }
   },
 
@@ -1584,6 +1596,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   }
   pagerWiring("printers", S.printers, loadPrinters);
   pagerWiring("history", S.history, loadHistory);
+  pagerWiring("running", S.running, loadQueue);
+  pagerWiring("queued", S.queued, loadQueue);
   try {
     const { data } = await api("GET", "/session");
     signedIn(data.user, data.max_upload_bytes);
