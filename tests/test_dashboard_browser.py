@@ -1052,3 +1052,29 @@ def test_the_queue_is_paged_with_each_jobs_position(
         for job_id in ids:
             api.post(f"/print_jobs/{job_id}/status", params={"status": "Canceled"})
         api.delete("/filaments/queue-test")
+
+
+def test_tabs_follow_the_aria_tab_pattern(browser: Any, server: ServerProcess) -> None:
+    """One tab stop; arrows, Home and End move between the tabs the role sees, each tab
+    controlling its panel."""
+    page = _page(browser)
+    _sign_in(page, server, "student")
+    printers = page.get_by_role("tab", name="Printers")
+    expect(printers).to_have_attribute("aria-controls", "tab-printers")
+    expect(page.get_by_role("tabpanel", name="Printers")).to_be_visible()
+    printers.focus()
+    page.keyboard.press("ArrowRight")
+    jobs = page.get_by_role("tab", name="Jobs")
+    expect(jobs).to_be_focused()
+    expect(jobs).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tabpanel", name="Jobs")).to_be_visible()
+    assert printers.get_attribute("tabindex") == "-1"
+    page.keyboard.press("End")
+    expect(page.get_by_role("tab", name="Accounts")).to_be_focused()
+    page.keyboard.press("ArrowRight")  # wraps to the first
+    expect(printers).to_be_focused()
+    page.keyboard.press("ArrowLeft")  # and back; the student has no Cluster tab to land on
+    expect(page.get_by_role("tab", name="Accounts")).to_be_focused()
+    page.keyboard.press("Home")
+    expect(printers).to_have_attribute("aria-selected", "true")
+    page.context.close()

@@ -286,7 +286,9 @@ function showTab(name) {
   S.tab = name;
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
   for (const button of document.querySelectorAll(".tabs button")) {
-    button.setAttribute("aria-selected", String(button.dataset.tab === name));
+    const on = button.dataset.tab === name;
+    button.setAttribute("aria-selected", String(on));
+    button.tabIndex = on ? 0 : -1;  // the ARIA tab pattern: one tab stop, arrows move
   }
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== `tab-${name}`;
   refreshTab(name);
@@ -1235,7 +1237,7 @@ const loadCluster = serial(async () => {
     return ids.length > 12 ? `${ids.length}: ${shown}, …` : `${ids.length}: ${shown}`;
   };
   const lease = (n) => !n.lease ? "–" : (n.lease.expired ? "expired" : "live");
-  fillTable($("#cluster-table"), ["Node", "Role", "Reachable", "Lease", "Drives", "REST", ""],
+  fillTable($("#cluster-table"), ["Node", "Role", "Reachable", "Lease", "Drives", "REST", "This node"],
     data.nodes.map((n) => h("tr", { dataset: { id: n.id } }, h("td", {}, n.id), h("td", {}, n.role),
       h("td", {}, n.reachable ? "yes" : "no"), h("td", { class: "lease" }, lease(n)),
       h("td", { class: "drives" }, drives(n)),
@@ -1576,6 +1578,17 @@ document.addEventListener("DOMContentLoaded", async () => {
     signedOut("You are signed out.");
   });
   for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+  $(".tabs").addEventListener("keydown", (event) => {  // arrows, Home and End move between tabs
+    const tabs = [...document.querySelectorAll(".tabs button")].filter((b) => !b.hidden);
+    const at = tabs.indexOf(document.activeElement);
+    if (at < 0) return;
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[event.key];
+    if (to === undefined) return;
+    event.preventDefault();
+    const next = tabs[(to + tabs.length) % tabs.length];
+    showTab(next.dataset.tab);
+    next.focus();
+  });
   $("#printer-filter").addEventListener("change", () => { resetPaging(S.printers); loadPrinters(); Overview.schedule(); });
   $("#overview").addEventListener("toggle", () => Overview.schedule());
   $("#bulk-all").addEventListener("click", () => selectMatching());
