@@ -185,6 +185,15 @@ window.Notification = class {
 """
 
 
+def _staff_at_rest(browser: Any, server: ServerProcess) -> Any:
+    """An operator's live page on a farm at rest (no job, the printer idle, its bed clear)."""
+    _farm_at_rest(server.client)
+    page = _page(browser)
+    _sign_in(page, server, "staff")
+    _live(page)
+    return page
+
+
 def _live(page: Any) -> None:
     """The page is live: by the event stream, or by polling where the server has none."""
     expect(page.locator("#live")).to_have_attribute("data-mode", re.compile("events|polling"))
@@ -478,10 +487,7 @@ def test_a_filtered_grid_follows_changes_and_banners_do_not_go_stale(
     """Filtered by state, printers leave and join the page as their state changes (and the
     filter stays); a banner goes when it is no longer true; messages are in plain words."""
     api = server.client
-    _farm_at_rest(api)
-    page = _page(browser)
-    _sign_in(page, server, "staff")
-    _live(page)
+    page = _staff_at_rest(browser, server)
     state = page.locator('#printer-filter select[name="state"]')
     card = page.locator(f'.card[data-id="{PRINTER}"]')
     state.select_option("idle")
@@ -633,10 +639,7 @@ def test_the_overview_counts_tiles_and_triage(
     needs-attention filter shows how long each printer has waited; search finds a printer
     by its running job's file."""
     api = server.client
-    _farm_at_rest(api)
-    page = _page(browser)
-    _sign_in(page, server, "staff")
-    _live(page)
+    page = _staff_at_rest(browser, server)
     counts = page.locator("#overview-counts")
     tile = page.locator(f'#tiles .tile[data-id="{PRINTER}"]')
     expect(page.locator("#overview-total")).to_have_text("1 printer")

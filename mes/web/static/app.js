@@ -1091,12 +1091,15 @@ async function setRemaining(spool) {
   }, `Spool ${spool.id}: ${value} g left.`);
 }
 
-async function deleteSpool(spool) {
-  if (!(await ask(`Delete spool ${spool.id}?`, { yes: "Delete spool", no: "Keep it" }))) return;
-  await attempt(async () => {
-    await api("DELETE", `/filaments/${encodeURIComponent(spool.id)}`);
-    loadSpools();
-  }, `Spool ${spool.id} deleted.`);
+// Ask `question`; when confirmed, send `method` to `path`, then `after`, and say `done`.
+async function confirmed(question, yes, method, path, after, done) {
+  if (!(await ask(question, { yes, no: "Keep it" }))) return;
+  await attempt(async () => { await api(method, path); after(); }, done);
+}
+
+function deleteSpool(spool) {
+  return confirmed(`Delete spool ${spool.id}?`, "Delete spool", "DELETE",
+    `/filaments/${encodeURIComponent(spool.id)}`, loadSpools, `Spool ${spool.id} deleted.`);
 }
 
 async function addSpool(event) {
@@ -1196,12 +1199,9 @@ async function newToken(user) {
   if (token) tokenShown(token);
 }
 
-async function revokeToken(token) {
-  if (!(await ask(`Revoke token ${token.name}? Programs using it stop working.`, { yes: "Revoke", no: "Keep it" }))) return;
-  await attempt(async () => {
-    await api("DELETE", `/tokens/${encodeURIComponent(token.id)}`);
-    loadAccounts();
-  }, `Token ${token.name} revoked.`);
+function revokeToken(token) {
+  return confirmed(`Revoke token ${token.name}? Programs using it stop working.`, "Revoke", "DELETE",
+    `/tokens/${encodeURIComponent(token.id)}`, loadAccounts, `Token ${token.name} revoked.`);
 }
 
 async function createOwnToken(event) {
