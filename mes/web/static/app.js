@@ -713,15 +713,7 @@ function showSelection() {
 
 // Every printer the grid's filter matches (all pages), selected.
 const selectMatching = () => attempt(async () => {
-  const found = [];
-  let cursor = null;
-  do {
-    const { data, response } = await api("GET", "/dashboard/printers",
-      { params: { ...printerParams(), limit: 1000, cursor } });
-    found.push(...data);
-    cursor = response.headers.get("X-Next-Cursor");
-  } while (cursor && found.length < SELECT_MAX);
-  select(found, true);
+  select(await allPages("/dashboard/printers", printerParams(), SELECT_MAX), true);
 });
 
 // The selected printers as they are now (in requests of MAX_IDS).
@@ -1034,24 +1026,12 @@ async function toggleNotify() {
 // ---------------------------------------------------------------- spools
 
 const loadSpools = serial(async () => {
-  const spools = [];
-  let cursor = null;
-  do {  // every spool (a farm has far fewer spools than printers), 1,000 a request
-    const { data, response } = await api("GET", "/filaments", { params: { limit: 1000, cursor } });
-    spools.push(...data);
-    cursor = response.headers.get("X-Next-Cursor");
-  } while (cursor && spools.length < 10000);
+  // Every spool (a farm has far fewer spools than printers), 1,000 a request.
+  const spools = await allPages("/filaments", {}, 10000);
   S.spools = spools;
   const holders = new Map();  // spool id -> the printers it is loaded in
   if (S.tab === "spools") {
-    let after = null;
-    const printers = [];
-    do {
-      const { data, response } = await api("GET", "/printers", { params: { limit: 1000, cursor: after } });
-      printers.push(...data);
-      after = response.headers.get("X-Next-Cursor");
-    } while (after && printers.length < 10000);
-    for (const p of printers) {
+    for (const p of await allPages("/printers", {}, 10000)) {
       if (p.filament_id) holders.set(p.filament_id, [...(holders.get(p.filament_id) || []), p.id]);
     }
   }
