@@ -19,11 +19,13 @@ from importlib.metadata import PackageNotFoundError, version
 # Level 4 (0.4.0): user names and ids never collide; a user prints only files they uploaded.
 # Level 5 (0.5.0): no command changed; every node answers Raft pre-votes, so nodes ask for
 # them once the cluster is at this level (mes.raft.pre_vote). Level 6 (0.6.0): printers of
-# api Moonraker; nodes announce their OPC UA endpoint.
-DATA_LEVEL = 6
+# api Moonraker; nodes announce their OPC UA endpoint. Level 7 (0.7.0): operators reorder
+# the queue (job.reorder); an uploader's own name for a file is kept and jobs take it.
+DATA_LEVEL = 7
 # Schema 1: release 0.1.0. Schema 2: the node_versions and cluster_meta tables. Schema 3:
-# file_owners. Schema 4: nodes.opcua_url (older readers ignore the column).
-SCHEMA = 4
+# file_owners. Schema 4: nodes.opcua_url (older readers ignore the column). Schema 5:
+# print_jobs.priority and queue_rank, file_owners.name (the same).
+SCHEMA = 5
 SCHEMA_MIN_READER = 1
 # The day this release was made (the OPC UA BuildInfo's BuildDate).
 RELEASE_DATE = "2026-12-07"

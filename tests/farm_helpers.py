@@ -37,6 +37,20 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float,
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
+async def raise_to_data_level(node: FarmNode) -> None:
+    """Raise an in-process node's cluster version to this release's data level, as its
+    leader loop would (fixtures that run no lifespan have none)."""
+    from mes.version import DATA_LEVEL
+
+    reporter = node.versions_reporter()
+
+    async def raised() -> bool:
+        await reporter.step()
+        return bool(node.cluster_version.level() == DATA_LEVEL)
+
+    await eventually(raised, 30, f"the cluster version to reach {DATA_LEVEL}")
+
+
 async def at_data_level(api: httpx.AsyncClient) -> None:
     """Wait until the node's cluster version is this release's data level (a new node
     raises it within seconds of its start; formats of the new level wait for it)."""

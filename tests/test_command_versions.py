@@ -497,7 +497,7 @@ def test_below_cluster_version_3_a_password_change_is_written_in_level_1() -> No
         assert _report(machine, A).ok and _raise(machine, DATA_LEVEL, [A]).ok
         # Each command's newest format (level 5 changed none).
         assert version.writable(Op.USER_UPDATE, args) == (4, args)
-        assert version.writable(Op.JOB_CREATE, {"id": "j"}) == (4, {"id": "j"})
+        assert version.writable(Op.JOB_CREATE, {"id": "j"}) == (7, {"id": "j"})
     finally:
         machine.close()
 

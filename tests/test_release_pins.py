@@ -19,6 +19,7 @@ PINNED = {
     "0.4.0": "e072c586685a64ffae687380e9fdeaf9",
     "0.5.0": "b43d8d4627ade2a1bb2cec741c0bced0",
     "0.6.0": "48ac5012303450503f3e3c7659f828bb",
+    "0.7.0": "2b494ee4cb48f688aefc3e3e2cb47fde",
 }
 
 

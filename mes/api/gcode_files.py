@@ -66,3 +66,39 @@ def chosen_thumbnail(meta: GcodeMeta, width: int | None, height: int | None
 def metadata_view(file_id: str, meta: GcodeMeta) -> dict[str, Any]:
     """What GET /files/{id}/metadata answers."""
     return {"id": file_id, **meta.as_dict(), "weight_grams": meta.weight_grams}
+
+
+# Estimated printing seconds by file id (None: the file states none); a few bytes each.
+_durations: dict[str, int | None] = {}
+MAX_DURATIONS = 20_000
+
+
+def _read_durations(node: NodeDep, file_ids: list[str]) -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    for file_id in file_ids:
+        try:
+            found[file_id] = read_metadata(node.blobs.path(file_id)).estimated_seconds
+        except OSError:  # removed meanwhile: not known this time
+            continue
+    return found
+
+
+async def estimated_seconds(node: NodeDep, file_ids: set[str]) -> dict[str, int | None]:
+    """Each file's estimated printing time where this node knows it: from metadata read
+    before, or read now from a file this node holds (files on other nodes are not fetched
+    for an estimate)."""
+    known: dict[str, int | None] = {}
+    unread = []
+    for file_id in file_ids:
+        if file_id in _durations:
+            known[file_id] = _durations[file_id]
+        elif (meta := _known.get(file_id)) is not None:
+            known[file_id] = meta.estimated_seconds
+        elif node.blobs.has(file_id):
+            unread.append(file_id)
+    if unread:
+        known.update(await asyncio.to_thread(_read_durations, node, unread))
+    if len(_durations) + len(known) > MAX_DURATIONS:
+        _durations.clear()
+    _durations.update(known)
+    return known

@@ -14,6 +14,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     computed_field,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -298,6 +299,9 @@ class PrintJobOut(BaseModel):
         "null when no approval is needed (REQUIRE_APPROVAL off, or submitted by staff)"))
     created_at: Timestamp
     updated_at: Timestamp
+    priority: int = Field(0, description=(
+        "the queue's order: higher first (-100 to 100, default 0), then by age unless an "
+        "operator moved the job"))
 
     hold: HoldOut | None = Field(None, description=(
         "why the job waits (queued and not sent, or paused), as a code and a sentence; null "
@@ -328,6 +332,33 @@ class RejectIn(_Input):
     """Why a job is refused (shown in its history)."""
 
     reason: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]*$")]
+
+
+class QueuedJobOut(PrintJobOut):
+    """A waiting job with its place in the queue."""
+
+    position: int = Field(description="its place in the whole queue (1: the next to go)")
+    estimated_start: Timestamp | None = Field(None, description=(
+        "when it should start, from the printers' time left and the files' estimated times, "
+        "assuming beds are cleared as prints end; null where not known"))
+
+
+class QueuePlaceIn(_Input):
+    """Where a waiting job goes in the queue: exactly one of a priority (it then waits
+    among that priority's jobs by age), or just before or just after another waiting job
+    (taking its priority)."""
+
+    priority: StrictInt | None = Field(None, ge=-100, le=100)
+    before: EntityId | None = None
+    after: EntityId | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> QueuePlaceIn:
+        given = [name for name in ("priority", "before", "after")
+                 if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of priority, before or after")
+        return self
 
 
 class ErrorDetail(BaseModel):

@@ -24,6 +24,7 @@ from mes.state import (
     notifications,
     orders,
     printers,
+    queue_order,
     retention,
     shards,
     sign_in_audit,
@@ -105,6 +106,17 @@ def _to_level_4(op: Op, v1: Handler, v4: Handler, meaning: str,
                         4: Format(v4, meaning, older=_same)}, min_role)
 
 
+def _to_level_7(command: Command, v7: Handler, meaning: str) -> Command:
+    """A command whose level-7 format adds to its latest one: the same arguments, written in
+    that format (without the addition) while the cluster is below level 7."""
+    return Command(command.op, {**command.formats, 7: Format(v7, meaning, older=_same)},
+                   command.min_role, command.moves_farm)
+
+
+_OWN_NAMES = ("as level 4, and a job that names only a file takes the name its owner gave "
+              "the file (the stored name when they never uploaded it)")
+
+
 def _level_1_kind(args: dict[str, Any]) -> dict[str, Any]:
     """A printer request written as level 1: only if it names a level-1 kind (or none)."""
     api = args.get("api")
@@ -126,12 +138,16 @@ _DECLARED = (
     _v1(filaments.create, Op.FILAMENT_CREATE, "operator"),
     _v1(filaments.update_, Op.FILAMENT_UPDATE, "operator"),
     _v1(filaments.delete_, Op.FILAMENT_DELETE, "operator"),
-    _to_level_4(Op.JOB_CREATE, jobs.create, jobs.create_owned, "as level 1, and a user "
-                "(not staff) may name only a file they uploaded or a job of theirs prints; "
-                "another's file is not found", "user"),
+    _to_level_7(_to_level_4(Op.JOB_CREATE, jobs.create, jobs.create_owned, "as level 1, and "
+                "a user (not staff) may name only a file they uploaded or a job of theirs "
+                "prints; another's file is not found", "user"),
+                jobs.create_named, _OWN_NAMES),
     _v1(jobs.set_status, Op.JOB_SET_STATUS, "user"),
-    _to_level_4(Op.FILE_REGISTER, stored_files.register, stored_files.register_owned,
-                "as level 1, and the uploader is recorded as an owner of the file", "user"),
+    _to_level_7(_to_level_4(Op.FILE_REGISTER, stored_files.register,
+                            stored_files.register_owned, "as level 1, and the uploader is "
+                            "recorded as an owner of the file", "user"),
+                stored_files.register_named, "as level 4, and the uploader's own name for "
+                "the file is kept (their latest upload's)"),
     Command(Op.NODE_ANNOUNCE, {
         1: Format(stored_files.announce_node, "as in release 0.1.0"),
         6: Format(stored_files.announce_node_endpoints, "as level 1, with the node's OPC UA "
@@ -158,8 +174,12 @@ _DECLARED = (
     _v1(farm.telemetry, Op.PRINTER_TELEMETRY, moves_farm=False),
     _v1(jobs.approve, Op.JOB_APPROVE, "operator"),
     _v1(jobs.reject, Op.JOB_REJECT, "operator"),
-    _to_level_4(Op.ORDER_CREATE, orders.create, orders.create_owned, "as level 1, each job "
-                "as job.create level 4", "user"),
+    Command(Op.JOB_REORDER, {7: Format(
+        queue_order.reorder, "an operator gives a waiting job a priority or places it just "
+        "before or after another waiting job")}, "operator"),
+    _to_level_7(_to_level_4(Op.ORDER_CREATE, orders.create, orders.create_owned, "as level 1, "
+                "each job as job.create level 4", "user"),
+                orders.create_named, "as level 4, each job as job.create level 7"),
     _v1(users.bootstrap, Op.USER_BOOTSTRAP),
     _to_level_4(Op.USER_CREATE, users.create, users.create_distinct, "as level 1, and the "
                 "id is no user's name, the name no other user's id (any letter case)", "admin"),

@@ -62,10 +62,17 @@ def create_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     return create_in(ctx, args, None, owned_files=True)
 
 
+def create_named(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 7 of `create`: as level 4, and a job that names only a file takes the name its
+    owner gave the file (the stored name when they never uploaded it themselves)."""
+    return create_in(ctx, args, None, owned_files=True, own_names=True)
+
+
 def create_in(ctx: ApplyContext, args: Args, order_id: str | None,
-              owned_files: bool = False) -> dict[str, Any]:
+              owned_files: bool = False, own_names: bool = False) -> dict[str, Any]:
     """Queue one job (of an order when `order_id` is set); see `create`. With `owned_files`
-    (level 4), a user who is not staff may name only a file they may use."""
+    (level 4), a user who is not staff may name only a file they may use; with `own_names`
+    (level 7), a job naming only a file takes its owner's name for it."""
     if args.has("status"):
         raise InvalidCommand("status_not_allowed", "status cannot be set when creating a job",
                              "status")
@@ -91,7 +98,8 @@ def create_in(ctx: ApplyContext, args: Args, order_id: str | None,
         if stored is None:
             raise NotFound("file_not_found", f"file {file_id!r} is not stored", "file_id")
         if filepath is MISSING:
-            filepath = stored["name"]
+            own = stored_files.name_for(ctx.conn, owner_id, file_id) if own_names else None
+            filepath = own or stored["name"]
     else:
         file_id = None
     if not filepath.strip():

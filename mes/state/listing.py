@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Select, func, literal, or_, select, tuple_
 
 from mes.state.orders import with_jobs
 from mes.state.queries import printer_row
@@ -14,6 +14,7 @@ from mes.state.tables import (
     api_tokens,
     audit_log,
     filaments,
+    file_owners,
     files,
     job_history,
     orders,
@@ -108,6 +109,22 @@ def files_page(conn: Connection, after: tuple[float, str] | None,
     query = select(files).order_by(files.c.created_at.desc(), files.c.id.desc())
     if after is not None:
         query = query.where(tuple_(files.c.created_at, files.c.id) < tuple_(*after))
+    return _rows(conn, query, limit)
+
+
+def owned_files_page(conn: Connection, user_id: str, after: tuple[float, str] | None,
+                     limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` files `user_id` uploaded, their latest upload first, after the key
+    `after`: each under the name they gave it (the stored name for uploads before level 7)
+    and with the time of their upload."""
+    uploaded = file_owners.c.created_at
+    query = (select(files.c.id, func.coalesce(file_owners.c.name, files.c.name).label("name"),
+                    files.c.size, uploaded.label("created_at"))
+             .select_from(file_owners.join(files, files.c.id == file_owners.c.file_id))
+             .where(file_owners.c.user_id == user_id)
+             .order_by(uploaded.desc(), files.c.id.desc()))
+    if after is not None:
+        query = query.where(tuple_(uploaded, files.c.id) < tuple_(*after))
     return _rows(conn, query, limit)
 
 

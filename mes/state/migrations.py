@@ -17,7 +17,15 @@ from sqlalchemy import Connection, create_engine, insert, select
 from sqlalchemy.pool import StaticPool
 
 from mes.state import shards
-from mes.state.tables import audit_log, cluster_version, file_owners, files, metadata, node_versions
+from mes.state.tables import (
+    QUEUE_INDEXES,
+    audit_log,
+    cluster_version,
+    file_owners,
+    files,
+    metadata,
+    node_versions,
+)
 from mes.version import SCHEMA
 
 log = logging.getLogger(__name__)
@@ -58,14 +66,35 @@ def _to_schema_3(conn: Connection) -> None:
 
 def _to_schema_4(conn: Connection) -> None:
     """Nodes gain their OPC UA endpoint (null until they announce it at level 6)."""
-    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(nodes)")}
-    if "opcua_url" not in columns:
+    if "opcua_url" not in _columns(conn, "nodes"):
         conn.exec_driver_sql("ALTER TABLE nodes ADD COLUMN opcua_url VARCHAR(300)")
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+
+
+def _to_schema_5(conn: Connection) -> None:
+    """Jobs gain a priority (0) and a queue rank (null: by creation time), the scheduler's
+    indexes follow the queue's order, and owners keep their own name for a file (null for
+    uploads before level 7). Older readers ignore the columns; their inserts get the
+    defaults."""
+    jobs = _columns(conn, "print_jobs")
+    if "priority" not in jobs:
+        conn.exec_driver_sql("ALTER TABLE print_jobs ADD COLUMN priority INTEGER NOT NULL "
+                             "DEFAULT 0")
+    if "queue_rank" not in jobs:
+        conn.exec_driver_sql("ALTER TABLE print_jobs ADD COLUMN queue_rank FLOAT")
+    if "name" not in _columns(conn, "file_owners"):
+        conn.exec_driver_sql("ALTER TABLE file_owners ADD COLUMN name VARCHAR(255)")
+    for index in QUEUE_INDEXES:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+        index.create(conn)
 
 
 # MIGRATIONS[n] takes an image of schema n to schema n + 1.
 MIGRATIONS: dict[int, Migration] = {0: _to_schema_1, 1: _to_schema_2, 2: _to_schema_3,
-                                    3: _to_schema_4}
+                                    3: _to_schema_4, 4: _to_schema_5}
 
 
 def schema_of(conn: Connection) -> int:

@@ -40,6 +40,7 @@ class Op(StrEnum):
     PRINTER_TELEMETRY = "printer.telemetry"
     JOB_APPROVE = "job.approve"
     JOB_REJECT = "job.reject"
+    JOB_REORDER = "job.reorder"
     ORDER_CREATE = "order.create"
     USER_BOOTSTRAP = "user.bootstrap"
     USER_CREATE = "user.create"

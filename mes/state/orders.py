@@ -20,7 +20,13 @@ def create_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     return create(ctx, args, owned_files=True)
 
 
-def create(ctx: ApplyContext, args: Args, owned_files: bool = False) -> dict[str, Any]:
+def create_named(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 7 of `create`: each job as `jobs.create_named`."""
+    return create(ctx, args, owned_files=True, own_names=True)
+
+
+def create(ctx: ApplyContext, args: Args, owned_files: bool = False,
+           own_names: bool = False) -> dict[str, Any]:
     """Create an order and all its jobs, or nothing: one job refused refuses the order."""
     args.reject_unknown(("id", "name", "owner_id", "jobs", "needs_approval"))
     order_id = args.ident("id")
@@ -45,7 +51,7 @@ def create(ctx: ApplyContext, args: Args, owned_files: bool = False) -> dict[str
         try:
             jobs.create_in(ctx, Args({**item, "owner_id": owner_id,
                                       "needs_approval": needs_approval}), order_id,
-                           owned_files)
+                           owned_files, own_names)
         except DomainError as exc:
             exc.message = f"jobs[{index}]: {exc.message}"
             exc.field = f"jobs.{index}.{exc.field}" if exc.field else "jobs"

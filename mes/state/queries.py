@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select
+from sqlalchemy import Connection, Row, bindparam, func, or_, select
 
 from mes.state import prepared
 from mes.state.prepared import Prepared
 from mes.state.tables import (
+    QUEUE_ORDER,
     assignments,
     filaments,
     files,
@@ -207,6 +208,16 @@ def with_drive(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
     return [{**row, **drive_state(row, found.get(row["id"]), live)} for row in rows]
 
 
+def job_row(row: Row[Any]) -> dict[str, Any]:
+    """A job's row as a dict. `priority` and `queue_rank` (schema 5) are left out while they
+    hold their defaults: a job is then the same value it was in earlier releases, which keep
+    command results (`applied_requests`) identical on nodes of either release."""
+    job = dict(row._mapping)
+    if job.get("priority") == 0 and job.get("queue_rank") is None:
+        del job["priority"], job["queue_rank"]
+    return job
+
+
 # A printer is busy with a job claimed for it (Queued, starting) or running on it.
 _BUSY_WITH = (print_jobs.c.status == "Running") | (
     (print_jobs.c.status == "Queued") & (print_jobs.c.phase == "starting"))
@@ -219,18 +230,17 @@ def active_jobs_by_printer(conn: Connection, printer_ids: Collection[str] | None
     """Per printer (of `printer_ids`, or all), the job claimed for it (starting) or running
     on it."""
     if printer_ids is not None and len(printer_ids) <= FEW:
-        return {r.assigned_printer_id: dict(r._mapping)
-                for r in _ACTIVE_ON.each(conn, printer_ids)}
+        return {r.assigned_printer_id: job_row(r) for r in _ACTIVE_ON.each(conn, printer_ids)}
     assigned = (print_jobs.c.assigned_printer_id.is_not(None) if printer_ids is None
                 else print_jobs.c.assigned_printer_id.in_(printer_ids))
     query = select(print_jobs).where(assigned, _BUSY_WITH)
-    return {r.assigned_printer_id: dict(r._mapping) for r in conn.execute(query)}
+    return {r.assigned_printer_id: job_row(r) for r in conn.execute(query)}
 
 
 def active_job_on(conn: Connection, printer_id: str) -> dict[str, Any] | None:
     """The job a printer is claimed for or printing, if any."""
     row = _ACTIVE_ON.run(conn, {"id": printer_id}).first()
-    return dict(row._mapping) if row else None
+    return job_row(row) if row else None
 
 
 def job_by_printer_file(conn: Connection, printer_id: str, name: str) -> dict[str, Any] | None:
@@ -239,19 +249,31 @@ def job_by_printer_file(conn: Connection, printer_id: str, name: str) -> dict[st
         select(print_jobs).where(print_jobs.c.assigned_printer_id == printer_id,
                                  print_jobs.c.printer_filename == name)
         .order_by(print_jobs.c.updated_at.desc())).first()
-    return dict(row._mapping) if row else None
+    return job_row(row) if row else None
+
+
+def rank_of(job: dict[str, Any]) -> float:
+    """A job's rank in its priority: its queue rank, or its creation time."""
+    rank = job.get("queue_rank")
+    return float(job["created_at"] if rank is None else rank)
+
+
+def queue_key(job: dict[str, Any]) -> tuple[int, float, str]:
+    """The key the queue is sorted by (ascending), as `QUEUE_ORDER` sorts in SQL."""
+    return (-int(job.get("priority") or 0), rank_of(job), job["id"])
 
 
 _STARTABLE = select(print_jobs).where(
     print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
     print_jobs.c.file_id.is_not(None),
     print_jobs.c.approval.is_(None) | (print_jobs.c.approval != "pending"),
-).order_by(print_jobs.c.created_at, print_jobs.c.id)
+).order_by(*QUEUE_ORDER)
 
 
 def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
                    per_printer: int) -> list[dict[str, Any]]:
-    """The oldest `per_printer` dispatchable jobs each ready printer could take, oldest first.
+    """The first `per_printer` dispatchable jobs each ready printer could take, in queue
+    order (`QUEUE_ORDER`: priority, then rank).
 
     A job can go to a printer that it names, or (naming none) to one with its spool loaded.
     A few queries whatever the number of ready printers (the scheduler asks for 1,000 idle
@@ -261,7 +283,7 @@ def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
     if conn.execute(_STARTABLE.with_only_columns(print_jobs.c.id).limit(1)).first() is None:
         return []
     rank = func.row_number().over(partition_by=print_jobs.c.printer_id,
-                                  order_by=(print_jobs.c.created_at, print_jobs.c.id))
+                                  order_by=QUEUE_ORDER)
     ranked = (_STARTABLE.add_columns(rank.label("rank"))
               .where(print_jobs.c.printer_id.in_([p["id"] for p in ready])).subquery())
     named = select(*(ranked.c[c.name] for c in print_jobs.c)).where(
@@ -272,7 +294,7 @@ def startable_jobs(conn: Connection, ready: list[dict[str, Any]],
                  else print_jobs.c.filament_id == spool)
         query = _STARTABLE.where(print_jobs.c.printer_id.is_(None), match).limit(per_printer)
         found.update((r.id, dict(r._mapping)) for r in conn.execute(query))
-    return sorted(found.values(), key=lambda job: (job["created_at"], job["id"]))
+    return sorted(found.values(), key=queue_key)
 
 
 def printer_status_of(conn: Connection, printer_id: str) -> dict[str, Any] | None:
@@ -285,12 +307,12 @@ def printer_status_of(conn: Connection, printer_id: str) -> dict[str, Any] | Non
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     """One print job, or None."""
     row = _JOB_BY_ID.run(conn, {"id": job_id}).first()
-    return dict(row._mapping) if row else None
+    return job_row(row) if row else None
 
 
 def jobs_with_ids(conn: Connection, ids: Collection[str]) -> dict[str, dict[str, Any]]:
     """The print jobs of these ids (missing ones left out) by id, in one query."""
-    return {r.id: dict(r._mapping) for r in conn.execute(
+    return {r.id: job_row(r) for r in conn.execute(
         select(print_jobs).where(print_jobs.c.id.in_(ids)))}
 
 
@@ -307,7 +329,7 @@ def list_jobs(conn: Connection, status: str | None = None) -> list[dict[str, Any
     query = select(print_jobs).order_by(print_jobs.c.created_at, print_jobs.c.id)
     if status is not None:
         query = query.where(print_jobs.c.status == status)
-    return [dict(r._mapping) for r in conn.execute(query)]
+    return [job_row(r) for r in conn.execute(query)]
 
 
 def job_history_of(conn: Connection, job_id: str) -> list[dict[str, Any]]:

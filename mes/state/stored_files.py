@@ -41,6 +41,32 @@ def register_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     return row
 
 
+def register_named(ctx: ApplyContext, args: Args) -> dict[str, Any]:
+    """Level 7 of `register`: as level 4, and the uploader's own name for the file is kept
+    (the name of their latest upload of it); the answer carries that name."""
+    row = register(ctx, args)
+    if ctx.actor is None:
+        return row
+    name = args.text("name", 255)
+    if owns_file(ctx.conn, ctx.actor, row["id"]):
+        ctx.conn.execute(update(file_owners).where(
+            file_owners.c.file_id == row["id"], file_owners.c.user_id == ctx.actor)
+            .values(name=name))
+    else:
+        ctx.conn.execute(insert(file_owners).values(file_id=row["id"], user_id=ctx.actor,
+                                                    created_at=ctx.ts, name=name))
+    return {**row, "name": name}
+
+
+def name_for(conn: Any, user_id: str | None, file_id: str) -> str | None:
+    """The name `user_id` gave the file at their latest upload (None: not recorded)."""
+    if user_id is None:
+        return None
+    name: str | None = conn.execute(select(file_owners.c.name).where(
+        file_owners.c.file_id == file_id, file_owners.c.user_id == user_id)).scalar()
+    return name
+
+
 def owns_file(conn: Any, user_id: str, file_id: str) -> bool:
     """Whether `user_id` uploaded the file `file_id` (recorded since level 4)."""
     return conn.execute(select(file_owners.c.user_id).where(

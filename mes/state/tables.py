@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     text,
 )
 
@@ -118,6 +119,9 @@ file_owners = Table(
     Column("file_id", String(64), primary_key=True),
     Column("user_id", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),
+    # The name this owner gave the file at their latest upload (schema 5; null before level
+    # 7, when only the first upload's name was kept in `files`).
+    Column("name", String(255)),
 )
 
 # Each node's HTTP address, announced by the node itself, for copying blobs between nodes.
@@ -185,16 +189,15 @@ print_jobs = Table(
     Column("approval", String(16)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The queue's order (schema 5): higher priority first, then by rank (null: the creation
+    # time), then id. Operators set both (job.reorder, level 7).
+    Column("priority", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("queue_rank", Float),
     # Lists in creation order, all jobs or one status; active jobs by status and phase.
     Index("ix_print_jobs_created", "created_at", "id"),
     Index("ix_print_jobs_status", "status", "created_at", "id"),
     Index("ix_print_jobs_status_phase", "status", "phase",
           sqlite_where=text("phase IS NOT NULL")),
-    # The scheduler's queues: what can start, oldest first, for one printer or one spool.
-    Index("ix_print_jobs_queue_printer", "printer_id", "status", "phase", "created_at", "id",
-          sqlite_where=text("file_id IS NOT NULL")),
-    Index("ix_print_jobs_queue_filament", "filament_id", "status", "phase", "printer_id",
-          "created_at", "id", sqlite_where=text("file_id IS NOT NULL")),
     Index("ix_print_jobs_filament_status", "filament_id", "status"),
     Index("ix_print_jobs_printer_status", "printer_id", "status"),
     Index("ix_print_jobs_assigned_status", "assigned_printer_id", "status"),
@@ -203,6 +206,22 @@ print_jobs = Table(
     # Retention: finished jobs by the time they ended, and whether a file is still printed.
     Index("ix_print_jobs_finished", "status", "updated_at", "id"),
     Index("ix_print_jobs_file", "file_id", sqlite_where=text("file_id IS NOT NULL")),
+)
+
+# The queue's order: higher priority first, then rank (the creation time unless an operator
+# moved the job), then id.
+QUEUE_ORDER = (print_jobs.c.priority.desc(),
+               func.coalesce(print_jobs.c.queue_rank, print_jobs.c.created_at),
+               print_jobs.c.id)
+# The scheduler's queues: what can start, in queue order, for one printer or one spool.
+QUEUE_INDEXES = (
+    Index("ix_print_jobs_queue_printer", print_jobs.c.printer_id, print_jobs.c.status,
+          print_jobs.c.phase, *QUEUE_ORDER, sqlite_where=text("file_id IS NOT NULL")),
+    Index("ix_print_jobs_queue_filament", print_jobs.c.filament_id, print_jobs.c.status,
+          print_jobs.c.phase, print_jobs.c.printer_id, *QUEUE_ORDER,
+          sqlite_where=text("file_id IS NOT NULL")),
+    # Every waiting job in queue order (positions, the page's queue).
+    Index("ix_print_jobs_queue", print_jobs.c.status, *QUEUE_ORDER),
 )
 
 job_history = Table(

@@ -1,9 +1,10 @@
-"""FIFO scheduling: queued jobs go to idle printers by claim, before anything is sent.
+"""Queue-order scheduling: queued jobs (by priority, then age or an operator's placing) go
+to idle printers by claim, before anything is sent.
 
 Every node schedules for the printers it drives: the choice rests on what the printer said
 moments ago on this node (committed telemetry lags by a tick and a commit), and the claim
 carries the printer's assignment epoch, so it commits only while this node still drives
-the printer. Every node walks the same queue oldest first; when two nodes pick the same job
+the printer. Every node walks the same queue in the same order; when two nodes pick the same job
 for different printers, apply lets the first claim win and refuses the other
 (not_claimable), whose printer tries the next job in the next tick.
 """

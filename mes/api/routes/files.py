@@ -9,7 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
-from mes.api.auth import Caller, Operator, authenticated_router
+from mes.api.auth import Caller, authenticated_router
 from mes.api.deps import NodeDep, found, read
 from mes.api.errors import ApiError
 from mes.api.gcode_files import chosen_thumbnail, file_metadata, metadata_view
@@ -42,11 +42,18 @@ async def upload_file(file: UploadFile, node: NodeDep, who: Caller) -> Any:
 
 
 @router.get("", response_model=list[FileOut])
-async def list_files(request: Request, response: Response, node: NodeDep, _: Operator,
+async def list_files(request: Request, response: Response, node: NodeDep, who: Caller,
                      limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
-    """Stored files, newest first, one page at a time (the next page: `Link` rel=next)."""
+    """Stored files, newest first, one page at a time (the next page: `Link` rel=next).
+    Users see the files they uploaded, each under the name they gave it and with the time
+    of their latest upload of it; operators and admins see every file under its stored
+    (first) name."""
     after = decode_cursor(cursor, float, str)
-    rows = await read(node, lambda c: listing.files_page(c, after, limit + 1))
+    if who.staff:
+        rows = await read(node, lambda c: listing.files_page(c, after, limit + 1))
+    else:
+        rows = await read(node, lambda c: listing.owned_files_page(
+            c, who.user_id, after, limit + 1))
     return paged(request, response, rows, limit, lambda r: [r["created_at"], r["id"]])
 
 

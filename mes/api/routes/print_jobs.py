@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from mes.api.auth import Caller, Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
-from mes.api.gcode_files import file_metadata, weight_warning
+from mes.api.gcode_files import estimated_seconds, file_metadata, weight_warning
 from mes.api.holds import with_hold, with_holds
 from mes.api.jobs_csv import jobs_csv
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
@@ -22,6 +23,8 @@ from mes.api.schemas import (
     JobStatus,
     PrintJobCreate,
     PrintJobOut,
+    QueuedJobOut,
+    QueuePlaceIn,
     RejectIn,
     TargetStatus,
     Text200,
@@ -32,7 +35,7 @@ from mes.api.uploads import store_upload
 from mes.app import quotas
 from mes.app.ports import Farm
 from mes.auth.principal import Principal
-from mes.state import listing, queries
+from mes.state import listing, queries, queue_view
 from mes.state.ops import Op
 
 router = authenticated_router("/print_jobs", "print jobs")
@@ -93,6 +96,48 @@ async def export_jobs(node: NodeDep, where: JobFilterDep) -> Response:
     ended, and how long it took. Users export only their own jobs."""
     return Response(await jobs_csv(node, where), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="print-jobs.csv"'})
+
+
+@router.get("/queue", response_model=list[QueuedJobOut])
+async def queue(request: Request, response: Response, node: NodeDep, who: Caller,
+                limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> Any:
+    """The waiting jobs in the order the scheduler takes them (priority, then age or where
+    an operator placed them), each with its position in the whole queue and, for the first
+    jobs, when it should start. Users see only their own jobs, at their place among all."""
+    after = decode_cursor(cursor, int, float, str)
+    owner = None if who.staff else who.user_id
+    rows = await read(node, lambda c: queue_view.queue_page(
+        c, owner, after, limit + 1))
+    page = paged(request, response, rows, limit, lambda r: list(queue_view.cursor_key(r)))
+    await _with_estimates(node, page)
+    return await with_holds(node, page)
+
+
+async def _with_estimates(node: NodeDep, page: list[dict[str, Any]]) -> None:
+    """Set `estimated_start` on the jobs of `page` within the queue's head."""
+    for row in page:
+        row["estimated_start"] = None
+    if not page or page[0]["position"] > queue_view.ESTIMATE_DEPTH:
+        return
+    now = time.time()
+    head, free = await read(node, lambda c: (queue_view.queue_head(c),
+                                             queue_view.printers_free_at(c, now)))
+    seconds = await estimated_seconds(node, {j["file_id"] for j in head if j["file_id"]})
+    durations = {j["id"]: seconds.get(j["file_id"]) for j in head if j["file_id"]}
+    starts = queue_view.estimated_starts(head, free, durations)
+    for row in page:
+        row["estimated_start"] = starts.get(row["id"])
+
+
+@router.post("/{job_id}/queue", response_model=PrintJobOut)
+async def place_in_queue(job_id: str, body: QueuePlaceIn, node: NodeDep, who: Operator,
+                         idempotency_key: IdempotencyKey = None) -> Any:
+    """Move a waiting job in the queue (operators and admins): give it a `priority` (-100
+    to 100, higher first; it then waits among that priority's jobs by age), or place it
+    just `before` or just `after` another waiting job (it takes that job's priority)."""
+    args: dict[str, Any] = {"id": job_id, **body.model_dump(exclude_none=True)}
+    return await with_hold(node, await commit(node, Op.JOB_REORDER, args, idempotency_key,
+                                              who))
 
 
 def _epoch(moment: datetime | None) -> float | None:
