@@ -49,8 +49,10 @@ V0_1_0 = Release("0.1.0", "d64c92f",
                  ROOT / "tests" / "corpus" / "release-0.1.0" / "source.tar.gz")
 # The tree issue 19's stop landed as 0.4.0 (CHANGELOG, data level 4).
 V0_4_0 = Release("0.4.0", "0808d7e", env={"ALLOW_LOCAL_ADDRESSES": "true"})
-# The last release: the tree stop 29 landed as 0.5.0 (data level 5: pre-vote).
+# The tree stop 29 landed as 0.5.0 (data level 5: pre-vote).
 V0_5_0 = Release("0.5.0", "3f13453", env={"ALLOW_LOCAL_ADDRESSES": "true"})
+# The last release: the tree stop 30 landed as 0.6.0 (data level 6: Moonraker, Duet).
+V0_6_0 = Release("0.6.0", "65bcd0e", env={"ALLOW_LOCAL_ADDRESSES": "true"})
 RELEASE_COMMIT, RELEASE_NAME, VENDORED = V0_1_0.commit, V0_1_0.name, V0_1_0.vendored
 
 # One extracted tree per test session (a process runs one session).
