@@ -1025,10 +1025,11 @@ def test_the_page_asks_only_for_the_telemetry_it_shows(
 
 def test_the_queue_is_paged_with_each_jobs_position(
         browser: Any, server: ServerProcess) -> None:
-    """Every waiting job, 50 a page, each with its place in the queue (oldest first)."""
+    """Every waiting job, 50 a page, each with its place in the queue (oldest first); an
+    operator moves a job down one place and gives another a priority that puts it first."""
     api = server.client
     _farm_at_rest(api)
-    stored = _ok(api.get("/files"))[0]["id"]
+    stored = _ok(api.post("/files", files={"file": ("queued.gcode", GCODE)}))["id"]
     # A spool no printer holds: the jobs wait.
     _ok(api.post("/filaments", json={"id": "queue-test", "type": "PLA", "color": "blue",
                                      "total_weight_in_grams": 10_000}))
@@ -1050,6 +1051,23 @@ def test_the_queue_is_paged_with_each_jobs_position(
         expect(rows.last.locator("td.position")).to_have_text("53")
         assert rows.last.get_attribute("data-id") == ids[-1]
         expect(page.locator("#running-table")).to_contain_text("Nothing is printing.")
+        pager.get_by_role("button", name="← Previous").click()
+        expect(rows).to_have_count(50)
+        page.get_by_role("button", name=f"Move job {ids[0]} down").click()
+        expect(rows.nth(1)).to_have_attribute("data-id", ids[0])
+        expect(rows.first).to_have_attribute("data-id", ids[1])
+        expect(rows.first.locator("td.position")).to_have_text("1")
+        assert page.get_by_role("button", name=f"Move job {ids[1]} up").is_disabled()
+        page.locator(f'#queue-table tr[data-id="{ids[7]}"]').get_by_role(
+            "button", name="Priority").click()
+        dialog = page.locator("#ask")
+        dialog.get_by_label("Priority").fill("3")
+        dialog.get_by_role("button", name="Set priority").click()
+        expect(rows.first).to_have_attribute("data-id", ids[7])
+        expect(rows.first.locator("td.priority")).to_have_text("3")
+        expect(rows.nth(2)).to_have_attribute("data-id", ids[0])
+        assert [j["id"] for j in _ok(api.get("/print_jobs/queue", params={"limit": 3}))] \
+            == [ids[7], ids[1], ids[0]]
         page.context.close()
     finally:
         for job_id in ids:
@@ -1081,3 +1099,38 @@ def test_tabs_follow_the_aria_tab_pattern(browser: Any, server: ServerProcess) -
     page.keyboard.press("Home")
     expect(printers).to_have_attribute("aria-selected", "true")
     page.context.close()
+
+
+def test_on_a_phone_a_jobs_cancel_button_is_in_view(
+        browser: Any, server: ServerProcess) -> None:
+    """The job tables scroll sideways on a phone; their actions stay at the right edge."""
+    api = server.client
+    _ok(api.post("/filaments", json={"id": "phone-test", "type": "PLA", "color": "red",
+                                     "total_weight_in_grams": 100}))
+    job = _ok(api.post("/print_jobs", json={"filament_id": "phone-test", "filepath": "x.gcode",
+                                            "print_weight_in_grams": 1, "id": "phone-job"}))
+    _ok(api.post("/print_jobs/phone-job/queue", json={"priority": 100}))  # first in the queue
+    try:
+        page = _page(browser, 390, 844)
+        _sign_in(page, server, "staff")
+        page.get_by_role("tab", name="Jobs").click()
+        cancel = page.locator('#queue-table tr[data-id="phone-job"]').get_by_role(
+            "button", name="Cancel")
+        expect(cancel).to_be_visible()
+        boxes: list[Any] = []
+
+        def in_view() -> bool:
+            # The queue may be redrawn between finding the button and measuring it.
+            try:
+                box = cancel.bounding_box(timeout=1_000)
+            except sync_api.Error:
+                return False
+            boxes.append(box)
+            return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+
+        _until(page, in_view, 10, "Cancel within the phone's width")
+        assert boxes, "measured"
+        page.context.close()
+    finally:
+        api.post(f"/print_jobs/{job['id']}/status", params={"status": "Canceled"})
+        api.delete("/filaments/phone-test")

@@ -3,14 +3,18 @@ uploader's own name for a file that is stored once (level 7)."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from mes.node import FarmNode
 from mes.state.digest import state_digest
 from tests.accounts import make_user
-from tests.farm_helpers import GCODE, raise_to_data_level
+from tests.farm_helpers import GCODE, eventually, raise_to_data_level, running_farm
 
 
 async def ok(response: httpx.Response, status: int = 200) -> Any:
@@ -123,3 +127,35 @@ async def test_each_uploader_keeps_their_name_for_one_stored_file(
     assert [(f["id"], f["name"]) for f in everything] == [(first["id"], "part0.gcode")]
     # A user who never uploaded it sees no file.
     assert await ok(await api.get("/api/v1/files", headers=await make_user(api, "cy"))) == []
+
+
+async def test_estimated_starts_follow_the_printing_job_and_the_files_times(
+        tmp_path: Path) -> None:
+    """One mock printer prints a 60 s job; the next job should start when it ends, the one
+    after that when the next one's file says it will have printed (10 min)."""
+    async with running_farm(tmp_path, mock_printer_job_time=60) as (node, api):
+        await raise_to_data_level(node)
+        await ok(await api.post("/api/v1/filaments", json={
+            "id": "s", "type": "PLA", "color": "red", "total_weight_in_grams": 10_000}), 201)
+        await ok(await api.post("/api/v1/printers", json={
+            "id": "m0", "api": "Mock", "url": "http://mock-printer0:5000", "worker": True,
+            "filament_id": "s"}), 201)
+        timed = b"; estimated printing time (normal mode) = 10m 0s\n" + GCODE
+        stored = await ok(await api.post("/api/v1/files",
+                                         files={"file": ("ten.gcode", timed)}), 201)
+        for job_id in ("first", "second", "third"):
+            await ok(await api.post("/api/v1/print_jobs", json={
+                "id": job_id, "filament_id": "s", "file_id": stored["id"],
+                "print_weight_in_grams": 1}), 201)
+
+        async def printing_with_time_left() -> bool:
+            status = (await api.get("/api/v1/printers/m0/status")).json()
+            return status.get("state") == "printing" and status.get("time_left") is not None
+        await eventually(printing_with_time_left, 30, "the first job printing with time left")
+        status = (await api.get("/api/v1/printers/m0/status")).json()
+        waiting = await ok(await api.get("/api/v1/print_jobs/queue"))
+        assert [(j["id"], j["position"]) for j in waiting] == [("second", 1), ("third", 2)]
+        starts = [datetime.fromisoformat(j["estimated_start"]).timestamp() for j in waiting]
+        ends_at = time.time() + status["time_left"]
+        assert abs(starts[0] - ends_at) < 10, (starts, ends_at)
+        assert starts[1] - starts[0] == pytest.approx(600, abs=0.01)

@@ -787,13 +787,44 @@ async function cancelJob(jobId, printerId) {
 
 const JOB_HEAD = ["Job", "File", "Status", "Waiting for / outcome", "Owner", "Printer", "Spool", "g", "Created", "Actions"];
 const HISTORY_HEAD = [...JOB_HEAD.slice(0, -1), "Ended", "Took", "Actions"];
-const WAITING_HEAD = ["Position", ...JOB_HEAD];
+const WAITING_HEAD = ["Position", "Starts about", "Priority", ...JOB_HEAD];
 
-// One job's row; `history`: with when it ended and how long it took; `position`: its place
-// in the queue, first.
-function jobRow(job, history = false, position = null) {
+// Move a waiting job in the queue (staff): `place` is {before}, {after} or {priority}.
+function moveJob(job, place, done) {
+  return attempt(async () => {
+    await api("POST", `/print_jobs/${encodeURIComponent(job.id)}/queue`, { json: place });
+    loadQueue();
+  }, done);
+}
+
+async function askPriority(job) {
+  const value = await ask(`Priority of job ${job.id}: higher goes first (from -100 to 100; 0 is the default).`,
+    { input: "Priority", value: String(job.priority || 0), type: "number", yes: "Set priority" });
+  if (value === null) return;
+  const priority = Number(value);
+  if (!Number.isInteger(priority) || priority < -100 || priority > 100) {
+    showMessage("The priority must be a whole number from -100 to 100.");
+    return;
+  }
+  await moveJob(job, { priority }, `Job ${job.id} now has priority ${priority}.`);
+}
+
+// One job's row; `history`: with when it ended and how long it took; `queued`: its place in
+// the queue ({position, estimated_start, up, down}: the jobs just before and after it).
+function jobRow(job, history = false, queued = null) {
   const actions = [];
   const mine = S.me && job.owner_id === S.me.id;
+  if (staff() && queued) {
+    const up = button("↑", "outline secondary small", () => moveJob(job, { before: queued.up }));
+    up.disabled = !queued.up;
+    up.setAttribute("aria-label", `Move job ${job.id} up`);
+    up.title = "Move up one place";
+    const down = button("↓", "outline secondary small", () => moveJob(job, { after: queued.down }));
+    down.disabled = !queued.down;
+    down.setAttribute("aria-label", `Move job ${job.id} down`);
+    down.title = "Move down one place";
+    actions.push(up, down, button("Priority", "outline secondary small", () => askPriority(job)));
+  }
   if (staff() && job.approval === "pending" && job.status === "Queued") {
     actions.push(button("Approve", "small", () => attempt(async () => {
       await api("POST", `/print_jobs/${encodeURIComponent(job.id)}/approve`);
@@ -821,7 +852,9 @@ function jobRow(job, history = false, position = null) {
   const shown = job.ended ? ENDINGS[job.ended.kind] || job.status
     : job.status + (job.phase ? ` (${job.phase})` : "");
   return h("tr", { dataset: { id: job.id, status: job.status, ended: job.ended ? job.ended.kind : "" } },
-    position !== null ? h("td", { class: "position" }, position) : null,
+    queued ? [h("td", { class: "position" }, queued.position),
+      h("td", { class: "starts" }, queued.estimated_start ? fmtTime(queued.estimated_start) : "–"),
+      h("td", { class: "priority" }, job.priority || 0)] : null,
     h("td", {}, job.id), h("td", { class: "wrap" }, job.filepath),
     h("td", { class: "status" }, shown),
     h("td", { class: "wrap" }, waiting),
@@ -843,16 +876,22 @@ function fillTable(table, head, rows, empty) {
 
 const QUEUE_ROWS = 50;  // jobs per page of each table
 
-// Every printing and every waiting job, page by page; a waiting job shows its position in
-// the queue (oldest first: the order the farm sends them in).
+// Every printing and every waiting job, page by page; the waiting ones in the order the farm
+// sends them in (priority, then age or where an operator placed them), each with its
+// position in the whole queue and when it should start.
 const loadQueue = serial(async () => {
   for (const [status, state, table] of [["Running", S.running, "#running-table"], ["Queued", S.queued, "#queue-table"]]) {
-    const { data, response } = await api("GET", "/print_jobs",
-      { params: { status, limit: QUEUE_ROWS, cursor: state.cursors[state.page] } });
+    const { data, response } = await api("GET", status === "Running" ? "/print_jobs" : "/print_jobs/queue",
+      { params: { ...(status === "Running" ? { status } : {}), limit: QUEUE_ROWS, cursor: state.cursors[state.page] } });
     state.next = response.headers.get("X-Next-Cursor");
     const first = state.page * QUEUE_ROWS + 1;
     if (status === "Running") fillTable($(table), JOB_HEAD, data.map((job) => jobRow(job)), "Nothing is printing.");
-    else fillTable($(table), WAITING_HEAD, data.map((job, i) => jobRow(job, false, first + i)), "Nothing is waiting.");
+    else {
+      fillTable($(table), WAITING_HEAD, data.map((job, i) => jobRow(job, false, {
+        position: job.position, estimated_start: job.estimated_start,
+        up: i > 0 ? data[i - 1].id : null, down: i + 1 < data.length ? data[i + 1].id : null,
+      })), "Nothing is waiting.");
+    }
     const pager = $(`.pager[data-for="${status === "Running" ? "running" : "queued"}"]`);
     $('[data-page="prev"]', pager).disabled = state.page === 0;
     $('[data-page="next"]', pager).disabled = !state.next;
