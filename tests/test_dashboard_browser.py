@@ -24,6 +24,7 @@ from tests.cluster import ServerProcess
 from tests.farm_helpers import GCODE
 from tests.polling import wait_for
 from tests.test_gcode_meta import thumbnail_block, tiny_png
+from tests.webhook_receiver import webhook_receiver
 
 CHROMIUM = "/usr/bin/chromium"
 MISSING = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
@@ -942,6 +943,21 @@ def test_accounts_tokens_users_and_webhooks_per_role(
         operator.get_by_role("tab", name="Accounts").click()
         expect(operator.locator(f'#webhook-table tr[data-id="{hook["id"]}"]')).to_be_visible()
         expect(operator.locator("#user-table")).to_be_hidden()
+        operator.get_by_role("button", name="Send a test to http://127.0.0.1:9/hook").click()
+        expect(operator.locator("#message")).to_contain_text(
+            "The test did not reach http://127.0.0.1:9/hook")
+        with webhook_receiver() as receiver:
+            reached = _ok(api.post("/webhooks", json={"url": f"{receiver.url}/lab",
+                                                      "types": ["job.done"]}))
+            try:
+                operator.reload()
+                operator.get_by_role("tab", name="Accounts").click()
+                operator.get_by_role("button", name=f"Send a test to {receiver.url}/lab").click()
+                expect(operator.locator("#message")).to_contain_text(
+                    f"The test reached {receiver.url}/lab (HTTP 200).")
+                assert [b["type"] for b in receiver.bodies()] == ["webhook.test"]
+            finally:
+                api.delete(f"/webhooks/{reached['id']}")
         operator.context.close()
 
         student = _page(browser)

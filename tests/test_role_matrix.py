@@ -87,6 +87,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/webhooks/{webhook_id}"): (403, 200, 200),
     ("DELETE", "/api/v1/webhooks/{webhook_id}"): (403, 200, 200),
     ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): (403, 200, 200),
+    # A test notification to a closed loopback port: sent, failed, answered (200).
+    ("POST", "/api/v1/webhooks/{webhook_id}/test"): (403, 200, 200),
     ("GET", "/api/v1/deliveries"): (403, 200, 200),
     # Signing in needs no token (the body carries a name and password); the web page's
     # other routes need one (a bearer token or the session cookie).
@@ -304,6 +306,8 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("DELETE", "/api/v1/webhooks/{webhook_id}"): with_id("/api/v1/webhooks/{}", webhook),
     ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): with_id(
         "/api/v1/webhooks/{}/deliveries", webhook),
+    ("POST", "/api/v1/webhooks/{webhook_id}/test"): with_id("/api/v1/webhooks/{}/test",
+                                                            webhook),
     ("GET", "/api/v1/deliveries"): const(Call("/api/v1/deliveries")),
     ("POST", "/api/v1/session"): _sign_in,
     ("GET", "/api/v1/session"): const(Call("/api/v1/session")),

@@ -245,3 +245,32 @@ async def test_without_smtp_an_email_delivery_is_skipped(
     assert rows[0]["target"] == "student@uni.test"
     assert "SMTP_URL" in rows[0]["last_error"]
     assert rows[0]["payload"]["subject"] == "Your print a.gcode was canceled"
+
+
+async def test_a_test_notification_is_signed_sent_now_and_not_recorded(
+        farm: tuple[FarmNode, httpx.AsyncClient]) -> None:
+    _node, api = farm
+    with webhook_receiver() as receiver:
+        hook = (await api.post("/api/v1/webhooks", json={
+            "url": f"{receiver.url}/hook", "types": ["job.done"]})).json()
+        tested = await api.post(f"/api/v1/webhooks/{hook['id']}/test")
+        assert tested.status_code == 200, tested.text
+        answer = tested.json()
+        assert (answer["result"], answer["status_code"], answer["error"]) == ("ok", 200, None)
+        [post] = receiver.posts()
+        assert signature_valid(hook["secret"], post)
+        assert receiver.ids() == [answer["id"]]
+        [body] = receiver.bodies()
+        assert body["type"] == "webhook.test" and body["data"]["webhook_id"] == hook["id"]
+        # The receiver fails: the answer says how; nothing is retried or recorded.
+        receiver.statuses = [503]
+        failed = (await api.post(f"/api/v1/webhooks/{hook['id']}/test")).json()
+        assert (failed["result"], failed["status_code"]) == ("error", 503)
+        assert "503" in failed["error"]
+        assert len(receiver.posts()) == 2
+        assert await deliveries(api, hook["id"]) == []
+    gone = await api.post("/api/v1/webhooks/nope/test")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "webhook_not_found"
+    student = await make_user(api, "student")
+    refused = await api.post(f"/api/v1/webhooks/{hook['id']}/test", headers=student)
+    assert refused.status_code == 403

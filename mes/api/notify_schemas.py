@@ -44,6 +44,16 @@ class WebhookCreatedOut(WebhookOut):
                         "with it (Standard Webhooks); shown only at creation")
 
 
+class WebhookTestOut(BaseModel):
+    """What a test notification to a webhook came to (nothing is recorded)."""
+
+    id: str = Field(description="the webhook-id header it was sent with")
+    result: Literal["ok", "error"]
+    status_code: int | None = Field(None, description="the receiver's HTTP status")
+    error: str | None = Field(None, description="why it failed, in words")
+    at: Timestamp
+
+
 class DeliveryOut(BaseModel):
     """One notification and what became of it."""
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request, Response
@@ -9,15 +13,24 @@ from fastapi import Query, Request, Response
 from mes.api.auth import Operator, authenticated_router
 from mes.api.deps import IdempotencyKey, NodeDep, commit, found, new_id, read
 from mes.api.errors import ApiError
-from mes.api.notify_schemas import DeliveryOut, WebhookCreate, WebhookCreatedOut, WebhookOut
+from mes.api.notify_schemas import (
+    DeliveryOut,
+    WebhookCreate,
+    WebhookCreatedOut,
+    WebhookOut,
+    WebhookTestOut,
+)
 from mes.api.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, paged
 from mes.networks import AddressRefused, HostUnresolved, checked_addresses
+from mes.notify.senders import WebhookSender
 from mes.notify.signing import new_secret
 from mes.state.delivery_reads import deliveries_page
 from mes.state.notifications import get_webhook, list_webhooks, webhook_url_problem
 from mes.state.ops import Op
 
 router = authenticated_router("/webhooks", "webhooks")
+# The type of the notification POST /webhooks/{id}/test sends (no webhook subscribes to it).
+TEST_TYPE = "webhook.test"
 deliveries_router = authenticated_router("/deliveries", "webhooks")
 
 
@@ -69,6 +82,30 @@ async def get_one(webhook_id: str, node: NodeDep, _: Operator) -> Any:
     """One webhook, without its secret."""
     return _public(found(await read(node, lambda c: get_webhook(c, webhook_id)), "webhook",
                          webhook_id))
+
+
+@router.post("/{webhook_id}/test", response_model=WebhookTestOut)
+async def test_webhook(webhook_id: str, node: NodeDep, _: Operator) -> Any:
+    """Send the webhook a signed `webhook.test` notification now, from this node, with the
+    same network rules and signature as every delivery, and answer what came of it. It is
+    not a delivery: nothing is recorded, and it is not sent again."""
+    hook = found(await read(node, lambda c: get_webhook(c, webhook_id)), "webhook",
+                 webhook_id)
+    now = time.time()
+    message_id = f"msg_test_{secrets.token_hex(8)}"
+    body = json.dumps({"type": TEST_TYPE, "timestamp": datetime.fromtimestamp(now, UTC)
+                       .isoformat(), "index": None, "data": {"webhook_id": webhook_id,
+                       "message": "a test notification from mes"}},
+                      sort_keys=True, separators=(",", ":"))
+    settings = node.settings.notify
+    sender = WebhookSender(settings.webhook_targets, settings.webhook_timeout)
+    try:
+        attempt = await sender.send({"id": message_id, "payload": body,
+                                     "secret": hook["secret"], "target": hook["url"]})
+    finally:
+        await sender.aclose()
+    return {"id": message_id, "result": attempt.result, "status_code": attempt.status_code,
+            "error": attempt.error, "at": attempt.at}
 
 
 @router.delete("/{webhook_id}", response_model=WebhookOut)

@@ -1177,14 +1177,26 @@ const loadAccounts = serial(async () => {
     const hooks = await allPages("/webhooks");
     const last = await Promise.all(hooks.map((w) => api("GET", `/webhooks/${encodeURIComponent(w.id)}/deliveries`,
       { params: { limit: 1 } }).then(({ data }) => data[0] || null, () => null)));
-    fillTable($("#webhook-table"), ["Address", "Sends", "Description", "Created", "Last delivery"],
+    fillTable($("#webhook-table"), ["Address", "Sends", "Description", "Created", "Last delivery", "Actions"],
       hooks.map((w, i) => h("tr", { dataset: { id: w.id } }, h("td", { class: "wrap" }, w.url),
         h("td", { class: "wrap" }, w.types.join(", ")), h("td", { class: "wrap" }, w.description || "–"),
         h("td", {}, fmtTime(w.created_at)),
-        h("td", {}, last[i] ? `${last[i].status}${last[i].last_status_code ? ` (HTTP ${last[i].last_status_code})` : ""}, ${fmtTime(last[i].created_at)}` : "none yet"))),
+        h("td", {}, last[i] ? `${last[i].status}${last[i].last_status_code ? ` (HTTP ${last[i].last_status_code})` : ""}, ${fmtTime(last[i].created_at)}` : "none yet"),
+        h("td", {}, h("div", { class: "actions" }, h("button", {
+          type: "button", class: "outline small", "aria-label": `Send a test to ${w.url}`,
+          onclick: (event) => busyWhile(event.currentTarget, () => testWebhook(w)) }, "Send a test"))))),
       "No webhooks. Webhooks are added through the REST API (see its documentation).");
   }
 });
+
+// Send a webhook a signed test notification now and say what came of it.
+function testWebhook(hook) {
+  return attempt(async () => {
+    const { data } = await api("POST", `/webhooks/${encodeURIComponent(hook.id)}/test`);
+    if (data.result === "ok") showMessage(`The test reached ${hook.url} (HTTP ${data.status_code}).`, true);
+    else showMessage(`The test did not reach ${hook.url}: ${data.error}.`);
+  });
+}
 
 function roleSelect(user) {
   const select = h("select", { "aria-label": `Role of ${user.name}`, class: "role" },
