@@ -1150,3 +1150,41 @@ def test_on_a_phone_a_jobs_cancel_button_is_in_view(
     finally:
         api.post(f"/print_jobs/{job['id']}/status", params={"status": "Canceled"})
         api.delete("/filaments/phone-test")
+
+
+def test_operators_rename_and_dissolve_a_group(browser: Any, server: ServerProcess) -> None:
+    """A group's printers move together: renamed in the page's dialog, then ungrouped."""
+    api = server.client
+    for printer_id in ("west-1", "west-2"):
+        _ok(api.post("/printers", json={"id": printer_id, "group": "west"}))
+    try:
+        page = _page(browser)
+        _sign_in(page, server, "staff")
+        expect(page.locator('#group-table tr[data-group="west"]')).to_contain_text("2")
+        page.get_by_text("By group").click()  # the table is folded at first
+        page.get_by_role("button", name="Rename group west").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Group name").fill("east wing")
+        dialog.get_by_role("button", name="Rename", exact=True).click()
+        expect(page.locator("#message")).to_contain_text("Group west is now east wing.")
+        expect(page.locator('#group-table tr[data-group="east wing"]')).to_contain_text("2")
+        expect(page.locator('#group-table tr[data-group="west"]')).to_have_count(0)
+        assert {p["group"] for p in _ok(api.get("/printers")) if p["id"].startswith("west")} \
+            == {"east wing"}
+        page.get_by_role("button", name="Ungroup east wing").click()
+        _confirm(page, "Take the 2 printers of group east wing out of it? The printers stay.",
+                 "Ungroup")
+        expect(page.locator('#group-table tr[data-group="east wing"]')).to_have_count(0)
+        assert {p["group"] for p in _ok(api.get("/printers")) if p["id"].startswith("west")} \
+            == {None}
+        page.context.close()
+
+        student = _page(browser)
+        _sign_in(student, server, "student")
+        student.get_by_text("By group").click()
+        expect(student.locator('#group-table tr[data-group="lab"]')).to_be_visible()
+        expect(student.get_by_role("button", name="Rename group lab")).to_have_count(0)
+        student.context.close()
+    finally:
+        for printer_id in ("west-1", "west-2"):
+            api.delete(f"/printers/{printer_id}")

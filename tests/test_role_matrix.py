@@ -24,6 +24,8 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int]] = {
     ("GET", "/api/v1/printers/{printer_id}"): (200, 200, 200),
     ("PATCH", "/api/v1/printers/{printer_id}"): (403, 200, 200),
     ("DELETE", "/api/v1/printers/{printer_id}"): (403, 204, 204),
+    ("GET", "/api/v1/groups"): (200, 200, 200),
+    ("POST", "/api/v1/groups/rename"): (403, 200, 200),
     ("GET", "/api/v1/printers/{printer_id}/status"): (200, 200, 200),
     # Every role may see a camera; the printer made here has none (tests/test_camera.py).
     ("GET", "/api/v1/printers/{printer_id}/camera"): (404, 404, 404),
@@ -157,6 +159,13 @@ async def admin_token(api: httpx.AsyncClient) -> str:
     return str((await ok(await api.post("/api/v1/tokens", json={"name": fresh("t")})))["id"])
 
 
+async def group_to_rename(api: httpx.AsyncClient) -> Call:
+    """A group of one new printer, renamed."""
+    group = fresh("g")
+    await ok(await api.post("/api/v1/printers", json={"id": fresh("p"), "group": group}))
+    return Call("/api/v1/groups/rename", json={"group": group, "to": fresh("g")})
+
+
 def webhook_fields() -> dict[str, Any]:
     return {"url": "http://127.0.0.1:9/hook", "types": ["job.done"]}
 
@@ -248,6 +257,8 @@ PREPARE: dict[tuple[str, str], Prepare] = {
                                                           json={"color": "blue"}),
     ("DELETE", "/api/v1/filaments/{filament_id}"): with_id("/api/v1/filaments/{}", filament),
     ("GET", "/api/v1/print_jobs"): const(Call("/api/v1/print_jobs")),
+    ("GET", "/api/v1/groups"): const(Call("/api/v1/groups")),
+    ("POST", "/api/v1/groups/rename"): group_to_rename,
     ("GET", "/api/v1/print_jobs/export"): const(Call("/api/v1/print_jobs/export")),
     ("GET", "/api/v1/print_jobs/queue"): const(Call("/api/v1/print_jobs/queue")),
     ("POST", "/api/v1/print_jobs"): creating("/api/v1/print_jobs", job_fields),

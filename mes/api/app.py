@@ -23,6 +23,7 @@ from mes.api.routes import (
     events,
     filaments,
     files,
+    groups,
     membership,
     metrics,
     orders,
@@ -80,7 +81,8 @@ def create_app(node: Farm) -> FastAPI:
     app.add_middleware(SecurityHeaders, docs_prefix=f"{API_PREFIX}/docs")
     api = APIRouter(prefix=API_PREFIX)
     for module in (printers, camera, filaments, print_jobs, orders, files, users, tokens, audit,
-                   cluster, membership, backup, utilization, events, webhooks, session, dashboard):
+                   cluster, membership, backup, utilization, events, webhooks, session, dashboard,
+                   groups):
         api.include_router(module.router)
     api.include_router(webhooks.deliveries_router)
     api.include_router(cluster.health_router)

@@ -361,6 +361,31 @@ class QueuePlaceIn(_Input):
         return self
 
 
+GroupName = Annotated[Text200, Field(min_length=1, pattern=r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$")]
+
+
+class GroupOut(BaseModel):
+    """A printer group: the name its printers carry, and how many do."""
+
+    group: str
+    printers: int
+
+
+class GroupRename(_Input):
+    """A group's new name; null takes its printers out of any group."""
+
+    group: GroupName
+    to: GroupName | None
+
+
+class GroupRenamed(BaseModel):
+    """What a rename did: the printers that moved."""
+
+    group: str
+    to: str | None
+    printers: list[str]
+
+
 class ErrorDetail(BaseModel):
     """What went wrong, and where."""
 

@@ -23,6 +23,7 @@ from mes.state import (
     jobs,
     notifications,
     orders,
+    printer_groups,
     printers,
     queue_order,
     retention,
@@ -135,6 +136,9 @@ _DECLARED = (
                                 6: Format(printers.update_any_kind, _KINDS_OF_0_6,
                                           older=_level_1_kind)}, "operator"),
     _v1(printers.delete_, Op.PRINTER_DELETE, "operator"),
+    Command(Op.GROUP_RENAME, {7: Format(
+        printer_groups.rename, "an operator renames a printer group (or dissolves it): every "
+        "printer of the group at once")}, "operator"),
     _v1(filaments.create, Op.FILAMENT_CREATE, "operator"),
     _v1(filaments.update_, Op.FILAMENT_UPDATE, "operator"),
     _v1(filaments.delete_, Op.FILAMENT_DELETE, "operator"),

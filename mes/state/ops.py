@@ -38,6 +38,7 @@ class Op(StrEnum):
     PRINTER_RESERVE = "printer.reserve"
     PRINTER_RELEASE = "printer.release"
     PRINTER_TELEMETRY = "printer.telemetry"
+    GROUP_RENAME = "group.rename"
     JOB_APPROVE = "job.approve"
     JOB_REJECT = "job.reject"
     JOB_REORDER = "job.reorder"

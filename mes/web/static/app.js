@@ -381,6 +381,27 @@ function filterGrid({ state = "", group = null, q = null }) {
   loadPrinters();
 }
 
+// Rename a printer group (every printer of it at once); a name in use merges the groups.
+async function renameGroup(group) {
+  const to = await ask(`New name of group ${group.group} (${group.printers} printer${group.printers === 1 ? "" : "s"}):`,
+    { input: "Group name", value: group.group, yes: "Rename" });
+  if (!to || to === group.group) return;
+  await attempt(async () => {
+    await api("POST", "/groups/rename", { json: { group: group.group, to } });
+    loadPrinters(); Overview.schedule();
+  }, `Group ${group.group} is now ${to}.`);
+}
+
+// Take every printer of a group out of it (the printers stay).
+async function ungroup(group) {
+  if (!await ask(`Take the ${group.printers} printer${group.printers === 1 ? "" : "s"} of group ${group.group} out of it? The printers stay.`,
+    { yes: "Ungroup", no: "Keep it" })) return;
+  await attempt(async () => {
+    await api("POST", "/groups/rename", { json: { group: group.group, to: null } });
+    loadPrinters(); Overview.schedule();
+  }, `Group ${group.group} is dissolved; its printers have no group.`);
+}
+
 const loadOverview = serial(async () => {
   const { data } = await api("GET", "/dashboard/overview");
   const current = printerParams().state;
@@ -392,11 +413,17 @@ const loadOverview = serial(async () => {
     count("attention", "needs attention", data.needs_attention),
     ...STATE_WORDS.filter(([state]) => data.states[state] > 0)
       .map(([state, words]) => count(state, words, data.states[state])));
-  fillTable($("#group-table"), ["Group", "Printers", ...STATE_WORDS.map(([, words]) => words)],
+  fillTable($("#group-table"), ["Group", "Printers", ...STATE_WORDS.map(([, words]) => words), ...(staff() ? ["Actions"] : [])],
     data.groups.map((g) => h("tr", { dataset: { group: g.group } }, h("td", {}, g.group), h("td", {}, g.printers),
       STATE_WORDS.map(([state]) => h("td", {}, g.states[state] ? h("a", { href: "#printers",
         onclick: (event) => { event.preventDefault(); filterGrid({ state, group: g.group }); } },
-        g.states[state]) : "")))), "No groups.");
+        g.states[state]) : "")),
+      staff() ? h("td", {}, h("div", { class: "actions" },
+        h("button", { type: "button", class: "outline small", "aria-label": `Rename group ${g.group}`,
+          onclick: (event) => busyWhile(event.currentTarget, () => renameGroup(g)) }, "Rename"),
+        h("button", { type: "button", class: "outline secondary small", "aria-label": `Ungroup ${g.group}`,
+          onclick: (event) => busyWhile(event.currentTarget, () => ungroup(g)) }, "Ungroup"))) : null)),
+    "No groups.");
   $("#tiles").replaceChildren(...data.tiles.map((t) => {
     const words = (STATE_WORDS.find(([state]) => state === t.state) || [t.state, t.state])[1];
     const left = t.state === "printing" && typeof t.time_left === "number" ? ` · ${fmtDuration(t.time_left)} left` : "";
