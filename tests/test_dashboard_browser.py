@@ -1188,3 +1188,41 @@ def test_operators_rename_and_dissolve_a_group(browser: Any, server: ServerProce
     finally:
         for printer_id in ("west-1", "west-2"):
             api.delete(f"/printers/{printer_id}")
+
+
+def test_a_student_prints_one_of_their_files_again(browser: Any, server: ServerProcess) -> None:
+    """"My files" lists the student's uploads under their own names with the upload time;
+    Print submits a job of that file with the chosen spool."""
+    api = server.client
+    content = b"; my files test\n" + SLICED
+    student_id = next(u["id"] for u in server.every("/users") if u["name"] == "student")
+    page = _page(browser)
+    try:
+        _sign_in(page, server, "student")
+        page.get_by_role("tab", name="Jobs").click()
+        page.locator('#job-form input[type="file"]').set_input_files(
+            files=[{"name": "my-bracket.gcode", "mimeType": "text/plain", "buffer": content}])
+        page.locator("#spool-select").select_option(SPOOL)
+        page.get_by_label("Weight (g)").fill("3")
+        page.get_by_role("button", name="Submit", exact=True).click()
+        expect(page.locator("#message")).to_contain_text("(my-bracket.gcode) submitted")
+        page.get_by_text("My files").click()
+        row = page.locator("#file-table tbody tr[data-id]", has_text="my-bracket.gcode")
+        expect(row).to_have_count(1)
+        expect(row.locator("td").first).to_have_text("my-bracket.gcode")
+        expect(row.locator("td").nth(1)).not_to_have_text("\u2013")
+        page.locator("#spool-select").select_option(SPOOL)
+        page.get_by_role("button", name="Print my-bracket.gcode").click()
+        dialog = page.get_by_role("dialog")  # the file does not say its weight
+        dialog.get_by_label("Weight (g)").fill("3")
+        dialog.get_by_role("button", name="Print", exact=True).click()
+        expect(page.locator("#message")).to_contain_text("(my-bracket.gcode) submitted")
+        mine = [j for j in _ok(api.get("/print_jobs", params={"owner_id": student_id}))
+                if j["filepath"] == "my-bracket.gcode"]
+        assert len(mine) == 2 and len({j["file_id"] for j in mine}) == 1, mine
+        page.context.close()
+    finally:
+        for job in _ok(api.get("/print_jobs", params={"owner_id": student_id})):
+            if job["status"] in ("Queued", "Running"):
+                api.post(f"/print_jobs/{job['id']}/status", params={"status": "Canceled"})
+        _farm_at_rest(api)

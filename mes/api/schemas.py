@@ -361,7 +361,8 @@ class QueuePlaceIn(_Input):
         return self
 
 
-GroupName = Annotated[Text200, Field(min_length=1, pattern=r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$")]
+GroupName = Annotated[Text200, Field(
+    min_length=1, pattern=r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$")]
 
 
 class GroupOut(BaseModel):

@@ -298,7 +298,7 @@ function showTab(name) {
 function refreshTab(name) {
   if (!S.me) return;
   if (name === "printers") { loadPrinters(); Overview.schedule(); }
-  else if (name === "jobs") { loadMine(); loadSpools(); loadQueue(); loadHistory(); }
+  else if (name === "jobs") { loadMine(); loadSpools(); loadQueue(); loadHistory(); loadFiles(); }
   else if (name === "spools") loadSpools();
   else if (name === "cluster") loadCluster();
   else if (name === "utilization") loadUtilization();
@@ -993,12 +993,46 @@ async function submitJob(event) {
     if (job) {
       showMessage(`Job ${job.id} (${job.filepath}) submitted${job.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
       form.reset();
-      loadMine(); loadQueue(); loadHistory(); loadSpools();
+      loadMine(); loadQueue(); loadHistory(); loadSpools(); loadFiles();
     }
   } finally {
     submitButton.disabled = false;
     bar.hidden = true; $("#upload-text").hidden = true;
   }
+}
+
+// The files the user uploaded (staff: every file), the latest first, under the names they
+// gave them, each printable again with the spool chosen in the form.
+const loadFiles = serial(async () => {
+  const { data } = await api("GET", "/files", { params: { limit: 50 } });
+  fillTable($("#file-table"), ["File", "Uploaded", "Size", "Actions"], data.map((f) => h("tr", { dataset: { id: f.id } },
+    h("td", { class: "wrap" }, f.name), h("td", {}, fmtTime(f.created_at)), h("td", {}, fmtBytes(f.size)),
+    h("td", {}, h("div", { class: "actions" }, h("button", { type: "button", class: "outline small",
+      "aria-label": `Print ${f.name}`, onclick: (event) => busyWhile(event.currentTarget, () => printFile(f)) }, "Print"))))),
+  "No files yet: a file you submit to print is kept here.");
+});
+
+// A job of a stored file: the weight the form says, else the file's own, else asked for.
+async function printFile(file) {
+  const spool = $("#spool-select").value;
+  if (!spool) { showMessage("Choose a spool in the form above first."); return undefined; }
+  const body = { file_id: file.id, filepath: file.name, filament_id: spool };
+  const typed = $("#job-form").elements.print_weight_in_grams.value;
+  if (typed) body.print_weight_in_grams = Number(typed);
+  else {
+    const { data: meta } = await api("GET", `/files/${encodeURIComponent(file.id)}/metadata`).catch(() => ({ data: {} }));
+    if (!meta.weight_grams) {
+      const grams = await ask(`${file.name} does not say how much filament it uses. How many grams?`,
+        { input: "Weight (g)", type: "number", yes: "Print" });
+      if (!grams) return undefined;
+      body.print_weight_in_grams = Number(grams);
+    }
+  }
+  return attempt(async () => {
+    const { data } = await api("POST", "/print_jobs", { json: body });
+    showMessage(`Job ${data.id} (${data.filepath}) submitted${data.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+    loadMine(); loadQueue(); loadSpools();
+  });
 }
 
 // ---------------------------------------------------------------- my prints
