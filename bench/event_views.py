@@ -2,9 +2,10 @@
 
 One node with N mock printers, every one printing a long job (progress moves every tick),
 and event streams opened as the web page opens them for each view, read in parallel for a
-while: bytes and events per second for the whole farm's telemetry (what every tab received
-before streams were per view), the printers tab (the 60 printers of its first page in full,
-the others' state changes for the overview), and a tab that shows no printer.
+while: bytes on the wire (gzip, as a browser asks) and of text, and events per second, for
+the whole farm's telemetry (what every tab received before streams were per view), the
+printers tab (the 60 printers of its first page in full, the others' state changes for the
+overview; also without gzip, the baseline), and a tab that shows no printer.
 
     .venv/bin/python bench/event_views.py [--printers 1000] [--seconds 30]
 """
@@ -54,10 +55,14 @@ def populate(node: ServerProcess, printers: int) -> None:
 
 
 def measure(node: ServerProcess, name: str, params: list[tuple[str, str]], seconds: float,
-            out: dict[str, tuple[int, int]]) -> None:
+            out: dict[str, tuple[int, int, int]]) -> None:
+    """Text bytes, events and bytes on the wire of one stream read for `seconds`; a view
+    named "... uncompressed" asks for no gzip (as a client without it)."""
     base = f"http://127.0.0.1:{node.http_port}/api/v1/events"
     received, events = 0, 0
-    with httpx.Client(headers=admin_headers(), timeout=httpx.Timeout(10.0, read=60.0)) as c, \
+    encoding = "identity" if name.endswith("uncompressed") else "gzip"
+    with httpx.Client(headers={**admin_headers(), "Accept-Encoding": encoding},
+                      timeout=httpx.Timeout(10.0, read=60.0)) as c, \
             c.stream("GET", base, params=params) as stream:
         started = time.monotonic()
         for line in stream.iter_lines():
@@ -65,7 +70,8 @@ def measure(node: ServerProcess, name: str, params: list[tuple[str, str]], secon
             events += line.startswith("event:")
             if time.monotonic() - started >= seconds:
                 break
-    out[name] = (received, events)
+        wire = stream.num_bytes_downloaded
+    out[name] = (received, events, wire)
 
 
 def main() -> None:
@@ -84,10 +90,12 @@ def main() -> None:
             print(f"{args.printers} mock printers printing after "
                   f"{time.perf_counter() - started:.0f} s")
             shown = [("printer", f"p{n:04d}") for n in range(min(PAGE, args.printers))]
+            tab = [*shown, ("states", "true")]
             views = {"every printer's telemetry (before)": [],
-                     f"printers tab: {PAGE} shown + state changes": [*shown, ("states", "true")],
+                     f"printers tab: {PAGE} shown + state changes": tab,
+                     f"printers tab: {PAGE} shown + state changes, uncompressed": tab,
                      "a tab without printers": [("telemetry", "false")]}
-            out: dict[str, tuple[int, int]] = {}
+            out: dict[str, tuple[int, int, int]] = {}
             threads = [threading.Thread(target=measure, args=(node, name, params,
                                                               args.seconds, out))
                        for name, params in views.items()]
@@ -96,8 +104,9 @@ def main() -> None:
             for thread in threads:
                 thread.join()
             for name in views:
-                received, events = out[name]
-                print(f"{name}: {received / args.seconds / 1024:.2f} KiB/s, "
+                received, events, wire = out[name]
+                print(f"{name}: {wire / args.seconds / 1024:.2f} KiB/s on the wire "
+                      f"({received / args.seconds / 1024:.2f} KiB/s of text), "
                       f"{events / args.seconds:.1f} events/s")
         finally:
             node.stop()

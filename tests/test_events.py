@@ -3,8 +3,10 @@ disconnect and shutdown, a slow client."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -401,3 +403,28 @@ async def test_a_stream_asks_for_the_telemetry_it_shows(
         assert changed.count("printing") == 1, changed  # told once, not at every report
         assert all(a != b for a, b in itertools.pairwise(changed)), changed
         assert await telemetry_until_marker(none) == []
+
+
+async def test_a_stream_is_gzipped_when_asked_and_each_event_arrives_at_once(
+        live: tuple[FarmNode, httpx.AsyncClient]) -> None:
+    """With Accept-Encoding gzip the stream is one gzip member flushed per event: what has
+    arrived decompresses to every event so far, before the stream ends."""
+    _node, client = live
+    for n, (encoding, zipped) in enumerate((("gzip, deflate", True), ("identity", False),
+                                            ("gzip;q=0, identity", False))):
+        async with client.stream("GET", "/api/v1/events",
+                                 headers={"Accept-Encoding": encoding}) as response:
+            assert response.headers.get("content-encoding") == ("gzip" if zipped else None)
+            unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            text = ""
+            raw = response.aiter_raw()
+            spool_id = f"gz-{n}"
+            async with asyncio.timeout(10):  # an unflushed stream would hold the events back
+                while "event: hello" not in text:
+                    chunk = await anext(raw)
+                    text += (unpacker.decompress(chunk) if zipped else chunk).decode()
+                await spool(client, spool_id)
+                while f'"id":"{spool_id}"' not in text:
+                    chunk = await anext(raw)
+                    text += (unpacker.decompress(chunk) if zipped else chunk).decode()
+            assert "event: change" in text

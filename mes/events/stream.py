@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from mes.events.hub import AUTH_ENTITIES, EventHub, Key, StreamEvent, Subscriber, format_id
@@ -89,3 +90,27 @@ async def stream(hub: EventHub, subscriber: Subscriber, after: Key | None, retry
                 yield ": keep-alive\n\n"
     finally:
         hub.unsubscribe(subscriber)
+
+
+# A gzip stream's window and memory: about 48 KiB per open stream (zlib's default is about
+# 256 KiB), enough for a dozen telemetry events of context.
+GZIP_WBITS = 16 + 12
+GZIP_MEMLEVEL = 6
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header allows gzip (and does not refuse it with q=0)."""
+    for item in (accept_encoding or "").lower().split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip() in ("gzip", "x-gzip"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+async def gzipped(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    """The stream compressed as one gzip member, flushed after every chunk so that each
+    event reaches the client at once (the keys every event repeats cost almost nothing)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, GZIP_WBITS, GZIP_MEMLEVEL)
+    async for chunk in chunks:
+        yield packer.compress(chunk.encode()) + packer.flush(zlib.Z_SYNC_FLUSH)
+    yield packer.flush()

@@ -12,7 +12,7 @@ from mes.api.auth import Caller, authenticated_router, request_token
 from mes.api.deps import NodeDep
 from mes.auth.authenticator import AuthError
 from mes.events.hub import Subscriber, TelemetryView, parse_id, visible_to
-from mes.events.stream import reload_message, stream
+from mes.events.stream import accepts_gzip, gzipped, reload_message, stream
 
 router = authenticated_router("/events", "events")
 
@@ -71,4 +71,10 @@ async def events(
                                 node.events.capacity)
         body = stream(node.events, subscriber, key, settings.retry_ms,
                       settings.keepalive, settings.resume_wait, still_allowed)
-    return StreamingResponse(body, media_type="text/event-stream", headers=HEADERS)
+    headers = dict(HEADERS)
+    if accepts_gzip(request.headers.get("accept-encoding")):
+        # Telemetry repeats its keys in every event: gzip, flushed per event, takes a page's
+        # stream to a fraction of its size.
+        body = gzipped(body)
+        headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
