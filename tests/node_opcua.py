@@ -50,6 +50,7 @@ or {"path": [...], "from": ref}. A path element is "Name" (namespace 0), "<uri>|
                    "bad": [{"nodeId", "path", "attribute", "status"}], "browseErrors",
                    "truncated"}
     namespaces {} -> {"namespaces": [...]}
+    findServers {} -> {"servers": [{"applicationUri", "applicationType", "discoveryUrls"}]}
 
 When a subscribe or events step has its items in place, the client prints a line
 `@@SUBSCRIBED@@ {"op", "name", "items"}` at once (for a harness that streams stdout: benchmarks).

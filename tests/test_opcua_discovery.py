@@ -3,6 +3,7 @@ the network can add a server of theirs to that list (RegisterServer is refused).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from asyncua import Client, ua
 from mes.advertised import advertised_opcua_url
 from mes.state.ops import Op
 from tests.farm_helpers import eventually
+from tests.node_opcua import run_node_opcua
 from tests.opcua_farm import opcua_farm
 
 
@@ -45,6 +47,16 @@ async def test_find_servers_lists_every_announced_node_and_only_those(tmp_path: 
             assert set(found) == {own, "urn:mes:node:10.1.0.2:7000"}
             assert found["urn:mes:node:10.1.0.2:7000"] == ["opc.tcp://10.1.0.2:4840/mes/"]
             assert found[own] == [farm.url]
+            # A client we did not write sees the same redundant set.
+            result = await asyncio.to_thread(run_node_opcua, {
+                "endpoint": farm.url, "steps": [{"op": "findServers"}]}, 120.0)
+            assert result["ok"], result
+            servers = {s["applicationUri"]: s for s in result["steps"][0]["servers"]}
+            assert set(servers) == set(found)
+            for uri, urls in found.items():
+                assert servers[uri]["discoveryUrls"] == urls
+                # Server (0) or ClientAndServer (2), the type asyncua describes itself as.
+                assert servers[uri]["applicationType"] in ("0", "2"), servers[uri]
             # RegisterServer needs no session in asyncua: refused here, and nothing listed.
             rogue = ua.RegisteredServer()
             rogue.ServerUri = "urn:evil"

@@ -111,9 +111,10 @@ function dataValueJson(dataValue) {
 }
 
 class Runner {
-    constructor(plan, session) {
+    constructor(plan, session, client) {
         this.plan = plan;
         this.session = session;
+        this.client = client;
         this.aliases = new Map();
         this.namespaceCache = null;
     }
@@ -539,6 +540,14 @@ class Runner {
         return { namespaces: await this.namespaceArray() };
     }
 
+    // FindServers on the connected endpoint: every server it lists, with its URLs.
+    async findServers() {
+        const servers = await this.client.findServers();
+        return { servers: servers.map((s) => ({
+            applicationUri: s.applicationUri, applicationType: String(s.applicationType),
+            discoveryUrls: s.discoveryUrls ?? [] })) };
+    }
+
     async step(step) {
         const handlers = {
             browse: (s) => this.browse(s),
@@ -549,6 +558,7 @@ class Runner {
             events: (s) => this.events(s),
             crawl: (s) => this.crawl(s),
             namespaces: () => this.namespaces(),
+            findServers: () => this.findServers(),
         };
         const handler = handlers[step.op];
         const result = { op: step.op };
@@ -603,7 +613,7 @@ async function run(plan) {
                      status: statusFromError(error) };
         }
         result.session = true;
-        const runner = new Runner(plan, session);
+        const runner = new Runner(plan, session, client);
         for (const step of plan.steps ?? []) {
             const stepResult = await runner.step(step);
             result.steps.push(stepResult);
