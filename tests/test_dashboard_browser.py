@@ -732,6 +732,13 @@ def test_bulk_actions_on_every_printer_a_filter_matches(
         page.get_by_role("button", name="Pause selected").click()  # nothing prints now
         expect(page.locator("#message")).to_contain_text(
             "None of the 3 selected printers is one of the printing printers.")
+        page.get_by_role("button", name="Move selected to a group").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.locator("#ask-text")).to_have_text("Move 3 printers to which group?")
+        dialog.get_by_label("Group").fill("north")
+        dialog.get_by_role("button", name="Move", exact=True).click()
+        expect(page.locator("#message")).to_contain_text("3 printers moved to group north.")
+        assert {_ok(api.get(f"/printers/{pid}"))["group"] for pid in extra} == {"north"}
         page.context.close()
     finally:
         for pid in extra:
@@ -1216,10 +1223,15 @@ def test_a_student_prints_one_of_their_files_again(browser: Any, server: ServerP
         dialog = page.get_by_role("dialog")  # the file does not say its weight
         dialog.get_by_label("Weight (g)").fill("3")
         dialog.get_by_role("button", name="Print", exact=True).click()
-        expect(page.locator("#message")).to_contain_text("(my-bracket.gcode) submitted")
-        mine = [j for j in _ok(api.get("/print_jobs", params={"owner_id": student_id}))
-                if j["filepath"] == "my-bracket.gcode"]
-        assert len(mine) == 2 and len({j["file_id"] for j in mine}) == 1, mine
+
+        def both() -> list[dict[str, Any]]:
+            return [j for j in _ok(api.get("/print_jobs", params={"owner_id": student_id}))
+                    if j["filepath"] == "my-bracket.gcode"]
+
+        _until(page, lambda: len(both()) == 2, 15, "the second job of the file")
+        mine = both()
+        assert len({j["file_id"] for j in mine}) == 1, mine
+        expect(page.locator("#message")).to_contain_text(f"Job {mine[-1]['id']} (my-bracket")
         page.context.close()
     finally:
         for job in _ok(api.get("/print_jobs", params={"owner_id": student_id})):

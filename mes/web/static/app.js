@@ -720,6 +720,10 @@ const BULK = {
     ask: (n) => `Cancel ${n} print${n === 1 ? "" : "s"}? This cannot be undone.`,
     run: (c) => api("POST", `/print_jobs/${encodeURIComponent(c.job.id)}/status`, { params: { status: "Canceled" } }),
     done: (n) => `${n} print${n === 1 ? "" : "s"} canceled.` },
+  group: { applies: () => true, what: "printers", yes: "Move", input: "Group",
+    ask: (n) => `Move ${n} printer${n === 1 ? "" : "s"} to which group?`,
+    run: (c, group) => api("PATCH", `/printers/${encodeURIComponent(c.id)}`, { json: { group } }),
+    done: (n, group) => `${n} printer${n === 1 ? "" : "s"} moved to group ${group}.` },
 };
 const BULK_PARALLEL = 8;  // requests at once
 const SELECT_MAX = 5000;
@@ -764,18 +768,19 @@ async function bulk(kind) {
     showMessage(`None of the ${cards.length} selected printers is one of the ${action.what}.`);
     return;
   }
-  if (!(await ask(action.ask(targets.length), { yes: action.yes }))) return;
+  const answer = await ask(action.ask(targets.length), { yes: action.yes, input: action.input || null });
+  if (!answer) return;
   const failures = [];
   let next = 0;
   const worker = async () => {
     while (next < targets.length) {
       const card = targets[next++];
-      try { await action.run(card); } catch (err) { failures.push(`${card.id}: ${plainWords(err)}`); }
+      try { await action.run(card, answer); } catch (err) { failures.push(`${card.id}: ${plainWords(err)}`); }
     }
   };
   await Promise.all(Array.from({ length: Math.min(BULK_PARALLEL, targets.length) }, worker));
   const ok = targets.length - failures.length;
-  showMessage(action.done(ok) + (failures.length
+  showMessage(action.done(ok, answer) + (failures.length
     ? ` ${failures.length} failed: ${failures.slice(0, 3).join("; ")}${failures.length > 3 ? "; …" : ""}` : ""),
   failures.length === 0);
   loadPrinters();
