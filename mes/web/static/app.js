@@ -24,6 +24,8 @@ const S = {
   queued: { cursors: [null], page: 0, next: null },
   groups: new Set(),
   spools: [],
+  noThumbnail: new Set(),
+  overviewDrawn: "",  // what the overview's counts and groups show now  // files whose thumbnail was not found: not asked for again
   selected: new Map(),  // printer id -> its card as last read (bulk actions, staff)
   mine: null,  // my jobs' statuses as last shown (job id -> status), for notifications
   minePrinters: new Set(),  // the printers my running jobs are on
@@ -243,6 +245,7 @@ async function signInWith(body, submit) {
 
 function signedIn(user, maxUpload) {
   S.me = user;
+  S.overviewDrawn = "";  // another user: draw the overview afresh
   S.maxUpload = maxUpload || 0;
   S.mine = null;
   showNotifyState();
@@ -330,6 +333,31 @@ function refreshShown(ids, states = new Map()) {
   return moved ? loadPrinters() : refreshCards(ids);
 }
 
+// Cards to read again, at most once a second: a wave of prints ending changes printers, their
+// jobs and spools one after another, and each would re-read and redraw the same cards. The
+// first change shows at once. A printer any of whose events did not say its state counts
+// as not known (it may have moved out of a filtered page).
+const CARD_REFRESH_MS = 1000;
+const CardRefresh = {
+  ids: new Set(), states: new Map(), unknown: new Set(), timer: null, last: 0,
+  add(ids, states = new Map()) {
+    for (const id of ids) {
+      this.ids.add(id);
+      if (states.has(id) && !this.unknown.has(id)) this.states.set(id, states.get(id));
+      else { this.unknown.add(id); this.states.delete(id); }
+    }
+    if (this.timer) return;
+    const wait = Math.max(0, this.last + CARD_REFRESH_MS - Date.now());
+    this.timer = setTimeout(() => this.flush(), wait);
+  },
+  flush() {
+    const { ids, states } = this;
+    this.timer = null; this.last = Date.now();
+    this.ids = new Set(); this.states = new Map(); this.unknown = new Set();
+    if (S.tab === "printers" && ids.size) attempt(() => refreshShown(ids, states));
+  },
+};
+
 function printerParams() {
   const form = new FormData($("#printer-filter"));
   return { state: form.get("state"), group: form.get("group").trim(), q: form.get("q").trim(),
@@ -409,6 +437,17 @@ const loadOverview = serial(async () => {
     dataset: { state }, "aria-pressed": String(current === state),
     onclick: () => filterGrid({ state, group: "" }) }, `${label} ${n}`);
   $("#overview-total").textContent = `${data.printers} printer${data.printers === 1 ? "" : "s"}`;
+  // Counts and groups are redrawn only when they changed (a re-read every 2 s otherwise
+  // restyles them for nothing).
+  const drawn = JSON.stringify([current, data.needs_attention, data.states, data.groups, staff()]);
+  if (drawn !== S.overviewDrawn) {
+    S.overviewDrawn = drawn;
+    drawCountsAndGroups(data, current, count);
+  }
+  drawTiles(data.tiles);
+});
+
+function drawCountsAndGroups(data, current, count) {
   $("#overview-counts").replaceChildren(
     count("attention", "needs attention", data.needs_attention),
     ...STATE_WORDS.filter(([state]) => data.states[state] > 0)
@@ -424,16 +463,35 @@ const loadOverview = serial(async () => {
         h("button", { type: "button", class: "outline secondary small", "aria-label": `Ungroup ${g.group}`,
           onclick: (event) => busyWhile(event.currentTarget, () => ungroup(g)) }, "Ungroup"))) : null)),
     "No groups.");
-  $("#tiles").replaceChildren(...data.tiles.map((t) => {
+}
+
+// The density view, changed in place: a tile's element is kept and only what changed is
+// set, so a re-read of 1,000 printers restyles the few that changed, not all of them.
+function drawTiles(tiles) {
+  const box = $("#tiles");
+  const old = new Map([...box.children].map((el) => [el.dataset.id, el]));
+  let before = box.firstChild;
+  for (const t of tiles) {
     const words = (STATE_WORDS.find(([state]) => state === t.state) || [t.state, t.state])[1];
     const left = t.state === "printing" && typeof t.time_left === "number" ? ` · ${fmtDuration(t.time_left)} left` : "";
     const since = t.since ? ` · since ${fmtTime(t.since)}` : "";
     const label = `${t.id}${t.group ? ` (${t.group})` : ""}: ${words}${left}${since}`;
-    return h("button", { type: "button", class: "tile", title: label, "aria-label": label,
-      dataset: { id: t.id, state: t.state, attention: String(t.attention) },
-      onclick: () => filterGrid({ state: "", group: "", q: t.id }) });
-  }));
-});
+    let el = old.get(t.id);
+    if (el) {
+      old.delete(t.id);
+      if (el.title !== label) { el.title = label; el.setAttribute("aria-label", label); }
+      if (el.dataset.state !== t.state) el.dataset.state = t.state;
+      if (el.dataset.attention !== String(t.attention)) el.dataset.attention = String(t.attention);
+    } else {
+      el = h("button", { type: "button", class: "tile", title: label, "aria-label": label,
+        dataset: { id: t.id, state: t.state, attention: String(t.attention) },
+        onclick: () => filterGrid({ state: "", group: "", q: t.id }) });
+    }
+    if (el !== before) box.insertBefore(el, before);
+    else before = before.nextSibling;
+  }
+  for (const el of old.values()) el.remove();
+}
 
 // Printers changed: read the overview again, at most once per OVERVIEW_MS.
 const Overview = {
@@ -572,10 +630,10 @@ function cardEl(card) {
       h("div", { class: "row" }, h("span", { class: "progress-text" }, `${pct.toFixed(0)} %`),
         h("span", { class: "time-left" }, `${fmtDuration(st.time_left)} left`)));
   }
-  if (job && job.file_id) {  // the slicer's picture of the print, when the file has one
+  if (job && job.file_id && !S.noThumbnail.has(job.file_id)) {  // the slicer's picture, if any
     rows.push(h("img", { class: "thumb", alt: "", loading: "lazy", width: 96,
       src: `${API}/files/${encodeURIComponent(job.file_id)}/thumbnail?width=96`,
-      onerror: (event) => { event.target.remove(); } }));
+      onerror: (event) => { S.noThumbnail.add(job.file_id); event.target.remove(); } }));
   }
   if (job) {
     rows.push(h("div", { class: "row job" }, h("span", {}, "Job"),
@@ -1584,7 +1642,7 @@ const Live = {
     if (id !== undefined && id !== null) this.pending.get(entity).add(String(id));
     if (!this.timers.has(entity)) {
       this.timers.set(entity, setTimeout(() => this.flush(entity),
-        entity === "print_job" ? JOB_COALESCE_MS : COALESCE_MS));
+        entity === "print_job" || entity === "filament" ? JOB_COALESCE_MS : COALESCE_MS));
     }
   },
 
@@ -1605,20 +1663,20 @@ const Live = {
       const states = new Map(entity === "printer" ? []
         : [...ids].filter((id) => this.states.has(id)).map((id) => [id, this.states.get(id)]));
       if (entity === "printer_status") for (const id of ids) this.states.delete(id);
-      if (S.tab === "printers") attempt(() => refreshShown(ids, states));
+      if (S.tab === "printers") CardRefresh.add(ids, states);
     } else if (entity === "print_job") {
       if (S.tab === "jobs") { loadQueue(); loadHistory(); }
       // My prints: shown on the Jobs tab, and read on any tab while notifications are on.
       if (S.tab === "jobs" || localStorage.getItem("mes-notify") === "on") loadMine();
       if (S.tab === "printers") {
         const cards = [...p.cards.values()].filter((c) => c.job && ids.has(c.job.id)).map((c) => c.id);
-        if (cards.length) attempt(() => refreshShown(cards));
+        if (cards.length) CardRefresh.add(cards);
       }
     } else if (entity === "filament") {
       if (S.tab === "spools" || S.tab === "jobs") loadSpools();
       if (S.tab === "printers") {
         const cards = [...p.cards.values()].filter((c) => ids.has(c.filament_id)).map((c) => c.id);
-        if (cards.length) attempt(() => refreshShown(cards));
+        if (cards.length) CardRefresh.add(cards);
       }
     } else if (entity === "node") {
       if (S.tab === "cluster") loadCluster();
