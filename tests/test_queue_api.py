@@ -122,9 +122,24 @@ async def test_each_uploader_keeps_their_name_for_one_stored_file(
                             files={"file": ("keychain-v2.gcode", GCODE)}), 201)
     files = await ok(await api.get("/api/v1/files", headers=bob))
     assert [f["name"] for f in files] == ["keychain-v2.gcode"]
+    # Each downloads it under their own name.
+    for who, name in ((ada, "part0.gcode"), (bob, "keychain-v2.gcode")):
+        download = await api.get(f"/api/v1/files/{first['id']}", headers=who)
+        assert download.status_code == 200 and download.content == GCODE
+        assert f'filename="{name}"' in download.headers["content-disposition"]
+    # The latest upload comes first: Ada uploads another file, then the first one again.
+    other = await ok(await api.post("/api/v1/files", headers=ada,
+                                    files={"file": ("other.gcode", GCODE + b"M84\n")}), 201)
+    assert [f["id"] for f in await ok(await api.get("/api/v1/files", headers=ada))] == [
+        other["id"], first["id"]]
+    await ok(await api.post("/api/v1/files", headers=ada,
+                            files={"file": ("part0-again.gcode", GCODE)}), 201)
+    assert [(f["id"], f["name"]) for f in await ok(await api.get("/api/v1/files", headers=ada))
+            ] == [(first["id"], "part0-again.gcode"), (other["id"], "other.gcode")]
     # Staff see every file once, under its stored (first) name.
     everything = await ok(await api.get("/api/v1/files"))
-    assert [(f["id"], f["name"]) for f in everything] == [(first["id"], "part0.gcode")]
+    assert sorted((f["id"], f["name"]) for f in everything) == sorted(
+        [(first["id"], "part0.gcode"), (other["id"], "other.gcode")])
     # A user who never uploaded it sees no file.
     assert await ok(await api.get("/api/v1/files", headers=await make_user(api, "cy"))) == []
 

@@ -66,12 +66,13 @@ def test_priority_then_placing_before_and_after(farm: Farm) -> None:
     assert read(lambda c: queries.get_job(c, "j0"))["priority"] == 5
     assert reorder(farm, "j2", before="j3").ok
     assert read(queue) == ["j2", "j3", "j0", "j4", "j1"]
-    assert reorder(farm, "j2", priority=0).ok  # back among priority 0, by age
-    assert read(queue) == ["j3", "j0", "j4", "j1", "j2"]
+    # Back to priority 0: just before the first younger job of it (j4, placed before j1).
+    assert reorder(farm, "j2", priority=0).ok
+    assert read(queue) == ["j3", "j0", "j2", "j4", "j1"]
     assert read(queue) == read(sorted_in_python)
     # The page of the queue gives positions in the whole queue.
     page = read(lambda c: queue_page(c, None, None, 3))
-    assert [(j["id"], j["position"]) for j in page] == [("j3", 1), ("j0", 2), ("j4", 3)]
+    assert [(j["id"], j["position"]) for j in page] == [("j3", 1), ("j0", 2), ("j2", 3)]
 
 
 def test_a_job_of_default_place_reads_as_in_earlier_releases(farm: Farm) -> None:
@@ -112,6 +113,25 @@ def test_older_formats_have_no_reorder(farm: Farm) -> None:
     outcome = farm.machine.apply({"op": REORDER, "ts": farm.ts,
                                   "args": {"id": "j1", "priority": 1}})
     assert not outcome.ok
+
+
+def test_a_priority_places_a_job_by_age_even_after_renumbering(farm: Farm) -> None:
+    """Renumbered ranks are below every creation time: a job given a priority still goes
+    just before the first younger job of that priority, not to the end."""
+    for step in range(60):  # bisect at one spot until its priority is renumbered
+        assert reorder(farm, "j1" if step % 2 else "j2", after="j0").ok
+    ranks = farm.machine.read(lambda c: [r.queue_rank for r in c.execute(
+        select(print_jobs.c.queue_rank))])
+    assert any(rank is not None and rank < 0 for rank in ranks)  # renumbered
+    order = farm.machine.read(queue)
+    assert reorder(farm, "j0", priority=0).ok
+    younger = next(j for j in order if j != "j0" and j > "j0")  # ids follow creation here
+    after = farm.machine.read(queue)
+    assert after.index(younger) == after.index("j0") + 1, after
+    # A job moved after the last one stays behind jobs queued after the move.
+    assert reorder(farm, "j3", after=after[-1]).ok
+    farm.job("j9", None, "s0")
+    assert farm.machine.read(queue)[-2:] == ["j3", "j9"]
 
 
 def test_many_moves_at_one_spot_renumber_and_keep_the_order(farm: Farm) -> None:
@@ -160,8 +180,18 @@ def test_moves_place_the_job_and_keep_every_other_order(
                 assert after[at + 1] == place["before"]
             elif where == "after":
                 assert after[at - 1] == place["after"]
-            else:
+            else:  # among its new priority's jobs by age: before the first one younger
                 assert outcome.value.get("priority", 0) == value
+                ages = farm.machine.read(lambda c: {
+                    r.id: (r.priority, (r.created_at, r.id)) for r in c.execute(
+                        select(print_jobs.c.id, print_jobs.c.priority, print_jobs.c.created_at))})
+                band = [j for j in after if ages[j][0] == value]
+                younger = next((j for j in band if j != job and ages[j][1] > ages[job][1]), None)
+                at_band = band.index(job)
+                if younger is None:
+                    assert band[-1] == job, (band, job)
+                else:
+                    assert band[at_band + 1] == younger, (band, job)
             assert after == farm.machine.read(sorted_in_python)
     finally:
         farm.machine.close()

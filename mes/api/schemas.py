@@ -345,8 +345,8 @@ class QueuedJobOut(PrintJobOut):
 
 class QueuePlaceIn(_Input):
     """Where a waiting job goes in the queue: exactly one of a priority (it then waits
-    among that priority's jobs by age), or just before or just after another waiting job
-    (taking its priority)."""
+    among that priority's jobs by age: just before the first of them created after it), or
+    just before or just after another waiting job (taking its priority)."""
 
     priority: StrictInt | None = Field(None, ge=-100, le=100)
     before: EntityId | None = None

@@ -151,7 +151,7 @@ _DECLARED = (
                             stored_files.register_owned, "as level 1, and the uploader is "
                             "recorded as an owner of the file", "user"),
                 stored_files.register_named, "as level 4, and the uploader's own name for "
-                "the file is kept (their latest upload's)"),
+                "the file is kept, with the time (their latest upload's)"),
     Command(Op.NODE_ANNOUNCE, {
         1: Format(stored_files.announce_node, "as in release 0.1.0"),
         6: Format(stored_files.announce_node_endpoints, "as level 1, with the node's OPC UA "

@@ -4,7 +4,8 @@ just after another waiting job (job.reorder, level 7).
 The queue is ordered by priority (higher first), then by rank, then by id; a job's rank is
 its creation time until it is moved (`queue_rank` null). A moved job takes the priority of
 the job it is placed beside and a rank between that job and its neighbour in the same
-priority. Floats bisected at one spot run out of precision: then every waiting job of that
+priority; a job given a priority goes just before the first job of that priority created
+after it. Floats bisected at one spot run out of precision: then every waiting job of that
 priority is given a small whole rank in its current order first (`_renumber`), which keeps
 the order and leaves room for about fifty more moves at that spot. Every node computes the
 same floats from the same state, so they agree.
@@ -12,6 +13,7 @@ same floats from the same state, so they agree.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -38,9 +40,9 @@ def is_waiting(job: dict[str, Any]) -> bool:
 
 
 def reorder(ctx: ApplyContext, args: Args) -> dict[str, Any]:
-    """Give a waiting job a priority (it then waits among that priority's jobs by age), or
-    place it just `before` or just
-    `after` another waiting job (taking that job's priority)."""
+    """Give a waiting job a priority (it then waits among that priority's jobs by age: just
+    before the first of them created after it), or place it just `before` or just `after`
+    another waiting job (taking that job's priority)."""
     args.reject_unknown(("id", *PLACES))
     given = [name for name in PLACES if args.has(name)]
     if len(given) != 1:
@@ -49,7 +51,7 @@ def reorder(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     job = _waiting(ctx, args.ident("id"), "id")
     if given == ["priority"]:
         priority = args.integer("priority", MIN_PRIORITY, MAX_PRIORITY)
-        rank = None  # among the jobs of its new priority, by age
+        rank = _rank_by_age(ctx, job, priority)
     else:
         where = given[0]
         other = _waiting(ctx, args.ident(where), where)
@@ -92,13 +94,29 @@ def _rank_beside(ctx: ApplyContext, moving: str, other: dict[str, Any], before: 
         mine = rank_of(band[at])
         near = at - 1 if before else at + 1
         if not 0 <= near < len(band):
-            return mine - 1.0 if before else mine + 1.0
+            # Last: also after every job queued before this moment, not before those queued
+            # in the next second.
+            return mine - 1.0 if before else max(math.nextafter(mine, math.inf), ctx.ts)
         theirs = rank_of(band[near])
         middle = (mine + theirs) / 2
         if middle not in (mine, theirs):
             return middle
         _renumber(ctx, band)
     raise AssertionError("renumbered ranks leave room between neighbours")
+
+
+def _rank_by_age(ctx: ApplyContext, job: dict[str, Any], priority: int) -> float | None:
+    """A rank that places `job` among the waiting jobs of `priority` by age: just before the
+    first of them (in queue order) created after it, or last (None: its creation time
+    already does)."""
+    band = _band(ctx, priority, job["id"])
+    age = (job["created_at"], job["id"])
+    later = next((j for j in band if (j["created_at"], j["id"]) > age), None)
+    if later is not None:
+        return _rank_beside(ctx, job["id"], later, before=True)
+    if not band or (job["created_at"], job["id"]) > (rank_of(band[-1]), band[-1]["id"]):
+        return None
+    return math.nextafter(rank_of(band[-1]), math.inf)
 
 
 def _renumber(ctx: ApplyContext, band: list[dict[str, Any]]) -> None:

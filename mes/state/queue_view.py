@@ -67,13 +67,22 @@ def queue_page(conn: Connection, owner_id: str | None, after: QueueKey | None,
     if after is not None:
         query = query.where(_after(after))
     rows = [dict(r._mapping) for r in conn.execute(query)]
-    if owner_id is None and rows:
+    if not rows:
+        return rows
+    if owner_id is None:
         first = ahead_of(conn, rows[0]) + 1
         for offset, row in enumerate(rows):
             row["position"] = first + offset
-    else:
-        for row in rows:
-            row["position"] = ahead_of(conn, row) + 1
+        return rows
+    # One user's jobs are scattered through the queue: number the whole queue once (up to
+    # the page's last job) rather than count ahead of each job.
+    numbered = select(print_jobs.c.id, func.row_number().over(order_by=QUEUE_ORDER)
+                      .label("position")).where(_WAITING, or_(
+                          _before(cursor_key(rows[-1])), print_jobs.c.id == rows[-1]["id"]))
+    wanted = {row["id"] for row in rows}
+    positions = {r.id: r.position for r in conn.execute(numbered) if r.id in wanted}
+    for row in rows:
+        row["position"] = positions[row["id"]]
     return rows
 
 

@@ -42,8 +42,8 @@ def register_owned(ctx: ApplyContext, args: Args) -> dict[str, Any]:
 
 
 def register_named(ctx: ApplyContext, args: Args) -> dict[str, Any]:
-    """Level 7 of `register`: as level 4, and the uploader's own name for the file is kept
-    (the name of their latest upload of it); the answer carries that name."""
+    """Level 7 of `register`: as level 4, and the uploader's own name for the file is kept,
+    with the time: those of their latest upload of it; the answer carries that name."""
     row = register(ctx, args)
     if ctx.actor is None:
         return row
@@ -51,7 +51,7 @@ def register_named(ctx: ApplyContext, args: Args) -> dict[str, Any]:
     if owns_file(ctx.conn, ctx.actor, row["id"]):
         ctx.conn.execute(update(file_owners).where(
             file_owners.c.file_id == row["id"], file_owners.c.user_id == ctx.actor)
-            .values(name=name))
+            .values(name=name, created_at=ctx.ts))
     else:
         ctx.conn.execute(insert(file_owners).values(file_id=row["id"], user_id=ctx.actor,
                                                     created_at=ctx.ts, name=name))

@@ -19,7 +19,7 @@ from mes.api.uploads import store_upload
 from mes.cluster_secret import bearer_matches
 from mes.files.store import SHA256_PATTERN
 from mes.state import listing, queries
-from mes.state.stored_files import may_use_file
+from mes.state.stored_files import may_use_file, name_for
 
 
 async def cluster_node(request: Request, node: NodeDep) -> None:
@@ -112,14 +112,17 @@ async def file_thumbnail(file_id: str, node: NodeDep, who: Caller,
 @router.get("/{file_id}", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def download_file(file_id: str, node: NodeDep, who: Caller) -> Response:
-    """The file's content under its original name (users: files they uploaded or their jobs
-    print; any other is not found)."""
+    """The file's content under the name the caller gave it (their latest upload of it),
+    else its stored (first) name (users: files they uploaded or their jobs print; any other
+    is not found)."""
     record = await _readable(node, who, file_id)
     if not await node.hold_blob(file_id):
         raise ApiError(503, "file_unavailable", "no reachable node holds this file right now")
-    ascii_name = record["name"].encode("ascii", "replace").decode().replace('"', "_")
+    own = await read(node, lambda c: name_for(c, who.user_id, file_id))
+    name: str = own or record["name"]
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
     disposition = (f'attachment; filename="{ascii_name}"; '
-                   f"filename*=UTF-8''{quote(record['name'], safe='')}")
+                   f"filename*=UTF-8''{quote(name, safe='')}")
     return FileResponse(node.blobs.path(file_id), media_type="application/octet-stream",
                         headers={"Content-Disposition": disposition})
 

@@ -133,8 +133,9 @@ async def _with_estimates(node: NodeDep, page: list[dict[str, Any]]) -> None:
 async def place_in_queue(job_id: str, body: QueuePlaceIn, node: NodeDep, who: Operator,
                          idempotency_key: IdempotencyKey = None) -> Any:
     """Move a waiting job in the queue (operators and admins): give it a `priority` (-100
-    to 100, higher first; it then waits among that priority's jobs by age), or place it
-    just `before` or just `after` another waiting job (it takes that job's priority)."""
+    to 100, higher first; it then waits among that priority's jobs by age: just before the
+    first of them created after it), or place it just `before` or just `after` another
+    waiting job (it takes that job's priority)."""
     args: dict[str, Any] = {"id": job_id, **body.model_dump(exclude_none=True)}
     return await with_hold(node, await commit(node, Op.JOB_REORDER, args, idempotency_key,
                                               who))

@@ -24,8 +24,8 @@ const S = {
   queued: { cursors: [null], page: 0, next: null },
   groups: new Set(),
   spools: [],
-  noThumbnail: new Set(),
-  overviewDrawn: "",  // what the overview's counts and groups show now  // files whose thumbnail was not found: not asked for again
+  noThumbnail: new Set(),  // files whose thumbnail was not found: not asked for again
+  overviewDrawn: "",  // what the overview's counts and groups show now
   selected: new Map(),  // printer id -> its card as last read (bulk actions, staff)
   mine: null,  // my jobs' statuses as last shown (job id -> status), for notifications
   minePrinters: new Set(),  // the printers my running jobs are on
