@@ -212,10 +212,7 @@ def test_the_scheduler_honours_priority(loaded: list[str | None], ready: list[st
     would, and no job a chosen printer could take waits unassigned ahead of its job."""
     farm = Farm()
     try:
-        for spool in SPOOLS:
-            farm.spool(spool)
-        for printer, spool in zip(PRINTERS, loaded, strict=True):
-            farm.printer(printer, spool)
+        farm.loaded(loaded)
         for n, (printer, spool, priority) in enumerate(jobs):
             farm.job(f"j{n:02d}", printer, spool)
             if priority:

@@ -49,6 +49,13 @@ class Farm:
         self.do(Op.FILAMENT_CREATE, id=spool_id, type="PLA", color="k",
                 total_weight_in_grams=100_000)
 
+    def loaded(self, spools: list[str | None]) -> None:
+        """Every spool of SPOOLS, and printer PRINTERS[n] with spools[n] loaded."""
+        for spool in SPOOLS:
+            self.spool(spool)
+        for printer, spool in zip(PRINTERS, spools, strict=True):
+            self.printer(printer, spool)
+
     def job(self, job_id: str, printer_id: str | None, spool: str, with_file: bool = True
             ) -> None:
         extra: dict[str, Any] = {"file_id": FILE} if with_file else {"filepath": "x.gcode"}
@@ -187,10 +194,7 @@ def test_bounded_reads_choose_what_the_whole_queue_would(
         jobs: list[tuple[str | None, str, bool]], bound: int) -> None:
     farm = Farm()
     try:
-        for spool in SPOOLS:
-            farm.spool(spool)
-        for printer, spool in zip(PRINTERS, loaded, strict=True):
-            farm.printer(printer, spool)
+        farm.loaded(loaded)
         for n, (printer, spool, with_file) in enumerate(jobs):
             farm.job(f"j{n:02d}", printer, spool, with_file)
         printers = {p["id"]: p for p in farm.machine.read(queries.worker_printers)

@@ -11,6 +11,7 @@ from mes.state import prepared
 from mes.state.prepared import Prepared
 from mes.state.tables import (
     QUEUE_ORDER,
+    QUEUE_WAITING,
     assignments,
     filaments,
     files,
@@ -264,8 +265,7 @@ def queue_key(job: dict[str, Any]) -> tuple[int, float, str]:
 
 
 _STARTABLE = select(print_jobs).where(
-    print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
-    print_jobs.c.file_id.is_not(None),
+    QUEUE_WAITING, print_jobs.c.file_id.is_not(None),
     print_jobs.c.approval.is_(None) | (print_jobs.c.approval != "pending"),
 ).order_by(*QUEUE_ORDER)
 

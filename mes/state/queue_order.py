@@ -24,7 +24,7 @@ from mes.state.context import ApplyContext
 from mes.state.errors import InvalidCommand, NotFound, RuleViolation
 from mes.state.prepared import Prepared
 from mes.state.queries import rank_of
-from mes.state.tables import QUEUE_ORDER, print_jobs
+from mes.state.tables import QUEUE_ORDER, QUEUE_WAITING, print_jobs
 
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 PLACES = ("priority", "before", "after")
@@ -81,8 +81,8 @@ def _band(ctx: ApplyContext, priority: int, moving: str) -> list[dict[str, Any]]
     """The waiting jobs of one priority but `moving`, in queue order."""
     query = select(print_jobs.c.id, print_jobs.c.priority, print_jobs.c.queue_rank,
                    print_jobs.c.created_at).where(
-        print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None),
-        print_jobs.c.priority == priority, print_jobs.c.id != moving).order_by(*QUEUE_ORDER)
+        QUEUE_WAITING, print_jobs.c.priority == priority, print_jobs.c.id != moving
+    ).order_by(*QUEUE_ORDER)
     return [dict(r._mapping) for r in ctx.conn.execute(query)]
 
 

@@ -20,14 +20,13 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from mes.state.farm import is_reserved
 from mes.state.queries import queue_key
-from mes.state.tables import QUEUE_ORDER, print_jobs, printer_status, printers
+from mes.state.tables import QUEUE_ORDER, QUEUE_WAITING, print_jobs, printer_status, printers
 
 # Estimates are made for this many jobs at the head of the queue; later ones have none.
 ESTIMATE_DEPTH = 500
 QueueKey = tuple[int, float, str]
 
 _ranked = func.coalesce(print_jobs.c.queue_rank, print_jobs.c.created_at)
-_WAITING = and_(print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None))
 
 
 def _after(key: QueueKey) -> ColumnElement[bool]:
@@ -54,14 +53,14 @@ def cursor_key(job: Mapping[str, Any]) -> QueueKey:
 def ahead_of(conn: Connection, job: Mapping[str, Any]) -> int:
     """How many waiting jobs come before `job`."""
     return int(conn.execute(select(func.count()).select_from(print_jobs).where(
-        _WAITING, _before(cursor_key(job)))).scalar_one())
+        QUEUE_WAITING, _before(cursor_key(job)))).scalar_one())
 
 
 def queue_page(conn: Connection, owner_id: str | None, after: QueueKey | None,
                limit: int) -> list[dict[str, Any]]:
     """Up to `limit` waiting jobs (of `owner_id` only, when given) in queue order after the
     key `after`, each with its `position` in the whole queue (1: next)."""
-    query = select(print_jobs).where(_WAITING).order_by(*QUEUE_ORDER).limit(limit)
+    query = select(print_jobs).where(QUEUE_WAITING).order_by(*QUEUE_ORDER).limit(limit)
     if owner_id is not None:
         query = query.where(print_jobs.c.owner_id == owner_id)
     if after is not None:
@@ -77,7 +76,7 @@ def queue_page(conn: Connection, owner_id: str | None, after: QueueKey | None,
     # One user's jobs are scattered through the queue: number the whole queue once (up to
     # the page's last job) rather than count ahead of each job.
     numbered = select(print_jobs.c.id, func.row_number().over(order_by=QUEUE_ORDER)
-                      .label("position")).where(_WAITING, or_(
+                      .label("position")).where(QUEUE_WAITING, or_(
                           _before(cursor_key(rows[-1])), print_jobs.c.id == rows[-1]["id"]))
     wanted = {row["id"] for row in rows}
     positions = {r.id: r.position for r in conn.execute(numbered) if r.id in wanted}
@@ -88,7 +87,7 @@ def queue_page(conn: Connection, owner_id: str | None, after: QueueKey | None,
 
 def queue_head(conn: Connection, depth: int = ESTIMATE_DEPTH) -> list[dict[str, Any]]:
     """The first `depth` waiting jobs in queue order."""
-    query = select(print_jobs).where(_WAITING).order_by(*QUEUE_ORDER).limit(depth)
+    query = select(print_jobs).where(QUEUE_WAITING).order_by(*QUEUE_ORDER).limit(depth)
     return [dict(r._mapping) for r in conn.execute(query)]
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     func,
     text,
 )
@@ -208,6 +209,8 @@ print_jobs = Table(
     Index("ix_print_jobs_file", "file_id", sqlite_where=text("file_id IS NOT NULL")),
 )
 
+# A job waits in the queue: queued, and not being sent to a printer.
+QUEUE_WAITING = and_(print_jobs.c.status == "Queued", print_jobs.c.phase.is_(None))
 # The queue's order: higher priority first, then rank (the creation time unless an operator
 # moved the job), then id.
 QUEUE_ORDER = (print_jobs.c.priority.desc(),

@@ -1015,6 +1015,12 @@ const loadHistory = serial(async () => {
   $(".page-label", pager).textContent = `page ${hst.page + 1}`;
 });
 
+// Say that a job was submitted (`how`: " again" for a reprint), and whether it waits for
+// an operator's approval.
+function jobSubmitted(job, how = "") {
+  showMessage(`Job ${job.id} (${job.filepath}) submitted${how}${job.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+}
+
 // A new job with an ended job's file, spool, printer (if it named one) and weight.
 function reprint(job) {
   const body = Object.fromEntries(Object.entries({ file_id: job.file_id, filament_id: job.filament_id,
@@ -1022,7 +1028,7 @@ function reprint(job) {
     .filter(([, value]) => value !== null && value !== undefined));
   return attempt(async () => {
     const { data } = await api("POST", "/print_jobs", { json: body });
-    showMessage(`Job ${data.id} (${data.filepath}) submitted again${data.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+    jobSubmitted(data, " again");
     loadQueue(); loadHistory();
   });
 }
@@ -1054,7 +1060,7 @@ async function submitJob(event) {
   try {
     const job = await attempt(async () => (await apiUpload("/print_jobs", data, shown)).data);
     if (job) {
-      showMessage(`Job ${job.id} (${job.filepath}) submitted${job.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+      jobSubmitted(job);
       form.reset();
       loadMine(); loadQueue(); loadHistory(); loadSpools(); loadFiles();
     }
@@ -1093,7 +1099,7 @@ async function printFile(file) {
   }
   return attempt(async () => {
     const { data } = await api("POST", "/print_jobs", { json: body });
-    showMessage(`Job ${data.id} (${data.filepath}) submitted${data.approval === "pending" ? ": it waits for an operator's approval" : ""}.`, true);
+    jobSubmitted(data);
     loadMine(); loadQueue(); loadSpools();
   });
 }
